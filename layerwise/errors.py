@@ -1,0 +1,40 @@
+"""Exceptions a user can cause, each with a message that says what to do.
+
+The CLI (``apps``) prints any :class:`LayerwiseError` as one line and exits with code 2;
+everything else is a bug and keeps its traceback.
+"""
+
+
+class LayerwiseError(Exception):
+    """Base class of every error caused by user input (bad config, missing data, ...)."""
+
+
+class ConfigError(LayerwiseError, ValueError):
+    """A configuration value is invalid (non-positive size, impossible shape, ...)."""
+
+
+class UnknownNameError(LayerwiseError, KeyError):
+    """A name (model, dataset, mode, preset, ...) is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DatasetUnavailableError(LayerwiseError):
+    """A dataset is not on disk and cannot be downloaded here."""
+
+
+class CheckpointError(LayerwiseError):
+    """A checkpoint is missing, truncated, corrupt or from another configuration."""
+
+
+class WorkdirMismatchError(LayerwiseError):
+    """A run directory was written by a different configuration."""
+
+
+class NonFiniteLossError(LayerwiseError):
+    """Training produced a NaN or infinite loss."""
+
+
+class ServingInputError(LayerwiseError, ValueError):
+    """An input sent to an exported model has the wrong size, channels or dtype."""

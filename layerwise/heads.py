@@ -1,0 +1,103 @@
+"""Auxiliary classifier heads: the paper's k-hidden-layer auxiliary problems.
+
+Belilovsky et al. (ICML 2019), Sec. 3: the auxiliary classifier of stage j is
+``C = L o A o (ReLU W~)^(k-1)``: ``k - 1`` constant-width 3x3 convolutions (width M~), a spatial
+average to 2x2 (A) and a linear layer (L). ``k = 1`` is the linear model on 2x2-averaged features.
+The reference code puts BatchNorm after every auxiliary conv and before the linear layer; here
+that follows ``HeadSpec.batchnorm``. Spatial averaging is adaptive (PyTorch
+``AdaptiveAvgPool2d`` semantics), so odd sizes such as 7x7 average overlapping windows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import keras
+
+from layerwise.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadSpec:
+    """What an auxiliary head looks like.
+
+    Attributes:
+        conv_layers: number of hidden 3x3 conv layers, ``k - 1`` in the paper (k = aux depth).
+        width: width of those conv layers, M~ in the paper.
+        batchnorm: BatchNorm after each hidden conv and before the linear layer.
+        pooled_size: spatial size after averaging (the paper uses 2).
+        hidden_units: optional fully connected layers before the classifier (e.g. VGG's
+            ``(4096, 4096)``); empty for the paper's conv heads.
+        dropout: dropout rate before each hidden fully connected layer.
+    """
+
+    conv_layers: int = 0
+    width: int = 256
+    batchnorm: bool = True
+    pooled_size: int = 2
+    hidden_units: tuple[int, ...] = ()
+    dropout: float = 0.0
+
+    def validate(self) -> "HeadSpec":
+        if self.conv_layers < 0:
+            raise ConfigError(f"aux_conv_layers must be >= 0 (k - 1 in the paper), got {self.conv_layers}")
+        if self.conv_layers > 0 and self.width <= 0:
+            raise ConfigError(f"aux_width must be positive, got {self.width}")
+        if self.pooled_size <= 0:
+            raise ConfigError(f"pooled_size must be positive, got {self.pooled_size}")
+        if any(u <= 0 for u in self.hidden_units):
+            raise ConfigError(f"hidden units must be positive, got {self.hidden_units}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        return self
+
+
+def build_aux_head(
+    feature_shape: Sequence[int],
+    num_classes: int,
+    spec: HeadSpec = HeadSpec(),
+    name: str = "aux_head",
+) -> keras.Model:
+    """Builds the k-hidden-layer auxiliary classifier for features of ``feature_shape``.
+
+    Args:
+        feature_shape: ``(H, W, C)`` of the stage output the head reads.
+        num_classes: number of output logits.
+        spec: the head's shape (``spec.conv_layers`` = k - 1).
+        name: model name.
+
+    Returns:
+        A functional model ``features -> logits`` (float32 logits, also under mixed precision).
+
+    Example:
+        >>> head = build_aux_head((7, 7, 256), 10, HeadSpec(conv_layers=1, width=128))
+        >>> head.output.shape
+        (None, 10)
+    """
+    spec.validate()
+    features = keras.Input(shape=tuple(feature_shape), name=f"{name}_features")
+    x = features
+    if len(feature_shape) == 3:
+        for i in range(spec.conv_layers):
+            x = keras.layers.Conv2D(
+                spec.width, 3, padding="same", use_bias=not spec.batchnorm, name=f"{name}_conv{i}"
+            )(x)
+            if spec.batchnorm:
+                x = keras.layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+            x = keras.layers.ReLU(name=f"{name}_relu{i}")(x)
+        pooled = min(spec.pooled_size, feature_shape[0], feature_shape[1])
+        x = keras.layers.AdaptiveAveragePooling2D(pooled, name=f"{name}_avg")(x)
+    elif spec.conv_layers:
+        raise ConfigError(f"conv auxiliary layers need (H, W, C) features, got shape {tuple(feature_shape)}")
+    x = keras.layers.Flatten(name=f"{name}_flatten")(x)
+    for i, units in enumerate(spec.hidden_units):
+        if spec.dropout:
+            x = keras.layers.Dropout(spec.dropout, name=f"{name}_dropout{i}")(x)
+        x = keras.layers.Dense(units, activation="relu", name=f"{name}_fc{i}")(x)
+    if spec.dropout and spec.hidden_units:
+        x = keras.layers.Dropout(spec.dropout, name=f"{name}_dropout_out")(x)
+    if spec.batchnorm and spec.conv_layers:
+        x = keras.layers.BatchNormalization(name=f"{name}_bn_out")(x)
+    logits = keras.layers.Dense(num_classes, dtype="float32", name=f"{name}_logits")(x)
+    return keras.Model(features, logits, name=name)

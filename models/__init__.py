@@ -1,0 +1,10 @@
+"""The model zoo: every model is a list of stages (see ``layerwise.staging``).
+
+Importing this package registers every family; ``build_model(name, input_shape, num_classes,
+**options)`` builds one. Models know nothing about training.
+"""
+
+from models.registry import MODELS, build_model
+from models import layerwise_cnn  # noqa: F401  (registers its builders)
+
+__all__ = ["MODELS", "build_model"]
