@@ -17,6 +17,10 @@ import keras
 
 from layerwise.errors import ConfigError
 
+# PyTorch's BatchNorm momentum 0.1 (the reference code) is Keras momentum 0.9; Keras's 0.99
+# default leaves the moving statistics far from the data after a few hundred steps.
+BN_MOMENTUM = 0.9
+
 
 @dataclasses.dataclass(frozen=True)
 class HeadSpec:
@@ -84,7 +88,7 @@ def build_aux_head(
                 spec.width, 3, padding="same", use_bias=not spec.batchnorm, name=f"{name}_conv{i}"
             )(x)
             if spec.batchnorm:
-                x = keras.layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+                x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
             x = keras.layers.ReLU(name=f"{name}_relu{i}")(x)
         pooled = min(spec.pooled_size, feature_shape[0], feature_shape[1])
         x = keras.layers.AdaptiveAveragePooling2D(pooled, name=f"{name}_avg")(x)
@@ -98,6 +102,6 @@ def build_aux_head(
     if spec.dropout and spec.hidden_units:
         x = keras.layers.Dropout(spec.dropout, name=f"{name}_dropout_out")(x)
     if spec.batchnorm and spec.conv_layers:
-        x = keras.layers.BatchNormalization(name=f"{name}_bn_out")(x)
+        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn_out")(x)
     logits = keras.layers.Dense(num_classes, dtype="float32", name=f"{name}_logits")(x)
     return keras.Model(features, logits, name=name)

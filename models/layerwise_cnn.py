@@ -14,6 +14,7 @@ import keras
 
 from layerwise.downsampling import SpaceToDepth
 from layerwise.errors import ConfigError
+from layerwise.heads import BN_MOMENTUM
 from layerwise.staging import StagedNetwork
 from models.registry import MODELS
 
@@ -96,7 +97,7 @@ def build_layerwise_cnn(
             stage_width, 3, padding="same", use_bias=not batchnorm, name=f"{name}_conv"
         )(x)
         if batchnorm:
-            x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+            x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
         x = keras.layers.ReLU(name=f"{name}_relu")(x)
         stage = keras.Model(inputs, x, name=name)
         stages.append(stage)

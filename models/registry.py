@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Sequence
 
+from layerwise.errors import ConfigError
 from layerwise.registry import Registry
 from layerwise.staging import StagedNetwork
 
@@ -17,6 +19,24 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **optio
         UnknownNameError: ``name`` is not registered.
         ConfigError: the options are impossible for this input (e.g. too many downsamplings).
     """
-    import models  # noqa: F401  (registers every family)
+    builder = MODELS.get(name)
+    return builder(tuple(input_shape), num_classes, **resolve_options(name, options))
 
-    return MODELS.get(name)(tuple(input_shape), num_classes, **options)
+
+def resolve_options(name: str, options: dict) -> dict:
+    """``options`` completed with the builder's defaults, checked against its signature.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered.
+        ConfigError: an option the builder does not take.
+    """
+    builder = MODELS.get(name)
+    params = list(inspect.signature(builder).parameters.values())[2:]
+    known = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"model {name!r} does not take option(s) {', '.join(unknown)}; it takes: {', '.join(known) or 'none'}"
+        )
+    resolved = {**known, **options}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}

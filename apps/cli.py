@@ -1,0 +1,50 @@
+"""What every app shares: one-line errors with exit code 2, and the ``--debug`` flag.
+
+A :class:`layerwise.errors.LayerwiseError` (bad input a user can fix) and a flag-parsing error
+are printed as ``error: <what is wrong and what to do>`` on stderr, exit code 2, no traceback;
+``--debug`` shows the traceback instead. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from absl import app, flags, logging
+
+from layerwise.errors import LayerwiseError
+
+flags.DEFINE_boolean("debug", False, "Show full tracebacks instead of one-line errors.")
+FLAGS = flags.FLAGS
+
+EXIT_USAGE = 2
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        fail(f"{e} (see --helpfull)")
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """``absl.app.run(main)`` with the error conventions above."""
+
+    def guarded(argv: list[str]) -> None:
+        try:
+            main(argv)
+        except LayerwiseError as e:
+            if FLAGS.debug:
+                raise
+            fail(str(e))
+        except KeyboardInterrupt:
+            print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+            sys.exit(130)
+
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO chatter (SavedModel writing, ...)
+    app.run(guarded, flags_parser=_parse_flags)

@@ -1,0 +1,73 @@
+"""Config -> dataset -> staged network -> trainer -> records: the run behind ``apps.train``.
+
+Everything is validated before anything is written: a bad configuration leaves no workdir.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+import keras
+import tensorflow as tf
+
+from layerwise.config import TrainConfig
+from layerwise.datasets import DataSource, load_dataset
+from layerwise.runlog import format_stage_table
+from layerwise.staging import StagedNetwork
+from layerwise.trainer import GreedyTrainer
+from layerwise.workdir import prepare_workdir
+from models import build_model
+from models.registry import resolve_options
+
+
+def load_data(config: TrainConfig) -> DataSource:
+    options: dict[str, Any] = {"split_seed": config.split_seed}
+    if config.augment != "auto":
+        options["augment"] = config.augment
+    return load_dataset(config.dataset, **options)
+
+
+def build_network(config: TrainConfig, data: DataSource, strategy=None) -> StagedNetwork:
+    """Builds the configured model with weights seeded by ``config.seed``."""
+    keras.utils.set_random_seed(config.seed)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        return build_model(config.model, data.image_shape, data.num_classes, **config.model_options)
+
+
+def resolve(config: TrainConfig) -> TrainConfig:
+    """Validates ``config`` and fills in the model builder's default options."""
+    config.validate()
+    return config.replace(model_options=resolve_options(config.model, config.model_options))
+
+
+def run_training(
+    config: TrainConfig,
+    workdir: str | None,
+    *,
+    strategy: tf.distribute.Strategy | None = None,
+    verbose: int = 1,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Trains ``config`` into ``workdir`` (resuming what is there) and returns stage records.
+
+    Raises:
+        LayerwiseError: bad configuration, unavailable data, a workdir of another
+            configuration, a corrupt checkpoint or a non-finite loss.
+    """
+    config = resolve(config)
+    data = load_data(config)
+    network = build_network(config, data, strategy)
+    trainer = GreedyTrainer(network, data, config, workdir, strategy=strategy, verbose=verbose, log=log)
+    if workdir is not None:
+        if prepare_workdir(workdir, config.to_dict()):
+            log(f"resuming the run in {workdir}")
+    start = time.perf_counter()
+    records = trainer.run()
+    log("")
+    log(format_stage_table(records))
+    log(f"\n{config.mode} training of {network.name} on {data.name}: {time.perf_counter() - start:.1f} s")
+    if workdir is not None:
+        log(f"results in {os.path.abspath(workdir)}")
+    return records

