@@ -71,7 +71,7 @@ def mlp_classifier(
     hidden_bias_initializer="zeros",
     name: str = "final_head",
 ) -> keras.Model:
-    """The AlexNet/VGG classifier: ``[maxpool] [avg] -> flatten -> (Dense, ReLU, Dropout)* -> Dense``.
+    """AlexNet's and VGG's classifier: ``[pool] -> flatten -> (Dense, ReLU, Dropout)* -> Dense``.
 
     Args:
         feature_shape: shape of the features the head reads (no batch dimension).
