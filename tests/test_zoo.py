@@ -37,14 +37,23 @@ def tiny_config(name: str) -> tuple[tuple[int, int, int], dict]:
         return (32, 32, 3), dict(widths=(4, 4, 8, 8, 8), head_units=(8, 8))
     if name in IMAGENET_NETS:
         return (32, 32, 3), dict(width=4)
-    if name in CIFAR_NETS:
-        return (16, 16, 3), dict(width=4)
-    return (32, 32, 3), {}
+    return (32, 32, 3), {}  # CIFAR ResNets are small: they are tested as published
 
 
-def tiny(name: str, num_classes: int = 5, **overrides):
+def tiny(name: str, num_classes: int = 10, **overrides):
     shape, options = tiny_config(name)
     return build_model(name, shape, num_classes, **{**options, **overrides})
+
+
+# Trainable parameters of the CIFAR ResNets at 10 classes (He et al. 2016, Table 6: 0.27M, 0.46M,
+# 0.66M, 0.85M, 1.7M). Their plain nets have the same count: option A adds no parameters.
+PINNED_CIFAR = {
+    20: (269_722, "0.27M"),
+    32: (464_154, "0.46M"),
+    44: (658_586, "0.66M"),
+    56: (853_018, "0.85M"),
+    110: (1_727_962, "1.7M"),
+}
 
 
 @pytest.mark.parametrize("name", MODELS.names())
@@ -55,21 +64,51 @@ def test_every_registered_model(name):
     checks.check_compose_matches_by_hand(net)
     for layer in checks.custom_layers(net.stages):
         checks.check_config_round_trip(layer)
+    if name in CIFAR_NETS:
+        count, quoted = PINNED_CIFAR[int(name.removeprefix("resnet").removeprefix("plain"))]
+        assert _rounded(count, quoted) == quoted
+        assert checks.trainable_count(checks.full_model(net)) == count
 
 
-# Trainable parameters of the published networks (torchvision's counts for VGG and ResNet; the
-# 2012 two-GPU AlexNet for alexnet), with the rounded figure the papers quote.
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("layerwise_cnn", dict(num_stages=2, width=4, downsample_at=(1,))),
+        ("alexnet_cifar", dict(conv_widths=(4, 4, 4, 4, 4), head_units=(4,), groups=1)),
+        (
+            "vgg11_bn",
+            dict(
+                widths=(4, 4, 4, 4, 4),
+                head_units=(4,),
+                stage_granularity="conv",
+                fold_pooling=True,
+                pooled_size=None,
+            ),
+        ),
+        ("resnet20", dict(width=4, shortcut="C", stage_granularity="group")),
+        ("plain18", dict(width=4, stride_in_3x3=True)),
+    ],
+)
+def test_recorded_options_rebuild_the_same_network(name, options):
+    net = build_model(name, (32, 32, 3), 10, **options)
+    again = build_model(net.name, net.input_shape, net.num_classes, **net.options)
+    assert again.options == net.options
+    assert [again.output_shape(j) for j in range(again.num_stages)] == [
+        net.output_shape(j) for j in range(net.num_stages)
+    ]
+    assert checks.trainable_count(checks.full_model(again)) == checks.trainable_count(
+        checks.full_model(net)
+    )
+
+
+# Trainable parameters of the published ImageNet networks (torchvision's counts for VGG and
+# ResNet with option B; the 2012 two-GPU AlexNet), with the rounded figure usually quoted.
 PINNED = {
     "alexnet": ((227, 227, 3), 1000, 60_965_224, "61M"),
     "vgg11": ((224, 224, 3), 1000, 132_863_336, "133M"),
     "vgg16": ((224, 224, 3), 1000, 138_357_544, "138M"),
     "resnet18": ((224, 224, 3), 1000, 11_689_512, "11.7M"),
     "resnet50": ((224, 224, 3), 1000, 25_557_032, "25.6M"),
-    "resnet20": ((32, 32, 3), 10, 269_722, "0.27M"),
-    "resnet32": ((32, 32, 3), 10, 464_154, "0.46M"),
-    "resnet44": ((32, 32, 3), 10, 658_586, "0.66M"),
-    "resnet56": ((32, 32, 3), 10, 853_018, "0.85M"),
-    "resnet110": ((32, 32, 3), 10, 1_727_962, "1.7M"),
 }
 PINNED_SLOW = {
     "vgg13": ((224, 224, 3), 1000, 133_047_848, "133M"),
@@ -92,9 +131,7 @@ slow = [
 ]
 
 
-@pytest.mark.parametrize(
-    "name", list(PINNED) + [pytest.param(n, marks=slow) for n in PINNED_SLOW]
-)
+@pytest.mark.parametrize("name", list(PINNED) + [pytest.param(n, marks=slow) for n in PINNED_SLOW])
 def test_published_parameter_counts(name):
     shape, num_classes, count, quoted = {**PINNED, **PINNED_SLOW}[name]
     assert _rounded(count, quoted) == quoted
@@ -124,7 +161,7 @@ def test_option_a_shortcut_subsamples_and_zero_pads():
 
 
 def _paper_lrn(a: np.ndarray, n=5, k=2.0, alpha=1e-4, beta=0.75) -> np.ndarray:
-    """Krizhevsky et al. (2012), Sec. 3.3, written out: the sum over n adjacent maps, alpha as is."""
+    """Krizhevsky et al. (2012), Sec. 3.3, written out: sum over n adjacent maps, alpha as is."""
     channels = a.shape[-1]
     out = np.empty_like(a, dtype=np.float64)
     for i in range(channels):
@@ -158,8 +195,10 @@ def test_lrn_under_mixed_precision_keeps_float32_logits():
 def test_alexnet_convs_are_grouped():
     net = build_model("alexnet", (227, 227, 3), 10, head_units=(8, 8))
     ungrouped = build_model("alexnet", (227, 227, 3), 10, head_units=(8, 8), groups=1)
-    convs = {n: net.stages[j].get_layer(n) for j, n in enumerate(["conv1", "conv2", "conv3",
-                                                                   "conv4", "conv5"])}
+    convs = {
+        n: net.stages[j].get_layer(n)
+        for j, n in enumerate(["conv1", "conv2", "conv3", "conv4", "conv5"])
+    }
     single = {n: ungrouped.stages[j].get_layer(n) for j, n in enumerate(convs)}
     # conv2: 5 x 5 x 48 x 256 (+256): each filter sees 48 of conv1's 96 maps
     assert tuple(convs["conv2"].kernel.shape) == (5, 5, 48, 256)
@@ -183,15 +222,21 @@ def test_alexnet_convs_are_grouped():
 def test_alexnet_geometry_and_paper_init():
     net = build_model("alexnet", (227, 227, 3), 1000, head_units=(8, 8))
     assert [net.output_shape(j) for j in range(5)] == [
-        (27, 27, 96), (13, 13, 256), (13, 13, 384), (13, 13, 384), (6, 6, 256)
+        (27, 27, 96),
+        (13, 13, 256),
+        (13, 13, 384),
+        (13, 13, 384),
+        (6, 6, 256),
     ]
     biases = {j + 1: float(np.mean(net.stages[j].get_layer(f"conv{j + 1}").bias)) for j in range(5)}
     assert biases == {1: 0.0, 2: 1.0, 3: 0.0, 4: 1.0, 5: 1.0}
     kernel = np.asarray(net.stages[2].get_layer("conv3").kernel)
     assert abs(kernel.std() - 0.01) < 1e-3
     head = net.final_head((6, 6, 256), 1000)
-    assert [float(np.mean(head.get_layer(n).bias)) for n in
-            ("final_head_fc0", "final_head_fc1", "final_head_logits")] == [1.0, 1.0, 0.0]
+    assert [
+        float(np.mean(head.get_layer(n).bias))
+        for n in ("final_head_fc0", "final_head_fc1", "final_head_logits")
+    ] == [1.0, 1.0, 0.0]
     assert head.get_layer("final_head_logits").dtype_policy.name == "float32"
     cifar = tiny("alexnet_cifar")
     assert [cifar.output_shape(j)[:2] for j in (0, 1, 4)] == [(15, 15), (7, 7), (3, 3)]
@@ -200,16 +245,29 @@ def test_alexnet_geometry_and_paper_init():
 def test_vgg11_layerwise_stages_fold_pooling():
     """Belilovsky et al. Sec. 4.2: 8 stages, one per conv, pooling at the start of the next."""
     options = dict(widths=(4, 4, 8, 8, 8), head_units=(8, 8))
-    folded = build_model("vgg11", (64, 64, 3), 5, stage_granularity="conv", fold_pooling=True,
-                         **options)
+    folded = build_model(
+        "vgg11", (64, 64, 3), 5, stage_granularity="conv", fold_pooling=True, **options
+    )
     plain = build_model("vgg11", (64, 64, 3), 5, **options)
     assert folded.num_stages == 8 and plain.num_stages == 5
     assert [folded.output_shape(j)[:2] for j in range(8)] == [
-        (64, 64), (32, 32), (16, 16), (16, 16), (8, 8), (8, 8), (4, 4), (4, 4)
+        (64, 64),
+        (32, 32),
+        (16, 16),
+        (16, 16),
+        (8, 8),
+        (8, 8),
+        (4, 4),
+        (4, 4),
     ]
     assert folded.stages[1].layers[1].name == "block1_pool"  # the pooling opens stage 1
-    assert [plain.output_shape(j)[:2] for j in range(5)] == [(32, 32), (16, 16), (8, 8), (4, 4),
-                                                             (2, 2)]
+    assert [plain.output_shape(j)[:2] for j in range(5)] == [
+        (32, 32),
+        (16, 16),
+        (8, 8),
+        (4, 4),
+        (2, 2),
+    ]
     # Same network either way: same parameters, and the last pooling opens the final head.
     count = checks.trainable_count
     assert count(checks.full_model(folded)) == count(checks.full_model(plain))
@@ -227,8 +285,14 @@ def test_resnet_stage_granularity_and_response_layer_names():
     assert tiny("resnet20", stage_granularity="group").num_stages == 1 + 3
     # each 3x3 conv's BN output (after BN, before add/ReLU) is reachable by name
     block = by_block.stages[3]  # conv3_1: the downsampling block
-    for layer_name in ("conv3_1_conv1", "conv3_1_bn1", "conv3_1_bn2", "conv3_1_add",
-                       "conv3_1_proj_conv", "conv3_1_out"):
+    for layer_name in (
+        "conv3_1_conv1",
+        "conv3_1_bn1",
+        "conv3_1_bn2",
+        "conv3_1_add",
+        "conv3_1_proj_conv",
+        "conv3_1_out",
+    ):
         block.get_layer(layer_name)
     bottleneck = tiny("resnet50").stages[1]
     assert bottleneck.get_layer("conv2_1_conv2").kernel_size == (3, 3)
