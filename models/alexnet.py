@@ -152,8 +152,10 @@ def build_alexnet(
 
     Stage j is conv(j+1) -> ReLU [-> LRN] [-> max-pool 3/2]: LRN follows conv1 and conv2, the
     overlapping poolings follow conv1, conv2 and conv5. ``final_head`` is fc6 -> ReLU -> dropout
-    -> fc7 -> ReLU -> dropout -> fc8 (logits; the softmax lives in the loss). Every weight is
-    N(0, 0.01); biases are 1 in conv2, conv4, conv5, fc6, fc7 and 0 elsewhere.
+    -> fc7 -> ReLU -> dropout -> fc8 (logits; the softmax lives in the loss), whose layers are
+    named ``final_head_fc0`` (fc6), ``final_head_fc1`` (fc7; its ReLU ``final_head_relu1`` gives
+    the 4096-d fc7 features) and ``final_head_logits`` (fc8). Every weight is N(0, 0.01); biases
+    are 1 in conv2, conv4, conv5, fc6, fc7 and 0 elsewhere.
 
     Args:
         input_shape: ``(H, W, C)``; 227 x 227 x 3 gives the published sizes (see module doc).

@@ -3,7 +3,9 @@
 Every family builds its stages the same way (a functional ``keras.Model`` whose input has the
 previous stage's output shape) and AlexNet and VGG end in the same kind of classifier
 (``[pool] -> flatten -> (Dense -> ReLU -> Dropout) x n -> Dense``). Both live here so the family
-modules only describe their architecture.
+modules only describe their architecture. ``layerwise.heads.build_aux_head`` is not reused for the
+classifier: it is an auxiliary head (dropout *before* each hidden layer, optional BatchNorm, default
+initializers), while both papers drop out after each hidden ReLU and AlexNet needs its own init.
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ def mlp_classifier(
     """
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+    if pooled_size is not None and pooled_size <= 0:
+        raise ConfigError(f"pooled_size must be positive or None, got {pooled_size}")
     if any(int(u) <= 0 for u in hidden_units):
         raise ConfigError(f"head_units must be positive, got {tuple(hidden_units)}")
     features = keras.Input(shape=tuple(feature_shape), name=f"{name}_features")

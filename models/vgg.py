@@ -118,6 +118,8 @@ def build_vgg(
             f"{name} halves the image five times: it needs at least 32x32, got {input_shape[:2]}"
         )
     head_units = tuple(int(u) for u in head_units)
+    if pooled_size is not None and pooled_size <= 0:
+        raise ConfigError(f"pooled_size must be positive or None, got {pooled_size}")
 
     layout = VGG_VARIANTS[depth]
     blocks = [[(b, i, widths[b]) for i in range(n)] for b, n in enumerate(layout)]

@@ -2,7 +2,7 @@
 
 Registering a model puts it under ``test_every_registered_model`` automatically; give it a tiny
 configuration in ``tiny_config`` if the default (32 x 32, default options) is slow. The extra
-pinned counts (VGG-13/19, VGG-16-BN, ResNet-34/101/152) build 60-144M-parameter models: they are
+pinned counts (VGG-13/19, VGG-16-BN, ResNet-34/101/152) build 22-144M-parameter models: they are
 marked ``slow`` and run only with ``LAYERWISE_SLOW_TESTS=1``.
 """
 
@@ -43,6 +43,11 @@ def tiny_config(name: str) -> tuple[tuple[int, int, int], dict]:
 def tiny(name: str, num_classes: int = 10, **overrides):
     shape, options = tiny_config(name)
     return build_model(name, shape, num_classes, **{**options, **overrides})
+
+
+def _rounded(count: int, quoted: str) -> str:
+    decimals = len(quoted[:-1].partition(".")[2])
+    return f"{count / 1e6:.{decimals}f}M"
 
 
 # Trainable parameters of the CIFAR ResNets at 10 classes (He et al. 2016, Table 6: 0.27M, 0.46M,
@@ -118,11 +123,6 @@ PINNED_SLOW = {
     "resnet101": ((224, 224, 3), 1000, 44_549_160, "44.5M"),
     "resnet152": ((224, 224, 3), 1000, 60_192_808, "60.2M"),
 }
-
-
-def _rounded(count: int, quoted: str) -> str:
-    decimals = len(quoted[:-1].partition(".")[2])
-    return f"{count / 1e6:.{decimals}f}M"
 
 
 slow = [
@@ -308,6 +308,7 @@ def test_resnet_stage_granularity_and_response_layer_names():
         ("alexnet", (227, 227, 3), dict(conv_widths=(96, 256, 384, 384, 255))),
         ("alexnet", (227, 227, 3), dict(conv_widths=(96, 256))),
         ("vgg11", (16, 16, 3), {}),
+        ("vgg11", (32, 32, 3), dict(pooled_size=0)),
         ("vgg11", (32, 32, 3), dict(stage_granularity="layer")),
         ("resnet20", (32, 32, 3), dict(shortcut="D")),
         ("resnet18", (32, 32, 3), dict(stage_granularity="conv")),
