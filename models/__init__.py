@@ -5,6 +5,6 @@ Importing this package registers every family; ``build_model(name, input_shape, 
 """
 
 from models.registry import MODELS, build_model
-from models import layerwise_cnn  # noqa: F401  (registers its builders)
+from models import layerwise_cnn, optnets  # noqa: F401  (registers their builders)
 
 __all__ = ["MODELS", "build_model"]
