@@ -7,7 +7,8 @@ N(0, 1) values, y = A x* + Gaussian noise at ``snr_db`` (per sample). Every fami
 every depth on the same data with the same budget (Adam, custom loop), and compared to its own
 algorithm run for the same number of iterations.
 
-This module takes arguments and never reads flags; ``apps.optnets`` is the CLI. It does not
+This module takes arguments and never reads flags; ``apps.optnets`` is the CLI. TensorFlow is imported lazily so that
+validating a config stays instant. It does not
 import the model zoo either: the caller passes ``build_net(family, A, lam, depth)``.
 """
 
@@ -20,9 +21,7 @@ import os
 import time
 from typing import Callable, Sequence
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from layerwise import proximal
 from layerwise.errors import ConfigError
@@ -93,6 +92,9 @@ def nmse_db(x_hat, x) -> float:
 
 def train_net(net, x_train, y_train, steps, batch_size, learning_rate, seed=0) -> list[float]:
     """Trains ``net`` (y -> x_hat) with Adam on the squared error; returns the loss per step."""
+    import keras
+    import tensorflow as tf
+
     x_train = tf.constant(x_train, dtype=net.compute_dtype)
     y_train = tf.constant(y_train, dtype=net.compute_dtype)
     optimizer = keras.optimizers.Adam(learning_rate)
@@ -134,6 +136,8 @@ def run_depth_experiment(
         ``{"config", "learned": {family: {depth: nmse}}, "algorithm": {...}, "initial": {...},
         "seconds": {...}}``; depths are string keys (JSON).
     """
+    import keras
+
     config.validate()
     rng = np.random.default_rng(config.seed)
     A = make_matrix(config.m, config.n, rng)
@@ -147,7 +151,7 @@ def run_depth_experiment(
         for depth in config.depths:
             start = time.perf_counter()
             baseline = proximal.run_algorithm(family, A, y_test, config.lam, depth, rho=config.rho)
-            tf.keras.utils.set_random_seed(config.seed)
+            keras.utils.set_random_seed(config.seed)
             options = dict(share_weights=config.share_weights,
                            train_coefficients=config.train_coefficients)
             if family == "admm":
