@@ -32,11 +32,14 @@ Registry names: ``{gd,hb,agd,denseagd,admm}resnet{8,14,20,32,44,56,110}`` (depth
 
 from __future__ import annotations
 
+import functools
+
 from typing import Sequence
 
 import keras
 import tensorflow as tf
 
+from layerwise.heads import BN_MOMENTUM
 from layerwise import proximal
 from layerwise.errors import ConfigError
 from layerwise.staging import StagedNetwork
@@ -120,11 +123,11 @@ def residual_branch(x, width: int, stride: int, name: str):
     """F_k = conv3x3(stride)-BN-ReLU-conv3x3-BN (CIFAR ResNet basic block, no final ReLU)."""
     y = keras.layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False,
                             kernel_initializer="he_normal", name=f"{name}_conv1")(x)
-    y = keras.layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(y)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
     y = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
                             kernel_initializer="he_normal", name=f"{name}_conv2")(y)
-    return keras.layers.BatchNormalization(name=f"{name}_bn2")(y)
+    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(y)
 
 
 def optnet_block(family: str, pair, width: int, stride: int, k: int, coefficient: float,
@@ -237,7 +240,7 @@ def build_optnet(family: str, depth: int, input_shape: Sequence[int], num_classe
     inputs = keras.Input(shape=tuple(input_shape), name="stage_00_in")
     x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
                             kernel_initializer="he_normal", name="stem_conv")(inputs)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     pair = [x, ZerosLike(name="stem_dual")(x) if family == "admm" else x]
     while k < len(plan):
@@ -267,12 +270,8 @@ def gap_head(feature_shape, num_classes: int) -> keras.Model:
 
 
 def _register(family: str, depth: int) -> None:
-    def builder(input_shape, num_classes, **options):
-        return build_optnet(family, depth, input_shape, num_classes, **options)
-
-    builder.__name__ = f"build_{FAMILIES[family]}{depth}"
-    builder.__doc__ = f"{FAMILIES[family]}{depth}: see :func:`build_optnet`."
-    MODELS.register(f"{FAMILIES[family]}{depth}", builder)
+    # A partial keeps build_optnet's signature, so the registry can list and check options.
+    MODELS.register(f"{FAMILIES[family]}{depth}", functools.partial(build_optnet, family, depth))
 
 
 for _family in FAMILIES:

@@ -34,7 +34,8 @@ def resolve_options(name: str, options: dict) -> dict:
     params = list(inspect.signature(builder).parameters.values())[2:]
     known = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD}
     unknown = sorted(set(options) - set(known))
-    if unknown:
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    if unknown and not takes_any:
         raise ConfigError(
             f"model {name!r} does not take option(s) {', '.join(unknown)}; it takes: {', '.join(known) or 'none'}"
         )

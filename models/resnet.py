@@ -35,6 +35,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from layerwise.heads import BN_MOMENTUM
 from layerwise.errors import ConfigError
 from layerwise.staging import StagedNetwork
 from models.blocks import chain_stages, check_image_shape
@@ -104,7 +105,7 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, conv_name: str, bn_name:
         kernel_initializer="he_normal",
         name=conv_name,
     )(x)
-    return keras.layers.BatchNormalization(name=bn_name)(x)
+    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=bn_name)(x)
 
 
 def _shortcut(x, channels: int, stride: int, option: str, name: str):

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import keras
 
+from layerwise.heads import BN_MOMENTUM
 from layerwise.errors import ConfigError
 from layerwise.staging import StagedNetwork
 from models.blocks import chain_stages, check_image_shape, mlp_classifier
@@ -41,7 +42,7 @@ def _conv_layers(x, convs: Sequence[tuple[int, int, int]], batchnorm: bool):
         prefix = f"block{block + 1}"
         x = keras.layers.Conv2D(width, 3, padding="same", name=f"{prefix}_conv{i + 1}")(x)
         if batchnorm:
-            x = keras.layers.BatchNormalization(name=f"{prefix}_bn{i + 1}")(x)
+            x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_bn{i + 1}")(x)
         x = keras.layers.ReLU(name=f"{prefix}_relu{i + 1}")(x)
     return x
 

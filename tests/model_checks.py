@@ -72,6 +72,13 @@ def check_config_round_trip(layer: keras.layers.Layer, seed: int = 0) -> None:
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert type(clone) is type(layer)
     assert clone.get_config() == config
-    shape = (1, *layer.input.shape[1:])
-    x = np.random.default_rng(seed).normal(size=shape).astype("float32")
-    np.testing.assert_allclose(np.asarray(clone(x)), np.asarray(layer(x)), rtol=1e-6, atol=1e-6)
+    rng = np.random.default_rng(seed)
+
+    def sample(spec):
+        return rng.normal(size=(1, *spec.shape[1:])).astype("float32")
+
+    x = [sample(t) for t in layer.input] if isinstance(layer.input, (list, tuple)) else sample(layer.input)
+    clone(x)  # builds the clone, which then gets the layer's weights
+    clone.set_weights(layer.get_weights())
+    for got, want in zip(keras.tree.flatten(clone(x)), keras.tree.flatten(layer(x))):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)

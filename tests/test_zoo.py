@@ -3,12 +3,11 @@
 Registering a model puts it under ``test_every_registered_model`` automatically; give it a tiny
 configuration in ``tiny_config`` if the default (32 x 32, default options) is slow. The extra
 pinned counts (VGG-13/19, VGG-16-BN, ResNet-34/101/152) build 22-144M-parameter models: they are
-marked ``slow`` and run only with ``LAYERWISE_SLOW_TESTS=1``.
+marked ``slow`` (skip them with ``-m 'not slow'``).
 """
 
 from __future__ import annotations
 
-import os
 
 import keras
 import numpy as np
@@ -127,7 +126,6 @@ PINNED_SLOW = {
 
 slow = [
     pytest.mark.slow,
-    pytest.mark.skipif(not os.environ.get("LAYERWISE_SLOW_TESTS"), reason="LAYERWISE_SLOW_TESTS"),
 ]
 
 
