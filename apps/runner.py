@@ -14,12 +14,21 @@ import tensorflow as tf
 
 from layerwise.config import TrainConfig
 from layerwise.datasets import DataSource, load_dataset
+from layerwise.report import write_report
 from layerwise.runlog import format_stage_table
 from layerwise.staging import StagedNetwork
 from layerwise.trainer import GreedyTrainer
 from layerwise.workdir import prepare_workdir
 from models import build_model
 from models.registry import resolve_options
+
+
+def cluster_is_chief(strategy) -> bool:
+    """True unless ``strategy`` is a multi-worker strategy and this process is not the chief."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type in ("chief", None) or (resolver.task_type == "worker" and resolver.task_id == 0)
 
 
 def load_data(config: TrainConfig) -> DataSource:
@@ -68,6 +77,7 @@ def run_training(
     log("")
     log(format_stage_table(records))
     log(f"\n{config.mode} training of {network.name} on {data.name}: {time.perf_counter() - start:.1f} s")
-    if workdir is not None:
-        log(f"results in {os.path.abspath(workdir)}")
+    if workdir is not None and cluster_is_chief(strategy):
+        write_report(workdir)
+        log(f"results in {os.path.abspath(workdir)} (report.md, report.html, plots/)")
     return records

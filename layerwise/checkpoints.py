@@ -23,21 +23,28 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from layerwise.errors import CheckpointError
+from layerwise.errors import CheckpointError, CorruptCheckpointError, StorageError
+
+__all__ = ["CheckpointError", "CorruptCheckpointError", "ProblemCheckpoints", "atomic_write_bytes", "atomic_write_text", "load_arrays", "save_arrays"]
 
 META_KEY = "__meta__"
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Writes ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise StorageError(
+            f"could not write {path} ({e.strerror or e}); free disk space or fix permissions, then "
+            "rerun the same command: everything written before is intact and the run resumes"
+        ) from e
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -65,7 +72,7 @@ def load_arrays(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             arrays = {k: archive[k] for k in archive.files}  # reading checks the CRCs
         meta = json.loads(str(arrays.pop(META_KEY)))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from e
+        raise CorruptCheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from e
     return arrays, meta
 
 
@@ -136,7 +143,7 @@ class ProblemCheckpoints:
         for epoch in reversed(self.epochs()):
             try:
                 return load_arrays(self.epoch_path(epoch))
-            except CheckpointError as e:
+            except CorruptCheckpointError as e:
                 self.warn(f"warning: {e}; falling back to the previous checkpoint")
         return None
 
@@ -148,6 +155,10 @@ class ProblemCheckpoints:
 
     def load_final(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         return load_arrays(self.final_path)
+
+    def quarantine_final(self) -> None:
+        """Moves an unreadable ``final.npz`` aside (kept for inspection, never loaded again)."""
+        os.replace(self.final_path, self.final_path + ".corrupt")
 
     def clear_epochs(self) -> None:
         for epoch in self.epochs():

@@ -62,7 +62,7 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    lr_decay_every: int = 0
+    lr_decay_every: int = 2
     lr_decay_factor: float = 0.2
     augment: str = "auto"
     seed: int = 0

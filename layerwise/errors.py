@@ -28,6 +28,14 @@ class CheckpointError(LayerwiseError):
     """A checkpoint is missing, truncated, corrupt or from another configuration."""
 
 
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file is truncated or fails its checksums."""
+
+
+class StorageError(LayerwiseError):
+    """A file could not be written (disk full, permissions); what was written before is intact."""
+
+
 class WorkdirMismatchError(LayerwiseError):
     """A run directory was written by a different configuration."""
 

@@ -33,7 +33,9 @@ from layerwise.config import TrainConfig
 from layerwise.datasets.base import DataSource, derive_seed
 from layerwise.errors import ConfigError, NonFiniteLossError
 from layerwise.export import export_classifier, versions, write_models_config
+from layerwise.flops import count_flops
 from layerwise.heads import build_aux_head
+from layerwise.memory import peak_memory_mb
 from layerwise.optim import make_optimizer
 from layerwise.runlog import RunLog
 from layerwise.staging import StagedNetwork, primary, symbolic_inputs_like
@@ -165,7 +167,11 @@ class GreedyTrainer:
     def run_problem(self, problem: Problem) -> dict[str, Any]:
         checkpoints = self._checkpoints(problem)
         if checkpoints is not None and checkpoints.has_final():
-            return self._load_finished(problem, checkpoints)
+            try:
+                return self._load_finished(problem, checkpoints)
+            except ckpt.CorruptCheckpointError as e:
+                checkpoints.quarantine_final()
+                self.log(f"warning: {e}; retraining {problem.name} (the bad file is kept as final.npz.corrupt)")
         with self.strategy.scope():
             optimizer = make_optimizer(self.config, self.steps_per_epoch, problem.epochs, problem.stretch)
             optimizer.build(problem.trainable.trainable_variables)
@@ -217,8 +223,8 @@ class GreedyTrainer:
         if self._distributed:
             batches = self.strategy.experimental_distribute_dataset(batches)
         loss_sum = correct = seen = skipped = 0.0
-        lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         for i, (x, y) in enumerate(batches):
+            lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))  # for this batch
             loss, batch_correct, finite = step(x, y)
             loss = float(loss)
             if not bool(finite):
@@ -284,8 +290,11 @@ class GreedyTrainer:
             "train_acc": history[-1]["train_acc"],
             "test_acc": float(np.mean(np.argmax(probs, -1) == labels)),
             "ensemble_acc": float(np.mean(np.argmax(ensemble_probabilities(self._test_probs), -1) == labels)),
+            "flops": count_flops(classifier),
             "epochs": problem.epochs,
             "seconds": float(sum(r["seconds"] for r in history)),
+            "epoch_seconds": float(np.mean([r["seconds"] for r in history])),
+            "peak_memory_mb": peak_memory_mb(),
         }
         if checkpoints is not None:
             arrays = {**ckpt.variables_to_arrays("model", problem.trainable.variables), "test_probs": probs}

@@ -1,0 +1,176 @@
+"""The run report: ``report.md``, ``report.html`` and PNG plots, from a run directory's files.
+
+Reads ``config.json`` and ``metrics.jsonl`` (and ``probes.json`` when probes ran), so it can be
+regenerated at any time (``python -m apps.report WORKDIR``) and needs no model. Plots render
+headless (matplotlib's Agg backend).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from typing import Any, Sequence
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from layerwise.checkpoints import atomic_write_text  # noqa: E402
+from layerwise.errors import ConfigError  # noqa: E402
+from layerwise.workdir import read_config  # noqa: E402
+
+COLUMNS = (
+    ("stage", "stage", "{}"),
+    ("params", "params", "{:,}"),
+    ("GFLOPs", "flops", "{:.3g}"),
+    ("train acc", "train_acc", "{:.2%}"),
+    ("test acc", "test_acc", "{:.2%}"),
+    ("ensemble acc", "ensemble_acc", "{:.2%}"),
+    ("top-5 acc", "test_top5", "{:.2%}"),
+    ("epoch s", "epoch_seconds", "{:.1f}"),
+    ("peak MiB", "peak_memory_mb", "{:.0f}"),
+)
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        raise ConfigError(f"{workdir} has no metrics.jsonl yet; train first (python -m apps.train --workdir {workdir})")
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip().endswith("}")]
+
+
+def _cells(record: dict[str, Any]) -> list[str]:
+    out = []
+    for _, key, fmt in COLUMNS:
+        value = record.get(key)
+        if key == "flops" and value is not None:
+            value = value / 1e9
+        out.append("-" if value is None else fmt.format(value))
+    return out
+
+
+def stage_table(records: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of stage records (columns absent from every record are dropped)."""
+    keep = [i for i, (_, key, _) in enumerate(COLUMNS) if any(r.get(key) is not None for r in records)]
+    header = "| " + " | ".join(COLUMNS[i][0] for i in keep) + " |"
+    rule = "|" + "|".join("---:" for _ in keep) + "|"
+    rows = ["| " + " | ".join(_cells(r)[i] for i in keep) + " |" for r in records]
+    return "\n".join([header, rule, *rows])
+
+
+def _plot_accuracy(stages, compare, path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [r["stage"] for r in stages]
+    ax.plot(xs, [r["test_acc"] for r in stages], "o-", label="stage head (test)")
+    ax.plot(xs, [r["ensemble_acc"] for r in stages], "s--", label="ensemble (test)")
+    ax.plot(xs, [r["train_acc"] for r in stages], "^:", label="stage head (train)")
+    for name, acc in compare:
+        ax.axhline(acc, color="gray", linestyle="-.", label=f"{name} (test)")
+    ax.set_xlabel("stage")
+    ax.set_ylabel("accuracy")
+    ax.set_xticks(xs)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Accuracy per stage")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_curves(epochs, path) -> None:
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for problem in sorted({r["problem"] for r in epochs}):
+        rows = [r for r in epochs if r["problem"] == problem]
+        xs = [r["epoch"] + 1 for r in rows]
+        loss_ax.plot(xs, [r["loss"] for r in rows], "o-", label=problem)
+        acc_ax.plot(xs, [r["test_acc"] for r in rows], "o-", label=problem)
+    loss_ax.set(xlabel="epoch of the stage", ylabel="training loss", title="Training loss")
+    acc_ax.set(xlabel="epoch of the stage", ylabel="test accuracy", title="Test accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_probes(probes: dict[str, list[dict[str, Any]]], path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, rows in probes.items():
+        ax.plot([r["stage"] for r in rows], [r["accuracy"] for r in rows], "o-", label=name)
+    ax.set(xlabel="stage", ylabel="probe test accuracy", title="Linear separability vs depth")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(workdir: str, compare: Sequence[str] = ()) -> str:
+    """Writes ``report.md``, ``report.html`` and ``plots/*.png`` for the run in ``workdir``.
+
+    Args:
+        workdir: a training run directory.
+        compare: other run directories (e.g. the end-to-end baseline) whose final test accuracy
+            is drawn beside this run's per-stage accuracy.
+
+    Returns:
+        The path of ``report.md``.
+    """
+    config = read_config(workdir)
+    records = read_metrics(workdir)
+    stages = [r for r in records if r["event"] == "stage"]
+    epochs = [r for r in records if r["event"] == "epoch"]
+    plots_dir = os.path.join(workdir, "plots")
+    os.makedirs(plots_dir, exist_ok=True)
+    plots = []
+    others = []
+    for other in compare:
+        done = [r for r in read_metrics(other) if r["event"] == "stage"]
+        if done:
+            others.append((f"{read_config(other)['mode']} ({os.path.basename(os.path.normpath(other))})", done[-1]["test_acc"]))
+    if stages:
+        _plot_accuracy(stages, others, os.path.join(plots_dir, "accuracy_per_stage.png"))
+        plots.append(("Accuracy per stage", "plots/accuracy_per_stage.png"))
+    if epochs:
+        _plot_curves(epochs, os.path.join(plots_dir, "training_curves.png"))
+        plots.append(("Training curves", "plots/training_curves.png"))
+    probes_path = os.path.join(workdir, "probes.json")
+    if os.path.exists(probes_path):
+        with open(probes_path) as f:
+            _plot_probes(json.load(f), os.path.join(plots_dir, "probe_accuracy.png"))
+        plots.append(("Probe accuracy vs depth", "plots/probe_accuracy.png"))
+
+    config_lines = [f"- `{k}`: `{json.dumps(v)}`" for k, v in sorted(config.items())]
+    md = [f"# Run report: {config.get('model')} on {config.get('dataset')} ({config.get('mode')})", ""]
+    md += ["## Stages", "", stage_table(stages) if stages else "_no finished stage yet_", ""]
+    md += [line for title, rel in plots for line in (f"## {title}", "", f"![{title}]({rel})", "")]
+    md += ["## Configuration", "", *config_lines, ""]
+    md_path = os.path.join(workdir, "report.md")
+    atomic_write_text(md_path, "\n".join(md))
+    atomic_write_text(os.path.join(workdir, "report.html"), _html(config, stages, plots))
+    return md_path
+
+
+def _html(config, stages, plots) -> str:
+    keep = [c for c in COLUMNS if any(r.get(c[1]) is not None for r in stages)]
+    head = "".join(f"<th>{html.escape(c[0])}</th>" for c in keep)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for c, cell in zip(COLUMNS, _cells(r)) if c in keep) + "</tr>"
+        for r in stages
+    )
+    images = "".join(f"<h2>{html.escape(t)}</h2><img src='{rel}' alt='{html.escape(t)}'>" for t, rel in plots)
+    cfg = html.escape(json.dumps(config, indent=2, sort_keys=True))
+    title = html.escape(f"{config.get('model')} on {config.get('dataset')} ({config.get('mode')})")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{title}</title><style>body{{font-family:sans-serif;margin:2em}}"
+        "td,th{padding:4px 10px;text-align:right;border-bottom:1px solid #ddd}</style></head>"
+        f"<body><h1>Run report: {title}</h1><h2>Stages</h2><table><tr>{head}</tr>{rows}</table>"
+        f"{images}<h2>Configuration</h2><pre>{cfg}</pre></body></html>\n"
+    )
