@@ -15,6 +15,9 @@ from absl import app, flags, logging
 from layerwise.errors import LayerwiseError
 
 flags.DEFINE_boolean("debug", False, "Show full tracebacks instead of one-line errors.")
+flags.DEFINE_boolean(
+    "dry_run", False, "Check the flags (and the configuration, where the app can) and exit without running."
+)
 FLAGS = flags.FLAGS
 
 EXIT_USAGE = 2
@@ -32,11 +35,22 @@ def _parse_flags(argv: list[str]) -> list[str]:
         fail(f"{e} (see --helpfull)")
 
 
-def run(main: Callable[[list[str]], None]) -> None:
-    """``absl.app.run(main)`` with the error conventions above."""
+def run(main: Callable[[list[str]], None], validate: Callable[[list[str]], None] | None = None) -> None:
+    """``absl.app.run(main)`` with the error conventions above.
+
+    Args:
+        main: the app.
+        validate: optional check of the arguments without side effects; with ``--dry_run`` it
+            runs instead of ``main`` (the docs' commands are checked this way by the tests).
+    """
 
     def guarded(argv: list[str]) -> None:
         try:
+            if FLAGS.dry_run:
+                if validate is not None:
+                    validate(argv)
+                print("dry run: the command is valid")
+                return
             main(argv)
         except LayerwiseError as e:
             if FLAGS.debug:

@@ -84,6 +84,17 @@ def config_from_flags() -> TrainConfig:
     return DEFAULTS.replace(**changes, model_options=options)
 
 
+def validate(argv: list[str]) -> None:
+    """Checks the configuration and the names in it without loading data or writing anything."""
+    from apps.runner import resolve
+    from layerwise.datasets import DATASETS
+
+    del argv
+    config = resolve(config_from_flags())
+    DATASETS.get(config.dataset)
+    print(config.to_dict())
+
+
 def main(argv: list[str]) -> None:
     from apps.runner import run_training
 
@@ -92,4 +103,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, validate)
