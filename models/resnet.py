@@ -40,7 +40,7 @@ from layerwise.heads import BN_MOMENTUM
 from layerwise.errors import ConfigError
 from layerwise.staging import StagedNetwork
 from models.blocks import chain_stages, check_image_shape
-from models.registry import MODELS
+from models.registry import MODELS, forward_signature
 
 BASIC, BOTTLENECK = "basic", "bottleneck"
 # depth -> (block kind, blocks per group); widths 64-128-256-512
@@ -368,6 +368,7 @@ def _register(key: str, build, depth: int, residual: bool) -> None:
 
     builder.__name__ = f"build_{key}"
     builder.__doc__ = f"{key}; options as :func:`{build.__name__}`."
+    forward_signature(builder, build, ("depth", "residual"))
     MODELS.register(key, builder)
 
 
