@@ -23,11 +23,15 @@ from absl import flags
 from apps import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run directory of a finished alexnet / alexnet_cifar run.")
-flags.DEFINE_string("out", None, "Output directory [default: <workdir>/viz].")
-flags.DEFINE_integer("queries", 5, "Test images to find neighbours for.")
-flags.DEFINE_integer("neighbours", 6, "Nearest training images shown per query (6 in the paper).")
-flags.DEFINE_integer("seed", 0, "Seed of the choice of query images.")
+
+
+def define_flags() -> None:
+    """Defines this app's flags (only when run as a program, so its functions import cleanly)."""
+    flags.DEFINE_string("workdir", None, "Run directory of a finished alexnet / alexnet_cifar run.")
+    flags.DEFINE_string("out", None, "Output directory [default: <workdir>/viz].")
+    flags.DEFINE_integer("queries", 5, "Test images to find neighbours for.")
+    flags.DEFINE_integer("neighbours", 6, "Nearest training images shown per query (6 in the paper).")
+    flags.DEFINE_integer("seed", 0, "Seed of the choice of query images.")
 
 FC7_LAYER = "final_head_relu1"
 
@@ -107,4 +111,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

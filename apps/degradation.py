@@ -23,16 +23,20 @@ from absl import flags
 from apps import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["plain8", "plain20", "resnet8", "resnet20"], "Models to train and compare.")
-flags.DEFINE_string("root", "runs/degradation", "One workdir per model under this directory; outputs here.")
-flags.DEFINE_string("dataset", "mnist5k", "Dataset.")
-flags.DEFINE_integer("width", 8, "width option of every model (16 in the paper's CIFAR nets).")
-flags.DEFINE_integer("epochs", 8, "Total end-to-end epochs of every model (the same for all depths).")
-flags.DEFINE_integer("batch_size", 128, "Batch size (128 in the paper).")
-flags.DEFINE_float("lr", 0.05, "Learning rate (0.1 in the paper).")
-flags.DEFINE_float("weight_decay", 1e-4, "Weight decay (1e-4 in the paper).")
-flags.DEFINE_integer("seed", 0, "Seed.")
-flags.DEFINE_integer("verbose", 0, "1: a line per epoch.")
+
+
+def define_flags() -> None:
+    """Defines this app's flags (only when run as a program, so its functions import cleanly)."""
+    flags.DEFINE_list("models", ["plain8", "plain20", "resnet8", "resnet20"], "Models to train and compare.")
+    flags.DEFINE_string("root", "runs/degradation", "One workdir per model under this directory; outputs here.")
+    flags.DEFINE_string("dataset", "mnist5k", "Dataset.")
+    flags.DEFINE_integer("width", 8, "width option of every model (16 in the paper's CIFAR nets).")
+    flags.DEFINE_integer("epochs", 8, "Total end-to-end epochs of every model (the same for all depths).")
+    flags.DEFINE_integer("batch_size", 128, "Batch size (128 in the paper).")
+    flags.DEFINE_float("lr", 0.05, "Learning rate (0.1 in the paper).")
+    flags.DEFINE_float("weight_decay", 1e-4, "Weight decay (1e-4 in the paper).")
+    flags.DEFINE_integer("seed", 0, "Seed.")
+    flags.DEFINE_integer("verbose", 0, "1: a line per epoch.")
 
 
 def config_for(model: str, dataset: str, width: int, epochs: int, batch_size: int, lr: float,
@@ -105,4 +109,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

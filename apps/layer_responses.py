@@ -19,11 +19,15 @@ from absl import flags
 from apps import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("workdirs", None, "Run directories written by apps.train (finished runs).")
-flags.DEFINE_list("labels", None, "Legend labels, one per workdir [default: the model names].")
-flags.DEFINE_string("out", "runs/layer_responses", "Where the table and the figure go.")
-flags.DEFINE_string("split", "test", "Split whose images are fed: test, train or val.")
-flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
+
+
+def define_flags() -> None:
+    """Defines this app's flags (only when run as a program, so its functions import cleanly)."""
+    flags.DEFINE_list("workdirs", None, "Run directories written by apps.train (finished runs).")
+    flags.DEFINE_list("labels", None, "Legend labels, one per workdir [default: the model names].")
+    flags.DEFINE_string("out", "runs/layer_responses", "Where the table and the figure go.")
+    flags.DEFINE_string("split", "test", "Split whose images are fed: test, train or val.")
+    flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
 
 
 def measure(workdirs: list[str], labels: list[str] | None = None, split: str = "test",
@@ -96,4 +100,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)
