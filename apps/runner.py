@@ -15,6 +15,7 @@ import tensorflow as tf
 from layerwise.config import TrainConfig
 from layerwise.datasets import DataSource, load_dataset
 from layerwise.report import write_report
+from layerwise.restore import RestoredRun, restore_run
 from layerwise.runlog import format_stage_table
 from layerwise.staging import StagedNetwork
 from layerwise.trainer import GreedyTrainer
@@ -49,6 +50,17 @@ def resolve(config: TrainConfig) -> TrainConfig:
     """Validates ``config`` and fills in the model builder's default options."""
     config.validate()
     return config.replace(model_options=resolve_options(config.model, config.model_options))
+
+
+def restore(workdir: str) -> RestoredRun:
+    """The finished run in ``workdir`` rebuilt with its trained weights (see layerwise.restore)."""
+
+    def build(config: TrainConfig):
+        config = resolve(config)
+        data = load_data(config)
+        return build_network(config, data), data
+
+    return restore_run(workdir, build)
 
 
 def run_training(

@@ -14,6 +14,7 @@ the command line. Rerunning a command on the same workdir resumes it.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from absl import flags
 
@@ -38,6 +39,13 @@ flags.DEFINE_integer("width", None, "M: width of the first stage, doubled at eac
 flags.DEFINE_list("downsample_at", None, "Stages (1..J-1) that start with the invertible 2x2 downsampling [default: 1,2].")
 flags.DEFINE_boolean("batchnorm", None, "BatchNorm after each stage conv [default: True].")
 flags.DEFINE_boolean("downsample_input", None, "Apply the invertible downsampling to the image too (ImageNet nets) [default: False].")
+# Any model's builder options (see docs/zoo.md), applied after the flags above.
+flags.DEFINE_multi_string(
+    "model_option", [],
+    "key=value option of the model's builder, repeatable (e.g. --model_option width=8 "
+    "--model_option shortcut=B); values are parsed as JSON (ints, floats, true/false, lists), "
+    "else kept as strings. Overrides --num_stages/--width/... for the same key.",
+)
 # Auxiliary problems.
 flags.DEFINE_integer(
     "aux_conv_layers", None,
@@ -55,7 +63,7 @@ flags.DEFINE_float("momentum", None, "SGD momentum." + _default("momentum"))
 flags.DEFINE_float("weight_decay", None, "L2 weight decay (coupled, as in the paper's code)." + _default("weight_decay"))
 flags.DEFINE_integer("lr_decay_every", None, "Multiply the LR by --lr_decay_factor every this many epochs of a stage (0: constant)." + _default("lr_decay_every"))
 flags.DEFINE_float("lr_decay_factor", None, "Step-schedule factor." + _default("lr_decay_factor"))
-flags.DEFINE_string("augment", None, "auto, none, crop or crop_flip." + _default("augment"))
+flags.DEFINE_string("augment", None, "auto, none, crop, crop_flip, or one of those + AlexNet PCA colour: pca, crop_pca, crop_flip_pca." + _default("augment"))
 flags.DEFINE_integer("seed", None, "Seed for weights, data order and augmentation." + _default("seed"))
 flags.DEFINE_integer("split_seed", None, "Seed of the train/test split of embedded data." + _default("split_seed"))
 flags.DEFINE_string("on_nan", None, "At a non-finite loss: stop, or skip the batch." + _default("on_nan"))
@@ -81,7 +89,38 @@ def config_from_flags() -> TrainConfig:
             except ValueError:
                 raise ConfigError(f"--downsample_at takes stage numbers like 1,2; got {','.join(value)}") from None
         options[name] = value
+    options.update(parse_model_options(FLAGS.model_option))
     return DEFAULTS.replace(**changes, model_options=options)
+
+
+def parse_model_options(items: list[str]) -> dict:
+    """``["width=8", "shortcut=B", "widths=[8,16]"]`` -> ``{"width": 8, "shortcut": "B", ...}``.
+
+    A value is read as JSON when it parses (``8``, ``0.5``, ``true``, ``null``, ``[1, 2]``);
+    Python spellings ``True``/``False``/``None`` are accepted too; anything else stays a string.
+
+    Raises:
+        ConfigError: an item without ``=`` or with an empty key.
+    """
+    from layerwise.errors import ConfigError
+
+    spelled = {"True": True, "False": False, "None": None}
+    options = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--model_option takes key=value (e.g. width=8), got {item!r}")
+        raw = raw.strip()
+        if raw in spelled:
+            value = spelled[raw]
+        else:
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+        options[key] = value
+    return options
 
 
 def validate(argv: list[str]) -> None:

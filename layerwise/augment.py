@@ -3,21 +3,98 @@
 Policies (the papers' recipes): ``crop`` pads by 1/8 of the image side (4 pixels at 32x32, as in
 the CIFAR recipes of Belilovsky et al. and He et al.) and takes a random crop back to the
 original size; ``crop_flip`` adds a random horizontal flip. Flips are never used for digits
-(a mirrored 3 is not a 3). Every random choice is a stateless op keyed on (epoch seed, example
+(a mirrored 3 is not a 3). ``pca``, ``crop_pca`` and ``crop_flip_pca`` add AlexNet's PCA colour
+augmentation (Krizhevsky et al. 2012, Sec. 4.1) after the crop/flip: every pixel of an image
+gets ``sum_i alpha_i s_i p_i`` with one ``alpha_i ~ N(0, 0.1)`` per image and eigenvector
+``p_i`` of the training set's channel covariance (see :class:`PCAColour`). Every random choice is a stateless op keyed on (epoch seed, example
 index), so an epoch's augmented batches are a pure function of the seed and the epoch.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import tensorflow as tf
 
-AUGMENTATIONS = ("none", "crop", "crop_flip")
+from layerwise.errors import ConfigError
+
+AUGMENTATIONS = ("none", "crop", "crop_flip", "pca", "crop_pca", "crop_flip_pca")
+PCA_ALPHA_STD = 0.1  # the paper's sigma of alpha_i
 
 
-def augment_image(image: tf.Tensor, policy: str, seed: tf.Tensor) -> tf.Tensor:
-    """Augments one ``(H, W, C)`` image with the stateless ``seed`` (shape ``[2]``, int)."""
+@dataclasses.dataclass(frozen=True)
+class PCAColour:
+    """Eigen-decomposition of the training pixels' channel covariance, for colour augmentation.
+
+    Attributes:
+        directions: ``(C, C)``; column i is the unit eigenvector ``p_i``.
+        eigenvalues: ``(C,)`` eigenvalues ``lambda_i`` of the covariance (raw pixel units^2).
+        magnitudes: ``(C,)`` the ``s_i`` that multiply ``alpha_i p_i``. ``scale="std"``
+            (default) uses ``sqrt(lambda_i)``, the spread along ``p_i`` in pixel units, so the
+            jitter is the same fraction of it whatever the pixel range; ``scale="eigenvalue"``
+            uses ``lambda_i`` itself, the paper's literal formula, which only makes sense for
+            pixels in [0, 1] (in 0..255 units it shifts colours by hundreds).
+    """
+
+    directions: np.ndarray
+    eigenvalues: np.ndarray
+    magnitudes: np.ndarray
+
+    @classmethod
+    def from_images(cls, images: np.ndarray, scale: str = "std", max_pixels: int = 1_000_000,
+                    seed: int = 0) -> "PCAColour":
+        """Fits the decomposition to ``(N, H, W, C)`` raw training images.
+
+        Args:
+            images: the training split's raw pixels (``ArraySource.arrays("train")[0]``).
+            scale: ``"std"`` or ``"eigenvalue"`` (see the class doc).
+            max_pixels: a seeded subsample of at most this many pixels is used.
+            seed: seeds that subsample.
+
+        Raises:
+            ConfigError: an unknown ``scale`` or no images.
+        """
+        if scale not in ("std", "eigenvalue"):
+            raise ConfigError(f"PCA colour scale must be 'std' or 'eigenvalue', got {scale!r}")
+        pixels = np.asarray(images, np.float64).reshape(-1, np.shape(images)[-1])
+        if len(pixels) == 0:
+            raise ConfigError("PCA colour augmentation needs training images")
+        if len(pixels) > max_pixels:
+            pixels = pixels[np.random.default_rng(seed).choice(len(pixels), max_pixels, replace=False)]
+        covariance = np.atleast_2d(np.cov(pixels, rowvar=False))
+        eigenvalues, directions = np.linalg.eigh(covariance)
+        order = np.argsort(eigenvalues)[::-1]
+        eigenvalues = np.maximum(eigenvalues[order], 0.0)
+        directions = directions[:, order]
+        magnitudes = np.sqrt(eigenvalues) if scale == "std" else eigenvalues
+        return cls(directions.astype(np.float32), eigenvalues.astype(np.float32), magnitudes.astype(np.float32))
+
+    def shift(self, alpha: tf.Tensor) -> tf.Tensor:
+        """The per-pixel colour shift ``sum_i alpha_i s_i p_i`` (shape ``(C,)``)."""
+        return tf.linalg.matvec(tf.constant(self.directions), tf.cast(alpha, tf.float32) * self.magnitudes)
+
+
+def pca_colour(image: tf.Tensor, pca: PCAColour, seed: tf.Tensor, alpha_std: float = PCA_ALPHA_STD) -> tf.Tensor:
+    """Adds one stateless-random colour shift along ``pca``'s eigenvectors to an ``(H, W, C)`` image."""
+    alpha = tf.random.stateless_normal([len(pca.magnitudes)], seed=tf.cast(seed, tf.int64), stddev=alpha_std)
+    return tf.cast(image, tf.float32) + pca.shift(alpha)
+
+
+def augment_image(image: tf.Tensor, policy: str, seed: tf.Tensor, pca: PCAColour | None = None) -> tf.Tensor:
+    """Augments one ``(H, W, C)`` image with the stateless ``seed`` (shape ``[2]``, int).
+
+    Raises:
+        ConfigError: a ``*pca`` policy without ``pca``.
+    """
     if policy == "none":
         return image
+    if policy.endswith("pca"):
+        if pca is None:
+            raise ConfigError(f"augmentation {policy!r} needs the training set's PCAColour")
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+        base = policy.removesuffix("pca").rstrip("_") or "none"
+        return pca_colour(augment_image(image, base, seeds[0]), pca, seeds[1])
     height, width = image.shape[0], image.shape[1]
     pad = max(1, height // 8)
     padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])

@@ -43,7 +43,8 @@ class TrainConfig:
             as in the paper's code), on every trainable variable.
         lr_decay_every, lr_decay_factor: step schedule, lr * factor ** (epoch // every), per
             stage (the paper: x0.2 every 15 epochs on CIFAR); ``0`` disables it.
-        augment: ``auto`` (the dataset's default), ``none``, ``crop`` or ``crop_flip``.
+        augment: ``auto`` (the dataset's default), ``none``, ``crop``, ``crop_flip``, ``pca``,
+            ``crop_pca`` or ``crop_flip_pca`` (see ``layerwise.augment``).
         seed: seeds weights, data order and augmentation.
         split_seed: seeds the train/test split of the embedded datasets.
         on_nan: ``stop`` the stage at a non-finite loss, or ``skip`` the batch.

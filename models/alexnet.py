@@ -21,7 +21,7 @@ import tensorflow as tf
 from layerwise.errors import ConfigError
 from layerwise.staging import StagedNetwork
 from models.blocks import chain_stages, check_image_shape, mlp_classifier
-from models.registry import MODELS
+from models.registry import MODELS, forward_signature
 
 ALEXNET_WIDTHS = (96, 256, 384, 384, 256)
 
@@ -250,3 +250,8 @@ def build_alexnet_cifar(input_shape: Sequence[int], num_classes: int, **options)
     Options as :func:`build_alexnet`.
     """
     return build_alexnet(input_shape, num_classes, cifar=True, name="alexnet_cifar", **options)
+
+
+for _builder in (build_alexnet_imagenet, build_alexnet_cifar):
+    forward_signature(_builder, build_alexnet, ("cifar", "name"))
+del _builder

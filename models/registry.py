@@ -12,6 +12,15 @@ from layerwise.staging import StagedNetwork
 MODELS: Registry = Registry("model")
 
 
+def forward_signature(builder, target, fixed: tuple[str, ...]) -> None:
+    """Gives a wrapper ``builder(input_shape, num_classes, **options)`` the signature of
+    ``target`` minus the ``fixed`` arguments it sets itself, so :func:`resolve_options` can list
+    and check the options (an unknown option is then a ConfigError, not a TypeError)."""
+    signature = inspect.signature(target)
+    params = [p for name, p in signature.parameters.items() if name not in fixed]
+    builder.__signature__ = signature.replace(parameters=params)
+
+
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, **options) -> StagedNetwork:
     """Builds the registered model ``name`` as a :class:`StagedNetwork`.
 

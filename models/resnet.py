@@ -13,9 +13,10 @@ Families (a new depth is one entry of a variant table):
 - ImageNet (:data:`IMAGENET_VARIANTS`): ``resnet18/34`` (basic blocks: 3x3, 3x3) and
   ``resnet50/101/152`` (bottlenecks: 1x1, 3x3, 1x1 with 4x expansion); stem 7x7/2 conv + 3/2
   max-pooling; widths 64-128-256-512; default shortcut ``"B"`` (the paper's choice for 50+).
-- CIFAR (:data:`CIFAR_DEPTHS`, 6n + 2 layers): ``resnet20/32/44/56/110``; 3x3 stem, three
+- CIFAR (:data:`CIFAR_DEPTHS`, 6n + 2 layers): ``resnet20/32/44/56/110`` (and ``resnet8``, not in
+  the paper, for tiny runs); 3x3 stem, three
   groups of n basic blocks with 16-32-64 filters; default shortcut ``"A"`` (the paper's).
-- Plain counterparts of all of them: ``plain18 ... plain152``, ``plain20 ... plain110``.
+- Plain counterparts of all of them: ``plain18 ... plain152``, ``plain8 ... plain110``.
 
 Stages: stage 0 is the stem; then, with ``stage_granularity="block"`` (the default), one stage
 per residual block, or with ``"group"`` one stage per group of blocks (conv2_x ... conv5_x).
@@ -39,7 +40,7 @@ from layerwise.heads import BN_MOMENTUM
 from layerwise.errors import ConfigError
 from layerwise.staging import StagedNetwork
 from models.blocks import chain_stages, check_image_shape
-from models.registry import MODELS
+from models.registry import MODELS, forward_signature
 
 BASIC, BOTTLENECK = "basic", "bottleneck"
 # depth -> (block kind, blocks per group); widths 64-128-256-512
@@ -50,8 +51,9 @@ IMAGENET_VARIANTS: dict[int, tuple[str, tuple[int, ...]]] = {
     101: (BOTTLENECK, (3, 4, 23, 3)),
     152: (BOTTLENECK, (3, 8, 36, 3)),
 }
-# the registered 6n + 2 layer CIFAR nets (n basic blocks per group; widths 16-32-64)
-CIFAR_DEPTHS: tuple[int, ...] = (20, 32, 44, 56, 110)
+# the registered 6n + 2 layer CIFAR nets (n basic blocks per group; widths 16-32-64); 8 is not in
+# the paper: the smallest member, for MNIST-sized CPU runs and tests
+CIFAR_DEPTHS: tuple[int, ...] = (8, 20, 32, 44, 56, 110)
 SHORTCUTS = ("A", "B", "C")
 STAGE_GRANULARITIES = ("block", "group")
 
@@ -366,6 +368,7 @@ def _register(key: str, build, depth: int, residual: bool) -> None:
 
     builder.__name__ = f"build_{key}"
     builder.__doc__ = f"{key}; options as :func:`{build.__name__}`."
+    forward_signature(builder, build, ("depth", "residual"))
     MODELS.register(key, builder)
 
 

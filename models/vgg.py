@@ -24,7 +24,7 @@ from layerwise.heads import BN_MOMENTUM
 from layerwise.errors import ConfigError
 from layerwise.staging import StagedNetwork
 from models.blocks import chain_stages, check_image_shape, mlp_classifier
-from models.registry import MODELS
+from models.registry import MODELS, forward_signature
 
 # depth -> number of 3x3 convs in each of the five blocks
 VGG_VARIANTS: dict[int, tuple[int, ...]] = {
@@ -174,6 +174,7 @@ def _register(depth: int, batchnorm: bool) -> None:
 
     builder.__name__ = f"build_{key}"
     builder.__doc__ = f"VGG-{depth}{' with BatchNorm' if batchnorm else ''}; see :func:`build_vgg`."
+    forward_signature(builder, build_vgg, ("depth", "batchnorm"))
     MODELS.register(key, builder)
 
 

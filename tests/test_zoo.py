@@ -52,6 +52,7 @@ def _rounded(count: int, quoted: str) -> str:
 # Trainable parameters of the CIFAR ResNets at 10 classes (He et al. 2016, Table 6: 0.27M, 0.46M,
 # 0.66M, 0.85M, 1.7M). Their plain nets have the same count: option A adds no parameters.
 PINNED_CIFAR = {
+    8: (75_290, "0.075M"),  # not in the paper
     20: (269_722, "0.27M"),
     32: (464_154, "0.46M"),
     44: (658_586, "0.66M"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from layerwise.augment import AUGMENTATIONS, augment_image
+from layerwise.augment import AUGMENTATIONS, PCAColour, augment_image
 from layerwise.errors import ConfigError
 from layerwise.registry import Registry
 
@@ -111,6 +111,8 @@ class ArraySource(DataSource):
         self.mean = x_train.mean(axis=(0, 1, 2)).astype(np.float32)
         self.std = np.maximum(x_train.std(axis=(0, 1, 2)), 1e-6).astype(np.float32)
         self.augment = augment
+        # AlexNet's colour augmentation needs the training set's channel covariance
+        self.pca = PCAColour.from_images(x_train) if augment.endswith("pca") else None
         self.num_train = len(train[1])
         self.num_test = len(test[1])
         self.num_val = 0 if validation is None else len(validation[1])
@@ -137,9 +139,9 @@ class ArraySource(DataSource):
         order = np.random.default_rng(derive_seed(seed, epoch)).permutation(len(y))
         ds = tf.data.Dataset.from_tensor_slices((x[order].astype(np.float32), y[order].astype(np.int32)))
         if self.augment != "none":
-            base, policy = derive_seed(seed, epoch, 1), self.augment
+            base, policy, pca = derive_seed(seed, epoch, 1), self.augment, self.pca
             ds = ds.enumerate().map(
-                lambda i, xy: (augment_image(xy[0], policy, tf.stack([tf.constant(base, tf.int64), i])), xy[1]),
+                lambda i, xy: (augment_image(xy[0], policy, tf.stack([tf.constant(base, tf.int64), i]), pca), xy[1]),
                 num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True,
             )
