@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Callable
 
@@ -26,6 +25,7 @@ from layerwise.datasets.base import DataSource
 from layerwise.errors import CheckpointError, ConfigError
 from layerwise.staging import StagedNetwork
 from layerwise.trainer import GreedyTrainer, Problem
+from layerwise import workdir as workdir_files
 
 Builder = Callable[[TrainConfig], "tuple[StagedNetwork, DataSource]"]
 
@@ -49,11 +49,7 @@ def read_config(workdir: str) -> TrainConfig:
     Raises:
         ConfigError: no config there (not a run directory).
     """
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise ConfigError(f"{workdir} is not a run directory (no config.json); train it with apps.train first")
-    with open(path) as f:
-        return TrainConfig.from_dict(json.load(f))
+    return TrainConfig.from_dict(workdir_files.read_config(workdir))
 
 
 def restore_run(workdir: str, build: Builder) -> RestoredRun:
