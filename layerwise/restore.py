@@ -1,0 +1,128 @@
+"""Rebuilds a trained run from its run directory: config -> network + heads -> trained weights.
+
+``workdir/config.json`` says what was trained; every finished problem left
+``checkpoints/<problem>/final.npz`` with the variables of "stage j + its head" in
+``problem.trainable.variables`` order (see ``layerwise.trainer``). This module rebuilds the same
+problems with :class:`~layerwise.trainer.GreedyTrainer` (no training, no workdir writes) and
+assigns those arrays, so an export or an evaluation needs nothing but the run directory.
+
+``layerwise`` does not import ``models``: the caller passes the network builder
+(``apps.runner.build_network``).
+
+Example:
+    >>> from apps.runner import build_network
+    >>> run = restore_run("runs/demo", build_network)
+    >>> run.classifiers[-1](images)          # logits of the deepest finished stage
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable
+
+import keras
+
+from layerwise import checkpoints as ckpt
+from layerwise.config import TrainConfig
+from layerwise.datasets import DataSource, load_dataset
+from layerwise.errors import CheckpointError
+from layerwise.staging import StagedNetwork
+from layerwise.trainer import GreedyTrainer
+
+NetworkBuilder = Callable[[TrainConfig, DataSource], StagedNetwork]
+
+
+@dataclasses.dataclass
+class RestoredRun:
+    """A trained run rebuilt in memory.
+
+    Attributes:
+        config: the run's configuration (``workdir/config.json``).
+        data: its dataset (for ``mean``/``std``, shapes and evaluation).
+        network: the staged network with every finished stage's trained weights.
+        problems: names of the finished problems, in order (``stage_00``, ... or ``end_to_end``).
+        heads: the trained head of each finished problem, in the same order.
+        classifiers: image -> logits functional model of each finished problem.
+        records: the stage records stored with each ``final.npz``.
+    """
+
+    config: TrainConfig
+    data: DataSource
+    network: StagedNetwork
+    problems: list[str]
+    heads: list[keras.Model]
+    classifiers: list[keras.Model]
+    records: list[dict[str, Any]]
+
+    @property
+    def layerwise(self) -> bool:
+        return self.config.mode == "layerwise"
+
+
+def default_load_data(config: TrainConfig) -> DataSource:
+    """The dataset as ``apps.runner.load_data`` loads it (augmentation is irrelevant here)."""
+    return load_dataset(config.dataset, split_seed=config.split_seed)
+
+
+def read_config(workdir: str) -> TrainConfig:
+    """``workdir/config.json`` as a :class:`TrainConfig`.
+
+    Raises:
+        CheckpointError: there is no readable config (not a run directory).
+    """
+    path = os.path.join(workdir, "config.json")
+    try:
+        with open(path) as f:
+            return TrainConfig.from_dict(json.load(f))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{workdir} is not a run directory ({path}: {e}); pass the --workdir of a training run") from e
+
+
+def restore_run(
+    workdir: str,
+    build_network: NetworkBuilder,
+    load_data: Callable[[TrainConfig], DataSource] = default_load_data,
+) -> RestoredRun:
+    """Rebuilds every finished stage (or the finished end-to-end model) of ``workdir``.
+
+    Args:
+        workdir: a run directory written by ``apps.train`` / ``GreedyTrainer``.
+        build_network: ``(config, data) -> StagedNetwork`` (``apps.runner.build_network``).
+        load_data: ``config -> DataSource``.
+
+    Returns:
+        The restored run; layerwise runs stop at the first unfinished stage.
+
+    Raises:
+        CheckpointError: no finished stage, or a checkpoint of another architecture.
+    """
+    config = read_config(workdir)
+    data = load_data(config)
+    network = build_network(config, data)
+    trainer = GreedyTrainer(network, data, config, None, verbose=0, log=lambda _: None)
+    root = os.path.join(workdir, "checkpoints")
+    names = (
+        [f"stage_{j:02d}" for j in range(network.num_stages)] if config.mode == "layerwise" else ["end_to_end"]
+    )
+    run = RestoredRun(config, data, network, [], [], [], [])
+    for j, name in enumerate(names):
+        checkpoints = ckpt.ProblemCheckpoints(root, name)
+        if not checkpoints.has_final():
+            break
+        problem = trainer.stage_problem(j) if config.mode == "layerwise" else trainer.end_to_end_problem()
+        arrays, meta = checkpoints.load_final()
+        ckpt.assign_arrays("model", problem.trainable.variables, arrays, checkpoints.final_path)
+        if config.mode == "layerwise":
+            network.stages[j].trainable = False
+        run.problems.append(name)
+        run.heads.append(trainer.heads[problem.stage])
+        run.classifiers.append(problem.classifier(network.image_input()))
+        run.records.append(meta.get("record", {}))
+    if not run.problems:
+        raise CheckpointError(
+            f"{workdir} has no finished stage (no checkpoints/{names[0]}/final.npz); "
+            "finish training first (rerun the same apps.train command to resume)"
+        )
+    return run
