@@ -36,6 +36,24 @@ def ensemble_graph_probabilities(stages: Sequence[keras.Model], heads: Sequence[
     return total
 
 
+def _stage_and_head(stage: keras.Model, head: keras.Model, x):
+    """(stage features, head probabilities); skipped via ``tf.cond`` when no example is left.
+
+    Besides saving the work, the skip is needed: BatchNormalization's inference kernel fails on
+    an empty batch ("Incompatible shapes: [C] vs. [0,H,W,C]") on CPU.
+    """
+
+    def run():
+        features = stage(x, training=False)
+        return features, _probabilities(head, features)
+
+    def empty():
+        features = tf.nest.map_structure(lambda t: tf.zeros([0, *t.shape[1:]], t.dtype), stage.output)
+        return features, tf.zeros([0, head.output.shape[-1]], tf.float32)
+
+    return tf.cond(tf.shape(tf.nest.flatten(x)[0])[0] > 0, run, empty)
+
+
 def cascade_probabilities(
     stages: Sequence[keras.Model], heads: Sequence[keras.Model], images, thresholds
 ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -58,8 +76,7 @@ def cascade_probabilities(
     x = images
     probs_out = exit_out = None
     for j, head in enumerate(heads):
-        x = stages[j](x, training=False)
-        p = _probabilities(head, x)
+        x, p = _stage_and_head(stages[j], head, x)
         if probs_out is None:
             probs_out = tf.zeros([n, tf.shape(p)[1]], tf.float32)
             exit_out = tf.fill([n], tf.constant(last, tf.int32))
