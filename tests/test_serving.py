@@ -68,6 +68,7 @@ def exported(tmp_path_factory):
     return {"workdir": workdir, "export": export, "before": before, "written": written, "tmp": tmp}
 
 
+@pytest.mark.slow
 def test_reexport_adds_version_n_plus_1_and_leaves_n_intact(exported):
     export = exported["export"]
     assert sorted(exported["written"]) == sorted(SERVABLES)
@@ -79,6 +80,7 @@ def test_reexport_adds_version_n_plus_1_and_leaves_n_intact(exported):
     assert not [d for name in SERVABLES for d in os.listdir(os.path.join(export, name)) if d.startswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_models_config_parses_with_the_tf_serving_proto(exported):
     pytest.importorskip("tensorflow_serving", reason="tensorflow-serving-api is not installed ([serving] extra)")
     from google.protobuf import text_format
@@ -95,6 +97,7 @@ def test_models_config_parses_with_the_tf_serving_proto(exported):
         assert entry.model_platform == "tensorflow"
 
 
+@pytest.mark.slow
 def test_every_servable_loads_in_a_fresh_process_and_matches_keras(exported):
     tmp = exported["tmp"]
     run = restore_run(exported["workdir"], build_network)
@@ -130,6 +133,7 @@ def test_every_servable_loads_in_a_fresh_process_and_matches_keras(exported):
     assert 0 < got[f"{cascade}/thr/exit_stage"].sum() < len(raw)  # both exits are exercised
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_the_documented_signatures(exported):
     cli = shutil.which("saved_model_cli") or os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     if not os.path.exists(cli):
@@ -151,6 +155,7 @@ def test_saved_model_cli_lists_the_documented_signatures(exported):
 
 
 # ----------------------------------------------------------------------------- local client
+@pytest.mark.slow
 def test_local_client_checks_inputs_before_calling(exported):
     model = serving.LocalModel(os.path.join(exported["export"], SERVABLES[0]))
     assert model.path.endswith(os.path.join(SERVABLES[0], "2"))
@@ -174,6 +179,7 @@ def test_local_client_checks_inputs_before_calling(exported):
     np.testing.assert_array_equal(model.predict(good.astype(np.int32))["classes"], model.predict(good)["classes"])
 
 
+@pytest.mark.slow
 def test_local_client_reads_png_files_and_checks_channels(exported, tmp_path):
     import tensorflow as tf
 
@@ -313,6 +319,7 @@ def test_grpc_client_reports_an_unreachable_server():
 
 
 # -------------------------------------------------------------------------------------- CLIs
+@pytest.mark.slow
 def test_predict_and_export_clis(exported):
     result = run_cli("apps.predict", "--model_dir", os.path.join(exported["export"], SERVABLES[3]),
                      "--dataset", "digits", "--limit", "5", "--threshold", "0.9")
@@ -328,8 +335,10 @@ def test_predict_and_export_clis(exported):
 
 
 # --------------------------------------------------------------- a real tensorflow_model_server
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tensorflow_model_server") is None,
                     reason="tensorflow_model_server is not on PATH (not installable from the registries here)")
+@pytest.mark.slow
 def test_rest_and_grpc_against_a_real_tensorflow_model_server(exported):
     import time
 
