@@ -130,6 +130,15 @@ def prepare_inputs(
     return signature, inputs
 
 
+def _unchecked_inputs(images: Any, signature: str, threshold: float | None) -> tuple[str, dict[str, np.ndarray]]:
+    """Inputs sent as given (``check=False``): the server validates them."""
+    inputs = {"images": np.asarray(images)}
+    if threshold is not None:
+        signature = THRESHOLD_SIGNATURES.get(signature, signature)
+        inputs["threshold"] = np.full(len(inputs["images"]), threshold, np.float32)
+    return signature, inputs
+
+
 # ------------------------------------------------------------------------------------ local
 def resolve_saved_model(path: str) -> str:
     """A version directory, or a servable directory (its newest integer version)."""
@@ -288,9 +297,7 @@ class RestClient:
         if self.check:
             signature, inputs = prepare_inputs(self.input_specs(), images, signature, threshold)
         else:
-            inputs = {"images": np.asarray(images)}
-            if threshold is not None:
-                inputs["threshold"] = np.full(len(inputs["images"]), threshold, np.float32)
+            signature, inputs = _unchecked_inputs(images, signature, threshold)
         return parse_rest_predictions(self._request(self.url(":predict"), rest_request_body(signature, inputs)))
 
 
@@ -388,7 +395,7 @@ class GrpcClient:
         if self.check:
             signature, inputs = prepare_inputs(self.input_specs(), images, signature, threshold)
         else:
-            inputs = {"images": np.asarray(images)}
+            signature, inputs = _unchecked_inputs(images, signature, threshold)
         request = self._predict_pb2.PredictRequest()
         self._spec(request)
         request.model_spec.signature_name = signature

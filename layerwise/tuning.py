@@ -27,7 +27,6 @@ import json
 import os
 from typing import Any, Callable, Sequence
 
-import keras
 import keras_tuner as kt
 import numpy as np
 
