@@ -42,7 +42,7 @@ def fc7_model(run):
 
     from layerwise.errors import ConfigError
 
-    head = run.heads[run.network.num_stages - 1]
+    head = run.heads[-1]
     names = {layer.name for layer in head.layers}
     if FC7_LAYER not in names:
         raise ConfigError(f"{run.workdir}: {run.network.name} has no {FC7_LAYER} layer; train an alexnet model")

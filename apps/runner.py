@@ -55,12 +55,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
 def restore(workdir: str) -> RestoredRun:
     """The finished run in ``workdir`` rebuilt with its trained weights (see layerwise.restore)."""
 
-    def build(config: TrainConfig):
-        config = resolve(config)
-        data = load_data(config)
-        return build_network(config, data), data
-
-    return restore_run(workdir, build)
+    return restore_run(workdir, lambda config, data: build_network(resolve(config), data), load_data)
 
 
 def run_training(

@@ -7,8 +7,11 @@ checkpoints, logs and one SavedModel per stage to ``--workdir``:
     python -m apps.train
     python -m apps.train --mode end_to_end --workdir runs/e2e
 
-Precedence: the built-in defaults (``layerwise.config.TrainConfig``), then any flag given on
-the command line. Rerunning a command on the same workdir resumes it.
+Precedence: the built-in defaults (``layerwise.config.TrainConfig``), then ``--config FILE`` (a
+TrainConfig JSON, e.g. the preset ``apps.tune`` writes), then any flag given on the command line.
+Rerunning a command on the same workdir resumes it.
+
+    python -m apps.train --config runs/tune/best_config.json --workdir runs/best
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ def _default(name: str) -> str:
 
 
 flags.DEFINE_string("workdir", "runs/default", "Run directory: config, metrics, checkpoints, SavedModels.")
+flags.DEFINE_string(
+    "config", None,
+    "TrainConfig JSON file (e.g. apps.tune's best_config.json). Precedence: defaults -> this file -> flags.",
+)
 flags.DEFINE_string("dataset", None, "Dataset: mnist5k, digits, synthetic." + _default("dataset"))
 flags.DEFINE_string("model", None, "Model from the zoo (see models.MODELS)." + _default("model"))
 flags.DEFINE_string("mode", None, "layerwise (the paper's Algorithm 1) or end_to_end." + _default("mode"))
@@ -72,13 +79,36 @@ flags.DEFINE_integer("verbose", 1, "1: progress bar per epoch; 0: only the final
 MODEL_FLAGS = ("num_stages", "width", "downsample_at", "batchnorm", "downsample_input")
 
 
-def config_from_flags() -> TrainConfig:
-    """Defaults, overridden by every flag given on the command line."""
+def load_config_file(path: str) -> TrainConfig:
+    """A TrainConfig JSON file (all fields optional; missing ones keep their defaults).
+
+    Raises:
+        ConfigError: unreadable file, not JSON, or unknown fields.
+    """
+    import json
+
     from layerwise.errors import ConfigError
 
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read --config {path}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--config {path} is not valid JSON ({e})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path} must hold a JSON object of TrainConfig fields")
+    return TrainConfig.from_dict(values)
+
+
+def config_from_flags() -> TrainConfig:
+    """Defaults, then ``--config FILE``, then every flag given on the command line."""
+    from layerwise.errors import ConfigError
+
+    base = load_config_file(FLAGS.config) if FLAGS.config else DEFAULTS
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     changes = {name: FLAGS[name].value for name in fields if name in FLAGS and FLAGS[name].value is not None}
-    options = dict(DEFAULTS.model_options)
+    options = dict(base.model_options)
     for name in MODEL_FLAGS:
         value = FLAGS[name].value
         if value is None:
@@ -90,7 +120,7 @@ def config_from_flags() -> TrainConfig:
                 raise ConfigError(f"--downsample_at takes stage numbers like 1,2; got {','.join(value)}") from None
         options[name] = value
     options.update(parse_model_options(FLAGS.model_option))
-    return DEFAULTS.replace(**changes, model_options=options)
+    return base.replace(**changes, model_options=options)
 
 
 def parse_model_options(items: list[str]) -> dict:

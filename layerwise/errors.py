@@ -46,3 +46,7 @@ class NonFiniteLossError(LayerwiseError):
 
 class ServingInputError(LayerwiseError, ValueError):
     """An input sent to an exported model has the wrong size, channels or dtype."""
+
+
+class ModelServerError(LayerwiseError):
+    """A model server is unreachable, timed out, or does not serve the requested model/version."""

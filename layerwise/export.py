@@ -11,6 +11,16 @@ Signatures (built with ``keras.export.ExportArchive``, see TF_NOTES):
   inside the graph. Returns ``probabilities`` (float32 ``[None, classes]``), ``classes``
   (int64 ``[None]``), ``top_k_scores`` / ``top_k_classes`` (``[None, k]``, k = min(5, classes)).
 - ``serving_float``: the same outputs for float32 images already normalised by the caller.
+
+Two more servables combine the stages of a layerwise run (:func:`export_run` writes all of them):
+
+- ``<model>_ensemble``: the paper's ensemble, sum_j 2^j p_j / sum_j 2^j over every stage's
+  probabilities (as ``layerwise.trainer.ensemble_probabilities``); the same two signatures.
+- ``<model>_cascade``: early exit. Stages run in order; an example leaves at the first stage whose
+  highest probability reaches its threshold (the last stage answers the rest). Extra output
+  ``exit_stage`` (int32 ``[None]``). ``serving_default`` / ``serving_float`` use the threshold
+  baked in at export time; ``serving_threshold`` (uint8) / ``serving_float_threshold`` take a
+  second input ``threshold`` (float32 ``[None]``, one per example, so the REST row format works).
 """
 
 from __future__ import annotations
@@ -24,9 +34,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from layerwise.cascade import cascade_probabilities, ensemble_graph_probabilities
 from layerwise.checkpoints import atomic_write_text
+from layerwise.errors import ConfigError
+from layerwise.staging import primary
 
 SIGNATURES = ("serving_default", "serving_float")
+CASCADE_SIGNATURES = SIGNATURES + ("serving_threshold", "serving_float_threshold")
+DEFAULT_CASCADE_THRESHOLD = 0.9
 
 
 def _outputs(probabilities: tf.Tensor, k: int) -> dict[str, tf.Tensor]:
@@ -71,11 +86,11 @@ def export_classifier(
     def probabilities(x):
         return tf.nn.softmax(tf.cast(classifier(x, training=False), tf.float32))
 
-    @tf.function(input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8, name="images")])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8, name="images")])
     def serve_uint8(images):
         return _outputs(probabilities((tf.cast(images, tf.float32) - mean_t) / std_t), k)
 
-    @tf.function(input_signature=[tf.TensorSpec((None, *image_shape), tf.float32, name="images")])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec((None, *image_shape), tf.float32, name="images")])
     def serve_float(images):
         return _outputs(probabilities(images), k)
 
@@ -83,7 +98,14 @@ def export_classifier(
     archive.track(classifier)
     archive.add_endpoint(SIGNATURES[0], serve_uint8)
     archive.add_endpoint(SIGNATURES[1], serve_float)
+    return write_next_version(archive, servable_dir)
 
+
+def write_next_version(archive: keras.export.ExportArchive, servable_dir: str) -> str:
+    """Writes ``archive`` as version N+1 of ``servable_dir`` (temp dir + rename); returns its path.
+
+    Version N is never touched, and a crash leaves no half-written version behind.
+    """
     existing = versions(servable_dir)
     version = (existing[-1] + 1) if existing else 1
     final = os.path.join(servable_dir, str(version))
@@ -96,6 +118,154 @@ def export_classifier(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _all_heads_model(network, heads) -> keras.Model:
+    """Image -> [logits of every head]: one Keras model that owns every variable to export."""
+    images = network.image_input()
+    x, outputs = images, []
+    for j, head in enumerate(heads):
+        x = network.stages[j](x)
+        outputs.append(head(primary(x)))
+    return keras.Model(images, outputs, name=f"{network.name}_all_heads")
+
+
+def export_ensemble(network, heads: Sequence[keras.Model], servable_dir: str, mean, std) -> str:
+    """Exports the 2^j-weighted probability ensemble of ``heads`` as the next version.
+
+    Args:
+        network: the ``StagedNetwork`` whose first ``len(heads)`` stages are trained.
+        heads: the trained head of each stage, in order.
+        servable_dir, mean, std: as in :func:`export_classifier`.
+    """
+    model = _all_heads_model(network, heads)
+    k = min(5, network.num_classes)
+    mean_t, std_t = tf.constant(np.asarray(mean, np.float32)), tf.constant(np.asarray(std, np.float32))
+    shape = network.input_shape
+
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec((None, *shape), tf.uint8, name="images")])
+    def serve_uint8(images):
+        x = (tf.cast(images, tf.float32) - mean_t) / std_t
+        return _outputs(ensemble_graph_probabilities(network.stages, heads, x), k)
+
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="images")])
+    def serve_float(images):
+        return _outputs(ensemble_graph_probabilities(network.stages, heads, images), k)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(SIGNATURES[0], serve_uint8)
+    archive.add_endpoint(SIGNATURES[1], serve_float)
+    return write_next_version(archive, servable_dir)
+
+
+def export_cascade(
+    network,
+    heads: Sequence[keras.Model],
+    servable_dir: str,
+    mean,
+    std,
+    threshold: float = DEFAULT_CASCADE_THRESHOLD,
+) -> str:
+    """Exports the early-exit cascade over ``heads`` as the next version of ``servable_dir``.
+
+    Args:
+        threshold: default exit threshold of ``serving_default`` / ``serving_float``.
+        Others: as in :func:`export_ensemble`.
+    """
+    model = _all_heads_model(network, heads)
+    k = min(5, network.num_classes)
+    mean_t, std_t = tf.constant(np.asarray(mean, np.float32)), tf.constant(np.asarray(std, np.float32))
+    shape = network.input_shape
+    default = float(threshold)
+
+    def outputs(x, thresholds):
+        probs, exit_stage = cascade_probabilities(network.stages, heads, x, thresholds)
+        return {**_outputs(probs, k), "exit_stage": exit_stage}
+
+    def normalise(images):
+        return (tf.cast(images, tf.float32) - mean_t) / std_t
+
+    def default_thresholds(images):
+        return tf.fill(tf.shape(images)[:1], tf.constant(default, tf.float32))
+
+    uint8 = tf.TensorSpec((None, *shape), tf.uint8, name="images")
+    float32 = tf.TensorSpec((None, *shape), tf.float32, name="images")
+    thresholds = tf.TensorSpec((None,), tf.float32, name="threshold")
+
+    @tf.function(autograph=False, input_signature=[uint8])
+    def serve_uint8(images):
+        return outputs(normalise(images), default_thresholds(images))
+
+    @tf.function(autograph=False, input_signature=[float32])
+    def serve_float(images):
+        return outputs(images, default_thresholds(images))
+
+    @tf.function(autograph=False, input_signature=[uint8, thresholds])
+    def serve_uint8_threshold(images, threshold):
+        return outputs(normalise(images), threshold)
+
+    @tf.function(autograph=False, input_signature=[float32, thresholds])
+    def serve_float_threshold(images, threshold):
+        return outputs(images, threshold)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, fn in zip(CASCADE_SIGNATURES, (serve_uint8, serve_float, serve_uint8_threshold, serve_float_threshold)):
+        archive.add_endpoint(name, fn)
+    return write_next_version(archive, servable_dir)
+
+
+def export_run(
+    workdir: str,
+    build_network,
+    export_root: str | None = None,
+    *,
+    threshold: float = DEFAULT_CASCADE_THRESHOLD,
+    label: str = "stable",
+    load_data=None,
+) -> dict[str, str]:
+    """Rebuilds a trained run from ``workdir`` and exports every servable as a new version.
+
+    Every finished stage (or the end-to-end model) becomes version N+1 of its servable (N is
+    left as it is); a layerwise run also gets ``<model>_ensemble`` and ``<model>_cascade``.
+    ``models.config`` is rewritten with ``label`` pointing at each servable's newest version.
+
+    Args:
+        workdir: a run directory of ``apps.train``.
+        build_network: ``(config, data) -> StagedNetwork`` (``apps.runner.build_network``).
+        export_root: where servables go; ``workdir/export`` by default.
+        threshold: the cascade's default exit threshold, in (0, 1].
+        label: version label of the newest versions in ``models.config``.
+        load_data: ``config -> DataSource``; the registered dataset by default.
+
+    Returns:
+        ``{servable name: new version directory}``.
+
+    Raises:
+        ConfigError: a threshold outside (0, 1].
+        CheckpointError: ``workdir`` is not a finished run.
+    """
+    from layerwise.restore import default_load_data, restore_run  # restore imports the trainer
+
+    if not 0.0 < threshold <= 1.0:
+        raise ConfigError(f"the cascade threshold must be in (0, 1], got {threshold}")
+    run = restore_run(workdir, build_network, load_data or default_load_data)
+    export_root = export_root or os.path.join(workdir, "export")
+    net, mean, std = run.network, run.data.mean, run.data.std
+    written = {}
+    for name, classifier in zip(run.problems, run.classifiers):
+        servable = f"{net.name}_{name}"
+        written[servable] = export_classifier(classifier, os.path.join(export_root, servable), mean, std)
+    if run.layerwise:
+        servable = f"{net.name}_ensemble"
+        written[servable] = export_ensemble(net, run.heads, os.path.join(export_root, servable), mean, std)
+        servable = f"{net.name}_cascade"
+        written[servable] = export_cascade(
+            net, run.heads, os.path.join(export_root, servable), mean, std, threshold
+        )
+    write_models_config(export_root, label)
+    return written
 
 
 def write_models_config(export_root: str, label: str = "stable") -> str:

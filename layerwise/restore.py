@@ -1,88 +1,125 @@
-"""Rebuild a finished run from its workdir: the configured network with its trained weights.
+"""Rebuilds a trained run from its run directory: config -> network + heads -> trained weights.
 
-A run's workdir holds ``config.json`` and, per training problem, ``checkpoints/<problem>/
-final.npz`` whose ``model/NNNN`` arrays are the problem's ``trainable.variables`` in order
-(``layerwise.trainer``: for ``end_to_end`` the composed network + final head, for ``stage_XX``
-stage j + its auxiliary head). The loader rebuilds exactly those problems with the trainer's own
-constructors and assigns the arrays, so it never guesses variable order.
+``workdir/config.json`` says what was trained; every finished problem left
+``checkpoints/<problem>/final.npz`` with the variables of "stage j + its head" in
+``problem.trainable.variables`` order (see ``layerwise.trainer``). This module rebuilds the same
+problems with :class:`~layerwise.trainer.GreedyTrainer` (no training, no workdir writes) and
+assigns those arrays, so an export or an evaluation needs nothing but the run directory.
+
+``layerwise`` does not import ``models``: the caller passes the network builder
+(``apps.runner.build_network``).
 
 Example:
-    >>> run = restore_run("runs/resnet8", build)   # build: TrainConfig -> (network, data)
-    >>> run.classifier.predict(images)             # logits of the trained network
+    >>> from apps.runner import build_network
+    >>> run = restore_run("runs/demo", build_network)
+    >>> run.classifiers[-1](images)          # logits of the deepest finished stage
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
+from typing import Any, Callable
 
 import keras
 
 from layerwise import checkpoints as ckpt
 from layerwise.config import TrainConfig
-from layerwise.datasets.base import DataSource
-from layerwise.errors import CheckpointError, ConfigError
+from layerwise.datasets import DataSource, load_dataset
+from layerwise.errors import CheckpointError
 from layerwise.staging import StagedNetwork
-from layerwise.trainer import GreedyTrainer, Problem
+from layerwise.trainer import GreedyTrainer
 from layerwise import workdir as workdir_files
 
-Builder = Callable[[TrainConfig], "tuple[StagedNetwork, DataSource]"]
+NetworkBuilder = Callable[[TrainConfig, DataSource], StagedNetwork]
 
 
 @dataclasses.dataclass
 class RestoredRun:
-    """A trained run: its config, data, network (weights loaded) and final classifier."""
+    """A trained run rebuilt in memory.
+
+    Attributes:
+        workdir: the run directory.
+        config: the run's configuration (``workdir/config.json``).
+        data: its dataset (for ``mean``/``std``, shapes and evaluation).
+        network: the staged network with every finished stage's trained weights.
+        problems: names of the finished problems, in order (``stage_00``, ... or ``end_to_end``).
+        heads: the trained head of each finished problem, in the same order.
+        classifiers: image -> logits functional model of each finished problem.
+        records: the stage records stored with each ``final.npz``.
+    """
 
     workdir: str
     config: TrainConfig
-    network: StagedNetwork
     data: DataSource
-    problems: list[Problem]
-    heads: dict[int, keras.Model]  # stage index -> trained head (the last one: the final head)
-    classifier: keras.Model  # images -> logits of the last problem (last stage's head)
+    network: StagedNetwork
+    problems: list[str]
+    heads: list[keras.Model]
+    classifiers: list[keras.Model]
+    records: list[dict[str, Any]]
+
+    @property
+    def layerwise(self) -> bool:
+        return self.config.mode == "layerwise"
+
+
+def default_load_data(config: TrainConfig) -> DataSource:
+    """The dataset as ``apps.runner.load_data`` loads it (augmentation is irrelevant here)."""
+    return load_dataset(config.dataset, split_seed=config.split_seed)
 
 
 def read_config(workdir: str) -> TrainConfig:
-    """The :class:`TrainConfig` saved in ``workdir/config.json``.
+    """``workdir/config.json`` as a :class:`TrainConfig`.
 
     Raises:
-        ConfigError: no config there (not a run directory).
+        ConfigError: there is no config (not a run directory).
     """
     return TrainConfig.from_dict(workdir_files.read_config(workdir))
 
 
-def restore_run(workdir: str, build: Builder) -> RestoredRun:
-    """Rebuilds the run in ``workdir`` and loads every finished problem's weights.
+def restore_run(
+    workdir: str,
+    build_network: NetworkBuilder,
+    load_data: Callable[[TrainConfig], DataSource] = default_load_data,
+) -> RestoredRun:
+    """Rebuilds every finished stage (or the finished end-to-end model) of ``workdir``.
 
     Args:
-        workdir: a run directory written by ``apps.train``.
-        build: ``config -> (network, data)``, e.g. ``apps.runner``'s resolve/load_data/
-            build_network; called once.
+        workdir: a run directory written by ``apps.train`` / ``GreedyTrainer``.
+        build_network: ``(config, data) -> StagedNetwork`` (``apps.runner.build_network``).
+        load_data: ``config -> DataSource``.
 
     Returns:
-        The :class:`RestoredRun`; stages and heads hold the trained weights, stages frozen.
+        The restored run; layerwise runs stop at the first unfinished stage.
 
     Raises:
-        ConfigError: not a run directory.
-        CheckpointError: a problem of the run has no final checkpoint (unfinished run) or the
-            checkpoint does not match the rebuilt network.
+        CheckpointError: no finished stage, or a checkpoint of another architecture.
     """
     config = read_config(workdir)
-    network, data = build(config)
+    data = load_data(config)
+    network = build_network(config, data)
     trainer = GreedyTrainer(network, data, config, None, verbose=0, log=lambda _: None)
-    if config.mode == "end_to_end":
-        problems = [trainer.end_to_end_problem()]
-    else:
-        problems = [trainer.stage_problem(j) for j in range(network.num_stages)]
-    for problem in problems:
-        path = os.path.join(workdir, "checkpoints", problem.name, "final.npz")
-        if not os.path.exists(path):
-            raise CheckpointError(
-                f"{path} is missing: the run has not finished {problem.name}; rerun its apps.train command"
-            )
-        arrays, _ = ckpt.load_arrays(path)
-        ckpt.assign_arrays("model", problem.trainable.variables, arrays, path)
-    network.freeze_below(network.num_stages)
-    classifier = problems[-1].classifier(network.image_input())
-    return RestoredRun(workdir, config, network, data, problems, dict(trainer.heads), classifier)
+    root = os.path.join(workdir, "checkpoints")
+    names = (
+        [f"stage_{j:02d}" for j in range(network.num_stages)] if config.mode == "layerwise" else ["end_to_end"]
+    )
+    run = RestoredRun(workdir, config, data, network, [], [], [], [])
+    for j, name in enumerate(names):
+        checkpoints = ckpt.ProblemCheckpoints(root, name)
+        if not checkpoints.has_final():
+            break
+        problem = trainer.stage_problem(j) if config.mode == "layerwise" else trainer.end_to_end_problem()
+        arrays, meta = checkpoints.load_final()
+        ckpt.assign_arrays("model", problem.trainable.variables, arrays, checkpoints.final_path)
+        if config.mode == "layerwise":
+            network.stages[j].trainable = False
+        run.problems.append(name)
+        run.heads.append(trainer.heads[problem.stage])
+        run.classifiers.append(problem.classifier(network.image_input()))
+        run.records.append(meta.get("record", {}))
+    if not run.problems:
+        raise CheckpointError(
+            f"{workdir} has no finished stage (no checkpoints/{names[0]}/final.npz); "
+            "finish training first (rerun the same apps.train command to resume)"
+        )
+    return run

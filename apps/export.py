@@ -1,0 +1,39 @@
+"""Re-export a trained run for TF Serving: every stage, the ensemble and the early-exit cascade.
+
+    python -m apps.export runs/cascade
+    python -m apps.export runs/cascade --threshold 0.95 --export_dir /srv/models
+
+Rebuilds the network from ``WORKDIR/config.json`` and the finished stages' checkpoints, writes
+each servable as version N+1 (version N is left untouched) under ``--export_dir`` (default
+``WORKDIR/export``) and rewrites ``models.config`` with the label ``--label`` on the newest
+versions. See docs/serving.md for the signatures.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from apps import cli
+
+flags.DEFINE_string("export_dir", None, "Root of the servables [default: WORKDIR/export].")
+flags.DEFINE_float("threshold", 0.9, "Default exit threshold of the cascade's serving_default, in (0, 1].")
+flags.DEFINE_string("label", "stable", "Version label given to the newest version in models.config.")
+FLAGS = flags.FLAGS
+
+
+def main(argv: list[str]) -> None:
+    from apps.runner import build_network, load_data
+    from layerwise.errors import ConfigError
+    from layerwise.export import export_run
+
+    if len(argv) != 2:
+        raise ConfigError("usage: python -m apps.export WORKDIR [--threshold 0.9] [--export_dir DIR]")
+    written = export_run(
+        argv[1], build_network, FLAGS.export_dir, threshold=FLAGS.threshold, label=FLAGS.label, load_data=load_data
+    )
+    for servable, path in written.items():
+        print(f"{servable}: {path}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,437 @@
+"""Clients for the exported classifiers: a local SavedModel, TF Serving REST and TF Serving gRPC.
+
+All three check the images against the signature's input spec before sending anything (size,
+channels, dtype; see :func:`check_images`) and raise :class:`~layerwise.errors.ServingInputError`
+with what to change; an unreachable server, a timeout or an unknown model/version raises
+:class:`~layerwise.errors.ModelServerError`. Results are ``{output name: np.ndarray}``.
+
+REST (``tensorflow_model_server --rest_api_port=8501``): ``GET /v1/models/NAME[/versions/N]/metadata``
+for the input spec, then ``POST /v1/models/NAME[/versions/N]:predict`` with
+``{"signature_name": ..., "instances": [...]}`` (row format, :func:`rest_request_body`). gRPC
+(``--port=8500``) needs the ``[serving]`` extra (``tensorflow-serving-api``), imported lazily.
+
+Example:
+    >>> client = RestClient("http://localhost:8501", "layerwise_cnn_cascade", timeout=5)
+    >>> client.predict(images_uint8, threshold=0.95)["exit_stage"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import urllib.error
+import urllib.request
+from typing import Any, Sequence
+
+import numpy as np
+
+from layerwise.errors import ModelServerError, ServingInputError
+
+DEFAULT_SIGNATURE = "serving_default"
+# A cascade signature without a threshold input -> the one that takes it (see layerwise.export).
+THRESHOLD_SIGNATURES = {"serving_default": "serving_threshold", "serving_float": "serving_float_threshold"}
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """One named input of a signature: ``dtype`` a NumPy dtype name, ``shape`` with ``None``s."""
+
+    name: str
+    dtype: str
+    shape: tuple
+
+
+def check_images(images: Any, spec: InputSpec, signature: str = DEFAULT_SIGNATURE) -> np.ndarray:
+    """Validates (and if lossless, converts) a batch of images for the ``images`` input ``spec``.
+
+    A single image (no batch dimension) becomes a batch of one. Integer pixels in 0..255 are
+    accepted for a uint8 input; float64 becomes float32 for a float input.
+
+    Raises:
+        ServingInputError: wrong rank, size, channels or dtype, with what to do instead.
+    """
+    images = np.asarray(images)
+    want = tuple(spec.shape)
+    if images.ndim == len(want) - 1:
+        images = images[None]
+    if images.ndim != len(want):
+        raise ServingInputError(
+            f"{signature} takes a batch of images shaped {_shape(want)}; got an array shaped {images.shape}"
+        )
+    if images.shape[0] == 0:
+        raise ServingInputError("no images to predict on (the batch is empty)")
+    *size, channels = want[1:]
+    got_size, got_channels = list(images.shape[1:-1]), images.shape[-1]
+    if channels is not None and got_channels != channels:
+        kind = {1: "grayscale", 3: "RGB"}.get(channels, f"{channels}-channel")
+        raise ServingInputError(
+            f"images have {got_channels} channel(s) but the model takes {channels} ({kind}); "
+            f"convert them to {kind} first"
+        )
+    if any(w is not None and g != w for g, w in zip(got_size, size)):
+        raise ServingInputError(
+            f"images are {'x'.join(map(str, got_size))} pixels but the model takes "
+            f"{'x'.join(str(s) for s in size)}; resize them first"
+        )
+    if spec.dtype == "uint8":
+        if images.dtype == np.uint8:
+            return images
+        if np.issubdtype(images.dtype, np.integer) and images.min() >= 0 and images.max() <= 255:
+            return images.astype(np.uint8)
+        alternative = "serving_float" if signature == DEFAULT_SIGNATURE else "a float signature"
+        raise ServingInputError(
+            f"{signature} takes raw uint8 pixels (0..255); got {images.dtype} "
+            f"(range {images.min()}..{images.max()}); send raw pixels, or normalised float32 images "
+            f"to {alternative}"
+        )
+    if spec.dtype in ("float32", "float16", "float64"):
+        if not np.issubdtype(images.dtype, np.floating):
+            raise ServingInputError(
+                f"{signature} takes normalised {spec.dtype} images; got {images.dtype} raw pixels: "
+                "send them to serving_default instead"
+            )
+        return images.astype(spec.dtype)
+    raise ServingInputError(f"{signature} input {spec.name!r} has dtype {spec.dtype}, which this client cannot feed")
+
+
+def _shape(shape: Sequence) -> str:
+    return "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
+
+
+def prepare_inputs(
+    specs: dict[str, dict[str, InputSpec]], images: Any, signature: str, threshold: float | None
+) -> tuple[str, dict[str, np.ndarray]]:
+    """Checks ``images`` (and ``threshold``) against ``specs``; returns (signature, inputs).
+
+    With a ``threshold``, ``serving_default``/``serving_float`` of a cascade are swapped for the
+    signature that takes one (``serving_threshold``/``serving_float_threshold``).
+    """
+    if threshold is not None and signature in THRESHOLD_SIGNATURES and THRESHOLD_SIGNATURES[signature] in specs:
+        signature = THRESHOLD_SIGNATURES[signature]
+    if signature not in specs:
+        raise ServingInputError(f"the model has no signature {signature!r}; it has: {', '.join(sorted(specs))}")
+    inputs_spec = specs[signature]
+    if "images" not in inputs_spec:
+        raise ServingInputError(f"signature {signature!r} has no 'images' input (inputs: {sorted(inputs_spec)})")
+    images = check_images(images, inputs_spec["images"], signature)
+    inputs = {"images": images}
+    if "threshold" in inputs_spec:
+        value = 0.9 if threshold is None else float(threshold)
+        if not 0.0 < value <= 1.0:
+            raise ServingInputError(f"the cascade threshold must be in (0, 1], got {value}")
+        inputs["threshold"] = np.full(len(images), value, np.float32)
+    elif threshold is not None:
+        raise ServingInputError(
+            f"signature {signature!r} takes no threshold; only the cascade servable's "
+            "serving_threshold / serving_float_threshold do"
+        )
+    return signature, inputs
+
+
+def _unchecked_inputs(images: Any, signature: str, threshold: float | None) -> tuple[str, dict[str, np.ndarray]]:
+    """Inputs sent as given (``check=False``): the server validates them."""
+    inputs = {"images": np.asarray(images)}
+    if threshold is not None:
+        signature = THRESHOLD_SIGNATURES.get(signature, signature)
+        inputs["threshold"] = np.full(len(inputs["images"]), threshold, np.float32)
+    return signature, inputs
+
+
+# ------------------------------------------------------------------------------------ local
+def resolve_saved_model(path: str) -> str:
+    """A version directory, or a servable directory (its newest integer version)."""
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    if os.path.isdir(path):
+        found = sorted(int(d) for d in os.listdir(path) if d.isdigit())
+        if found:
+            return os.path.join(path, str(found[-1]))
+    raise ServingInputError(
+        f"{path} is neither a SavedModel (no saved_model.pb) nor a servable directory with integer "
+        "versions; pass e.g. runs/demo/export/layerwise_cnn_stage_02"
+    )
+
+
+class LocalModel:
+    """A SavedModel loaded in this process (``tf.saved_model.load``)."""
+
+    def __init__(self, path: str):
+        import tensorflow as tf
+
+        self.path = resolve_saved_model(path)
+        self._model = tf.saved_model.load(self.path)
+
+    def input_specs(self) -> dict[str, dict[str, InputSpec]]:
+        specs = {}
+        for name, fn in self._model.signatures.items():
+            _, kwargs = fn.structured_input_signature
+            specs[name] = {
+                k: InputSpec(k, v.dtype.name, tuple(v.shape.as_list())) for k, v in kwargs.items()
+            }
+        return specs
+
+    def predict(self, images: Any, signature: str = DEFAULT_SIGNATURE, threshold: float | None = None):
+        import tensorflow as tf
+
+        signature, inputs = prepare_inputs(self.input_specs(), images, signature, threshold)
+        out = self._model.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+        return {k: v.numpy() for k, v in out.items()}
+
+
+# ------------------------------------------------------------------------------------- REST
+def rest_request_body(signature: str, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The TF Serving REST row-format body: one instance per example.
+
+    One input gives ``{"signature_name": s, "instances": [image, ...]}``; several give
+    ``"instances": [{"images": image, "threshold": t}, ...]``.
+    """
+    if len(inputs) == 1:
+        instances = next(iter(inputs.values())).tolist()
+    else:
+        columns = {k: v.tolist() for k, v in inputs.items()}
+        instances = [dict(zip(columns, row)) for row in zip(*columns.values())]
+    return {"signature_name": signature, "instances": instances}
+
+
+def parse_rest_predictions(response: dict[str, Any]) -> dict[str, np.ndarray]:
+    """``{"predictions": [...]}`` (row format) -> ``{output: array}``; one unnamed output is ``outputs``."""
+    if "predictions" in response:
+        rows = response["predictions"]
+        if rows and isinstance(rows[0], dict):
+            return {k: np.asarray([row[k] for row in rows]) for k in rows[0]}
+        return {"outputs": np.asarray(rows)}
+    if "outputs" in response:  # columnar answer
+        outputs = response["outputs"]
+        return {k: np.asarray(v) for k, v in outputs.items()} if isinstance(outputs, dict) else {"outputs": np.asarray(outputs)}
+    raise ModelServerError(f"unexpected answer from the server (no 'predictions'): {str(response)[:200]}")
+
+
+_DTYPES = {"DT_UINT8": "uint8", "DT_FLOAT": "float32", "DT_HALF": "float16", "DT_DOUBLE": "float64", "DT_INT32": "int32", "DT_INT64": "int64"}
+
+
+def parse_rest_metadata(metadata: dict[str, Any]) -> dict[str, dict[str, InputSpec]]:
+    """Input specs from ``GET /v1/models/NAME/metadata`` (sizes may be JSON strings)."""
+    try:
+        signature_defs = metadata["metadata"]["signature_def"]["signature_def"]
+    except (KeyError, TypeError):
+        raise ModelServerError(f"unexpected metadata from the server: {str(metadata)[:200]}") from None
+    specs = {}
+    for name, sig in signature_defs.items():
+        if name.startswith("__"):  # __saved_model_init_op
+            continue
+        specs[name] = {}
+        for key, info in sig.get("inputs", {}).items():
+            dims = info.get("tensor_shape", {}).get("dim", [])
+            shape = tuple(None if int(d.get("size", -1)) < 0 else int(d["size"]) for d in dims)
+            specs[name][key] = InputSpec(key, _DTYPES.get(info.get("dtype"), info.get("dtype", "?")), shape)
+    return specs
+
+
+class RestClient:
+    """TF Serving's REST API.
+
+    Args:
+        server: ``http://HOST:8501``.
+        model: servable name (``layerwise_cnn_stage_02``, ``..._ensemble``, ``..._cascade``).
+        version: a specific integer version; ``None`` for the server's default (newest).
+        timeout: seconds to wait for connecting and for each answer.
+        check: fetch the signature metadata once and check inputs before sending.
+    """
+
+    def __init__(self, server: str, model: str, version: int | None = None, timeout: float = 10.0, check: bool = True):
+        if "://" not in server:
+            server = "http://" + server
+        self.server = server.rstrip("/")
+        self.model = model
+        self.version = version
+        self.timeout = timeout
+        self.check = check
+        self._specs: dict[str, dict[str, InputSpec]] | None = None
+
+    @property
+    def _what(self) -> str:
+        return f"model {self.model!r}" + ("" if self.version is None else f" version {self.version}")
+
+    def url(self, suffix: str = "") -> str:
+        version = "" if self.version is None else f"/versions/{int(self.version)}"
+        return f"{self.server}/v1/models/{self.model}{version}{suffix}"
+
+    def _request(self, url: str, body: dict | None = None) -> dict[str, Any]:
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as e:
+            message = _error_text(e)
+            if e.code == 404:
+                raise ModelServerError(
+                    f"{self.server} does not serve {self._what} ({message}); check the name and "
+                    "version against models.config"
+                ) from None
+            if e.code == 400:
+                raise ServingInputError(f"{self.server} rejected the request for {self._what}: {message}") from None
+            raise ModelServerError(f"{self.server} answered HTTP {e.code} for {self._what}: {message}") from None
+        except (socket.timeout, TimeoutError):
+            raise ModelServerError(f"{self.server} did not answer within {self.timeout:g} s") from None
+        except urllib.error.URLError as e:
+            if isinstance(e.reason, (socket.timeout, TimeoutError)):
+                raise ModelServerError(f"{self.server} did not answer within {self.timeout:g} s") from None
+            raise ModelServerError(
+                f"cannot reach {self.server} ({e.reason}); is tensorflow_model_server running with "
+                "--rest_api_port on that port?"
+            ) from None
+        except ConnectionError as e:
+            raise ModelServerError(f"lost the connection to {self.server} ({e})") from None
+        except json.JSONDecodeError:
+            raise ModelServerError(f"{self.server} answered something that is not JSON") from None
+
+    def input_specs(self) -> dict[str, dict[str, InputSpec]]:
+        if self._specs is None:
+            self._specs = parse_rest_metadata(self._request(self.url("/metadata")))
+        return self._specs
+
+    def predict(self, images: Any, signature: str = DEFAULT_SIGNATURE, threshold: float | None = None):
+        if self.check:
+            signature, inputs = prepare_inputs(self.input_specs(), images, signature, threshold)
+        else:
+            signature, inputs = _unchecked_inputs(images, signature, threshold)
+        return parse_rest_predictions(self._request(self.url(":predict"), rest_request_body(signature, inputs)))
+
+
+def _error_text(error: urllib.error.HTTPError) -> str:
+    try:
+        body = error.read().decode("utf-8", "replace")
+        return str(json.loads(body).get("error", body))
+    except Exception:  # an answer that is not JSON: the status line is all there is
+        return str(error.reason)
+
+
+# ------------------------------------------------------------------------------------- gRPC
+def _grpc_modules():
+    try:
+        import grpc
+        from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+    except ImportError as e:
+        raise ModelServerError(
+            f"the gRPC client needs tensorflow-serving-api ({e}); install it with "
+            "pip install 'layerwise[serving]' or use the REST client (--server)"
+        ) from None
+    return grpc, get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+
+
+class GrpcClient:
+    """TF Serving's gRPC API (``PredictionService``); same arguments as :class:`RestClient`.
+
+    Args:
+        target: ``HOST:8500``.
+    """
+
+    def __init__(self, target: str, model: str, version: int | None = None, timeout: float = 10.0, check: bool = True):
+        grpc, self._meta_pb2, self._predict_pb2, services = _grpc_modules()
+        self._grpc = grpc
+        self.target = target
+        self.model = model
+        self.version = version
+        self.timeout = timeout
+        self.check = check
+        self._channel = grpc.insecure_channel(target)
+        self._stub = services.PredictionServiceStub(self._channel)
+        self._specs = None
+
+    def _spec(self, request) -> None:
+        request.model_spec.name = self.model
+        if self.version is not None:
+            request.model_spec.version.value = int(self.version)
+
+    def _call(self, method, request):
+        try:
+            return method(request, timeout=self.timeout)
+        except self._grpc.RpcError as e:
+            code, details = e.code(), e.details()
+            what = f"model {self.model!r}" + ("" if self.version is None else f" version {self.version}")
+            codes = self._grpc.StatusCode
+            if code == codes.NOT_FOUND:
+                raise ModelServerError(f"{self.target} does not serve {what} ({details})") from None
+            if code == codes.INVALID_ARGUMENT:
+                raise ServingInputError(f"{self.target} rejected the request for {what}: {details}") from None
+            if code == codes.DEADLINE_EXCEEDED:
+                raise ModelServerError(f"{self.target} did not answer within {self.timeout:g} s") from None
+            if code == codes.UNAVAILABLE:
+                raise ModelServerError(
+                    f"cannot reach {self.target} ({details}); is tensorflow_model_server running with --port?"
+                ) from None
+            raise ModelServerError(f"{self.target}: {code.name}: {details}") from None
+
+    def input_specs(self) -> dict[str, dict[str, InputSpec]]:
+        if self._specs is None:
+            import tensorflow as tf
+
+            request = self._meta_pb2.GetModelMetadataRequest()
+            self._spec(request)
+            request.metadata_field.append("signature_def")
+            response = self._call(self._stub.GetModelMetadata, request)
+            signature_map = self._meta_pb2.SignatureDefMap()
+            response.metadata["signature_def"].Unpack(signature_map)
+            self._specs = {
+                name: {
+                    k: InputSpec(
+                        k,
+                        tf.dtypes.as_dtype(info.dtype).name,
+                        tuple(None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim),
+                    )
+                    for k, info in sig.inputs.items()
+                }
+                for name, sig in signature_map.signature_def.items()
+                if not name.startswith("__")
+            }
+        return self._specs
+
+    def predict(self, images: Any, signature: str = DEFAULT_SIGNATURE, threshold: float | None = None):
+        import tensorflow as tf
+
+        if self.check:
+            signature, inputs = prepare_inputs(self.input_specs(), images, signature, threshold)
+        else:
+            signature, inputs = _unchecked_inputs(images, signature, threshold)
+        request = self._predict_pb2.PredictRequest()
+        self._spec(request)
+        request.model_spec.signature_name = signature
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        response = self._call(self._stub.Predict, request)
+        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+
+
+# ------------------------------------------------------------------------------------ inputs
+def load_image_files(paths: Sequence[str]) -> np.ndarray:
+    """PNG/JPEG/BMP/GIF files -> a uint8 batch ``[N, H, W, C]`` in their own channels.
+
+    Raises:
+        ServingInputError: a file is missing or undecodable, or the files differ in size.
+    """
+    import tensorflow as tf
+
+    images = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            images.append(tf.io.decode_image(data, expand_animations=False).numpy())
+        except OSError as e:
+            raise ServingInputError(f"cannot read image {path}: {e}") from None
+        except (tf.errors.InvalidArgumentError, ValueError):
+            raise ServingInputError(f"cannot decode {path} as PNG/JPEG/BMP/GIF") from None
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise ServingInputError(f"the images differ in size/channels {sorted(shapes)}; send one size per batch")
+    return np.stack(images)
+
+
+def load_npy(path: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ServingInputError(f"cannot load {path} as a .npy array: {e}") from None

@@ -1,0 +1,383 @@
+"""Re-export (stages, ensemble, cascade) and the serving clients (local, REST, gRPC)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from apps.runner import build_network, run_training, resolve
+from conftest import run_cli, tiny_config
+from layerwise import serving
+from layerwise.errors import ModelServerError, ServingInputError
+from layerwise.export import export_run, versions
+from layerwise.restore import restore_run
+from layerwise.trainer import ensemble_probabilities
+
+NET = "layerwise_cnn"
+SERVABLES = [f"{NET}_stage_00", f"{NET}_stage_01", f"{NET}_ensemble", f"{NET}_cascade"]
+
+LOAD_AND_PREDICT = """
+import json, sys, numpy as np, tensorflow as tf
+root, raw, flt, thr, out = sys.argv[1:6]
+raw, flt, thr = np.load(raw), np.load(flt), np.load(thr)
+results = {}
+for name in json.loads(sys.argv[6]):
+    model = tf.saved_model.load(f"{root}/{name}/{sys.argv[7] if 'stage' in name else 1}")
+    a = model.signatures["serving_default"](images=tf.constant(raw))
+    b = model.signatures["serving_float"](images=tf.constant(flt))
+    for key in a:
+        results[f"{name}/u8/{key}"] = a[key].numpy()
+        results[f"{name}/f32/{key}"] = b[key].numpy()
+    if "cascade" in name:
+        c = model.signatures["serving_threshold"](images=tf.constant(raw), threshold=tf.constant(thr))
+        for key in c:
+            results[f"{name}/thr/{key}"] = c[key].numpy()
+np.savez(out, **results)
+"""
+
+
+def _tree_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    for root, _, files in sorted(os.walk(path)):
+        for name in sorted(files):
+            with open(os.path.join(root, name), "rb") as f:
+                digest.update(name.encode() + f.read())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny 2-stage run, trained once, then re-exported (stages -> v2, ensemble/cascade -> v1)."""
+    tmp = tmp_path_factory.mktemp("serving")
+    workdir = str(tmp / "run")
+    config = resolve(tiny_config())
+    run_training(config, workdir, verbose=0, log=lambda _: None)
+    export = os.path.join(workdir, "export")
+    before = {name: _tree_digest(os.path.join(export, name, "1")) for name in SERVABLES[:2]}
+    written = export_run(workdir, build_network, threshold=0.8)
+    return {"workdir": workdir, "export": export, "before": before, "written": written, "tmp": tmp}
+
+
+@pytest.mark.slow
+def test_reexport_adds_version_n_plus_1_and_leaves_n_intact(exported):
+    export = exported["export"]
+    assert sorted(exported["written"]) == sorted(SERVABLES)
+    for name in SERVABLES[:2]:
+        assert versions(os.path.join(export, name)) == [1, 2]
+        assert _tree_digest(os.path.join(export, name, "1")) == exported["before"][name]
+    for name in SERVABLES[2:]:
+        assert versions(os.path.join(export, name)) == [1]
+    assert not [d for name in SERVABLES for d in os.listdir(os.path.join(export, name)) if d.startswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_models_config_parses_with_the_tf_serving_proto(exported):
+    pytest.importorskip("tensorflow_serving", reason="tensorflow-serving-api is not installed ([serving] extra)")
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    text = open(os.path.join(exported["export"], "models.config")).read()
+    config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    entries = {c.name: c for c in config.model_config_list.config}
+    assert sorted(entries) == sorted(SERVABLES)
+    for name, entry in entries.items():
+        newest = versions(os.path.join(exported["export"], name))[-1]
+        assert entry.version_labels["stable"] == newest
+        assert entry.base_path == os.path.abspath(os.path.join(exported["export"], name))
+        assert entry.model_platform == "tensorflow"
+
+
+@pytest.mark.slow
+def test_every_servable_loads_in_a_fresh_process_and_matches_keras(exported):
+    tmp = exported["tmp"]
+    run = restore_run(exported["workdir"], build_network)
+    raw, labels = run.data.arrays("test")
+    raw = raw[:40].astype(np.uint8)
+    normalized = run.data.normalize(raw.astype(np.float32)).numpy()
+    thresholds = np.linspace(0.3, 1.0, len(raw)).astype(np.float32)
+    for name, array in (("raw", raw), ("flt", normalized), ("thr", thresholds)):
+        np.save(tmp / f"{name}.npy", array)
+    out = tmp / "fresh.npz"
+    subprocess.run(
+        [sys.executable, "-c", LOAD_AND_PREDICT, exported["export"], str(tmp / "raw.npy"), str(tmp / "flt.npy"),
+         str(tmp / "thr.npy"), str(out), json.dumps(SERVABLES), "2"],
+        check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    got = dict(np.load(out))
+    import tensorflow as tf
+
+    per_stage = [tf.nn.softmax(c(normalized, training=False)).numpy() for c in run.classifiers]
+    expected = {SERVABLES[0]: per_stage[0], SERVABLES[1]: per_stage[1], SERVABLES[2]: ensemble_probabilities(per_stage)}
+    for name, probs in expected.items():
+        for kind in ("u8", "f32"):
+            np.testing.assert_allclose(got[f"{name}/{kind}/probabilities"], probs, atol=1e-5)
+            np.testing.assert_array_equal(got[f"{name}/{kind}/classes"], probs.argmax(-1))
+            np.testing.assert_allclose(got[f"{name}/{kind}/top_k_scores"][:, 0], probs.max(-1), atol=1e-5)
+    cascade = SERVABLES[3]
+    for kind, thr in (("u8", np.full(len(raw), 0.8)), ("f32", np.full(len(raw), 0.8)), ("thr", thresholds)):
+        confident = per_stage[0].max(-1) >= thr
+        want_exit = np.where(confident, 0, 1)
+        want_probs = np.where(confident[:, None], per_stage[0], per_stage[1])
+        np.testing.assert_array_equal(got[f"{cascade}/{kind}/exit_stage"], want_exit)
+        np.testing.assert_allclose(got[f"{cascade}/{kind}/probabilities"], want_probs, atol=1e-5)
+    assert 0 < got[f"{cascade}/thr/exit_stage"].sum() < len(raw)  # both exits are exercised
+
+
+@pytest.mark.slow
+def test_saved_model_cli_lists_the_documented_signatures(exported):
+    cli = shutil.which("saved_model_cli") or os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    if not os.path.exists(cli):
+        pytest.skip("saved_model_cli is not installed")
+
+    def show(name, version):
+        path = os.path.join(exported["export"], name, str(version))
+        return subprocess.run([cli, "show", "--all", "--dir", path], check=True, capture_output=True, text=True,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
+
+    stage = show(SERVABLES[0], 2)
+    for text in ("signature_def['serving_default']", "signature_def['serving_float']", "DT_UINT8",
+                 "outputs['probabilities']", "outputs['classes']", "outputs['top_k_scores']", "outputs['top_k_classes']"):
+        assert text in stage
+    cascade = show(SERVABLES[3], 1)
+    for text in ("signature_def['serving_threshold']", "signature_def['serving_float_threshold']",
+                 "inputs['threshold']", "outputs['exit_stage']"):
+        assert text in cascade
+
+
+# ----------------------------------------------------------------------------- local client
+@pytest.mark.slow
+def test_local_client_checks_inputs_before_calling(exported):
+    model = serving.LocalModel(os.path.join(exported["export"], SERVABLES[0]))
+    assert model.path.endswith(os.path.join(SERVABLES[0], "2"))
+    good = np.zeros((3, 8, 8, 1), np.uint8)
+    assert model.predict(good)["probabilities"].shape == (3, 10)
+    assert model.predict(good[0])["classes"].shape == (1,)  # one image becomes a batch of one
+    with pytest.raises(ServingInputError, match="are 9x8 pixels but the model takes 8x8"):
+        model.predict(np.zeros((2, 9, 8, 1), np.uint8))
+    with pytest.raises(ServingInputError, match=r"3 channel\(s\) but the model takes 1 \(grayscale\)"):
+        model.predict(np.zeros((2, 8, 8, 3), np.uint8))
+    with pytest.raises(ServingInputError, match="takes raw uint8 pixels.*serving_float"):
+        model.predict(np.zeros((2, 8, 8, 1), np.float32))
+    with pytest.raises(ServingInputError, match="takes normalised float32 images; got uint8"):
+        model.predict(good, signature="serving_float")
+    with pytest.raises(ServingInputError, match="range 300..300"):
+        model.predict(np.full((1, 8, 8, 1), 300, np.int64))
+    with pytest.raises(ServingInputError, match="no signature 'nope'"):
+        model.predict(good, signature="nope")
+    with pytest.raises(ServingInputError, match="takes no threshold"):
+        model.predict(good, threshold=0.5)
+    np.testing.assert_array_equal(model.predict(good.astype(np.int32))["classes"], model.predict(good)["classes"])
+
+
+@pytest.mark.slow
+def test_local_client_reads_png_files_and_checks_channels(exported, tmp_path):
+    import tensorflow as tf
+
+    run_raw = np.arange(64, dtype=np.uint8).reshape(8, 8, 1) * 3
+    gray, rgb = tmp_path / "gray.png", tmp_path / "rgb.png"
+    gray.write_bytes(tf.io.encode_png(run_raw).numpy())
+    rgb.write_bytes(tf.io.encode_png(np.repeat(run_raw, 3, -1)).numpy())
+    model = serving.LocalModel(os.path.join(exported["export"], SERVABLES[3]))
+    images = serving.load_image_files([str(gray), str(gray)])
+    np.testing.assert_array_equal(images, np.stack([run_raw, run_raw]))
+    out = model.predict(images, threshold=0.7)
+    assert set(out) >= {"probabilities", "classes", "exit_stage"} and out["exit_stage"].shape == (2,)
+    np.testing.assert_allclose(out["probabilities"], model.predict(run_raw, threshold=0.7)["probabilities"][[0, 0]], atol=1e-6)
+    with pytest.raises(ServingInputError, match="convert them to grayscale"):
+        model.predict(serving.load_image_files([str(rgb)]))
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(ServingInputError, match="cannot decode"):
+        serving.load_image_files([str(tmp_path / "bad.png")])
+
+
+# ------------------------------------------------------------------------------ REST client
+def test_rest_request_bodies_follow_the_documented_row_format():
+    images = np.arange(2 * 2 * 2 * 1, dtype=np.uint8).reshape(2, 2, 2, 1)
+    body = serving.rest_request_body("serving_default", {"images": images})
+    assert body == {"signature_name": "serving_default", "instances": images.tolist()}
+    body = serving.rest_request_body("serving_threshold", {"images": images, "threshold": np.array([0.5, 0.9], np.float32)})
+    assert body["signature_name"] == "serving_threshold"
+    assert body["instances"] == [{"images": images[0].tolist(), "threshold": 0.5}, {"images": images[1].tolist(), "threshold": 0.8999999761581421}]
+    json.dumps(body)  # serialisable as is
+    answer = {"predictions": [{"classes": 3, "probabilities": [0.1, 0.9]}, {"classes": 1, "probabilities": [0.8, 0.2]}]}
+    parsed = serving.parse_rest_predictions(answer)
+    assert parsed["classes"].tolist() == [3, 1] and parsed["probabilities"].shape == (2, 2)
+
+
+METADATA = {
+    "model_spec": {"name": "digits", "signature_name": "", "version": "1"},
+    "metadata": {"signature_def": {"signature_def": {
+        "serving_default": {
+            "inputs": {"images": {"dtype": "DT_UINT8", "tensor_shape": {"dim": [
+                {"size": "-1", "name": ""}, {"size": "8", "name": ""}, {"size": "8", "name": ""}, {"size": "1", "name": ""}],
+                "unknown_rank": False}, "name": "serving_default_images:0"}},
+            "outputs": {}, "method_name": "tensorflow/serving/predict"},
+        "__saved_model_init_op": {"inputs": {}, "outputs": {}, "method_name": ""},
+    }}},
+}
+
+
+class FakeTFServing(http.server.BaseHTTPRequestHandler):
+    """Answers like TF Serving 2.x: metadata, predict, 404 for unknown models, 400 errors."""
+
+    bodies: list = []
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def _send(self, code, payload):
+        data = json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path in ("/v1/models/digits/metadata", "/v1/models/digits/versions/1/metadata"):
+            self._send(200, METADATA)
+        elif self.path.startswith("/v1/models/digits/versions/"):
+            self._send(404, {"error": "Servable not found for request: Specific(digits, 7)"})
+        else:
+            self._send(404, {"error": "Servable not found for request: Latest(" + self.path.split("/")[3] + ")"})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).bodies.append((self.path, body))
+        if body.get("signature_name") != "serving_default":
+            self._send(400, {"error": "Serving signature name: \"x\" not found in signature def"})
+            return
+        rows = [{"classes": 7, "probabilities": [0.0] * 7 + [1.0, 0.0, 0.0]} for _ in body["instances"]]
+        self._send(200, {"predictions": rows})
+
+
+@pytest.fixture
+def fake_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeTFServing)
+    FakeTFServing.bodies = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_rest_client_against_a_fake_tf_serving(fake_server):
+    client = serving.RestClient(fake_server, "digits", timeout=5)
+    images = np.zeros((2, 8, 8, 1), np.uint8)
+    out = client.predict(images)
+    assert out["classes"].tolist() == [7, 7]
+    path, body = FakeTFServing.bodies[-1]
+    assert path == "/v1/models/digits:predict"
+    assert body == {"signature_name": "serving_default", "instances": images.tolist()}
+    assert serving.RestClient(fake_server, "digits", version=1).predict(images)["classes"].shape == (2,)
+    assert FakeTFServing.bodies[-1][0] == "/v1/models/digits/versions/1:predict"
+    with pytest.raises(ServingInputError, match="are 28x28 pixels but the model takes 8x8"):
+        client.predict(np.zeros((1, 28, 28, 1), np.uint8))
+    assert len(FakeTFServing.bodies) == 2  # the bad batch was never sent
+    with pytest.raises(ModelServerError, match=r"does not serve model 'nope' \(Servable not found.*Latest\(nope\)"):
+        serving.RestClient(fake_server, "nope").predict(images)
+    with pytest.raises(ModelServerError, match="model 'digits' version 7"):
+        serving.RestClient(fake_server, "digits", version=7).predict(images)
+    unchecked = serving.RestClient(fake_server, "digits", check=False)
+    with pytest.raises(ServingInputError, match="rejected the request.*not found in signature def"):
+        unchecked.predict(images, signature="serving_float")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_rest_client_reports_refused_connections_and_timeouts():
+    with pytest.raises(ModelServerError, match="cannot reach .*Connection refused"):
+        serving.RestClient(f"127.0.0.1:{_closed_port()}", "digits", timeout=2).predict(np.zeros((1, 8, 8, 1), np.uint8))
+    with socket.socket() as silent:  # accepts connections (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        client = serving.RestClient(f"http://127.0.0.1:{silent.getsockname()[1]}", "digits", timeout=0.5)
+        with pytest.raises(ModelServerError, match="did not answer within 0.5 s"):
+            client.predict(np.zeros((1, 8, 8, 1), np.uint8))
+
+
+def test_grpc_client_reports_an_unreachable_server():
+    pytest.importorskip("tensorflow_serving", reason="tensorflow-serving-api is not installed ([serving] extra)")
+    client = serving.GrpcClient(f"127.0.0.1:{_closed_port()}", "digits", timeout=2)
+    with pytest.raises(ModelServerError, match="cannot reach|did not answer"):
+        client.predict(np.zeros((1, 8, 8, 1), np.uint8))
+
+
+# -------------------------------------------------------------------------------------- CLIs
+@pytest.mark.slow
+def test_predict_and_export_clis(exported):
+    result = run_cli("apps.predict", "--model_dir", os.path.join(exported["export"], SERVABLES[3]),
+                     "--dataset", "digits", "--limit", "5", "--threshold", "0.9")
+    assert result.returncode == 0, result.stderr
+    assert "exit stage" in result.stdout and "accuracy" in result.stdout
+    result = run_cli("apps.predict", "--server", f"http://127.0.0.1:{_closed_port()}", "--model_name", "x",
+                     "--dataset", "digits", "--timeout", "2")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and errors[0].startswith("error: cannot reach"), result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("apps.export", exported["workdir"], "--threshold", "1.5")
+    assert result.returncode == 2 and "threshold must be in (0, 1]" in result.stderr
+
+
+# --------------------------------------------------------------- a real tensorflow_model_server
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("tensorflow_model_server") is None,
+                    reason="tensorflow_model_server is not on PATH (not installable from the registries here)")
+@pytest.mark.slow
+def test_rest_and_grpc_against_a_real_tensorflow_model_server(exported):
+    import time
+
+    grpc_port, rest_port = _closed_port(), _closed_port()
+    server = subprocess.Popen([
+        "tensorflow_model_server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+        f"--model_config_file={os.path.join(exported['export'], 'models.config')}",
+    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        local = serving.LocalModel(os.path.join(exported["export"], SERVABLES[3]))
+        images = (np.arange(4 * 64).reshape(4, 8, 8, 1) % 17).astype(np.uint8)
+        want = local.predict(images, threshold=0.7)
+        rest = serving.RestClient(f"http://127.0.0.1:{rest_port}", SERVABLES[3], timeout=5)
+        for _ in range(60):
+            try:
+                got = rest.predict(images, threshold=0.7)
+                break
+            except ModelServerError:
+                time.sleep(1)
+        else:
+            pytest.fail("tensorflow_model_server did not come up in 60 s")
+        np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-5)
+        np.testing.assert_array_equal(got["exit_stage"], want["exit_stage"])
+        grpc_out = serving.GrpcClient(f"127.0.0.1:{grpc_port}", SERVABLES[3], timeout=5).predict(images, threshold=0.7)
+        np.testing.assert_allclose(grpc_out["probabilities"], want["probabilities"], atol=1e-5)
+        with pytest.raises(ModelServerError):
+            serving.RestClient(f"http://127.0.0.1:{rest_port}", SERVABLES[0], version=99, timeout=5).predict(images)
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_export_of_a_directory_that_is_not_a_finished_run_is_a_clear_error(tmp_path):
+    from layerwise.errors import CheckpointError, ConfigError
+
+    with pytest.raises(CheckpointError, match="is not a run directory"):
+        export_run(str(tmp_path), build_network)
+    with pytest.raises(ConfigError, match=r"threshold must be in \(0, 1\]"):
+        export_run(str(tmp_path), build_network, threshold=0.0)
+    (tmp_path / "config.json").write_text(json.dumps(resolve(tiny_config()).to_dict()))
+    with pytest.raises(CheckpointError, match="has no finished stage"):
+        export_run(str(tmp_path), build_network)
