@@ -20,7 +20,7 @@ def read_config(workdir: str) -> dict[str, Any]:
     """
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
-        raise ConfigError(f"{workdir} holds no run (no {CONFIG_FILE}); pass the --workdir of a training run")
+        raise ConfigError(f"{workdir} is not a run directory (no {CONFIG_FILE}); pass the --workdir of a training run")
     with open(path) as f:
         return json.load(f)
 

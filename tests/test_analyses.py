@@ -35,7 +35,7 @@ def test_restored_run_reproduces_the_saved_test_predictions(tiny_runs):
     run = restore(tiny_runs["resnet8"])
     arrays, _ = load_arrays(os.path.join(tiny_runs["resnet8"], "checkpoints", "end_to_end", "final.npz"))
     images = np.concatenate([x.numpy() for x, _ in run.data.eval_batches("test", 256)])
-    probs = np.asarray(__import__("keras").ops.softmax(run.classifier(images, training=False)))
+    probs = np.asarray(__import__("keras").ops.softmax(run.classifiers[-1](images, training=False)))
     np.testing.assert_allclose(probs, arrays["test_probs"], atol=1e-5)
 
 

@@ -374,7 +374,7 @@ def test_rest_and_grpc_against_a_real_tensorflow_model_server(exported):
 def test_export_of_a_directory_that_is_not_a_finished_run_is_a_clear_error(tmp_path):
     from layerwise.errors import CheckpointError, ConfigError
 
-    with pytest.raises(CheckpointError, match="is not a run directory"):
+    with pytest.raises(ConfigError, match="is not a run directory"):
         export_run(str(tmp_path), build_network)
     with pytest.raises(ConfigError, match=r"threshold must be in \(0, 1\]"):
         export_run(str(tmp_path), build_network, threshold=0.0)
