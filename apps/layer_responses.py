@@ -35,7 +35,7 @@ def measure(workdirs: list[str], labels: list[str] | None = None, split: str = "
     """``{label: {bn_layer: std}}`` for each finished run."""
     from apps.runner import restore
     from layerwise.errors import ConfigError
-    from layerwise.probes import layer_response_stds
+    from layerwise.responses import layer_response_stds
 
     if labels is not None and len(labels) != len(workdirs):
         raise ConfigError(f"got {len(labels)} labels for {len(workdirs)} workdirs")
