@@ -7,8 +7,13 @@ checkpoints, logs and one SavedModel per stage to ``--workdir``:
     python -m apps.train
     python -m apps.train --mode end_to_end --workdir runs/e2e
 
-Precedence: the built-in defaults (``layerwise.config.TrainConfig``), then any flag given on
-the command line. Rerunning a command on the same workdir resumes it.
+Precedence: the built-in defaults (``layerwise.config.TrainConfig``), then the preset named by
+``--experiment`` (``apps.experiments``; ``--list_experiments`` prints them with the paper's
+numbers), then any flag given on the command line. Rerunning a command on the same workdir
+resumes it.
+
+    python -m apps.train --experiment mnist5k_k3
+    python -m apps.train --experiment cifar10_k2 --data_dir ~/tensorflow_datasets --epochs_per_stage 10
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ def _default(name: str) -> str:
     return f" [default: {getattr(DEFAULTS, name)!r}]"
 
 
+flags.DEFINE_string(
+    "experiment", None,
+    "Preset from apps.experiments (e.g. cifar10_k3, imagenet_k3, mnist5k_k2). Precedence: defaults -> "
+    "preset -> flags given on the command line.",
+)
+flags.DEFINE_boolean("list_experiments", False, "Print the presets with the paper's numbers and exit.")
 flags.DEFINE_string("workdir", "runs/default", "Run directory: config, metrics, checkpoints, SavedModels.")
 flags.DEFINE_string("dataset", None, "Dataset: mnist5k, digits, synthetic." + _default("dataset"))
 flags.DEFINE_string("model", None, "Model from the zoo (see models.MODELS)." + _default("model"))
@@ -59,18 +70,31 @@ flags.DEFINE_string("augment", None, "auto, none, crop or crop_flip." + _default
 flags.DEFINE_integer("seed", None, "Seed for weights, data order and augmentation." + _default("seed"))
 flags.DEFINE_integer("split_seed", None, "Seed of the train/test split of embedded data." + _default("split_seed"))
 flags.DEFINE_string("on_nan", None, "At a non-finite loss: stop, or skip the batch." + _default("on_nan"))
+flags.DEFINE_string("data_dir", None, "Where file-backed datasets live (TFDS data_dir, cifar-10-batches-py, image folder)." + _default("data_dir"))
+# The paper's extras.
+flags.DEFINE_integer("final_aux_width", None, "Width of the last stage's aux head if it differs (ImageNet k=2,3: 2048); 0 = --aux_width." + _default("final_aux_width"))
+flags.DEFINE_float("validation_fraction", None, "Hold out this fraction of the training split as a validation split." + _default("validation_fraction"))
+flags.DEFINE_boolean("keep_best", None, "Keep each stage's epoch with the best validation accuracy (Prop. 3.1); needs --validation_fraction." + _default("keep_best"))
+flags.DEFINE_integer("refit_head_epochs", None, "After the last stage, train a new head on the frozen net for this many epochs (0: off)." + _default("refit_head_epochs"))
+flags.DEFINE_integer("refit_head_conv_layers", None, "Hidden 3x3 convs of the refit head." + _default("refit_head_conv_layers"))
+flags.DEFINE_integer("refit_head_width", None, "Width of the refit head's convs." + _default("refit_head_width"))
+flags.DEFINE_integer("prune_to_width", None, "After each stage, prune its filters to this many and fine-tune its head (0: off)." + _default("prune_to_width"))
+flags.DEFINE_string("prune_criterion", None, "taylor (Molchanov et al. 2016) or l1." + _default("prune_criterion"))
+flags.DEFINE_integer("prune_finetune_epochs", None, "Epochs of aux-head fine-tuning after pruning." + _default("prune_finetune_epochs"))
 flags.DEFINE_integer("verbose", 1, "1: progress bar per epoch; 0: only the final table.")
 
 MODEL_FLAGS = ("num_stages", "width", "downsample_at", "batchnorm", "downsample_input")
 
 
 def config_from_flags() -> TrainConfig:
-    """Defaults, overridden by every flag given on the command line."""
+    """Defaults, then the ``--experiment`` preset, overridden by every flag given."""
+    from apps.experiments import get_experiment
     from layerwise.errors import ConfigError
 
+    base = get_experiment(FLAGS.experiment).config() if FLAGS.experiment else DEFAULTS
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     changes = {name: FLAGS[name].value for name in fields if name in FLAGS and FLAGS[name].value is not None}
-    options = dict(DEFAULTS.model_options)
+    options = dict(base.model_options)
     for name in MODEL_FLAGS:
         value = FLAGS[name].value
         if value is None:
@@ -81,13 +105,18 @@ def config_from_flags() -> TrainConfig:
             except ValueError:
                 raise ConfigError(f"--downsample_at takes stage numbers like 1,2; got {','.join(value)}") from None
         options[name] = value
-    return DEFAULTS.replace(**changes, model_options=options)
+    return base.replace(**changes, model_options=options)
 
 
 def main(argv: list[str]) -> None:
     from apps.runner import run_training
 
     del argv
+    if FLAGS.list_experiments:
+        from apps.experiments import format_table
+
+        print(format_table())
+        return
     run_training(config_from_flags(), FLAGS.workdir, verbose=FLAGS.verbose)
 
 
