@@ -252,7 +252,7 @@ def mnist5k_k3_pruned():
     return dict(
         _mnist(3),
         model_options=dict(num_stages=3, width=32, downsample_at=[], batchnorm=True),
-        prune_to_width=16, prune_finetune_epochs=1,
+        prune_to_width=16, prune_finetune_epochs=3,
     )
 
 

@@ -40,7 +40,7 @@ flags.DEFINE_string(
 )
 flags.DEFINE_boolean("list_experiments", False, "Print the presets with the paper's numbers and exit.")
 flags.DEFINE_string("workdir", "runs/default", "Run directory: config, metrics, checkpoints, SavedModels.")
-flags.DEFINE_string("dataset", None, "Dataset: mnist5k, digits, synthetic." + _default("dataset"))
+flags.DEFINE_string("dataset", None, "Dataset: mnist5k, digits, synthetic (embedded); mnist, fashion_mnist, cifar10, cifar100, imagenette, imagenet2012 (TFDS or local files in --data_dir); image_folder." + _default("dataset"))
 flags.DEFINE_string("model", None, "Model from the zoo (see models.MODELS)." + _default("model"))
 flags.DEFINE_string("mode", None, "layerwise (the paper's Algorithm 1) or end_to_end." + _default("mode"))
 # layerwise_cnn architecture (Belilovsky et al. Sec. 3).

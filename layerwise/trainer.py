@@ -225,7 +225,10 @@ class GreedyTrainer:
         """The best-validation weights saved with the newest epoch checkpoint (keep_best)."""
         if not self.config.keep_best or not history or checkpoints is None:
             return {}
-        arrays, meta = checkpoints.latest_epoch()
+        restored = checkpoints.latest_epoch()
+        if restored is None:
+            return {}
+        arrays, meta = restored
         if meta.get("best_epoch") is None:
             return {}
         return {"epoch": meta["best_epoch"], **{k: v for k, v in arrays.items() if k.startswith("best/")}}
@@ -328,7 +331,7 @@ class GreedyTrainer:
             "test_acc": float(np.mean(np.argmax(probs, -1) == labels)),
             "ensemble_acc": float(np.mean(np.argmax(ensemble_probabilities(self._test_probs), -1) == labels)),
             **top5_fields(probs, ensemble_probabilities(self._test_probs), labels),
-            "kept_epoch": None if best_epoch is None else best_epoch,
+            "kept_epoch": best_epoch,
             "epochs": problem.epochs,
             "seconds": float(sum(r["seconds"] for r in history)),
         }
