@@ -128,6 +128,7 @@ def plot_probes(runs: dict[str, list[dict]], probes: Sequence[str], path: str) -
         for probe in probes:
             ax.plot([r["stage"] + 1 for r in rows], [100 * r[probe] for r in rows], marker="o",
                     label=f"{name}: {probe}")
+    ax.set_xticks(sorted({r["stage"] + 1 for rows in runs.values() for r in rows}))
     ax.set_xlabel("depth (stage)")
     ax.set_ylabel("probe test accuracy (%)")
     ax.set_title("Separability of each stage's features")
