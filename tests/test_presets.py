@@ -32,7 +32,8 @@ def test_preset_builds_and_runs_one_step(name):
     assert "python -m apps.train --experiment " + name in experiment.doc
     paper_config = resolve(experiment.config())  # the real preset validates as is
     config = resolve(_tiny(experiment.config()))
-    data = load_dataset("synthetic", image_shape=(32, 32, 3), num_classes=10 if "cifar" in name else 100,
+    side = 64 if name.startswith("imagenet_k") else 32  # imagenet_k1 downsamples 32x
+    data = load_dataset("synthetic", image_shape=(side, side, 3), num_classes=10 if "cifar" in name else 100,
                         num_train=16, num_test=8)
     network = build_network(config, data)
     assert network.num_stages == paper_config.model_options.get("num_stages", 8)
