@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from layerwise.config import TrainConfig
 from layerwise.datasets import DataSource, load_dataset
+from layerwise.errors import ConfigError
 from layerwise.report import write_report
 from layerwise.restore import RestoredRun, restore_run
 from layerwise.runlog import format_stage_table
@@ -36,7 +37,17 @@ def load_data(config: TrainConfig) -> DataSource:
     options: dict[str, Any] = {"split_seed": config.split_seed}
     if config.augment != "auto":
         options["augment"] = config.augment
-    return load_dataset(config.dataset, **options)
+    if config.data_dir:
+        options["data_dir"] = config.data_dir
+    data = load_dataset(config.dataset, **options)
+    if config.validation_fraction:
+        if not hasattr(data, "with_validation"):
+            raise ConfigError(
+                f"dataset {config.dataset!r} cannot hold out a validation split; "
+                "drop --validation_fraction/--keep_best"
+            )
+        data = data.with_validation(config.validation_fraction, config.split_seed)
+    return data
 
 
 def build_network(config: TrainConfig, data: DataSource, strategy=None) -> StagedNetwork:

@@ -7,10 +7,13 @@ checkpoints, logs and one SavedModel per stage to ``--workdir``:
     python -m apps.train
     python -m apps.train --mode end_to_end --workdir runs/e2e
 
-Precedence: the built-in defaults (``layerwise.config.TrainConfig``), then ``--config FILE`` (a
-TrainConfig JSON, e.g. the preset ``apps.tune`` writes), then any flag given on the command line.
-Rerunning a command on the same workdir resumes it.
+Precedence: the built-in defaults (``layerwise.config.TrainConfig``), then the preset named by
+``--experiment`` (``apps.experiments``; ``--list_experiments`` prints them with the paper's
+numbers), then ``--config FILE`` (a TrainConfig JSON, e.g. the one ``apps.tune`` writes), then
+any flag given on the command line. Rerunning a command on the same workdir resumes it.
 
+    python -m apps.train --experiment mnist5k_k3
+    python -m apps.train --experiment cifar10_k2 --data_dir ~/tensorflow_datasets --epochs_per_stage 10
     python -m apps.train --config runs/tune/best_config.json --workdir runs/best
 """
 
@@ -32,12 +35,18 @@ def _default(name: str) -> str:
     return f" [default: {getattr(DEFAULTS, name)!r}]"
 
 
+flags.DEFINE_string(
+    "experiment", None,
+    "Preset from apps.experiments (e.g. cifar10_k3, imagenet_k3, mnist5k_k2). Precedence: defaults -> "
+    "preset -> flags given on the command line.",
+)
+flags.DEFINE_boolean("list_experiments", False, "Print the presets with the paper's numbers and exit.")
 flags.DEFINE_string("workdir", "runs/default", "Run directory: config, metrics, checkpoints, SavedModels.")
 flags.DEFINE_string(
     "config", None,
     "TrainConfig JSON file (e.g. apps.tune's best_config.json). Precedence: defaults -> this file -> flags.",
 )
-flags.DEFINE_string("dataset", None, "Dataset: mnist5k, digits, synthetic." + _default("dataset"))
+flags.DEFINE_string("dataset", None, "Dataset: mnist5k, digits, synthetic (embedded); mnist, fashion_mnist, cifar10, cifar100, imagenette, imagenet2012 (TFDS or local files in --data_dir); image_folder." + _default("dataset"))
 flags.DEFINE_string("model", None, "Model from the zoo (see models.MODELS)." + _default("model"))
 flags.DEFINE_string("mode", None, "layerwise (the paper's Algorithm 1) or end_to_end." + _default("mode"))
 # layerwise_cnn architecture (Belilovsky et al. Sec. 3).
@@ -74,13 +83,24 @@ flags.DEFINE_string("augment", None, "auto, none, crop, crop_flip, or one of tho
 flags.DEFINE_integer("seed", None, "Seed for weights, data order and augmentation." + _default("seed"))
 flags.DEFINE_integer("split_seed", None, "Seed of the train/test split of embedded data." + _default("split_seed"))
 flags.DEFINE_string("on_nan", None, "At a non-finite loss: stop, or skip the batch." + _default("on_nan"))
+flags.DEFINE_string("data_dir", None, "Where file-backed datasets live (TFDS data_dir, cifar-10-batches-py, image folder)." + _default("data_dir"))
+# The paper's extras.
+flags.DEFINE_integer("final_aux_width", None, "Width of the last stage's aux head if it differs (ImageNet k=2,3: 2048); 0 = --aux_width." + _default("final_aux_width"))
+flags.DEFINE_float("validation_fraction", None, "Hold out this fraction of the training split as a validation split." + _default("validation_fraction"))
+flags.DEFINE_boolean("keep_best", None, "Keep each stage's epoch with the best validation accuracy (Prop. 3.1); needs --validation_fraction." + _default("keep_best"))
+flags.DEFINE_integer("refit_head_epochs", None, "After the last stage, train a new head on the frozen net for this many epochs (0: off)." + _default("refit_head_epochs"))
+flags.DEFINE_integer("refit_head_conv_layers", None, "Hidden 3x3 convs of the refit head." + _default("refit_head_conv_layers"))
+flags.DEFINE_integer("refit_head_width", None, "Width of the refit head's convs." + _default("refit_head_width"))
+flags.DEFINE_integer("prune_to_width", None, "After each stage, prune its filters to this many and fine-tune its head (0: off)." + _default("prune_to_width"))
+flags.DEFINE_string("prune_criterion", None, "taylor (Molchanov et al. 2016) or l1." + _default("prune_criterion"))
+flags.DEFINE_integer("prune_finetune_epochs", None, "Epochs of aux-head fine-tuning after pruning." + _default("prune_finetune_epochs"))
 flags.DEFINE_integer("verbose", 1, "1: progress bar per epoch; 0: only the final table.")
 
 MODEL_FLAGS = ("num_stages", "width", "downsample_at", "batchnorm", "downsample_input")
 
 
-def load_config_file(path: str) -> TrainConfig:
-    """A TrainConfig JSON file (all fields optional; missing ones keep their defaults).
+def load_config_values(path: str) -> dict:
+    """The fields of a TrainConfig JSON file (all optional; missing ones keep their values).
 
     Raises:
         ConfigError: unreadable file, not JSON, or unknown fields.
@@ -98,14 +118,18 @@ def load_config_file(path: str) -> TrainConfig:
         raise ConfigError(f"--config {path} is not valid JSON ({e})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path} must hold a JSON object of TrainConfig fields")
-    return TrainConfig.from_dict(values)
+    TrainConfig.from_dict(values)  # unknown fields are an error
+    return values
 
 
 def config_from_flags() -> TrainConfig:
-    """Defaults, then ``--config FILE``, then every flag given on the command line."""
+    """Defaults, then the ``--experiment`` preset, then ``--config FILE``, then every flag given."""
+    from apps.experiments import get_experiment
     from layerwise.errors import ConfigError
 
-    base = load_config_file(FLAGS.config) if FLAGS.config else DEFAULTS
+    base = get_experiment(FLAGS.experiment).config() if FLAGS.experiment else DEFAULTS
+    if FLAGS.config:
+        base = TrainConfig.from_dict({**base.to_dict(), **load_config_values(FLAGS.config)})
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     changes = {name: FLAGS[name].value for name in fields if name in FLAGS and FLAGS[name].value is not None}
     options = dict(base.model_options)
@@ -168,6 +192,11 @@ def main(argv: list[str]) -> None:
     from apps.runner import run_training
 
     del argv
+    if FLAGS.list_experiments:
+        from apps.experiments import format_table
+
+        print(format_table())
+        return
     run_training(config_from_flags(), FLAGS.workdir, verbose=FLAGS.verbose)
 
 

@@ -2,11 +2,14 @@
 
 Policies (the papers' recipes): ``crop`` pads by 1/8 of the image side (4 pixels at 32x32, as in
 the CIFAR recipes of Belilovsky et al. and He et al.) and takes a random crop back to the
-original size; ``crop_flip`` adds a random horizontal flip. Flips are never used for digits
-(a mirrored 3 is not a 3). ``pca``, ``crop_pca`` and ``crop_flip_pca`` add AlexNet's PCA colour
-augmentation (Krizhevsky et al. 2012, Sec. 4.1) after the crop/flip: every pixel of an image
-gets ``sum_i alpha_i s_i p_i`` with one ``alpha_i ~ N(0, 0.1)`` per image and eigenvector
-``p_i`` of the training set's channel covariance (see :class:`PCAColour`). Every random choice is a stateless op keyed on (epoch seed, example
+original size; ``crop_flip`` adds a random horizontal flip; ``resized_crop_flip`` is the ImageNet
+recipe (random-resized-crop: 8%-100% of the area, aspect ratio 3/4-4/3, resized to the output
+size, + flip); :func:`center_crop` is its test-time counterpart (resize the short side to 256,
+centre crop 224). Flips are never used for digits (a mirrored 3 is not a 3). ``pca``,
+``crop_pca`` and ``crop_flip_pca`` add AlexNet's PCA colour augmentation (Krizhevsky et al.
+2012, Sec. 4.1) after the crop/flip: every pixel of an image gets ``sum_i alpha_i s_i p_i`` with
+one ``alpha_i ~ N(0, 0.1)`` per image and eigenvector ``p_i`` of the training set's channel
+covariance (see :class:`PCAColour`). Every random choice is a stateless op keyed on (epoch seed, example
 index), so an epoch's augmented batches are a pure function of the seed and the epoch.
 """
 
@@ -19,7 +22,7 @@ import tensorflow as tf
 
 from layerwise.errors import ConfigError
 
-AUGMENTATIONS = ("none", "crop", "crop_flip", "pca", "crop_pca", "crop_flip_pca")
+AUGMENTATIONS = ("none", "crop", "crop_flip", "resized_crop_flip", "pca", "crop_pca", "crop_flip_pca")
 PCA_ALPHA_STD = 0.1  # the paper's sigma of alpha_i
 
 
@@ -95,6 +98,8 @@ def augment_image(image: tf.Tensor, policy: str, seed: tf.Tensor, pca: PCAColour
         seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
         base = policy.removesuffix("pca").rstrip("_") or "none"
         return pca_colour(augment_image(image, base, seeds[0]), pca, seeds[1])
+    if policy == "resized_crop_flip":
+        return random_resized_crop_flip(image, (image.shape[0], image.shape[1]), seed)
     height, width = image.shape[0], image.shape[1]
     pad = max(1, height // 8)
     padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
@@ -104,3 +109,33 @@ def augment_image(image: tf.Tensor, policy: str, seed: tf.Tensor, pca: PCAColour
     if policy == "crop_flip":
         image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
     return image
+
+
+def random_resized_crop_flip(image: tf.Tensor, size: tuple[int, int], seed: tf.Tensor) -> tf.Tensor:
+    """Inception-style random-resized-crop to ``size`` plus a random flip (stateless)."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=seeds[0],
+        min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(0.08, 1.0),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    crop = tf.slice(image, begin, crop_size)
+    crop = tf.image.resize(tf.cast(crop, tf.float32), size)
+    crop = tf.image.stateless_random_flip_left_right(crop, seed=seeds[1])
+    return tf.ensure_shape(crop, (size[0], size[1], image.shape[-1]))
+
+
+def center_crop(image: tf.Tensor, size: int = 224, resize: int = 256) -> tf.Tensor:
+    """Test-time ImageNet preprocessing: short side to ``resize``, then a central ``size`` crop."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = resize / tf.reduce_min(shape)
+    new = tf.cast(tf.round(shape * scale), tf.int32)
+    image = tf.image.resize(tf.cast(image, tf.float32), new)
+    top = (new[0] - size) // 2
+    left = (new[1] - size) // 2
+    return tf.ensure_shape(image[top : top + size, left : left + size], (size, size, image.shape[-1]))

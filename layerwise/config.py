@@ -18,6 +18,7 @@ from layerwise.heads import HeadSpec
 MODES = ("layerwise", "end_to_end")
 OPTIMIZERS = ("sgd", "adam")
 ON_NAN = ("stop", "skip")
+PRUNE_CRITERIA = ("taylor", "l1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,21 @@ class TrainConfig:
         seed: seeds weights, data order and augmentation.
         split_seed: seeds the train/test split of the embedded datasets.
         on_nan: ``stop`` the stage at a non-finite loss, or ``skip`` the batch.
+        data_dir: where file-backed datasets live (TFDS ``data_dir``, a CIFAR pickle
+            directory, an image folder); ``""`` uses each loader's default.
+        final_aux_width: width M~ of the last stage's auxiliary head when it differs from
+            ``aux_width`` (the paper's ImageNet k=2,3 nets: 2048); ``0`` keeps ``aux_width``.
+        validation_fraction: fraction of the training split held out (stratified, seeded by
+            ``split_seed``) as a ``val`` split; never the test set.
+        keep_best: keep, per stage, the epoch with the best validation accuracy ("best along
+            the trajectory", Prop. 3.1); needs ``validation_fraction > 0``.
+        refit_head_conv_layers, refit_head_width, refit_head_epochs: after the last stage,
+            train a new (e.g. smaller) head with this many hidden convs of this width on the
+            frozen network for this many epochs; ``refit_head_epochs = 0`` disables it.
+        prune_to_width: after each stage, prune its conv filters to this many (Molchanov et
+            al. 2016) and fine-tune the auxiliary head; ``0`` disables pruning.
+        prune_criterion: ``taylor`` (|mean of activation x gradient|) or ``l1`` (kernel norm).
+        prune_finetune_epochs: epochs of auxiliary-head fine-tuning after pruning.
     """
 
     dataset: str = "mnist5k"
@@ -69,10 +85,30 @@ class TrainConfig:
     seed: int = 0
     split_seed: int = 0
     on_nan: str = "stop"
+    data_dir: str = ""
+    final_aux_width: int = 0
+    validation_fraction: float = 0.0
+    keep_best: bool = False
+    refit_head_conv_layers: int = 0
+    refit_head_width: int = 128
+    refit_head_epochs: int = 0
+    prune_to_width: int = 0
+    prune_criterion: str = "taylor"
+    prune_finetune_epochs: int = 1
 
     def head_spec(self) -> HeadSpec:
         return HeadSpec(
             conv_layers=self.aux_conv_layers, width=self.aux_width, batchnorm=self.aux_batchnorm
+        )
+
+    def final_head_spec(self) -> HeadSpec:
+        """The last stage's auxiliary head: ``head_spec`` with ``final_aux_width`` if set."""
+        spec = self.head_spec()
+        return dataclasses.replace(spec, width=self.final_aux_width) if self.final_aux_width else spec
+
+    def refit_head_spec(self) -> HeadSpec:
+        return HeadSpec(
+            conv_layers=self.refit_head_conv_layers, width=self.refit_head_width, batchnorm=self.aux_batchnorm
         )
 
     def validate(self) -> "TrainConfig":
@@ -102,6 +138,21 @@ class TrainConfig:
         if self.batch_size > 65536:
             raise ConfigError(f"batch_size {self.batch_size} is absurd; use at most 65536")
         self.head_spec().validate()
+        _choice("prune_criterion", self.prune_criterion, PRUNE_CRITERIA)
+        for name in ("final_aux_width", "refit_head_epochs", "prune_to_width", "prune_finetune_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ConfigError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.keep_best and not self.validation_fraction:
+            raise ConfigError(
+                "keep_best picks epochs on a validation split, never the test set: "
+                "also pass --validation_fraction (e.g. 0.1)"
+            )
+        if self.refit_head_epochs:
+            self.refit_head_spec().validate()
+        if (self.prune_to_width or self.refit_head_epochs) and self.mode != "layerwise":
+            raise ConfigError("prune_to_width and refit_head_epochs apply to --mode layerwise only")
         return self
 
     def learning_rate(self, epoch: int) -> float:

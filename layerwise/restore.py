@@ -62,6 +62,11 @@ class RestoredRun:
     def layerwise(self) -> bool:
         return self.config.mode == "layerwise"
 
+    @property
+    def trained_stages(self) -> int:
+        """Stages with trained weights (every stage of an end-to-end run)."""
+        return len(self.problems) if self.layerwise else self.network.num_stages
+
 
 def default_load_data(config: TrainConfig) -> DataSource:
     """The dataset as ``apps.runner.load_data`` loads it (augmentation is irrelevant here)."""
@@ -111,11 +116,14 @@ def restore_run(
         problem = trainer.stage_problem(j) if config.mode == "layerwise" else trainer.end_to_end_problem()
         arrays, meta = checkpoints.load_final()
         ckpt.assign_arrays("model", problem.trainable.variables, arrays, checkpoints.final_path)
+        classifier = problem.classifier(network.image_input())
         if config.mode == "layerwise":
             network.stages[j].trainable = False
+            if _restore_pruning(network, trainer.heads, j, checkpoints.directory):
+                classifier = network.compose(upto=j + 1, head=trainer.heads[j])
         run.problems.append(name)
         run.heads.append(trainer.heads[problem.stage])
-        run.classifiers.append(problem.classifier(network.image_input()))
+        run.classifiers.append(classifier)
         run.records.append(meta.get("record", {}))
     if not run.problems:
         raise CheckpointError(
@@ -123,3 +131,17 @@ def restore_run(
             "finish training first (rerun the same apps.train command to resume)"
         )
     return run
+
+
+def _restore_pruning(network: StagedNetwork, heads: dict, j: int, directory: str) -> bool:
+    """Re-slices stage j and its head as ``layerwise.compression`` left them, if it pruned them."""
+    path = os.path.join(directory, "pruned.npz")
+    if not os.path.exists(path):
+        return False
+    from layerwise.compression import prune_stage  # only pruned runs need it
+
+    arrays, _ = ckpt.load_arrays(path)
+    prune_stage(network, heads, j, arrays["keep"])
+    ckpt.assign_arrays("stage", network.stages[j].variables, arrays, path)
+    ckpt.assign_arrays("head", heads[j].variables, arrays, path)
+    return True

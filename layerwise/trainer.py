@@ -69,6 +69,19 @@ def ensemble_probabilities(per_stage: list[np.ndarray]) -> np.ndarray:
     return sum(w * p for w, p in zip(weights, per_stage))
 
 
+def top_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
+    """Fraction of rows whose label is among the ``k`` highest probabilities."""
+    top = np.argsort(-probs, axis=-1)[:, :k]
+    return float(np.mean(np.any(top == np.asarray(labels)[:, None], axis=-1)))
+
+
+def top5_fields(probs: np.ndarray, ensemble: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """``test_top5`` and ``ensemble_top5`` for problems with at least 100 classes (ImageNet)."""
+    if probs.shape[-1] < 100:
+        return {}
+    return {"test_top5": top_k_accuracy(probs, labels), "ensemble_top5": top_k_accuracy(ensemble, labels)}
+
+
 class GreedyTrainer:
     """Trains a staged network layerwise or end to end with custom loops.
 
@@ -118,9 +131,11 @@ class GreedyTrainer:
     def _make_head(self, j: int) -> keras.Model:
         shape = self.network.output_shape(j)
         name = f"head_{j:02d}"
-        if j == self.network.num_stages - 1 and self.network.final_head is not None:
+        last = j == self.network.num_stages - 1
+        if last and self.network.final_head is not None:
             return self.network.final_head(shape, self.network.num_classes)
-        return build_aux_head(shape, self.network.num_classes, self.config.head_spec(), name=name)
+        spec = self.config.final_head_spec() if last else self.config.head_spec()
+        return build_aux_head(shape, self.network.num_classes, spec, name=name)
 
     def stage_problem(self, j: int) -> Problem:
         """Stage j with a fresh head on top of the frozen stages 0..j-1."""
@@ -153,6 +168,14 @@ class GreedyTrainer:
         if self.config.mode == "layerwise":
             for j in range(self.network.num_stages):
                 self.run_problem(self.stage_problem(j))
+                if self.config.prune_to_width:
+                    from layerwise.compression import prune_after_stage
+
+                    prune_after_stage(self, j)
+            if self.config.refit_head_epochs:
+                from layerwise.compression import refit_final_head
+
+                refit_final_head(self)
         else:
             self.run_problem(self.end_to_end_problem())
         if self.workdir:
@@ -176,6 +199,7 @@ class GreedyTrainer:
             optimizer = make_optimizer(self.config, self.steps_per_epoch, problem.epochs, problem.stretch)
             optimizer.build(problem.trainable.trainable_variables)
         history = self._restore(problem, optimizer, checkpoints)
+        best = self._best_so_far(problem, checkpoints, history)
         step = make_train_step(
             problem.trainable,
             optimizer,
@@ -189,13 +213,31 @@ class GreedyTrainer:
         for epoch in range(len(history), problem.epochs):
             record = self._train_epoch(problem, step, predict, optimizer, epoch)
             history.append(record)
+            if self.config.keep_best and (not best or record["val_acc"] > history[best["epoch"]]["val_acc"]):
+                best = {"epoch": epoch, **ckpt.variables_to_arrays("best", problem.trainable.variables)}
             if checkpoints is not None:
                 arrays = {
                     **ckpt.variables_to_arrays("model", problem.trainable.variables),
                     **ckpt.variables_to_arrays("optimizer", optimizer.variables),
+                    **{k: v for k, v in best.items() if k != "epoch"},
                 }
-                checkpoints.save_epoch(epoch, arrays, {"history": history})
-        return self._finish(problem, predict, classifier, history, checkpoints)
+                checkpoints.save_epoch(epoch, arrays, {"history": history, "best_epoch": best.get("epoch")})
+        if best:  # Prop. 3.1: keep the best point of the trajectory (chosen on validation data)
+            ckpt.assign_arrays("best", problem.trainable.variables, best, f"best epoch of {problem.name}")
+            self.log(f"{problem.name}: keeping epoch {best['epoch'] + 1} (val acc {history[best['epoch']]['val_acc']:.2%})")
+        return self._finish(problem, predict, classifier, history, checkpoints, best.get("epoch"))
+
+    def _best_so_far(self, problem, checkpoints, history) -> dict[str, Any]:
+        """The best-validation weights saved with the newest epoch checkpoint (keep_best)."""
+        if not self.config.keep_best or not history or checkpoints is None:
+            return {}
+        restored = checkpoints.latest_epoch()
+        if restored is None:
+            return {}
+        arrays, meta = restored
+        if meta.get("best_epoch") is None:
+            return {}
+        return {"epoch": meta["best_epoch"], **{k: v for k, v in arrays.items() if k.startswith("best/")}}
 
     def _restore(self, problem, optimizer, checkpoints) -> list[dict[str, Any]]:
         """Loads the newest good epoch checkpoint; returns the metric history so far."""
@@ -246,6 +288,7 @@ class GreedyTrainer:
                 f"{problem.name} epoch {epoch + 1}: every batch had a non-finite loss; lower --lr (now {lr:g})"
             )
         test_acc = self._accuracy(predict, "test")
+        val_acc = self._accuracy(predict, "val") if self.data.num_val else None
         record = {
             "event": "epoch",
             "problem": problem.name,
@@ -254,6 +297,7 @@ class GreedyTrainer:
             "loss": loss_sum / (self.steps_per_epoch - skipped),
             "train_acc": correct / seen,
             "test_acc": test_acc,
+            "val_acc": val_acc,
             "lr": lr,
             "skipped_batches": int(skipped),
             "seconds": time.perf_counter() - start,
@@ -277,19 +321,23 @@ class GreedyTrainer:
         probs = self._probabilities(predict, split)
         return float(np.mean(np.argmax(probs, -1) == self.data.labels(split)))
 
-    def _finish(self, problem, predict, classifier, history, checkpoints) -> dict[str, Any]:
+    def _finish(self, problem, predict, classifier, history, checkpoints, best_epoch=None) -> dict[str, Any]:
         probs = self._probabilities(predict, "test")
         self._test_probs.append(probs)
         labels = self.data.labels("test")
+        kept = history[-1] if best_epoch is None else history[best_epoch]
         record = {
             "event": "stage",
             "problem": problem.name,
             "stage": problem.stage,
             "params": int(classifier.count_params()),
             "trainable_params": int(problem.trainable.count_params()),
-            "train_acc": history[-1]["train_acc"],
+            "train_acc": kept["train_acc"],
+            "val_acc": kept.get("val_acc"),
             "test_acc": float(np.mean(np.argmax(probs, -1) == labels)),
             "ensemble_acc": float(np.mean(np.argmax(ensemble_probabilities(self._test_probs), -1) == labels)),
+            **top5_fields(probs, ensemble_probabilities(self._test_probs), labels),
+            "kept_epoch": best_epoch,
             "flops": count_flops(classifier),
             "epochs": problem.epochs,
             "seconds": float(sum(r["seconds"] for r in history)),

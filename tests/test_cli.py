@@ -16,6 +16,10 @@ BAD_FLAGS = [
     (["--batch_size", "100000"], "absurd"),
     (["--epochs_per_stage", "many"], "epochs_per_stage"),
     (["--no_such_flag"], "no_such_flag"),
+    (["--experiment", "cifar10_k9"], "unknown experiment 'cifar10_k9'"),
+    (["--experiment", "cifar10_k1", "--data_dir", "/nonexistent/layerwise-data"], "download_and_prepare"),
+    (["--keep_best"], "validation_fraction"),
+    (["--data_dir", "/tmp"], "drop --data_dir"),
 ]
 
 

@@ -161,5 +161,11 @@ def load_dataset(name: str, **options) -> DataSource:
         UnknownNameError: ``name`` is not registered.
         DatasetUnavailableError: the data is not on disk and cannot be downloaded here.
     """
-    return DATASETS.get(name)(**options)
+    loader = DATASETS.get(name)
+    if "data_dir" in options:
+        import inspect
+
+        if "data_dir" not in inspect.signature(loader).parameters:
+            raise ConfigError(f"dataset {name!r} is embedded and reads no files; drop --data_dir")
+    return loader(**options)
 

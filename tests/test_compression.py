@@ -1,0 +1,92 @@
+"""Filter pruning: exact slicing (same function on the kept filters), costs, and the trainer hook."""
+
+import keras
+import numpy as np
+import pytest
+
+from apps.runner import run_training
+from conftest import tiny_config
+from layerwise.compression import (
+    count_flops,
+    filter_scores_l1,
+    keep_strongest,
+    last_conv,
+    prune_stage,
+    slice_chain,
+)
+from layerwise.errors import ConfigError
+from layerwise.heads import HeadSpec, build_aux_head
+from models import build_model
+
+
+def _randomize_bn(model, rng):
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in layer.get_weights()])
+
+
+@pytest.mark.parametrize("aux_conv_layers", [0, 1])
+def test_pruned_stage_and_consumers_compute_the_same_function(aux_conv_layers):
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)
+    net = build_model("layerwise_cnn", (8, 8, 3), 5, num_stages=2, width=6, downsample_at=[1])
+    heads = {0: build_aux_head(net.output_shape(0), 5, HeadSpec(conv_layers=aux_conv_layers, width=4))}
+    for m in (net.stages[0], net.stages[1], heads[0]):
+        _randomize_bn(m, rng)
+    x = rng.normal(size=(3, 8, 8, 3)).astype("float32")
+    full0 = net.stages[0](x, training=False).numpy()
+    stage1_in, head_in = net.stages[1], heads[0]
+    keep = np.array([0, 2, 5])
+    prune_stage(net, heads, 0, keep)
+    assert last_conv(net.stages[0]).filters == 3
+    assert net.stages[1].input_shape[-1] == 3
+    assert last_conv(net.stages[1]).kernel.shape[2] == 12  # space-to-depth: 3 kept channels -> 12
+    pruned0 = net.stages[0](x, training=False).numpy()
+    np.testing.assert_allclose(pruned0, full0[..., keep], rtol=1e-5, atol=1e-5)
+    masked = np.zeros_like(full0)
+    masked[..., keep] = full0[..., keep]
+    # consumers (head, next stage through space-to-depth) see the same thing as with the
+    # removed filters zeroed
+    np.testing.assert_allclose(heads[0](pruned0).numpy(), head_in(masked).numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        net.stages[1](pruned0).numpy(), stage1_in(masked).numpy(), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_keep_strongest_removes_exactly_the_weakest():
+    scores = np.array([0.5, 0.1, 0.9, 0.3, 0.7, 0.2])
+    np.testing.assert_array_equal(keep_strongest(scores, 3), [0, 2, 4])
+    with pytest.raises(ConfigError):
+        keep_strongest(scores, 7)
+
+
+def test_l1_scores_and_costs_shrink():
+    keras.utils.set_random_seed(0)
+    net = build_model("layerwise_cnn", (8, 8, 1), 3, num_stages=1, width=8, downsample_at=[])
+    stage = net.stages[0]
+    scores = filter_scores_l1(stage)
+    assert scores.shape == (8,)
+    keep = keep_strongest(scores, 4)
+    small = slice_chain(stage, output_keep=(last_conv(stage).name, keep))
+    assert count_flops(stage) == 2 * 8 * 8 * 3 * 3 * 1 * 8
+    assert count_flops(small) == count_flops(stage) // 2
+    np.testing.assert_array_equal(last_conv(small).kernel.numpy(), last_conv(stage).kernel.numpy()[..., keep])
+
+
+def test_prune_hook_in_trainer_records_costs_and_accuracy(quiet_log):
+    config = tiny_config(prune_to_width=4, model_options={"num_stages": 2, "width": 8, "downsample_at": [1]})
+    records = run_training(config, None, verbose=0, log=quiet_log)
+    pruned = [r for r in records if r["event"] == "prune"]
+    assert [r["stage"] for r in pruned] == [0, 1]
+    assert pruned[0]["filters_before"] == 8 and pruned[0]["filters_after"] == 4
+    assert pruned[1]["filters_before"] == 16 and pruned[1]["filters_after"] == 4
+    assert all(r["params"] < r["params_before"] and r["flops"] < r["flops_before"] for r in pruned)
+    assert all(0 <= r["acc_before_pruning"] <= 1 and 0 <= r["test_acc"] <= 1 for r in pruned)
+
+
+def test_refit_final_head(quiet_log):
+    config = tiny_config(refit_head_epochs=1, refit_head_conv_layers=0)
+    records = run_training(config, None, verbose=0, log=quiet_log)
+    refit = records[-1]
+    assert refit["event"] == "refit" and refit["head_params"] < refit["replaced_head_params"]
+    assert refit["test_acc"] > 0.3

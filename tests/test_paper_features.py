@@ -1,0 +1,50 @@
+"""Paper features in the trainer: ensemble and top-5 in records, best epoch on a validation split."""
+
+import numpy as np
+import pytest
+
+from apps.runner import build_network, load_data, resolve, run_training
+from conftest import tiny_config
+from layerwise.datasets import load_dataset
+from layerwise.errors import ConfigError
+from layerwise.trainer import GreedyTrainer, top_k_accuracy
+
+
+def test_top_k_by_hand():
+    probs = np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1], [0.25, 0.25, 0.3, 0.2]])
+    labels = np.array([0, 0, 3])
+    assert top_k_accuracy(probs, labels, k=1) == pytest.approx(1 / 3)
+    assert top_k_accuracy(probs, labels, k=2) == pytest.approx(1 / 3)
+    assert top_k_accuracy(probs, labels, k=4) == 1.0
+
+
+def test_records_report_ensemble_and_top5_for_100_classes(quiet_log):
+    config = resolve(tiny_config(dataset="synthetic", batch_size=16))
+    data = load_dataset("synthetic", image_shape=(8, 8, 1), num_classes=100, num_train=64, num_test=32)
+    trainer = GreedyTrainer(build_network(config, data), data, config, verbose=0, log=quiet_log)
+    records = trainer.run()
+    for r in records:
+        assert {"ensemble_acc", "test_top5", "ensemble_top5"} <= set(r)
+        assert r["test_top5"] >= r["test_acc"]
+    small = run_training(tiny_config(), None, verbose=0, log=quiet_log)  # 10 classes: no top-5
+    assert "test_top5" not in small[0] and "ensemble_acc" in small[0]
+
+
+def test_keep_best_uses_a_validation_split_carved_from_train(quiet_log):
+    config = resolve(tiny_config(validation_fraction=0.2, keep_best=True, epochs_per_stage=3))
+    full = load_data(config.replace(validation_fraction=0.0, keep_best=False))
+    data = load_data(config)
+    assert data.num_val > 0 and data.num_train + data.num_val == full.num_train
+    assert data.num_test == full.num_test
+    np.testing.assert_array_equal(data.labels("test"), full.labels("test"))
+    trainer = GreedyTrainer(build_network(config, data), data, config, verbose=0, log=quiet_log)
+    records = trainer.run()
+    history = [r for r in trainer.runlog.records if r["event"] == "epoch"]
+    for r in records:
+        vals = [h["val_acc"] for h in history if h["problem"] == r["problem"]]
+        assert r["kept_epoch"] == int(np.argmax(vals)) and r["val_acc"] == max(vals)
+
+
+def test_keep_best_without_validation_is_refused():
+    with pytest.raises(ConfigError, match="validation_fraction"):
+        tiny_config(keep_best=True).validate()

@@ -1,0 +1,89 @@
+"""Every paper preset resolves, builds and trains one step on tiny inputs; flags override presets."""
+
+import numpy as np
+import pytest
+
+from apps.experiments import EXPERIMENTS, format_table, get_experiment
+from apps.runner import build_network, resolve
+from conftest import run_cli
+from layerwise.datasets import load_dataset
+from layerwise.errors import UnknownNameError
+from layerwise.steps import make_train_step
+from layerwise.optim import make_optimizer
+from layerwise.trainer import GreedyTrainer
+
+
+def _tiny(config):
+    """The preset's shape with every width shrunk so that one step takes a moment on a CPU."""
+    options = dict(config.model_options)
+    if config.model == "layerwise_cnn":
+        options["width"] = 4
+    else:  # vgg11
+        options.update(widths=[4, 4, 8, 8, 8], head_units=[16, 16])
+    return config.replace(
+        dataset="synthetic", model_options=options, aux_width=4, final_aux_width=8 if config.final_aux_width else 0,
+        batch_size=8, epochs_per_stage=1, augment="none",
+    )
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS.names())
+def test_preset_builds_and_runs_one_step(name):
+    experiment = get_experiment(name)
+    assert "python -m apps.train --experiment " + name in experiment.doc
+    paper_config = resolve(experiment.config())  # the real preset validates as is
+    config = resolve(_tiny(experiment.config()))
+    side = 64 if name.startswith("imagenet_k") else 32  # imagenet_k1 downsamples 32x
+    data = load_dataset("synthetic", image_shape=(side, side, 3), num_classes=10 if "cifar" in name else 100,
+                        num_train=16, num_test=8)
+    network = build_network(config, data)
+    assert network.num_stages == paper_config.model_options.get("num_stages", 8)
+    trainer = GreedyTrainer(network, data, config, verbose=0, log=lambda m: None)
+    if config.mode == "layerwise":
+        problem = trainer.stage_problem(network.num_stages - 1)
+    else:
+        problem = trainer.end_to_end_problem()
+    optimizer = make_optimizer(config, 2, 1)
+    optimizer.build(problem.trainable.trainable_variables)
+    step = make_train_step(problem.trainable, optimizer, frozen=problem.frozen, global_batch_size=8)
+    x, y = next(iter(data.train_batches(8, 0, 0)))
+    loss, _, finite = step(x, y)
+    assert bool(finite) and np.isfinite(float(loss))
+    if config.final_aux_width and config.mode == "layerwise":  # the last head is the wider one
+        widths = [l.filters for l in trainer.heads[network.num_stages - 1].layers if hasattr(l, "filters")]
+        assert widths and set(widths) == {8}
+
+
+def test_paper_shapes():
+    c = resolve(get_experiment("cifar10_k1").config())
+    assert c.model_options["num_stages"] == 5 and c.model_options["downsample_at"] == [1, 3]
+    assert c.aux_conv_layers == 0 and not c.model_options["batchnorm"] and c.lr_decay_every == 15
+    c = resolve(get_experiment("imagenet_k3").config())
+    assert c.model_options["downsample_input"] and c.final_aux_width == 2048 and c.aux_conv_layers == 2
+    assert (c.batch_size, c.lr_decay_every, c.lr_decay_factor, c.epochs_per_stage) == (256, 20, 0.1, 45)
+    c = resolve(get_experiment("imagenet_vgg11_k3").config())
+    assert c.model_options["stage_granularity"] == "conv" and c.model_options["fold_pooling"]
+    assert get_experiment("imagenet_vgg11_end_to_end").config().mode == "end_to_end"
+    assert get_experiment("cifar10_k3_pruned").config().prune_to_width == 64
+    with pytest.raises(UnknownNameError, match="cifar10_k2"):
+        get_experiment("cifar10_k9")
+
+
+def test_flags_override_the_preset():
+    from absl import flags
+
+    import apps.train as train
+
+    try:
+        flags.FLAGS(["train", "--experiment", "cifar10_k2", "--lr", "0.01", "--width", "32"])
+        config = train.config_from_flags()
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert config.lr == 0.01 and config.model_options["width"] == 32
+    assert config.model_options["num_stages"] == 4 and config.batch_size == 128  # from the preset
+
+
+def test_list_experiments_prints_the_table():
+    result = run_cli("apps.train", "--list_experiments", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "| imagenet_k3 |" in result.stdout and "69.7/88.7" in result.stdout
+    assert format_table().count("\n") == len(EXPERIMENTS) + 1
