@@ -28,7 +28,7 @@ from layerwise import checkpoints as ckpt
 from layerwise.datasets.base import derive_seed
 from layerwise.optim import make_optimizer
 from layerwise.staging import primary, symbolic_inputs_like
-from layerwise.steps import _loss_fn, all_finite, correct_count, distributed, make_predict_step
+from layerwise.steps import _loss_fn, all_finite, correct_count, distributed, make_predict_step, update_if
 
 
 def build_stage_models(trainer) -> list[keras.Model]:
@@ -78,17 +78,15 @@ def make_decoupled_step(models, optimizers, *, weight_decay, global_batch_size, 
         losses, grads, correct = forward_backward(x, y)
         finite = all_finite(tf.add_n(losses))
 
-        def apply():
+        def apply(grads):
             for optimizer, g, vs in zip(optimizers, grads, variables):
                 optimizer.apply_gradients(zip(g, vs))
-            return tf.constant(True)
 
-        def restore():
+        def restore(saved):
             for v, value in zip(statistics, saved):
                 v.assign(value)
-            return tf.constant(False)
 
-        tf.cond(finite, apply, restore)
+        update_if(finite, apply, (grads,), restore, (saved,))
         return losses[-1], correct, finite
 
     return distributed(replica_step, strategy)

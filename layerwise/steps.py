@@ -91,16 +91,14 @@ def make_train_step(
         loss, grads, correct = forward_backward(x, y)
         finite = all_finite(loss)
 
-        def apply():
+        def apply(grads):
             optimizer.apply_gradients(zip(grads, variables))
-            return tf.constant(True)
 
-        def restore():
+        def restore(saved):
             for v, value in zip(statistics, saved):
                 v.assign(value)
-            return tf.constant(False)
 
-        tf.cond(finite, apply, restore)
+        update_if(finite, apply, (grads,), restore, (saved,))
         return loss, correct, finite
 
     return distributed(replica_step, strategy)
@@ -111,6 +109,29 @@ def all_finite(loss) -> tf.Tensor:
     context = tf.distribute.get_replica_context()
     bad = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(tf.math.is_finite(loss)), tf.float32))
     return tf.equal(bad, 0.0)
+
+
+def update_if(finite, apply: Callable, apply_args: tuple, restore: Callable, restore_args: tuple) -> None:
+    """``apply(*apply_args)`` when ``finite`` (the same on every replica), else ``restore(...)``.
+
+    ``apply_gradients`` all-reduces (a synchronisation point); strategies that need a
+    ``merge_call`` for it (MirroredStrategy) do not allow one inside a ``tf.cond`` in replica
+    context, so there the ``cond`` runs in cross-replica context and calls back into each
+    replica, as Keras's ``LossScaleOptimizer`` does.
+    """
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, lambda: apply(*apply_args), lambda: restore(*restore_args))
+        return
+
+    def cross_replica(distribution, finite, apply_args, restore_args):
+        flag = distribution.experimental_local_results(finite)[0]
+        tf.cond(
+            flag,
+            lambda: distribution.extended.call_for_each_replica(apply, args=apply_args),
+            lambda: distribution.extended.call_for_each_replica(restore, args=restore_args),
+        )
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, apply_args, restore_args))
 
 
 def distributed(replica_step: Callable, strategy: tf.distribute.Strategy) -> Callable:
