@@ -74,10 +74,10 @@ def run_training(
         LayerwiseError: bad configuration, unavailable data, a workdir of another
             configuration, a corrupt checkpoint or a non-finite loss.
     """
+    if isinstance(strategy, str):  # first: multi_worker must start before TensorFlow runs
+        strategy = make_strategy(strategy)
     config = resolve(config)
     options = (options or RunOptions()).validate()
-    if isinstance(strategy, str):
-        strategy = make_strategy(strategy)
     if not is_chief(strategy):
         verbose, log = 0, lambda message: None
     data = load_data(config)

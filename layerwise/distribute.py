@@ -43,7 +43,9 @@ def make_strategy(name: str = "auto", devices: Sequence[str] | None = None) -> t
     """
     if name not in STRATEGIES:
         raise ConfigError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
-    gpus = tf.config.list_logical_devices("GPU")
+    if name in ("auto", "one_device"):
+        # Listing logical devices initialises the runtime: never before MultiWorkerMirrored.
+        gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     if name == "one_device":
@@ -60,7 +62,15 @@ def make_strategy(name: str = "auto", devices: Sequence[str] | None = None) -> t
         json.loads(config)["task"]["type"]
     except (ValueError, KeyError, TypeError):
         raise ConfigError(f"TF_CONFIG is not valid JSON with a 'task' entry: {config[:200]}") from None
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except RuntimeError as e:
+        if "program startup" not in str(e):
+            raise
+        raise ConfigError(
+            "MultiWorkerMirroredStrategy must be created before TensorFlow runs anything in this "
+            "process; create it first (make_strategy('multi_worker') at program start)"
+        ) from None
 
 
 def is_chief(strategy: tf.distribute.Strategy | None) -> bool:

@@ -15,14 +15,16 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 
-def config():
+def config(num_stages=2):
     from conftest import tiny_config
 
-    return tiny_config(sync_batchnorm=True, epochs_per_stage=1)
+    return tiny_config(
+        sync_batchnorm=True, epochs_per_stage=1, model_options={"num_stages": num_stages, "width": 8, "downsample_at": []}
+    )
 
 
 def weights(records_trainer_network):
-    return {f"w{i}": v.numpy() for i, v in enumerate(records_trainer_network)}
+    return {f"var_{i}": v.numpy() for i, v in enumerate(records_trainer_network)}
 
 
 def train(strategy, workdir=None):
@@ -70,7 +72,7 @@ def main(mode, out, workdir=None):
             return records
 
         trainer_module.GreedyTrainer.run = run
-        run_training(config(), workdir, strategy=strategy, verbose=0, log=lambda m: None)
+        run_training(config(num_stages=1), workdir, strategy=strategy, verbose=0, log=lambda m: None)
         np.savez(out, chief=is_chief(strategy), workdir=str(captured["workdir"]), **weights(captured["vars"]))
         del keras
 

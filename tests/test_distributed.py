@@ -74,6 +74,7 @@ def test_two_worker_processes_end_with_identical_weights(tmp_path):
     assert str(chief["workdir"]) == workdir and str(other["workdir"]) != workdir
     assert not os.path.exists(str(other["workdir"]))  # the non-chief's temp dir is deleted
     assert os.path.exists(os.path.join(workdir, "export", "models.config"))
-    weights = [k for k in chief.files if k.startswith("w")]
+    weights = [k for k in chief.files if k.startswith("var_")]
+    assert weights
     for name in weights:
         np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
