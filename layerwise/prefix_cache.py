@@ -76,7 +76,7 @@ class PrefixCache:
         self.mode = mode
         self.directory = directory if mode == "disk" else None
         forward = tf.function(lambda x: tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), frozen(x, training=False)),
-                              jit_compile=jit_compile)
+                              jit_compile=jit_compile, reduce_retracing=True)
         chunks = [tf.nest.flatten(forward(x)) for x, _ in data.eval_batches("train", EVAL_BATCH)]
         arrays = [np.concatenate([c[i].numpy() for c in chunks]) for i in range(len(chunks[0]))]
         self._structure = frozen.outputs
