@@ -87,7 +87,7 @@ def run_training(
             network, data, config, writes_to, strategy=strategy, options=options, verbose=verbose, log=log
         )
         if writes_to is not None:
-            if prepare_workdir(writes_to, config.to_dict()):
+            if prepare_workdir(writes_to, config.to_dict(), defaults=TrainConfig().to_dict()):
                 log(f"resuming the run in {writes_to}")
         start = time.perf_counter()
         records = trainer.run()

@@ -35,6 +35,26 @@ def feature_bytes(frozen: keras.Model, num_examples: int) -> int:
     return total * num_examples
 
 
+def check_option(option: str, data: DataSource, workdir: str | None) -> None:
+    """Up-front check of an explicit cache option (before anything is trained or written).
+
+    Raises:
+        ConfigError: ``memory``/``disk`` with random augmentation or an unknown example order;
+            ``disk`` without a workdir.
+    """
+    if option in ("auto", "off"):
+        return
+    if data.augment != "none":
+        raise ConfigError(
+            f"--cache_prefix={option} needs data without random augmentation (augment is "
+            f"{data.augment!r}); use --cache_prefix=off or --augment=none"
+        )
+    if data.train_order(0, 0) is None:
+        raise ConfigError(f"dataset {data.name!r} cannot be cached (unknown example order); use --cache_prefix=off")
+    if option == "disk" and workdir is None:
+        raise ConfigError("--cache_prefix=disk needs a --workdir to write the cache to")
+
+
 def choose_mode(option: str, data: DataSource, frozen: keras.Model | None, budget_mb: float) -> str:
     """``memory``, ``disk`` or ``off`` for the cache option ``option`` and this problem.
 
@@ -48,13 +68,7 @@ def choose_mode(option: str, data: DataSource, frozen: keras.Model | None, budge
     if option == "auto":
         fits = feature_bytes(frozen, data.num_train) <= budget_mb * 2**20
         return "memory" if order_known and data.augment == "none" and fits else "off"
-    if data.augment != "none":
-        raise ConfigError(
-            f"--cache_prefix={option} needs data without random augmentation (augment is "
-            f"{data.augment!r}); use --cache_prefix=off or --augment=none"
-        )
-    if not order_known:
-        raise ConfigError(f"dataset {data.name!r} cannot be cached (unknown example order); use --cache_prefix=off")
+    check_option(option, data, "-")
     return option
 
 

@@ -36,7 +36,7 @@ from layerwise.errors import ConfigError, NonFiniteLossError
 from layerwise.export import export_classifier, versions, write_models_config
 from layerwise.heads import build_aux_head
 from layerwise.optim import dtype_policy, make_optimizer
-from layerwise.prefix_cache import PrefixCache, choose_mode
+from layerwise.prefix_cache import PrefixCache, check_option, choose_mode
 from layerwise.runlog import RunLog
 from layerwise.staging import StagedNetwork, primary, symbolic_inputs_like
 from layerwise.steps import make_predict_step, make_train_step
@@ -104,6 +104,7 @@ class GreedyTrainer:
         self.strategy = strategy or tf.distribute.get_strategy()
         self._distributed = strategy is not None
         self.options = (options or RunOptions()).validate()
+        check_option(self.options.cache_prefix, data, workdir)
         self.verbose = verbose
         self.log = log
         self.runlog = RunLog(workdir)

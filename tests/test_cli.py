@@ -16,6 +16,9 @@ BAD_FLAGS = [
     (["--batch_size", "100000"], "absurd"),
     (["--epochs_per_stage", "many"], "epochs_per_stage"),
     (["--no_such_flag"], "no_such_flag"),
+    (["--strategy", "sideways"], "unknown strategy 'sideways'"),
+    (["--precision", "float8"], "unknown precision 'float8'"),
+    (["--cache_prefix", "memory", "--augment", "crop", "--dataset", "digits"], "without random augmentation"),
 ]
 
 
