@@ -15,10 +15,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 
-def config(num_stages=2):
+def config(num_stages=2, mode="layerwise"):
     from conftest import tiny_config
 
     return tiny_config(
+        mode=mode,
         sync_batchnorm=True, epochs_per_stage=1, model_options={"num_stages": num_stages, "width": 8, "downsample_at": []}
     )
 
@@ -27,11 +28,11 @@ def weights(records_trainer_network):
     return {f"var_{i}": v.numpy() for i, v in enumerate(records_trainer_network)}
 
 
-def train(strategy, workdir=None):
+def train(strategy, workdir=None, mode="layerwise"):
     from apps.runner import build_network, load_data, resolve
     from layerwise.trainer import GreedyTrainer
 
-    cfg = resolve(config())
+    cfg = resolve(config(mode=mode))
     data = load_data(cfg)
     network = build_network(cfg, data, strategy)
     trainer = GreedyTrainer(network, data, cfg, workdir, strategy=strategy, verbose=0, log=lambda m: None)
@@ -47,9 +48,11 @@ def main(mode, out, workdir=None):
 
         mirrored = make_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
         assert mirrored.num_replicas_in_sync == 2
-        one = weights(train(None))
-        two = weights(train(mirrored))
-        np.savez(out, **{f"one_{k}": v for k, v in one.items()}, **{f"two_{k}": v for k, v in two.items()})
+        arrays = {}
+        for mode in ("layerwise", "decoupled"):
+            for name, strategy in (("one", None), ("two", mirrored)):
+                arrays.update({f"{name}_{mode}_{k}": v for k, v in weights(train(strategy, mode=mode)).items()})
+        np.savez(out, **arrays)
     else:
         from apps.runner import run_training
         from layerwise.distribute import is_chief, make_strategy

@@ -34,13 +34,14 @@ def test_unknown_strategy_and_missing_tf_config_are_config_errors(monkeypatch):
 
 
 def test_mirrored_over_two_cpus_matches_one_device(tmp_path):
+    """Layerwise and decoupled, synchronized BatchNorm, the same global batch."""
     out = tmp_path / "weights.npz"
     result = subprocess.run([sys.executable, WORKER, "mirrored", str(out)], cwd=REPO, env=_env(),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     arrays = np.load(out)
     names = sorted(k[4:] for k in arrays.files if k.startswith("one_"))
-    assert names
+    assert any(n.startswith("decoupled_") for n in names) and any(n.startswith("layerwise_") for n in names)
     for name in names:
         np.testing.assert_allclose(arrays[f"one_{name}"], arrays[f"two_{name}"], rtol=1e-4, atol=1e-5, err_msg=name)
 
