@@ -12,9 +12,11 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from layerwise.config import TrainConfig
+from layerwise.config import RunOptions, TrainConfig
 from layerwise.datasets import DataSource, load_dataset
+from layerwise.distribute import is_chief, make_strategy, synchronize_batchnorm, worker_workdir
 from layerwise.errors import ConfigError
+from layerwise.optim import dtype_policy
 from layerwise.report import write_report
 from layerwise.restore import RestoredRun, restore_run
 from layerwise.runlog import format_stage_table
@@ -23,14 +25,6 @@ from layerwise.trainer import GreedyTrainer
 from layerwise.workdir import prepare_workdir
 from models import build_model
 from models.registry import resolve_options
-
-
-def cluster_is_chief(strategy) -> bool:
-    """True unless ``strategy`` is a multi-worker strategy and this process is not the chief."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    return resolver.task_type in ("chief", None) or (resolver.task_type == "worker" and resolver.task_id == 0)
 
 
 def load_data(config: TrainConfig) -> DataSource:
@@ -51,10 +45,15 @@ def load_data(config: TrainConfig) -> DataSource:
 
 
 def build_network(config: TrainConfig, data: DataSource, strategy=None) -> StagedNetwork:
-    """Builds the configured model with weights seeded by ``config.seed``."""
+    """Builds the configured model with weights seeded by ``config.seed``, under the strategy's
+    scope and ``config.precision``'s dtype policy (synchronized BatchNorm when configured)."""
     keras.utils.set_random_seed(config.seed)
-    with (strategy or tf.distribute.get_strategy()).scope():
-        return build_model(config.model, data.image_shape, data.num_classes, **config.model_options)
+    with (strategy or tf.distribute.get_strategy()).scope(), dtype_policy(config.precision):
+        network = build_model(config.model, data.image_shape, data.num_classes, **config.model_options)
+    if config.sync_batchnorm:
+        for stage in network.stages:
+            synchronize_batchnorm(stage)
+    return network
 
 
 def resolve(config: TrainConfig) -> TrainConfig:
@@ -73,29 +72,48 @@ def run_training(
     config: TrainConfig,
     workdir: str | None,
     *,
-    strategy: tf.distribute.Strategy | None = None,
+    strategy: tf.distribute.Strategy | str | None = None,
+    options: RunOptions | None = None,
     verbose: int = 1,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Trains ``config`` into ``workdir`` (resuming what is there) and returns stage records.
 
+    Args:
+        config: what to train (the run's fingerprint, written to ``config.json``).
+        workdir: run directory (``None``: in memory only).
+        strategy: a ``tf.distribute.Strategy`` or a name for ``make_strategy`` (``auto``,
+            ``one_device``, ``mirrored``, ``multi_worker``); not part of the fingerprint.
+        options: XLA and prefix-cache options; not part of the fingerprint.
+
+    On a multi-worker cluster only the chief logs and writes into ``workdir``; the other
+    workers write to a temporary directory they delete at the end.
+
     Raises:
         LayerwiseError: bad configuration, unavailable data, a workdir of another
             configuration, a corrupt checkpoint or a non-finite loss.
     """
+    if isinstance(strategy, str):  # first: multi_worker must start before TensorFlow runs
+        strategy = make_strategy(strategy)
     config = resolve(config)
+    options = (options or RunOptions()).validate()
+    if not is_chief(strategy):
+        verbose, log = 0, lambda message: None
     data = load_data(config)
     network = build_network(config, data, strategy)
-    trainer = GreedyTrainer(network, data, config, workdir, strategy=strategy, verbose=verbose, log=log)
-    if workdir is not None:
-        if prepare_workdir(workdir, config.to_dict()):
-            log(f"resuming the run in {workdir}")
-    start = time.perf_counter()
-    records = trainer.run()
+    with worker_workdir(workdir, strategy) as writes_to:
+        trainer = GreedyTrainer(
+            network, data, config, writes_to, strategy=strategy, options=options, verbose=verbose, log=log
+        )
+        if writes_to is not None:
+            if prepare_workdir(writes_to, config.to_dict(), defaults=TrainConfig().to_dict()):
+                log(f"resuming the run in {writes_to}")
+        start = time.perf_counter()
+        records = trainer.run()
     log("")
     log(format_stage_table(records))
     log(f"\n{config.mode} training of {network.name} on {data.name}: {time.perf_counter() - start:.1f} s")
-    if workdir is not None and cluster_is_chief(strategy):
+    if workdir is not None and is_chief(strategy):
         write_report(workdir)
         log(f"results in {os.path.abspath(workdir)} (report.md, report.html, plots/)")
     return records

@@ -48,7 +48,11 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("dataset", None, "Dataset: mnist5k, digits, synthetic (embedded); mnist, fashion_mnist, cifar10, cifar100, imagenette, imagenet2012 (TFDS or local files in --data_dir); image_folder." + _default("dataset"))
 flags.DEFINE_string("model", None, "Model from the zoo (see models.MODELS)." + _default("model"))
-flags.DEFINE_string("mode", None, "layerwise (the paper's Algorithm 1) or end_to_end." + _default("mode"))
+flags.DEFINE_string(
+    "mode", None,
+    "layerwise (the paper's Algorithm 1), end_to_end, or decoupled (every stage steps on every batch "
+    "on the detached output of the previous one; Belilovsky et al. 2020)." + _default("mode"),
+)
 # layerwise_cnn architecture (Belilovsky et al. Sec. 3).
 flags.DEFINE_integer("num_stages", None, "J: number of stages of layerwise_cnn [default: 3].")
 flags.DEFINE_integer("width", None, "M: width of the first stage, doubled at each downsampling [default: 64].")
@@ -95,6 +99,21 @@ flags.DEFINE_integer("prune_to_width", None, "After each stage, prune its filter
 flags.DEFINE_string("prune_criterion", None, "taylor (Molchanov et al. 2016) or l1." + _default("prune_criterion"))
 flags.DEFINE_integer("prune_finetune_epochs", None, "Epochs of aux-head fine-tuning after pruning." + _default("prune_finetune_epochs"))
 flags.DEFINE_integer("verbose", 1, "1: progress bar per epoch; 0: only the final table.")
+# Scale and speed.
+flags.DEFINE_string("precision", None, "float32, mixed_bfloat16 or mixed_float16 (dynamic loss scale)." + _default("precision"))
+flags.DEFINE_boolean("sync_batchnorm", None, "BatchNorm statistics over all replicas (changes results with >1 replica)." + _default("sync_batchnorm"))
+flags.DEFINE_string(
+    "strategy", "auto",
+    "auto (Mirrored over >1 GPU, else one device), one_device, mirrored, or multi_worker (reads "
+    "TF_CONFIG; see docs/distributed.md). Not part of the run's config: results do not depend on it.",
+)
+flags.DEFINE_boolean("jit_compile", False, "XLA-compile the per-replica forward+gradient function.")
+flags.DEFINE_string(
+    "cache_prefix", "auto",
+    "Train each stage on cached outputs of the frozen prefix: auto (memory when no augmentation and "
+    "they fit in --cache_budget_mb), memory, disk (under workdir/cache), off. Same numbers either way.",
+)
+flags.DEFINE_float("cache_budget_mb", 1024.0, "Memory budget of --cache_prefix=auto.")
 
 MODEL_FLAGS = ("num_stages", "width", "downsample_at", "batchnorm", "downsample_input")
 
@@ -190,6 +209,7 @@ def validate(argv: list[str]) -> None:
 
 def main(argv: list[str]) -> None:
     from apps.runner import run_training
+    from layerwise.config import RunOptions
 
     del argv
     if FLAGS.list_experiments:
@@ -197,7 +217,10 @@ def main(argv: list[str]) -> None:
 
         print(format_table())
         return
-    run_training(config_from_flags(), FLAGS.workdir, verbose=FLAGS.verbose)
+    options = RunOptions(
+        jit_compile=FLAGS.jit_compile, cache_prefix=FLAGS.cache_prefix, cache_budget_mb=FLAGS.cache_budget_mb
+    )
+    run_training(config_from_flags(), FLAGS.workdir, strategy=FLAGS.strategy, options=options, verbose=FLAGS.verbose)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from layerwise.augment import AUGMENTATIONS
 from layerwise.errors import ConfigError
 from layerwise.heads import HeadSpec
 
-MODES = ("layerwise", "end_to_end")
+MODES = ("layerwise", "end_to_end", "decoupled")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("sgd", "adam")
 ON_NAN = ("stop", "skip")
 PRUNE_CRITERIA = ("taylor", "l1")
@@ -31,7 +32,9 @@ class TrainConfig:
         model_options: keyword arguments of the model builder (for ``layerwise_cnn``:
             ``num_stages`` (J), ``width`` (M), ``downsample_at``, ``batchnorm``,
             ``downsample_input``).
-        mode: ``layerwise`` (Algorithm 1 of Belilovsky et al.) or ``end_to_end``.
+        mode: ``layerwise`` (Algorithm 1 of Belilovsky et al.), ``end_to_end``, or
+            ``decoupled`` (Decoupled Greedy Learning, Belilovsky et al. ICML 2020: every stage
+            steps on every batch on the detached output of the previous one).
         aux_conv_layers: hidden conv layers of each auxiliary head, k - 1 in the paper.
         aux_width: width M~ of those layers.
         aux_batchnorm: BatchNorm in the auxiliary heads (as in the reference code).
@@ -64,6 +67,13 @@ class TrainConfig:
             al. 2016) and fine-tune the auxiliary head; ``0`` disables pruning.
         prune_criterion: ``taylor`` (|mean of activation x gradient|) or ``l1`` (kernel norm).
         prune_finetune_epochs: epochs of auxiliary-head fine-tuning after pruning.
+        precision: Keras dtype policy of the run (``float32``, ``mixed_bfloat16``,
+            ``mixed_float16``; the last one trains with a dynamic loss scale). Logits stay float32.
+        sync_batchnorm: BatchNorm statistics over the global batch (all replicas) rather than
+            each replica's share; changes results when there is more than one replica.
+
+    Not here, because they do not change what is computed: the distribution strategy, XLA and
+    the prefix cache are arguments of ``run_training`` / ``GreedyTrainer`` (``RunOptions``).
     """
 
     dataset: str = "mnist5k"
@@ -95,6 +105,8 @@ class TrainConfig:
     prune_to_width: int = 0
     prune_criterion: str = "taylor"
     prune_finetune_epochs: int = 1
+    precision: str = "float32"
+    sync_batchnorm: bool = False
 
     def head_spec(self) -> HeadSpec:
         return HeadSpec(
@@ -120,6 +132,7 @@ class TrainConfig:
         _choice("mode", self.mode, MODES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("on_nan", self.on_nan, ON_NAN)
+        _choice("precision", self.precision, PRECISIONS)
         _choice("augment", self.augment, ("auto",) + AUGMENTATIONS)
         for name in ("epochs_per_stage", "batch_size"):
             if getattr(self, name) <= 0:
@@ -179,3 +192,36 @@ class TrainConfig:
 def _choice(field: str, value: str, choices) -> None:
     if value not in choices:
         raise ConfigError(f"unknown {field} {value!r}; choose one of: {', '.join(choices)}")
+
+
+CACHE_PREFIX = ("auto", "memory", "disk", "off")
+PREFIX_MODES = ("no_tape", "tape")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How a run is executed, without changing what it computes (not in ``config.json``).
+
+    Attributes:
+        jit_compile: XLA-compile the per-replica forward+gradient function (and the frozen
+            prefix when it runs every batch). Float results may differ in the last bits.
+        cache_prefix: ``auto`` (memory when there is no random augmentation and the features
+            of the training set fit in ``cache_budget_mb``), ``memory``, ``disk``
+            (memory-mapped ``.npy`` under ``workdir/cache``, deleted after the stage) or ``off``.
+        cache_budget_mb: the ``auto`` budget for cached features.
+        prefix_mode: ``no_tape`` (the frozen prefix runs outside the gradient tape) or ``tape``
+            (recomputed inside it every batch, as the paper's reference code does; only for the
+            benchmark's comparison).
+    """
+
+    jit_compile: bool = False
+    cache_prefix: str = "auto"
+    cache_budget_mb: float = 1024.0
+    prefix_mode: str = "no_tape"
+
+    def validate(self) -> "RunOptions":
+        _choice("cache_prefix", self.cache_prefix, CACHE_PREFIX)
+        _choice("prefix_mode", self.prefix_mode, PREFIX_MODES)
+        if self.cache_budget_mb < 0:
+            raise ConfigError(f"cache_budget_mb must be >= 0, got {self.cache_budget_mb}")
+        return self

@@ -7,6 +7,8 @@ optimizers built lazily inside ``strategy.run`` fail with several replicas).
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 
 from layerwise.config import TrainConfig
@@ -31,8 +33,27 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int, epochs: int, stretc
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int, stretch: int = 1):
-    """A fresh optimizer (SGD with momentum, as in the paper, or Adam) with its schedule."""
+    """A fresh optimizer (SGD with momentum, as in the paper, or Adam) with its schedule.
+
+    Under ``mixed_float16`` it is wrapped in a ``LossScaleOptimizer`` (dynamic loss scale).
+    """
     schedule = make_schedule(config, steps_per_epoch, epochs, stretch)
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(schedule)
-    return keras.optimizers.SGD(schedule, momentum=config.momentum)
+        optimizer = keras.optimizers.Adam(schedule)
+    else:
+        optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
+    if config.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Sets Keras's global dtype policy (``float32``, ``mixed_bfloat16``, ``mixed_float16``)
+    for the block and restores the previous one: models must be built inside it."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

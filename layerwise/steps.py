@@ -4,6 +4,11 @@ A step is built for one training problem: a frozen part (the prefix of finished 
 inference mode and outside the tape, since nothing in it trains) and a trainable part (the
 current stage and its auxiliary head, or the whole network end to end). Build a new step for
 every problem: a traced function keeps the trainable set it was traced with (TF_NOTES).
+
+XLA (``jit_compile``) compiles the per-replica forward+gradient function, never the outer
+function around ``strategy.run`` (that fails on device placement, TF_NOTES). Under
+``mixed_float16`` the optimizer is a ``LossScaleOptimizer``: the loss is scaled before the
+gradient and the optimizer unscales (and skips non-finite scaled gradients) itself.
 """
 
 from __future__ import annotations
@@ -14,6 +19,26 @@ import keras
 import tensorflow as tf
 
 
+def _loss_fn(trainable, variables, weight_decay, global_batch_size):
+    def loss_of(logits, y):
+        per_example = keras.losses.sparse_categorical_crossentropy(
+            y, tf.cast(logits, tf.float32), from_logits=True
+        )
+        loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+        if weight_decay:
+            l2 = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
+            loss += tf.nn.scale_regularization_loss(0.5 * weight_decay * l2)
+        return loss
+
+    return loss_of
+
+
+def correct_count(logits, y) -> tf.Tensor:
+    return tf.reduce_sum(
+        tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32)), tf.float32)
+    )
+
+
 def make_train_step(
     trainable: keras.Model,
     optimizer: keras.optimizers.Optimizer,
@@ -22,6 +47,8 @@ def make_train_step(
     weight_decay: float = 0.0,
     global_batch_size: int,
     strategy: tf.distribute.Strategy | None = None,
+    jit_compile: bool = False,
+    prefix_mode: str = "no_tape",
 ) -> Callable:
     """Returns ``step(x, y) -> (loss, correct, finite)`` summed over replicas.
 
@@ -31,45 +58,84 @@ def make_train_step(
     The loss is the mean cross-entropy over the global batch plus
     ``0.5 * weight_decay * sum ||v||^2`` over the trainable variables (coupled L2, as PyTorch's
     SGD ``weight_decay`` used by the paper's code).
+
+    Args:
+        prefix_mode: ``no_tape`` runs ``frozen`` before the tape; ``tape`` runs it inside the
+            tape every batch (the reference code's cost, kept for benchmarks).
+        jit_compile: XLA-compile the per-replica forward+gradient function.
     """
     strategy = strategy or tf.distribute.get_strategy()
     variables = trainable.trainable_variables
     statistics = [v for v in trainable.non_trainable_variables if v.trainable is False]
+    loss_of = _loss_fn(trainable, variables, weight_decay, global_batch_size)
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def forward_backward(x, y):
+        if frozen is not None and prefix_mode == "no_tape":
+            x = frozen(x, training=False)
+        with tf.GradientTape() as tape:
+            if frozen is not None and prefix_mode == "tape":
+                x = frozen(x, training=False)
+            logits = trainable(x, training=True)
+            loss = loss_of(logits, y)
+            scaled_loss = optimizer.scale_loss(loss) if scaled else loss
+        return loss, tape.gradient(scaled_loss, variables), correct_count(logits, y)
+
+    if jit_compile:
+        forward_backward = tf.function(forward_backward, jit_compile=True)
 
     def replica_step(x, y):
         # Read before the forward pass updates them (automatic control dependencies keep the
         # program order of reads and writes on the same variable).
         saved = [tf.identity(v.value) for v in statistics]
-        if frozen is not None:
-            x = frozen(x, training=False)
-        with tf.GradientTape() as tape:
-            logits = trainable(x, training=True)
-            per_example = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
-            if weight_decay:
-                l2 = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
-                loss += tf.nn.scale_regularization_loss(0.5 * weight_decay * l2)
-        grads = tape.gradient(loss, variables)
-        context = tf.distribute.get_replica_context()
-        bad = context.all_reduce(
-            tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(tf.math.is_finite(loss)), tf.float32)
-        )
-        finite = tf.equal(bad, 0.0)
+        loss, grads, correct = forward_backward(x, y)
+        finite = all_finite(loss)
 
-        def apply():
+        def apply(grads):
             optimizer.apply_gradients(zip(grads, variables))
-            return tf.constant(True)
 
-        def restore():
+        def restore(saved):
             for v, value in zip(statistics, saved):
                 v.assign(value)
-            return tf.constant(False)
 
-        tf.cond(finite, apply, restore)
-        correct = tf.reduce_sum(
-            tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32)), tf.float32)
-        )
+        update_if(finite, apply, (grads,), restore, (saved,))
         return loss, correct, finite
+
+    return distributed(replica_step, strategy)
+
+
+def all_finite(loss) -> tf.Tensor:
+    """True on every replica when no replica's loss is NaN or infinite."""
+    context = tf.distribute.get_replica_context()
+    bad = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(tf.math.is_finite(loss)), tf.float32))
+    return tf.equal(bad, 0.0)
+
+
+def update_if(finite, apply: Callable, apply_args: tuple, restore: Callable, restore_args: tuple) -> None:
+    """``apply(*apply_args)`` when ``finite`` (the same on every replica), else ``restore(...)``.
+
+    ``apply_gradients`` all-reduces (a synchronisation point); strategies that need a
+    ``merge_call`` for it (MirroredStrategy) do not allow one inside a ``tf.cond`` in replica
+    context, so there the ``cond`` runs in cross-replica context and calls back into each
+    replica, as Keras's ``LossScaleOptimizer`` does.
+    """
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, lambda: apply(*apply_args), lambda: restore(*restore_args))
+        return
+
+    def cross_replica(distribution, finite, apply_args, restore_args):
+        flag = distribution.experimental_local_results(finite)[0]
+        tf.cond(
+            flag,
+            lambda: distribution.extended.call_for_each_replica(apply, args=apply_args),
+            lambda: distribution.extended.call_for_each_replica(restore, args=restore_args),
+        )
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, apply_args, restore_args))
+
+
+def distributed(replica_step: Callable, strategy: tf.distribute.Strategy) -> Callable:
+    """``step(x, y)``: ``replica_step`` on every replica, (loss, correct) summed, finite flag."""
 
     @tf.function
     def step(x, y):

@@ -29,14 +29,16 @@ import numpy as np
 import tensorflow as tf
 
 from layerwise import checkpoints as ckpt
-from layerwise.config import TrainConfig
+from layerwise.config import RunOptions, TrainConfig
+from layerwise.distribute import synchronize_batchnorm
 from layerwise.datasets.base import DataSource, derive_seed
 from layerwise.errors import ConfigError, NonFiniteLossError
 from layerwise.export import export_classifier, versions, write_models_config
 from layerwise.flops import count_flops
 from layerwise.heads import build_aux_head
 from layerwise.memory import peak_memory_mb
-from layerwise.optim import make_optimizer
+from layerwise.optim import dtype_policy, make_optimizer
+from layerwise.prefix_cache import PrefixCache, check_option, choose_mode
 from layerwise.runlog import RunLog
 from layerwise.staging import StagedNetwork, primary, symbolic_inputs_like
 from layerwise.steps import make_predict_step, make_train_step
@@ -93,6 +95,7 @@ class GreedyTrainer:
             everything in memory (no resume, no export).
         strategy: a ``tf.distribute.Strategy``; the default strategy when ``None``. The network
             must have been built under its scope.
+        options: execution options that do not change results (XLA, prefix cache).
         verbose: 1 shows a Keras progress bar per epoch, 0 is silent.
         log: where one-line messages go.
     """
@@ -105,6 +108,7 @@ class GreedyTrainer:
         workdir: str | None = None,
         *,
         strategy: tf.distribute.Strategy | None = None,
+        options: RunOptions | None = None,
         verbose: int = 1,
         log: Callable[[str], None] = print,
     ):
@@ -114,6 +118,8 @@ class GreedyTrainer:
         self.workdir = workdir
         self.strategy = strategy or tf.distribute.get_strategy()
         self._distributed = strategy is not None
+        self.options = (options or RunOptions()).validate()
+        check_option(self.options.cache_prefix, data, workdir)
         self.verbose = verbose
         self.log = log
         self.runlog = RunLog(workdir)
@@ -133,9 +139,13 @@ class GreedyTrainer:
         name = f"head_{j:02d}"
         last = j == self.network.num_stages - 1
         if last and self.network.final_head is not None:
-            return self.network.final_head(shape, self.network.num_classes)
-        spec = self.config.final_head_spec() if last else self.config.head_spec()
-        return build_aux_head(shape, self.network.num_classes, spec, name=name)
+            head = self.network.final_head(shape, self.network.num_classes)
+        else:
+            spec = self.config.final_head_spec() if last else self.config.head_spec()
+            head = build_aux_head(shape, self.network.num_classes, spec, name=name)
+        if self.config.sync_batchnorm:
+            synchronize_batchnorm(head)
+        return head
 
     def stage_problem(self, j: int) -> Problem:
         """Stage j with a fresh head on top of the frozen stages 0..j-1."""
@@ -165,19 +175,24 @@ class GreedyTrainer:
     # ----------------------------------------------------------------------------- running
     def run(self) -> list[dict[str, Any]]:
         """Trains every problem of the configured mode; returns one record per problem."""
-        if self.config.mode == "layerwise":
-            for j in range(self.network.num_stages):
-                self.run_problem(self.stage_problem(j))
-                if self.config.prune_to_width:
-                    from layerwise.compression import prune_after_stage
+        with dtype_policy(self.config.precision):
+            if self.config.mode == "layerwise":
+                for j in range(self.network.num_stages):
+                    self.run_problem(self.stage_problem(j))
+                    if self.config.prune_to_width:
+                        from layerwise.compression import prune_after_stage
 
-                    prune_after_stage(self, j)
-            if self.config.refit_head_epochs:
-                from layerwise.compression import refit_final_head
+                        prune_after_stage(self, j)
+                if self.config.refit_head_epochs:
+                    from layerwise.compression import refit_final_head
 
-                refit_final_head(self)
-        else:
-            self.run_problem(self.end_to_end_problem())
+                    refit_final_head(self)
+            elif self.config.mode == "decoupled":
+                from layerwise.decoupled import run_decoupled
+
+                run_decoupled(self)
+            else:
+                self.run_problem(self.end_to_end_problem())
         if self.workdir:
             write_models_config(os.path.join(self.workdir, "export"))
         return self.records
@@ -200,28 +215,27 @@ class GreedyTrainer:
             optimizer.build(problem.trainable.trainable_variables)
         history = self._restore(problem, optimizer, checkpoints)
         best = self._best_so_far(problem, checkpoints, history)
-        step = make_train_step(
-            problem.trainable,
-            optimizer,
-            frozen=problem.frozen,
-            weight_decay=self.config.weight_decay,
-            global_batch_size=self.config.batch_size,
-            strategy=self.strategy,
-        )
+        cache = self.prefix_cache(problem) if len(history) < problem.epochs else None
+        step = self.train_step(problem, optimizer, cached=cache is not None)
         classifier = problem.classifier(self.network.image_input())
         predict = make_predict_step(classifier)
-        for epoch in range(len(history), problem.epochs):
-            record = self._train_epoch(problem, step, predict, optimizer, epoch)
-            history.append(record)
-            if self.config.keep_best and (not best or record["val_acc"] > history[best["epoch"]]["val_acc"]):
-                best = {"epoch": epoch, **ckpt.variables_to_arrays("best", problem.trainable.variables)}
-            if checkpoints is not None:
-                arrays = {
-                    **ckpt.variables_to_arrays("model", problem.trainable.variables),
-                    **ckpt.variables_to_arrays("optimizer", optimizer.variables),
-                    **{k: v for k, v in best.items() if k != "epoch"},
-                }
-                checkpoints.save_epoch(epoch, arrays, {"history": history, "best_epoch": best.get("epoch")})
+        try:
+            for epoch in range(len(history), problem.epochs):
+                batches = self.train_batches(problem, epoch, cache)
+                record = self._train_epoch(problem, step, predict, optimizer, epoch, batches)
+                history.append(record)
+                if self.config.keep_best and (not best or record["val_acc"] > history[best["epoch"]]["val_acc"]):
+                    best = {"epoch": epoch, **ckpt.variables_to_arrays("best", problem.trainable.variables)}
+                if checkpoints is not None:
+                    arrays = {
+                        **ckpt.variables_to_arrays("model", problem.trainable.variables),
+                        **ckpt.variables_to_arrays("optimizer", optimizer.variables),
+                        **{k: v for k, v in best.items() if k != "epoch"},
+                    }
+                    checkpoints.save_epoch(epoch, arrays, {"history": history, "best_epoch": best.get("epoch")})
+        finally:
+            if cache is not None:
+                cache.close()
         if best:  # Prop. 3.1: keep the best point of the trajectory (chosen on validation data)
             ckpt.assign_arrays("best", problem.trainable.variables, best, f"best epoch of {problem.name}")
             self.log(f"{problem.name}: keeping epoch {best['epoch'] + 1} (val acc {history[best['epoch']]['val_acc']:.2%})")
@@ -238,6 +252,43 @@ class GreedyTrainer:
         if meta.get("best_epoch") is None:
             return {}
         return {"epoch": meta["best_epoch"], **{k: v for k, v in arrays.items() if k.startswith("best/")}}
+
+    def prefix_cache(self, problem: Problem) -> PrefixCache | None:
+        """The cached outputs of ``problem``'s frozen prefix, or ``None`` (not cached)."""
+        mode = choose_mode(self.options.cache_prefix, self.data, problem.frozen, self.options.cache_budget_mb)
+        if mode == "off":
+            return None
+        directory = os.path.join(self.workdir, "cache", problem.name) if self.workdir else None
+        start = time.perf_counter()
+        cache = PrefixCache(problem.frozen, self.data, mode, directory, jit_compile=self.options.jit_compile)
+        if self.verbose:
+            self.log(f"{problem.name}: cached the frozen prefix ({mode}, {cache.nbytes / 2**20:.0f} MiB, "
+                     f"{time.perf_counter() - start:.1f} s)")
+        return cache
+
+    def train_step(self, problem: Problem, optimizer, cached: bool = False):
+        """The compiled step of ``problem`` (on cached features when ``cached``)."""
+        return make_train_step(
+            problem.trainable,
+            optimizer,
+            frozen=None if cached else problem.frozen,
+            weight_decay=self.config.weight_decay,
+            global_batch_size=self.config.batch_size,
+            strategy=self.strategy,
+            jit_compile=self.options.jit_compile,
+            prefix_mode=self.options.prefix_mode,
+        )
+
+    def train_batches(self, problem: Problem, epoch: int, cache: PrefixCache | None = None):
+        """One epoch of (distributed) training batches: images, or cached prefix features."""
+        seed = derive_seed(self.config.seed, 2, problem.stage)
+        if cache is not None:
+            batches = cache.batches(self.data.train_order(seed, epoch), self.config.batch_size)
+        else:
+            batches = self.data.train_batches(self.config.batch_size, seed, epoch)
+        if self._distributed:
+            batches = self.strategy.experimental_distribute_dataset(batches)
+        return batches
 
     def _restore(self, problem, optimizer, checkpoints) -> list[dict[str, Any]]:
         """Loads the newest good epoch checkpoint; returns the metric history so far."""
@@ -256,14 +307,11 @@ class GreedyTrainer:
         self.log(f"{problem.name}: resuming after epoch {len(history)} of {problem.epochs}")
         return history
 
-    def _train_epoch(self, problem, step, predict, optimizer, epoch) -> dict[str, Any]:
+    def _train_epoch(self, problem, step, predict, optimizer, epoch, batches) -> dict[str, Any]:
         start = time.perf_counter()
         # A live bar only on a terminal: in logs and CI the per-epoch summary line is enough.
         live = self.verbose and sys.stdout.isatty()
         bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["loss", "acc"]) if live else None
-        batches = self.data.train_batches(self.config.batch_size, derive_seed(self.config.seed, 2, problem.stage), epoch)
-        if self._distributed:
-            batches = self.strategy.experimental_distribute_dataset(batches)
         loss_sum = correct = seen = skipped = 0.0
         for i, (x, y) in enumerate(batches):
             lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))  # for this batch
@@ -309,7 +357,7 @@ class GreedyTrainer:
                 f"({record['seconds']:.1f} s)"
             )
         self.runlog.write(record)
-        step_index = problem.stage * self.config.epochs_per_stage + epoch if problem.name != "end_to_end" else epoch
+        step_index = problem.stage * self.config.epochs_per_stage + epoch if problem.name.startswith("stage") else epoch
         self.runlog.scalars(step_index, problem.name, {k: record[k] for k in ("loss", "train_acc", "test_acc", "lr")})
         return record
 

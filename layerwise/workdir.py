@@ -36,8 +36,11 @@ def _differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def prepare_workdir(workdir: str, run_config: dict[str, Any]) -> bool:
+def prepare_workdir(workdir: str, run_config: dict[str, Any], defaults: dict[str, Any] | None = None) -> bool:
     """Creates ``workdir`` with its ``config.json``, or checks that an existing one matches.
+
+    A field missing from a stored config (written before the field existed) matches when the
+    wanted value is its default in ``defaults``.
 
     Returns:
         True when the directory already held this configuration (a resumed run).
@@ -50,6 +53,9 @@ def prepare_workdir(workdir: str, run_config: dict[str, Any]) -> bool:
     if os.path.exists(path):
         with open(path) as f:
             stored = json.load(f)
+        for key, value in (defaults or {}).items():
+            if key not in stored and run_config.get(key) == value:
+                stored[key] = value
         diff = _differences(stored, run_config)
         if diff:
             shown = "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "")

@@ -20,6 +20,9 @@ BAD_FLAGS = [
     (["--experiment", "cifar10_k1", "--data_dir", "/nonexistent/layerwise-data"], "download_and_prepare"),
     (["--keep_best"], "validation_fraction"),
     (["--data_dir", "/tmp"], "drop --data_dir"),
+    (["--strategy", "sideways"], "unknown strategy 'sideways'"),
+    (["--precision", "float8"], "unknown precision 'float8'"),
+    (["--cache_prefix", "memory", "--augment", "crop", "--dataset", "digits"], "without random augmentation"),
 ]
 
 

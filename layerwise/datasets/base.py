@@ -74,6 +74,12 @@ class DataSource:
     def train_batches(self, batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
         raise NotImplementedError
 
+    def train_order(self, seed: int, epoch: int) -> np.ndarray | None:
+        """The example order of ``train_batches(_, seed, epoch)`` as indices into the
+        training split in ``eval_batches("train", _)`` order, or ``None`` when the source cannot
+        say (then the frozen prefix cannot be cached)."""
+        return None
+
     def eval_batches(self, split: str, batch_size: int) -> tf.data.Dataset:
         raise NotImplementedError
 
@@ -134,9 +140,12 @@ class ArraySource(DataSource):
     def labels(self, split: str) -> np.ndarray:
         return self.arrays(split)[1]
 
+    def train_order(self, seed: int, epoch: int) -> np.ndarray:
+        return np.random.default_rng(derive_seed(seed, epoch)).permutation(self.num_train)
+
     def train_batches(self, batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
         x, y = self._splits["train"]
-        order = np.random.default_rng(derive_seed(seed, epoch)).permutation(len(y))
+        order = self.train_order(seed, epoch)
         ds = tf.data.Dataset.from_tensor_slices((x[order].astype(np.float32), y[order].astype(np.int32)))
         if self.augment != "none":
             base, policy, pca = derive_seed(seed, epoch, 1), self.augment, self.pca

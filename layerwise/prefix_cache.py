@@ -1,0 +1,138 @@
+"""Cached frozen prefix: compute the frozen stages' output once per stage, train on it.
+
+In layerwise training stage j's input is a pure function of the image when there is no random
+augmentation (the prefix is frozen, BatchNorm in inference mode). Computing it once per stage
+(inference mode, batched, no tape) and training on the cached tensors makes the epoch cost that
+of the new stage and its head alone. The batches follow exactly the order of the uncached
+pipeline: ``DataSource.train_order(seed, epoch)`` gives the permutation that
+``train_batches`` applies, and the cache gathers the same examples in the same batches.
+
+Modes: ``memory`` (a tensor in RAM), ``disk`` (a memory-mapped ``.npy`` per output under
+``workdir/cache/<problem>``, deleted after the stage), ``auto`` (memory when the features fit in
+the budget and there is no augmentation, else off), ``off``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from layerwise.datasets.base import DataSource
+from layerwise.errors import ConfigError
+
+EVAL_BATCH = 256
+
+
+def feature_bytes(frozen: keras.Model, num_examples: int) -> int:
+    """Bytes of the prefix's outputs for ``num_examples`` examples (float32)."""
+    total = 0
+    for t in tf.nest.flatten(frozen.outputs):
+        total += int(np.prod(t.shape[1:])) * 4
+    return total * num_examples
+
+
+def check_option(option: str, data: DataSource, workdir: str | None) -> None:
+    """Up-front check of an explicit cache option (before anything is trained or written).
+
+    Raises:
+        ConfigError: ``memory``/``disk`` with random augmentation or an unknown example order;
+            ``disk`` without a workdir.
+    """
+    if option in ("auto", "off"):
+        return
+    if data.augment != "none":
+        raise ConfigError(
+            f"--cache_prefix={option} needs data without random augmentation (augment is "
+            f"{data.augment!r}); use --cache_prefix=off or --augment=none"
+        )
+    if data.train_order(0, 0) is None:
+        raise ConfigError(f"dataset {data.name!r} cannot be cached (unknown example order); use --cache_prefix=off")
+    if option == "disk" and workdir is None:
+        raise ConfigError("--cache_prefix=disk needs a --workdir to write the cache to")
+
+
+def choose_mode(option: str, data: DataSource, frozen: keras.Model | None, budget_mb: float) -> str:
+    """``memory``, ``disk`` or ``off`` for the cache option ``option`` and this problem.
+
+    Raises:
+        ConfigError: caching was asked for where it is not exact (random augmentation) or not
+            possible (the data source cannot give its example order).
+    """
+    if frozen is None or option == "off":
+        return "off"
+    order_known = data.train_order(0, 0) is not None
+    if option == "auto":
+        fits = feature_bytes(frozen, data.num_train) <= budget_mb * 2**20
+        return "memory" if order_known and data.augment == "none" and fits else "off"
+    check_option(option, data, "-")
+    return option
+
+
+class PrefixCache:
+    """The frozen prefix's outputs for the whole training split, in its stored order.
+
+    Args:
+        frozen: image -> stage input (a structure of tensors).
+        data: the data source (normalised training images via ``eval_batches("train")``).
+        mode: ``memory`` or ``disk``.
+        directory: where ``disk`` writes (created, and deleted by :meth:`close`).
+        jit_compile: XLA-compile the prefix's forward pass.
+    """
+
+    def __init__(self, frozen: keras.Model, data: DataSource, mode: str, directory: str | None = None,
+                 jit_compile: bool = False):
+        if mode == "disk" and directory is None:
+            raise ConfigError("--cache_prefix=disk needs a --workdir to write the cache to")
+        self.mode = mode
+        self.directory = directory if mode == "disk" else None
+        forward = tf.function(lambda x: tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), frozen(x, training=False)),
+                              jit_compile=jit_compile, reduce_retracing=True)
+        chunks = [tf.nest.flatten(forward(x)) for x, _ in data.eval_batches("train", EVAL_BATCH)]
+        arrays = [np.concatenate([c[i].numpy() for c in chunks]) for i in range(len(chunks[0]))]
+        self._structure = frozen.outputs
+        self.labels = data.labels("train").astype(np.int32)
+        if mode == "disk":
+            os.makedirs(self.directory, exist_ok=True)
+            for i, a in enumerate(arrays):
+                np.save(os.path.join(self.directory, f"features_{i}.npy"), a)
+            del arrays
+            self._arrays = [np.load(os.path.join(self.directory, f"features_{i}.npy"), mmap_mode="r")
+                            for i in range(len(chunks[0]))]
+        else:
+            self._arrays = [tf.constant(a) for a in arrays]
+        self.nbytes = sum(int(np.prod(a.shape)) * 4 for a in self._arrays)
+
+    def batches(self, order: np.ndarray, batch_size: int) -> tf.data.Dataset:
+        """Batches of (features, labels) in ``order``, ``drop_remainder`` like ``train_batches``."""
+        steps = len(order) // batch_size
+        index = order[: steps * batch_size].reshape(steps, batch_size).astype(np.int64)
+        labels = tf.constant(self.labels)
+        arrays = self._arrays
+        if self.mode == "memory":
+            def gather(i):
+                return [tf.gather(a, i) for a in arrays]
+        else:
+            dtypes = [tf.float32] * len(arrays)
+            shapes = [a.shape[1:] for a in arrays]
+
+            def gather(i):
+                out = tf.numpy_function(lambda j: [np.asarray(a[j]) for a in arrays],
+                                        [i], dtypes)
+                return [tf.ensure_shape(t, (batch_size, *s)) for t, s in zip(out, shapes)]
+
+        def pair(i):
+            features = gather(i)
+            features = tf.nest.pack_sequence_as(self._structure, features) if len(features) > 1 else features[0]
+            return features, tf.gather(labels, i)
+
+        return tf.data.Dataset.from_tensor_slices(index).map(pair).prefetch(tf.data.AUTOTUNE)
+
+    def close(self) -> None:
+        """Frees the features; deletes the disk cache."""
+        self._arrays = []
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
