@@ -17,9 +17,8 @@ from layerwise.datasets import DataSource, load_dataset
 from layerwise.distribute import is_chief, make_strategy, synchronize_batchnorm, worker_workdir
 from layerwise.errors import ConfigError
 from layerwise.optim import dtype_policy
-from layerwise.report import write_report
+from layerwise.report import stage_table, write_report
 from layerwise.restore import RestoredRun, restore_run
-from layerwise.runlog import format_stage_table
 from layerwise.staging import StagedNetwork
 from layerwise.trainer import GreedyTrainer
 from layerwise.workdir import prepare_workdir
@@ -111,7 +110,7 @@ def run_training(
         start = time.perf_counter()
         records = trainer.run()
     log("")
-    log(format_stage_table(records))
+    log(stage_table(records))
     log(f"\n{config.mode} training of {network.name} on {data.name}: {time.perf_counter() - start:.1f} s")
     if workdir is not None and is_chief(strategy):
         write_report(workdir)

@@ -60,7 +60,8 @@ class RestoredRun:
 
     @property
     def layerwise(self) -> bool:
-        return self.config.mode == "layerwise"
+        """Every stage has its own trained head (layerwise and decoupled runs)."""
+        return self.config.mode in ("layerwise", "decoupled")
 
     @property
     def trained_stages(self) -> int:
@@ -105,6 +106,8 @@ def restore_run(
     network = build_network(config, data)
     trainer = GreedyTrainer(network, data, config, None, verbose=0, log=lambda _: None)
     root = os.path.join(workdir, "checkpoints")
+    if config.mode == "decoupled":
+        return _restore_decoupled(workdir, config, data, network, trainer, root)
     names = (
         [f"stage_{j:02d}" for j in range(network.num_stages)] if config.mode == "layerwise" else ["end_to_end"]
     )
@@ -145,3 +148,26 @@ def _restore_pruning(network: StagedNetwork, heads: dict, j: int, directory: str
     ckpt.assign_arrays("stage", network.stages[j].variables, arrays, path)
     ckpt.assign_arrays("head", heads[j].variables, arrays, path)
     return True
+
+
+def _restore_decoupled(workdir, config, data, network, trainer, root) -> RestoredRun:
+    """A decoupled run keeps all stages and heads in one ``checkpoints/decoupled/final.npz``."""
+    from layerwise.decoupled import build_stage_models
+
+    models = build_stage_models(trainer)
+    checkpoints = ckpt.ProblemCheckpoints(root, "decoupled")
+    if not checkpoints.has_final():
+        raise CheckpointError(
+            f"{workdir} has no finished decoupled run (no checkpoints/decoupled/final.npz); "
+            "rerun the same apps.train command to finish it"
+        )
+    arrays, meta = checkpoints.load_final()
+    ckpt.assign_arrays("model", [v for m in models for v in m.variables], arrays, checkpoints.final_path)
+    network.freeze_below(network.num_stages)
+    run = RestoredRun(workdir, config, data, network, [], [], [], [])
+    for j, record in enumerate(meta["records"]):
+        run.problems.append(f"stage_{j:02d}")
+        run.heads.append(trainer.heads[j])
+        run.classifiers.append(network.compose(upto=j + 1, head=trainer.heads[j]))
+        run.records.append(record)
+    return run

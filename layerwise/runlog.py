@@ -1,10 +1,10 @@
-"""What a run writes for people: ``metrics.jsonl``, TensorBoard scalars and the stage table."""
+"""What a run writes as it goes: ``metrics.jsonl`` and TensorBoard scalars."""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import tensorflow as tf
 
@@ -49,24 +49,3 @@ class RunLog:
                 if value is not None:
                     tf.summary.scalar(f"{prefix}/{key}", value, step=step)
         self._writer.flush()
-
-
-STAGE_COLUMNS = (
-    ("stage", "stage", "{}"),
-    ("params", "params", "{:,}"),
-    ("train acc", "train_acc", "{:.2%}"),
-    ("test acc", "test_acc", "{:.2%}"),
-    ("ensemble acc", "ensemble_acc", "{:.2%}"),
-    ("seconds", "seconds", "{:.1f}"),
-)
-
-
-def format_stage_table(records: Iterable[dict[str, Any]]) -> str:
-    """A markdown table of per-stage records (stage, params, accuracies, seconds)."""
-    header = "| " + " | ".join(c[0] for c in STAGE_COLUMNS) + " |"
-    rule = "|" + "|".join("---:" for _ in STAGE_COLUMNS) + "|"
-    rows = []
-    for r in records:
-        cells = [fmt.format(r[key]) if r.get(key) is not None else "-" for _, key, fmt in STAGE_COLUMNS]
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join([header, rule, *rows])

@@ -1,4 +1,4 @@
-"""``python -m apps.train``: one-line errors (exit code 2, no traceback, nothing written)."""
+"""The apps' one-line errors (exit code 2, no traceback, nothing written)."""
 
 import os
 
@@ -55,3 +55,26 @@ def test_cli_trains_resumes_and_refuses_other_configs(tmp_path):
     assert again.returncode == 0 and "finished earlier" in again.stdout
     other = run_cli(*args, "--lr", "0.2")
     assert other.returncode == 2 and "different configuration" in other.stderr
+
+
+# Every app: bad input is one line, exit code 2, no traceback (issue "a run a person can trust").
+BAD_INPUT_BY_APP = [
+    (["apps.tune", "--tuner", "grid", "--workdir", "{tmp}/w"], "unknown --tuner 'grid'"),
+    (["apps.predict", "--model_dir", "{tmp}", "--npy", "{tmp}/x.npy"], "is neither a SavedModel"),
+    (["apps.export", "{tmp}/missing"], "is not a run directory"),
+    (["apps.report", "{tmp}/missing"], "is not a run directory"),
+    (["apps.probe", "{tmp}/missing"], "is not a run directory"),
+    (["apps.layer_responses", "--workdirs", "{tmp}/missing"], "is not a run directory"),
+    (["apps.optnets", "--m", "0", "--workdir", "{tmp}/w"], "m must be positive"),
+    (["apps.bench", "--size", "huge"], "--size=huge"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", BAD_INPUT_BY_APP, ids=[a[0][0] for a in BAD_INPUT_BY_APP])
+def test_every_app_reports_bad_input_in_one_line(tmp_path, args, message):
+    result = run_cli(*[a.format(tmp=tmp_path) for a in args], timeout=180)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

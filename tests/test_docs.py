@@ -18,13 +18,15 @@ def documented_commands() -> list[tuple[str, str]]:
     found = []
     for path in DOC_FILES:
         text = open(path).read()
+        lines = []
         for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-            joined = block.replace("\\\n", " ")
-            for line in joined.splitlines():
-                for part in line.split("&&"):
-                    part = part.split("#")[0].strip()
-                    if part.startswith("python -m apps."):
-                        found.append((os.path.relpath(path, REPO), part))
+            lines += block.replace("\\\n", " ").splitlines()
+        lines += re.findall(r"`(python -m apps\.[^`]*)`", re.sub(r"```.*?```", "", text, flags=re.S))
+        for line in lines:
+            for part in line.split("&&"):
+                part = part.split(" #")[0].strip()
+                if part.startswith("python -m apps.") and (os.path.relpath(path, REPO), part) not in found:
+                    found.append((os.path.relpath(path, REPO), part))
     return found
 
 

@@ -93,22 +93,14 @@ def test_resume_does_not_retrain_finished_stages(tmp_path, quiet_log):
 def test_resume_mid_stage_gives_the_uninterrupted_numbers(tmp_path, quiet_log):
     config = resolve(tiny_config(epochs_per_stage=3, model_options={"num_stages": 1, "width": 8, "downsample_at": []}))
     straight = run_training(config, str(tmp_path / "straight"), verbose=0, log=quiet_log)
-    workdir = str(tmp_path / "interrupted")
-    prepare_workdir(workdir, config.to_dict())
-    data = load_data(config)
-    interrupted = GreedyTrainer(build_network(config, data), data, config.replace(), workdir, verbose=0, log=quiet_log)
-    interrupted.config = config.replace(epochs_per_stage=1)  # train one epoch, then "crash"
-    problem = interrupted.stage_problem(0)
-    problem.epochs = 1
-    from layerwise import trainer as trainer_module
 
-    original = trainer_module.GreedyTrainer._finish
-    trainer_module.GreedyTrainer._finish = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            interrupted.run_problem(problem)
-    finally:
-        trainer_module.GreedyTrainer._finish = original
+    def crash_in_second_epoch(message):  # the trainer logs an epoch before checkpointing it
+        if "epoch 2/3" in message:
+            raise KeyboardInterrupt
+
+    workdir = str(tmp_path / "interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        run_training(config, workdir, verbose=1, log=crash_in_second_epoch)
     messages = []
     resumed = run_training(config, workdir, verbose=0, log=messages.append)
     assert any("resuming after epoch 1 of 3" in m for m in messages)
@@ -125,3 +117,17 @@ def test_workdir_of_another_config_is_refused_untouched(tmp_path, quiet_log):
         run_training(tiny_config(lr=0.1), workdir, verbose=0, log=quiet_log)
     assert open(os.path.join(workdir, "config.json")).read() == before
     assert sorted(os.listdir(workdir)) == ["config.json"]
+
+
+@pytest.mark.slow
+def test_decoupled_run_restores_with_its_recorded_accuracy(tmp_path, quiet_log):
+    from apps.runner import restore
+
+    workdir = str(tmp_path / "run")
+    records = run_training(tiny_config(mode="decoupled"), workdir, verbose=0, log=quiet_log)
+    run = restore(workdir)
+    assert run.problems == ["stage_00", "stage_01"] and run.trained_stages == 2
+    images = np.concatenate([x.numpy() for x, _ in run.data.eval_batches("test", 512)])
+    for classifier, record in zip(run.classifiers, records):
+        predicted = np.argmax(classifier(images, training=False), -1)
+        assert np.mean(predicted == run.data.labels("test")) == pytest.approx(record["test_acc"], abs=1e-9)
