@@ -299,6 +299,7 @@ def prune_after_stage(trainer, j: int) -> dict[str, Any]:
             **ckpt.variables_to_arrays("head", head.variables),
         }
         ckpt.save_arrays(path, arrays, {"record": record})
+        _export_once(trainer, f"stage_{j:02d}_pruned", after)
     trainer.log(
         f"stage_{j:02d} pruned {len(scores)} -> {len(keep)} filters ({config.prune_criterion}): test acc "
         f"{acc_before:.2%} -> {acc_pruned:.2%} (no fine-tuning) -> {record['test_acc']:.2%}; "
@@ -306,6 +307,15 @@ def prune_after_stage(trainer, j: int) -> dict[str, Any]:
     )
     _record(trainer, record)
     return record
+
+
+def _export_once(trainer, suffix: str, classifier: keras.Model) -> None:
+    """Exports ``classifier`` as the servable ``<model>_<suffix>`` unless it already has a version."""
+    from layerwise.export import export_classifier, versions
+
+    servable = os.path.join(trainer.workdir, "export", f"{trainer.network.name}_{suffix}")
+    if not versions(servable):
+        export_classifier(classifier, servable, trainer.data.mean, trainer.data.std)
 
 
 def refit_final_head(trainer) -> dict[str, Any]:
@@ -326,6 +336,8 @@ def refit_final_head(trainer) -> dict[str, Any]:
             ckpt.save_arrays(path, ckpt.variables_to_arrays("head", head.variables), {})
     trainer.heads["refit"] = head
     classifier = _classifier(network, network.num_stages, head)
+    if trainer.workdir is not None:
+        _export_once(trainer, "refit_head", classifier)
     record = {
         "event": "refit",
         "problem": "final_head_refit",

@@ -100,12 +100,17 @@ def _plot_curves(epochs, path) -> None:
 
 
 def _plot_probes(probes: dict[str, list[dict[str, Any]]], path) -> None:
+    """``probes``: ``{run label: [{"stage": j, "linear": acc, "cnn1": acc, ...}, ...]}``
+    (``probes.json`` as ``apps.probe`` writes it)."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, rows in probes.items():
-        ax.plot([r["stage"] for r in rows], [r["accuracy"] for r in rows], "o-", label=name)
+    for label, rows in probes.items():
+        kinds = [k for k in rows[0] if k not in ("stage", "shape")] if rows else []
+        for kind in kinds:
+            ax.plot([r["stage"] for r in rows], [r[kind] for r in rows], "o-", label=f"{label} {kind}")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set(xlabel="stage", ylabel="probe test accuracy", title="Linear separability vs depth")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

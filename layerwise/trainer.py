@@ -32,7 +32,7 @@ from layerwise import checkpoints as ckpt
 from layerwise.config import RunOptions, TrainConfig
 from layerwise.distribute import synchronize_batchnorm
 from layerwise.datasets.base import DataSource, derive_seed
-from layerwise.errors import ConfigError, NonFiniteLossError
+from layerwise.errors import ConfigError, DatasetUnavailableError, NonFiniteLossError
 from layerwise.export import export_classifier, versions, write_models_config
 from layerwise.flops import count_flops
 from layerwise.heads import build_aux_head
@@ -82,6 +82,23 @@ def top5_fields(probs: np.ndarray, ensemble: np.ndarray, labels: np.ndarray) -> 
     if probs.shape[-1] < 100:
         return {}
     return {"test_top5": top_k_accuracy(probs, labels), "ensemble_top5": top_k_accuracy(ensemble, labels)}
+
+
+def readable(batches, where: str):
+    """Iterates ``batches``, turning a dataset that vanished mid-run into a clear error.
+
+    Raises:
+        DatasetUnavailableError: files behind the pipeline were deleted, truncated or made
+            unreadable while training; the checkpoints written so far are intact.
+    """
+    try:
+        yield from batches
+    except (tf.errors.NotFoundError, tf.errors.DataLossError, tf.errors.PermissionDeniedError) as e:
+        first_line = (e.message or str(e)).splitlines()[0]
+        raise DatasetUnavailableError(
+            f"the training data became unreadable during {where} ({first_line}); the checkpoints so far "
+            "are intact: restore the files and rerun the same command to resume"
+        ) from e
 
 
 class GreedyTrainer:
@@ -313,7 +330,7 @@ class GreedyTrainer:
         live = self.verbose and sys.stdout.isatty()
         bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["loss", "acc"]) if live else None
         loss_sum = correct = seen = skipped = 0.0
-        for i, (x, y) in enumerate(batches):
+        for i, (x, y) in enumerate(readable(batches, f"{problem.name} epoch {epoch + 1}")):
             lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))  # for this batch
             loss, batch_correct, finite = step(x, y)
             loss = float(loss)

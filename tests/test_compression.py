@@ -90,3 +90,24 @@ def test_refit_final_head(quiet_log):
     refit = records[-1]
     assert refit["event"] == "refit" and refit["head_params"] < refit["replaced_head_params"]
     assert refit["test_acc"] > 0.3
+
+
+@pytest.mark.slow
+def test_pruned_stages_are_exported_and_match_the_restored_network(tmp_path, quiet_log):
+    import os
+
+    import tensorflow as tf
+
+    from apps.runner import restore
+
+    workdir = str(tmp_path / "run")
+    config = tiny_config(prune_to_width=4, model_options={"num_stages": 2, "width": 8, "downsample_at": [1]})
+    run_training(config, workdir, verbose=0, log=quiet_log)
+    run = restore(workdir)
+    images = np.concatenate([x.numpy() for x, _ in run.data.eval_batches("test", 512)])[:32]
+    for j in range(2):
+        path = os.path.join(workdir, "export", f"layerwise_cnn_stage_{j:02d}_pruned", "1")
+        served = tf.saved_model.load(path).signatures["serving_float"](images=tf.constant(images))
+        expected = tf.nn.softmax(run.classifiers[j](images, training=False)).numpy()
+        np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+    assert "layerwise_cnn_stage_01_pruned" in open(os.path.join(workdir, "export", "models.config")).read()

@@ -106,3 +106,23 @@ def test_write_failure_is_a_clear_error_and_keeps_the_old_file(tmp_path):
     finally:
         os.chmod(tmp_path / "sub", 0o700)
     assert path.read_bytes() == b"old"
+
+
+def test_data_that_vanishes_mid_run_is_a_clear_error(tmp_path):
+    import tensorflow as tf
+
+    from layerwise.errors import DatasetUnavailableError
+    from layerwise.trainer import readable
+
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"{i}.bin"
+        path.write_bytes(b"x" * 10)
+        paths.append(str(path))
+    batches = tf.data.Dataset.from_tensor_slices(paths).map(tf.io.read_file)
+    os.remove(paths[1])  # the dataset disappears while the run goes on
+    seen = []
+    with pytest.raises(DatasetUnavailableError, match="rerun the same command to resume"):
+        for item in readable(batches, "stage_00 epoch 1"):
+            seen.append(item)
+    assert len(seen) == 1
