@@ -15,9 +15,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
+
+from apps import cli
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -62,37 +63,27 @@ def config_from_flags():
     return CSConfig(**values).validate()
 
 
-def parse_flags(argv):
-    """absl's parser, but a bad flag is one line on stderr and exit code 2."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+def validate(argv):
+    """Checks the flags and the experiment's configuration (``--dry_run``)."""
+    if len(argv) > 1:
+        from layerwise.errors import ConfigError
+
+        raise ConfigError(f"unexpected arguments {' '.join(argv[1:])}")
+    return config_from_flags()
 
 
 def main(argv):
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {' '.join(argv[1:])}", file=sys.stderr)
-        sys.exit(2)
-    from layerwise.errors import LayerwiseError
+    config = validate(argv)
+    from layerwise.compressed_sensing import markdown_table, run_depth_experiment, write_report
+    from layerwise.checkpoints import atomic_write_text
+    from models.unrolled import build_unrolled
 
-    try:
-        config = config_from_flags()
-        from layerwise.compressed_sensing import markdown_table, run_depth_experiment, write_report
-        from models.unrolled import build_unrolled
-
-        os.makedirs(FLAGS.workdir, exist_ok=True)
-        with open(os.path.join(FLAGS.workdir, "config.json"), "w") as f:
-            json.dump(dataclasses.asdict(config), f, indent=2)
-        results = run_depth_experiment(config, build_unrolled)
-        paths = write_report(results, FLAGS.workdir)
-    except LayerwiseError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    atomic_write_text(os.path.join(FLAGS.workdir, "config.json"), json.dumps(dataclasses.asdict(config), indent=2))
+    results = run_depth_experiment(config, build_unrolled)
+    paths = write_report(results, FLAGS.workdir)
     print(markdown_table(results))
     print(f"wrote {', '.join(paths.values())}")
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, validate)

@@ -1,4 +1,4 @@
-"""The docs do not rot: every ``python -m apps.*`` command in a ``bash`` block of README.md and
+"""The docs do not rot: every ``python -m apps.*`` command (``bash`` blocks and inline code) of README.md and
 docs/*.md is checked with ``--dry_run`` (flags parse, names exist, the configuration validates),
 and docs/cli.md matches the flag definitions."""
 
@@ -21,7 +21,7 @@ def documented_commands() -> list[tuple[str, str]]:
         lines = []
         for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
             lines += block.replace("\\\n", " ").splitlines()
-        lines += re.findall(r"`(python -m apps\.[^`]*)`", re.sub(r"```.*?```", "", text, flags=re.S))
+        lines += re.findall(r"`(python -m apps\.\w[^`]*)`", re.sub(r"```.*?```", "", text, flags=re.S))
         for line in lines:
             for part in line.split("&&"):
                 part = part.split(" #")[0].strip()
