@@ -121,7 +121,7 @@ def run_decoupled(trainer) -> list[dict[str, Any]]:
             optimizer.build(m.trainable_variables)
             optimizers.append(optimizer)
     optimizer_variables = [v for o in optimizers for v in o.variables]
-    history = _restore(trainer, run, checkpoints, all_variables, optimizer_variables)
+    history = trainer.restore_epoch(run.name, run.epochs, all_variables, optimizer_variables, checkpoints)
     step = make_decoupled_step(
         models, optimizers, weight_decay=config.weight_decay, global_batch_size=config.batch_size,
         strategy=trainer.strategy, jit_compile=trainer.options.jit_compile,
@@ -172,20 +172,3 @@ def _classifier(trainer, problem) -> keras.Model:
     images = trainer.network.image_input()
     x = images if problem.frozen is None else problem.frozen(images)
     return keras.Model(images, problem.trainable(x)[1], name=f"{problem.name}_classifier")
-
-
-def _restore(trainer, run, checkpoints, model_variables, optimizer_variables) -> list[dict[str, Any]]:
-    restored = checkpoints.latest_epoch() if checkpoints is not None else None
-    if restored is None:
-        trainer.runlog.keep_only(lambda r: r.get("problem") != run.name)
-        return []
-    arrays, meta = restored
-    source = f"checkpoint of decoupled epoch {meta['epoch']}"
-    ckpt.assign_arrays("model", model_variables, arrays, source)
-    ckpt.assign_arrays("optimizer", optimizer_variables, arrays, source)
-    history = meta["history"]
-    trainer.runlog.keep_only(
-        lambda r: r.get("problem") != run.name or (r["event"] == "epoch" and r["epoch"] < len(history))
-    )
-    trainer.log(f"decoupled: resuming after epoch {len(history)} of {run.epochs}")
-    return history

@@ -230,7 +230,9 @@ class GreedyTrainer:
         with self.strategy.scope():
             optimizer = make_optimizer(self.config, self.steps_per_epoch, problem.epochs, problem.stretch)
             optimizer.build(problem.trainable.trainable_variables)
-        history = self._restore(problem, optimizer, checkpoints)
+        history = self.restore_epoch(
+            problem.name, problem.epochs, problem.trainable.variables, optimizer.variables, checkpoints
+        )
         best = self._best_so_far(problem, checkpoints, history)
         cache = self.prefix_cache(problem) if len(history) < problem.epochs else None
         step = self.train_step(problem, optimizer, cached=cache is not None)
@@ -307,21 +309,25 @@ class GreedyTrainer:
             batches = self.strategy.experimental_distribute_dataset(batches)
         return batches
 
-    def _restore(self, problem, optimizer, checkpoints) -> list[dict[str, Any]]:
-        """Loads the newest good epoch checkpoint; returns the metric history so far."""
+    def restore_epoch(self, name, epochs, model_variables, optimizer_variables, checkpoints) -> list[dict[str, Any]]:
+        """Loads problem ``name``'s newest good epoch checkpoint; returns its metric history.
+
+        Also drops the ``metrics.jsonl`` records of epochs after that checkpoint (an interrupted
+        epoch is retrained, and logged again).
+        """
         restored = checkpoints.latest_epoch() if checkpoints is not None else None
         if restored is None:
-            self.runlog.keep_only(lambda r: r.get("problem") != problem.name)
+            self.runlog.keep_only(lambda r: r.get("problem") != name)
             return []
         arrays, meta = restored
-        source = f"checkpoint of {problem.name} epoch {meta['epoch']}"
-        ckpt.assign_arrays("model", problem.trainable.variables, arrays, source)
-        ckpt.assign_arrays("optimizer", optimizer.variables, arrays, source)
+        source = f"checkpoint of {name} epoch {meta['epoch']}"
+        ckpt.assign_arrays("model", model_variables, arrays, source)
+        ckpt.assign_arrays("optimizer", optimizer_variables, arrays, source)
         history = meta["history"]
         self.runlog.keep_only(
-            lambda r: r.get("problem") != problem.name or (r["event"] == "epoch" and r["epoch"] < len(history))
+            lambda r: r.get("problem") != name or (r["event"] == "epoch" and r["epoch"] < len(history))
         )
-        self.log(f"{problem.name}: resuming after epoch {len(history)} of {problem.epochs}")
+        self.log(f"{name}: resuming after epoch {len(history)} of {epochs}")
         return history
 
     def _train_epoch(self, problem, step, predict, optimizer, epoch, batches) -> dict[str, Any]:
