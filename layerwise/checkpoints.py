@@ -46,7 +46,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
             "rerun the same command: everything written before is intact and the run resumes"
         ) from e
     finally:
-        if os.path.exists(tmp):
+        if os.path.isfile(tmp):
             os.remove(tmp)
 
 
