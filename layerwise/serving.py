@@ -140,6 +140,14 @@ def _unchecked_inputs(images: Any, signature: str, threshold: float | None) -> t
 
 
 # ------------------------------------------------------------------------------------ local
+def _client_inputs(client, images: Any, signature: str, threshold: float | None):
+    """A remote client's request inputs: checked against the served signature when
+    ``client.check`` (one metadata call, cached), else sent as given."""
+    if client.check:
+        return prepare_inputs(client.input_specs(), images, signature, threshold)
+    return _unchecked_inputs(images, signature, threshold)
+
+
 def resolve_saved_model(path: str) -> str:
     """A version directory, or a servable directory (its newest integer version)."""
     if os.path.exists(os.path.join(path, "saved_model.pb")):
@@ -294,10 +302,7 @@ class RestClient:
         return self._specs
 
     def predict(self, images: Any, signature: str = DEFAULT_SIGNATURE, threshold: float | None = None):
-        if self.check:
-            signature, inputs = prepare_inputs(self.input_specs(), images, signature, threshold)
-        else:
-            signature, inputs = _unchecked_inputs(images, signature, threshold)
+        signature, inputs = _client_inputs(self, images, signature, threshold)
         return parse_rest_predictions(self._request(self.url(":predict"), rest_request_body(signature, inputs)))
 
 
@@ -392,10 +397,7 @@ class GrpcClient:
     def predict(self, images: Any, signature: str = DEFAULT_SIGNATURE, threshold: float | None = None):
         import tensorflow as tf
 
-        if self.check:
-            signature, inputs = prepare_inputs(self.input_specs(), images, signature, threshold)
-        else:
-            signature, inputs = _unchecked_inputs(images, signature, threshold)
+        signature, inputs = _client_inputs(self, images, signature, threshold)
         request = self._predict_pb2.PredictRequest()
         self._spec(request)
         request.model_spec.signature_name = signature
