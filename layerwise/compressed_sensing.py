@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
