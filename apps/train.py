@@ -74,6 +74,11 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("aux_width", None, "M~: width of the auxiliary conv layers." + _default("aux_width"))
 flags.DEFINE_boolean("aux_batchnorm", None, "BatchNorm in the auxiliary heads." + _default("aux_batchnorm"))
+flags.DEFINE_integer(
+    "aux_pre_pool", None,
+    "Average the auxiliary heads' input down by this factor before their convs (1: off, the paper; "
+    "4: the DGL ImageNet reference code, 16x less head memory)." + _default("aux_pre_pool"),
+)
 # Optimisation.
 flags.DEFINE_integer("epochs_per_stage", None, "Epochs per stage (end_to_end: J times this)." + _default("epochs_per_stage"))
 flags.DEFINE_integer("batch_size", None, "Global batch size." + _default("batch_size"))

@@ -56,6 +56,8 @@ class TrainConfig:
             directory, an image folder); ``""`` uses each loader's default.
         final_aux_width: width M~ of the last stage's auxiliary head when it differs from
             ``aux_width`` (the paper's ImageNet k=2,3 nets: 2048); ``0`` keeps ``aux_width``.
+        aux_pre_pool: the auxiliary heads average their input down by this factor before their
+            hidden convs (``HeadSpec.pre_pool``); 1 = off, as the paper describes.
         validation_fraction: fraction of the training split held out (stratified, seeded by
             ``split_seed``) as a ``val`` split; never the test set.
         keep_best: keep, per stage, the epoch with the best validation accuracy ("best along
@@ -107,10 +109,12 @@ class TrainConfig:
     prune_finetune_epochs: int = 1
     precision: str = "float32"
     sync_batchnorm: bool = False
+    aux_pre_pool: int = 1
 
     def head_spec(self) -> HeadSpec:
         return HeadSpec(
-            conv_layers=self.aux_conv_layers, width=self.aux_width, batchnorm=self.aux_batchnorm
+            conv_layers=self.aux_conv_layers, width=self.aux_width, batchnorm=self.aux_batchnorm,
+            pre_pool=self.aux_pre_pool,
         )
 
     def final_head_spec(self) -> HeadSpec:
@@ -120,7 +124,8 @@ class TrainConfig:
 
     def refit_head_spec(self) -> HeadSpec:
         return HeadSpec(
-            conv_layers=self.refit_head_conv_layers, width=self.refit_head_width, batchnorm=self.aux_batchnorm
+            conv_layers=self.refit_head_conv_layers, width=self.refit_head_width, batchnorm=self.aux_batchnorm,
+            pre_pool=self.aux_pre_pool,
         )
 
     def validate(self) -> "TrainConfig":

@@ -6,11 +6,18 @@ average to 2x2 (A) and a linear layer (L). ``k = 1`` is the linear model on 2x2-
 The reference code puts BatchNorm after every auxiliary conv and before the linear layer; here
 that follows ``HeadSpec.batchnorm``. Spatial averaging is adaptive (PyTorch
 ``AdaptiveAvgPool2d`` semantics), so odd sizes such as 7x7 average overlapping windows.
+
+``HeadSpec.pre_pool`` (default 1: off, the paper's text) first averages the features down by that
+factor before the hidden convs, as the ImageNet reference code of Decoupled Greedy Learning does
+(``auxillary_classifier2``: adaptive average to ``ceil(size / 4)``, Belilovsky et al. ICML 2020).
+At 112x112 a width-256 head is otherwise the largest activation of the whole stage problem;
+``pre_pool=4`` divides the head's activation memory and FLOPs by 16.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 import keras
@@ -34,6 +41,8 @@ class HeadSpec:
         hidden_units: optional fully connected layers before the classifier (e.g. VGG's
             ``(4096, 4096)``); empty for the paper's conv heads.
         dropout: dropout rate before each hidden fully connected layer.
+        pre_pool: average the features down by this factor (to ``ceil(H / f) x ceil(W / f)``)
+            before the hidden convs; 1 = off (the paper), 4 = the DGL ImageNet reference code.
     """
 
     conv_layers: int = 0
@@ -42,6 +51,7 @@ class HeadSpec:
     pooled_size: int = 2
     hidden_units: tuple[int, ...] = ()
     dropout: float = 0.0
+    pre_pool: int = 1
 
     def validate(self) -> "HeadSpec":
         if self.conv_layers < 0:
@@ -54,7 +64,27 @@ class HeadSpec:
             raise ConfigError(f"hidden units must be positive, got {self.hidden_units}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.pre_pool < 1:
+            raise ConfigError(f"aux_pre_pool must be >= 1 (1 = off), got {self.pre_pool}")
         return self
+
+    def conv_size(self, feature_shape: Sequence[int]) -> tuple[int, int]:
+        """Spatial size the hidden convs run at: the features' after ``pre_pool``."""
+        return math.ceil(feature_shape[0] / self.pre_pool), math.ceil(feature_shape[1] / self.pre_pool)
+
+    def check_fits(self, feature_shape: Sequence[int], where: str) -> None:
+        """Raises ConfigError when k - 1 hidden 3x3 convs would run on a 1-pixel map.
+
+        A 3x3 conv on a 1x1 map only ever sees its centre tap (the rest is zero padding): k > 1
+        is then a waste of eight ninths of its weights, and almost surely a mistake of size.
+        """
+        if self.conv_layers and len(feature_shape) == 3 and min(self.conv_size(feature_shape)) < 2:
+            h, w = self.conv_size(feature_shape)
+            raise ConfigError(
+                f"k={self.conv_layers + 1} needs 3x3 auxiliary convs, but {where}'s features are "
+                f"{h}x{w}{' after aux_pre_pool' if self.pre_pool > 1 else ''}: use --aux_conv_layers 0 "
+                f"(k=1), fewer downsamplings, a smaller --aux_pre_pool or larger images"
+            )
 
 
 def build_aux_head(
@@ -79,10 +109,12 @@ def build_aux_head(
         >>> head.output.shape
         (None, 10)
     """
-    spec.validate()
+    spec.validate().check_fits(feature_shape, name)
     features = keras.Input(shape=tuple(feature_shape), name=f"{name}_features")
     x = features
     if len(feature_shape) == 3:
+        if spec.conv_layers and spec.pre_pool > 1:
+            x = keras.layers.AdaptiveAveragePooling2D(spec.conv_size(feature_shape), name=f"{name}_pre_pool")(x)
         for i in range(spec.conv_layers):
             x = keras.layers.Conv2D(
                 spec.width, 3, padding="same", use_bias=not spec.batchnorm, name=f"{name}_conv{i}"
@@ -90,7 +122,7 @@ def build_aux_head(
             if spec.batchnorm:
                 x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
             x = keras.layers.ReLU(name=f"{name}_relu{i}")(x)
-        pooled = min(spec.pooled_size, feature_shape[0], feature_shape[1])
+        pooled = min(spec.pooled_size, *x.shape[1:3])
         x = keras.layers.AdaptiveAveragePooling2D(pooled, name=f"{name}_avg")(x)
     elif spec.conv_layers:
         raise ConfigError(f"conv auxiliary layers need (H, W, C) features, got shape {tuple(feature_shape)}")

@@ -35,7 +35,7 @@ from layerwise.datasets.base import DataSource, derive_seed
 from layerwise.errors import ConfigError, DatasetUnavailableError, NonFiniteLossError
 from layerwise.export import export_classifier, versions, write_models_config
 from layerwise.flops import count_flops
-from layerwise.heads import build_aux_head
+from layerwise.heads import HeadSpec, build_aux_head
 from layerwise.memory import peak_memory_mb
 from layerwise.optim import dtype_policy, make_optimizer
 from layerwise.prefix_cache import PrefixCache, check_option, choose_mode
@@ -149,17 +149,31 @@ class GreedyTrainer:
                 f"batch_size {config.batch_size} is larger than the training set "
                 f"({data.num_train} examples); use a smaller --batch_size"
             )
+        self._check_heads()
 
     # ----------------------------------------------------------------------------- problems
-    def _make_head(self, j: int) -> keras.Model:
-        shape = self.network.output_shape(j)
-        name = f"head_{j:02d}"
+    def _head_spec(self, j: int) -> HeadSpec | None:
+        """Stage j's auxiliary head; ``None`` where the model brings its own final head."""
         last = j == self.network.num_stages - 1
         if last and self.network.final_head is not None:
+            return None
+        return self.config.final_head_spec() if last else self.config.head_spec()
+
+    def _check_heads(self) -> None:
+        """Every head this run will build fits its stage's features (before anything trains)."""
+        last = self.network.num_stages - 1
+        for j in [last] if self.config.mode == "end_to_end" else range(last + 1):
+            spec = self._head_spec(j)
+            if spec is not None:
+                spec.check_fits(self.network.output_shape(j), f"stage {j}")
+
+    def _make_head(self, j: int) -> keras.Model:
+        shape = self.network.output_shape(j)
+        spec = self._head_spec(j)
+        if spec is None:
             head = self.network.final_head(shape, self.network.num_classes)
         else:
-            spec = self.config.final_head_spec() if last else self.config.head_spec()
-            head = build_aux_head(shape, self.network.num_classes, spec, name=name)
+            head = build_aux_head(shape, self.network.num_classes, spec, name=f"head_{j:02d}")
         if self.config.sync_batchnorm:
             synchronize_batchnorm(head)
         return head
