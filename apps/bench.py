@@ -15,7 +15,10 @@ from absl import flags
 
 from apps import cli
 
-flags.DEFINE_enum("size", "small", ["small", "large"], "small: a few minutes on CPU; large: GPU-sized stacks.")
+flags.DEFINE_enum(
+    "size", "small", ["tiny", "small", "large"],
+    "tiny: a smoke test (its numbers mean nothing); small: <= 10 min on 2 CPU cores; large: GPU-sized stacks.",
+)
 flags.DEFINE_string("out", "runs/bench", "Directory for bench.json and bench.md.")
 FLAGS = flags.FLAGS
 

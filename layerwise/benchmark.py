@@ -1,65 +1,80 @@
-"""Speed and memory of the training modes: images/s per stage, peak memory, precision, XLA.
+"""Speed and memory of the training modes: images/s and peak memory per stage, precision, XLA.
 
 Each case runs in its own Python process (``python -m layerwise.benchmark CASE_JSON`` prints one
-JSON line), so peak memory is per case: on CPU the peak RSS of the process
-(``resource.getrusage``; TensorFlow's own baseline included, and reported separately), on GPU
-``tf.config.experimental.get_memory_info``. Throughput is measured over the steps after the
-first (which traces and compiles), on synthetic data (no signal, the same cost).
+JSON line), one after the other, so cases do not share caches or compete for the cores. Inside a
+case every stage is measured in turn: its throughput over the steps after the first (which
+traces and compiles), and its **peak tensor memory**, the allocator's peak while the stage's
+steps run (``layerwise.memory``: ``get_memory_info``, on a GPU or on the CPU, reset before each
+stage). The process's peak RSS is recorded too; on a CPU it adds TensorFlow's ~0.8 GiB runtime,
+the same for every case. Data are synthetic (no signal, the same cost).
 
 Variants of a stage: ``tape`` (the frozen prefix recomputed inside the gradient tape every
 batch, as the paper's reference code does), ``no_tape`` (prefix in inference mode outside the
 tape, the trainer's uncached path), ``cached`` (prefix outputs computed once per stage, the
 build time reported separately), and the whole-network ``decoupled`` and ``end_to_end`` steps.
+A case's ``head`` is ``paper`` (auxiliary convs at the stage's resolution, as the paper
+describes) or ``pre_pool4`` (features averaged 4x down first, the DGL ImageNet reference code;
+``HeadSpec.pre_pool``).
 
 Example:
-    >>> results = run_benchmark("small")   # list of case dicts; see apps.bench
+    >>> results = run_benchmark("tiny")   # list of case dicts; see apps.bench
+    >>> summary = summarize(results)
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from typing import Any, Callable
 
 SHAPES = {
-    # name: (image_shape, model options, aux conv layers, aux width)
-    "small": {
+    # Every size has the MNIST-shaped default stack and an ImageNet-shaped one (imagenet_k2's
+    # layout: input downsampling, J=8, downsampling at 2, 4, 6, aux width 2M; width M scaled).
+    "tiny": {  # a smoke test of the machinery (seconds); its numbers mean nothing
+        "mnist5k": dict(image=(28, 28, 1), model=dict(num_stages=2, width=8, downsample_at=[1]),
+                        aux_conv_layers=1, aux_width=8, batch=16, steps=3),
+        "imagenet": dict(image=(64, 64, 3), model=dict(num_stages=3, width=8, downsample_at=[2], downsample_input=True),
+                         aux_conv_layers=1, aux_width=16, batch=8, steps=3),
+    },
+    "small": {  # <= 10 minutes on 2 CPU cores
         "mnist5k": dict(image=(28, 28, 1), model=dict(num_stages=3, width=64, downsample_at=[1, 2]),
                         aux_conv_layers=1, aux_width=64, batch=64, steps=12),
         "imagenet": dict(image=(224, 224, 3),
-                         model=dict(num_stages=6, width=16, downsample_at=[1, 2, 3], downsample_input=True),
-                         aux_conv_layers=1, aux_width=32, batch=16, steps=8),
+                         model=dict(num_stages=8, width=16, downsample_at=[2, 4, 6], downsample_input=True),
+                         aux_conv_layers=1, aux_width=32, batch=32, steps=6),
     },
-    "large": {
+    "large": {  # GPU-sized: imagenet_k2's widths (M=128, M~=256)
         "mnist5k": dict(image=(28, 28, 1), model=dict(num_stages=3, width=64, downsample_at=[1, 2]),
                         aux_conv_layers=1, aux_width=128, batch=128, steps=30),
         "imagenet": dict(image=(224, 224, 3),
-                         model=dict(num_stages=8, width=128, downsample_at=[1, 3, 5], downsample_input=True),
+                         model=dict(num_stages=8, width=128, downsample_at=[2, 4, 6], downsample_input=True),
                          aux_conv_layers=1, aux_width=256, batch=64, steps=20),
     },
 }
+HEADS = {"paper": 1, "pre_pool4": 4}  # head name -> HeadSpec.pre_pool
 
 
 def cases(size: str) -> list[dict[str, Any]]:
     """Every case of a benchmark size: one process each."""
     out = []
-    for shape, spec in SHAPES[size].items():
-        stages = spec["model"]["num_stages"]
-        for j in range(stages):  # one process per stage: per-stage peak memory
-            out.append(dict(size=size, shape=shape, variant="no_tape", stages=[j]))
-        for variant in ("tape", "cached"):
-            out.append(dict(size=size, shape=shape, variant=variant, stages=list(range(stages))))
-        out.append(dict(size=size, shape=shape, variant="decoupled"))
-        out.append(dict(size=size, shape=shape, variant="end_to_end"))
+    for shape in SHAPES[size]:
+        heads = list(HEADS) if shape == "imagenet" else ["paper"]
+        for head in heads:
+            out.append(dict(size=size, shape=shape, variant="no_tape", head=head))
+            out.append(dict(size=size, shape=shape, variant="end_to_end", head=head))
+        for variant in ("tape", "cached", "decoupled"):
+            out.append(dict(size=size, shape=shape, variant=variant, head="paper"))
     last = SHAPES[size]["imagenet"]["model"]["num_stages"] - 1
-    for precision, jit in (("float32", True), ("mixed_bfloat16", False), ("mixed_bfloat16", True)):
-        out.append(dict(size=size, shape="imagenet", variant="no_tape", stages=[last], precision=precision, jit=jit))
+    precisions = [("float32", True), ("mixed_bfloat16", False), ("mixed_bfloat16", True)]
     if _has_gpu_hint():
-        out.append(dict(size=size, shape="imagenet", variant="no_tape", stages=[last], precision="mixed_float16"))
+        precisions.append(("mixed_float16", False))
+    for precision, jit in precisions:
+        out.append(dict(size=size, shape="imagenet", variant="no_tape", head="paper", stages=[last],
+                        precision=precision, jit=jit))
     return out
 
 
@@ -67,20 +82,12 @@ def _has_gpu_hint() -> bool:
     return os.path.exists("/proc/driver/nvidia")
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+def _measure(step: Callable, batches, batch: int) -> dict[str, float]:
+    """Runs every batch: throughput over the steps after the first (tracing), peak memory of all."""
+    from layerwise.memory import peak_memory_mb, reset_peak_memory
 
-
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _time_steps(step: Callable, batches, batch: int) -> dict[str, float]:
-    """Runs every batch; throughput over all steps after the first (tracing)."""
+    gc.collect()
+    reset_peak_memory()
     iterator = iter(batches)
     x, y = next(iterator)
     start = time.perf_counter()
@@ -92,7 +99,8 @@ def _time_steps(step: Callable, batches, batch: int) -> dict[str, float]:
         n += 1
     float(loss)
     seconds = time.perf_counter() - start
-    return {"first_step_s": first, "images_per_s": n * batch / seconds, "timed_steps": n}
+    return {"first_step_s": first, "images_per_s": n * batch / seconds, "timed_steps": n,
+            "peak_mib": peak_memory_mb()}
 
 
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
@@ -102,15 +110,17 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
 
     from layerwise.config import RunOptions, TrainConfig
     from layerwise.datasets import load_dataset
+    from layerwise.memory import memory_device, peak_rss_mb
     from layerwise.optim import dtype_policy, make_optimizer
-    from layerwise.trainer import GreedyTrainer
+    from layerwise.trainer import GreedyTrainer, Problem
+    from models import build_model
 
     spec = SHAPES[case["size"]][case["shape"]]
     precision, jit = case.get("precision", "float32"), bool(case.get("jit", False))
-    gpu = bool(tf.config.list_physical_devices("GPU"))
     config = TrainConfig(
         dataset="synthetic", model_options=spec["model"], aux_conv_layers=spec["aux_conv_layers"],
-        aux_width=spec["aux_width"], epochs_per_stage=1, batch_size=spec["batch"], precision=precision,
+        aux_width=spec["aux_width"], aux_pre_pool=HEADS[case.get("head", "paper")], epochs_per_stage=1,
+        batch_size=spec["batch"], precision=precision,
         mode="decoupled" if case["variant"] == "decoupled" else "layerwise",
     )
     data = load_dataset("synthetic", image_shape=spec["image"], num_train=spec["batch"] * spec["steps"],
@@ -119,17 +129,14 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         jit_compile=jit, cache_prefix="memory" if case["variant"] == "cached" else "off",
         cache_budget_mb=1e9, prefix_mode="tape" if case["variant"] == "tape" else "no_tape",
     )
-    from models import build_model
-
-    result: dict[str, Any] = dict(case, precision=precision, jit=jit, device="gpu" if gpu else "cpu",
+    result: dict[str, Any] = dict(case, precision=precision, jit=jit, memory_device=memory_device(),
+                                  device="gpu" if tf.config.list_physical_devices("GPU") else "cpu",
                                   num_train=data.num_train, batch=spec["batch"], per_stage=[])
     with dtype_policy(precision):
         keras.utils.set_random_seed(0)
         network = build_model("layerwise_cnn", data.image_shape, data.num_classes, **config.model_options)
         trainer = GreedyTrainer(network, data, config, None, options=options, verbose=0, log=lambda m: None)
-        result["baseline_rss_mib"] = _rss_mib()
-        if gpu:
-            tf.config.experimental.reset_memory_stats("GPU:0")
+        result["baseline_rss_mib"] = peak_rss_mb()
 
         def optimizer_for(model):
             optimizer = make_optimizer(config, trainer.steps_per_epoch, 1)
@@ -143,29 +150,26 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
             step = make_decoupled_step(models, [optimizer_for(m) for m in models],
                                        weight_decay=config.weight_decay, global_batch_size=config.batch_size,
                                        strategy=trainer.strategy, jit_compile=jit)
-            from layerwise.trainer import Problem
-
             run = Problem("decoupled", network.num_stages - 1, models[-1], None, 1)
-            result.update(_time_steps(step, trainer.train_batches(run, 0), config.batch_size))
+            result.update(_measure(step, trainer.train_batches(run, 0), config.batch_size))
         elif case["variant"] == "end_to_end":
             problem = trainer.end_to_end_problem()
             step = trainer.train_step(problem, optimizer_for(problem.trainable))
-            result.update(_time_steps(step, trainer.train_batches(problem, 0), config.batch_size))
+            result.update(_measure(step, trainer.train_batches(problem, 0), config.batch_size))
         else:
-            for j in case["stages"]:
+            for j in case.get("stages", range(network.num_stages)):
                 problem = trainer.stage_problem(j)
                 start = time.perf_counter()
                 cache = trainer.prefix_cache(problem)
                 build = time.perf_counter() - start if cache is not None else 0.0
                 step = trainer.train_step(problem, optimizer_for(problem.trainable), cached=cache is not None)
-                timing = _time_steps(step, trainer.train_batches(problem, 0, cache), config.batch_size)
+                timing = _measure(step, trainer.train_batches(problem, 0, cache), config.batch_size)
                 result["per_stage"].append(dict(stage=j, cache_build_s=build, **timing))
                 if cache is not None:
                     cache.close()
                 network.stages[j].trainable = False
-    result["peak_rss_mib"] = _peak_mib()
-    if gpu:
-        result["gpu_peak_mib"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+                del step, problem, cache
+    result["peak_rss_mib"] = peak_rss_mb()
     return result
 
 
@@ -185,64 +189,60 @@ def run_benchmark(size: str, log: Callable[[str], None] = print, timeout: float 
         else:
             result = json.loads(lines[-1])
         result["wall_s"] = time.perf_counter() - start
-        log(f"{case['shape']} {case['variant']} {case.get('stages', '')} {case.get('precision', '')} "
+        log(f"{case['shape']} {case['variant']} {case['head']} {case.get('precision', '')} "
             f"{'xla' if case.get('jit') else ''}: {result.get('error') or 'ok'} ({result['wall_s']:.0f} s)")
         results.append(result)
     return results
 
 
-def _ips(r):
-    return r["images_per_s"] if "images_per_s" in r else None
-
-
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per shape: per-stage images/s of each variant, peak memory, and the three targets."""
+    """Per shape: per-stage images/s and peak memory of each variant, and the three targets."""
     summary: dict[str, Any] = {}
     ok = [r for r in results if "error" not in r]
-    for shape in sorted({r["shape"] for r in ok}):
-        rows = [r for r in ok if r["shape"] == shape and r.get("precision", "float32") == "float32" and not r.get("jit")]
+    plain = [r for r in ok if r.get("precision", "float32") == "float32" and not r.get("jit")]
+    for shape in sorted({r["shape"] for r in plain}):
+        rows = [r for r in plain if r["shape"] == shape]
         stage_rows: dict[int, dict[str, Any]] = {}
         for r in rows:
+            key = r["variant"] if r["head"] == "paper" else f"{r['variant']}_{r['head']}"
             for s in r["per_stage"]:
                 row = stage_rows.setdefault(s["stage"], {"stage": s["stage"]})
-                row[r["variant"]] = s["images_per_s"]
+                row[key] = s["images_per_s"]
+                row[f"{key}_peak_mib"] = s["peak_mib"]
                 if r["variant"] == "cached":
                     row["cache_build_s"] = s["cache_build_s"]
-                if r["variant"] == "no_tape":
-                    row["peak_rss_mib"] = r["peak_rss_mib"]
-                    row["gpu_peak_mib"] = r.get("gpu_peak_mib")
-                    row["baseline_rss_mib"] = r["baseline_rss_mib"]
-        whole = {r["variant"]: r for r in rows if r["variant"] in ("decoupled", "end_to_end")}
-        n = rows[0]["num_train"] if rows else 0
-        info: dict[str, Any] = {"stages": [stage_rows[j] for j in sorted(stage_rows)], "num_train": n}
-        for name, r in whole.items():
-            info[name] = {"images_per_s": r["images_per_s"], "peak_rss_mib": r["peak_rss_mib"],
-                          "baseline_rss_mib": r["baseline_rss_mib"], "gpu_peak_mib": r.get("gpu_peak_mib")}
+        whole = {}
+        for r in rows:
+            if r["variant"] in ("decoupled", "end_to_end"):
+                name = r["variant"] if r["head"] == "paper" else f"{r['variant']}_{r['head']}"
+                whole[name] = {k: r[k] for k in ("images_per_s", "peak_mib", "peak_rss_mib", "baseline_rss_mib")}
+        n = rows[0]["num_train"]
+        info: dict[str, Any] = {"stages": [stage_rows[j] for j in sorted(stage_rows)], "num_train": n,
+                                "memory_device": rows[0]["memory_device"], **whole}
         stages = info["stages"]
-        if stages and all("no_tape" in s for s in stages):
-            last = stages[-1]
-            if "tape" in last and "cached" in last:
-                info["last_stage_speedup_cached_vs_tape"] = last["cached"] / last["tape"]
-                info["last_stage_speedup_no_tape_vs_tape"] = last["no_tape"] / last["tape"]
-            sequential = sum(n / s["no_tape"] for s in stages)
-            if "decoupled" in whole:
-                info["sequential_stage_epochs_s"] = sequential
-                info["decoupled_epoch_s"] = n / whole["decoupled"]["images_per_s"]
-            if "end_to_end" in whole:
-                e2e = whole["end_to_end"]
-                key = "gpu_peak_mib" if e2e.get("gpu_peak_mib") else "peak_rss_mib"
-                info["max_stage_over_e2e_peak"] = max(s[key] for s in stages) / e2e[key]
-                if key == "peak_rss_mib":
-                    info["max_stage_over_e2e_peak_above_baseline"] = max(
-                        s["peak_rss_mib"] - s["baseline_rss_mib"] for s in stages
-                    ) / max(e2e["peak_rss_mib"] - e2e["baseline_rss_mib"], 1e-9)
+        last = stages[-1] if stages else {}
+        if "tape" in last and "cached" in last and "no_tape" in last:
+            info["last_stage_speedup_cached_vs_tape"] = last["cached"] / last["tape"]
+            info["last_stage_speedup_no_tape_vs_tape"] = last["no_tape"] / last["tape"]
+        if stages and all("no_tape" in s for s in stages) and "decoupled" in whole:
+            info["sequential_stage_epochs_s"] = sum(n / s["no_tape"] for s in stages)
+            info["decoupled_epoch_s"] = n / whole["decoupled"]["images_per_s"]
+        for head in HEADS:
+            suffix = "" if head == "paper" else f"_{head}"
+            e2e = whole.get(f"end_to_end{suffix}")
+            peaks = [s.get(f"no_tape{suffix}_peak_mib") for s in stages]
+            if e2e and stages and all(peaks):
+                info[f"max_stage_over_e2e_peak{suffix}"] = max(peaks) / e2e["peak_mib"]
         summary[shape] = info
     summary["precision_xla"] = [
-        {k: r.get(k) for k in ("shape", "stages", "precision", "jit")} | {"images_per_s": r["per_stage"][0]["images_per_s"]}
-        for r in ok if r["variant"] == "no_tape" and r["shape"] == "imagenet"
-        and r["stages"] == [SHAPES[r["size"]]["imagenet"]["model"]["num_stages"] - 1]
-    ]
+        {k: r.get(k) for k in ("precision", "jit")} | {"images_per_s": r["per_stage"][-1]["images_per_s"]}
+        for r in ok if r["variant"] == "no_tape" and r["shape"] == "imagenet" and r["head"] == "paper"
+    ]  # the all-stage float32 case (its last stage) and the last-stage precision/XLA cases
     return summary
+
+
+def _cell(value, spec: str = "{:.0f}") -> str:
+    return spec.format(value) if value is not None else "-"
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -251,22 +251,35 @@ def markdown(summary: dict[str, Any]) -> str:
     for shape, info in summary.items():
         if shape == "precision_xla":
             continue
-        lines += [f"### {shape} (train images per epoch: {info['num_train']})", "",
-                  "| stage | tape img/s | no-tape img/s | cached img/s | cache build s | peak RSS MiB (no-tape) |",
-                  "|---:|---:|---:|---:|---:|---:|"]
+        pooled = any("no_tape_pre_pool4" in s for s in info["stages"])
+        head = ["stage", "tape img/s", "no-tape img/s", "cached img/s", "cache build s",
+                "peak MiB tape", "peak MiB no-tape"] + (["peak MiB no-tape, pre-pooled head"] if pooled else [])
+        lines += [f"### {shape} (train images per epoch: {info['num_train']}; peak tensor memory on "
+                  f"{info['memory_device']})", "", "| " + " | ".join(head) + " |",
+                  "|" + "---:|" * len(head)]
         for s in info["stages"]:
-            cells = [str(s["stage"])] + [f"{s[k]:.0f}" if s.get(k) else "-" for k in ("tape", "no_tape", "cached")]
-            cells += [f"{s.get('cache_build_s', 0):.2f}", f"{s.get('peak_rss_mib', 0):.0f}"]
+            cells = [str(s["stage"])] + [_cell(s.get(k)) for k in ("tape", "no_tape", "cached")]
+            cells += [_cell(s.get("cache_build_s"), "{:.2f}")]
+            cells += [_cell(s.get(k), "{:.1f}") for k in ("tape_peak_mib", "no_tape_peak_mib")]
+            cells += [_cell(s.get("no_tape_pre_pool4_peak_mib"), "{:.1f}")] if pooled else []
             lines.append("| " + " | ".join(cells) + " |")
         for name in ("decoupled", "end_to_end"):
             if name in info:
                 r = info[name]
-                lines.append(f"| {name} (all stages) | | {r['images_per_s']:.0f} | | | {r['peak_rss_mib']:.0f} |")
+                cells = [f"{name} (all stages)", "", _cell(r["images_per_s"]), "", "", "", _cell(r["peak_mib"], "{:.1f}")]
+                if pooled:
+                    cells.append(_cell(info.get(f"{name}_pre_pool4", {}).get("peak_mib"), "{:.1f}"))
+                lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-        for key in ("last_stage_speedup_cached_vs_tape", "last_stage_speedup_no_tape_vs_tape", "max_stage_over_e2e_peak",
-                    "max_stage_over_e2e_peak_above_baseline", "decoupled_epoch_s", "sequential_stage_epochs_s"):
+        for key in ("last_stage_speedup_cached_vs_tape", "last_stage_speedup_no_tape_vs_tape",
+                    "max_stage_over_e2e_peak", "max_stage_over_e2e_peak_pre_pool4",
+                    "decoupled_epoch_s", "sequential_stage_epochs_s"):
             if key in info:
                 lines.append(f"- {key}: {info[key]:.2f}")
+        rss = {name: info[name]["peak_rss_mib"] for name in ("end_to_end", "decoupled") if name in info}
+        if rss:
+            lines.append("- process peak RSS MiB (TensorFlow runtime included): "
+                         + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
         lines.append("")
     if summary.get("precision_xla"):
         lines += ["### precision and XLA (imagenet-shaped, last stage, no-tape)", "",

@@ -36,7 +36,7 @@ from layerwise.errors import ConfigError, DatasetUnavailableError, NonFiniteLoss
 from layerwise.export import export_classifier, versions, write_models_config
 from layerwise.flops import count_flops
 from layerwise.heads import HeadSpec, build_aux_head
-from layerwise.memory import peak_memory_mb
+from layerwise.memory import peak_memory_mb, reset_peak_memory
 from layerwise.optim import dtype_policy, make_optimizer
 from layerwise.prefix_cache import PrefixCache, check_option, choose_mode
 from layerwise.runlog import RunLog
@@ -350,6 +350,7 @@ class GreedyTrainer:
         live = self.verbose and sys.stdout.isatty()
         bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["loss", "acc"]) if live else None
         loss_sum = correct = seen = skipped = 0.0
+        reset_peak_memory()
         for i, (x, y) in enumerate(readable(batches, f"{problem.name} epoch {epoch + 1}")):
             lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))  # for this batch
             loss, batch_correct, finite = step(x, y)
@@ -372,6 +373,7 @@ class GreedyTrainer:
             raise NonFiniteLossError(
                 f"{problem.name} epoch {epoch + 1}: every batch had a non-finite loss; lower --lr (now {lr:g})"
             )
+        train_peak = peak_memory_mb()  # the training steps' peak, before evaluation's batches
         test_acc = self._accuracy(predict, "test")
         val_acc = self._accuracy(predict, "val") if self.data.num_val else None
         record = {
@@ -386,6 +388,7 @@ class GreedyTrainer:
             "lr": lr,
             "skipped_batches": int(skipped),
             "seconds": time.perf_counter() - start,
+            "peak_memory_mb": train_peak,
         }
         if self.verbose:
             self.log(
@@ -427,7 +430,7 @@ class GreedyTrainer:
             "epochs": problem.epochs,
             "seconds": float(sum(r["seconds"] for r in history)),
             "epoch_seconds": float(np.mean([r["seconds"] for r in history])),
-            "peak_memory_mb": peak_memory_mb(),
+            "peak_memory_mb": max((r.get("peak_memory_mb", 0.0) for r in history), default=0.0),
         }
         if checkpoints is not None:
             arrays = {**ckpt.variables_to_arrays("model", problem.trainable.variables), "test_probs": probs}

@@ -75,3 +75,36 @@ def test_decoupled_trains_every_stage_in_one_pass(tmp_path, quiet_log):
     # a rerun loads everything
     again = _trainer(tiny_config(mode="decoupled", epochs_per_stage=2), str(tmp_path / "run"), log=quiet_log)
     assert [r["test_acc"] for r in again.run()] == [r["test_acc"] for r in records]
+
+
+def test_peak_memory_counts_the_tensors_of_this_window():
+    import tensorflow as tf
+
+    from layerwise.memory import peak_memory_mb, reset_peak_memory
+
+    reset_peak_memory()
+    big = tf.ones([64, 1024, 1024])  # 256 MiB
+    float(tf.reduce_sum(big))
+    assert peak_memory_mb() >= 256
+    del big
+    reset_peak_memory()
+    float(tf.reduce_sum(tf.ones([4, 1024, 1024])))  # 16 MiB
+    assert peak_memory_mb() < 128
+
+
+def test_stage_records_carry_their_training_peak_memory(quiet_log):
+    records = _trainer(tiny_config(), log=quiet_log).run()
+    assert all(r["peak_memory_mb"] > 0 for r in records)
+
+
+def test_benchmark_case_measures_every_stage_and_summarizes():
+    from layerwise.benchmark import markdown, run_case, summarize
+
+    cases = [dict(size="tiny", shape="mnist5k", variant=v, head="paper") for v in ("no_tape", "end_to_end")]
+    results = [run_case(case) for case in cases]
+    stages = results[0]["per_stage"]
+    assert [s["stage"] for s in stages] == [0, 1]
+    assert all(s["images_per_s"] > 0 and s["peak_mib"] > 0 and s["timed_steps"] == 2 for s in stages)
+    summary = summarize(results)["mnist5k"]
+    assert summary["max_stage_over_e2e_peak"] == max(s["peak_mib"] for s in stages) / results[1]["peak_mib"]
+    assert "| 1 |" in markdown({"mnist5k": summary})
