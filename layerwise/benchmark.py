@@ -84,10 +84,11 @@ def _has_gpu_hint() -> bool:
 
 def _measure(step: Callable, batches, batch: int) -> dict[str, float]:
     """Runs every batch: throughput over the steps after the first (tracing), peak memory of all."""
-    from layerwise.memory import peak_memory_mb, reset_peak_memory
+    from layerwise.memory import current_memory_mb, peak_memory_mb, reset_peak_memory
 
     gc.collect()
     reset_peak_memory()
+    resident = current_memory_mb()  # weights, optimizer slots, the dataset, a cache: before any step
     iterator = iter(batches)
     x, y = next(iterator)
     start = time.perf_counter()
@@ -100,7 +101,7 @@ def _measure(step: Callable, batches, batch: int) -> dict[str, float]:
     float(loss)
     seconds = time.perf_counter() - start
     return {"first_step_s": first, "images_per_s": n * batch / seconds, "timed_steps": n,
-            "peak_mib": peak_memory_mb()}
+            "peak_mib": peak_memory_mb(), "resident_mib": resident}
 
 
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
@@ -209,6 +210,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
                 row = stage_rows.setdefault(s["stage"], {"stage": s["stage"]})
                 row[key] = s["images_per_s"]
                 row[f"{key}_peak_mib"] = s["peak_mib"]
+                row[f"{key}_added_mib"] = s["peak_mib"] - s["resident_mib"]
                 if r["variant"] == "cached":
                     row["cache_build_s"] = s["cache_build_s"]
         whole = {}
@@ -216,6 +218,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             if r["variant"] in ("decoupled", "end_to_end"):
                 name = r["variant"] if r["head"] == "paper" else f"{r['variant']}_{r['head']}"
                 whole[name] = {k: r[k] for k in ("images_per_s", "peak_mib", "peak_rss_mib", "baseline_rss_mib")}
+                whole[name]["added_mib"] = r["peak_mib"] - r["resident_mib"]
         n = rows[0]["num_train"]
         info: dict[str, Any] = {"stages": [stage_rows[j] for j in sorted(stage_rows)], "num_train": n,
                                 "memory_device": rows[0]["memory_device"], **whole}
@@ -231,8 +234,10 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             suffix = "" if head == "paper" else f"_{head}"
             e2e = whole.get(f"end_to_end{suffix}")
             peaks = [s.get(f"no_tape{suffix}_peak_mib") for s in stages]
+            added = [s.get(f"no_tape{suffix}_added_mib") for s in stages]
             if e2e and stages and all(peaks):
                 info[f"max_stage_over_e2e_peak{suffix}"] = max(peaks) / e2e["peak_mib"]
+                info[f"max_stage_over_e2e_added{suffix}"] = max(added) / e2e["added_mib"]
         summary[shape] = info
     summary["precision_xla"] = [
         {k: r.get(k) for k in ("precision", "jit")} | {"images_per_s": r["per_stage"][-1]["images_per_s"]}
@@ -245,6 +250,11 @@ def _cell(value, spec: str = "{:.0f}") -> str:
     return spec.format(value) if value is not None else "-"
 
 
+def _memory_cell(peak: float | None, added: float | None) -> str:
+    """``peak (+added)``: the peak, and how much of it the steps added to what was resident."""
+    return "-" if peak is None else f"{peak:.0f} (+{added:.0f})"
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """The benchmark's tables."""
     lines = []
@@ -254,25 +264,29 @@ def markdown(summary: dict[str, Any]) -> str:
         pooled = any("no_tape_pre_pool4" in s for s in info["stages"])
         head = ["stage", "tape img/s", "no-tape img/s", "cached img/s", "cache build s",
                 "peak MiB tape", "peak MiB no-tape"] + (["peak MiB no-tape, pre-pooled head"] if pooled else [])
+        # peak MiB cells: "peak (+added)", added = peak minus what was resident before the steps
         lines += [f"### {shape} (train images per epoch: {info['num_train']}; peak tensor memory on "
                   f"{info['memory_device']})", "", "| " + " | ".join(head) + " |",
                   "|" + "---:|" * len(head)]
         for s in info["stages"]:
             cells = [str(s["stage"])] + [_cell(s.get(k)) for k in ("tape", "no_tape", "cached")]
             cells += [_cell(s.get("cache_build_s"), "{:.2f}")]
-            cells += [_cell(s.get(k), "{:.1f}") for k in ("tape_peak_mib", "no_tape_peak_mib")]
-            cells += [_cell(s.get("no_tape_pre_pool4_peak_mib"), "{:.1f}")] if pooled else []
+            keys = ["tape", "no_tape"] + (["no_tape_pre_pool4"] if pooled else [])
+            cells += [_memory_cell(s.get(f"{k}_peak_mib"), s.get(f"{k}_added_mib")) for k in keys]
             lines.append("| " + " | ".join(cells) + " |")
         for name in ("decoupled", "end_to_end"):
             if name in info:
                 r = info[name]
-                cells = [f"{name} (all stages)", "", _cell(r["images_per_s"]), "", "", "", _cell(r["peak_mib"], "{:.1f}")]
+                cells = [f"{name} (all stages)", "", _cell(r["images_per_s"]), "", "", "",
+                         _memory_cell(r["peak_mib"], r["added_mib"])]
                 if pooled:
-                    cells.append(_cell(info.get(f"{name}_pre_pool4", {}).get("peak_mib"), "{:.1f}"))
+                    other = info.get(f"{name}_pre_pool4", {})
+                    cells.append(_memory_cell(other.get("peak_mib"), other.get("added_mib")))
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         for key in ("last_stage_speedup_cached_vs_tape", "last_stage_speedup_no_tape_vs_tape",
                     "max_stage_over_e2e_peak", "max_stage_over_e2e_peak_pre_pool4",
+                    "max_stage_over_e2e_added", "max_stage_over_e2e_added_pre_pool4",
                     "decoupled_epoch_s", "sequential_stage_epochs_s"):
             if key in info:
                 lines.append(f"- {key}: {info[key]:.2f}")

@@ -30,6 +30,14 @@ def reset_peak_memory() -> None:
         pass
 
 
+def current_memory_mb() -> float:
+    """Tensor memory allocated now, in MiB (0 where the allocator does not report)."""
+    try:
+        return tf.config.experimental.get_memory_info(memory_device())["current"] / 2**20
+    except (ValueError, tf.errors.OpError):
+        return 0.0
+
+
 def peak_memory_mb() -> float:
     """Peak tensor memory in MiB since the last ``reset_peak_memory`` (else the peak RSS)."""
     try:
