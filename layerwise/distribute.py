@@ -97,11 +97,20 @@ def worker_id(strategy: tf.distribute.Strategy | None) -> str:
 
 @contextlib.contextmanager
 def worker_workdir(workdir: str | None, strategy: tf.distribute.Strategy | None) -> Iterator[str | None]:
-    """``workdir`` on the chief; a temporary directory, deleted on exit, on other workers."""
+    """``workdir`` on the chief; a temporary directory, deleted on exit, on other workers.
+
+    A worker that can see ``workdir`` (a shared filesystem, or a copy at the same path) starts
+    from a copy of its configuration and checkpoints, so a rerun resumes on every worker at the
+    chief's position: the workers' collective steps must line up, and a worker that retrained
+    what the chief loads would wait on it forever.
+    """
     if workdir is None or is_chief(strategy):
         yield workdir
         return
     temp = tempfile.mkdtemp(prefix=f"layerwise_{worker_id(strategy)}_")
+    if os.path.isdir(workdir):
+        shutil.copytree(workdir, temp, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("export", "tensorboard", "cache", "plots", "*.tmp-*"))
     try:
         yield temp
     finally:

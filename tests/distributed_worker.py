@@ -1,7 +1,7 @@
 """Subprocess entry for the distributed tests (TensorFlow's devices are fixed per process).
 
     python tests/distributed_worker.py mirrored OUT.npz   # 2 logical CPUs: Mirrored vs one device
-    TF_CONFIG=... python tests/distributed_worker.py worker OUT.npz WORKDIR
+    TF_CONFIG=... python tests/distributed_worker.py worker OUT.npz WORKDIR [NUM_STAGES]
 """
 
 import os
@@ -47,7 +47,7 @@ def train(strategy, workdir=None, mode="layerwise"):
     return [v for s in network.stages for v in s.variables] + [v for j in sorted(trainer.heads) for v in trainer.heads[j].variables]
 
 
-def main(mode, out, workdir=None):
+def main(mode, out, workdir=None, num_stages="1"):
     if mode == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -80,7 +80,7 @@ def main(mode, out, workdir=None):
             return records
 
         trainer_module.GreedyTrainer.run = run
-        run_training(config(num_stages=1), workdir, strategy=strategy, verbose=0, log=lambda m: None)
+        run_training(config(num_stages=int(num_stages)), workdir, strategy=strategy, verbose=0, log=lambda m: None)
         np.savez(out, chief=is_chief(strategy), workdir=str(captured["workdir"]), **weights(captured["vars"]))
 
 

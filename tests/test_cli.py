@@ -22,7 +22,7 @@ BAD_FLAGS = [
     (["--data_dir", "/tmp"], "drop --data_dir"),
     (["--strategy", "sideways"], "unknown strategy 'sideways'"),
     (["--precision", "float8"], "unknown precision 'float8'"),
-    (["--dataset", "digits", "--downsample_at", "0,1,2", "--aux_conv_layers", "1"], "features are 1x1"),
+    (["--dataset", "digits", "--downsample_input", "--downsample_at", "1,2", "--aux_conv_layers", "1"], "features are 1x1"),
     (["--cache_prefix", "memory", "--augment", "crop", "--dataset", "digits"], "without random augmentation"),
 ]
 
