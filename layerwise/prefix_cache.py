@@ -72,6 +72,23 @@ def choose_mode(option: str, data: DataSource, frozen: keras.Model | None, budge
     return option
 
 
+def _fill(forward, data: DataSource) -> list[np.ndarray]:
+    """The prefix's outputs for the training split, written batch by batch into one array per
+    output (no list of chunks to concatenate: the features exist once, not twice)."""
+    arrays: list[np.ndarray] = []
+    start = 0
+    for x, _ in data.eval_batches("train", EVAL_BATCH):
+        outputs = [t.numpy() for t in tf.nest.flatten(forward(x))]
+        if not arrays:
+            arrays = [np.empty((data.num_train, *o.shape[1:]), np.float32) for o in outputs]
+        for array, output in zip(arrays, outputs):
+            array[start: start + len(output)] = output
+        start += len(outputs[0])
+    if start != data.num_train:
+        raise RuntimeError(f"the training split gave {start} examples, expected {data.num_train}")
+    return arrays
+
+
 class PrefixCache:
     """The frozen prefix's outputs for the whole training split, in its stored order.
 
@@ -91,19 +108,19 @@ class PrefixCache:
         self.directory = directory if mode == "disk" else None
         forward = tf.function(lambda x: tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), frozen(x, training=False)),
                               jit_compile=jit_compile, reduce_retracing=True)
-        chunks = [tf.nest.flatten(forward(x)) for x, _ in data.eval_batches("train", EVAL_BATCH)]
-        arrays = [np.concatenate([c[i].numpy() for c in chunks]) for i in range(len(chunks[0]))]
+        arrays = _fill(forward, data)
         self._structure = frozen.outputs
         self.labels = data.labels("train").astype(np.int32)
         if mode == "disk":
             os.makedirs(self.directory, exist_ok=True)
             for i, a in enumerate(arrays):
                 np.save(os.path.join(self.directory, f"features_{i}.npy"), a)
-            del arrays
             self._arrays = [np.load(os.path.join(self.directory, f"features_{i}.npy"), mmap_mode="r")
-                            for i in range(len(chunks[0]))]
+                            for i in range(len(arrays))]
         else:
-            self._arrays = [tf.constant(a) for a in arrays]
+            self._arrays = []
+            while arrays:  # one copy at a time: never two of every array
+                self._arrays.append(tf.constant(arrays.pop(0)))
         self.nbytes = sum(int(np.prod(a.shape)) * 4 for a in self._arrays)
 
     def batches(self, order: np.ndarray, batch_size: int) -> tf.data.Dataset:
