@@ -264,17 +264,18 @@ def mnist5k_k3_pruned():
 # epochs. End to end trains num_stages x epochs_per_stage epochs: with one stage per group (stem +
 # 3 groups = 4 stages) 46 epochs per stage give 184 epochs = 64,584 iterations (+0.9%), the
 # closest whole-epoch stop. The milestones are iterations of the run, exactly the paper's.
-RESNET_CIFAR_RECIPE = dict(
-    dataset="cifar10", mode="end_to_end", optimizer="sgd", momentum=0.9, batch_size=128, lr=0.1,
-    weight_decay=1e-4, lr_schedule="multistep", lr_milestones=[32000, 48000], lr_milestone_unit="step",
-    lr_decay_factor=0.1, validation_fraction=0.1, epochs_per_stage=46, augment="crop_flip",
-)
+RESNET_CIFAR_RECIPE = {
+    "dataset": "cifar10", "mode": "end_to_end", "optimizer": "sgd", "momentum": 0.9, "batch_size": 128,
+    "lr": 0.1, "weight_decay": 1e-4, "lr_schedule": "multistep", "lr_milestones": [32000, 48000],
+    "lr_milestone_unit": "step", "lr_decay_factor": 0.1, "validation_fraction": 0.1,
+    "epochs_per_stage": 46, "augment": "crop_flip",
+}
 # CIFAR-10 test error (%) of He et al. Table 6.
 RESNET_CIFAR_ERRORS = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43}
 
 
 def _resnet_cifar(depth: int):
-    changes = dict(RESNET_CIFAR_RECIPE, model=f"resnet{depth}", model_options=dict(stage_granularity="group"))
+    changes = dict(RESNET_CIFAR_RECIPE, model=f"resnet{depth}", model_options={"stage_granularity": "group"})
     if depth == 110:  # "0.1 is slightly too large to start converging": 0.01 for ~400 iterations
         changes.update(warmup_steps=400, warmup_lr=0.01)
     return changes
@@ -341,11 +342,11 @@ def resnet110_cifar():
 # 224 crops of the 256 images + flips, PCA colour; test on 10 crops. On CIFAR-10 the crop keeps
 # the paper's ratio: 28 of 32 (224/256 = 0.875); alexnet_cifar has 5 stages, so 18 epochs per stage
 # are 90 epochs end to end. The patience (5 epochs) is our choice: the paper gives none.
-ALEXNET_RECIPE = dict(
-    mode="end_to_end", optimizer="sgd", momentum=0.9, batch_size=128, lr=0.01, weight_decay=5e-4,
-    lr_schedule="plateau", lr_decay_factor=0.1, plateau_patience=5, validation_fraction=0.1,
-    augment="flip_pca", eval_crops=10,
-)
+ALEXNET_RECIPE = {
+    "mode": "end_to_end", "optimizer": "sgd", "momentum": 0.9, "batch_size": 128, "lr": 0.01,
+    "weight_decay": 5e-4, "lr_schedule": "plateau", "lr_decay_factor": 0.1, "plateau_patience": 5,
+    "validation_fraction": 0.1, "augment": "flip_pca", "eval_crops": 10,
+}
 
 
 @experiment("alexnet_cifar10", "89 (Belilovsky et al. Table 1)")

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_config
 
 from apps.runner import resolve, restore, run_training
-from conftest import tiny_config
 from layerwise.checkpoints import ProblemCheckpoints
 from layerwise.config import TrainConfig
 from layerwise.datasets.crops import random_crops
@@ -49,14 +49,14 @@ def test_plateau_decays_after_patience_epochs_without_improvement_and_not_before
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(lr_schedule="plateau"), "never the test set: also pass --validation_fraction"),
-    (dict(lr_schedule="multistep"), "needs positive integer lr_milestones"),
-    (dict(lr_schedule="multistep", lr_milestones=[5, 3]), "strictly increasing"),
-    (dict(lr_milestones=[5]), "apply to lr_schedule=multistep only"),
-    (dict(lr_schedule="cosine"), "unknown lr_schedule 'cosine'"),
-    (dict(warmup_steps=400), "warmup_lr > 0"),
-    (dict(eval_crops=10), "also pass --crop_size"),
-    (dict(eval_crops=5, crop_size=6), "eval_crops must be 1 or 10"),
+    ({"lr_schedule": "plateau"}, "never the test set: also pass --validation_fraction"),
+    ({"lr_schedule": "multistep"}, "needs positive integer lr_milestones"),
+    ({"lr_schedule": "multistep", "lr_milestones": [5, 3]}, "strictly increasing"),
+    ({"lr_milestones": [5]}, "apply to lr_schedule=multistep only"),
+    ({"lr_schedule": "cosine"}, "unknown lr_schedule 'cosine'"),
+    ({"warmup_steps": 400}, "warmup_lr > 0"),
+    ({"eval_crops": 10}, "also pass --crop_size"),
+    ({"eval_crops": 5, "crop_size": 6}, "eval_crops must be 1 or 10"),
 ])
 def test_bad_recipe_settings_are_one_line_errors(changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -134,4 +134,5 @@ def test_ten_crop_run_reports_top1_top5_error_and_warmup_multistep_lrs(tmp_path,
     images = np.concatenate([x.numpy() for x, _ in run.data.full_eval_batches("test", 512)])
     probs = ten_crop_probabilities(run.classifiers[0], images, (6, 6))
     assert np.mean(probs.argmax(-1) == run.data.labels("test")) == pytest.approx(record["test_acc"], abs=1e-9)
-    assert "10-crop top-1 err" in open(os.path.join(workdir, "report.md")).read()
+    with open(os.path.join(workdir, "report.md")) as f:
+        assert "10-crop top-1 err" in f.read()
