@@ -301,9 +301,6 @@ class GreedyTrainer:
             restored = checkpoints.latest_epoch()
             state = restored[1].get("plateau") if restored is not None else None
         plateau = Plateau.from_config(self.config, state)
-        if state is None:  # a checkpoint without the state: the decisions follow from the history
-            for record in history:
-                plateau.update(record["val_acc"])
         schedule.set_scale(plateau.scale)
         return plateau
 
