@@ -86,7 +86,7 @@ def report(results: dict[str, dict[str, float]], out: str,
             row.append(float(np.mean(list(gammas[label].values()))))
         summary.append(row)
     header = ["run", "3x3 layers", "mean std", "median std", "max std", "mean std of *_bn2"]
-    header += ["mean |gamma|"] if gammas is not None else []
+    header += ["mean abs(gamma)"] if gammas is not None else []
     text = ("# Layer responses (std of each 3x3 layer's BN output, He et al. Fig. 7)\n\n"
             + markdown_table(header, summary)
             + "\n## Per layer (network order)\n\n"

@@ -59,7 +59,7 @@ def test_layer_responses_table_and_figure(tiny_runs, tmp_path):
         assert np.allclose(ratios, 1.0, atol=0.15), ratios
     table, figure = report(results, str(tmp_path), gammas)
     text = open(table).read()
-    assert "| plain8 | 7 |" in text and "conv4_1_bn2" in text and "mean |gamma|" in text
+    assert "| plain8 | 7 |" in text and "conv4_1_bn2" in text and "mean abs(gamma)" in text
     _check_png(figure)
 
 
