@@ -211,11 +211,15 @@ class TrainConfig:
         milestones = list(self.lr_milestones)
         if self.lr_schedule == "multistep":
             if not milestones or any(not isinstance(m, int) or m <= 0 for m in milestones):
-                raise ConfigError(f"lr_schedule=multistep needs positive integer lr_milestones (e.g. 32000,48000), got {milestones}")
+                raise ConfigError(
+                    f"lr_schedule=multistep needs positive integer lr_milestones (e.g. 32000,48000), got {milestones}"
+                )
             if milestones != sorted(set(milestones)):
                 raise ConfigError(f"lr_milestones must be strictly increasing, got {milestones}")
         elif milestones:
-            raise ConfigError(f"lr_milestones apply to lr_schedule=multistep only (lr_schedule is {self.lr_schedule!r})")
+            raise ConfigError(
+                f"lr_milestones apply to lr_schedule=multistep only (lr_schedule is {self.lr_schedule!r})"
+            )
         if self.lr_schedule == "plateau":
             if not self.validation_fraction:
                 raise ConfigError(
@@ -228,7 +232,8 @@ class TrainConfig:
             raise ConfigError(f"plateau_patience must be >= 1, got {self.plateau_patience}")
         if self.warmup_steps < 0 or (self.warmup_steps and not self.warmup_lr > 0):
             raise ConfigError(
-                f"need warmup_steps >= 0 and warmup_lr > 0 when warming up, got {self.warmup_steps}, {self.warmup_lr}"
+                f"need warmup_steps >= 0 and warmup_lr > 0 when warming up, got "
+                f"{self.warmup_steps}, {self.warmup_lr}"
             )
         if self.crop_size < 0:
             raise ConfigError(f"crop_size must be >= 0, got {self.crop_size}")
@@ -241,7 +246,9 @@ class TrainConfig:
                     "also pass --crop_size (smaller than the images, e.g. 28 for 32x32)"
                 )
             if self.mode == "decoupled" or self.prune_to_width or self.refit_head_epochs:
-                raise ConfigError("eval_crops=10 applies to plain layerwise and end_to_end runs (no decoupled, pruning or head refit)")
+                raise ConfigError(
+                    "eval_crops=10 applies to plain layerwise and end_to_end runs (no decoupled, pruning or head refit)"
+                )
 
     def learning_rate(self, epoch: int) -> float:
         """The step schedule: ``lr * lr_decay_factor ** (epoch // lr_decay_every)``."""

@@ -29,7 +29,9 @@ import tensorflow as tf
 from layerwise.config import TrainConfig
 
 
-def piecewise(config: TrainConfig, steps_per_epoch: int, epochs: int, stretch: int = 1) -> tuple[list[int], list[float]]:
+def piecewise(
+    config: TrainConfig, steps_per_epoch: int, epochs: int, stretch: int = 1
+) -> tuple[list[int], list[float]]:
     """``(boundaries, values)``: the lr is ``values[i]`` from iteration ``boundaries[i - 1]`` on
     (see :class:`PiecewiseLR`).
 
