@@ -33,13 +33,19 @@ def define_flags() -> None:
 def measure(workdirs: list[str], labels: list[str] | None = None, split: str = "test",
             batch_size: int = 256) -> dict[str, dict[str, float]]:
     """``{label: {bn_layer: std}}`` for each finished run."""
+    return measure_runs(workdirs, labels, split, batch_size)[0]
+
+
+def measure_runs(workdirs: list[str], labels: list[str] | None = None, split: str = "test",
+                 batch_size: int = 256) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """``({label: {bn_layer: std}}, {label: {bn_layer: mean |gamma|}})`` for each finished run."""
     from apps.runner import restore
     from layerwise.errors import ConfigError
-    from layerwise.responses import layer_response_stds
+    from layerwise.responses import bn_gamma_magnitudes, layer_response_stds
 
     if labels is not None and len(labels) != len(workdirs):
         raise ConfigError(f"got {len(labels)} labels for {len(workdirs)} workdirs")
-    results = {}
+    results, gammas = {}, {}
     for i, workdir in enumerate(workdirs):
         run = restore(workdir)
         label = labels[i] if labels else run.network.name
@@ -48,11 +54,18 @@ def measure(workdirs: list[str], labels: list[str] | None = None, split: str = "
         results[label] = layer_response_stds(run.network, run.data.eval_batches(split, batch_size))
         if not results[label]:
             raise ConfigError(f"{workdir}: {run.network.name} has no 3x3 conv + BN layers to measure")
-    return results
+        gammas[label] = bn_gamma_magnitudes(run.network, results[label])
+    return results, gammas
 
 
-def report(results: dict[str, dict[str, float]], out: str) -> tuple[str, str]:
-    """Writes ``layer_responses.md`` and ``.png`` under ``out``; returns their paths."""
+def report(results: dict[str, dict[str, float]], out: str,
+           gammas: dict[str, dict[str, float]] | None = None) -> tuple[str, str]:
+    """Writes ``layer_responses.md`` and ``.png`` under ``out``; returns their paths.
+
+    The summary gives, per run, the mean, median and max std, the mean over the blocks' second
+    BN (``*_bn2``: the residual function's output in a basic block, before the addition) and,
+    with ``gammas``, the mean |gamma| of the same layers.
+    """
     from apps.figures import markdown_table, pyplot, save_figure, write_text
 
     labels = list(results)
@@ -64,10 +77,18 @@ def report(results: dict[str, dict[str, float]], out: str) -> tuple[str, str]:
             items = list(results[label].items())
             row.append(f"{items[i][0]}: {items[i][1]:.4f}" if i < len(items) else "")
         rows.append(row)
-    summary = [[label, len(r), float(np.mean(list(r.values()))), float(np.median(list(r.values()))),
-                float(np.max(list(r.values())))] for label, r in results.items()]
+    summary = []
+    for label, r in results.items():
+        values, second = list(r.values()), [v for k, v in r.items() if k.endswith("_bn2")]
+        row = [label, len(r), float(np.mean(values)), float(np.median(values)), float(np.max(values)),
+               float(np.mean(second)) if second else "-"]
+        if gammas is not None:
+            row.append(float(np.mean(list(gammas[label].values()))))
+        summary.append(row)
+    header = ["run", "3x3 layers", "mean std", "median std", "max std", "mean std of *_bn2"]
+    header += ["mean abs(gamma)"] if gammas is not None else []
     text = ("# Layer responses (std of each 3x3 layer's BN output, He et al. Fig. 7)\n\n"
-            + markdown_table(["run", "3x3 layers", "mean std", "median std", "max std"], summary)
+            + markdown_table(header, summary)
             + "\n## Per layer (network order)\n\n"
             + markdown_table(["layer"] + labels, rows))
     table = write_text(os.path.join(out, "layer_responses.md"), text)
@@ -92,8 +113,8 @@ def main(argv):
     del argv
     if not FLAGS.workdirs:
         raise ConfigError("--workdirs is required: run directories of finished apps.train runs")
-    results = measure(FLAGS.workdirs, FLAGS.labels, FLAGS.split, FLAGS.batch_size)
-    table, figure = report(results, FLAGS.out)
+    results, gammas = measure_runs(FLAGS.workdirs, FLAGS.labels, FLAGS.split, FLAGS.batch_size)
+    table, figure = report(results, FLAGS.out, gammas)
     with open(table) as f:
         print(f.read().split("## Per layer")[0].strip())
     print(f"\nwrote {table} and {figure}")

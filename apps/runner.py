@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from layerwise.config import RunOptions, TrainConfig
 from layerwise.datasets import DataSource, load_dataset
+from layerwise.datasets.crops import with_crops
 from layerwise.distribute import is_chief, make_strategy, synchronize_batchnorm, worker_workdir
 from layerwise.errors import ConfigError
 from layerwise.optim import dtype_policy
@@ -40,7 +41,7 @@ def load_data(config: TrainConfig) -> DataSource:
                 "drop --validation_fraction/--keep_best"
             )
         data = data.with_validation(config.validation_fraction, config.split_seed)
-    return data
+    return with_crops(data, config.crop_size)
 
 
 def build_network(config: TrainConfig, data: DataSource, strategy=None) -> StagedNetwork:

@@ -87,8 +87,22 @@ flags.DEFINE_float("lr", None, "Learning rate." + _default("lr"))
 flags.DEFINE_float("momentum", None, "SGD momentum." + _default("momentum"))
 flags.DEFINE_float("weight_decay", None, "L2 weight decay (coupled, as in the paper's code)." + _default("weight_decay"))
 flags.DEFINE_integer("lr_decay_every", None, "Multiply the LR by --lr_decay_factor every this many epochs of a stage (0: constant)." + _default("lr_decay_every"))
-flags.DEFINE_float("lr_decay_factor", None, "Step-schedule factor." + _default("lr_decay_factor"))
-flags.DEFINE_string("augment", None, "auto, none, crop, crop_flip, or one of those + AlexNet PCA colour: pca, crop_pca, crop_flip_pca." + _default("augment"))
+flags.DEFINE_float("lr_decay_factor", None, "Factor of the step, multistep and plateau schedules (0.1: divide by 10)." + _default("lr_decay_factor"))
+# Paper recipes: LR schedules (AlexNet, ResNet) and 10-crop testing (layerwise.schedules, layerwise.datasets.crops).
+flags.DEFINE_string(
+    "lr_schedule", None,
+    "step (every --lr_decay_every epochs), multistep (at --lr_milestones; He et al.: 32000,48000 iterations) "
+    "or plateau (when the validation accuracy has not improved for --plateau_patience epochs; Krizhevsky et "
+    "al.; needs --validation_fraction)." + _default("lr_schedule"),
+)
+flags.DEFINE_list("lr_milestones", None, "Boundaries of --lr_schedule=multistep, in --lr_milestone_unit (e.g. 32000,48000) [default: none].")
+flags.DEFINE_string("lr_milestone_unit", None, "epoch (of a stage; stretched J times end to end) or step (iterations of each problem, as given)." + _default("lr_milestone_unit"))
+flags.DEFINE_integer("plateau_patience", None, "Epochs without a validation improvement before --lr_schedule=plateau decays the LR." + _default("plateau_patience"))
+flags.DEFINE_integer("warmup_steps", None, "Train the first this many iterations of each problem at --warmup_lr (ResNet-110: 400; 0: off)." + _default("warmup_steps"))
+flags.DEFINE_float("warmup_lr", None, "Learning rate of the warm-up iterations (ResNet-110: 0.01)." + _default("warmup_lr"))
+flags.DEFINE_integer("crop_size", None, "Train on random crops of this size and test on the centre crop (AlexNet: 224 of 256; 0: whole images)." + _default("crop_size"))
+flags.DEFINE_integer("eval_crops", None, "1, or 10: test each finished problem on 4 corner + centre crops and their mirrors, softmax averaged, with top-1/top-5 error (needs --crop_size)." + _default("eval_crops"))
+flags.DEFINE_string("augment", None, "auto, none, crop, crop_flip, flip, or one of those + AlexNet PCA colour: pca, crop_pca, crop_flip_pca, flip_pca." + _default("augment"))
 flags.DEFINE_integer("seed", None, "Seed for weights, data order and augmentation." + _default("seed"))
 flags.DEFINE_integer("split_seed", None, "Seed of the train/test split of embedded data." + _default("split_seed"))
 flags.DEFINE_string("on_nan", None, "At a non-finite loss: stop, or skip the batch." + _default("on_nan"))
@@ -156,6 +170,13 @@ def config_from_flags() -> TrainConfig:
         base = TrainConfig.from_dict({**base.to_dict(), **load_config_values(FLAGS.config)})
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     changes = {name: FLAGS[name].value for name in fields if name in FLAGS and FLAGS[name].value is not None}
+    if "lr_milestones" in changes:
+        try:
+            changes["lr_milestones"] = [int(v) for v in changes["lr_milestones"] if v != ""]
+        except ValueError:
+            raise ConfigError(
+                f"--lr_milestones takes integers like 32000,48000; got {','.join(changes['lr_milestones'])}"
+            ) from None
     options = dict(base.model_options)
     for name in MODEL_FLAGS:
         value = FLAGS[name].value

@@ -5,9 +5,10 @@ the CIFAR recipes of Belilovsky et al. and He et al.) and takes a random crop ba
 original size; ``crop_flip`` adds a random horizontal flip; ``resized_crop_flip`` is the ImageNet
 recipe (random-resized-crop: 8%-100% of the area, aspect ratio 3/4-4/3, resized to the output
 size, + flip); :func:`center_crop` is its test-time counterpart (resize the short side to 256,
-centre crop 224). Flips are never used for digits (a mirrored 3 is not a 3). ``pca``,
-``crop_pca`` and ``crop_flip_pca`` add AlexNet's PCA colour augmentation (Krizhevsky et al.
-2012, Sec. 4.1) after the crop/flip: every pixel of an image gets ``sum_i alpha_i s_i p_i`` with
+centre crop 224); ``flip`` is a random horizontal flip alone (AlexNet's random crops come from
+``TrainConfig.crop_size``, see ``layerwise.datasets.crops``). Flips are never used for digits (a
+mirrored 3 is not a 3). ``pca``, ``crop_pca``, ``crop_flip_pca`` and ``flip_pca`` add AlexNet's PCA
+colour augmentation (Krizhevsky et al. 2012, Sec. 4.1) after the crop/flip: every pixel of an image gets ``sum_i alpha_i s_i p_i`` with
 one ``alpha_i ~ N(0, 0.1)`` per image and eigenvector ``p_i`` of the training set's channel
 covariance (see :class:`PCAColour`). Every random choice is a stateless op keyed on (epoch seed, example
 index), so an epoch's augmented batches are a pure function of the seed and the epoch.
@@ -22,7 +23,9 @@ import tensorflow as tf
 
 from layerwise.errors import ConfigError
 
-AUGMENTATIONS = ("none", "crop", "crop_flip", "resized_crop_flip", "pca", "crop_pca", "crop_flip_pca")
+AUGMENTATIONS = (
+    "none", "crop", "crop_flip", "resized_crop_flip", "pca", "crop_pca", "crop_flip_pca", "flip", "flip_pca",
+)
 PCA_ALPHA_STD = 0.1  # the paper's sigma of alpha_i
 
 
@@ -98,6 +101,8 @@ def augment_image(image: tf.Tensor, policy: str, seed: tf.Tensor, pca: PCAColour
         seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
         base = policy.removesuffix("pca").rstrip("_") or "none"
         return pca_colour(augment_image(image, base, seeds[0]), pca, seeds[1])
+    if policy == "flip":  # with TrainConfig.crop_size: AlexNet's random crop + flip
+        return tf.image.stateless_random_flip_left_right(image, seed=tf.cast(seed, tf.int64))
     if policy == "resized_crop_flip":
         return random_resized_crop_flip(image, (image.shape[0], image.shape[1]), seed)
     height, width = image.shape[0], image.shape[1]

@@ -212,6 +212,11 @@ def train_head(
             step(x, y)
 
 
+def _constant_lr(config: TrainConfig, lr: float) -> TrainConfig:
+    """``config`` with a constant learning rate ``lr`` (no decay, milestones or warm-up)."""
+    return config.replace(lr=lr, lr_schedule="step", lr_decay_every=0, lr_milestones=[], warmup_steps=0)
+
+
 def predict_test(model: keras.Model, data: DataSource, batch_size: int = 256) -> np.ndarray:
     predict = make_predict_step(model)
     return np.concatenate([predict(x).numpy() for x, _ in data.eval_batches("test", batch_size)])
@@ -266,7 +271,7 @@ def prune_after_stage(trainer, j: int) -> dict[str, Any]:
     acc_pruned = _accuracy(predict_test(after, data), data)
     keras.utils.set_random_seed(derive_seed(config.seed, 5, j))
     train_head(
-        head, network.prefix(j + 1), data, config.replace(lr=config.lr * 0.1, lr_decay_every=0),
+        head, network.prefix(j + 1), data, _constant_lr(config, config.lr * 0.1),
         config.prune_finetune_epochs, derive_seed(config.seed, 6, j),
     )
     probs = predict_test(after, data)

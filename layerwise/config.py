@@ -20,6 +20,9 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("sgd", "adam")
 ON_NAN = ("stop", "skip")
 PRUNE_CRITERIA = ("taylor", "l1")
+LR_SCHEDULES = ("step", "multistep", "plateau")
+MILESTONE_UNITS = ("epoch", "step")
+EVAL_CROPS = (1, 10)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +49,28 @@ class TrainConfig:
         weight_decay: L2 coefficient added to the loss (PyTorch-style coupled weight decay,
             as in the paper's code), on every trainable variable.
         lr_decay_every, lr_decay_factor: step schedule, lr * factor ** (epoch // every), per
-            stage (the paper: x0.2 every 15 epochs on CIFAR); ``0`` disables it.
+            stage (the paper: x0.2 every 15 epochs on CIFAR); ``0`` disables it. The factor is
+            also the ``multistep`` and ``plateau`` schedules' factor.
+        lr_schedule: ``step`` (above), ``multistep`` (multiply by ``lr_decay_factor`` at each of
+            ``lr_milestones``; He et al. 2016: /10 at 32k and 48k iterations) or ``plateau``
+            (multiply by ``lr_decay_factor`` when the validation accuracy has not improved for
+            ``plateau_patience`` epochs; Krizhevsky et al. 2012: /10 when the validation error
+            stops improving; needs ``validation_fraction > 0``). See ``layerwise.schedules``.
+        lr_milestones, lr_milestone_unit: the ``multistep`` boundaries, in ``epoch``s of a stage
+            (stretched J times end to end, like ``lr_decay_every``) or in ``step``s (iterations)
+            of each training problem, not stretched (the paper's "32k and 48k iterations").
+        plateau_patience: epochs without a validation improvement before the ``plateau`` decay.
+        warmup_steps, warmup_lr: train the first ``warmup_steps`` iterations of each problem at
+            ``warmup_lr`` before the schedule starts (He et al. 2016, ResNet-110: 0.01 for ~400
+            iterations, then 0.1); ``0`` disables it.
+        crop_size: train on random ``crop_size`` x ``crop_size`` crops of the images and evaluate
+            on their centre crop (AlexNet: 224 of 256; the network's input is the crop); ``0``
+            uses the whole images.
+        eval_crops: ``1`` (the centre crop) or ``10`` (four corners + centre and their mirrors,
+            softmax averaged, for each problem's final test evaluation, with top-1 and top-5
+            error in its record; Krizhevsky et al. 2012, He et al. 2016). ``10`` needs ``crop_size``.
         augment: ``auto`` (the dataset's default), ``none``, ``crop``, ``crop_flip``, ``pca``,
-            ``crop_pca`` or ``crop_flip_pca`` (see ``layerwise.augment``).
+            ``crop_pca``, ``crop_flip_pca``, ``flip`` or ``flip_pca`` (see ``layerwise.augment``).
         seed: seeds weights, data order and augmentation.
         split_seed: seeds the train/test split of the embedded datasets.
         on_nan: ``stop`` the stage at a non-finite loss, or ``skip`` the batch.
@@ -93,6 +115,15 @@ class TrainConfig:
     weight_decay: float = 5e-4
     lr_decay_every: int = 2
     lr_decay_factor: float = 0.2
+    # Paper recipes (AlexNet, ResNet): LR schedules and 10-crop evaluation (see validate_recipe).
+    lr_schedule: str = "step"
+    lr_milestones: list = dataclasses.field(default_factory=list)
+    lr_milestone_unit: str = "epoch"
+    plateau_patience: int = 5
+    warmup_steps: int = 0
+    warmup_lr: float = 0.0
+    crop_size: int = 0
+    eval_crops: int = 1
     augment: str = "auto"
     seed: int = 0
     split_seed: int = 0
@@ -153,6 +184,7 @@ class TrainConfig:
                 f"need lr_decay_every >= 0 and 0 < lr_decay_factor <= 1, got "
                 f"{self.lr_decay_every}, {self.lr_decay_factor}"
             )
+        self.validate_recipe()
         if self.batch_size > 65536:
             raise ConfigError(f"batch_size {self.batch_size} is absurd; use at most 65536")
         self.head_spec().validate()
@@ -172,6 +204,56 @@ class TrainConfig:
         if (self.prune_to_width or self.refit_head_epochs) and self.mode != "layerwise":
             raise ConfigError("prune_to_width and refit_head_epochs apply to --mode layerwise only")
         return self
+
+    def validate_recipe(self) -> None:
+        """Checks the LR-schedule and crop fields (part of :meth:`validate`).
+
+        Raises:
+            ConfigError: with a message that names the field and what to pass instead.
+        """
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("lr_milestone_unit", self.lr_milestone_unit, MILESTONE_UNITS)
+        milestones = list(self.lr_milestones)
+        if self.lr_schedule == "multistep":
+            if not milestones or any(not isinstance(m, int) or m <= 0 for m in milestones):
+                raise ConfigError(
+                    f"lr_schedule=multistep needs positive integer lr_milestones (e.g. 32000,48000), got {milestones}"
+                )
+            if milestones != sorted(set(milestones)):
+                raise ConfigError(f"lr_milestones must be strictly increasing, got {milestones}")
+        elif milestones:
+            raise ConfigError(
+                f"lr_milestones apply to lr_schedule=multistep only (lr_schedule is {self.lr_schedule!r})"
+            )
+        if self.lr_schedule == "plateau":
+            if not self.validation_fraction:
+                raise ConfigError(
+                    "lr_schedule=plateau decides on a validation split, never the test set: "
+                    "also pass --validation_fraction (e.g. 0.1)"
+                )
+            if self.mode == "decoupled":
+                raise ConfigError("lr_schedule=plateau applies to --mode layerwise and end_to_end, not decoupled")
+        if self.plateau_patience < 1:
+            raise ConfigError(f"plateau_patience must be >= 1, got {self.plateau_patience}")
+        if self.warmup_steps < 0 or (self.warmup_steps and not self.warmup_lr > 0):
+            raise ConfigError(
+                f"need warmup_steps >= 0 and warmup_lr > 0 when warming up, got "
+                f"{self.warmup_steps}, {self.warmup_lr}"
+            )
+        if self.crop_size < 0:
+            raise ConfigError(f"crop_size must be >= 0, got {self.crop_size}")
+        if self.eval_crops not in EVAL_CROPS:
+            raise ConfigError(f"eval_crops must be 1 or 10, got {self.eval_crops}")
+        if self.eval_crops == 10:
+            if not self.crop_size:
+                raise ConfigError(
+                    "eval_crops=10 takes crops of the training crop size from the full test images: "
+                    "also pass --crop_size (smaller than the images, e.g. 28 for 32x32)"
+                )
+            if self.mode == "decoupled" or self.prune_to_width or self.refit_head_epochs:
+                raise ConfigError(
+                    "eval_crops=10 applies to plain layerwise and end_to_end runs (no decoupled, pruning or head refit)"
+                )
 
     def learning_rate(self, epoch: int) -> float:
         """The step schedule: ``lr * lr_decay_factor ** (epoch // lr_decay_every)``."""

@@ -12,32 +12,20 @@ import contextlib
 import keras
 
 from layerwise.config import TrainConfig
+from layerwise.schedules import make_schedule
+
+__all__ = ["dtype_policy", "make_optimizer", "make_schedule"]
 
 
-def make_schedule(config: TrainConfig, steps_per_epoch: int, epochs: int, stretch: int = 1):
-    """The step-indexed learning-rate schedule of one problem.
-
-    ``step``: lr * lr_decay_factor ** (epoch // lr_decay_every), as in the paper (CIFAR: x0.2
-    every 15 epochs; ImageNet: x0.1 every 20). ``stretch`` multiplies the decay period, so the
-    end-to-end baseline, which trains J times as many epochs, follows the same LR profile over
-    its run as one stage does over its epochs.
-    """
-    if not config.lr_decay_every:
-        return config.lr
-    every = config.lr_decay_every * stretch * steps_per_epoch
-    boundaries = list(range(every, epochs * steps_per_epoch, every))
-    if not boundaries:
-        return config.lr
-    values = [config.lr * config.lr_decay_factor**i for i in range(len(boundaries) + 1)]
-    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-
-
-def make_optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int, stretch: int = 1):
+def make_optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int, stretch: int = 1, schedule=None):
     """A fresh optimizer (SGD with momentum, as in the paper, or Adam) with its schedule.
 
+    ``schedule``: the learning rate or schedule to use (``layerwise.schedules.make_schedule``
+    of the same arguments when ``None``; pass one to keep a handle on a ``plateau`` schedule).
     Under ``mixed_float16`` it is wrapped in a ``LossScaleOptimizer`` (dynamic loss scale).
     """
-    schedule = make_schedule(config, steps_per_epoch, epochs, stretch)
+    if schedule is None:
+        schedule = make_schedule(config, steps_per_epoch, epochs, stretch)
     if config.optimizer == "adam":
         optimizer = keras.optimizers.Adam(schedule)
     else:

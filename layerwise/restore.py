@@ -26,6 +26,7 @@ import keras
 from layerwise import checkpoints as ckpt
 from layerwise.config import TrainConfig
 from layerwise.datasets import DataSource, load_dataset
+from layerwise.datasets.crops import with_crops
 from layerwise.errors import CheckpointError
 from layerwise.staging import StagedNetwork
 from layerwise.trainer import GreedyTrainer
@@ -70,8 +71,9 @@ class RestoredRun:
 
 
 def default_load_data(config: TrainConfig) -> DataSource:
-    """The dataset as ``apps.runner.load_data`` loads it (augmentation is irrelevant here)."""
-    return load_dataset(config.dataset, split_seed=config.split_seed)
+    """The dataset as ``apps.runner.load_data`` loads it (augmentation is irrelevant here),
+    seen through the run's crops when it trained on crops."""
+    return with_crops(load_dataset(config.dataset, split_seed=config.split_seed), config.crop_size)
 
 
 def read_config(workdir: str) -> TrainConfig:

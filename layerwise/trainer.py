@@ -33,11 +33,13 @@ from layerwise.config import RunOptions, TrainConfig
 from layerwise.distribute import synchronize_batchnorm
 from layerwise.datasets.base import DataSource, derive_seed
 from layerwise.errors import ConfigError, DatasetUnavailableError, NonFiniteLossError
+from layerwise.evaluation import ten_crop_probabilities, top_k_error
 from layerwise.export import export_classifier, versions, write_models_config
 from layerwise.flops import count_flops
 from layerwise.heads import HeadSpec, build_aux_head
 from layerwise.memory import peak_memory_mb, reset_peak_memory
 from layerwise.optim import dtype_policy, make_optimizer
+from layerwise.schedules import Plateau, make_schedule
 from layerwise.prefix_cache import PrefixCache, check_option, choose_mode
 from layerwise.runlog import RunLog
 from layerwise.staging import StagedNetwork, primary, symbolic_inputs_like
@@ -143,6 +145,12 @@ class GreedyTrainer:
         self.records: list[dict[str, Any]] = []
         self.heads: dict[int, keras.Model] = {}
         self._test_probs: list[np.ndarray] = []
+        if getattr(data, "crop_size", 0) != config.crop_size:
+            raise ConfigError(
+                f"config.crop_size is {config.crop_size} but the data gives "
+                f"{getattr(data, 'crop_size', 0) or 'whole images'}: pass it through "
+                "layerwise.datasets.crops.with_crops(data, config.crop_size)"
+            )
         self.steps_per_epoch = data.num_train // config.batch_size
         if self.steps_per_epoch == 0:
             raise ConfigError(
@@ -242,12 +250,16 @@ class GreedyTrainer:
                 checkpoints.quarantine_final()
                 self.log(f"warning: {e}; retraining {problem.name} (the bad file is kept as final.npz.corrupt)")
         with self.strategy.scope():
-            optimizer = make_optimizer(self.config, self.steps_per_epoch, problem.epochs, problem.stretch)
+            schedule = make_schedule(self.config, self.steps_per_epoch, problem.epochs, problem.stretch)
+            optimizer = make_optimizer(
+                self.config, self.steps_per_epoch, problem.epochs, problem.stretch, schedule=schedule
+            )
             optimizer.build(problem.trainable.trainable_variables)
         history = self.restore_epoch(
             problem.name, problem.epochs, problem.trainable.variables, optimizer.variables, checkpoints
         )
         best = self._best_so_far(problem, checkpoints, history)
+        plateau = self._plateau_so_far(schedule, checkpoints, history)
         cache = self.prefix_cache(problem) if len(history) < problem.epochs else None
         step = self.train_step(problem, optimizer, cached=cache is not None)
         classifier = problem.classifier(self.network.image_input())
@@ -259,13 +271,20 @@ class GreedyTrainer:
                 history.append(record)
                 if self.config.keep_best and (not best or record["val_acc"] > history[best["epoch"]]["val_acc"]):
                     best = {"epoch": epoch, **ckpt.variables_to_arrays("best", problem.trainable.variables)}
+                if plateau is not None and plateau.update(record["val_acc"]):
+                    schedule.set_scale(plateau.scale)
+                    self.log(f"{problem.name}: validation accuracy has not improved for {plateau.patience} "
+                             f"epoch(s); lr x{self.config.lr_decay_factor:g} (scale now {plateau.scale:g})")
                 if checkpoints is not None:
                     arrays = {
                         **ckpt.variables_to_arrays("model", problem.trainable.variables),
                         **ckpt.variables_to_arrays("optimizer", optimizer.variables),
                         **{k: v for k, v in best.items() if k != "epoch"},
                     }
-                    checkpoints.save_epoch(epoch, arrays, {"history": history, "best_epoch": best.get("epoch")})
+                    meta = {"history": history, "best_epoch": best.get("epoch")}
+                    if plateau is not None:
+                        meta["plateau"] = plateau.state()
+                    checkpoints.save_epoch(epoch, arrays, meta)
         finally:
             if cache is not None:
                 cache.close()
@@ -285,6 +304,19 @@ class GreedyTrainer:
         if meta.get("best_epoch") is None:
             return {}
         return {"epoch": meta["best_epoch"], **{k: v for k, v in arrays.items() if k.startswith("best/")}}
+
+    def _plateau_so_far(self, schedule, checkpoints, history) -> Plateau | None:
+        """The reduce-on-plateau controller (``lr_schedule=plateau``), as the newest epoch
+        checkpoint left it, with ``schedule``'s scale set to match; ``None`` for other schedules."""
+        if self.config.lr_schedule != "plateau":
+            return None
+        state = None
+        if history and checkpoints is not None:
+            restored = checkpoints.latest_epoch()
+            state = restored[1].get("plateau") if restored is not None else None
+        plateau = Plateau.from_config(self.config, state)
+        schedule.set_scale(plateau.scale)
+        return plateau
 
     def prefix_cache(self, problem: Problem) -> PrefixCache | None:
         """The cached outputs of ``problem``'s frozen prefix, or ``None`` (not cached)."""
@@ -409,8 +441,34 @@ class GreedyTrainer:
         probs = self._probabilities(predict, split)
         return float(np.mean(np.argmax(probs, -1) == self.data.labels(split)))
 
-    def _finish(self, problem, predict, classifier, history, checkpoints, best_epoch=None) -> dict[str, Any]:
+    def test_evaluation(self, predict) -> tuple[np.ndarray, dict[str, Any]]:
+        """A finished problem's test probabilities, and the record fields of ``eval_crops``.
+
+        ``eval_crops=1``: one pass over the test images (their centre crop with ``crop_size``).
+        ``eval_crops=10``: the softmax averaged over the ten crops of each whole test image
+        (Krizhevsky et al. 2012, Sec. 4.1), with its top-1 and top-5 error
+        (``layerwise.evaluation``) and the centre-crop accuracy for comparison.
+        """
         probs = self._probabilities(predict, "test")
+        if self.config.eval_crops != 10:
+            return probs, {}
+        labels = self.data.labels("test")
+        size = (self.config.crop_size, self.config.crop_size)
+        batch = max(self.config.batch_size, 256) // 10 or 1
+        relaxed = tf.function(predict.python_function, reduce_retracing=True)  # 10 x batch crops
+        ten = np.concatenate([
+            ten_crop_probabilities(relaxed, x.numpy(), size, batch_size=batch, from_logits=False)
+            for x, _ in self.data.full_eval_batches("test", batch)
+        ])
+        return ten, {
+            "eval_crops": 10,
+            "centre_crop_acc": float(np.mean(np.argmax(probs, -1) == labels)),
+            "test_top1_error": top_k_error(ten, labels, 1),
+            "test_top5_error": top_k_error(ten, labels, min(5, ten.shape[-1])),
+        }
+
+    def _finish(self, problem, predict, classifier, history, checkpoints, best_epoch=None) -> dict[str, Any]:
+        probs, crops = self.test_evaluation(predict)
         self._test_probs.append(probs)
         labels = self.data.labels("test")
         kept = history[-1] if best_epoch is None else history[best_epoch]
@@ -425,6 +483,7 @@ class GreedyTrainer:
             "test_acc": float(np.mean(np.argmax(probs, -1) == labels)),
             "ensemble_acc": float(np.mean(np.argmax(ensemble_probabilities(self._test_probs), -1) == labels)),
             **top5_fields(probs, ensemble_probabilities(self._test_probs), labels),
+            **crops,
             "kept_epoch": best_epoch,
             "flops": count_flops(classifier),
             "epochs": problem.epochs,

@@ -47,16 +47,19 @@ def test_restore_refuses_what_is_not_a_finished_run(tmp_path):
 
 
 def test_layer_responses_table_and_figure(tiny_runs, tmp_path):
-    from apps.layer_responses import measure, report
+    from apps.layer_responses import measure_runs, report
 
-    results = measure([tiny_runs["plain8"], tiny_runs["resnet8"]])
+    results, gammas = measure_runs([tiny_runs["plain8"], tiny_runs["resnet8"]])
     assert list(results) == ["plain8", "resnet8"]
     expected = ["stem_bn", "conv2_1_bn1", "conv2_1_bn2", "conv3_1_bn1", "conv3_1_bn2", "conv4_1_bn1", "conv4_1_bn2"]
-    for stds in results.values():
+    for label, stds in results.items():
         assert list(stds) == expected and all(np.isfinite(v) and v > 0 for v in stds.values())
-    table, figure = report(results, str(tmp_path))
+        # inference-mode BN: a channel's std is |gamma| x (data std / moving std), the ratio ~1
+        ratios = [stds[name] / gammas[label][name] for name in expected]
+        assert np.allclose(ratios, 1.0, atol=0.15), ratios
+    table, figure = report(results, str(tmp_path), gammas)
     text = open(table).read()
-    assert "| plain8 | 7 |" in text and "conv4_1_bn2" in text
+    assert "| plain8 | 7 |" in text and "conv4_1_bn2" in text and "mean abs(gamma)" in text
     _check_png(figure)
 
 

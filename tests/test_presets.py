@@ -1,15 +1,19 @@
 """Every paper preset resolves, builds and trains one step on tiny inputs; flags override presets."""
 
+import json
+
 import numpy as np
 import pytest
 
-from apps.experiments import EXPERIMENTS, format_table, get_experiment
+from apps.experiments import EXPERIMENTS, _stage_count, format_table, get_experiment
 from apps.runner import build_network, resolve
 from conftest import run_cli
 from layerwise.datasets import load_dataset
+from layerwise.datasets.crops import with_crops
 from layerwise.errors import UnknownNameError
 from layerwise.steps import make_train_step
 from layerwise.optim import make_optimizer
+from layerwise.schedules import piecewise
 from layerwise.trainer import GreedyTrainer
 
 
@@ -18,12 +22,20 @@ def _tiny(config):
     options = dict(config.model_options)
     if config.model == "layerwise_cnn":
         options["width"] = 4
-    else:  # vgg11
+    elif config.model.startswith("vgg"):
         options.update(widths=[4, 4, 8, 8, 8], head_units=[16, 16])
+    elif config.model.startswith("alexnet"):
+        options.update(conv_widths=[8, 8, 8, 8, 8], head_units=[16, 16])
+    else:  # CIFAR ResNets: the recipe is the same for every depth; each depth's build is in test_zoo
+        options["width"] = 4
+        config = config.replace(model="resnet20")  # resnet110's one step takes ~40 s on 2 cores
     return config.replace(
         dataset="synthetic", model_options=options, aux_width=4, final_aux_width=8 if config.final_aux_width else 0,
         batch_size=8, epochs_per_stage=1, augment="none",
     )
+
+
+_STEPPED: set[str] = set()  # tiny configurations already run (resnet32/44/56_cifar shrink to resnet20's)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS.names())
@@ -32,11 +44,16 @@ def test_preset_builds_and_runs_one_step(name):
     assert "python -m apps.train --experiment " + name in experiment.doc
     paper_config = resolve(experiment.config())  # the real preset validates as is
     config = resolve(_tiny(experiment.config()))
+    fingerprint = json.dumps(config.to_dict(), sort_keys=True)
+    if fingerprint in _STEPPED:
+        return
+    _STEPPED.add(fingerprint)
     side = 64 if name.startswith("imagenet_k") else 32  # imagenet_k1 downsamples 32x
     data = load_dataset("synthetic", image_shape=(side, side, 3), num_classes=10 if "cifar" in name else 100,
                         num_train=16, num_test=8)
+    data = with_crops(data, config.crop_size)  # AlexNet: the network sees the training crops
     network = build_network(config, data)
-    assert network.num_stages == paper_config.model_options.get("num_stages", 8)
+    assert network.num_stages == _stage_count(paper_config)  # the table's J
     trainer = GreedyTrainer(network, data, config, verbose=0, log=lambda m: None)
     if config.mode == "layerwise":
         problem = trainer.stage_problem(network.num_stages - 1)
@@ -64,6 +81,17 @@ def test_paper_shapes():
     assert c.model_options["stage_granularity"] == "conv" and c.model_options["fold_pooling"]
     assert get_experiment("imagenet_vgg11_end_to_end").config().mode == "end_to_end"
     assert get_experiment("cifar10_k3_pruned").config().prune_to_width == 64
+    c = resolve(get_experiment("resnet110_cifar").config())
+    assert (c.mode, c.lr, c.batch_size, c.weight_decay, c.validation_fraction) == ("end_to_end", 0.1, 128, 1e-4, 0.1)
+    assert (c.warmup_steps, c.warmup_lr, c.model_options["shortcut"]) == (400, 0.01, "A")
+    assert get_experiment("resnet56_cifar").config().warmup_steps == 0  # the warm-up is ResNet-110's
+    # 45k/5k split, batch 128: 351 iterations per epoch; /10 at exactly 32k and 48k, stop after 184 epochs
+    boundaries, values = piecewise(c, 351, 4 * c.epochs_per_stage, stretch=4)
+    assert boundaries == [400, 32000, 48000] and values == pytest.approx([0.01, 0.1, 0.01, 0.001])
+    assert 64000 <= 351 * 4 * c.epochs_per_stage < 64000 + 351 * 4
+    c = resolve(get_experiment("alexnet_cifar10").config())
+    assert (c.lr_schedule, c.lr, c.weight_decay, c.lr_decay_factor) == ("plateau", 0.01, 5e-4, 0.1)
+    assert (c.crop_size, c.eval_crops, c.augment) == (28, 10, "flip_pca")
     with pytest.raises(UnknownNameError, match="cifar10_k2"):
         get_experiment("cifar10_k9")
 

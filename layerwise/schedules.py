@@ -1,0 +1,155 @@
+"""Learning-rate schedules of the papers: step, multi-step with warm-up, and reduce-on-plateau.
+
+- ``step`` (Belilovsky et al. 2019): ``lr * factor ** (epoch // every)`` within each stage.
+- ``multistep`` (He et al. 2016, Sec. 4.2, CIFAR): lr 0.1 divided by 10 at 32k and 48k
+  iterations; for ResNet-110 a warm-up at 0.01 "until the training error is below 80% (about 400
+  iterations)", then back to 0.1 (``warmup_steps``/``warmup_lr``, usable with every schedule).
+- ``plateau`` (Krizhevsky et al. 2012, Sec. 5): "divide the learning rate by 10 when the
+  validation error rate stopped improving with the current learning rate". :class:`Plateau`
+  decides after each epoch on the validation accuracy (never the test set); its state
+  (reductions so far, best accuracy, epochs since it improved) is saved with every epoch
+  checkpoint so that a resumed run takes the same decisions as an uninterrupted one.
+
+Every schedule is a function of the optimizer's iteration counter (saved with the optimizer's
+variables) and, for ``plateau``, of a scale variable that the trainer sets from the saved state.
+
+Example:
+    >>> schedule = make_schedule(config, steps_per_epoch=351, epochs=184)
+    >>> optimizer = keras.optimizers.SGD(schedule, momentum=0.9)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from layerwise.config import TrainConfig
+
+
+def piecewise(
+    config: TrainConfig, steps_per_epoch: int, epochs: int, stretch: int = 1
+) -> tuple[list[int], list[float]]:
+    """``(boundaries, values)``: the lr is ``values[i]`` from iteration ``boundaries[i - 1]`` on
+    (see :class:`PiecewiseLR`).
+
+    ``stretch`` multiplies epoch-based periods and milestones (the end-to-end baseline trains J
+    times as many epochs as a stage and follows the same profile over its run); milestones in
+    ``step`` units are iterations of the problem as given. The warm-up replaces the schedule's
+    first ``warmup_steps`` iterations.
+    """
+    lr, factor = config.lr, config.lr_decay_factor
+    if config.lr_schedule == "step" and config.lr_decay_every:
+        every = config.lr_decay_every * stretch * steps_per_epoch
+        boundaries = list(range(every, epochs * steps_per_epoch, every))
+    elif config.lr_schedule == "multistep":
+        scale = 1 if config.lr_milestone_unit == "step" else stretch * steps_per_epoch
+        boundaries = [int(m) * scale for m in config.lr_milestones]
+    else:
+        boundaries = []
+    values = [lr * factor**i for i in range(len(boundaries) + 1)]
+    if config.warmup_steps:
+        w = config.warmup_steps
+        after = [i for i, b in enumerate(boundaries) if b > w]
+        first = values[len(boundaries) - len(after)]  # the schedule's value at iteration w
+        boundaries = [w] + [boundaries[i] for i in after]
+        values = [config.warmup_lr, first] + [values[i + 1] for i in after]
+    return boundaries, values
+
+
+@keras.saving.register_keras_serializable(package="layerwise")
+class PiecewiseLR(keras.optimizers.schedules.LearningRateSchedule):
+    """``values[i]`` from iteration ``boundaries[i - 1]`` (0-based) on, times a ``scale``
+    variable (set by the trainer from :class:`Plateau`) after the warm-up iterations.
+
+    Iteration ``b`` is the first at the new value: "/10 at 32k iterations" means that 32,000
+    iterations ran at 0.1. (Keras's ``PiecewiseConstantDecay``, kept for the default ``step``
+    schedule, switches one iteration later.) Create it under the strategy scope.
+    """
+
+    def __init__(self, boundaries: list[int], values: list[float], warmup_steps: int = 0):
+        if len(values) != len(boundaries) + 1:
+            raise ValueError(f"need one more value than boundaries, got {len(values)} and {len(boundaries)}")
+        self.boundaries = [int(b) for b in boundaries]
+        self.values = [float(v) for v in values]
+        self.warmup_steps = int(warmup_steps)
+        self.scale = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="lr_scale")
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.int64)
+        edges = tf.constant(self.boundaries + [2**62], tf.int64)
+        index = tf.searchsorted(edges, tf.reshape(step, [1]), side="right")[0]
+        base = tf.gather(tf.constant(self.values, tf.float32), index)
+        return tf.where(step < self.warmup_steps, base, base * self.scale)
+
+    def set_scale(self, scale: float) -> None:
+        self.scale.assign(scale)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"boundaries": self.boundaries, "values": self.values, "warmup_steps": self.warmup_steps}
+
+
+def make_schedule(config: TrainConfig, steps_per_epoch: int, epochs: int, stretch: int = 1):
+    """The learning rate of one training problem.
+
+    A float when it is constant; Keras's ``PiecewiseConstantDecay`` for the default ``step``
+    schedule (unchanged since the first release); a :class:`PiecewiseLR` for ``multistep``,
+    ``plateau`` (whose scale the trainer drives with :class:`Plateau`) and any warm-up.
+    """
+    boundaries, values = piecewise(config, steps_per_epoch, epochs, stretch)
+    if config.lr_schedule != "step" or config.warmup_steps:
+        return PiecewiseLR(boundaries, values, config.warmup_steps)
+    if not boundaries:
+        return config.lr
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+@dataclasses.dataclass
+class Plateau:
+    """Reduce-on-plateau on the validation accuracy (Krizhevsky et al. 2012, Sec. 5).
+
+    After each epoch, :meth:`update` gets the validation accuracy. An epoch improves when its
+    accuracy is strictly higher than the best so far; after ``patience`` epochs in a row without
+    an improvement the learning rate is multiplied by ``factor`` and the count starts again.
+
+    Example:
+        >>> plateau = Plateau(patience=2, factor=0.1)
+        >>> [plateau.update(a) for a in (0.5, 0.6, 0.6, 0.55, 0.7)]
+        [False, False, False, True, False]
+        >>> plateau.scale
+        0.1
+    """
+
+    patience: int
+    factor: float
+    reductions: int = 0
+    best: float | None = None
+    bad_epochs: int = 0
+
+    @property
+    def scale(self) -> float:
+        """The factor applied to the base learning rate: ``factor ** reductions``."""
+        return self.factor**self.reductions
+
+    def update(self, val_acc: float) -> bool:
+        """Takes an epoch's validation accuracy; returns True when the lr is reduced now."""
+        if self.best is None or val_acc > self.best:
+            self.best, self.bad_epochs = float(val_acc), 0
+            return False
+        self.bad_epochs += 1
+        if self.bad_epochs < self.patience:
+            return False
+        self.reductions += 1
+        self.bad_epochs = 0
+        return True
+
+    def state(self) -> dict[str, Any]:
+        """What an epoch checkpoint stores (JSON)."""
+        return {"reductions": self.reductions, "best": self.best, "bad_epochs": self.bad_epochs}
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, state: dict[str, Any] | None = None) -> Plateau:
+        """A fresh controller for ``config``, or the one saved as ``state``."""
+        return cls(config.plateau_patience, config.lr_decay_factor, **(state or {}))
