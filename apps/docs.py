@@ -8,6 +8,7 @@ Each app is imported in its own process (absl flags are global per process).
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import pkgutil
@@ -58,8 +59,10 @@ def render() -> str:
         "Every app prints bad input as one line `error: ...` and exits with code 2 (`--debug` shows the traceback).",
         "",
     ]
-    for app in app_modules():
-        info = describe(app)
+    apps = app_modules()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:  # one process per app
+        infos = list(pool.map(describe, apps))
+    for app, info in zip(apps, infos):
         parts += [f"## `python -m apps.{app}`", "", info["doc"], "", "| flag | default | meaning |", "|---|---|---|"]
         for row in info["flags"]:
             default = row["default"].strip("'") if row["default"] else ""
