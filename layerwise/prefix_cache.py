@@ -118,9 +118,12 @@ class PrefixCache:
             self._arrays = [np.load(os.path.join(self.directory, f"features_{i}.npy"), mmap_mode="r")
                             for i in range(len(arrays))]
         else:
+            # Variables, not constants: a tf.data function captures a variable by its handle, but
+            # copies a captured constant (the whole cache, once more).
             self._arrays = []
-            while arrays:  # one copy at a time: never two of every array
-                self._arrays.append(tf.constant(arrays.pop(0)))
+            with tf.init_scope(), tf.device("/CPU:0"):
+                while arrays:  # one copy at a time: never two of every array
+                    self._arrays.append(tf.Variable(arrays.pop(0), trainable=False))
         self.nbytes = sum(int(np.prod(a.shape)) * 4 for a in self._arrays)
 
     def batches(self, order: np.ndarray, batch_size: int) -> tf.data.Dataset:
