@@ -154,10 +154,7 @@ class TrainConfig:
         return dataclasses.replace(spec, width=self.final_aux_width) if self.final_aux_width else spec
 
     def refit_head_spec(self) -> HeadSpec:
-        return HeadSpec(
-            conv_layers=self.refit_head_conv_layers, width=self.refit_head_width, batchnorm=self.aux_batchnorm,
-            pre_pool=self.aux_pre_pool,
-        )
+        return dataclasses.replace(self.head_spec(), conv_layers=self.refit_head_conv_layers, width=self.refit_head_width)
 
     def validate(self) -> "TrainConfig":
         """Checks every field that does not need the data or the model.

@@ -30,20 +30,24 @@ def reset_peak_memory() -> None:
         pass
 
 
+def _allocator_mib(key: str) -> float | None:
+    """``current`` or ``peak`` of the measured device's allocator in MiB; None where unsupported."""
+    try:
+        return tf.config.experimental.get_memory_info(memory_device())[key] / 2**20
+    except (ValueError, tf.errors.OpError):
+        return None
+
+
 def current_memory_mb() -> float:
     """Tensor memory allocated now, in MiB (0 where the allocator does not report)."""
-    try:
-        return tf.config.experimental.get_memory_info(memory_device())["current"] / 2**20
-    except (ValueError, tf.errors.OpError):
-        return 0.0
+    current = _allocator_mib("current")
+    return 0.0 if current is None else current
 
 
 def peak_memory_mb() -> float:
     """Peak tensor memory in MiB since the last ``reset_peak_memory`` (else the peak RSS)."""
-    try:
-        return tf.config.experimental.get_memory_info(memory_device())["peak"] / 2**20
-    except (ValueError, tf.errors.OpError):
-        return peak_rss_mb()
+    peak = _allocator_mib("peak")
+    return peak_rss_mb() if peak is None else peak
 
 
 def peak_rss_mb() -> float:

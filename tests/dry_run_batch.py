@@ -36,7 +36,8 @@ def main(app: str, commands: list[list[str]]) -> list[dict]:
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
             except Exception as e:  # a bug, not bad input: report it like a crashed process
-                code, _ = 1, print(f"{type(e).__name__}: {e}", file=sys.stderr)
+                code = 1
+                print(f"{type(e).__name__}: {e}", file=sys.stderr)
         results.append({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
     return results
 
