@@ -24,7 +24,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-    from layerwise.benchmark import markdown, run_benchmark, summarize
+    from apps.benchmark import markdown, run_benchmark, summarize
 
     del argv
     results = run_benchmark(FLAGS.size)

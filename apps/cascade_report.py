@@ -27,9 +27,9 @@ def main(argv: list[str]) -> None:
 
     import numpy as np
 
-    from layerwise.datasets import load_dataset
+    from layerwise.data import load_dataset
     from layerwise.errors import ConfigError
-    from layerwise.serving import LocalModel
+    from layerwise.serving.clients import LocalModel
 
     if len(argv) != 2:
         raise ConfigError("usage: python -m apps.cascade_report EXPORT/<model>_cascade [--dataset mnist5k]")

@@ -16,7 +16,7 @@ import dataclasses
 import re
 from typing import Callable
 
-from layerwise.config import TrainConfig
+from layerwise.run.config import TrainConfig
 from layerwise.registry import Registry
 
 EXPERIMENTS: Registry = Registry("experiment")

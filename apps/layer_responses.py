@@ -41,7 +41,7 @@ def measure_runs(workdirs: list[str], labels: list[str] | None = None, split: st
     """``({label: {bn_layer: std}}, {label: {bn_layer: mean |gamma|}})`` for each finished run."""
     from apps.runner import restore
     from layerwise.errors import ConfigError
-    from layerwise.responses import bn_gamma_magnitudes, layer_response_stds
+    from layerwise.analysis.responses import bn_gamma_magnitudes, layer_response_stds
 
     if labels is not None and len(labels) != len(workdirs):
         raise ConfigError(f"got {len(labels)} labels for {len(workdirs)} workdirs")

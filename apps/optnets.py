@@ -46,7 +46,7 @@ QUICK = dict(m=20, n=40, depths=(2, 4), train_samples=256, test_samples=128, ste
 
 
 def config_from_flags():
-    from layerwise.compressed_sensing import CSConfig
+    from models.compressed_sensing import CSConfig
     from layerwise.errors import ConfigError
 
     try:
@@ -74,8 +74,8 @@ def validate(argv):
 
 def main(argv):
     config = validate(argv)
-    from layerwise.compressed_sensing import markdown_table, run_depth_experiment, write_report
-    from layerwise.checkpoints import atomic_write_text
+    from models.compressed_sensing import markdown_table, run_depth_experiment, write_report
+    from layerwise.run.checkpoints import atomic_write_text
     from models.unrolled import build_unrolled
 
     atomic_write_text(os.path.join(FLAGS.workdir, "config.json"), json.dumps(dataclasses.asdict(config), indent=2))

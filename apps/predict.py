@@ -35,7 +35,7 @@ FLAGS = flags.FLAGS
 
 def _client():
     from layerwise.errors import ConfigError
-    from layerwise import serving
+    from layerwise.serving import clients as serving
 
     sources = [name for name in ("model_dir", "server", "grpc") if FLAGS[name].value]
     if len(sources) != 1:
@@ -51,7 +51,7 @@ def _client():
 def _images():
     import numpy as np
 
-    from layerwise import serving
+    from layerwise.serving import clients as serving
     from layerwise.errors import ConfigError
 
     sources = [name for name in ("images", "npy", "dataset") if FLAGS[name].value]
@@ -61,7 +61,7 @@ def _images():
         return serving.load_image_files(FLAGS.images), None
     if FLAGS.npy:
         return serving.load_npy(FLAGS.npy), None
-    from layerwise.datasets import load_dataset
+    from layerwise.data import load_dataset
 
     data = load_dataset(FLAGS.dataset, split_seed=FLAGS.split_seed)
     if not hasattr(data, "arrays"):

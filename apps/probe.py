@@ -26,9 +26,9 @@ FLAGS = flags.FLAGS
 
 def probe_workdirs(workdirs, out, probes, epochs=3, width=32, log=print) -> dict:
     """Probes every run; returns ``{run label: [per-stage dict]}`` and writes the reports."""
-    from layerwise.checkpoints import atomic_write_text
+    from layerwise.run.checkpoints import atomic_write_text
     from layerwise.errors import ConfigError
-    from layerwise.probes import PROBES, format_probe_table, plot_probes, probe_network
+    from layerwise.analysis.probes import PROBES, format_probe_table, plot_probes, probe_network
     from apps.runner import restore
 
     unknown = sorted(set(probes) - set(PROBES))

@@ -17,7 +17,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-    from layerwise.report import write_report
+    from layerwise.run.report import write_report
 
     if len(argv) != 2:
         cli.fail("usage: python -m apps.report WORKDIR [--compare OTHER_WORKDIR]")

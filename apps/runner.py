@@ -12,17 +12,17 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from layerwise.config import RunOptions, TrainConfig
-from layerwise.datasets import DataSource, load_dataset
-from layerwise.datasets.crops import with_crops
+from layerwise.run.config import RunOptions, TrainConfig
+from layerwise.data import DataSource, load_dataset
+from layerwise.data.crops import with_crops
 from layerwise.distribute import is_chief, make_strategy, synchronize_batchnorm, worker_workdir
 from layerwise.errors import ConfigError
-from layerwise.optim import dtype_policy
-from layerwise.report import stage_table, write_report
-from layerwise.restore import RestoredRun, restore_run
-from layerwise.staging import StagedNetwork
-from layerwise.trainer import GreedyTrainer
-from layerwise.workdir import prepare_workdir
+from layerwise.training.optim import dtype_policy
+from layerwise.run.report import stage_table, write_report
+from layerwise.run.restore import RestoredRun, restore_run
+from layerwise.training.network import StagedNetwork
+from layerwise.training.trainer import GreedyTrainer
+from layerwise.run.workdir import prepare_workdir
 from models import build_model
 from models.registry import resolve_options
 
@@ -63,7 +63,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
 
 
 def restore(workdir: str) -> RestoredRun:
-    """The finished run in ``workdir`` rebuilt with its trained weights (see layerwise.restore)."""
+    """The finished run in ``workdir`` rebuilt with its trained weights (see layerwise.run.restore)."""
 
     return restore_run(workdir, lambda config, data: build_network(resolve(config), data), load_data)
 

@@ -7,7 +7,7 @@ checkpoints, logs and one SavedModel per stage to ``--workdir``:
     python -m apps.train
     python -m apps.train --mode end_to_end --workdir runs/e2e
 
-Precedence: the built-in defaults (``layerwise.config.TrainConfig``), then the preset named by
+Precedence: the built-in defaults (``layerwise.run.config.TrainConfig``), then the preset named by
 ``--experiment`` (``apps.experiments``; ``--list_experiments`` prints them with the paper's
 numbers), then ``--config FILE`` (a TrainConfig JSON, e.g. the one ``apps.tune`` writes), then
 any flag given on the command line. Rerunning a command on the same workdir resumes it.
@@ -25,7 +25,7 @@ import json
 from absl import flags
 
 from apps import cli
-from layerwise.config import TrainConfig
+from layerwise.run.config import TrainConfig
 
 DEFAULTS = TrainConfig()
 FLAGS = flags.FLAGS
@@ -88,7 +88,7 @@ flags.DEFINE_float("momentum", None, "SGD momentum." + _default("momentum"))
 flags.DEFINE_float("weight_decay", None, "L2 weight decay (coupled, as in the paper's code)." + _default("weight_decay"))
 flags.DEFINE_integer("lr_decay_every", None, "Multiply the LR by --lr_decay_factor every this many epochs of a stage (0: constant)." + _default("lr_decay_every"))
 flags.DEFINE_float("lr_decay_factor", None, "Factor of the step, multistep and plateau schedules (0.1: divide by 10)." + _default("lr_decay_factor"))
-# Paper recipes: LR schedules (AlexNet, ResNet) and 10-crop testing (layerwise.schedules, layerwise.datasets.crops).
+# Paper recipes: LR schedules (AlexNet, ResNet) and 10-crop testing (layerwise.training.schedules, layerwise.data.crops).
 flags.DEFINE_string(
     "lr_schedule", None,
     "step (every --lr_decay_every epochs), multistep (at --lr_milestones; He et al.: 32000,48000 iterations) "
@@ -225,7 +225,7 @@ def parse_model_options(items: list[str]) -> dict:
 def validate(argv: list[str]) -> None:
     """Checks the configuration and the names in it without loading data or writing anything."""
     from apps.runner import resolve
-    from layerwise.datasets import DATASETS
+    from layerwise.data import DATASETS
 
     del argv
     config = resolve(config_from_flags())
@@ -235,7 +235,7 @@ def validate(argv: list[str]) -> None:
 
 def main(argv: list[str]) -> None:
     from apps.runner import run_training
-    from layerwise.config import RunOptions
+    from layerwise.run.config import RunOptions
 
     del argv
     if FLAGS.list_experiments:

@@ -48,7 +48,7 @@ def main(argv: list[str]) -> None:
 
     from apps.runner import build_network, load_data, resolve
     from layerwise import tuning
-    from layerwise.checkpoints import atomic_write_text
+    from layerwise.run.checkpoints import atomic_write_text
     from layerwise.errors import ConfigError
 
     del argv

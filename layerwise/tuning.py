@@ -1,6 +1,6 @@
 """Keras Tuner over the layerwise schedule: the whole run, or greedily stage by stage.
 
-Both hypermodels run our own loop (:class:`~layerwise.trainer.GreedyTrainer`) inside
+Both hypermodels run our own loop (:class:`~layerwise.training.trainer.GreedyTrainer`) inside
 ``HyperModel.fit``, report ``val_accuracy`` through the tuner's callbacks
 (``on_epoch_end(step, logs={"val_accuracy": ...})``, one step per trained stage) and return it.
 Trials train on the training split minus a stratified validation part and are scored on that
@@ -30,13 +30,13 @@ from typing import Any, Callable, Sequence
 import keras_tuner as kt
 import numpy as np
 
-from layerwise import checkpoints as ckpt
-from layerwise.checkpoints import atomic_write_text
-from layerwise.config import TrainConfig
-from layerwise.datasets.base import ArraySource, DataSource
+from layerwise.run import checkpoints as ckpt
+from layerwise.run.checkpoints import atomic_write_text
+from layerwise.run.config import TrainConfig
+from layerwise.data.base import ArraySource, DataSource
 from layerwise.errors import ConfigError, UnknownNameError
-from layerwise.staging import StagedNetwork
-from layerwise.trainer import GreedyTrainer
+from layerwise.training.network import StagedNetwork
+from layerwise.training.trainer import GreedyTrainer
 
 OBJECTIVE = "val_accuracy"
 TUNERS = ("random", "hyperband", "bayesian")

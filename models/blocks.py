@@ -3,7 +3,7 @@
 Every family builds its stages the same way (a functional ``keras.Model`` whose input has the
 previous stage's output shape) and AlexNet and VGG end in the same kind of classifier
 (``[pool] -> flatten -> (Dense -> ReLU -> Dropout) x n -> Dense``). Both live here so the family
-modules only describe their architecture. ``layerwise.heads.build_aux_head`` is not reused for the
+modules only describe their architecture. ``layerwise.training.heads.build_aux_head`` is not reused for the
 classifier: it is an auxiliary head (dropout *before* each hidden layer, optional BatchNorm, default
 initializers), while both papers drop out after each hidden ReLU and AlexNet needs its own init.
 """

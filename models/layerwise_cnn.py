@@ -12,10 +12,10 @@ from typing import Sequence
 
 import keras
 
-from layerwise.downsampling import SpaceToDepth
+from layerwise.training.downsampling import SpaceToDepth
 from layerwise.errors import ConfigError
-from layerwise.heads import BN_MOMENTUM
-from layerwise.staging import StagedNetwork
+from layerwise.training.heads import BN_MOMENTUM
+from layerwise.training.network import StagedNetwork
 from models.registry import MODELS
 
 

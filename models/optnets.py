@@ -39,10 +39,10 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from layerwise.heads import BN_MOMENTUM
-from layerwise import proximal
+from layerwise.training.heads import BN_MOMENTUM
+import models.proximal as proximal
 from layerwise.errors import ConfigError
-from layerwise.staging import StagedNetwork
+from layerwise.training.network import StagedNetwork
 from models.registry import MODELS
 
 FAMILIES = {"gd": "gdresnet", "hb": "hbresnet", "agd": "agdresnet", "agd2": "denseagdresnet",

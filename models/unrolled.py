@@ -11,7 +11,7 @@ is one iteration of its algorithm (x_0 = x_{-1} = 0, layers k = 0..K-1):
     ADMM             x = M (z_k - u_k) + N y;  z_{k+1} = phi(x + u_k);  u_{k+1} = u_k + g_k (x - z_{k+1})
 
 With the analytic weights (``train_coefficients`` irrelevant, no training) a K-layer network *is*
-K iterations of the algorithm in ``layerwise.proximal``. Training (LISTA-style) then adapts the
+K iterations of the algorithm in ``models.proximal``. Training (LISTA-style) then adapts the
 matrices, thresholds and, when ``train_coefficients``, the momentum/connection coefficients.
 
 Vectors are rows: a batch ``y`` has shape ``(batch, m)`` and the output ``(batch, n)``, so every
@@ -19,7 +19,7 @@ matrix is stored transposed (``x @ W^T``).
 
 Example:
     >>> net = build_unrolled("agd", A, lam=0.1, num_layers=8)
-    >>> x_hat = net(y)          # == layerwise.proximal.fista(A, y, 0.1, 8, betas)
+    >>> x_hat = net(y)          # == models.proximal.fista(A, y, 0.1, 8, betas)
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from layerwise import proximal
+import models.proximal as proximal
 from layerwise.errors import ConfigError
 
 FAMILIES = ("gd", "hb", "agd", "agd2", "admm")
@@ -182,7 +182,7 @@ def agd2_connections(thetas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class AGD2Net(UnrolledNet):
     """Nesterov's second method unrolled: a densely connected network.
 
-    The algorithm (``layerwise.proximal.nesterov_second``; x_0 = v_0 = 0, theta_k = 2/(k+2))::
+    The algorithm (``models.proximal.nesterov_second``; x_0 = v_0 = 0, theta_k = 2/(k+2))::
 
         z_k     = (1 - theta_k) x_k + theta_k v_k
         v_{k+1} = phi_k(v_k + s_k (D z_k + B y)),  D = -t A^T A,  s_k = 1/theta_k,

@@ -20,9 +20,9 @@ from typing import Sequence
 
 import keras
 
-from layerwise.heads import BN_MOMENTUM
+from layerwise.training.heads import BN_MOMENTUM
 from layerwise.errors import ConfigError
-from layerwise.staging import StagedNetwork
+from layerwise.training.network import StagedNetwork
 from models.blocks import chain_stages, check_image_shape, mlp_classifier
 from models.registry import MODELS, forward_signature
 

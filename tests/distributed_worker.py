@@ -37,7 +37,7 @@ def weights(records_trainer_network):
 
 def train(strategy, workdir=None, mode="layerwise"):
     from apps.runner import build_network, load_data, resolve
-    from layerwise.trainer import GreedyTrainer
+    from layerwise.training.trainer import GreedyTrainer
 
     cfg = resolve(config(mode=mode))
     data = load_data(cfg)
@@ -67,7 +67,7 @@ def main(mode, out, workdir=None, num_stages="1"):
         strategy = make_strategy("multi_worker")
         assert strategy.num_replicas_in_sync == 2
         captured = {}
-        from layerwise import trainer as trainer_module
+        from layerwise.training import trainer as trainer_module
 
         original = trainer_module.GreedyTrainer.run
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from layerwise.heads import HeadSpec, build_aux_head
-from layerwise.staging import StagedNetwork, primary
+from layerwise.training.heads import HeadSpec, build_aux_head
+from layerwise.training.network import StagedNetwork, primary
 
 
 def trainable_count(model: keras.Model) -> int:

@@ -30,7 +30,7 @@ def tiny_runs(tmp_path_factory):
 
 
 def test_restored_run_reproduces_the_saved_test_predictions(tiny_runs):
-    from layerwise.checkpoints import load_arrays
+    from layerwise.run.checkpoints import load_arrays
 
     run = restore(tiny_runs["resnet8"])
     arrays, _ = load_arrays(os.path.join(tiny_runs["resnet8"], "checkpoints", "end_to_end", "final.npz"))

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from layerwise.downsampling import SpaceToDepth, depth_to_space
+from layerwise.training.downsampling import SpaceToDepth, depth_to_space
 from layerwise.errors import ConfigError
-from layerwise.heads import HeadSpec, build_aux_head
+from layerwise.training.heads import HeadSpec, build_aux_head
 from models import build_model
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from apps.runner import run_training
 from conftest import tiny_config
-from layerwise.compression import (
+from layerwise.training.compression import (
     count_flops,
     filter_scores_l1,
     keep_strongest,
@@ -15,7 +15,7 @@ from layerwise.compression import (
     slice_chain,
 )
 from layerwise.errors import ConfigError
-from layerwise.heads import HeadSpec, build_aux_head
+from layerwise.training.heads import HeadSpec, build_aux_head
 from models import build_model
 
 

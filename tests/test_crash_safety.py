@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from layerwise.checkpoints import ProblemCheckpoints, atomic_write_bytes, load_arrays, save_arrays
+from layerwise.run.checkpoints import ProblemCheckpoints, atomic_write_bytes, load_arrays, save_arrays
 from layerwise.errors import CorruptCheckpointError, StorageError
 
 ARGS = ["--dataset", "digits", "--num_stages", "2", "--width", "8", "--downsample_at", "1",
@@ -109,7 +109,7 @@ def test_data_that_vanishes_mid_run_is_a_clear_error(tmp_path):
     import tensorflow as tf
 
     from layerwise.errors import DatasetUnavailableError
-    from layerwise.trainer import readable
+    from layerwise.training.trainer import readable
 
     paths = []
     for i in range(3):

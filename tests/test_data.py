@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from layerwise.augment import augment_image
-from layerwise.datasets import load_dataset, stratified_split
+from layerwise.data.augment import augment_image
+from layerwise.data import load_dataset, stratified_split
 from layerwise.errors import ConfigError, UnknownNameError
 
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from layerwise.datasets import load_dataset
+from layerwise.data import load_dataset
 from layerwise.errors import DatasetUnavailableError
 
 

@@ -11,8 +11,8 @@ import pytest
 from apps.runner import build_network, load_data, resolve, run_training
 from conftest import tiny_config
 from layerwise.errors import WorkdirMismatchError
-from layerwise.trainer import GreedyTrainer
-from layerwise.workdir import prepare_workdir
+from layerwise.training.trainer import GreedyTrainer
+from layerwise.run.workdir import prepare_workdir
 
 LOAD_AND_PREDICT = """
 import sys, numpy as np, tensorflow as tf

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from layerwise import proximal
+from models import proximal
 from models import build_model
 from models.optnets import FAMILIES, build_optnet
 from models.unrolled import AGD2Net, agd2_connections, build_unrolled

@@ -5,9 +5,9 @@ import pytest
 
 from apps.runner import build_network, load_data, resolve, run_training
 from conftest import tiny_config
-from layerwise.datasets import load_dataset
+from layerwise.data import load_dataset
 from layerwise.errors import ConfigError
-from layerwise.trainer import GreedyTrainer, top_k_accuracy
+from layerwise.training.trainer import GreedyTrainer, top_k_accuracy
 
 
 def test_top_k_by_hand():

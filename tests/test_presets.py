@@ -8,13 +8,13 @@ import pytest
 from apps.experiments import EXPERIMENTS, _stage_count, format_table, get_experiment
 from apps.runner import build_network, resolve
 from conftest import run_cli
-from layerwise.datasets import load_dataset
-from layerwise.datasets.crops import with_crops
+from layerwise.data import load_dataset
+from layerwise.data.crops import with_crops
 from layerwise.errors import UnknownNameError
-from layerwise.steps import make_train_step
-from layerwise.optim import make_optimizer
-from layerwise.schedules import piecewise
-from layerwise.trainer import GreedyTrainer
+from layerwise.training.steps import make_train_step
+from layerwise.training.optim import make_optimizer
+from layerwise.training.schedules import piecewise
+from layerwise.training.trainer import GreedyTrainer
 
 
 def _tiny(config):

@@ -11,9 +11,9 @@ from apps.probe import probe_workdirs
 from apps.runner import restore
 from apps.runner import run_training
 from conftest import tiny_config
-from layerwise.compression import predict_test
+from layerwise.training.compression import predict_test
 from layerwise.errors import CheckpointError
-from layerwise.probes import average_to
+from layerwise.analysis.probes import average_to
 
 
 def _restored_accuracy(run, j):

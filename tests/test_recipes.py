@@ -9,10 +9,10 @@ import pytest
 import tensorflow as tf
 
 from conftest import run_cli
-from layerwise.augment import AUGMENTATIONS, PCAColour, augment_image, pca_colour
-from layerwise.datasets.base import ArraySource
+from layerwise.data.augment import AUGMENTATIONS, PCAColour, augment_image, pca_colour
+from layerwise.data.base import ArraySource
 from layerwise.errors import ConfigError
-from layerwise.evaluation import ten_crop_probabilities, ten_crops, top_k_error
+from layerwise.training.evaluation import ten_crop_probabilities, ten_crops, top_k_error
 
 
 def _planar_colour_images(n=64, size=6, seed=0):

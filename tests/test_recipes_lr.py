@@ -11,12 +11,12 @@ import tensorflow as tf
 from conftest import tiny_config
 
 from apps.runner import resolve, restore, run_training
-from layerwise.checkpoints import ProblemCheckpoints
-from layerwise.config import TrainConfig
-from layerwise.datasets.crops import random_crops
+from layerwise.run.checkpoints import ProblemCheckpoints
+from layerwise.run.config import TrainConfig
+from layerwise.data.crops import random_crops
 from layerwise.errors import ConfigError
-from layerwise.evaluation import ten_crop_probabilities
-from layerwise.schedules import Plateau, make_schedule
+from layerwise.training.evaluation import ten_crop_probabilities
+from layerwise.training.schedules import Plateau, make_schedule
 
 
 def _lr(schedule, step):

@@ -41,7 +41,7 @@ def test_a_run_writes_its_report_with_table_and_plots(tmp_path, quiet_log):
 def test_probe_results_in_the_workdir_get_a_plot(tmp_path, quiet_log):
     import json
 
-    from layerwise.report import write_report
+    from layerwise.run.report import write_report
 
     workdir = str(tmp_path / "run")
     run_training(tiny_config(), workdir, verbose=0, log=quiet_log)

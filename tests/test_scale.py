@@ -5,9 +5,9 @@ import pytest
 
 from apps.runner import build_network, load_data, resolve
 from conftest import tiny_config
-from layerwise.config import RunOptions
+from layerwise.run.config import RunOptions
 from layerwise.errors import ConfigError
-from layerwise.trainer import GreedyTrainer
+from layerwise.training.trainer import GreedyTrainer
 
 
 def _trainer(config, workdir=None, log=print, **options):
@@ -80,7 +80,7 @@ def test_decoupled_trains_every_stage_in_one_pass(tmp_path, quiet_log):
 def test_peak_memory_counts_the_tensors_of_this_window():
     import tensorflow as tf
 
-    from layerwise.memory import peak_memory_mb, reset_peak_memory
+    from layerwise.analysis.memory import peak_memory_mb, reset_peak_memory
 
     reset_peak_memory()
     big = tf.ones([64, 1024, 1024])  # 256 MiB
@@ -98,7 +98,7 @@ def test_stage_records_carry_their_training_peak_memory(quiet_log):
 
 
 def test_benchmark_case_measures_every_stage_and_summarizes():
-    from layerwise.benchmark import markdown, run_case, summarize
+    from apps.benchmark import markdown, run_case, summarize
 
     cases = [dict(size="tiny", shape="mnist5k", variant=v, head="paper") for v in ("no_tape", "end_to_end")]
     results = [run_case(case) for case in cases]

@@ -17,11 +17,11 @@ import pytest
 
 from apps.runner import build_network, run_training, resolve
 from conftest import run_cli, tiny_config
-from layerwise import serving
+from layerwise.serving import clients as serving
 from layerwise.errors import ModelServerError, ServingInputError
-from layerwise.export import export_run, versions
-from layerwise.restore import restore_run
-from layerwise.trainer import ensemble_probabilities
+from layerwise.serving.export import export_run, versions
+from layerwise.run.restore import restore_run
+from layerwise.training.trainer import ensemble_probabilities
 
 NET = "layerwise_cnn"
 SERVABLES = [f"{NET}_stage_00", f"{NET}_stage_01", f"{NET}_ensemble", f"{NET}_cascade"]

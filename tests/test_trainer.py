@@ -6,7 +6,7 @@ import pytest
 from apps.runner import build_network, load_data, resolve, run_training
 from conftest import tiny_config
 from layerwise.errors import NonFiniteLossError
-from layerwise.trainer import GreedyTrainer, ensemble_probabilities
+from layerwise.training.trainer import GreedyTrainer, ensemble_probabilities
 
 
 def _trainer(config, workdir=None, log=print):

@@ -7,7 +7,7 @@ random images of any shape for tests and benchmarks; ``mnist``, ``fashion_mnist`
 downloaded here); ``image_folder`` from ``class_name/*.jpg`` folders.
 """
 
-from layerwise.datasets.base import DATASETS, ArraySource, DataSource, load_dataset, stratified_split
-from layerwise.datasets import embedded, local, tfds  # noqa: F401  (registers the datasets)
+from layerwise.data.base import DATASETS, ArraySource, DataSource, load_dataset, stratified_split
+from layerwise.data import embedded, local, tfds  # noqa: F401  (registers the datasets)
 
 __all__ = ["DATASETS", "ArraySource", "DataSource", "load_dataset", "stratified_split"]

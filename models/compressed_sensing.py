@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from layerwise import proximal
+import models.proximal as proximal
 from layerwise.errors import ConfigError
 
 FAMILIES = ("gd", "hb", "agd", "agd2", "admm")

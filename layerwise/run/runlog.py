@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
-from layerwise.checkpoints import atomic_write_text
+from layerwise.run.checkpoints import atomic_write_text
 
 
 class RunLog:

@@ -25,9 +25,9 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from layerwise.datasets.base import DataSource
-from layerwise.heads import HeadSpec, build_aux_head
-from layerwise.staging import StagedNetwork, primary
+from layerwise.data.base import DataSource
+from layerwise.training.heads import HeadSpec, build_aux_head
+from layerwise.training.network import StagedNetwork, primary
 
 PROBES = ("linear", "cnn1", "cnn2")
 
@@ -138,6 +138,6 @@ def plot_probes(runs: dict[str, list[dict]], probes: Sequence[str], path: str) -
     fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
-    from layerwise.checkpoints import atomic_write_bytes
+    from layerwise.run.checkpoints import atomic_write_bytes
 
     atomic_write_bytes(path, buffer.getvalue())

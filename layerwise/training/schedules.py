@@ -26,7 +26,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from layerwise.config import TrainConfig
+from layerwise.run.config import TrainConfig
 
 
 def piecewise(

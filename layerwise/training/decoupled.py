@@ -23,11 +23,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from layerwise import checkpoints as ckpt
-from layerwise.datasets.base import derive_seed
-from layerwise.optim import make_optimizer
-from layerwise.staging import primary, symbolic_inputs_like
-from layerwise.steps import _loss_fn, all_finite, correct_count, distributed, make_predict_step, update_if
+from layerwise.run import checkpoints as ckpt
+from layerwise.data.base import derive_seed
+from layerwise.training.optim import make_optimizer
+from layerwise.training.network import primary, symbolic_inputs_like
+from layerwise.training.steps import _loss_fn, all_finite, correct_count, distributed, make_predict_step, update_if
 
 
 def build_stage_models(trainer) -> list[keras.Model]:
@@ -93,7 +93,7 @@ def make_decoupled_step(models, optimizers, *, weight_decay, global_batch_size, 
 
 def run_decoupled(trainer) -> list[dict[str, Any]]:
     """Trains every stage of ``trainer.network`` at once; returns one record per stage."""
-    from layerwise.trainer import Problem, ensemble_probabilities
+    from layerwise.training.trainer import Problem, ensemble_probabilities
 
     config, network = trainer.config, trainer.network
     last = network.num_stages - 1

@@ -1,10 +1,10 @@
 """Speed and memory of the training modes: images/s and peak memory per stage, precision, XLA.
 
-Each case runs in its own Python process (``python -m layerwise.benchmark CASE_JSON`` prints one
+Each case runs in its own Python process (``python -m apps.benchmark CASE_JSON`` prints one
 JSON line), one after the other, so cases do not share caches or compete for the cores. Inside a
 case every stage is measured in turn: its throughput over the steps after the first (which
 traces and compiles), and its **peak tensor memory**, the allocator's peak while the stage's
-steps run (``layerwise.memory``: ``get_memory_info``, on a GPU or on the CPU, reset before each
+steps run (``layerwise.analysis.memory``: ``get_memory_info``, on a GPU or on the CPU, reset before each
 stage). The process's peak RSS is recorded too; on a CPU it adds TensorFlow's ~0.8 GiB runtime,
 the same for every case. Data are synthetic (no signal, the same cost).
 
@@ -91,7 +91,7 @@ def _has_gpu_hint() -> bool:
 
 def _measure(step: Callable, batches, batch: int) -> dict[str, float]:
     """Runs every batch: throughput over the steps after the first (tracing), peak memory of all."""
-    from layerwise.memory import current_memory_mb, peak_memory_mb, reset_peak_memory
+    from layerwise.analysis.memory import current_memory_mb, peak_memory_mb, reset_peak_memory
 
     gc.collect()
     reset_peak_memory()
@@ -117,11 +117,11 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from layerwise.config import RunOptions, TrainConfig
-    from layerwise.datasets import load_dataset
-    from layerwise.memory import memory_device, peak_rss_mb
-    from layerwise.optim import dtype_policy, make_optimizer
-    from layerwise.trainer import GreedyTrainer, Problem
+    from layerwise.run.config import RunOptions, TrainConfig
+    from layerwise.data import load_dataset
+    from layerwise.analysis.memory import memory_device, peak_rss_mb
+    from layerwise.training.optim import dtype_policy, make_optimizer
+    from layerwise.training.trainer import GreedyTrainer, Problem
     from models import build_model
 
     spec = SHAPES[case["size"]][case["shape"]]
@@ -153,7 +153,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
             return optimizer
 
         if case["variant"] == "decoupled":
-            from layerwise.decoupled import build_stage_models, make_decoupled_step
+            from layerwise.training.decoupled import build_stage_models, make_decoupled_step
 
             models = build_stage_models(trainer)
             step = make_decoupled_step(models, [optimizer_for(m) for m in models],
@@ -189,7 +189,7 @@ def run_benchmark(size: str, log: Callable[[str], None] = print, timeout: float 
     for case in cases(size):
         start = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "layerwise.benchmark", json.dumps(case)], cwd=root, capture_output=True,
+            [sys.executable, "-m", "apps.benchmark", json.dumps(case)], cwd=root, capture_output=True,
             text=True, timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
         )
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]

@@ -30,7 +30,7 @@ import numpy as np
 from layerwise.errors import ModelServerError, ServingInputError
 
 DEFAULT_SIGNATURE = "serving_default"
-# A cascade signature without a threshold input -> the one that takes it (see layerwise.export).
+# A cascade signature without a threshold input -> the one that takes it (see layerwise.serving.export).
 THRESHOLD_SIGNATURES = {"serving_default": "serving_threshold", "serving_float": "serving_float_threshold"}
 
 

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from layerwise.datasets.base import DataSource
+from layerwise.data.base import DataSource
 from layerwise.errors import ConfigError
 
 EVAL_BATCH = 256

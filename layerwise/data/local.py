@@ -16,7 +16,7 @@ import pickle
 
 import numpy as np
 
-from layerwise.datasets.base import DATASETS, ArraySource, stratified_split
+from layerwise.data.base import DATASETS, ArraySource, stratified_split
 from layerwise.errors import DatasetUnavailableError
 
 CIFAR_LAYOUT = {

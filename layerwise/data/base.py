@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from layerwise.augment import AUGMENTATIONS, PCAColour, augment_image
+from layerwise.data.augment import AUGMENTATIONS, PCAColour, augment_image
 from layerwise.errors import ConfigError
 from layerwise.registry import Registry
 
@@ -57,7 +57,7 @@ class DataSource:
         num_classes: number of classes.
         mean, std: per-channel statistics of the raw training pixels (used for normalisation,
             and inside exported SavedModels so clients send raw pixels).
-        augment: augmentation policy name (see ``layerwise.augment``).
+        augment: augmentation policy name (see ``layerwise.data.augment``).
         num_train, num_test, num_val: split sizes.
     """
 

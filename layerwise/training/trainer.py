@@ -7,7 +7,7 @@ evaluate its head and the 2^j-weighted ensemble of all heads so far, checkpoint 
 End to end: the stages and the last head trained together for the same total epochs, the
 baseline the paper compares with.
 
-Every epoch is checkpointed (crash-safe, see ``layerwise.checkpoints``): rerunning the same
+Every epoch is checkpointed (crash-safe, see ``layerwise.run.checkpoints``): rerunning the same
 configuration on the same workdir loads finished stages and continues the unfinished one from
 its last epoch, with the same numbers an uninterrupted run gives.
 
@@ -28,22 +28,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from layerwise import checkpoints as ckpt
-from layerwise.config import RunOptions, TrainConfig
+from layerwise.run import checkpoints as ckpt
+from layerwise.run.config import RunOptions, TrainConfig
 from layerwise.distribute import synchronize_batchnorm
-from layerwise.datasets.base import DataSource, derive_seed
+from layerwise.data.base import DataSource, derive_seed
 from layerwise.errors import ConfigError, DatasetUnavailableError, NonFiniteLossError
-from layerwise.evaluation import ten_crop_probabilities, top_k_error
-from layerwise.export import export_classifier, versions, write_models_config
-from layerwise.flops import count_flops
-from layerwise.heads import HeadSpec, build_aux_head
-from layerwise.memory import peak_memory_mb, reset_peak_memory
-from layerwise.optim import dtype_policy, make_optimizer
-from layerwise.schedules import Plateau, make_schedule
-from layerwise.prefix_cache import PrefixCache, check_option, choose_mode
-from layerwise.runlog import RunLog
-from layerwise.staging import StagedNetwork, primary, symbolic_inputs_like
-from layerwise.steps import make_predict_step, make_train_step
+from layerwise.training.evaluation import ten_crop_probabilities, top_k_error
+from layerwise.serving.export import export_classifier, versions, write_models_config
+from layerwise.analysis.flops import count_flops
+from layerwise.training.heads import HeadSpec, build_aux_head
+from layerwise.analysis.memory import peak_memory_mb, reset_peak_memory
+from layerwise.training.optim import dtype_policy, make_optimizer
+from layerwise.training.schedules import Plateau, make_schedule
+from layerwise.training.prefix_cache import PrefixCache, check_option, choose_mode
+from layerwise.run.runlog import RunLog
+from layerwise.training.network import StagedNetwork, primary, symbolic_inputs_like
+from layerwise.training.steps import make_predict_step, make_train_step
 
 
 @dataclasses.dataclass
@@ -149,7 +149,7 @@ class GreedyTrainer:
             raise ConfigError(
                 f"config.crop_size is {config.crop_size} but the data gives "
                 f"{getattr(data, 'crop_size', 0) or 'whole images'}: pass it through "
-                "layerwise.datasets.crops.with_crops(data, config.crop_size)"
+                "layerwise.data.crops.with_crops(data, config.crop_size)"
             )
         self.steps_per_epoch = data.num_train // config.batch_size
         if self.steps_per_epoch == 0:
@@ -219,15 +219,15 @@ class GreedyTrainer:
                 for j in range(self.network.num_stages):
                     self.run_problem(self.stage_problem(j))
                     if self.config.prune_to_width:
-                        from layerwise.compression import prune_after_stage
+                        from layerwise.training.compression import prune_after_stage
 
                         prune_after_stage(self, j)
                 if self.config.refit_head_epochs:
-                    from layerwise.compression import refit_final_head
+                    from layerwise.training.compression import refit_final_head
 
                     refit_final_head(self)
             elif self.config.mode == "decoupled":
-                from layerwise.decoupled import run_decoupled
+                from layerwise.training.decoupled import run_decoupled
 
                 run_decoupled(self)
             else:
@@ -447,7 +447,7 @@ class GreedyTrainer:
         ``eval_crops=1``: one pass over the test images (their centre crop with ``crop_size``).
         ``eval_crops=10``: the softmax averaged over the ten crops of each whole test image
         (Krizhevsky et al. 2012, Sec. 4.1), with its top-1 and top-5 error
-        (``layerwise.evaluation``) and the centre-crop accuracy for comparison.
+        (``layerwise.training.evaluation``) and the centre-crop accuracy for comparison.
         """
         probs = self._probabilities(predict, "test")
         if self.config.eval_crops != 10:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from layerwise.datasets.base import DATASETS, ArraySource, stratified_split
+from layerwise.data.base import DATASETS, ArraySource, stratified_split
 from layerwise.errors import ConfigError
 
 TEST_FRACTION = 0.2

@@ -6,7 +6,7 @@ original size; ``crop_flip`` adds a random horizontal flip; ``resized_crop_flip`
 recipe (random-resized-crop: 8%-100% of the area, aspect ratio 3/4-4/3, resized to the output
 size, + flip); :func:`center_crop` is its test-time counterpart (resize the short side to 256,
 centre crop 224); ``flip`` is a random horizontal flip alone (AlexNet's random crops come from
-``TrainConfig.crop_size``, see ``layerwise.datasets.crops``). Flips are never used for digits (a
+``TrainConfig.crop_size``, see ``layerwise.data.crops``). Flips are never used for digits (a
 mirrored 3 is not a 3). ``pca``, ``crop_pca``, ``crop_flip_pca`` and ``flip_pca`` add AlexNet's PCA
 colour augmentation (Krizhevsky et al. 2012, Sec. 4.1) after the crop/flip: every pixel of an image gets ``sum_i alpha_i s_i p_i`` with
 one ``alpha_i ~ N(0, 0.1)`` per image and eigenvector ``p_i`` of the training set's channel

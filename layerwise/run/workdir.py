@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-from layerwise.checkpoints import atomic_write_text
+from layerwise.run.checkpoints import atomic_write_text
 from layerwise.errors import ConfigError, WorkdirMismatchError
 
 CONFIG_FILE = "config.json"

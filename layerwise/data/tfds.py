@@ -7,7 +7,7 @@ prepared offline from the ILSVRC tars in ``<data_dir>/downloads/manual`` (TFDS's
 
 Small datasets (MNIST, Fashion-MNIST, CIFAR) are read into memory as an :class:`ArraySource`;
 ``cifar10``/``cifar100`` also read the python-pickle directory ``cifar-10-batches-py`` /
-``cifar-100-python`` when ``data_dir`` holds one (``layerwise.datasets.local``). Imagenette and
+``cifar-100-python`` when ``data_dir`` holds one (``layerwise.data.local``). Imagenette and
 ImageNet stream from disk (:class:`StreamingImageSource`) with the paper's ImageNet recipe:
 random-resized-crop 224 + flip for training, resize 256 + centre crop 224 for testing.
 """
@@ -19,8 +19,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from layerwise.augment import center_crop, random_resized_crop_flip
-from layerwise.datasets.base import DATASETS, ArraySource, DataSource, derive_seed
+from layerwise.data.augment import center_crop, random_resized_crop_flip
+from layerwise.data.base import DATASETS, ArraySource, DataSource, derive_seed
 from layerwise.errors import DatasetUnavailableError
 
 DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
@@ -108,7 +108,7 @@ def load_fashion_mnist(split_seed: int = 0, augment: str = "none", data_dir: str
 
 
 def _cifar(name: str, augment: str, data_dir: str | None) -> ArraySource:
-    from layerwise.datasets.local import find_cifar_pickles, load_cifar_pickles
+    from layerwise.data.local import find_cifar_pickles, load_cifar_pickles
 
     if data_dir and find_cifar_pickles(name, data_dir):
         return load_cifar_pickles(name, data_dir, augment)

@@ -15,7 +15,7 @@ Signatures (built with ``keras.export.ExportArchive``, see TF_NOTES):
 Two more servables combine the stages of a layerwise run (:func:`export_run` writes all of them):
 
 - ``<model>_ensemble``: the paper's ensemble, sum_j 2^j p_j / sum_j 2^j over every stage's
-  probabilities (as ``layerwise.trainer.ensemble_probabilities``); the same two signatures.
+  probabilities (as ``layerwise.training.trainer.ensemble_probabilities``); the same two signatures.
 - ``<model>_cascade``: early exit. Stages run in order; an example leaves at the first stage whose
   highest probability reaches its threshold (the last stage answers the rest). Extra output
   ``exit_stage`` (int32 ``[None]``). ``serving_default`` / ``serving_float`` use the threshold
@@ -34,10 +34,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from layerwise.cascade import cascade_probabilities, ensemble_graph_probabilities
-from layerwise.checkpoints import atomic_write_text
+from layerwise.serving.cascade import cascade_probabilities, ensemble_graph_probabilities
+from layerwise.run.checkpoints import atomic_write_text
 from layerwise.errors import ConfigError
-from layerwise.staging import primary
+from layerwise.training.network import primary
 
 SIGNATURES = ("serving_default", "serving_float")
 CASCADE_SIGNATURES = SIGNATURES + ("serving_threshold", "serving_float_threshold")
@@ -246,7 +246,7 @@ def export_run(
         ConfigError: a threshold outside (0, 1].
         CheckpointError: ``workdir`` is not a finished run.
     """
-    from layerwise.restore import default_load_data, restore_run  # restore imports the trainer
+    from layerwise.run.restore import default_load_data, restore_run  # restore imports the trainer
 
     if not 0.0 < threshold <= 1.0:
         raise ConfigError(f"the cascade threshold must be in (0, 1], got {threshold}")

@@ -11,9 +11,9 @@ import dataclasses
 import json
 from typing import Any
 
-from layerwise.augment import AUGMENTATIONS
+from layerwise.data.augment import AUGMENTATIONS
 from layerwise.errors import ConfigError
-from layerwise.heads import HeadSpec
+from layerwise.training.heads import HeadSpec
 
 MODES = ("layerwise", "end_to_end", "decoupled")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -55,7 +55,7 @@ class TrainConfig:
             ``lr_milestones``; He et al. 2016: /10 at 32k and 48k iterations) or ``plateau``
             (multiply by ``lr_decay_factor`` when the validation accuracy has not improved for
             ``plateau_patience`` epochs; Krizhevsky et al. 2012: /10 when the validation error
-            stops improving; needs ``validation_fraction > 0``). See ``layerwise.schedules``.
+            stops improving; needs ``validation_fraction > 0``). See ``layerwise.training.schedules``.
         lr_milestones, lr_milestone_unit: the ``multistep`` boundaries, in ``epoch``s of a stage
             (stretched J times end to end, like ``lr_decay_every``) or in ``step``s (iterations)
             of each training problem, not stretched (the paper's "32k and 48k iterations").
@@ -70,7 +70,7 @@ class TrainConfig:
             softmax averaged, for each problem's final test evaluation, with top-1 and top-5
             error in its record; Krizhevsky et al. 2012, He et al. 2016). ``10`` needs ``crop_size``.
         augment: ``auto`` (the dataset's default), ``none``, ``crop``, ``crop_flip``, ``pca``,
-            ``crop_pca``, ``crop_flip_pca``, ``flip`` or ``flip_pca`` (see ``layerwise.augment``).
+            ``crop_pca``, ``crop_flip_pca``, ``flip`` or ``flip_pca`` (see ``layerwise.data.augment``).
         seed: seeds weights, data order and augmentation.
         split_seed: seeds the train/test split of the embedded datasets.
         on_nan: ``stop`` the stage at a non-finite loss, or ``skip`` the batch.

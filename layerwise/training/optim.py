@@ -11,8 +11,8 @@ import contextlib
 
 import keras
 
-from layerwise.config import TrainConfig
-from layerwise.schedules import make_schedule
+from layerwise.run.config import TrainConfig
+from layerwise.training.schedules import make_schedule
 
 __all__ = ["dtype_policy", "make_optimizer", "make_schedule"]
 
@@ -20,7 +20,7 @@ __all__ = ["dtype_policy", "make_optimizer", "make_schedule"]
 def make_optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int, stretch: int = 1, schedule=None):
     """A fresh optimizer (SGD with momentum, as in the paper, or Adam) with its schedule.
 
-    ``schedule``: the learning rate or schedule to use (``layerwise.schedules.make_schedule``
+    ``schedule``: the learning rate or schedule to use (``layerwise.training.schedules.make_schedule``
     of the same arguments when ``None``; pass one to keep a handle on a ``plateau`` schedule).
     Under ``mixed_float16`` it is wrapped in a ``LossScaleOptimizer`` (dynamic loss scale).
     """

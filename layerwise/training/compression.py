@@ -34,14 +34,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from layerwise import checkpoints as ckpt
-from layerwise.config import TrainConfig
-from layerwise.datasets.base import DataSource, derive_seed
-from layerwise.downsampling import SpaceToDepth
+from layerwise.run import checkpoints as ckpt
+from layerwise.run.config import TrainConfig
+from layerwise.data.base import DataSource, derive_seed
+from layerwise.training.downsampling import SpaceToDepth
 from layerwise.errors import ConfigError
-from layerwise.heads import build_aux_head
-from layerwise.optim import make_optimizer
-from layerwise.steps import make_predict_step, make_train_step
+from layerwise.training.heads import build_aux_head
+from layerwise.training.optim import make_optimizer
+from layerwise.training.steps import make_predict_step, make_train_step
 
 # Layers that neither mix channels nor hold per-channel weights: a channel selection passes.
 _PASS_THROUGH = (
@@ -276,7 +276,7 @@ def prune_after_stage(trainer, j: int) -> dict[str, Any]:
     )
     probs = predict_test(after, data)
     trainer._test_probs[-1] = probs  # the pruned network's head is stage j's ensemble member
-    from layerwise.trainer import ensemble_probabilities
+    from layerwise.training.trainer import ensemble_probabilities
 
     record = {
         "event": "prune",
@@ -316,7 +316,7 @@ def prune_after_stage(trainer, j: int) -> dict[str, Any]:
 
 def _export_once(trainer, suffix: str, classifier: keras.Model) -> None:
     """Exports ``classifier`` as the servable ``<model>_<suffix>`` unless it already has a version."""
-    from layerwise.export import export_classifier, versions
+    from layerwise.serving.export import export_classifier, versions
 
     servable = os.path.join(trainer.workdir, "export", f"{trainer.network.name}_{suffix}")
     if not versions(servable):

@@ -11,7 +11,7 @@ mirrors, averaging the softmax outputs. :class:`CroppedSource` wraps any :class:
   (``flip``, ``flip_pca``);
 - ``eval_batches`` and ``arrays``: the centre crop (the single-crop evaluation that the epoch
   metrics, analyses, exports and clients see);
-- ``full_eval_batches``: the whole images, for :func:`layerwise.evaluation.ten_crop_probabilities`.
+- ``full_eval_batches``: the whole images, for :func:`layerwise.training.evaluation.ten_crop_probabilities`.
 
 The ratio 224/256 = 0.875 maps to 28 of 32 pixels (CIFAR) or 7 of 8 (digits).
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from layerwise.datasets.base import DataSource, derive_seed
+from layerwise.data.base import DataSource, derive_seed
 from layerwise.errors import ConfigError
 
 

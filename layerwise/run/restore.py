@@ -2,8 +2,8 @@
 
 ``workdir/config.json`` says what was trained; every finished problem left
 ``checkpoints/<problem>/final.npz`` with the variables of "stage j + its head" in
-``problem.trainable.variables`` order (see ``layerwise.trainer``). This module rebuilds the same
-problems with :class:`~layerwise.trainer.GreedyTrainer` (no training, no workdir writes) and
+``problem.trainable.variables`` order (see ``layerwise.training.trainer``). This module rebuilds the same
+problems with :class:`~layerwise.training.trainer.GreedyTrainer` (no training, no workdir writes) and
 assigns those arrays, so an export or an evaluation needs nothing but the run directory.
 
 ``layerwise`` does not import ``models``: the caller passes the network builder
@@ -23,14 +23,14 @@ from typing import Any, Callable
 
 import keras
 
-from layerwise import checkpoints as ckpt
-from layerwise.config import TrainConfig
-from layerwise.datasets import DataSource, load_dataset
-from layerwise.datasets.crops import with_crops
+from layerwise.run import checkpoints as ckpt
+from layerwise.run.config import TrainConfig
+from layerwise.data import DataSource, load_dataset
+from layerwise.data.crops import with_crops
 from layerwise.errors import CheckpointError
-from layerwise.staging import StagedNetwork
-from layerwise.trainer import GreedyTrainer
-from layerwise import workdir as workdir_files
+from layerwise.training.network import StagedNetwork
+from layerwise.training.trainer import GreedyTrainer
+from layerwise.run import workdir as workdir_files
 
 NetworkBuilder = Callable[[TrainConfig, DataSource], StagedNetwork]
 
@@ -139,11 +139,11 @@ def restore_run(
 
 
 def _restore_pruning(network: StagedNetwork, heads: dict, j: int, directory: str) -> bool:
-    """Re-slices stage j and its head as ``layerwise.compression`` left them, if it pruned them."""
+    """Re-slices stage j and its head as ``layerwise.training.compression`` left them, if it pruned them."""
     path = os.path.join(directory, "pruned.npz")
     if not os.path.exists(path):
         return False
-    from layerwise.compression import prune_stage  # only pruned runs need it
+    from layerwise.training.compression import prune_stage  # only pruned runs need it
 
     arrays, _ = ckpt.load_arrays(path)
     prune_stage(network, heads, j, arrays["keep"])
@@ -154,7 +154,7 @@ def _restore_pruning(network: StagedNetwork, heads: dict, j: int, directory: str
 
 def _restore_decoupled(workdir, config, data, network, trainer, root) -> RestoredRun:
     """A decoupled run keeps all stages and heads in one ``checkpoints/decoupled/final.npz``."""
-    from layerwise.decoupled import build_stage_models
+    from layerwise.training.decoupled import build_stage_models
 
     models = build_stage_models(trainer)
     checkpoints = ckpt.ProblemCheckpoints(root, "decoupled")

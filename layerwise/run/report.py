@@ -18,9 +18,9 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from layerwise.checkpoints import atomic_write_text  # noqa: E402
+from layerwise.run.checkpoints import atomic_write_text  # noqa: E402
 from layerwise.errors import ConfigError  # noqa: E402
-from layerwise.workdir import read_config  # noqa: E402
+from layerwise.run.workdir import read_config  # noqa: E402
 
 COLUMNS = (
     ("stage", "stage", "{}"),
