@@ -14,7 +14,7 @@ tape, the trainer's uncached path), ``cached`` (prefix outputs computed once per
 build time reported separately), and the whole-network ``decoupled`` and ``end_to_end`` steps.
 A case's ``head`` is ``paper`` (auxiliary convs at the stage's resolution, as the paper
 describes) or ``pre_pool4`` (features averaged 4x down first, the DGL ImageNet reference code;
-``HeadSpec.pre_pool``).
+``AuxHead.pre_pool``).
 
 Example:
     >>> results = run_benchmark("tiny")   # list of case dicts; see apps.bench
@@ -62,7 +62,7 @@ SHAPES = {
                          aux_conv_layers=1, aux_width=256, batch=64, steps=20, heads=("paper", "pre_pool4")),
     },
 }
-HEADS = {"paper": 1, "pre_pool4": 4}  # head name -> HeadSpec.pre_pool
+HEADS = {"paper": 1, "pre_pool4": 4}  # head name -> AuxHead.pre_pool
 
 
 def cases(size: str) -> list[dict[str, Any]]:
@@ -120,13 +120,15 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     from layerwise.run.config import RunOptions, TrainConfig
     from layerwise.data import load_dataset
     from layerwise.analysis.memory import memory_device, peak_rss_mb
-    from layerwise.training.optim import dtype_policy, make_optimizer
-    from layerwise.training.trainer import GreedyTrainer, Problem
+    from layerwise.training.optim import dtype_policy
+    from layerwise.training.problems import DECOUPLED, Problem, decoupled_models
+    from layerwise.training.steps import make_decoupled_step
+    from layerwise.training.trainer import GreedyTrainer
     from models import build_model
 
     spec = SHAPES[case["size"]][case["shape"]]
     precision, jit = case.get("precision", "float32"), bool(case.get("jit", False))
-    config = TrainConfig(
+    config = TrainConfig().replace(
         dataset="synthetic", model_options=spec["model"], aux_conv_layers=spec["aux_conv_layers"],
         aux_width=spec["aux_width"], aux_pre_pool=HEADS[case.get("head", "paper")], epochs_per_stage=1,
         batch_size=spec["batch"], precision=precision,
@@ -134,7 +136,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     )
     data = load_dataset("synthetic", image_shape=spec["image"], num_train=spec["batch"] * spec["steps"],
                         num_test=spec["batch"])
-    options = RunOptions(
+    options = RunOptions().replace(
         jit_compile=jit, cache_prefix="memory" if case["variant"] == "cached" else "off",
         cache_budget_mb=1e9, prefix_mode="tape" if case["variant"] == "tape" else "no_tape",
     )
@@ -147,23 +149,16 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         trainer = GreedyTrainer(network, data, config, None, options=options, verbose=0, log=lambda m: None)
         result["baseline_rss_mib"] = peak_rss_mb()
 
-        def optimizer_for(model):
-            optimizer = make_optimizer(config, trainer.steps_per_epoch, 1)
-            optimizer.build(model.trainable_variables)
-            return optimizer
-
         if case["variant"] == "decoupled":
-            from layerwise.training.decoupled import build_stage_models, make_decoupled_step
-
-            models = build_stage_models(trainer)
-            step = make_decoupled_step(models, [optimizer_for(m) for m in models],
-                                       weight_decay=config.weight_decay, global_batch_size=config.batch_size,
+            heads = [trainer.build_head(j) for j in range(network.num_stages)]
+            problems = [Problem(DECOUPLED, j, m, None, 1) for j, m in enumerate(decoupled_models(network, heads))]
+            step = make_decoupled_step([p.trainable for p in problems], [trainer.make_optimizer(p) for p in problems],
+                                       weight_decay=config.optim.weight_decay, global_batch_size=config.batch_size,
                                        strategy=trainer.strategy, jit_compile=jit)
-            run = Problem("decoupled", network.num_stages - 1, models[-1], None, 1)
-            result.update(_measure(step, trainer.train_batches(run, 0), config.batch_size))
+            result.update(_measure(step, trainer.train_batches(problems[-1], 0), config.batch_size))
         elif case["variant"] == "end_to_end":
             problem = trainer.end_to_end_problem()
-            step = trainer.train_step(problem, optimizer_for(problem.trainable))
+            step = trainer.train_step(problem, trainer.make_optimizer(problem))
             result.update(_measure(step, trainer.train_batches(problem, 0), config.batch_size))
         else:
             for j in case.get("stages", range(network.num_stages)):
@@ -171,7 +166,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
                 start = time.perf_counter()
                 cache = trainer.prefix_cache(problem)
                 build = time.perf_counter() - start if cache is not None else 0.0
-                step = trainer.train_step(problem, optimizer_for(problem.trainable), cached=cache is not None)
+                step = trainer.train_step(problem, trainer.make_optimizer(problem), cached=cache is not None)
                 timing = _measure(step, trainer.train_batches(problem, 0, cache), config.batch_size)
                 result["per_stage"].append(dict(stage=j, cache_build_s=build, **timing))
                 if cache is not None:

@@ -52,7 +52,7 @@ def config_for(model: str, dataset: str, width: int, epochs: int, batch_size: in
 
     if epochs % 4:
         raise ConfigError(f"--epochs must be a multiple of 4 (stem + 3 groups of blocks), got {epochs}")
-    return TrainConfig(
+    return TrainConfig().replace(
         dataset=dataset, model=model, model_options={"width": width, "stage_granularity": "group"},
         mode="end_to_end", epochs_per_stage=epochs // 4, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, seed=seed,

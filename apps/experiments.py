@@ -384,7 +384,7 @@ def format_table() -> str:
         e = EXPERIMENTS.get(name)
         c = e.config()
         o = c.model_options
-        k = "-" if c.mode == "end_to_end" else c.aux_conv_layers + 1
+        k = "-" if c.mode == "end_to_end" else c.heads.conv_layers + 1
         rows.append(
             f"| {name} | {c.dataset} | {c.model} | {_stage_count(c)} | {o.get('width', '-')} | "
             f"{k} | {c.mode} | {e.paper} |"

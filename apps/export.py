@@ -24,7 +24,7 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> None:
     from apps.runner import build_network, load_data
     from layerwise.errors import ConfigError
-    from layerwise.serving.export import export_run
+    from layerwise.run.exports import export_run
 
     if len(argv) != 2:
         raise ConfigError("usage: python -m apps.export WORKDIR [--threshold 0.9] [--export_dir DIR]")

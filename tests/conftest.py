@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def tiny_config(**changes) -> TrainConfig:
     """A 2-stage, narrow layerwise CNN on the 8x8 sklearn digits: seconds per run."""
-    base = TrainConfig(
+    base = TrainConfig().replace(
         dataset="digits",
         model_options={"num_stages": 2, "width": 8, "downsample_at": [1]},
         aux_conv_layers=1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from layerwise.training.heads import HeadSpec, build_aux_head
+from layerwise.training.heads import AuxHead, build_aux_head
 from layerwise.training.network import StagedNetwork, primary
 
 
@@ -19,7 +19,7 @@ def final_head(net: StagedNetwork) -> keras.Model:
     shape = net.output_shape(net.num_stages - 1)
     if net.final_head is not None:
         return net.final_head(shape, net.num_classes)
-    return build_aux_head(shape, net.num_classes, HeadSpec(batchnorm=False))
+    return build_aux_head(shape, net.num_classes, AuxHead(batchnorm=False))
 
 
 def full_model(net: StagedNetwork) -> keras.Model:

@@ -3,7 +3,7 @@ import pytest
 
 from layerwise.training.downsampling import SpaceToDepth, depth_to_space
 from layerwise.errors import ConfigError
-from layerwise.training.heads import HeadSpec, build_aux_head
+from layerwise.training.heads import AuxHead, build_aux_head
 from models import build_model
 
 
@@ -25,9 +25,9 @@ def test_space_to_depth_config_round_trip():
 def test_aux_head_shapes(k, size):
     if k > 1 and size == 1:  # a 3x3 conv on a 1x1 map: refused with a clear error
         with pytest.raises(ConfigError, match="features are 1x1"):
-            build_aux_head((size, size, 6), 10, HeadSpec(conv_layers=k - 1, width=4))
+            build_aux_head((size, size, 6), 10, AuxHead(k=k, width=4))
         return
-    head = build_aux_head((size, size, 6), 10, HeadSpec(conv_layers=k - 1, width=4))
+    head = build_aux_head((size, size, 6), 10, AuxHead(k=k, width=4))
     out = head(np.zeros((3, size, size, 6), np.float32))
     assert out.shape == (3, 10)
     convs = [layer for layer in head.layers if layer.name.startswith("aux_head_conv")]
@@ -38,17 +38,17 @@ def test_aux_head_shapes(k, size):
 
 @pytest.mark.parametrize("size, factor, conv_size", [(112, 4, 28), (14, 4, 4), (7, 4, 2), (8, 1, 8)])
 def test_aux_head_pre_pool_runs_the_convs_smaller(size, factor, conv_size):
-    spec = HeadSpec(conv_layers=1, width=4, pre_pool=factor)
+    spec = AuxHead(k=2, width=4, pre_pool=factor)
     head = build_aux_head((size, size, 3), 10, spec)
     assert head.get_layer("aux_head_conv0").output.shape[1:3] == (conv_size, conv_size)
     assert head(np.ones((2, size, size, 3), np.float32)).shape == (2, 10)
     # pre-pooling is a parameter-free average
-    assert head.count_params() == build_aux_head((size, size, 3), 10, HeadSpec(conv_layers=1, width=4)).count_params()
+    assert head.count_params() == build_aux_head((size, size, 3), 10, AuxHead(k=2, width=4)).count_params()
 
 
 def test_aux_head_rejects_negative_depth():
     with pytest.raises(ConfigError, match="k - 1"):
-        build_aux_head((4, 4, 2), 10, HeadSpec(conv_layers=-1))
+        build_aux_head((4, 4, 2), 10, AuxHead(k=0))
 
 
 def test_layerwise_cnn_stage_shapes_and_composition():

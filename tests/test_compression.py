@@ -6,16 +6,10 @@ import pytest
 
 from apps.runner import run_training
 from conftest import tiny_config
-from layerwise.training.compression import (
-    count_flops,
-    filter_scores_l1,
-    keep_strongest,
-    last_conv,
-    prune_stage,
-    slice_chain,
-)
+from layerwise.analysis.flops import count_flops
+from layerwise.analysis.pruning import filter_scores_l1, keep_strongest, last_conv, prune_stage, slice_chain
 from layerwise.errors import ConfigError
-from layerwise.training.heads import HeadSpec, build_aux_head
+from layerwise.training.heads import AuxHead, build_aux_head
 from models import build_model
 
 
@@ -30,7 +24,7 @@ def test_pruned_stage_and_consumers_compute_the_same_function(aux_conv_layers):
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
     net = build_model("layerwise_cnn", (8, 8, 3), 5, num_stages=2, width=6, downsample_at=[1])
-    heads = {0: build_aux_head(net.output_shape(0), 5, HeadSpec(conv_layers=aux_conv_layers, width=4))}
+    heads = {0: build_aux_head(net.output_shape(0), 5, AuxHead(k=aux_conv_layers + 1, width=4))}
     for m in (net.stages[0], net.stages[1], heads[0]):
         _randomize_bn(m, rng)
     x = rng.normal(size=(3, 8, 8, 3)).astype("float32")

@@ -67,7 +67,7 @@ def keras_softmax(logits):
 def test_resume_does_not_retrain_finished_stages(tmp_path, quiet_log):
     config = resolve(tiny_config(epochs_per_stage=2))
     workdir = str(tmp_path / "run")
-    prepare_workdir(workdir, config.to_dict())
+    prepare_workdir(workdir, config)
     data = load_data(config)
     first = GreedyTrainer(build_network(config, data), data, config, workdir, verbose=0, log=quiet_log)
     first.run_problem(first.stage_problem(0))  # "stopped" after stage 0
@@ -111,7 +111,7 @@ def test_resume_mid_stage_gives_the_uninterrupted_numbers(tmp_path, quiet_log):
 def test_workdir_of_another_config_is_refused_untouched(tmp_path, quiet_log):
     workdir = str(tmp_path / "run")
     config = resolve(tiny_config())
-    prepare_workdir(workdir, config.to_dict())
+    prepare_workdir(workdir, config)
     before = open(os.path.join(workdir, "config.json")).read()
     with pytest.raises(WorkdirMismatchError, match="lr: 0.05 -> 0.1"):
         run_training(tiny_config(lr=0.1), workdir, verbose=0, log=quiet_log)

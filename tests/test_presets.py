@@ -13,7 +13,7 @@ from layerwise.data.crops import with_crops
 from layerwise.errors import UnknownNameError
 from layerwise.training.steps import make_train_step
 from layerwise.training.optim import make_optimizer
-from layerwise.training.schedules import piecewise
+from layerwise.training.schedules import make_schedule, piecewise
 from layerwise.training.trainer import GreedyTrainer
 
 
@@ -30,7 +30,7 @@ def _tiny(config):
         options["width"] = 4
         config = config.replace(model="resnet20")  # resnet110's one step takes ~40 s on 2 cores
     return config.replace(
-        dataset="synthetic", model_options=options, aux_width=4, final_aux_width=8 if config.final_aux_width else 0,
+        dataset="synthetic", model_options=options, aux_width=4, final_aux_width=8 if config.heads.final_width else 0,
         batch_size=8, epochs_per_stage=1, augment="none",
     )
 
@@ -59,13 +59,14 @@ def test_preset_builds_and_runs_one_step(name):
         problem = trainer.stage_problem(network.num_stages - 1)
     else:
         problem = trainer.end_to_end_problem()
-    optimizer = make_optimizer(config, 2, 1)
+    optimizer = make_optimizer(config.optim, make_schedule(config.schedule, config.optim.lr, 2, 1))
     optimizer.build(problem.trainable.trainable_variables)
     step = make_train_step(problem.trainable, optimizer, frozen=problem.frozen, global_batch_size=8)
     x, y = next(iter(data.train_batches(8, 0, 0)))
-    loss, _, finite = step(x, y)
+    out = step(x, y)
+    loss, finite = out.loss, out.finite
     assert bool(finite) and np.isfinite(float(loss))
-    if config.final_aux_width and config.mode == "layerwise":  # the last head is the wider one
+    if config.heads.final_width and config.mode == "layerwise":  # the last head is the wider one
         widths = [l.filters for l in trainer.heads[network.num_stages - 1].layers if hasattr(l, "filters")]
         assert widths and set(widths) == {8}
 
@@ -73,24 +74,24 @@ def test_preset_builds_and_runs_one_step(name):
 def test_paper_shapes():
     c = resolve(get_experiment("cifar10_k1").config())
     assert c.model_options["num_stages"] == 5 and c.model_options["downsample_at"] == [1, 3]
-    assert c.aux_conv_layers == 0 and not c.model_options["batchnorm"] and c.lr_decay_every == 15
+    assert c.heads.conv_layers == 0 and not c.model_options["batchnorm"] and c.schedule.decay_every == 15
     c = resolve(get_experiment("imagenet_k3").config())
-    assert c.model_options["downsample_input"] and c.final_aux_width == 2048 and c.aux_conv_layers == 2
-    assert (c.batch_size, c.lr_decay_every, c.lr_decay_factor, c.epochs_per_stage) == (256, 20, 0.1, 45)
+    assert c.model_options["downsample_input"] and c.heads.final_width == 2048 and c.heads.conv_layers == 2
+    assert (c.batch_size, c.schedule.decay_every, c.schedule.decay_factor, c.epochs_per_stage) == (256, 20, 0.1, 45)
     c = resolve(get_experiment("imagenet_vgg11_k3").config())
     assert c.model_options["stage_granularity"] == "conv" and c.model_options["fold_pooling"]
     assert get_experiment("imagenet_vgg11_end_to_end").config().mode == "end_to_end"
-    assert get_experiment("cifar10_k3_pruned").config().prune_to_width == 64
+    assert get_experiment("cifar10_k3_pruned").config().pruning.to_width == 64
     c = resolve(get_experiment("resnet110_cifar").config())
-    assert (c.mode, c.lr, c.batch_size, c.weight_decay, c.validation_fraction) == ("end_to_end", 0.1, 128, 1e-4, 0.1)
-    assert (c.warmup_steps, c.warmup_lr, c.model_options["shortcut"]) == (400, 0.01, "A")
-    assert get_experiment("resnet56_cifar").config().warmup_steps == 0  # the warm-up is ResNet-110's
+    assert (c.mode, c.optim.lr, c.batch_size, c.optim.weight_decay, c.validation_fraction) == ("end_to_end", 0.1, 128, 1e-4, 0.1)
+    assert (c.schedule.warmup_steps, c.schedule.warmup_lr, c.model_options["shortcut"]) == (400, 0.01, "A")
+    assert get_experiment("resnet56_cifar").config().schedule.warmup_steps == 0  # the warm-up is ResNet-110's
     # 45k/5k split, batch 128: 351 iterations per epoch; /10 at exactly 32k and 48k, stop after 184 epochs
-    boundaries, values = piecewise(c, 351, 4 * c.epochs_per_stage, stretch=4)
+    boundaries, values = piecewise(c.schedule, c.optim.lr, 351, 4 * c.epochs_per_stage, stretch=4)
     assert boundaries == [400, 32000, 48000] and values == pytest.approx([0.01, 0.1, 0.01, 0.001])
     assert 64000 <= 351 * 4 * c.epochs_per_stage < 64000 + 351 * 4
     c = resolve(get_experiment("alexnet_cifar10").config())
-    assert (c.lr_schedule, c.lr, c.weight_decay, c.lr_decay_factor) == ("plateau", 0.01, 5e-4, 0.1)
+    assert (c.schedule.kind, c.optim.lr, c.optim.weight_decay, c.schedule.decay_factor) == ("plateau", 0.01, 5e-4, 0.1)
     assert (c.crop_size, c.eval_crops, c.augment) == (28, 10, "flip_pca")
     with pytest.raises(UnknownNameError, match="cifar10_k2"):
         get_experiment("cifar10_k9")
@@ -106,7 +107,7 @@ def test_flags_override_the_preset():
         config = train.config_from_flags()
     finally:
         flags.FLAGS.unparse_flags()
-    assert config.lr == 0.01 and config.model_options["width"] == 32
+    assert config.optim.lr == 0.01 and config.model_options["width"] == 32
     assert config.model_options["num_stages"] == 4 and config.batch_size == 128  # from the preset
 
 

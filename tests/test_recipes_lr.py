@@ -24,17 +24,17 @@ def _lr(schedule, step):
 
 
 def test_multistep_and_warmup_give_the_papers_lr_at_given_iterations():
-    resnet110 = TrainConfig(lr=0.1, lr_decay_factor=0.1, lr_schedule="multistep", lr_milestones=[32000, 48000],
+    resnet110 = TrainConfig().replace(lr=0.1, lr_decay_factor=0.1, lr_schedule="multistep", lr_milestones=[32000, 48000],
                             lr_milestone_unit="step", warmup_steps=400, warmup_lr=0.01)
-    schedule = make_schedule(resnet110, steps_per_epoch=351, epochs=184, stretch=4)  # not stretched
+    schedule = make_schedule(resnet110.schedule, 0.1, steps_per_epoch=351, epochs=184, stretch=4)  # not stretched
     expected = {0: 0.01, 399: 0.01, 400: 0.1, 31999: 0.1, 32000: 0.01, 47999: 0.01, 48000: 0.001, 64000: 0.001}
     assert {s: _lr(schedule, s) for s in expected} == pytest.approx(expected)
     # epoch milestones are per stage and stretched J times end to end, like lr_decay_every
     epochs = resnet110.replace(lr_milestones=[2, 3], lr_milestone_unit="epoch", warmup_steps=0)
-    schedule = make_schedule(epochs, steps_per_epoch=10, epochs=8, stretch=2)
+    schedule = make_schedule(epochs.schedule, 0.1, steps_per_epoch=10, epochs=8, stretch=2)
     assert [_lr(schedule, s) for s in (39, 40, 59, 60)] == pytest.approx([0.1, 0.01, 0.01, 0.001])
     # the default step schedule is still Keras's PiecewiseConstantDecay with the same boundaries
-    default = make_schedule(TrainConfig(), steps_per_epoch=10, epochs=4)
+    default = make_schedule(TrainConfig().schedule, 0.05, steps_per_epoch=10, epochs=4)
     assert isinstance(default, keras.optimizers.schedules.PiecewiseConstantDecay)
     assert default.boundaries == [20] and default.values == pytest.approx([0.05, 0.01])
 
@@ -45,7 +45,7 @@ def test_plateau_decays_after_patience_epochs_without_improvement_and_not_before
     # 0.60 again is no improvement; the 2nd epoch without one decays, then the count restarts
     assert decisions == [False, False, False, True, False, False, True, False, False]
     assert plateau.scale == pytest.approx(0.01) and plateau.best == 0.71
-    assert Plateau.from_config(TrainConfig(plateau_patience=2, lr_decay_factor=0.1), plateau.state()) == plateau
+    assert Plateau.from_config(TrainConfig().replace(plateau_patience=2, lr_decay_factor=0.1).schedule, plateau.state()) == plateau
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -56,7 +56,7 @@ def test_plateau_decays_after_patience_epochs_without_improvement_and_not_before
     ({"lr_schedule": "cosine"}, "unknown lr_schedule 'cosine'"),
     ({"warmup_steps": 400}, "warmup_lr > 0"),
     ({"eval_crops": 10}, "also pass --crop_size"),
-    ({"eval_crops": 5, "crop_size": 6}, "eval_crops must be 1 or 10"),
+    ({"eval_crops": 5, "crop_size": 6}, "eval_crops 5; choose one of: 1, 10"),
 ])
 def test_bad_recipe_settings_are_one_line_errors(changes, message):
     with pytest.raises(ConfigError, match=message):

@@ -19,7 +19,8 @@ from apps.runner import build_network, run_training, resolve
 from conftest import run_cli, tiny_config
 from layerwise.serving import clients as serving
 from layerwise.errors import ModelServerError, ServingInputError
-from layerwise.serving.export import export_run, versions
+from layerwise.run.exports import export_run
+from layerwise.serving.export import versions
 from layerwise.run.restore import restore_run
 from layerwise.training.trainer import ensemble_probabilities
 

@@ -33,7 +33,7 @@ def test_random_search_writes_a_preset_that_apps_train_accepts(tmp_path):
     assert len(rows) == 2 and all(r["status"] == "COMPLETED" and 0 <= r["score"] <= 1 for r in rows)
     assert "| trial | status | score |" in tuning.format_trials(rows)
     best = tuning.best_config(tuner, hypermodel)
-    assert best.model_options["width"] in (4, 8) and best.aux_width in (4, 8) and best.epochs_per_stage == 1
+    assert best.model_options["width"] in (4, 8) and best.heads.width in (4, 8) and best.epochs_per_stage == 1
     preset = tuning.write_preset(best, str(tmp_path / "best_config.json"))
     assert TrainConfig.from_dict(json.load(open(preset))) == best
 

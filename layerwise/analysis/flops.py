@@ -12,21 +12,24 @@ import keras
 
 
 def _layer_macs(layer: keras.layers.Layer) -> int:
-    if isinstance(layer, keras.layers.Conv2D):
-        kernel = layer.kernel.shape  # (kh, kw, cin / groups, cout)
-        out = layer.output.shape  # (None, h, w, cout)
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
+        # (kh, kw, cin / groups, cout) or, depthwise, (kh, kw, cin, multiplier): one MAC per
+        # kernel entry and output position
+        kernel = layer.kernel.shape
+        out = layer.output.shape  # (None, h, w, channels)
         return int(np.prod(out[1:3]) * np.prod(kernel))
     if isinstance(layer, keras.layers.Dense):
         return int(np.prod(layer.kernel.shape))
     return 0
 
 
+def layer_flops(layer) -> int:
+    """Forward FLOPs per example of one layer (a nested model counts all of its layers)."""
+    if isinstance(layer, keras.Model):
+        return count_flops(layer)
+    return 2 * _layer_macs(layer) if isinstance(layer, keras.layers.Layer) else 0
+
+
 def count_flops(model: keras.Model) -> int:
     """Forward FLOPs per example of ``model`` (nested functional models included)."""
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            total += count_flops(layer)
-        else:
-            total += 2 * _layer_macs(layer)
-    return total
+    return sum(layer_flops(layer) for layer in model.layers)

@@ -26,7 +26,8 @@ import keras
 import numpy as np
 
 from layerwise.data.base import DataSource
-from layerwise.training.heads import HeadSpec, build_aux_head
+from layerwise.run.checkpoints import atomic_write_bytes
+from layerwise.training.heads import AuxHead, build_aux_head
 from layerwise.training.network import StagedNetwork, primary
 
 PROBES = ("linear", "cnn1", "cnn2")
@@ -64,7 +65,7 @@ def cnn_probe(train_x, train_y, test_x, test_y, num_classes: int, conv_layers: i
               epochs: int = 3, batch_size: int = 64, seed: int = 0) -> float:
     """Test accuracy of a ``conv_layers``-conv probe trained with Adam on frozen features."""
     keras.utils.set_random_seed(seed)
-    model = build_aux_head(train_x.shape[1:], num_classes, HeadSpec(conv_layers=conv_layers, width=width),
+    model = build_aux_head(train_x.shape[1:], num_classes, AuxHead(k=conv_layers + 1, width=width),
                            name=f"cnn{conv_layers}_probe")
     model.compile(keras.optimizers.Adam(1e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
@@ -138,6 +139,4 @@ def plot_probes(runs: dict[str, list[dict]], probes: Sequence[str], path: str) -
     fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
-    from layerwise.run.checkpoints import atomic_write_bytes
-
     atomic_write_bytes(path, buffer.getvalue())

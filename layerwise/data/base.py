@@ -58,7 +58,11 @@ class DataSource:
         mean, std: per-channel statistics of the raw training pixels (used for normalisation,
             and inside exported SavedModels so clients send raw pixels).
         augment: augmentation policy name (see ``layerwise.data.augment``).
-        num_train, num_test, num_val: split sizes.
+        num_train, num_test, num_val: split sizes (0: the split does not exist).
+        crop_size: the size of the random training crops (``layerwise.data.crops``); 0: whole
+            images.
+        fixed_batch_size: every training batch has exactly the requested size (the loss is then
+            divided by it; otherwise by each batch's own size).
     """
 
     name: str
@@ -70,9 +74,25 @@ class DataSource:
     num_train: int
     num_test: int
     num_val: int = 0
+    crop_size: int = 0
+    fixed_batch_size: bool = True
 
     def train_batches(self, batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
         raise NotImplementedError
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Training steps of one epoch of ``train_batches(batch_size, ...)``."""
+        return self.num_train // batch_size
+
+    def with_validation(self, fraction: float, seed: int) -> "DataSource":
+        """A copy whose training split gives ``fraction`` of itself to a ``val`` split.
+
+        Raises:
+            ConfigError: the source cannot split (it streams its data).
+        """
+        raise ConfigError(
+            f"dataset {self.name!r} cannot hold out a validation split; drop --validation_fraction/--keep_best"
+        )
 
     def train_order(self, seed: int, epoch: int) -> np.ndarray | None:
         """The example order of ``train_batches(_, seed, epoch)`` as indices into the
@@ -82,6 +102,10 @@ class DataSource:
 
     def eval_batches(self, split: str, batch_size: int) -> tf.data.Dataset:
         raise NotImplementedError
+
+    def full_eval_batches(self, split: str, batch_size: int) -> tf.data.Dataset:
+        """Whole images of ``split`` (what 10-crop testing crops from); ``eval_batches`` here."""
+        return self.eval_batches(split, batch_size)
 
     def labels(self, split: str) -> np.ndarray:
         raise NotImplementedError
@@ -94,33 +118,52 @@ class DataSource:
 
 
 class ArraySource(DataSource):
-    """A dataset held in memory as NumPy arrays of raw pixels (``(N, H, W, C)``)."""
+    """A dataset held in memory as NumPy arrays of raw pixels (``(N, H, W, C)``).
+
+    Args:
+        name: a name for logs and records.
+        train, test, validation: ``(images, integer labels)`` pairs; ``test`` and ``validation``
+            may be ``None``.
+        num_classes: number of classes.
+        augment: augmentation policy (``layerwise.data.augment``).
+        normalize: standardise images per channel with the training split's mean and std (the
+            datasets of the registry); ``False`` hands the images over as they are (what
+            ``layerwise.fit`` does with a user's arrays, like ``keras.Model.fit``).
+    """
 
     def __init__(
         self,
         name: str,
         train: tuple[np.ndarray, np.ndarray],
-        test: tuple[np.ndarray, np.ndarray],
+        test: tuple[np.ndarray, np.ndarray] | None,
         num_classes: int,
         augment: str = "none",
         validation: tuple[np.ndarray, np.ndarray] | None = None,
+        normalize: bool = True,
     ):
         if augment not in AUGMENTATIONS:
             raise ConfigError(f"unknown augmentation {augment!r}; choose one of: {', '.join(AUGMENTATIONS)}")
         self.name = name
-        self._splits = {"train": train, "test": test}
+        self._splits = {"train": train}
+        if test is not None:
+            self._splits["test"] = test
         if validation is not None:
             self._splits["val"] = validation
         x_train = train[0].astype(np.float32)
         self.image_shape = tuple(int(d) for d in x_train.shape[1:])
         self.num_classes = int(num_classes)
-        self.mean = x_train.mean(axis=(0, 1, 2)).astype(np.float32)
-        self.std = np.maximum(x_train.std(axis=(0, 1, 2)), 1e-6).astype(np.float32)
+        self.normalized = normalize
+        if normalize:
+            self.mean = x_train.mean(axis=(0, 1, 2)).astype(np.float32)
+            self.std = np.maximum(x_train.std(axis=(0, 1, 2)), 1e-6).astype(np.float32)
+        else:
+            self.mean = np.zeros(self.image_shape[-1], np.float32)
+            self.std = np.ones(self.image_shape[-1], np.float32)
         self.augment = augment
         # AlexNet's colour augmentation needs the training set's channel covariance
         self.pca = PCAColour.from_images(x_train) if augment.endswith("pca") else None
         self.num_train = len(train[1])
-        self.num_test = len(test[1])
+        self.num_test = 0 if test is None else len(test[1])
         self.num_val = 0 if validation is None else len(validation[1])
 
     def with_validation(self, fraction: float, seed: int) -> "ArraySource":
@@ -128,8 +171,8 @@ class ArraySource(DataSource):
         x, y = self._splits["train"]
         keep, val = stratified_split(y, fraction, seed)
         return ArraySource(
-            self.name, (x[keep], y[keep]), self._splits["test"], self.num_classes, self.augment,
-            validation=(x[val], y[val]),
+            self.name, (x[keep], y[keep]), self._splits.get("test"), self.num_classes, self.augment,
+            validation=(x[val], y[val]), normalize=self.normalized,
         )
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:

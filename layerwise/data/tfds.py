@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from layerwise.data.augment import center_crop, random_resized_crop_flip
 from layerwise.data.base import DATASETS, ArraySource, DataSource, derive_seed
+from layerwise.data.local import find_cifar_pickles, load_cifar_pickles
 from layerwise.errors import DatasetUnavailableError
 
 DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
@@ -108,8 +109,6 @@ def load_fashion_mnist(split_seed: int = 0, augment: str = "none", data_dir: str
 
 
 def _cifar(name: str, augment: str, data_dir: str | None) -> ArraySource:
-    from layerwise.data.local import find_cifar_pickles, load_cifar_pickles
-
     if data_dir and find_cifar_pickles(name, data_dir):
         return load_cifar_pickles(name, data_dir, augment)
     return load_tfds_arrays(name, data_dir, augment)

@@ -1,8 +1,19 @@
 """The run configuration: one frozen, validated object that the whole library reads.
 
-The CLI maps flags to a :class:`TrainConfig` (defaults -> preset -> flag overrides), calls
-:meth:`TrainConfig.validate` once and hands it down; library code never reads flags. The
-config is written to ``workdir/config.json`` and a rerun on the same workdir must match it.
+Every field is declared once, with its type, default and help (``layerwise.run.schema``): the
+command-line flags of ``apps.train`` are generated from these declarations, and
+``layerwise.fit(**options)`` takes the same flat names. Related fields are grouped (``heads``,
+``optim``, ``schedule``, ``pruning``, ``refit``); in JSON (``workdir/config.json``) the groups
+are nested objects, and a config file written before the groups existed (flat) still reads.
+
+Precedence in the CLI: defaults -> preset (``--experiment``) -> ``--config FILE`` -> flags. The
+config is validated once (:meth:`TrainConfig.validate`) and handed down; library code never
+reads flags. A rerun on the same workdir must match the stored config.
+
+Example:
+    >>> config = TrainConfig().replace(lr=0.1, aux_width=64)
+    >>> config.optim.lr, config.heads.width
+    (0.1, 64)
 """
 
 from __future__ import annotations
@@ -13,7 +24,9 @@ from typing import Any
 
 from layerwise.data.augment import AUGMENTATIONS
 from layerwise.errors import ConfigError
-from layerwise.training.heads import HeadSpec
+from layerwise.run import schema
+from layerwise.run.schema import option
+from layerwise.training.heads import AuxHead
 
 MODES = ("layerwise", "end_to_end", "decoupled")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -23,196 +36,225 @@ PRUNE_CRITERIA = ("taylor", "l1")
 LR_SCHEDULES = ("step", "multistep", "plateau")
 MILESTONE_UNITS = ("epoch", "step")
 EVAL_CROPS = (1, 10)
+CACHE_PREFIX = ("auto", "memory", "disk", "off")
+PREFIX_MODES = ("no_tape", "tape")
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadsConfig:
+    """The auxiliary problems (Belilovsky et al., Sec. 3): one head per stage."""
+
+    conv_layers: int = option(
+        1, "Hidden 3x3 conv layers in each auxiliary head: k - 1 in the paper, where k is the depth of the "
+        "auxiliary problem (k=1: average-to-2x2 + linear).", flag="aux_conv_layers")
+    width: int = option(128, "M~: width of the auxiliary conv layers.", flag="aux_width")
+    batchnorm: bool = option(True, "BatchNorm in the auxiliary heads (as in the reference code).", flag="aux_batchnorm")
+    pre_pool: int = option(
+        1, "Average the auxiliary heads' input down by this factor before their convs (1: off, the paper; "
+        "4: the DGL ImageNet reference code, 16x less head memory).", flag="aux_pre_pool")
+    final_width: int = option(
+        0, "Width of the last stage's aux head if it differs (the paper's ImageNet k=2,3 nets: 2048); "
+        "0 = --aux_width.", flag="final_aux_width")
+
+    def head(self) -> AuxHead:
+        """The auxiliary head of every stage but the last."""
+        return AuxHead(k=self.conv_layers + 1, width=self.width, batchnorm=self.batchnorm, pre_pool=self.pre_pool)
+
+    def final_head(self) -> AuxHead:
+        """The last stage's auxiliary head: :meth:`head` with ``final_width`` if set."""
+        head = self.head()
+        return dataclasses.replace(head, width=self.final_width) if self.final_width else head
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """The optimizer of every training problem (a fresh one per stage, Algorithm 1)."""
+
+    name: str = option("sgd", "sgd (with momentum, the paper's) or adam.", flag="optimizer", choices=OPTIMIZERS)
+    lr: float = option(0.05, "Learning rate.", flag="lr")
+    momentum: float = option(0.9, "SGD momentum.", flag="momentum")
+    weight_decay: float = option(
+        5e-4, "L2 coefficient added to the loss on every trainable variable (PyTorch-style coupled weight "
+        "decay, as in the paper's code).", flag="weight_decay")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """The learning-rate schedule of each training problem (see ``layerwise.training.schedules``)."""
+
+    kind: str = option(
+        "step", "step (every --lr_decay_every epochs), multistep (at --lr_milestones; He et al.: 32000,48000 "
+        "iterations) or plateau (when the validation accuracy has not improved for --plateau_patience epochs; "
+        "Krizhevsky et al.; needs --validation_fraction).", flag="lr_schedule", choices=LR_SCHEDULES)
+    decay_every: int = option(
+        2, "Multiply the LR by --lr_decay_factor every this many epochs of a stage (0: constant; the paper: "
+        "x0.2 every 15 epochs on CIFAR).", flag="lr_decay_every")
+    decay_factor: float = option(
+        0.2, "Factor of the step, multistep and plateau schedules (0.1: divide by 10).", flag="lr_decay_factor")
+    milestones: list[int] = option(
+        factory=list, help="Boundaries of --lr_schedule=multistep, in --lr_milestone_unit (e.g. 32000,48000).",
+        flag="lr_milestones")
+    milestone_unit: str = option(
+        "epoch", "epoch (of a stage; stretched J times end to end) or step (iterations of each problem, as "
+        "given: the paper's '32k and 48k iterations').", flag="lr_milestone_unit", choices=MILESTONE_UNITS)
+    plateau_patience: int = option(
+        5, "Epochs without a validation improvement before --lr_schedule=plateau decays the LR.",
+        flag="plateau_patience")
+    warmup_steps: int = option(
+        0, "Train the first this many iterations of each problem at --warmup_lr (He et al., ResNet-110: 400; "
+        "0: off).", flag="warmup_steps")
+    warmup_lr: float = option(0.0, "Learning rate of the warm-up iterations (ResNet-110: 0.01).", flag="warmup_lr")
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningConfig:
+    """Filter pruning after each stage (Belilovsky et al., Sec. 4.3; Molchanov et al. 2016)."""
+
+    to_width: int = option(
+        0, "After each stage, prune its filters to this many and fine-tune its head (0: off).",
+        flag="prune_to_width")
+    criterion: str = option(
+        "taylor", "taylor (|mean of activation x gradient|, Molchanov et al. 2016) or l1 (kernel norm).",
+        flag="prune_criterion", choices=PRUNE_CRITERIA)
+    finetune_epochs: int = option(1, "Epochs of aux-head fine-tuning after pruning.", flag="prune_finetune_epochs")
+
+
+@dataclasses.dataclass(frozen=True)
+class RefitConfig:
+    """A new head trained on the frozen network after the last stage."""
+
+    conv_layers: int = option(0, "Hidden 3x3 convs of the refit head.", flag="refit_head_conv_layers")
+    width: int = option(128, "Width of the refit head's convs.", flag="refit_head_width")
+    epochs: int = option(
+        0, "After the last stage, train a new head on the frozen net for this many epochs (0: off).",
+        flag="refit_head_epochs")
+
+    def head(self, batchnorm: bool, pre_pool: int) -> AuxHead:
+        return AuxHead(k=self.conv_layers + 1, width=self.width, batchnorm=batchnorm, pre_pool=pre_pool)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a run's results.
-
-    Attributes:
-        dataset: registered dataset name (``mnist5k``, ``digits``, ``synthetic``, ...).
-        model: registered model name (``layerwise_cnn``, ``vgg11``, ``resnet20``, ...).
-        model_options: keyword arguments of the model builder (for ``layerwise_cnn``:
-            ``num_stages`` (J), ``width`` (M), ``downsample_at``, ``batchnorm``,
-            ``downsample_input``).
-        mode: ``layerwise`` (Algorithm 1 of Belilovsky et al.), ``end_to_end``, or
-            ``decoupled`` (Decoupled Greedy Learning, Belilovsky et al. ICML 2020: every stage
-            steps on every batch on the detached output of the previous one).
-        aux_conv_layers: hidden conv layers of each auxiliary head, k - 1 in the paper.
-        aux_width: width M~ of those layers.
-        aux_batchnorm: BatchNorm in the auxiliary heads (as in the reference code).
-        epochs_per_stage: epochs for each stage; end-to-end trains for
-            ``num_stages * epochs_per_stage`` epochs, the same total.
-        batch_size: global batch size.
-        optimizer: ``sgd`` (momentum, the paper's) or ``adam``.
-        lr, momentum: learning rate and SGD momentum.
-        weight_decay: L2 coefficient added to the loss (PyTorch-style coupled weight decay,
-            as in the paper's code), on every trainable variable.
-        lr_decay_every, lr_decay_factor: step schedule, lr * factor ** (epoch // every), per
-            stage (the paper: x0.2 every 15 epochs on CIFAR); ``0`` disables it. The factor is
-            also the ``multistep`` and ``plateau`` schedules' factor.
-        lr_schedule: ``step`` (above), ``multistep`` (multiply by ``lr_decay_factor`` at each of
-            ``lr_milestones``; He et al. 2016: /10 at 32k and 48k iterations) or ``plateau``
-            (multiply by ``lr_decay_factor`` when the validation accuracy has not improved for
-            ``plateau_patience`` epochs; Krizhevsky et al. 2012: /10 when the validation error
-            stops improving; needs ``validation_fraction > 0``). See ``layerwise.training.schedules``.
-        lr_milestones, lr_milestone_unit: the ``multistep`` boundaries, in ``epoch``s of a stage
-            (stretched J times end to end, like ``lr_decay_every``) or in ``step``s (iterations)
-            of each training problem, not stretched (the paper's "32k and 48k iterations").
-        plateau_patience: epochs without a validation improvement before the ``plateau`` decay.
-        warmup_steps, warmup_lr: train the first ``warmup_steps`` iterations of each problem at
-            ``warmup_lr`` before the schedule starts (He et al. 2016, ResNet-110: 0.01 for ~400
-            iterations, then 0.1); ``0`` disables it.
-        crop_size: train on random ``crop_size`` x ``crop_size`` crops of the images and evaluate
-            on their centre crop (AlexNet: 224 of 256; the network's input is the crop); ``0``
-            uses the whole images.
-        eval_crops: ``1`` (the centre crop) or ``10`` (four corners + centre and their mirrors,
-            softmax averaged, for each problem's final test evaluation, with top-1 and top-5
-            error in its record; Krizhevsky et al. 2012, He et al. 2016). ``10`` needs ``crop_size``.
-        augment: ``auto`` (the dataset's default), ``none``, ``crop``, ``crop_flip``, ``pca``,
-            ``crop_pca``, ``crop_flip_pca``, ``flip`` or ``flip_pca`` (see ``layerwise.data.augment``).
-        seed: seeds weights, data order and augmentation.
-        split_seed: seeds the train/test split of the embedded datasets.
-        on_nan: ``stop`` the stage at a non-finite loss, or ``skip`` the batch.
-        data_dir: where file-backed datasets live (TFDS ``data_dir``, a CIFAR pickle
-            directory, an image folder); ``""`` uses each loader's default.
-        final_aux_width: width M~ of the last stage's auxiliary head when it differs from
-            ``aux_width`` (the paper's ImageNet k=2,3 nets: 2048); ``0`` keeps ``aux_width``.
-        aux_pre_pool: the auxiliary heads average their input down by this factor before their
-            hidden convs (``HeadSpec.pre_pool``); 1 = off, as the paper describes.
-        validation_fraction: fraction of the training split held out (stratified, seeded by
-            ``split_seed``) as a ``val`` split; never the test set.
-        keep_best: keep, per stage, the epoch with the best validation accuracy ("best along
-            the trajectory", Prop. 3.1); needs ``validation_fraction > 0``.
-        refit_head_conv_layers, refit_head_width, refit_head_epochs: after the last stage,
-            train a new (e.g. smaller) head with this many hidden convs of this width on the
-            frozen network for this many epochs; ``refit_head_epochs = 0`` disables it.
-        prune_to_width: after each stage, prune its conv filters to this many (Molchanov et
-            al. 2016) and fine-tune the auxiliary head; ``0`` disables pruning.
-        prune_criterion: ``taylor`` (|mean of activation x gradient|) or ``l1`` (kernel norm).
-        prune_finetune_epochs: epochs of auxiliary-head fine-tuning after pruning.
-        precision: Keras dtype policy of the run (``float32``, ``mixed_bfloat16``,
-            ``mixed_float16``; the last one trains with a dynamic loss scale). Logits stay float32.
-        sync_batchnorm: BatchNorm statistics over the global batch (all replicas) rather than
-            each replica's share; changes results when there is more than one replica.
+    """Everything that determines a run's results (the run's fingerprint in ``config.json``).
 
     Not here, because they do not change what is computed: the distribution strategy, XLA and
-    the prefix cache are arguments of ``run_training`` / ``GreedyTrainer`` (``RunOptions``).
+    the prefix cache (:class:`RunOptions`).
     """
 
-    dataset: str = "mnist5k"
-    model: str = "layerwise_cnn"
-    model_options: dict = dataclasses.field(default_factory=dict)
-    mode: str = "layerwise"
-    aux_conv_layers: int = 1
-    aux_width: int = 128
-    aux_batchnorm: bool = True
-    epochs_per_stage: int = 4
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_decay_every: int = 2
-    lr_decay_factor: float = 0.2
-    # Paper recipes (AlexNet, ResNet): LR schedules and 10-crop evaluation (see validate_recipe).
-    lr_schedule: str = "step"
-    lr_milestones: list = dataclasses.field(default_factory=list)
-    lr_milestone_unit: str = "epoch"
-    plateau_patience: int = 5
-    warmup_steps: int = 0
-    warmup_lr: float = 0.0
-    crop_size: int = 0
-    eval_crops: int = 1
-    augment: str = "auto"
-    seed: int = 0
-    split_seed: int = 0
-    on_nan: str = "stop"
-    data_dir: str = ""
-    final_aux_width: int = 0
-    validation_fraction: float = 0.0
-    keep_best: bool = False
-    refit_head_conv_layers: int = 0
-    refit_head_width: int = 128
-    refit_head_epochs: int = 0
-    prune_to_width: int = 0
-    prune_criterion: str = "taylor"
-    prune_finetune_epochs: int = 1
-    precision: str = "float32"
-    sync_batchnorm: bool = False
-    aux_pre_pool: int = 1
+    dataset: str = option(
+        "mnist5k", "Dataset: mnist5k, digits, synthetic (embedded); mnist, fashion_mnist, cifar10, cifar100, "
+        "imagenette, imagenet2012 (TFDS or local files in --data_dir); image_folder.")
+    model: str = option("layerwise_cnn", "Model from the zoo (see docs/zoo.md).")
+    model_options: dict = option(
+        factory=dict, help="Keyword arguments of the model builder (see --model_option).", cli=False)
+    mode: str = option(
+        "layerwise", "layerwise (the paper's Algorithm 1), end_to_end, or decoupled (every stage steps on every "
+        "batch on the detached output of the previous one; Belilovsky et al. 2020).", choices=MODES)
+    epochs_per_stage: int = option(4, "Epochs per stage (end_to_end: J times this, the same total).")
+    batch_size: int = option(64, "Global batch size.")
+    heads: HeadsConfig = dataclasses.field(default_factory=HeadsConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    crop_size: int = option(
+        0, "Train on random crops of this size and test on the centre crop (AlexNet: 224 of 256; 0: whole "
+        "images).")
+    eval_crops: int = option(
+        1, "1, or 10: test each finished problem on 4 corner + centre crops and their mirrors, softmax "
+        "averaged, with top-1/top-5 error (Krizhevsky et al. 2012; needs --crop_size).", choices=EVAL_CROPS)
+    augment: str = option(
+        "auto", "auto (the dataset's default), none, crop, crop_flip, resized_crop_flip, flip, or one of those "
+        "+ AlexNet PCA colour: pca, crop_pca, crop_flip_pca, flip_pca.", choices=("auto",) + AUGMENTATIONS)
+    seed: int = option(0, "Seed for weights, data order and augmentation.")
+    split_seed: int = option(0, "Seed of the train/test split of embedded data (and of the validation split).")
+    on_nan: str = option("stop", "At a non-finite loss: stop, or skip the batch.", choices=ON_NAN)
+    data_dir: str = option(
+        "", "Where file-backed datasets live (TFDS data_dir, cifar-10-batches-py, image folder); '' uses each "
+        "loader's default.")
+    validation_fraction: float = option(
+        0.0, "Hold out this fraction of the training split (stratified, seeded by --split_seed) as a "
+        "validation split; never the test set.")
+    keep_best: bool = option(
+        False, "Keep each stage's epoch with the best validation accuracy (Prop. 3.1: best along the "
+        "trajectory); needs --validation_fraction.")
+    refit: RefitConfig = dataclasses.field(default_factory=RefitConfig)
+    pruning: PruningConfig = dataclasses.field(default_factory=PruningConfig)
+    precision: str = option(
+        "float32", "Keras dtype policy: float32, mixed_bfloat16 or mixed_float16 (dynamic loss scale); "
+        "logits stay float32.", choices=PRECISIONS)
+    sync_batchnorm: bool = option(
+        False, "BatchNorm statistics over all replicas (changes results with more than one replica).")
 
-    def head_spec(self) -> HeadSpec:
-        return HeadSpec(
-            conv_layers=self.aux_conv_layers, width=self.aux_width, batchnorm=self.aux_batchnorm,
-            pre_pool=self.aux_pre_pool,
-        )
+    # ------------------------------------------------------------------ heads of the run
+    def head_spec(self) -> AuxHead:
+        return self.heads.head()
 
-    def final_head_spec(self) -> HeadSpec:
-        """The last stage's auxiliary head: ``head_spec`` with ``final_aux_width`` if set."""
-        spec = self.head_spec()
-        return dataclasses.replace(spec, width=self.final_aux_width) if self.final_aux_width else spec
+    def final_head_spec(self) -> AuxHead:
+        return self.heads.final_head()
 
-    def refit_head_spec(self) -> HeadSpec:
-        return dataclasses.replace(self.head_spec(), conv_layers=self.refit_head_conv_layers, width=self.refit_head_width)
+    def refit_head_spec(self) -> AuxHead:
+        return self.refit.head(self.heads.batchnorm, self.heads.pre_pool)
 
-    def validate(self) -> "TrainConfig":
+    # ------------------------------------------------------------------ checks
+    def validate(self, validation_data: bool = False) -> "TrainConfig":
         """Checks every field that does not need the data or the model.
 
+        Args:
+            validation_data: the data brings a validation split of its own (``layerwise.fit``'s
+                ``validation=``), so ``keep_best`` and the ``plateau`` schedule do not need
+                ``validation_fraction``.
+
         Raises:
-            ConfigError: with a message that names the field and the accepted values.
+            ConfigError: with a message that names the field (its flag) and the accepted values.
         """
-        _choice("mode", self.mode, MODES)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("on_nan", self.on_nan, ON_NAN)
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("augment", self.augment, ("auto",) + AUGMENTATIONS)
+        schema.from_tree(TrainConfig, self.to_dict())  # types and choices
         for name in ("epochs_per_stage", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
+        optim = self.optim
+        if not 0 < optim.lr < float("inf"):
+            raise ConfigError(f"lr must be positive and finite, got {optim.lr}")
+        if not 0 <= optim.weight_decay < float("inf") or not 0 <= optim.momentum < 1:
             raise ConfigError(
-                f"need weight_decay >= 0 and 0 <= momentum < 1, got {self.weight_decay}, {self.momentum}"
+                f"need 0 <= weight_decay < inf and 0 <= momentum < 1, got {optim.weight_decay}, {optim.momentum}"
             )
-        if self.lr_decay_every < 0 or not 0 < self.lr_decay_factor <= 1:
+        if self.schedule.decay_every < 0 or not 0 < self.schedule.decay_factor <= 1:
             raise ConfigError(
                 f"need lr_decay_every >= 0 and 0 < lr_decay_factor <= 1, got "
-                f"{self.lr_decay_every}, {self.lr_decay_factor}"
+                f"{self.schedule.decay_every}, {self.schedule.decay_factor}"
             )
-        self.validate_recipe()
+        self.validate_recipe(validation_data or self.validation_fraction > 0)
         if self.batch_size > 65536:
             raise ConfigError(f"batch_size {self.batch_size} is absurd; use at most 65536")
         self.head_spec().validate()
-        _choice("prune_criterion", self.prune_criterion, PRUNE_CRITERIA)
-        for name in ("final_aux_width", "refit_head_epochs", "prune_to_width", "prune_finetune_epochs"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name, value in (("final_aux_width", self.heads.final_width), ("refit_head_epochs", self.refit.epochs),
+                            ("prune_to_width", self.pruning.to_width),
+                            ("prune_finetune_epochs", self.pruning.finetune_epochs), ("crop_size", self.crop_size)):
+            if value < 0:
+                raise ConfigError(f"{name} must be >= 0, got {value}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ConfigError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        if self.keep_best and not self.validation_fraction:
+        if self.keep_best and not (validation_data or self.validation_fraction):
             raise ConfigError(
                 "keep_best picks epochs on a validation split, never the test set: "
                 "also pass --validation_fraction (e.g. 0.1)"
             )
-        if self.refit_head_epochs:
+        if self.refit.epochs:
             self.refit_head_spec().validate()
-        if (self.prune_to_width or self.refit_head_epochs) and self.mode != "layerwise":
+        if (self.pruning.to_width or self.refit.epochs) and self.mode != "layerwise":
             raise ConfigError("prune_to_width and refit_head_epochs apply to --mode layerwise only")
         return self
 
-    def validate_recipe(self) -> None:
-        """Checks the LR-schedule and crop fields (part of :meth:`validate`).
+    def validate_recipe(self, validation_data: bool = True) -> None:
+        """Checks the LR-schedule and crop fields (part of :meth:`validate`); ``validation_data``:
+        a validation split exists.
 
         Raises:
             ConfigError: with a message that names the field and what to pass instead.
         """
-        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _choice("lr_milestone_unit", self.lr_milestone_unit, MILESTONE_UNITS)
-        milestones = list(self.lr_milestones)
-        if self.lr_schedule == "multistep":
-            if not milestones or any(not isinstance(m, int) or m <= 0 for m in milestones):
+        schedule = self.schedule
+        milestones = list(schedule.milestones)
+        if schedule.kind == "multistep":
+            if not milestones or any(m <= 0 for m in milestones):
                 raise ConfigError(
                     f"lr_schedule=multistep needs positive integer lr_milestones (e.g. 32000,48000), got {milestones}"
                 )
@@ -220,92 +262,86 @@ class TrainConfig:
                 raise ConfigError(f"lr_milestones must be strictly increasing, got {milestones}")
         elif milestones:
             raise ConfigError(
-                f"lr_milestones apply to lr_schedule=multistep only (lr_schedule is {self.lr_schedule!r})"
+                f"lr_milestones apply to lr_schedule=multistep only (lr_schedule is {schedule.kind!r})"
             )
-        if self.lr_schedule == "plateau":
-            if not self.validation_fraction:
+        if schedule.kind == "plateau":
+            if not validation_data:
                 raise ConfigError(
                     "lr_schedule=plateau decides on a validation split, never the test set: "
                     "also pass --validation_fraction (e.g. 0.1)"
                 )
             if self.mode == "decoupled":
                 raise ConfigError("lr_schedule=plateau applies to --mode layerwise and end_to_end, not decoupled")
-        if self.plateau_patience < 1:
-            raise ConfigError(f"plateau_patience must be >= 1, got {self.plateau_patience}")
-        if self.warmup_steps < 0 or (self.warmup_steps and not self.warmup_lr > 0):
+        if schedule.plateau_patience < 1:
+            raise ConfigError(f"plateau_patience must be >= 1, got {schedule.plateau_patience}")
+        if schedule.warmup_steps < 0 or (schedule.warmup_steps and not schedule.warmup_lr > 0):
             raise ConfigError(
                 f"need warmup_steps >= 0 and warmup_lr > 0 when warming up, got "
-                f"{self.warmup_steps}, {self.warmup_lr}"
+                f"{schedule.warmup_steps}, {schedule.warmup_lr}"
             )
-        if self.crop_size < 0:
-            raise ConfigError(f"crop_size must be >= 0, got {self.crop_size}")
-        if self.eval_crops not in EVAL_CROPS:
-            raise ConfigError(f"eval_crops must be 1 or 10, got {self.eval_crops}")
         if self.eval_crops == 10:
             if not self.crop_size:
                 raise ConfigError(
                     "eval_crops=10 takes crops of the training crop size from the full test images: "
                     "also pass --crop_size (smaller than the images, e.g. 28 for 32x32)"
                 )
-            if self.mode == "decoupled" or self.prune_to_width or self.refit_head_epochs:
+            if self.mode == "decoupled" or self.pruning.to_width or self.refit.epochs:
                 raise ConfigError(
                     "eval_crops=10 applies to plain layerwise and end_to_end runs (no decoupled, pruning or head refit)"
                 )
 
-    def learning_rate(self, epoch: int) -> float:
-        """The step schedule: ``lr * lr_decay_factor ** (epoch // lr_decay_every)``."""
-        if not self.lr_decay_every:
-            return self.lr
-        return self.lr * self.lr_decay_factor ** (epoch // self.lr_decay_every)
-
+    # ------------------------------------------------------------------ forms
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """The JSON form: groups as nested objects."""
+        return json.loads(json.dumps(schema.to_tree(self)))
+
+    def flat(self) -> dict[str, Any]:
+        """``{flat name: value}``: the names of the flags and of ``layerwise.fit``'s options."""
+        return schema.flatten(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown config fields {unknown}; known fields: {sorted(known)}")
-        return cls(**values)
+        """A config from its JSON form; flat names (the pre-group form of ``config.json``, or
+        flags) are accepted too. Missing fields take their defaults.
+
+        Raises:
+            ConfigError: an unknown field or a value of the wrong type.
+        """
+        if not isinstance(values, dict):
+            raise ConfigError(f"a config must be a JSON object of fields, got {type(values).__name__}")
+        return schema.from_flat(cls, values)
 
     def replace(self, **changes) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` applied, by flat name (``lr=0.1``) or whole group (``optim=...``).
 
+        Raises:
+            ConfigError: an unknown name or a value of the wrong type.
+        """
+        return schema.from_flat(TrainConfig, changes, base=self)
 
-def _choice(field: str, value: str, choices) -> None:
-    if value not in choices:
-        raise ConfigError(f"unknown {field} {value!r}; choose one of: {', '.join(choices)}")
-
-
-CACHE_PREFIX = ("auto", "memory", "disk", "off")
-PREFIX_MODES = ("no_tape", "tape")
 
 
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
-    """How a run is executed, without changing what it computes (not in ``config.json``).
+    """How a run is executed, without changing what it computes (not in ``config.json``)."""
 
-    Attributes:
-        jit_compile: XLA-compile the per-replica forward+gradient function (and the frozen
-            prefix when it runs every batch). Float results may differ in the last bits.
-        cache_prefix: ``auto`` (memory when there is no random augmentation and the features
-            of the training set fit in ``cache_budget_mb``), ``memory``, ``disk``
-            (memory-mapped ``.npy`` under ``workdir/cache``, deleted after the stage) or ``off``.
-        cache_budget_mb: the ``auto`` budget for cached features.
-        prefix_mode: ``no_tape`` (the frozen prefix runs outside the gradient tape) or ``tape``
-            (recomputed inside it every batch, as the paper's reference code does; only for the
-            benchmark's comparison).
-    """
-
-    jit_compile: bool = False
-    cache_prefix: str = "auto"
-    cache_budget_mb: float = 1024.0
-    prefix_mode: str = "no_tape"
+    jit_compile: bool = option(
+        False, "XLA-compile the per-replica forward+gradient function (and the frozen prefix when it runs "
+        "every batch). Float results may differ in the last bits.")
+    cache_prefix: str = option(
+        "auto", "Train each stage on cached outputs of the frozen prefix: auto (memory when there is no "
+        "random augmentation and they fit in --cache_budget_mb), memory, disk (memory-mapped under "
+        "workdir/cache, deleted after the stage), off. Same numbers either way.", choices=CACHE_PREFIX)
+    cache_budget_mb: float = option(1024.0, "Memory budget of --cache_prefix=auto, in MiB.")
+    prefix_mode: str = option(
+        "no_tape", "no_tape (the frozen prefix runs outside the gradient tape) or tape (recomputed inside it "
+        "every batch, as the paper's reference code does; for benchmarks).", choices=PREFIX_MODES, cli=False)
 
     def validate(self) -> "RunOptions":
-        _choice("cache_prefix", self.cache_prefix, CACHE_PREFIX)
-        _choice("prefix_mode", self.prefix_mode, PREFIX_MODES)
-        if self.cache_budget_mb < 0:
+        schema.from_tree(RunOptions, dataclasses.asdict(self))
+        if not self.cache_budget_mb >= 0:
             raise ConfigError(f"cache_budget_mb must be >= 0, got {self.cache_budget_mb}")
         return self
+
+    def replace(self, **changes) -> "RunOptions":
+        return schema.from_flat(RunOptions, changes, base=self)

@@ -1,10 +1,10 @@
 """Rebuilds a trained run from its run directory: config -> network + heads -> trained weights.
 
 ``workdir/config.json`` says what was trained; every finished problem left
-``checkpoints/<problem>/final.npz`` with the variables of "stage j + its head" in
-``problem.trainable.variables`` order (see ``layerwise.training.trainer``). This module rebuilds the same
-problems with :class:`~layerwise.training.trainer.GreedyTrainer` (no training, no workdir writes) and
-assigns those arrays, so an export or an evaluation needs nothing but the run directory.
+``checkpoints/<problem>/final.npz``. The run's mode (``layerwise.training.modes``) rebuilds the
+same problems with the same heads (no trainer, no training, no workdir writes) and assigns those
+arrays, and the hooks replay their post-stage steps (a pruned stage is re-sliced), so an export
+or an evaluation needs nothing but the run directory.
 
 ``layerwise`` does not import ``models``: the caller passes the network builder
 (``apps.runner.build_network``).
@@ -23,16 +23,19 @@ from typing import Any, Callable
 
 import keras
 
-from layerwise.run import checkpoints as ckpt
-from layerwise.run.config import TrainConfig
-from layerwise.data import DataSource, load_dataset
-from layerwise.data.crops import with_crops
+from layerwise.data import DataSource
 from layerwise.errors import CheckpointError
-from layerwise.training.network import StagedNetwork
-from layerwise.training.trainer import GreedyTrainer
 from layerwise.run import workdir as workdir_files
+from layerwise.run.config import TrainConfig
+from layerwise.run.loading import load_data as default_load_data
+from layerwise.training.hooks import hooks_for
+from layerwise.training.modes import checkpoint_root, mode_for
+from layerwise.training.network import StagedNetwork
+from layerwise.training.problems import HeadPlan
 
 NetworkBuilder = Callable[[TrainConfig, DataSource], StagedNetwork]
+
+__all__ = ["RestoredRun", "default_load_data", "read_config", "restore_run"]
 
 
 @dataclasses.dataclass
@@ -48,6 +51,7 @@ class RestoredRun:
         heads: the trained head of each finished problem, in the same order.
         classifiers: image -> logits functional model of each finished problem.
         records: the stage records stored with each ``final.npz``.
+        stage_heads: every stage has its own head (layerwise and decoupled runs).
     """
 
     workdir: str
@@ -58,29 +62,24 @@ class RestoredRun:
     heads: list[keras.Model]
     classifiers: list[keras.Model]
     records: list[dict[str, Any]]
+    stage_heads: bool = True
 
     @property
     def layerwise(self) -> bool:
         """Every stage has its own trained head (layerwise and decoupled runs)."""
-        return self.config.mode in ("layerwise", "decoupled")
+        return self.stage_heads
 
     @property
     def trained_stages(self) -> int:
         """Stages with trained weights (every stage of an end-to-end run)."""
-        return len(self.problems) if self.layerwise else self.network.num_stages
-
-
-def default_load_data(config: TrainConfig) -> DataSource:
-    """The dataset as ``apps.runner.load_data`` loads it (augmentation is irrelevant here),
-    seen through the run's crops when it trained on crops."""
-    return with_crops(load_dataset(config.dataset, split_seed=config.split_seed), config.crop_size)
+        return len(self.problems) if self.stage_heads else self.network.num_stages
 
 
 def read_config(workdir: str) -> TrainConfig:
     """``workdir/config.json`` as a :class:`TrainConfig`.
 
     Raises:
-        ConfigError: there is no config (not a run directory).
+        ConfigError: there is no config (not a run directory), or it does not parse.
     """
     return TrainConfig.from_dict(workdir_files.read_config(workdir))
 
@@ -93,9 +92,10 @@ def restore_run(
     """Rebuilds every finished stage (or the finished end-to-end model) of ``workdir``.
 
     Args:
-        workdir: a run directory written by ``apps.train`` / ``GreedyTrainer``.
+        workdir: a run directory written by ``apps.train`` / ``layerwise.fit``.
         build_network: ``(config, data) -> StagedNetwork`` (``apps.runner.build_network``).
-        load_data: ``config -> DataSource``.
+        load_data: ``config -> DataSource`` (default: ``layerwise.run.loading.load_data``, the
+            path training used).
 
     Returns:
         The restored run; layerwise runs stop at the first unfinished stage.
@@ -106,70 +106,20 @@ def restore_run(
     config = read_config(workdir)
     data = load_data(config)
     network = build_network(config, data)
-    trainer = GreedyTrainer(network, data, config, None, verbose=0, log=lambda _: None)
-    root = os.path.join(workdir, "checkpoints")
-    if config.mode == "decoupled":
-        return _restore_decoupled(workdir, config, data, network, trainer, root)
-    names = (
-        [f"stage_{j:02d}" for j in range(network.num_stages)] if config.mode == "layerwise" else ["end_to_end"]
+    mode = mode_for(config.mode)
+    heads = HeadPlan(config.head_spec(), config.final_head_spec(), config.seed, config.sync_batchnorm)
+    finished = mode.restore(network, heads, checkpoint_root(workdir), config.epochs_per_stage, hooks_for(config))
+    if not finished:
+        raise CheckpointError(
+            f"{workdir} has no finished {'stage' if mode.stage_heads else 'run'} (no final.npz under "
+            f"{os.path.join(workdir, 'checkpoints')}); finish training first (rerun the same apps.train "
+            "command to resume)"
+        )
+    return RestoredRun(
+        workdir, config, data, network,
+        problems=[f.name for f in finished],
+        heads=[f.head for f in finished],
+        classifiers=[f.classifier for f in finished],
+        records=[f.record for f in finished],
+        stage_heads=mode.stage_heads,
     )
-    run = RestoredRun(workdir, config, data, network, [], [], [], [])
-    for j, name in enumerate(names):
-        checkpoints = ckpt.ProblemCheckpoints(root, name)
-        if not checkpoints.has_final():
-            break
-        problem = trainer.stage_problem(j) if config.mode == "layerwise" else trainer.end_to_end_problem()
-        arrays, meta = checkpoints.load_final()
-        ckpt.assign_arrays("model", problem.trainable.variables, arrays, checkpoints.final_path)
-        classifier = problem.classifier(network.image_input())
-        if config.mode == "layerwise":
-            network.stages[j].trainable = False
-            if _restore_pruning(network, trainer.heads, j, checkpoints.directory):
-                classifier = network.compose(upto=j + 1, head=trainer.heads[j])
-        run.problems.append(name)
-        run.heads.append(trainer.heads[problem.stage])
-        run.classifiers.append(classifier)
-        run.records.append(meta.get("record", {}))
-    if not run.problems:
-        raise CheckpointError(
-            f"{workdir} has no finished stage (no checkpoints/{names[0]}/final.npz); "
-            "finish training first (rerun the same apps.train command to resume)"
-        )
-    return run
-
-
-def _restore_pruning(network: StagedNetwork, heads: dict, j: int, directory: str) -> bool:
-    """Re-slices stage j and its head as ``layerwise.training.compression`` left them, if it pruned them."""
-    path = os.path.join(directory, "pruned.npz")
-    if not os.path.exists(path):
-        return False
-    from layerwise.training.compression import prune_stage  # only pruned runs need it
-
-    arrays, _ = ckpt.load_arrays(path)
-    prune_stage(network, heads, j, arrays["keep"])
-    ckpt.assign_arrays("stage", network.stages[j].variables, arrays, path)
-    ckpt.assign_arrays("head", heads[j].variables, arrays, path)
-    return True
-
-
-def _restore_decoupled(workdir, config, data, network, trainer, root) -> RestoredRun:
-    """A decoupled run keeps all stages and heads in one ``checkpoints/decoupled/final.npz``."""
-    from layerwise.training.decoupled import build_stage_models
-
-    models = build_stage_models(trainer)
-    checkpoints = ckpt.ProblemCheckpoints(root, "decoupled")
-    if not checkpoints.has_final():
-        raise CheckpointError(
-            f"{workdir} has no finished decoupled run (no checkpoints/decoupled/final.npz); "
-            "rerun the same apps.train command to finish it"
-        )
-    arrays, meta = checkpoints.load_final()
-    ckpt.assign_arrays("model", [v for m in models for v in m.variables], arrays, checkpoints.final_path)
-    network.freeze_below(network.num_stages)
-    run = RestoredRun(workdir, config, data, network, [], [], [], [])
-    for j, record in enumerate(meta["records"]):
-        run.problems.append(f"stage_{j:02d}")
-        run.heads.append(trainer.heads[j])
-        run.classifiers.append(network.compose(upto=j + 1, head=trainer.heads[j]))
-        run.records.append(record)
-    return run

@@ -6,8 +6,9 @@ import json
 import os
 from typing import Any
 
-from layerwise.run.checkpoints import atomic_write_text
 from layerwise.errors import ConfigError, WorkdirMismatchError
+from layerwise.run.checkpoints import atomic_write_text
+from layerwise.run.config import TrainConfig
 
 CONFIG_FILE = "config.json"
 
@@ -21,8 +22,17 @@ def read_config(workdir: str) -> dict[str, Any]:
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         raise ConfigError(f"{workdir} is not a run directory (no {CONFIG_FILE}); pass the --workdir of a training run")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            f"{path} is corrupt ({type(e).__name__}: {str(e)[:120]}); restore it from a backup, or start the run "
+            "again in a new --workdir"
+        ) from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} is corrupt (not a JSON object of config fields); use a new --workdir")
+    return values
 
 
 def _differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
@@ -36,11 +46,12 @@ def _differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def prepare_workdir(workdir: str, run_config: dict[str, Any], defaults: dict[str, Any] | None = None) -> bool:
+def prepare_workdir(workdir: str, config: TrainConfig) -> bool:
     """Creates ``workdir`` with its ``config.json``, or checks that an existing one matches.
 
-    A field missing from a stored config (written before the field existed) matches when the
-    wanted value is its default in ``defaults``.
+    The stored config is read as a :class:`TrainConfig` (a field missing from it, written before
+    the field existed, takes its default; a config written before the fields were grouped reads
+    too) and compared field by field.
 
     Returns:
         True when the directory already held this configuration (a resumed run).
@@ -51,12 +62,8 @@ def prepare_workdir(workdir: str, run_config: dict[str, Any], defaults: dict[str
     """
     path = os.path.join(workdir, CONFIG_FILE)
     if os.path.exists(path):
-        with open(path) as f:
-            stored = json.load(f)
-        for key, value in (defaults or {}).items():
-            if key not in stored and run_config.get(key) == value:
-                stored[key] = value
-        diff = _differences(stored, run_config)
+        stored = TrainConfig.from_dict(read_config(workdir)).flat()
+        diff = _differences(stored, config.flat())
         if diff:
             shown = "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "")
             raise WorkdirMismatchError(
@@ -65,5 +72,5 @@ def prepare_workdir(workdir: str, run_config: dict[str, Any], defaults: dict[str
             )
         return True
     os.makedirs(workdir, exist_ok=True)
-    atomic_write_text(path, json.dumps(run_config, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
     return False

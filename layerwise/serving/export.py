@@ -5,17 +5,19 @@ writes version N+1 into a temporary directory and renames it, so a served versio
 overwritten or half-written. ``export/models.config`` lists every servable for
 ``tensorflow_model_server --model_config_file``.
 
-Signatures (built with ``keras.export.ExportArchive``, see TF_NOTES):
+Signatures (built with ``keras.export.ExportArchive``, which keeps named inputs and outputs and
+the uint8 input type; ``tf.saved_model.save`` of a Keras 3 model would lose them):
 
 - ``serving_default``: ``images`` uint8 ``[None, H, W, C]`` raw pixels; normalisation happens
   inside the graph. Returns ``probabilities`` (float32 ``[None, classes]``), ``classes``
   (int64 ``[None]``), ``top_k_scores`` / ``top_k_classes`` (``[None, k]``, k = min(5, classes)).
 - ``serving_float``: the same outputs for float32 images already normalised by the caller.
 
-Two more servables combine the stages of a layerwise run (:func:`export_run` writes all of them):
+Two more servables combine the stages of a layerwise run (``layerwise.run.exports.export_run``
+writes all of them from a run directory):
 
 - ``<model>_ensemble``: the paper's ensemble, sum_j 2^j p_j / sum_j 2^j over every stage's
-  probabilities (as ``layerwise.training.trainer.ensemble_probabilities``); the same two signatures.
+  probabilities (as ``layerwise.training.problems.ensemble_probabilities``); the same two signatures.
 - ``<model>_cascade``: early exit. Stages run in order; an example leaves at the first stage whose
   highest probability reaches its threshold (the last stage answers the rest). Extra output
   ``exit_stage`` (int32 ``[None]``). ``serving_default`` / ``serving_float`` use the threshold
@@ -36,7 +38,6 @@ import tensorflow as tf
 
 from layerwise.serving.cascade import cascade_probabilities, ensemble_graph_probabilities
 from layerwise.run.checkpoints import atomic_write_text
-from layerwise.errors import ConfigError
 from layerwise.training.network import primary
 
 SIGNATURES = ("serving_default", "serving_float")
@@ -214,58 +215,6 @@ def export_cascade(
     for name, fn in zip(CASCADE_SIGNATURES, (serve_uint8, serve_float, serve_uint8_threshold, serve_float_threshold)):
         archive.add_endpoint(name, fn)
     return write_next_version(archive, servable_dir)
-
-
-def export_run(
-    workdir: str,
-    build_network,
-    export_root: str | None = None,
-    *,
-    threshold: float = DEFAULT_CASCADE_THRESHOLD,
-    label: str = "stable",
-    load_data=None,
-) -> dict[str, str]:
-    """Rebuilds a trained run from ``workdir`` and exports every servable as a new version.
-
-    Every finished stage (or the end-to-end model) becomes version N+1 of its servable (N is
-    left as it is); a layerwise run also gets ``<model>_ensemble`` and ``<model>_cascade``.
-    ``models.config`` is rewritten with ``label`` pointing at each servable's newest version.
-
-    Args:
-        workdir: a run directory of ``apps.train``.
-        build_network: ``(config, data) -> StagedNetwork`` (``apps.runner.build_network``).
-        export_root: where servables go; ``workdir/export`` by default.
-        threshold: the cascade's default exit threshold, in (0, 1].
-        label: version label of the newest versions in ``models.config``.
-        load_data: ``config -> DataSource``; the registered dataset by default.
-
-    Returns:
-        ``{servable name: new version directory}``.
-
-    Raises:
-        ConfigError: a threshold outside (0, 1].
-        CheckpointError: ``workdir`` is not a finished run.
-    """
-    from layerwise.run.restore import default_load_data, restore_run  # restore imports the trainer
-
-    if not 0.0 < threshold <= 1.0:
-        raise ConfigError(f"the cascade threshold must be in (0, 1], got {threshold}")
-    run = restore_run(workdir, build_network, load_data or default_load_data)
-    export_root = export_root or os.path.join(workdir, "export")
-    net, mean, std = run.network, run.data.mean, run.data.std
-    written = {}
-    for name, classifier in zip(run.problems, run.classifiers):
-        servable = f"{net.name}_{name}"
-        written[servable] = export_classifier(classifier, os.path.join(export_root, servable), mean, std)
-    if run.layerwise:
-        servable = f"{net.name}_ensemble"
-        written[servable] = export_ensemble(net, run.heads, os.path.join(export_root, servable), mean, std)
-        servable = f"{net.name}_cascade"
-        written[servable] = export_cascade(
-            net, run.heads, os.path.join(export_root, servable), mean, std, threshold
-        )
-    write_models_config(export_root, label)
-    return written
 
 
 def write_models_config(export_root: str, label: str = "stable") -> str:

@@ -4,10 +4,10 @@ Belilovsky et al. (ICML 2019), Sec. 3: the auxiliary classifier of stage j is
 ``C = L o A o (ReLU W~)^(k-1)``: ``k - 1`` constant-width 3x3 convolutions (width M~), a spatial
 average to 2x2 (A) and a linear layer (L). ``k = 1`` is the linear model on 2x2-averaged features.
 The reference code puts BatchNorm after every auxiliary conv and before the linear layer; here
-that follows ``HeadSpec.batchnorm``. Spatial averaging is adaptive (PyTorch
+that follows ``AuxHead.batchnorm``. Spatial averaging is adaptive (PyTorch
 ``AdaptiveAvgPool2d`` semantics), so odd sizes such as 7x7 average overlapping windows.
 
-``HeadSpec.pre_pool`` (default 1: off, the paper's text) first averages the features down by that
+``AuxHead.pre_pool`` (default 1: off, the paper's text) first averages the features down by that
 factor before the hidden convs, as the ImageNet reference code of Decoupled Greedy Learning does
 (``auxillary_classifier2``: adaptive average to ``ceil(size / 4)``, Belilovsky et al. ICML 2020).
 At 112x112 a width-256 head is otherwise the largest activation of the whole stage problem;
@@ -30,11 +30,17 @@ BN_MOMENTUM = 0.9
 
 
 @dataclasses.dataclass(frozen=True)
-class HeadSpec:
-    """What an auxiliary head looks like.
+class AuxHead:
+    """An auxiliary classifier: the paper's k-hidden-layer auxiliary problem, as a head builder.
+
+    Calling it builds the head for a stage's features: ``AuxHead(k=2, width=128)(shape,
+    num_classes)`` is a functional ``features -> logits`` model (see :func:`build_aux_head`).
+    Any callable ``(feature_shape, num_classes) -> keras.Model`` can stand in for it where a head
+    is expected (``layerwise.fit(head=...)``).
 
     Attributes:
-        conv_layers: number of hidden 3x3 conv layers, ``k - 1`` in the paper (k = aux depth).
+        k: depth of the auxiliary problem (Belilovsky et al., Sec. 3): ``k - 1`` hidden 3x3 conv
+            layers, then the 2x2 average and the linear layer; ``k = 1`` is the linear model.
         width: width of those conv layers, M~ in the paper.
         batchnorm: BatchNorm after each hidden conv and before the linear layer.
         pooled_size: spatial size after averaging (the paper uses 2).
@@ -45,7 +51,7 @@ class HeadSpec:
             before the hidden convs; 1 = off (the paper), 4 = the DGL ImageNet reference code.
     """
 
-    conv_layers: int = 0
+    k: int = 1
     width: int = 256
     batchnorm: bool = True
     pooled_size: int = 2
@@ -53,9 +59,20 @@ class HeadSpec:
     dropout: float = 0.0
     pre_pool: int = 1
 
-    def validate(self) -> "HeadSpec":
-        if self.conv_layers < 0:
-            raise ConfigError(f"aux_conv_layers must be >= 0 (k - 1 in the paper), got {self.conv_layers}")
+    @property
+    def conv_layers(self) -> int:
+        """Hidden 3x3 conv layers: ``k - 1`` (``--aux_conv_layers``)."""
+        return self.k - 1
+
+    def __call__(self, feature_shape: Sequence[int], num_classes: int, name: str = "aux_head") -> keras.Model:
+        """The head for features of ``feature_shape`` (see :func:`build_aux_head`)."""
+        return build_aux_head(feature_shape, num_classes, self, name)
+
+    def validate(self) -> "AuxHead":
+        if self.k < 1:
+            raise ConfigError(
+                f"aux_conv_layers must be >= 0 (k - 1 in the paper; k >= 1), got {self.conv_layers} (k={self.k})"
+            )
         if self.conv_layers > 0 and self.width <= 0:
             raise ConfigError(f"aux_width must be positive, got {self.width}")
         if self.pooled_size <= 0:
@@ -90,7 +107,7 @@ class HeadSpec:
 def build_aux_head(
     feature_shape: Sequence[int],
     num_classes: int,
-    spec: HeadSpec = HeadSpec(),
+    spec: AuxHead = AuxHead(),
     name: str = "aux_head",
 ) -> keras.Model:
     """Builds the k-hidden-layer auxiliary classifier for features of ``feature_shape``.
@@ -105,7 +122,7 @@ def build_aux_head(
         A functional model ``features -> logits`` (float32 logits, also under mixed precision).
 
     Example:
-        >>> head = build_aux_head((7, 7, 256), 10, HeadSpec(conv_layers=1, width=128))
+        >>> head = build_aux_head((7, 7, 256), 10, AuxHead(k=2, width=128))
         >>> head.output.shape
         (None, 10)
     """

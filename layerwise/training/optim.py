@@ -1,8 +1,9 @@
-"""Optimizers and learning-rate schedules, one fresh optimizer per training problem.
+"""Optimizers and dtype policies: one fresh optimizer per training problem.
 
 A new optimizer for every stage (Algorithm 1 of Belilovsky et al. re-initialises the optimizer
-with each block), built under the strategy scope before the first step (see TF_NOTES: Keras 3
-optimizers built lazily inside ``strategy.run`` fail with several replicas).
+with each block), built under the strategy scope and with ``optimizer.build(variables)`` before
+the first step: Keras 3 optimizers built lazily inside ``strategy.run`` fail with several
+replicas (keras-team/keras#23085).
 """
 
 from __future__ import annotations
@@ -11,26 +12,26 @@ import contextlib
 
 import keras
 
-from layerwise.run.config import TrainConfig
-from layerwise.training.schedules import make_schedule
+from layerwise.run.config import OptimConfig
 
-__all__ = ["dtype_policy", "make_optimizer", "make_schedule"]
+__all__ = ["dtype_policy", "make_optimizer"]
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int, stretch: int = 1, schedule=None):
-    """A fresh optimizer (SGD with momentum, as in the paper, or Adam) with its schedule.
+def make_optimizer(config: OptimConfig, learning_rate, precision: str = "float32") -> keras.optimizers.Optimizer:
+    """A fresh optimizer: SGD with momentum (the paper's) or Adam, at ``learning_rate``.
 
-    ``schedule``: the learning rate or schedule to use (``layerwise.training.schedules.make_schedule``
-    of the same arguments when ``None``; pass one to keep a handle on a ``plateau`` schedule).
-    Under ``mixed_float16`` it is wrapped in a ``LossScaleOptimizer`` (dynamic loss scale).
+    Args:
+        config: the optimizer's fields (name, momentum; ``config.lr`` is already in
+            ``learning_rate``).
+        learning_rate: a float or a schedule (``layerwise.training.schedules.make_schedule``).
+        precision: under ``mixed_float16`` the optimizer is wrapped in a ``LossScaleOptimizer``
+            (dynamic loss scale).
     """
-    if schedule is None:
-        schedule = make_schedule(config, steps_per_epoch, epochs, stretch)
-    if config.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(schedule)
+    if config.name == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate)
     else:
-        optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
-    if config.precision == "mixed_float16":
+        optimizer = keras.optimizers.SGD(learning_rate, momentum=config.momentum)
+    if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 

@@ -14,7 +14,7 @@ Every schedule is a function of the optimizer's iteration counter (saved with th
 variables) and, for ``plateau``, of a scale variable that the trainer sets from the saved state.
 
 Example:
-    >>> schedule = make_schedule(config, steps_per_epoch=351, epochs=184)
+    >>> schedule = make_schedule(config.schedule, config.optim.lr, steps_per_epoch=351, epochs=184)
     >>> optimizer = keras.optimizers.SGD(schedule, momentum=0.9)
 """
 
@@ -26,11 +26,11 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from layerwise.run.config import TrainConfig
+from layerwise.run.config import ScheduleConfig
 
 
 def piecewise(
-    config: TrainConfig, steps_per_epoch: int, epochs: int, stretch: int = 1
+    config: ScheduleConfig, lr: float, steps_per_epoch: int, epochs: int, stretch: int = 1
 ) -> tuple[list[int], list[float]]:
     """``(boundaries, values)``: the lr is ``values[i]`` from iteration ``boundaries[i - 1]`` on
     (see :class:`PiecewiseLR`).
@@ -40,13 +40,13 @@ def piecewise(
     ``step`` units are iterations of the problem as given. The warm-up replaces the schedule's
     first ``warmup_steps`` iterations.
     """
-    lr, factor = config.lr, config.lr_decay_factor
-    if config.lr_schedule == "step" and config.lr_decay_every:
-        every = config.lr_decay_every * stretch * steps_per_epoch
+    factor = config.decay_factor
+    if config.kind == "step" and config.decay_every:
+        every = config.decay_every * stretch * steps_per_epoch
         boundaries = list(range(every, epochs * steps_per_epoch, every))
-    elif config.lr_schedule == "multistep":
-        scale = 1 if config.lr_milestone_unit == "step" else stretch * steps_per_epoch
-        boundaries = [int(m) * scale for m in config.lr_milestones]
+    elif config.kind == "multistep":
+        scale = 1 if config.milestone_unit == "step" else stretch * steps_per_epoch
+        boundaries = [int(m) * scale for m in config.milestones]
     else:
         boundaries = []
     values = [lr * factor**i for i in range(len(boundaries) + 1)]
@@ -91,18 +91,18 @@ class PiecewiseLR(keras.optimizers.schedules.LearningRateSchedule):
         return {"boundaries": self.boundaries, "values": self.values, "warmup_steps": self.warmup_steps}
 
 
-def make_schedule(config: TrainConfig, steps_per_epoch: int, epochs: int, stretch: int = 1):
+def make_schedule(config: ScheduleConfig, lr: float, steps_per_epoch: int, epochs: int, stretch: int = 1):
     """The learning rate of one training problem.
 
     A float when it is constant; Keras's ``PiecewiseConstantDecay`` for the default ``step``
     schedule (unchanged since the first release); a :class:`PiecewiseLR` for ``multistep``,
     ``plateau`` (whose scale the trainer drives with :class:`Plateau`) and any warm-up.
     """
-    boundaries, values = piecewise(config, steps_per_epoch, epochs, stretch)
-    if config.lr_schedule != "step" or config.warmup_steps:
+    boundaries, values = piecewise(config, lr, steps_per_epoch, epochs, stretch)
+    if config.kind != "step" or config.warmup_steps:
         return PiecewiseLR(boundaries, values, config.warmup_steps)
     if not boundaries:
-        return config.lr
+        return lr
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
@@ -150,6 +150,6 @@ class Plateau:
         return {"reductions": self.reductions, "best": self.best, "bad_epochs": self.bad_epochs}
 
     @classmethod
-    def from_config(cls, config: TrainConfig, state: dict[str, Any] | None = None) -> Plateau:
-        """A fresh controller for ``config``, or the one saved as ``state``."""
-        return cls(config.plateau_patience, config.lr_decay_factor, **(state or {}))
+    def from_config(cls, config: ScheduleConfig, state: dict[str, Any] | None = None) -> Plateau:
+        """A fresh controller for the schedule ``config``, or the one saved as ``state``."""
+        return cls(config.plateau_patience, config.decay_factor, **(state or {}))

@@ -3,23 +3,40 @@
 A step is built for one training problem: a frozen part (the prefix of finished stages, run in
 inference mode and outside the tape, since nothing in it trains) and a trainable part (the
 current stage and its auxiliary head, or the whole network end to end). Build a new step for
-every problem: a traced function keeps the trainable set it was traced with (TF_NOTES).
+every problem: a traced ``tf.function`` keeps the trainable set it was traced with, so a step
+traced before ``layer.trainable = False`` would go on updating the "frozen" layer.
 
 XLA (``jit_compile``) compiles the per-replica forward+gradient function, never the outer
-function around ``strategy.run`` (that fails on device placement, TF_NOTES). Under
+function around ``strategy.run`` (XLA cannot place the cross-replica ops). Under
 ``mixed_float16`` the optimizer is a ``LossScaleOptimizer``: the loss is scaled before the
 gradient and the optimizer unscales (and skips non-finite scaled gradients) itself.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import keras
 import tensorflow as tf
 
 
-def _loss_fn(trainable, variables, weight_decay, global_batch_size):
+class StepResult(NamedTuple):
+    """What a training step returns, summed over replicas: the mean loss, the number of correct
+    predictions and of examples, and whether every replica's loss was finite (else nothing was
+    updated)."""
+
+    loss: tf.Tensor
+    correct: tf.Tensor
+    count: tf.Tensor
+    finite: tf.Tensor
+
+
+def classification_loss(variables, weight_decay: float, global_batch_size: int | None) -> Callable:
+    """``loss(logits, y)``: mean cross-entropy over the global batch + ``0.5 * weight_decay *
+    sum ||v||^2`` over ``variables`` (coupled L2, as PyTorch's SGD ``weight_decay`` in the paper's
+    code), scaled for summing across replicas. ``global_batch_size=None`` divides by the batch's
+    own size times the number of replicas (pipelines whose last batch is smaller)."""
+
     def loss_of(logits, y):
         per_example = keras.losses.sparse_categorical_crossentropy(
             y, tf.cast(logits, tf.float32), from_logits=True
@@ -45,12 +62,12 @@ def make_train_step(
     *,
     frozen: keras.Model | None = None,
     weight_decay: float = 0.0,
-    global_batch_size: int,
+    global_batch_size: int | None,
     strategy: tf.distribute.Strategy | None = None,
     jit_compile: bool = False,
     prefix_mode: str = "no_tape",
 ) -> Callable:
-    """Returns ``step(x, y) -> (loss, correct, finite)`` summed over replicas.
+    """Returns ``step(x, y) -> StepResult`` (loss, correct, count, finite) summed over replicas.
 
     The update is skipped on every replica when any replica's loss is not finite, and the
     statistics the forward pass changed (BatchNorm moving averages) are put back, so the model
@@ -67,7 +84,7 @@ def make_train_step(
     strategy = strategy or tf.distribute.get_strategy()
     variables = trainable.trainable_variables
     statistics = [v for v in trainable.non_trainable_variables if v.trainable is False]
-    loss_of = _loss_fn(trainable, variables, weight_decay, global_batch_size)
+    loss_of = classification_loss(variables, weight_decay, global_batch_size)
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
     def forward_backward(x, y):
@@ -104,6 +121,63 @@ def make_train_step(
     return distributed(replica_step, strategy)
 
 
+def make_decoupled_step(
+    models,
+    optimizers,
+    *,
+    weight_decay: float = 0.0,
+    global_batch_size: int | None,
+    strategy: tf.distribute.Strategy | None = None,
+    jit_compile: bool = False,
+) -> Callable:
+    """Decoupled Greedy Learning's step: every stage (``models[j]``: inputs -> [output, logits])
+    takes a step on the same batch, each on the ``tf.stop_gradient`` output of the one before
+    (Belilovsky et al., ICML 2020), with its own optimizer.
+
+    Returns ``step(x, y) -> StepResult`` of the last stage. A non-finite loss in any
+    stage skips the update of every stage (and puts back the BatchNorm statistics), like
+    :func:`make_train_step`.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    variables = [m.trainable_variables for m in models]
+    statistics = [v for m in models for v in m.non_trainable_variables if v.trainable is False]
+    losses_of = [classification_loss(vs, weight_decay, global_batch_size) for vs in variables]
+    scaled = [isinstance(o, keras.optimizers.LossScaleOptimizer) for o in optimizers]
+
+    def forward_backward(x, y):
+        losses, grads = [], []
+        for model, vs, loss_of, optimizer, scale in zip(models, variables, losses_of, optimizers, scaled):
+            with tf.GradientTape() as tape:
+                out, logits = model(x, training=True)
+                loss = loss_of(logits, y)
+                scaled_loss = optimizer.scale_loss(loss) if scale else loss
+            grads.append(tape.gradient(scaled_loss, vs))
+            losses.append(loss)
+            x = tf.nest.map_structure(tf.stop_gradient, out)  # no gradient crosses a stage boundary
+        return losses, grads, correct_count(logits, y)
+
+    if jit_compile:
+        forward_backward = tf.function(forward_backward, jit_compile=True)
+
+    def replica_step(x, y):
+        saved = [tf.identity(v.value) for v in statistics]
+        losses, grads, correct = forward_backward(x, y)
+        finite = all_finite(tf.add_n(losses))
+
+        def apply(grads):
+            for optimizer, g, vs in zip(optimizers, grads, variables):
+                optimizer.apply_gradients(zip(g, vs))
+
+        def restore(saved):
+            for v, value in zip(statistics, saved):
+                v.assign(value)
+
+        update_if(finite, apply, (grads,), restore, (saved,))
+        return losses[-1], correct, finite
+
+    return distributed(replica_step, strategy)
+
+
 def all_finite(loss) -> tf.Tensor:
     """True on every replica when no replica's loss is NaN or infinite."""
     context = tf.distribute.get_replica_context()
@@ -135,15 +209,21 @@ def update_if(finite, apply: Callable, apply_args: tuple, restore: Callable, res
 
 
 def distributed(replica_step: Callable, strategy: tf.distribute.Strategy) -> Callable:
-    """``step(x, y)``: ``replica_step`` on every replica, (loss, correct) summed, finite flag."""
+    """``step(x, y) -> StepResult``: ``replica_step`` on every replica, loss, correct predictions
+    and examples summed, the (replica-agreed) finite flag."""
+
+    def counted(x, y):
+        loss, correct, finite = replica_step(x, y)
+        return loss, correct, tf.cast(tf.shape(y)[0], tf.float32), finite
 
     @tf.function
     def step(x, y):
-        loss, correct, finite = strategy.run(replica_step, args=(x, y))
+        loss, correct, count, finite = strategy.run(counted, args=(x, y))
         sum_ = tf.distribute.ReduceOp.SUM
-        return (
+        return StepResult(
             strategy.reduce(sum_, loss, axis=None),
             strategy.reduce(sum_, correct, axis=None),
+            strategy.reduce(sum_, count, axis=None),
             strategy.experimental_local_results(finite)[0],
         )
 

@@ -1,0 +1,33 @@
+"""The one way a run's configuration becomes its data, for training, export and restore alike.
+
+``load_data(config)`` loads the registered dataset ``config.dataset`` with the run's split seed,
+augmentation and data directory, holds out the validation split and applies the crops, so a
+rebuilt run (``layerwise.run.restore``) sees exactly the data its training saw.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from layerwise.data import DataSource, load_dataset
+from layerwise.data.crops import with_crops
+from layerwise.run.config import TrainConfig
+
+
+def load_data(config: TrainConfig) -> DataSource:
+    """The dataset of ``config``: split, augmentation, data_dir, validation split and crops.
+
+    Raises:
+        UnknownNameError: an unknown dataset.
+        DatasetUnavailableError: the data is not on disk and cannot be downloaded here.
+        ConfigError: options the dataset cannot honour (a validation split of a streamed dataset).
+    """
+    options: dict[str, Any] = {"split_seed": config.split_seed}
+    if config.augment != "auto":
+        options["augment"] = config.augment
+    if config.data_dir:
+        options["data_dir"] = config.data_dir
+    data = load_dataset(config.dataset, **options)
+    if config.validation_fraction:
+        data = data.with_validation(config.validation_fraction, config.split_seed)
+    return with_crops(data, config.crop_size)

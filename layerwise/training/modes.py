@@ -1,0 +1,253 @@
+"""Training modes: layerwise (Algorithm 1), end to end, and decoupled, on one small interface.
+
+A :class:`Mode` says how many epochs a run has, checks that its heads fit before anything trains,
+trains a network through the public methods of :class:`~layerwise.training.trainer.GreedyTrainer`
+(``train``), and rebuilds a finished run from its checkpoints without training (``restore``).
+
+- :class:`Layerwise`: Belilovsky, Eickenberg & Oyallon, "Greedy Layerwise Learning Can Scale to
+  ImageNet", ICML 2019, Algorithm 1: stage j trains with a fresh auxiliary head while stages
+  0..j-1 are frozen; post-stage hooks (pruning) run after each stage.
+- :class:`EndToEnd`: every stage and the last head together, for J x epochs_per_stage epochs
+  (the baseline the paper compares with).
+- :class:`Decoupled`: Belilovsky, Eickenberg & Oyallon, "Decoupled Greedy Learning of CNNs",
+  ICML 2020: every stage takes a step on every batch, on the ``tf.stop_gradient`` output of the
+  stage before, with its own head and optimizer: one pass trains all J stages. Its checkpoints
+  are one problem, ``decoupled``, holding every stage, head and optimizer.
+
+Example:
+    >>> mode_for("decoupled").total_epochs(network, epochs_per_stage=4)
+    4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import keras
+
+from layerwise.errors import UnknownNameError
+from layerwise.run import checkpoints as ckpt
+from layerwise.training.hooks import StageHook
+from layerwise.training.network import StagedNetwork
+from layerwise.training.problems import (
+    DECOUPLED, END_TO_END, HeadPlan, Problem, decoupled_models, end_to_end_problem, stage_name, stage_problem,
+)
+from layerwise.training.steps import make_decoupled_step, make_predict_step
+
+
+@dataclasses.dataclass
+class FinishedProblem:
+    """A trained problem rebuilt from its checkpoints: its head, classifier and record."""
+
+    name: str
+    stage: int
+    head: keras.Model
+    classifier: keras.Model  # images -> logits
+    record: dict[str, Any]
+
+
+class Mode:
+    """How a staged network is trained; implementations drive a ``GreedyTrainer``.
+
+    Attributes:
+        name: the ``--mode`` name.
+        stage_heads: every stage has its own trained head (its ensemble and cascade exist).
+    """
+
+    name: str = ""
+    stage_heads: bool = True
+
+    def total_epochs(self, network: StagedNetwork, epochs_per_stage: int) -> int:
+        """Epochs of the whole run (what callbacks see as ``params["epochs"]``)."""
+        return network.num_stages * epochs_per_stage
+
+    def trained_stages(self, network: StagedNetwork) -> Sequence[int]:
+        """The stages that get a head of their own."""
+        return range(network.num_stages)
+
+    def check(self, trainer) -> None:
+        """Raises ConfigError when a head this run builds does not fit its stage's features."""
+        trainer.head_plan.check(trainer.network, self.trained_stages(trainer.network))
+
+    def train(self, trainer) -> None:
+        raise NotImplementedError
+
+    def restore(self, network: StagedNetwork, heads: HeadPlan, root: str, epochs_per_stage: int,
+                hooks: Sequence[StageHook] = ()) -> list[FinishedProblem]:
+        """Every finished problem under ``root`` (``workdir/checkpoints``), rebuilt on ``network``
+        with its trained weights, in training order; stops at the first unfinished one.
+
+        Raises:
+            CheckpointError: a checkpoint of another architecture.
+        """
+        raise NotImplementedError
+
+
+def _load(problem: Problem, checkpoints: ckpt.ProblemCheckpoints) -> dict[str, Any]:
+    arrays, meta = checkpoints.load_final()
+    ckpt.assign_arrays("model", problem.trainable.variables, arrays, checkpoints.final_path)
+    return meta
+
+
+class Layerwise(Mode):
+    name = "layerwise"
+
+    def train(self, trainer) -> None:
+        for j in range(trainer.network.num_stages):
+            if trainer.stop_requested:
+                break
+            trainer.run_problem(trainer.stage_problem(j))
+            trainer.after_stage(j)
+
+    def restore(self, network, heads, root, epochs_per_stage, hooks=()):
+        finished = []
+        built = {}
+        for j in range(network.num_stages):
+            checkpoints = ckpt.ProblemCheckpoints(root, stage_name(j))
+            if not checkpoints.has_final():
+                break
+            built[j] = heads.build(network, j)
+            problem = stage_problem(network, j, built[j], epochs_per_stage)
+            meta = _load(problem, checkpoints)
+            network.stages[j].trainable = False
+            classifier = problem.classifier(network.image_input())
+            if any([hook.restore_stage(network, built, j, checkpoints.directory) for hook in hooks]):
+                classifier = network.compose(upto=j + 1, head=built[j])
+            finished.append(FinishedProblem(problem.name, j, built[j], classifier, meta.get("record", {})))
+        return finished
+
+
+class EndToEnd(Mode):
+    name = "end_to_end"
+    stage_heads = False
+
+    def trained_stages(self, network):
+        return [network.num_stages - 1]
+
+    def train(self, trainer) -> None:
+        trainer.run_problem(trainer.end_to_end_problem())
+
+    def restore(self, network, heads, root, epochs_per_stage, hooks=()):
+        checkpoints = ckpt.ProblemCheckpoints(root, END_TO_END)
+        if not checkpoints.has_final():
+            return []
+        head = heads.build(network, network.num_stages - 1)
+        problem = end_to_end_problem(network, head, epochs_per_stage)
+        meta = _load(problem, checkpoints)
+        return [FinishedProblem(END_TO_END, problem.stage, head, problem.classifier(network.image_input()),
+                                meta.get("record", {}))]
+
+
+def _decoupled_classifier(network: StagedNetwork, problem: Problem) -> keras.Model:
+    """Image -> logits of stage ``problem.stage``'s head (drops the stage-output branch)."""
+    images = network.image_input()
+    x = images if problem.frozen is None else problem.frozen(images)
+    return keras.Model(images, problem.trainable(x)[1], name=f"{problem.name}_classifier")
+
+
+class Decoupled(Mode):
+    name = "decoupled"
+
+    def total_epochs(self, network, epochs_per_stage):
+        return epochs_per_stage
+
+    def train(self, trainer) -> None:
+        network, epochs = trainer.network, trainer.config.epochs_per_stage
+        last = network.num_stages - 1
+        heads = [trainer.build_head(j) for j in range(network.num_stages)]
+        with trainer.strategy.scope():
+            models = decoupled_models(network, heads)
+        problems = [Problem(stage_name(j), j, m, network.prefix(j), epochs) for j, m in enumerate(models)]
+        run = Problem(DECOUPLED, last, models[-1], None, epochs)
+        checkpoints = trainer.checkpoints(DECOUPLED)
+        all_variables = [v for m in models for v in m.variables]
+        trainer.callbacks.stage_begin(last, models[-1])
+        classifiers = [_decoupled_classifier(network, p) for p in problems]
+        if checkpoints is not None and checkpoints.has_final():
+            arrays, meta = checkpoints.load_final()
+            ckpt.assign_arrays("model", all_variables, arrays, checkpoints.final_path)
+            trainer.log(f"decoupled: finished earlier, loaded from {checkpoints.final_path}")
+            for problem, classifier, record in zip(problems, classifiers, meta["records"]):
+                key = f"test_probs_{problem.stage}"
+                if key in arrays:
+                    trainer.ensemble.add(arrays[key])
+                trainer.complete(problem, classifier, record)
+            return
+
+        optimizers = [trainer.make_optimizer(p) for p in problems]
+        models[-1].optimizer = optimizers[-1]
+        optimizer_variables = [v for o in optimizers for v in o.variables]
+        history = trainer.restore_epoch(run.name, run.epochs, all_variables, optimizer_variables, checkpoints)
+        step = make_decoupled_step(
+            models, optimizers, weight_decay=trainer.config.optim.weight_decay,
+            global_batch_size=trainer.global_batch_size(), strategy=trainer.strategy,
+            jit_compile=trainer.options.jit_compile,
+        )
+        predicts = [make_predict_step(c) for c in classifiers]
+        for epoch in range(len(history), run.epochs):
+            batches = trainer.train_batches(run, epoch)
+            record = trainer.train_epoch(run, step, predicts[-1], optimizers[-1], epoch, batches)
+            stop = record.pop("stop", None)
+            history.append(record)
+            if checkpoints is not None:
+                arrays = {
+                    **ckpt.variables_to_arrays("model", all_variables),
+                    **ckpt.variables_to_arrays("optimizer", optimizer_variables),
+                }
+                checkpoints.save_epoch(epoch, arrays, {"history": history})
+            if stop:
+                break
+        trainer.callbacks.stage_training_end(last)
+
+        seconds = float(sum(r["seconds"] for r in history))
+        records, final = [], ckpt.variables_to_arrays("model", all_variables)
+        for problem, classifier, predict in zip(problems, classifiers, predicts):
+            probs = trainer.probabilities(predict, "test") if trainer.data.num_test else None
+            if probs is not None:
+                final[f"test_probs_{problem.stage}"] = probs
+            records.append({
+                **trainer.stage_record(problem, classifier, probs),
+                "train_acc": history[-1]["train_acc"] if problem.stage == last else None,
+                "epochs": len(history),
+                "seconds": seconds,  # the one pass that trained every stage
+            })
+        if checkpoints is not None:
+            checkpoints.save_final(final, {"records": records})
+            checkpoints.clear_epochs()
+        for problem, classifier, record in zip(problems, classifiers, records):
+            trainer.complete(problem, classifier, record)
+
+    def restore(self, network, heads, root, epochs_per_stage, hooks=()):
+        checkpoints = ckpt.ProblemCheckpoints(root, DECOUPLED)
+        if not checkpoints.has_final():
+            return []
+        built = [heads.build(network, j) for j in range(network.num_stages)]
+        models = decoupled_models(network, built)
+        arrays, meta = checkpoints.load_final()
+        ckpt.assign_arrays("model", [v for m in models for v in m.variables], arrays, checkpoints.final_path)
+        network.freeze_below(network.num_stages)
+        return [
+            FinishedProblem(stage_name(j), j, built[j], network.compose(upto=j + 1, head=built[j]), record)
+            for j, record in enumerate(meta["records"])
+        ]
+
+
+MODES = {mode.name: mode for mode in (Layerwise(), EndToEnd(), Decoupled())}
+
+
+def mode_for(name: str) -> Mode:
+    """The mode called ``name``.
+
+    Raises:
+        UnknownNameError: the message lists the modes.
+    """
+    if name not in MODES:
+        raise UnknownNameError(f"unknown mode {name!r}; choose one of: {', '.join(MODES)}")
+    return MODES[name]
+
+
+def checkpoint_root(workdir: str) -> str:
+    """Where a run's problem checkpoints live."""
+    return os.path.join(workdir, "checkpoints")
