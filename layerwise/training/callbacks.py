@@ -33,6 +33,17 @@ import keras
 
 STAGE_SCOPED = (keras.callbacks.EarlyStopping,)
 BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+# Keras's monitoring callbacks learn whether a metric goes up from the model's compiled metrics;
+# our training models compile none, so the direction of the accuracies in ``logs`` is set here.
+MONITORING = (keras.callbacks.EarlyStopping, keras.callbacks.ModelCheckpoint, keras.callbacks.ReduceLROnPlateau)
+MAXIMISED = ("accuracy", "val_accuracy", "test_accuracy")
+
+
+def _set_direction(callback: keras.callbacks.Callback) -> keras.callbacks.Callback:
+    """``mode="max"`` for a monitoring callback left at ``"auto"`` on one of our accuracies."""
+    if isinstance(callback, MONITORING) and callback.mode == "auto" and callback.monitor in MAXIMISED:
+        callback.mode = "max"
+    return callback
 
 
 class StageCallback(keras.callbacks.Callback):
@@ -102,7 +113,9 @@ class RunCallbacks:
     """
 
     def __init__(self, callbacks: Iterable[keras.callbacks.Callback] | None, params: dict[str, Any]):
-        self.callbacks = [per_stage(c) if isinstance(c, STAGE_SCOPED) else c for c in (callbacks or ())]
+        self.callbacks = [
+            per_stage(c) if isinstance(c, STAGE_SCOPED) else c for c in map(_set_direction, callbacks or ())
+        ]
         for callback in self.callbacks:
             callback.set_params(params)
         self.batch_hooks = any(_overrides(c, name) for c in self.callbacks for name in BATCH_HOOKS)

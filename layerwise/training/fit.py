@@ -20,7 +20,6 @@ import dataclasses
 from typing import Any, Callable, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from layerwise.data.pipelines import DatasetSource, as_source
@@ -31,7 +30,7 @@ from layerwise.run.config import RunOptions, TrainConfig
 from layerwise.run.workdir import prepare_workdir
 from layerwise.training.heads import AuxHead
 from layerwise.training.network import StagedNetwork, primary
-from layerwise.training.problems import HeadPlan, ensemble_probabilities
+from layerwise.training.problems import HeadPlan, ensemble_weights
 from layerwise.training.trainer import GreedyTrainer
 
 __all__ = ["Result", "fit"]
@@ -78,14 +77,13 @@ class Result:
         if not self.stage_heads:
             raise ConfigError("an end-to-end run has one head: there is no ensemble of stages")
         members = sorted(self.heads)
-        weights = ensemble_probabilities([np.array([1.0])] * len(members))  # 2^j / sum 2^j
         images = self.network.image_input()
         x, terms = images, []
-        for j in members:
+        for j, weight in zip(members, ensemble_weights(len(members))):
             x = self.network.stages[j](x)
             probs = keras.layers.Activation("softmax", dtype="float32", name=f"probabilities_{j:02d}")(
                 self.heads[j](primary(x)))
-            terms.append(keras.layers.Rescaling(float(weights[len(terms)][0]), name=f"weight_{j:02d}")(probs))
+            terms.append(keras.layers.Rescaling(float(weight), name=f"weight_{j:02d}")(probs))
         out = terms[0] if len(terms) == 1 else keras.layers.Add(name="ensemble")(terms)
         return keras.Model(images, out, name=f"{self.network.name}_ensemble")
 

@@ -143,15 +143,19 @@ def decoupled_models(network: StagedNetwork, heads: Sequence[keras.Model]) -> li
     return models
 
 
+def ensemble_weights(members: int) -> np.ndarray:
+    """The paper's ensemble weights 2^j / sum_k 2^k of ``members`` stages."""
+    weights = np.array([2.0**j for j in range(members)])
+    return weights / weights.sum()
+
+
 def ensemble_probabilities(per_stage: Sequence[np.ndarray]) -> np.ndarray:
     """The paper's ensemble Z = sum_j 2^j z_j / sum_j 2^j over stage probabilities.
 
     Averaging probabilities (rather than logits) keeps every member on the same scale; the
     weights favour deeper, more accurate stages.
     """
-    weights = np.array([2.0**j for j in range(len(per_stage))])
-    weights /= weights.sum()
-    return sum(w * p for w, p in zip(weights, per_stage))
+    return sum(w * p for w, p in zip(ensemble_weights(len(per_stage)), per_stage))
 
 
 class Ensemble:

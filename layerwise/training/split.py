@@ -132,14 +132,18 @@ def _nearest(graph: _Graph, i: int, end: int) -> str:
 
 def _balanced_cuts(graph: _Graph, end: int, stages: int) -> list[int]:
     """``stages - 1`` valid cut indices before ``end`` minimising the largest stage's FLOPs."""
-    candidates = [i for i in range(end - 1) if graph.valid[i]]
+    cumulative = np.concatenate([[0], np.cumsum(graph.flops[:end])])
+    # of valid cuts with the same FLOPs before them, the last (after a block's activation, not
+    # between its sum and its ReLU)
+    valid = [i for i in range(end - 1) if graph.valid[i]]
+    candidates = [i for k, i in enumerate(valid)
+                  if k + 1 == len(valid) or cumulative[valid[k + 1] + 1] != cumulative[i + 1]]
     if stages - 1 > len(candidates):
         raise ConfigError(
             f"cannot cut {graph.names[0]}...{graph.names[end - 1]} into {stages} stages: it has only "
             f"{len(candidates)} valid cut points (places where a single tensor crosses); use at most "
             f"{len(candidates) + 1} stages"
         )
-    cumulative = np.concatenate([[0], np.cumsum(graph.flops[:end])])
     points = [-1] + candidates + [end - 1]  # a stage spans (points[a], points[b]]
 
     def cost(a: int, b: int) -> float:
