@@ -120,6 +120,7 @@ class RunCallbacks:
             callback.set_params(params)
         self.batch_hooks = any(_overrides(c, name) for c in self.callbacks for name in BATCH_HOOKS)
         self.model: keras.Model | None = None
+        self.started = False  # on_train_begin was called
 
     def __bool__(self) -> bool:
         return bool(self.callbacks)
@@ -139,19 +140,21 @@ class RunCallbacks:
                 stop = "run" if "run" in (stop, scope) else scope
         return stop
 
-    def train_begin(self) -> None:
-        self._call("on_train_begin", {})
-
     def train_end(self, logs: dict[str, Any] | None = None) -> None:
-        self._call("on_train_end", logs or {})
+        if self.started:
+            self._call("on_train_end", logs or {})
 
     def stage_begin(self, stage: int, model: keras.Model) -> None:
-        """Points every callback at ``model`` (the stage's training model) and calls
+        """Points every callback at ``model`` (the stage's training model), calls
+        ``on_train_begin`` before the first stage (Keras sets the model first too) and
         ``on_stage_begin``."""
         self.model = model
         model.stop_training = False
         for callback in self.callbacks:
             callback.set_model(model)
+        if not self.started:
+            self.started = True
+            self._call("on_train_begin", {})
         self._call("on_stage_begin", stage, {"stage": stage})
 
     def stage_training_end(self, stage: int) -> None:

@@ -11,8 +11,8 @@ tensors crossing) is refused with the nearest valid cuts named.
 The stages are functional sub-models that *share the original layers*: training the stages
 trains the user's model in place, and composing them gives the original outputs. Where the model
 ends in a classifier (global pooling / flatten / dropout and dense layers), that classifier becomes
-the network's final head; a softmax output is turned into logits by :class:`ProbabilitiesToLogits`
-(``log p``, clipped at 1e-7 like Keras's cross-entropy on probabilities).
+the network's final head, ending in logits: a final softmax layer is left out, and a dense layer with
+a softmax activation gives its pre-activation through :class:`DenseLogits`.
 
 Example:
     >>> model = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10)
@@ -33,26 +33,30 @@ from layerwise.analysis.flops import layer_flops
 from layerwise.errors import ConfigError
 from layerwise.training.network import StagedNetwork
 
-# Layers a trailing classifier is made of (besides its dense layers).
-CLASSIFIER_LAYERS = (
-    keras.layers.Dense, keras.layers.Dropout, keras.layers.Flatten, keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalMaxPooling2D, keras.layers.Activation, keras.layers.Softmax, keras.layers.ReLU,
+# A trailing classifier: a spatial reduction, then dense layers (with dropout, activations).
+REDUCTIONS = (keras.layers.Flatten, keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
+CLASSIFIER_LAYERS = REDUCTIONS + (
+    keras.layers.Dense, keras.layers.Dropout, keras.layers.Activation, keras.layers.Softmax, keras.layers.ReLU,
 )
 
 
 @keras.saving.register_keras_serializable(package="layerwise")
-class ProbabilitiesToLogits(keras.layers.Layer):
-    """``log(clip(p, 1e-7, 1))``: logits whose softmax is ``p`` (up to the clip).
+class DenseLogits(keras.layers.Wrapper):
+    """The logits of a ``Dense`` layer with a softmax activation: ``x @ kernel + bias``.
 
-    Lets a model that ends in a softmax serve as a head trained with cross-entropy from logits:
-    the loss equals Keras's cross-entropy on the probabilities, which clips them the same way.
+    Wraps the model's own layer (its variables are shared, not copied), so a classifier that ends
+    in ``Dense(classes, activation="softmax")`` trains as a head with cross-entropy from logits,
+    while the original model keeps giving its probabilities.
     """
 
-    def call(self, probabilities):
-        return keras.ops.log(keras.ops.clip(keras.ops.cast(probabilities, "float32"), 1e-7, 1.0))
+    def call(self, inputs):
+        outputs = keras.ops.matmul(inputs, self.layer.kernel)
+        if self.layer.use_bias:
+            outputs = keras.ops.add(outputs, self.layer.bias)
+        return keras.ops.cast(outputs, "float32")
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        return (*input_shape[:-1], self.layer.units)
 
 
 @dataclasses.dataclass
@@ -105,27 +109,42 @@ def _analyse(model: keras.Model) -> _Graph:
 
 
 def _classifier_start(graph: _Graph) -> int | None:
-    """Index of the first operation of the trailing classifier (a run of pooling, flatten,
-    dropout and dense layers with a dense layer in it, read from a single tensor), or ``None``."""
+    """Index of the first operation of the trailing classifier (a global pooling or flatten, then
+    dense, dropout and activation layers, with a dense layer among them, read from a single
+    tensor), or ``None``."""
     start = len(graph.operations)
     while start > 0 and isinstance(graph.operations[start - 1], CLASSIFIER_LAYERS):
         start -= 1
+    reductions = [i for i in range(start, len(graph.operations)) if isinstance(graph.operations[i], REDUCTIONS)]
+    if not reductions:
+        return None
+    start = reductions[0]  # activations before the reduction belong to the last stage
     trailing = graph.operations[start:]
     if start == 0 or not any(isinstance(op, keras.layers.Dense) for op in trailing) or not graph.valid[start - 1]:
         return None
     return start
 
 
-def _ends_in_softmax(graph: _Graph) -> bool:
+def _logits(graph: _Graph) -> keras.KerasTensor:
+    """The classifier's logits: its output, or what its final softmax takes."""
     last = graph.operations[-1]
-    if isinstance(last, keras.layers.Softmax):
-        return True
-    return isinstance(last, (keras.layers.Dense, keras.layers.Activation)) and last.activation is keras.activations.softmax
+    if isinstance(last, keras.layers.Softmax) or (
+        isinstance(last, keras.layers.Activation) and last.activation is keras.activations.softmax
+    ):
+        return last.input
+    if isinstance(last, keras.layers.Dense) and last.activation is keras.activations.softmax:
+        return DenseLogits(last, name=f"{last.name}_logits")(last.input)
+    return last.output
 
 
 def _nearest(graph: _Graph, i: int, end: int) -> str:
+    """The valid cuts just before and after operation ``i`` (after: past any parameter-free
+    operations that follow it, such as the block's activation)."""
     before = [graph.names[k] for k in range(i - 1, -1, -1) if graph.valid[k]][:1]
-    after = [graph.names[k] for k in range(i + 1, end) if graph.valid[k]][:1]
+    following = [k for k in range(i + 1, end) if graph.valid[k]]  # end - 1: the end of the last stage
+    while len(following) > 1 and sum(graph.flops[following[0] + 1: following[1] + 1]) == 0:
+        following.pop(0)
+    after = [graph.names[k] for k in following[:1] if k < end - 1]
     found = before + after
     return " or ".join(repr(n) for n in found) if found else "none"
 
@@ -225,8 +244,7 @@ def split_model(model: keras.Model, at: int | Sequence[str], *, num_classes: int
     final_head = None
     output = tree.flatten(model.outputs)[0]
     if head_start is not None:
-        logits = ProbabilitiesToLogits(name="logits")(output) if _ends_in_softmax(graph) else output
-        head = keras.Model(boundaries[-1], logits, name="final_head")
+        head = keras.Model(boundaries[-1], _logits(graph), name="final_head")
         classes = int(output.shape[-1])
         if num_classes is not None and num_classes != classes:
             raise ConfigError(f"num_classes is {num_classes} but the model's classifier has {classes} outputs")

@@ -233,7 +233,7 @@ def distributed(replica_step: Callable, strategy: tf.distribute.Strategy) -> Cal
 def make_predict_step(classifier: keras.Model) -> Callable:
     """``predict(x) -> probabilities`` in inference mode (softmax over float32 logits)."""
 
-    @tf.function
+    @tf.function(reduce_retracing=True)  # a pipeline's last batch may be smaller
     def predict(x):
         return tf.nn.softmax(tf.cast(classifier(x, training=False), tf.float32))
 

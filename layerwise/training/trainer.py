@@ -220,7 +220,6 @@ class GreedyTrainer:
     # ----------------------------------------------------------------------------- running
     def run(self) -> list[dict[str, Any]]:
         """Trains every problem of the mode (then the hooks' final steps); returns the records."""
-        self.callbacks.train_begin()
         with dtype_policy(self.config.precision):
             self.mode.train(self)
             if not self.stop_requested:

@@ -1,0 +1,277 @@
+"""The library itself (not through apps): split_model, fit in every mode on a user's own model and
+tf.data pipeline, Keras callbacks, .keras round trips, resume through fit(workdir=...)."""
+
+import glob
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.datasets import load_digits
+
+import layerwise
+from layerwise.errors import WorkdirMismatchError
+
+SPLIT_AT = ["relu1", "relu2"]
+
+
+def user_model(seed: int = 0) -> keras.Model:
+    """A small functional model with a residual block, ending in a softmax classifier."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1), name="pixels")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inputs)
+    # momentum 0.9 (PyTorch's 0.1): Keras's 0.99 leaves the moving statistics far from the data
+    # after the few dozen steps of these tests, and the decoupled stages, trained on the
+    # batch-statistics output of stage 0, would then be evaluated on very different features
+    x = keras.layers.BatchNormalization(momentum=0.9, name="bn1")(x)
+    x = keras.layers.ReLU(name="relu1")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="conv2")(x)
+    x = keras.layers.ReLU(name="relu2")(x)
+    branch = keras.layers.Conv2D(16, 3, padding="same", name="conv3")(x)
+    x = keras.layers.Add(name="add")([x, branch])
+    x = keras.layers.ReLU(name="relu3")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(10, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="user_cnn")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_digits()
+    x = (data.images[..., None] / 16.0).astype("float32")
+    return x[:1500], data.target[:1500].astype("int64"), x[1500:], data.target[1500:].astype("int64")
+
+
+def pipelines(digits, batch=64):
+    x, y, xv, yv = digits
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+    val = tf.data.Dataset.from_tensor_slices((xv, yv)).batch(128)
+    return train, val
+
+
+# ------------------------------------------------------------------------------ split_model
+@pytest.mark.parametrize("application, stages", [
+    (keras.applications.ResNet50, 4), (keras.applications.MobileNetV2, 3), (keras.applications.EfficientNetB0, 3),
+])
+def test_split_keras_applications_compose_to_the_original(application, stages):
+    model = application(weights=None, input_shape=(32, 32, 3), classes=10)
+    network = layerwise.split_model(model, stages)
+    assert network.num_stages == stages and network.num_classes == 10
+    assert len(network.options["split_at"]) == stages - 1
+    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    composed = network.compose(head=network.final_head(network.output_shape(stages - 1), 10))
+    np.testing.assert_allclose(keras.ops.softmax(composed(images)), model(images), atol=1e-6)
+    # the stages share the model's weights: no copy, nothing lost
+    ids = {id(v) for s in network.stages for v in s.weights} | {id(v) for v in composed.weights}
+    assert ids == {id(v) for v in model.weights}
+
+
+def test_a_cut_through_a_residual_connection_names_the_nearest_valid_cuts():
+    model = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10)
+    with pytest.raises(layerwise.ConfigError, match=r"conv2_block1_1_conv.*more than one tensor.*'pool1_pool' or 'conv2_block1_out'"):
+        layerwise.split_model(model, ["conv2_block1_1_conv"])
+    network = layerwise.split_model(model, ["conv2_block3_out", "conv3_block4_out", "conv4_block6_out"])
+    assert network.num_stages == 4 and network.output_shape(1) == (4, 4, 512)
+
+
+def test_split_a_user_model_at_layer_names():
+    model = user_model()
+    network = layerwise.split_model(model, SPLIT_AT)
+    assert [network.output_shape(j) for j in range(3)] == [(8, 8, 8), (4, 4, 16), (4, 4, 16)]
+    assert [len(s.layers) for s in network.stages] == [4, 3, 4]  # with their input layers
+    with pytest.raises(layerwise.ConfigError, match="'conv3'.*nearest valid cuts are 'relu2'$"):
+        layerwise.split_model(model, ["conv3"])
+    with pytest.raises(layerwise.ConfigError, match="cannot cut after 'relu3'"):
+        layerwise.split_model(model, ["relu3"])
+    with pytest.raises(layerwise.ConfigError, match="no layer 'nope'"):
+        layerwise.split_model(model, ["nope"])
+    with pytest.raises(layerwise.ConfigError, match="at most 4 stages"):
+        layerwise.split_model(model, 9)
+    body = keras.Model(model.inputs, model.get_layer("relu3").output)
+    with pytest.raises(layerwise.ConfigError, match="num_classes"):
+        layerwise.split_model(body, 2)
+    assert layerwise.split_model(body, 2, num_classes=10).final_head is None
+
+
+# ------------------------------------------------------------------------------ fit
+@pytest.mark.parametrize("mode", ["layerwise", "end_to_end", "decoupled"])
+def test_fit_a_user_model_on_a_user_pipeline_in_every_mode(digits, mode, quiet_log):
+    model = user_model()
+    train, val = pipelines(digits)
+    result = layerwise.fit(layerwise.split_model(model, SPLIT_AT), train, validation=val, test=val, mode=mode,
+                           epochs_per_stage=2, head=layerwise.AuxHead(k=1), lr=0.1, verbose=0, log=quiet_log)
+    stages = [r for r in result.records if r["event"] == "stage"]
+    assert len(stages) == (1 if mode == "end_to_end" else 3)
+    # decoupled trains every stage in each of its 2 passes; the others train 6 epochs
+    assert stages[-1]["test_acc"] > (0.3 if mode == "decoupled" else 0.6), stages
+    epochs = [r for r in result.history if r["event"] == "epoch"]
+    assert len(epochs) == {"layerwise": 6, "end_to_end": 6, "decoupled": 2}[mode]
+    # the user's model is the trained network: its softmax outputs are the last classifier's
+    _, _, xv, _ = digits
+    np.testing.assert_allclose(model.predict(xv[:16], verbose=0), result.classifiers[-1].predict(xv[:16], verbose=0),
+                               atol=1e-5)
+
+
+def test_fit_takes_arrays_and_refuses_what_it_cannot_use(digits, quiet_log):
+    x, y, xv, yv = digits
+    network = layerwise.split_model(user_model(), SPLIT_AT)
+    result = layerwise.fit(network, (x, y), test=(xv, yv), epochs_per_stage=2, batch_size=64, lr=0.1,
+                           head=layerwise.AuxHead(k=1), verbose=0, log=quiet_log)
+    assert [r["stage"] for r in result.records] == [0, 1, 2] and result.records[-1]["test_acc"] > 0.6
+    with pytest.raises(layerwise.ConfigError, match="split a Keras model first"):
+        layerwise.fit(user_model(), (x, y))
+    with pytest.raises(layerwise.ConfigError, match="unknown fit option.*learning_rate"):
+        layerwise.fit(network, (x, y), learning_rate=0.1)
+    with pytest.raises(layerwise.ConfigError, match="batch it"):
+        layerwise.fit(network, tf.data.Dataset.from_tensor_slices((x, y)))
+    with pytest.raises(layerwise.ConfigError, match="keep_best picks epochs on a validation split"):
+        layerwise.fit(network, (x, y), keep_best=True)
+
+
+class Recorder(layerwise.StageCallback):
+    """Every call, in order, with the parts of its logs a test checks."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def on_train_begin(self, logs=None):
+        self.calls.append(("train_begin",))
+
+    def on_stage_begin(self, stage, logs=None):
+        self.calls.append(("stage_begin", stage))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.calls.append(("epoch_begin", epoch, logs["stage"], logs["stage_epoch"]))
+
+    def on_train_batch_end(self, batch, logs=None):
+        assert np.isfinite(logs["loss"]) and 0 <= logs["accuracy"] <= 1
+        self.calls.append(("batch_end", batch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        assert self.model.optimizer.iterations.numpy() > 0  # the stage's training model
+        self.calls.append(("epoch_end", epoch, logs["stage"], logs["stage_epoch"], sorted(logs)))
+
+    def on_stage_end(self, stage, logs=None):
+        self.calls.append(("stage_end", stage, logs["event"], logs["test_acc"] is not None))
+
+    def on_train_end(self, logs=None):
+        self.calls.append(("train_end",))
+
+
+def test_callbacks_see_every_stage_epoch_and_batch_in_order(digits, tmp_path, quiet_log):
+    train, val = pipelines(digits, batch=500)  # 3 batches per epoch
+    recorder = Recorder()
+    csv = tmp_path / "log.csv"
+    callbacks = [recorder, keras.callbacks.CSVLogger(str(csv)), keras.callbacks.TensorBoard(str(tmp_path / "tb"))]
+    layerwise.fit(layerwise.split_model(user_model(), SPLIT_AT), train, validation=val, test=val,
+                  epochs_per_stage=2, callbacks=callbacks, verbose=0, log=quiet_log)
+    keys = ["accuracy", "loss", "lr", "stage", "stage_epoch", "test_accuracy", "val_accuracy", "val_loss"]
+    expected = [("train_begin",)]
+    for stage in range(3):
+        expected.append(("stage_begin", stage))
+        for e in range(2):
+            epoch = 2 * stage + e
+            expected += [("epoch_begin", epoch, stage, e)] + [("batch_end", b) for b in range(3)]
+            expected.append(("epoch_end", epoch, stage, e, keys))
+        expected.append(("stage_end", stage, "stage", True))
+    expected.append(("train_end",))
+    assert recorder.calls == expected
+    rows = csv.read_text().splitlines()
+    assert rows[0].split(",")[0] == "epoch" and [r.split(",")[0] for r in rows[1:]] == [str(e) for e in range(6)]
+    assert glob.glob(str(tmp_path / "tb" / "train" / "events.out.tfevents.*"))
+
+
+def test_early_stopping_ends_the_stage_not_the_run(digits, quiet_log):
+    train, val = pipelines(digits)
+    # no epoch after the first improves by 10: every stage stops after its second epoch
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=10.0, patience=0)
+    result = layerwise.fit(layerwise.split_model(user_model(), SPLIT_AT), train, validation=val, epochs_per_stage=4,
+                           callbacks=[stop], verbose=0, log=quiet_log)
+    stages = [r for r in result.history if r["event"] == "stage"]
+    assert [r["stage"] for r in stages] == [0, 1, 2] and [r["epochs"] for r in stages] == [2, 2, 2]
+    epochs = [(r["stage"], r["epoch"]) for r in result.history if r["event"] == "epoch"]
+    assert epochs == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+
+
+class StopRunAt(keras.callbacks.Callback):
+    """Ends the whole run (``stop_training`` from a callback that is not per-stage)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.model.stop_training = True
+
+
+def test_stop_training_from_other_callbacks_ends_the_run(digits, quiet_log):
+    train, _ = pipelines(digits)
+    result = layerwise.fit(layerwise.split_model(user_model(), SPLIT_AT), train, epochs_per_stage=2,
+                           callbacks=[StopRunAt(2)], verbose=0, log=quiet_log)
+    assert [r["stage"] for r in result.records] == [0, 1] and result.records[-1]["epochs"] == 1
+
+
+def test_every_stage_classifier_and_the_ensemble_round_trip_through_keras_files(digits, tmp_path, quiet_log):
+    from models import build_model
+
+    x, y, xv, yv = digits
+    keras.utils.set_random_seed(0)
+    zoo = build_model("layerwise_cnn", (8, 8, 1), 10, num_stages=2, width=8, downsample_at=[1])  # space-to-depth
+    for name, network in (("user", layerwise.split_model(user_model(), SPLIT_AT)), ("zoo", zoo)):
+        result = layerwise.fit(network, (x, y), test=(xv, yv), epochs_per_stage=1, head=layerwise.AuxHead(k=2, width=8),
+                               verbose=0, log=quiet_log)
+        models = result.classifiers + [result.ensemble()]
+        assert len(models) == network.num_stages + 1
+        for i, model in enumerate(models):
+            path = str(tmp_path / f"{name}_{i}.keras")
+            model.save(path)
+            loaded = keras.saving.load_model(path)
+            expected = model.predict(xv, verbose=0)
+            np.testing.assert_allclose(loaded.predict(xv, verbose=0), expected, atol=1e-6)
+            np.testing.assert_allclose(expected.sum(-1), 1.0, atol=1e-5)
+        # the ensemble is the paper's 2^j-weighted average of the stage probabilities
+        stage_probs = [m.predict(xv, verbose=0) for m in result.classifiers]
+        weights = np.array([2.0**j for j in range(len(stage_probs))]) / sum(2.0**j for j in range(len(stage_probs)))
+        np.testing.assert_allclose(models[-1].predict(xv, verbose=0), sum(w * p for w, p in zip(weights, stage_probs)),
+                                   atol=1e-6)
+        accuracy = np.mean(np.argmax(result.classifiers[-1].predict(xv, verbose=0), -1) == yv)
+        assert accuracy == pytest.approx(result.records[-1]["test_acc"], abs=1e-9)
+
+
+class InterruptAt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_fit_resumes_a_workdir_to_the_uninterrupted_numbers(digits, tmp_path, quiet_log):
+    x, y, xv, yv = digits
+
+    def run(workdir, callbacks=(), **changes):
+        network = layerwise.split_model(user_model(), SPLIT_AT)
+        options = {**dict(epochs_per_stage=2, batch_size=64, verbose=0, log=quiet_log), **changes}
+        result = layerwise.fit(network, (x, y), test=(xv, yv), workdir=workdir, callbacks=list(callbacks), **options)
+        return result, [v.numpy() for s in network.stages for v in s.weights]
+
+    reference, expected = run(None)
+    workdir = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        run(workdir, [InterruptAt(3)])  # during stage 1's second epoch
+    messages = []
+    result, weights = run(workdir, log=messages.append)
+    assert any("stage_00: finished earlier" in m for m in messages)
+    assert any("stage_01: resuming after epoch 1 of 2" in m for m in messages)
+    for a, b in zip(weights, expected):
+        np.testing.assert_array_equal(a, b)
+    assert [r["test_acc"] for r in result.records] == [r["test_acc"] for r in reference.records]
+    assert sorted(os.listdir(os.path.join(workdir, "export"))) == [
+        "models.config", "user_cnn_stage_00", "user_cnn_stage_01", "user_cnn_stage_02"]
+    with pytest.raises(WorkdirMismatchError, match="lr: 0.05 -> 0.1"):
+        run(workdir, lr=0.1)
