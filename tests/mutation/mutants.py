@@ -25,6 +25,12 @@ TRAINER = "tests/test_trainer.py"
 FROZEN_OFF = f"{TRAINER}::test_frozen_stage_is_bit_identical_after_next_stage_trains[cache_off]"
 FROZEN_ALL = f"{TRAINER}::test_frozen_stage_is_bit_identical_after_next_stage_trains"
 ONE_STEP = f"{TRAINER}::test_one_step_loss_is_cross_entropy_plus_weight_decay_by_hand"
+ZOO = "tests/test_zoo.py"
+OPTION_A_BLOCK = f"{ZOO}::test_option_a_block_with_zeroed_residual_branch_is_relu_of_the_shortcut"
+OPTION_A_PARAMS = f"{ZOO}::test_option_a_adds_no_parameters_to_the_plain_net"
+SCALE = "tests/test_scale.py"
+DECOUPLED_ALONE = f"{SCALE}::test_decoupled_stage_0_trains_exactly_as_if_it_were_alone"
+DECOUPLED_PASS = f"{SCALE}::test_decoupled_trains_every_stage_in_one_pass"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -57,5 +63,46 @@ MUTANTS: list[Mutant] = [
         "loss += tf.nn.scale_regularization_loss(0.5 * weight_decay * l2)",
         "loss += tf.nn.scale_regularization_loss(weight_decay * l2)",
         (ONE_STEP,),
+    ),
+    # ------------------------------------------------------------------ option-A shortcuts
+    Mutant(
+        "option-a-zero-shortcut-every-block",
+        "every residual block adds zeros instead of its shortcut",
+        "models/resnet.py",
+        'y = keras.layers.Add(name=f"{name}_add")([y, skip])',
+        'y = keras.layers.Add(name=f"{name}_add")([y, keras.ops.zeros_like(skip)])',
+        (OPTION_A_BLOCK, OPTION_A_PARAMS),
+    ),
+    Mutant(
+        "option-a-zero-shortcut-where-shape-changes",
+        "the parameter-free shortcut outputs zeros where the shape changes",
+        "models/resnet.py",
+        '        return ZeroPadShortcut(stride, channels, name=f"{name}_pad")(x)',
+        '        return keras.ops.zeros_like(ZeroPadShortcut(stride, channels, name=f"{name}_pad")(x))',
+        (OPTION_A_BLOCK, OPTION_A_PARAMS),
+    ),
+    # ------------------------------------------------------------------ decoupled mode
+    Mutant(
+        "decoupled-gradient-leak",
+        "one tape over all stages, no stop_gradient: stage 1's loss trains stage 0",
+        "layerwise/decoupled.py",
+        """        for model, vs, loss_of, optimizer, scale in zip(models, variables, losses_of, optimizers, scaled):
+            with tf.GradientTape() as tape:
+                out, logits = model(x, training=True)
+                loss = loss_of(logits, y)
+                scaled_loss = optimizer.scale_loss(loss) if scale else loss
+            grads.append(tape.gradient(scaled_loss, vs))
+            losses.append(loss)
+            x = tf.nest.map_structure(tf.stop_gradient, out)
+""",
+        """        with tf.GradientTape(persistent=True) as tape:
+            for model, loss_of in zip(models, losses_of):
+                out, logits = model(x, training=True)
+                losses.append(loss_of(logits, y))
+                x = out
+            total = tf.add_n(losses)
+        grads = [tape.gradient(total, vs) for vs in variables]
+""",
+        (DECOUPLED_ALONE,),
     ),
 ]

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip_baseline", action="store_true",
                         help="do not first check that the named tests pass unmutated")
     parser.add_argument("--keep", action="store_true", help="keep the mutated copies (for debugging)")
-    parser.add_argument("--verbose", action="store_true", help="print pytest's output of survivors and errors")
+    parser.add_argument("--verbose", action="store_true", help="print the tail of pytest's output for every mutant")
     args = parser.parse_args(argv)
 
     ids = {i for value in args.only for i in value.split(",") if i}
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = {"id": mutant.id, "status": "error", "how": str(e), "seconds": 0.0, "tail": ""}
             results.append(result)
             print(f"{result['status']:<8} {result['id']:<34} {result['seconds']:6.1f} s  {result['how']}", flush=True)
-            if args.verbose and result["status"] != "killed":
+            if args.verbose:
                 print(result["tail"])
     order = {m.id: i for i, m in enumerate(mutants)}
     results.sort(key=lambda r: order[r["id"]])
