@@ -123,3 +123,34 @@ def test_data_that_vanishes_mid_run_is_a_clear_error(tmp_path):
         for item in readable(batches, "stage_00 epoch 1"):
             seen.append(item)
     assert len(seen) == 1
+
+
+def test_a_truncated_final_checkpoint_is_set_aside_and_the_stage_retrained(tmp_path):
+    from apps.runner import build_network, load_data, resolve
+    from conftest import tiny_config
+    from layerwise.trainer import GreedyTrainer
+
+    config = resolve(tiny_config(model_options={"num_stages": 1, "width": 8, "downsample_at": []}))
+    workdir = str(tmp_path / "run")
+    data = load_data(config)
+    messages = []
+
+    def train():
+        trainer = GreedyTrainer(build_network(config, data), data, config, workdir, verbose=0, log=messages.append)
+        return trainer.run(), trainer
+
+    (first,), _ = train()
+    checkpoints = ProblemCheckpoints(os.path.join(workdir, "checkpoints"), "stage_00")
+    good = open(checkpoints.final_path, "rb").read()
+    truncated = good[: len(good) // 2]
+    open(checkpoints.final_path, "wb").write(truncated)
+
+    (again,), trainer = train()
+    assert open(checkpoints.final_path + ".corrupt", "rb").read() == truncated  # kept for inspection
+    assert any("retraining stage_00" in m and "final.npz.corrupt" in m for m in messages), messages
+    assert not any("finished earlier" in m for m in messages)
+    arrays, meta = load_arrays(checkpoints.final_path)  # a good final checkpoint again
+    for key in ("test_acc", "train_acc", "ensemble_acc", "params"):  # deterministic: the same stage
+        assert again[key] == first[key] == meta["record"][key], key
+    epochs = [r for r in trainer.runlog.records if r["event"] == "epoch"]
+    assert [(r["problem"], r["epoch"]) for r in epochs] == [("stage_00", 0)]  # retrained, logged once

@@ -146,8 +146,20 @@ def test_peak_memory_counts_the_tensors_of_this_window():
 
 
 def test_stage_records_carry_their_training_peak_memory(quiet_log):
-    records = _trainer(tiny_config(), log=quiet_log).run()
-    assert all(r["peak_memory_mb"] > 0 for r in records)
+    from layerwise.memory import memory_device
+
+    trainer = _trainer(tiny_config(), log=quiet_log, cache_prefix="memory")
+    records = trainer.run()
+    network, config = trainer.network, trainer.config
+    mib = lambda values: values * 4 / 2**20  # float32
+    for r in records:
+        epochs = [e["peak_memory_mb"] for e in trainer.runlog.records if e["event"] == "epoch" and e["problem"] == r["problem"]]
+        assert r["peak_memory_mb"] == max(epochs) > 0
+        # a training step holds at least one batch of its stage's output
+        assert r["peak_memory_mb"] >= mib(config.batch_size * np.prod(network.output_shape(r["stage"])))
+    if "CPU" in memory_device():  # stage 1's steps read the cached stage-0 features, held in memory
+        cache = mib(trainer.data.num_train * np.prod(network.output_shape(0)))
+        assert cache > 1 and records[1]["peak_memory_mb"] >= cache
 
 
 def test_benchmark_case_measures_every_stage_and_summarizes():

@@ -101,12 +101,16 @@ def test_same_seed_same_numbers(quiet_log):
 
 
 def test_end_to_end_trains_all_stages_for_the_same_total_epochs(quiet_log):
-    trainer = _trainer(tiny_config(mode="end_to_end"), log=quiet_log)
+    config = tiny_config(mode="end_to_end", epochs_per_stage=2, lr_decay_every=1, lr_decay_factor=0.2)
+    trainer = _trainer(config, log=quiet_log)
     records = trainer.run()
     assert len(records) == 1 and records[0]["problem"] == "end_to_end"
-    assert records[0]["epochs"] == 2  # J x epochs_per_stage
+    assert records[0]["epochs"] == 4  # J x epochs_per_stage
     assert all(stage.trainable for stage in trainer.network.stages)
     assert records[0]["test_acc"] > 0.5
+    # the step schedule is stretched over the J-times-longer run: x0.2 every J x 1 epochs
+    lrs = [r["lr"] for r in trainer.runlog.records if r["event"] == "epoch"]
+    assert lrs == pytest.approx([0.05 * 0.2 ** (epoch // (2 * 1)) for epoch in range(4)])  # 0.05, 0.05, 0.01, 0.01
 
 
 def test_ensemble_equals_weighted_average_by_hand():
