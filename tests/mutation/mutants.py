@@ -135,7 +135,7 @@ MUTANTS: list[Mutant] = [
         HEADS,
         'x = keras.layers.AdaptiveAveragePooling2D(pooled, name=f"{name}_avg")(x)',
         'x = keras.layers.AdaptiveMaxPooling2D(pooled, name=f"{name}_avg")(x)',
-        (AUX_HEAD,),
+        (f"{AUX_HEAD}[7-1]", f"{AUX_HEAD}[8-2]"),  # [size-k]; max-pooling a 1x1 map crashes TensorFlow
     ),
     Mutant(
         "head-no-relu",

@@ -110,6 +110,8 @@ def run_mutant(mutant: Mutant, files: list[str], timeout: float, keep: bool) -> 
         status = "killed"
         failed = [line for line in tail.splitlines() if line.startswith("FAILED")]
         how = failed[0][7:90] if failed else "a test failed"
+    elif code < 0:  # the test process died of a signal (a crash in TensorFlow): noticed, loudly
+        status, how = "killed", f"the tests crashed (signal {-code})"
     else:
         status, how = "error", f"pytest exit code {code}"
     return {"id": mutant.id, "status": status, "how": how, "seconds": seconds, "tail": tail}
