@@ -13,9 +13,11 @@ import sys
 import pytest
 from conftest import REPO, run_cli
 
-# Shell blocks: ```bash and untagged fences. A ```text block holds a sketch that cannot run as written
-# (a model the reader has yet to register, a file an earlier command writes).
-SHELL_BLOCK = r"```(?:bash)?\n(.*?)```"
+# Fenced blocks, matched opening and closing fence together (a bare ``` also closes blocks).
+# Shell blocks are ```bash and untagged ones; a ```text block holds a sketch that cannot run as
+# written (a model the reader has yet to register, a file an earlier command writes).
+FENCED_BLOCK = r"```(\w*)\n(.*?)```"
+SHELL_TAGS = ("bash", "")
 DOC_FILES = [os.path.join(REPO, "README.md")] + sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))
 TRUST = os.path.join(REPO, "docs", "trust.md")
 
@@ -32,8 +34,9 @@ def documented_commands() -> list[tuple[str, str]]:
     for path in DOC_FILES:
         text = open(path).read()
         lines = []
-        for block in re.findall(SHELL_BLOCK, text, flags=re.S):
-            lines += block.replace("\\\n", " ").splitlines()
+        for tag, block in re.findall(FENCED_BLOCK, text, flags=re.S):
+            if tag in SHELL_TAGS:
+                lines += block.replace("\\\n", " ").splitlines()
         lines += re.findall(r"`(python -m apps\.\w[^`]*)`", re.sub(r"```.*?```", "", text, flags=re.S))
         for line in lines:
             for part in line.split("&&"):
@@ -59,7 +62,7 @@ def test_the_docs_have_commands():
     # bad-input case: each command line starts one of the collected commands
     collected = [c for _, c in COMMANDS] + [c for c, _ in bad_input_rows()]
     for path in DOC_FILES:
-        for tag, block in re.findall(r"```(\w*)\n(.*?)```", open(path).read(), flags=re.S):
+        for tag, block in re.findall(FENCED_BLOCK, open(path).read(), flags=re.S):
             if tag in ("text", "python"):
                 continue
             for line in block.splitlines():
