@@ -23,7 +23,7 @@ def test_space_to_depth_config_round_trip():
 
 def _adaptive_average(x: np.ndarray, out: int) -> np.ndarray:
     """PyTorch's AdaptiveAvgPool2d: output cell i averages rows floor(i H / out) .. ceil((i + 1) H / out)."""
-    n, h, w, c = x.shape
+    h, w = x.shape[1:3]
     rows = [(i * h // out, -(-(i + 1) * h // out)) for i in range(out)]
     cols = [(i * w // out, -(-(i + 1) * w // out)) for i in range(out)]
     return np.stack([np.stack([x[:, r0:r1, c0:c1].mean(axis=(1, 2)) for c0, c1 in cols], 1) for r0, r1 in rows], 1)

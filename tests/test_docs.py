@@ -62,7 +62,9 @@ def test_the_docs_have_commands():
     # bad-input case: each command line starts one of the collected commands
     collected = [c for _, c in COMMANDS] + [c for c, _ in bad_input_rows()]
     for path in DOC_FILES:
-        for tag, block in re.findall(FENCED_BLOCK, open(path).read(), flags=re.S):
+        with open(path) as f:
+            blocks = re.findall(FENCED_BLOCK, f.read(), flags=re.DOTALL)
+        for tag, block in blocks:
             if tag in ("text", "python"):
                 continue
             for line in block.splitlines():

@@ -9,6 +9,7 @@ from conftest import tiny_config
 from layerwise.config import RunOptions
 from layerwise.decoupled import build_stage_models, make_decoupled_step
 from layerwise.errors import ConfigError
+from layerwise.memory import memory_device
 from layerwise.optim import make_optimizer
 from layerwise.trainer import GreedyTrainer
 
@@ -78,15 +79,15 @@ def _test_probabilities(network, heads, data) -> list[np.ndarray]:
 
 def test_decoupled_trains_every_stage_in_one_pass(tmp_path, quiet_log):
     trainer = _trainer(tiny_config(mode="decoupled", epochs_per_stage=2), str(tmp_path / "run"), log=quiet_log)
-    initial = [[v.numpy().copy() for v in stage.trainable_variables] for stage in trainer.network.stages]
+    initial = [[(v, v.numpy().copy()) for v in stage.trainable_variables] for stage in trainer.network.stages]
     records = trainer.run()
     assert [r["stage"] for r in records] == [0, 1]
     assert all(r["problem"] == f"stage_{r['stage']:02d}" for r in records)
     # one pass of epochs_per_stage epochs trained every stage
     epochs = [(r["problem"], r["epoch"]) for r in trainer.runlog.records if r["event"] == "epoch"]
     assert epochs == [("decoupled", 0), ("decoupled", 1)]
-    for j, stage in enumerate(trainer.network.stages):
-        assert all(not np.array_equal(v.numpy(), w) for v, w in zip(stage.trainable_variables, initial[j])), j
+    for j, variables in enumerate(initial):
+        assert variables and all(not np.array_equal(v.numpy(), value) for v, value in variables), j
     # each record's accuracies are those of its stage's classifier and the 2^j-weighted ensemble
     probs = _test_probabilities(trainer.network, trainer.heads, trainer.data)
     labels = trainer.data.labels("test")
@@ -114,15 +115,14 @@ def test_decoupled_stage_0_trains_exactly_as_if_it_were_alone(quiet_log):
         optimizers = [make_optimizer(config, trainer.steps_per_epoch, 1) for _ in models]
         for model, optimizer in zip(models, optimizers):
             optimizer.build(model.trainable_variables)
-        initial = [v.numpy().copy() for v in models[-1].trainable_variables]
+        initial = [(v, v.numpy().copy()) for v in models[-1].trainable_variables]
         step = make_decoupled_step(
             models, optimizers, weight_decay=config.weight_decay, global_batch_size=config.batch_size,
             strategy=tf.distribute.get_strategy(),
         )
         for x, y in data.train_batches(config.batch_size, 0, 0).take(8):
             assert bool(step(x, y)[2])
-        trained = [not np.array_equal(v.numpy(), w) for v, w in zip(models[-1].trainable_variables, initial)]
-        assert all(trained), "the last stage did not train"
+        assert initial and all(not np.array_equal(v.numpy(), value) for v, value in initial), "no training"
         return [v.numpy() for v in models[0].variables]
 
     alone, together = train(1), train(2)
@@ -146,14 +146,16 @@ def test_peak_memory_counts_the_tensors_of_this_window():
 
 
 def test_stage_records_carry_their_training_peak_memory(quiet_log):
-    from layerwise.memory import memory_device
-
     trainer = _trainer(tiny_config(), log=quiet_log, cache_prefix="memory")
     records = trainer.run()
     network, config = trainer.network, trainer.config
-    mib = lambda values: values * 4 / 2**20  # float32
+
+    def mib(values: int) -> float:  # of float32
+        return values * 4 / 2**20
+
     for r in records:
-        epochs = [e["peak_memory_mb"] for e in trainer.runlog.records if e["event"] == "epoch" and e["problem"] == r["problem"]]
+        epochs = [e["peak_memory_mb"] for e in trainer.runlog.records
+                  if e["event"] == "epoch" and e["problem"] == r["problem"]]
         assert r["peak_memory_mb"] == max(epochs) > 0
         # a training step holds at least one batch of its stage's output
         assert r["peak_memory_mb"] >= mib(config.batch_size * np.prod(network.output_shape(r["stage"])))

@@ -34,7 +34,7 @@ def test_frozen_stage_is_bit_identical_after_next_stage_trains(quiet_log, cache,
     problem = trainer.stage_problem(1)
     trained = {id(v) for v in problem.trainable.trainable_variables}
     assert not any(id(v) in trained for v in stage0.variables)
-    stage1_before = [v.numpy().copy() for v in trainer.network.stages[1].trainable_variables]
+    stage1 = [(v, v.numpy().copy()) for v in trainer.network.stages[1].trainable_variables]
     trainer.run_problem(problem)
     # frozen: not trainable (so no optimizer can touch it) and bit-identical, BatchNorm's moving
     # statistics included (a BatchNorm run in training mode inside the step would move them)
@@ -42,8 +42,7 @@ def test_frozen_stage_is_bit_identical_after_next_stage_trains(quiet_log, cache,
     for variable in stage0.variables:
         np.testing.assert_array_equal(variable.numpy(), before[variable.path], err_msg=variable.path)
     # and stage 1 did train
-    after = trainer.network.stages[1].trainable_variables
-    assert all(not np.array_equal(a.numpy(), b) for a, b in zip(after, stage1_before))
+    assert stage1 and all(not np.array_equal(v.numpy(), value) for v, value in stage1)
     assert trainer.records[1]["test_acc"] > 0.5
 
 
