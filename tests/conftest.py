@@ -13,6 +13,8 @@ import pytest  # noqa: E402
 from layerwise.run.config import TrainConfig  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The mutation check (tests/mutation/run.py) runs tests; it is not one.
+collect_ignore = ["mutation"]
 
 
 def tiny_config(**changes) -> TrainConfig:

@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -20,6 +21,40 @@ def test_space_to_depth_config_round_trip():
     assert clone.block_size == 2 and clone.name == "p"
 
 
+def _adaptive_average(x: np.ndarray, out: int) -> np.ndarray:
+    """PyTorch's AdaptiveAvgPool2d: output cell i averages rows floor(i H / out) .. ceil((i + 1) H / out)."""
+    h, w = x.shape[1:3]
+    rows = [(i * h // out, -(-(i + 1) * h // out)) for i in range(out)]
+    cols = [(i * w // out, -(-(i + 1) * w // out)) for i in range(out)]
+    return np.stack([np.stack([x[:, r0:r1, c0:c1].mean(axis=(1, 2)) for c0, c1 in cols], 1) for r0, r1 in rows], 1)
+
+
+def _conv3x3_same(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    h, w = x.shape[1:3]
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return sum(padded[:, i : i + h, j : j + w, :] @ kernel[i, j] for i in range(3) for j in range(3))
+
+
+def _aux_head_by_hand(head, x: np.ndarray, k: int) -> np.ndarray:
+    """The paper's C = L o [BN] o A o (ReLU o BN o W~)^(k-1) in NumPy, from the head's weights."""
+    convs = [layer.get_weights()[0] for layer in head.layers if isinstance(layer, keras.layers.Conv2D)]
+    norms = [layer for layer in head.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    (dense,) = [layer for layer in head.layers if isinstance(layer, keras.layers.Dense)]
+
+    def batchnorm(x, layer):
+        gamma, beta, mean, variance = layer.get_weights()
+        return (x - mean) / np.sqrt(variance + layer.epsilon) * gamma + beta
+
+    assert len(convs) == k - 1 and len(norms) == (k if k > 1 else 0)
+    for kernel, norm in zip(convs, norms):
+        x = np.maximum(batchnorm(_conv3x3_same(x, kernel), norm), 0.0)
+    x = _adaptive_average(x, min(2, x.shape[1])).reshape(len(x), -1)
+    if k > 1:
+        x = batchnorm(x, norms[-1])
+    kernel, bias = dense.get_weights()
+    return x @ kernel + bias
+
+
 @pytest.mark.parametrize("k", [1, 2, 3])
 @pytest.mark.parametrize("size", [1, 2, 7, 8, 14])
 def test_aux_head_shapes(k, size):
@@ -28,10 +63,14 @@ def test_aux_head_shapes(k, size):
             build_aux_head((size, size, 6), 10, AuxHead(k=k, width=4))
         return
     head = build_aux_head((size, size, 6), 10, AuxHead(k=k, width=4))
-    out = head(np.zeros((3, size, size, 6), np.float32))
+    rng = np.random.default_rng(size * 10 + k)
+    for layer in head.layers:  # BatchNorm away from the identity, so that its place matters
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in layer.get_weights()])
+    x = rng.normal(size=(3, size, size, 6)).astype(np.float32)
+    out = np.asarray(head(x, training=False))
     assert out.shape == (3, 10)
-    convs = [layer for layer in head.layers if layer.name.startswith("aux_head_conv")]
-    assert len(convs) == k - 1
+    np.testing.assert_allclose(out, _aux_head_by_hand(head, x.astype(np.float64), k), rtol=1e-4, atol=1e-5)
     pooled = head.get_layer("aux_head_avg").output.shape
     assert pooled[1:3] == (min(2, size), min(2, size))
 

@@ -4,12 +4,20 @@ import keras
 import numpy as np
 import pytest
 
-from apps.runner import run_training
+from apps.runner import build_network, load_data, resolve, run_training
 from conftest import tiny_config
 from layerwise.analysis.flops import count_flops
-from layerwise.analysis.pruning import filter_scores_l1, keep_strongest, last_conv, prune_stage, slice_chain
+from layerwise.analysis.pruning import (
+    filter_scores_l1,
+    filter_scores_taylor,
+    keep_strongest,
+    last_conv,
+    prune_stage,
+    slice_chain,
+)
 from layerwise.errors import ConfigError
 from layerwise.training.heads import AuxHead, build_aux_head
+from layerwise.training.trainer import GreedyTrainer
 from models import build_model
 
 
@@ -65,6 +73,54 @@ def test_l1_scores_and_costs_shrink():
     assert count_flops(stage) == 2 * 8 * 8 * 3 * 3 * 1 * 8
     assert count_flops(small) == count_flops(stage) // 2
     np.testing.assert_array_equal(last_conv(small).kernel.numpy(), last_conv(stage).kernel.numpy()[..., keep])
+
+
+def _k1_head_loss_and_feature_gradient(features, labels, kernel, bias):
+    """The k=1 auxiliary problem written out in float64: 2x2 average of an (N, H, W, C) map,
+    flatten, linear, mean cross-entropy; returns the loss and dL/d(features)."""
+    n, h, w, c = features.shape
+    pooled = features.reshape(n, 2, h // 2, 2, w // 2, c).mean(axis=(2, 4))
+    logits = pooled.reshape(n, -1) @ kernel + bias
+    logits -= logits.max(axis=-1, keepdims=True)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    loss = -np.mean(np.log(probs[np.arange(n), labels]))
+    d_logits = probs.copy()
+    d_logits[np.arange(n), labels] -= 1.0
+    d_pooled = (d_logits / n @ kernel.T).reshape(n, 2, 2, c)
+    d_features = np.repeat(np.repeat(d_pooled, h // 2, axis=1), w // 2, axis=2) / ((h // 2) * (w // 2))
+    return loss, d_features
+
+
+def test_taylor_scores_are_the_first_order_term_by_hand(quiet_log):
+    config = resolve(tiny_config(aux_conv_layers=0, model_options={"num_stages": 1, "width": 8, "downsample_at": []}))
+    data = load_data(config)
+    trainer = GreedyTrainer(build_network(config, data), data, config, verbose=0, log=quiet_log)
+    trainer.run()
+    stage, head = trainer.network.stages[0], trainer.heads[0]
+    batches = list(data.train_batches(config.batch_size, 0, 0).take(3))
+    scores = filter_scores_taylor(stage, head, batches)
+
+    (dense,) = [layer for layer in head.layers if isinstance(layer, keras.layers.Dense)]
+    kernel, bias = (np.asarray(w, np.float64) for w in dense.get_weights())
+    features = [np.asarray(stage(x, training=False), np.float64) for x, _ in batches]
+    labels = [y.numpy() for _, y in batches]
+    total, count = 0.0, 0
+    for a, y in zip(features, labels):  # |mean over batch and space of a * dL/da|, per channel
+        _, grad = _k1_head_loss_and_feature_gradient(a, y, kernel, bias)
+        total, count = total + np.sum(a * grad, axis=(0, 1, 2)), count + np.prod(a.shape[:3])
+    np.testing.assert_allclose(scores, np.abs(total / count), rtol=1e-4, atol=1e-4 * np.max(scores))
+
+    def loss_without(channel):
+        losses = []
+        for a, y in zip(features, labels):
+            a = a.copy()
+            a[..., channel] = 0.0
+            losses.append(_k1_head_loss_and_feature_gradient(a, y, kernel, bias)[0])
+        return np.mean(losses)
+
+    # the criterion ranks filters by how much the loss needs them
+    assert loss_without(np.argmax(scores)) > loss_without(np.argmin(scores))
+    assert list(keep_strongest(scores, 1)) == [np.argmax(scores)]
 
 
 def test_prune_hook_in_trainer_records_costs_and_accuracy(quiet_log):

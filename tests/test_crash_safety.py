@@ -6,13 +6,16 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli
+from apps.runner import build_network, load_data, resolve
+from conftest import REPO, run_cli, tiny_config
 from layerwise.run.checkpoints import ProblemCheckpoints, atomic_write_bytes, load_arrays, save_arrays
 from layerwise.errors import CorruptCheckpointError, StorageError
+from layerwise.training.trainer import GreedyTrainer
 
 ARGS = ["--dataset", "digits", "--num_stages", "2", "--width", "8", "--downsample_at", "1",
         "--aux_width", "8", "--epochs_per_stage", "4", "--batch_size", "32", "--verbose", "0"]
@@ -123,3 +126,30 @@ def test_data_that_vanishes_mid_run_is_a_clear_error(tmp_path):
         for item in readable(batches, "stage_00 epoch 1"):
             seen.append(item)
     assert len(seen) == 1
+
+
+def test_a_truncated_final_checkpoint_is_set_aside_and_the_stage_retrained(tmp_path):
+    config = resolve(tiny_config(model_options={"num_stages": 1, "width": 8, "downsample_at": []}))
+    workdir = str(tmp_path / "run")
+    data = load_data(config)
+    messages = []
+
+    def train():
+        trainer = GreedyTrainer(build_network(config, data), data, config, workdir, verbose=0, log=messages.append)
+        return trainer.run(), trainer
+
+    (first,), _ = train()
+    checkpoints = ProblemCheckpoints(os.path.join(workdir, "checkpoints"), "stage_00")
+    final = Path(checkpoints.final_path)
+    truncated = final.read_bytes()[: final.stat().st_size // 2]
+    final.write_bytes(truncated)
+
+    (again,), trainer = train()
+    assert Path(f"{final}.corrupt").read_bytes() == truncated  # kept for inspection
+    assert any("retraining stage_00" in m and "final.npz.corrupt" in m for m in messages), messages
+    assert not any("finished earlier" in m for m in messages)
+    _, meta = load_arrays(checkpoints.final_path)  # a good final checkpoint again
+    for key in ("test_acc", "train_acc", "ensemble_acc", "params"):  # deterministic: the same stage
+        assert again[key] == first[key] == meta["record"][key], key
+    epochs = [r for r in trainer.runlog.records if r["event"] == "epoch"]
+    assert [(r["problem"], r["epoch"]) for r in epochs] == [("stage_00", 0)]  # retrained, logged once

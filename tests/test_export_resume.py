@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,11 +100,21 @@ def test_resume_mid_stage_gives_the_uninterrupted_numbers(tmp_path, quiet_log):
             raise KeyboardInterrupt
 
     workdir = str(tmp_path / "interrupted")
+    metrics = Path(workdir) / "metrics.jsonl"
     with pytest.raises(KeyboardInterrupt):
         run_training(config, workdir, verbose=1, log=crash_in_second_epoch)
+    (epoch_0,) = [line for line in metrics.read_text().splitlines() if '"event": "epoch"' in line]
     messages = []
-    resumed = run_training(config, workdir, verbose=0, log=messages.append)
+    resumed = run_training(config, workdir, verbose=1, log=messages.append)
     assert any("resuming after epoch 1 of 3" in m for m in messages)
+    # epoch 1 was loaded, not trained again: only epochs 2 and 3 ran, and the record of epoch 1
+    # (with its wall-clock seconds) is the one the interrupted run wrote
+    assert [m.split(":")[0] for m in messages if " epoch " in m and "/3:" in m] == [
+        "stage_00 epoch 2/3", "stage_00 epoch 3/3"
+    ]
+    lines = [line for line in metrics.read_text().splitlines() if '"event": "epoch"' in line]
+    assert len(lines) == 3 and lines[0] == epoch_0
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
     assert resumed[0]["test_acc"] == straight[0]["test_acc"]
     assert resumed[0]["train_acc"] == straight[0]["train_acc"]
 

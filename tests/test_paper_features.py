@@ -31,18 +31,31 @@ def test_records_report_ensemble_and_top5_for_100_classes(quiet_log):
 
 
 def test_keep_best_uses_a_validation_split_carved_from_train(quiet_log):
-    config = resolve(tiny_config(validation_fraction=0.2, keep_best=True, epochs_per_stage=3))
+    config = resolve(tiny_config(validation_fraction=0.2, keep_best=True, epochs_per_stage=2))
     full = load_data(config.replace(validation_fraction=0.0, keep_best=False))
     data = load_data(config)
     assert data.num_val > 0 and data.num_train + data.num_val == full.num_train
     assert data.num_test == full.num_test
     np.testing.assert_array_equal(data.labels("test"), full.labels("test"))
+    # The best epoch is not the last: a gentle first epoch (a warm-up at 0.05), then lr 1.0
+    steps_per_epoch = data.num_train // config.batch_size
+    config = config.replace(lr=1.0, warmup_steps=steps_per_epoch, warmup_lr=0.05)
     trainer = GreedyTrainer(build_network(config, data), data, config, verbose=0, log=quiet_log)
     records = trainer.run()
     history = [r for r in trainer.runlog.records if r["event"] == "epoch"]
-    for r in records:
-        vals = [h["val_acc"] for h in history if h["problem"] == r["problem"]]
+    images = {split: np.concatenate([x.numpy() for x, _ in data.eval_batches(split, 512)]) for split in ("val", "test")}
+    for j, r in enumerate(records):
+        epochs = [h for h in history if h["problem"] == r["problem"]]
+        vals = [h["val_acc"] for h in epochs]
         assert r["kept_epoch"] == int(np.argmax(vals)) and r["val_acc"] == max(vals)
+        assert r["kept_epoch"] != len(epochs) - 1 and max(vals) > vals[-1], vals
+        # the weights kept are those of the best epoch: its accuracies, recomputed from them
+        classifier = trainer.network.compose(upto=j + 1, head=trainer.heads[j])
+        for split in ("val", "test"):
+            predicted = np.argmax(classifier(images[split], training=False), -1)
+            accuracy = np.mean(predicted == data.labels(split))
+            assert accuracy == pytest.approx(epochs[r["kept_epoch"]][f"{split}_acc"], abs=1e-9), (j, split)
+        assert r["test_acc"] == pytest.approx(epochs[r["kept_epoch"]]["test_acc"], abs=1e-9)
 
 
 def test_keep_best_without_validation_is_refused():

@@ -2,11 +2,16 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from apps.runner import build_network, load_data, resolve
 from conftest import tiny_config
 from layerwise.run.config import RunOptions
 from layerwise.errors import ConfigError
+from layerwise.analysis.memory import memory_device
+from layerwise.training.optim import make_optimizer
+from layerwise.training.problems import decoupled_models
+from layerwise.training.steps import make_decoupled_step
 from layerwise.training.trainer import GreedyTrainer
 
 
@@ -64,17 +69,67 @@ def test_mixed_precision_trains_with_float32_logits(quiet_log, precision):
     assert records[-1]["test_acc"] > 0.3, records
 
 
+def _test_probabilities(network, heads, data) -> list[np.ndarray]:
+    """Every stage's test probabilities: image -> stages 0..j -> head j, in inference mode."""
+    images = np.concatenate([x.numpy() for x, _ in data.eval_batches("test", 512)])
+    return [
+        tf.nn.softmax(network.compose(upto=j + 1, head=heads[j])(images, training=False)).numpy()
+        for j in range(network.num_stages)
+    ]
+
+
 def test_decoupled_trains_every_stage_in_one_pass(tmp_path, quiet_log):
     trainer = _trainer(tiny_config(mode="decoupled", epochs_per_stage=2), str(tmp_path / "run"), log=quiet_log)
+    initial = [[(v, v.numpy().copy()) for v in stage.trainable_variables] for stage in trainer.network.stages]
     records = trainer.run()
     assert [r["stage"] for r in records] == [0, 1]
     assert all(r["problem"] == f"stage_{r['stage']:02d}" for r in records)
-    assert records[-1]["test_acc"] > 0.5 and records[-1]["ensemble_acc"] > 0.5, records
+    # one pass of epochs_per_stage epochs trained every stage
+    epochs = [(r["problem"], r["epoch"]) for r in trainer.runlog.records if r["event"] == "epoch"]
+    assert epochs == [("decoupled", 0), ("decoupled", 1)]
+    for j, variables in enumerate(initial):
+        assert variables and all(not np.array_equal(v.numpy(), value) for v, value in variables), j
+    # each record's accuracies are those of its stage's classifier and the 2^j-weighted ensemble
+    probs = _test_probabilities(trainer.network, trainer.heads, trainer.data)
+    labels = trainer.data.labels("test")
+    ensemble = (1 * probs[0] + 2 * probs[1]) / 3
+    for r, p, e in zip(records, probs, [probs[0], ensemble]):
+        assert r["test_acc"] == pytest.approx(np.mean(p.argmax(-1) == labels), abs=1e-9)
+        assert r["ensemble_acc"] == pytest.approx(np.mean(e.argmax(-1) == labels), abs=1e-9)
+        assert r["test_acc"] > 0.5, records
     exports = sorted(p.name for p in (tmp_path / "run" / "export").iterdir())
     assert exports == ["layerwise_cnn_stage_00", "layerwise_cnn_stage_01", "models.config"]
     # a rerun loads everything
     again = _trainer(tiny_config(mode="decoupled", epochs_per_stage=2), str(tmp_path / "run"), log=quiet_log)
     assert [r["test_acc"] for r in again.run()] == [r["test_acc"] for r in records]
+
+
+def test_decoupled_stage_0_trains_exactly_as_if_it_were_alone(quiet_log):
+    """Decoupled Greedy Learning: no gradient crosses a stage boundary, so stage 0 (and its head)
+    after some steps of the two-stage step are what the same steps give stage 0 alone."""
+    config = resolve(tiny_config(mode="decoupled"))
+    data = load_data(config)
+
+    def train(num_stages: int):
+        trainer = GreedyTrainer(build_network(config, data), data, config, verbose=0, log=quiet_log)
+        heads = [trainer.build_head(j) for j in range(trainer.network.num_stages)]  # seeded: the same weights
+        models = decoupled_models(trainer.network, heads)[:num_stages]
+        optimizers = [make_optimizer(config.optim, config.optim.lr) for _ in models]
+        for model, optimizer in zip(models, optimizers):
+            optimizer.build(model.trainable_variables)
+        initial = [(v, v.numpy().copy()) for v in models[-1].trainable_variables]
+        step = make_decoupled_step(
+            models, optimizers, weight_decay=config.optim.weight_decay, global_batch_size=config.batch_size,
+            strategy=tf.distribute.get_strategy(),
+        )
+        for x, y in data.train_batches(config.batch_size, 0, 0).take(8):
+            assert bool(step(x, y).finite)
+        assert initial and all(not np.array_equal(v.numpy(), value) for v, value in initial), "no training"
+        return [v.numpy() for v in models[0].variables]
+
+    alone, together = train(1), train(2)
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
 
 
 def test_peak_memory_counts_the_tensors_of_this_window():
@@ -93,8 +148,22 @@ def test_peak_memory_counts_the_tensors_of_this_window():
 
 
 def test_stage_records_carry_their_training_peak_memory(quiet_log):
-    records = _trainer(tiny_config(), log=quiet_log).run()
-    assert all(r["peak_memory_mb"] > 0 for r in records)
+    trainer = _trainer(tiny_config(), log=quiet_log, cache_prefix="memory")
+    records = trainer.run()
+    network, config = trainer.network, trainer.config
+
+    def mib(values: int) -> float:  # of float32
+        return values * 4 / 2**20
+
+    for r in records:
+        epochs = [e["peak_memory_mb"] for e in trainer.runlog.records
+                  if e["event"] == "epoch" and e["problem"] == r["problem"]]
+        assert r["peak_memory_mb"] == max(epochs) > 0
+        # a training step holds at least one batch of its stage's output
+        assert r["peak_memory_mb"] >= mib(config.batch_size * np.prod(network.output_shape(r["stage"])))
+    if "CPU" in memory_device():  # stage 1's steps read the cached stage-0 features, held in memory
+        cache = mib(trainer.data.num_train * np.prod(network.output_shape(0)))
+        assert cache > 1 and records[1]["peak_memory_mb"] >= cache
 
 
 def test_benchmark_case_measures_every_stage_and_summarizes():

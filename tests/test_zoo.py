@@ -138,6 +138,14 @@ def test_published_parameter_counts(name):
     assert checks.trainable_count(model) == count
 
 
+def _option_a_by_hand(x: np.ndarray, stride: int, channels: int) -> np.ndarray:
+    """He et al. (2016), Sec. 3.3, option A written out: subsample by the stride, then append
+    zero channels up to ``channels`` (identity when neither changes)."""
+    subsampled = x[:, ::stride, ::stride, :]
+    zeros = np.zeros((*subsampled.shape[:3], channels - subsampled.shape[-1]), x.dtype)
+    return np.concatenate([subsampled, zeros], axis=-1)
+
+
 @pytest.mark.parametrize("depth", [20, 50])
 def test_option_a_adds_no_parameters_to_the_plain_net(depth):
     counts = {
@@ -148,6 +156,38 @@ def test_option_a_adds_no_parameters_to_the_plain_net(depth):
     b = checks.trainable_count(checks.full_model(tiny(f"resnet{depth}", shortcut="B")))
     c = checks.trainable_count(checks.full_model(tiny(f"resnet{depth}", shortcut="C")))
     assert counts["resnet"] < b < c  # B projects where shapes change, C everywhere
+    # ... and yet every block adds its parameter-free shortcut: the second input of each block's
+    # addition is the block's input, subsampled and zero-padded where the shape changes
+    net = tiny(f"resnet{depth}", shortcut="A")
+    rng = np.random.default_rng(depth)
+    changed = 0
+    for stage in net.stages[1:]:
+        (add,) = [layer for layer in stage.layers if isinstance(layer, keras.layers.Add)]
+        branch, skip = add.input
+        probe = keras.Model(stage.input, [branch, skip, add.output])
+        x = rng.normal(size=(2, *stage.inputs[0].shape[1:])).astype("float32")
+        f, s, total = [np.asarray(t) for t in probe(x, training=False)]
+        expected = _option_a_by_hand(x, x.shape[1] // total.shape[1], total.shape[-1])
+        np.testing.assert_array_equal(s, expected, err_msg=stage.name)
+        np.testing.assert_allclose(total, f + s, rtol=1e-6, atol=1e-6, err_msg=stage.name)
+        changed += expected.shape != x.shape
+    assert 0 < changed < net.num_stages - 1  # both kinds of block were checked
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("block", [1, 2], ids=["identity", "downsampling"])
+def test_option_a_block_with_zeroed_residual_branch_is_relu_of_the_shortcut(block, training):
+    # resnet8: stage 1 is conv2_1 (4 -> 4 channels, stride 1), stage 2 conv3_1 (4 -> 8, stride 2)
+    net = build_model("resnet8", (8, 8, 3), 10, width=4, shortcut="A")
+    stage = net.stages[block]
+    last_bn = stage.get_layer(f"conv{block + 1}_1_bn2")  # the residual branch F ends here
+    last_bn.gamma.assign(np.zeros(last_bn.gamma.shape, "float32"))
+    last_bn.beta.assign(np.zeros(last_bn.beta.shape, "float32"))
+    x = np.random.default_rng(block).normal(size=(2, *stage.inputs[0].shape[1:])).astype("float32")
+    y = np.asarray(stage(x, training=training))
+    stride, channels = (1, 4) if block == 1 else (2, 8)
+    assert y.shape == (2, 8 // stride, 8 // stride, channels)
+    np.testing.assert_array_equal(y, np.maximum(_option_a_by_hand(x, stride, channels), 0.0))
 
 
 def test_option_a_shortcut_subsamples_and_zero_pads():

@@ -1,0 +1,511 @@
+"""The mutants of ``tests/mutation/run.py``: one behaviour that matters, broken in one place.
+
+Each :class:`Mutant` names the file, the exact original text (it must occur exactly once in that
+file), the replacement, and the pytest node ids that should fail when the behaviour breaks
+(cheapest first: the run stops at the first failure). When code moves, change ``file`` (and the
+texts if they changed): ``run.py`` refuses a mutant whose original text it does not find exactly
+once, so a stale table fails loudly instead of reporting mutants that were never applied.
+
+Not here: mutants the code makes equivalent. Removing the ``tf.stop_gradient`` between stages
+in ``layerwise/training/decoupled.py`` changes nothing, because each stage's loss is differentiated on
+its own tape, outside which the previous stage ran; ``decoupled-gradient-leak`` below breaks the
+isolation for real (one tape over all stages). Calling the frozen prefix with ``training=True``
+changes nothing either: Keras runs a frozen BatchNormalization in inference mode whatever the
+``training`` argument; ``prefix-bn-training-mode-in-step`` also unfreezes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    id: str
+    description: str
+    file: str
+    original: str
+    replacement: str
+    tests: tuple[str, ...]
+
+
+# Where the code lives (re-target here when files move).
+STEPS = "layerwise/training/steps.py"
+STAGING = "layerwise/training/network.py"
+TRAINER_PY = "layerwise/training/trainer.py"
+HEADS = "layerwise/training/heads.py"
+DOWNSAMPLING = "layerwise/training/downsampling.py"
+LAYERWISE_CNN = "models/layerwise_cnn.py"
+SCHEDULES = "layerwise/training/schedules.py"
+CHECKPOINTS = "layerwise/run/checkpoints.py"
+EXPORT = "layerwise/serving/export.py"
+DECOUPLED = "layerwise/training/decoupled.py"
+COMPRESSION = "layerwise/training/compression.py"
+RESNET = "models/resnet.py"
+UNROLLED = "models/unrolled.py"
+PROXIMAL = "models/proximal.py"
+CLI = "apps/cli.py"
+
+# The tests that catch them.
+TRAINER = "tests/test_trainer.py"
+FROZEN_ALL = f"{TRAINER}::test_frozen_stage_is_bit_identical_after_next_stage_trains"
+FROZEN_OFF = f"{FROZEN_ALL}[cache_off]"
+ONE_STEP = f"{TRAINER}::test_one_step_loss_is_cross_entropy_plus_weight_decay_by_hand"
+END_TO_END = f"{TRAINER}::test_end_to_end_trains_all_stages_for_the_same_total_epochs"
+ENSEMBLE = f"{TRAINER}::test_ensemble_equals_weighted_average_by_hand"
+NAN_SKIP = f"{TRAINER}::test_nan_loss_skip_keeps_weights_finite"
+BLOCKS = "tests/test_building_blocks.py"
+AUX_HEAD = f"{BLOCKS}::test_aux_head_shapes"
+SPACE_TO_DEPTH = f"{BLOCKS}::test_space_to_depth_is_invertible"
+DOWNSAMPLE_INPUT = f"{BLOCKS}::test_layerwise_cnn_downsample_input_like_imagenet"
+RECIPES = "tests/test_recipes_lr.py"
+MULTISTEP = f"{RECIPES}::test_multistep_and_warmup_give_the_papers_lr_at_given_iterations"
+PLATEAU = f"{RECIPES}::test_plateau_decays_after_patience_epochs_without_improvement_and_not_before"
+SCALE = "tests/test_scale.py"
+CACHED = f"{SCALE}::test_cached_prefix_gives_the_same_stage_weights[memory]"
+DECOUPLED_ALONE = f"{SCALE}::test_decoupled_stage_0_trains_exactly_as_if_it_were_alone"
+DECOUPLED_PASS = f"{SCALE}::test_decoupled_trains_every_stage_in_one_pass"
+CRASH = "tests/test_crash_safety.py"
+FALLBACK = f"{CRASH}::test_latest_epoch_falls_back_past_a_corrupt_file"
+TRUNCATED = f"{CRASH}::test_truncated_checkpoint_is_detected"
+WRITE_FAILURE = f"{CRASH}::test_write_failure_is_a_clear_error_and_keeps_the_old_file"
+CORRUPT_FINAL = f"{CRASH}::test_a_truncated_final_checkpoint_is_set_aside_and_the_stage_retrained"
+RESUME = "tests/test_export_resume.py"
+RESUME_MID = f"{RESUME}::test_resume_mid_stage_gives_the_uninterrupted_numbers"
+RESUME_FINISHED = f"{RESUME}::test_resume_does_not_retrain_finished_stages"
+EXPORTED = f"{RESUME}::test_exported_stages_load_in_a_fresh_process_and_match"
+PAPER = "tests/test_paper_features.py"
+KEEP_BEST = f"{PAPER}::test_keep_best_uses_a_validation_split_carved_from_train"
+COMPRESSION_TESTS = "tests/test_compression.py"
+TAYLOR = f"{COMPRESSION_TESTS}::test_taylor_scores_are_the_first_order_term_by_hand"
+KEEP_STRONGEST = f"{COMPRESSION_TESTS}::test_keep_strongest_removes_exactly_the_weakest"
+ZOO = "tests/test_zoo.py"
+OPTION_A_BLOCK = f"{ZOO}::test_option_a_block_with_zeroed_residual_branch_is_relu_of_the_shortcut"
+OPTION_A_PARAMS = f"{ZOO}::test_option_a_adds_no_parameters_to_the_plain_net"
+ZERO_PAD = f"{ZOO}::test_option_a_shortcut_subsamples_and_zero_pads"
+UNROLLED_TEST = "tests/test_optnets.py::test_analytic_net_is_k_iterations_of_its_algorithm"
+CLI_TEST = "tests/test_cli.py::test_bad_flags_give_one_line_and_exit_code_2"
+CLI_WIDTH = f"{CLI_TEST}[flags3-width must be positive]"
+CLI_UNKNOWN_FLAG = f"{CLI_TEST}[flags8-no_such_flag]"
+
+MUTANTS: list[Mutant] = [
+    # ------------------------------------------------------------------ freezing, BatchNorm mode
+    Mutant(
+        "freeze-earlier-stages-trainable",
+        "freeze_below leaves the earlier stages trainable",
+        STAGING,
+        "            stage.trainable = i >= j",
+        "            stage.trainable = True",
+        (FROZEN_ALL,),
+    ),
+    Mutant(
+        "prefix-bn-training-mode-in-step",
+        "the frozen prefix runs (BatchNorm in training mode) unfrozen inside the step",
+        STEPS,
+        '        if frozen is not None and prefix_mode == "no_tape":\n'
+        "            x = frozen(x, training=False)\n",
+        '        if frozen is not None and prefix_mode == "no_tape":\n'
+        "            for stage in frozen.layers:\n"
+        "                stage.trainable = True\n"
+        "            x = frozen(x, training=True)\n"
+        "            for stage in frozen.layers:\n"
+        "                stage.trainable = False\n",
+        (ONE_STEP, FROZEN_OFF),
+    ),
+    Mutant(
+        "trained-stage-bn-inference-mode",
+        "the stage being trained runs its BatchNorm in inference mode in the step",
+        STEPS,
+        "            logits = trainable(x, training=True)",
+        "            logits = trainable(x, training=False)",
+        (ONE_STEP,),
+    ),
+    Mutant(
+        "bn-statistics-kept-after-nan",
+        "a skipped (non-finite) batch leaves its BatchNorm statistics behind",
+        STEPS,
+        "            for v, value in zip(statistics, saved):\n                v.assign(value)",
+        "            for v, value in zip(statistics, saved):\n                pass",
+        (NAN_SKIP,),
+    ),
+    # ------------------------------------------------------------------ heads
+    Mutant(
+        "head-max-pooling",
+        "the auxiliary head max-pools instead of averaging to 2x2",
+        HEADS,
+        'x = keras.layers.AdaptiveAveragePooling2D(pooled, name=f"{name}_avg")(x)',
+        'x = keras.layers.AdaptiveMaxPooling2D(pooled, name=f"{name}_avg")(x)',
+        (f"{AUX_HEAD}[7-1]", f"{AUX_HEAD}[8-2]"),  # [size-k]; max-pooling a 1x1 map crashes TensorFlow
+    ),
+    Mutant(
+        "head-no-relu",
+        "the auxiliary head's hidden convs have no ReLU",
+        HEADS,
+        'x = keras.layers.ReLU(name=f"{name}_relu{i}")(x)',
+        'x = keras.layers.Activation("linear", name=f"{name}_relu{i}")(x)',
+        (AUX_HEAD,),
+    ),
+    Mutant(
+        "head-no-batchnorm-before-linear",
+        "the auxiliary head drops the BatchNorm before its linear layer",
+        HEADS,
+        "    if spec.batchnorm and spec.conv_layers:\n        x = keras.layers.BatchNormalization(",
+        "    if False:\n        x = keras.layers.BatchNormalization(",
+        (AUX_HEAD,),
+    ),
+    # ------------------------------------------------------------------ downsampling
+    Mutant(
+        "space-to-depth-lossy",
+        "the invertible downsampling subsamples and tiles (loses information)",
+        DOWNSAMPLING,
+        "        return tf.nn.space_to_depth(inputs, self.block_size)",
+        "        return tf.tile(inputs[:, :: self.block_size, :: self.block_size, :], [1, 1, 1, self.block_size**2])",
+        (SPACE_TO_DEPTH,),
+    ),
+    Mutant(
+        "downsample-input-ignored",
+        "layerwise_cnn ignores downsample_input",
+        LAYERWISE_CNN,
+        "if j in downsample_at or (j == 0 and downsample_input):",
+        "if j in downsample_at:",
+        (DOWNSAMPLE_INPUT,),
+    ),
+    # ------------------------------------------------------------------ ensemble weights
+    Mutant(
+        "ensemble-uniform-weights",
+        "the stage ensemble averages uniformly instead of 2^j weights",
+        TRAINER_PY,
+        "    weights = np.array([2.0**j for j in range(len(per_stage))])",
+        "    weights = np.ones(len(per_stage))",
+        (ENSEMBLE, DECOUPLED_PASS),
+    ),
+    # ------------------------------------------------------------------ schedules
+    Mutant(
+        "end-to-end-lr-not-stretched",
+        "end to end does not stretch the LR schedule over its J-times-longer run",
+        TRAINER_PY,
+        "epochs, stretch=self.network.num_stages)",
+        "epochs, stretch=1)",
+        (END_TO_END,),
+    ),
+    Mutant(
+        "step-schedule-ignores-stretch",
+        "the step schedule ignores its stretch",
+        SCHEDULES,
+        "        every = config.lr_decay_every * stretch * steps_per_epoch",
+        "        every = config.lr_decay_every * steps_per_epoch",
+        (END_TO_END,),
+    ),
+    Mutant(
+        "multistep-switches-late",
+        "the multistep LR switches one iteration after its milestone",
+        SCHEDULES,
+        'tf.searchsorted(edges, tf.reshape(step, [1]), side="right")',
+        'tf.searchsorted(edges, tf.reshape(step, [1]), side="left")',
+        (MULTISTEP,),
+    ),
+    Mutant(
+        "plateau-tie-counts-as-improvement",
+        "reduce-on-plateau counts an equal validation accuracy as an improvement",
+        SCHEDULES,
+        "if self.best is None or val_acc > self.best:",
+        "if self.best is None or val_acc >= self.best:",
+        (PLATEAU,),
+    ),
+    # ------------------------------------------------------------------ weight decay
+    Mutant(
+        "weight-decay-doubled",
+        "weight decay coefficient doubled in the loss",
+        STEPS,
+        "loss += tf.nn.scale_regularization_loss(0.5 * weight_decay * l2)",
+        "loss += tf.nn.scale_regularization_loss(weight_decay * l2)",
+        (ONE_STEP,),
+    ),
+    Mutant(
+        "weight-decay-on-batchnorm-statistics",
+        "weight decay also penalises non-trainable variables (BatchNorm moving statistics)",
+        STEPS,
+        "loss_of = _loss_fn(trainable, variables, weight_decay, global_batch_size)",
+        "loss_of = _loss_fn(trainable, trainable.variables, weight_decay, global_batch_size)",
+        (ONE_STEP,),
+    ),
+    # ------------------------------------------------------------------ prefix cache
+    Mutant(
+        "cache-ignores-example-order",
+        "cached features are batched in stored order, not the epoch's permutation",
+        TRAINER_PY,
+        "batches = cache.batches(self.data.train_order(seed, epoch), self.config.batch_size)",
+        "batches = cache.batches(np.arange(self.data.num_train), self.config.batch_size)",
+        (CACHED,),
+    ),
+    Mutant(
+        "cache-labels-misaligned",
+        "cached features and their labels are gathered in different orders",
+        "layerwise/training/prefix_cache.py",
+        "            return features, tf.gather(labels, i)",
+        "            return features, tf.gather(labels, tf.sort(i))",
+        (CACHED,),
+    ),
+    # ------------------------------------------------------------------ checkpoints and fallback
+    Mutant(
+        "corrupt-epoch-checkpoint-raises",
+        "a corrupt epoch checkpoint stops the run instead of falling back to the previous one",
+        CHECKPOINTS,
+        '                self.warn(f"warning: {e}; falling back to the previous checkpoint")',
+        "                raise",
+        (FALLBACK,),
+    ),
+    Mutant(
+        "bad-zip-not-detected",
+        "a checkpoint that is not a zip archive is not reported as corrupt",
+        CHECKPOINTS,
+        "except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:",
+        "except (OSError, ValueError, KeyError, EOFError, zipfile.LargeZipFile) as e:",
+        (FALLBACK, TRUNCATED),
+    ),
+    Mutant(
+        "write-not-atomic",
+        "checkpoints are written in place, not to a temporary file renamed over the old one",
+        CHECKPOINTS,
+        '    tmp = f"{path}.tmp-{os.getpid()}"',
+        "    tmp = path",
+        (WRITE_FAILURE,),
+    ),
+    Mutant(
+        "corrupt-final-crashes-the-run",
+        "a corrupt final.npz crashes the run instead of being set aside and retrained",
+        TRAINER_PY,
+        "            try:\n"
+        "                return self._load_finished(problem, checkpoints)\n"
+        "            except ckpt.CorruptCheckpointError as e:\n",
+        "            try:\n"
+        "                return self._load_finished(problem, checkpoints)\n"
+        "            except KeyboardInterrupt as e:\n",
+        (CORRUPT_FINAL,),
+    ),
+    Mutant(
+        "corrupt-final-deleted",
+        "a corrupt final.npz is deleted instead of kept as final.npz.corrupt",
+        CHECKPOINTS,
+        '        os.replace(self.final_path, self.final_path + ".corrupt")',
+        "        os.remove(self.final_path)",
+        (CORRUPT_FINAL,),
+    ),
+    # ------------------------------------------------------------------ resume
+    Mutant(
+        "resume-restarts-from-scratch",
+        "a resumed stage silently retrains from epoch 0 (and still logs that it resumes)",
+        TRAINER_PY,
+        """        ckpt.assign_arrays("model", model_variables, arrays, source)
+        ckpt.assign_arrays("optimizer", optimizer_variables, arrays, source)
+        history = meta["history"]
+        self.runlog.keep_only(
+            lambda r: r.get("problem") != name or (r["event"] == "epoch" and r["epoch"] < len(history))
+        )
+        self.log(f"{name}: resuming after epoch {len(history)} of {epochs}")
+        return history""",
+        """        history = meta["history"]
+        self.runlog.keep_only(lambda r: r.get("problem") != name)
+        self.log(f"{name}: resuming after epoch {len(history)} of {epochs}")
+        return []""",
+        (RESUME_MID,),
+    ),
+    Mutant(
+        "resume-drops-optimizer-state",
+        "a resumed stage restarts its optimizer (momentum, iteration count) from scratch",
+        TRAINER_PY,
+        '        ckpt.assign_arrays("optimizer", optimizer_variables, arrays, source)\n        history',
+        "        history",
+        (RESUME_MID,),
+    ),
+    Mutant(
+        "finished-stage-retrained",
+        "a rerun retrains finished stages instead of loading final.npz",
+        TRAINER_PY,
+        "        if checkpoints is not None and checkpoints.has_final():\n            try:",
+        "        if False:\n            try:",
+        (RESUME_FINISHED,),
+    ),
+    # ------------------------------------------------------------------ keep_best
+    Mutant(
+        "keep-best-not-restored",
+        "keep_best records the best epoch but keeps the last epoch's weights",
+        TRAINER_PY,
+        '            ckpt.assign_arrays("best", problem.trainable.variables, best, f"best epoch of {problem.name}")',
+        "            pass",
+        (KEEP_BEST,),
+    ),
+    Mutant(
+        "keep-best-picks-worst",
+        "keep_best keeps the epoch with the lowest validation accuracy",
+        TRAINER_PY,
+        'record["val_acc"] > history[best["epoch"]]["val_acc"]',
+        'record["val_acc"] < history[best["epoch"]]["val_acc"]',
+        (KEEP_BEST,),
+    ),
+    # ------------------------------------------------------------------ export normalisation
+    Mutant(
+        "export-skips-mean",
+        "the uint8 serving signature divides by std without subtracting the mean",
+        EXPORT,
+        "return _outputs(probabilities((tf.cast(images, tf.float32) - mean_t) / std_t), k)",
+        "return _outputs(probabilities(tf.cast(images, tf.float32) / std_t), k)",
+        (EXPORTED,),
+    ),
+    Mutant(
+        "export-float-normalised-twice",
+        "the float serving signature normalises images that are already normalised",
+        EXPORT,
+        "        return _outputs(probabilities(images), k)",
+        "        return _outputs(probabilities((images - mean_t) / std_t), k)",
+        (EXPORTED,),
+    ),
+    # ------------------------------------------------------------------ decoupled isolation
+    Mutant(
+        "decoupled-gradient-leak",
+        "one tape over all stages, no stop_gradient: stage 1's loss trains stage 0",
+        DECOUPLED,
+        """        for model, vs, loss_of, optimizer, scale in zip(models, variables, losses_of, optimizers, scaled):
+            with tf.GradientTape() as tape:
+                out, logits = model(x, training=True)
+                loss = loss_of(logits, y)
+                scaled_loss = optimizer.scale_loss(loss) if scale else loss
+            grads.append(tape.gradient(scaled_loss, vs))
+            losses.append(loss)
+            x = tf.nest.map_structure(tf.stop_gradient, out)
+""",
+        """        with tf.GradientTape(persistent=True) as tape:
+            for model, loss_of in zip(models, losses_of):
+                out, logits = model(x, training=True)
+                losses.append(loss_of(logits, y))
+                x = out
+            total = tf.add_n(losses)
+        grads = [tape.gradient(total, vs) for vs in variables]
+""",
+        (DECOUPLED_ALONE,),
+    ),
+    Mutant(
+        "decoupled-record-uses-last-head",
+        "every decoupled stage record reports the last stage's test accuracy",
+        DECOUPLED,
+        '            "test_acc": float(np.mean(np.argmax(probs, -1) == labels)),',
+        '            "test_acc": float(np.mean(np.argmax(trainer._probabilities(predicts[-1], "test"), -1) == labels)),',
+        (DECOUPLED_PASS,),
+    ),
+    # ------------------------------------------------------------------ pruning scores
+    Mutant(
+        "taylor-scores-negated",
+        "Taylor scores negated: the default criterion prunes the strongest filters",
+        COMPRESSION,
+        "    return np.abs(np.asarray(total) / max(count, 1.0))",
+        "    return -np.abs(np.asarray(total) / max(count, 1.0))",
+        (TAYLOR,),
+    ),
+    Mutant(
+        "taylor-without-activation",
+        "Taylor scores use the gradient alone, not activation x gradient",
+        COMPRESSION,
+        "return tf.reduce_sum(features * grad, axis=[0, 1, 2])",
+        "return tf.reduce_sum(grad, axis=[0, 1, 2])",
+        (TAYLOR,),
+    ),
+    Mutant(
+        "prune-keeps-weakest",
+        "pruning keeps the lowest-scored filters",
+        COMPRESSION,
+        'order = np.argsort(-np.asarray(scores), kind="stable")',
+        'order = np.argsort(np.asarray(scores), kind="stable")',
+        (KEEP_STRONGEST, TAYLOR),
+    ),
+    # ------------------------------------------------------------------ option-A shortcuts
+    Mutant(
+        "option-a-zero-shortcut-every-block",
+        "every residual block adds zeros instead of its shortcut",
+        RESNET,
+        'y = keras.layers.Add(name=f"{name}_add")([y, skip])',
+        'y = keras.layers.Add(name=f"{name}_add")([y, keras.ops.zeros_like(skip)])',
+        (OPTION_A_BLOCK, OPTION_A_PARAMS),
+    ),
+    Mutant(
+        "option-a-zero-shortcut-where-shape-changes",
+        "the parameter-free shortcut outputs zeros where the shape changes",
+        RESNET,
+        '        return ZeroPadShortcut(stride, channels, name=f"{name}_pad")(x)',
+        '        return keras.ops.zeros_like(ZeroPadShortcut(stride, channels, name=f"{name}_pad")(x))',
+        (OPTION_A_BLOCK, OPTION_A_PARAMS),
+    ),
+    Mutant(
+        "option-a-subsamples-odd-pixels",
+        "the option-A shortcut subsamples from the second pixel on",
+        RESNET,
+        "x = inputs[:, :: self.stride, :: self.stride, :] if self.stride > 1 else inputs",
+        "x = inputs[:, 1 :: self.stride, 1 :: self.stride, :] if self.stride > 1 else inputs",
+        (ZERO_PAD, OPTION_A_BLOCK),
+    ),
+    # ------------------------------------------------------------------ unrolled nets' thresholds
+    Mutant(
+        "gd-threshold-without-step",
+        "the unrolled ISTA threshold is lam instead of lam * t",
+        UNROLLED,
+        "self.theta = self._thresholds(np.full(num_layers, self.lam * t))",
+        "self.theta = self._thresholds(np.full(num_layers, self.lam))",
+        (UNROLLED_TEST,),
+    ),
+    Mutant(
+        "agd2-threshold-inverted",
+        "AGD2's thresholds multiply by theta_k instead of dividing",
+        UNROLLED,
+        "self.theta = self._thresholds(self.lam * t / thetas)",
+        "self.theta = self._thresholds(self.lam * t * thetas)",
+        (UNROLLED_TEST,),
+    ),
+    Mutant(
+        "admm-threshold-halved",
+        "ADMM-Net's threshold is lam / (2 rho) instead of lam / rho",
+        UNROLLED,
+        "self.theta = self._thresholds(np.full(num_layers, self.lam / rho))",
+        "self.theta = self._thresholds(np.full(num_layers, self.lam / (2 * rho)))",
+        (UNROLLED_TEST,),
+    ),
+    Mutant(
+        "unrolled-soft-threshold-halved",
+        "the networks' soft-threshold shrinks by half the threshold",
+        UNROLLED,
+        "    return tf.sign(v) * tf.nn.relu(tf.abs(v) - theta)",
+        "    return tf.sign(v) * tf.nn.relu(tf.abs(v) - 0.5 * theta)",
+        (UNROLLED_TEST,),
+    ),
+    Mutant(
+        "proximal-soft-threshold-halved",
+        "the textbook algorithms' soft-threshold shrinks by half the threshold",
+        PROXIMAL,
+        "    return np.sign(v) * np.maximum(np.abs(v) - theta, 0.0)",
+        "    return np.sign(v) * np.maximum(np.abs(v) - 0.5 * theta, 0.0)",
+        (UNROLLED_TEST,),
+    ),
+    # ------------------------------------------------------------------ CLI error handling
+    Mutant(
+        "cli-user-error-traceback",
+        "a user error shows a traceback instead of one line",
+        CLI,
+        "            fail(str(e))",
+        "            raise",
+        (CLI_WIDTH,),
+    ),
+    Mutant(
+        "cli-exit-code-1",
+        "user errors exit with code 1 instead of 2",
+        CLI,
+        "EXIT_USAGE = 2",
+        "EXIT_USAGE = 1",
+        (CLI_WIDTH,),
+    ),
+    Mutant(
+        "cli-flag-errors-uncaught",
+        "a flag-parsing error is left to absl's usage dump",
+        CLI,
+        "    except flags.Error as e:",
+        "    except KeyError as e:",
+        (CLI_UNKNOWN_FLAG,),
+    ),
+]
