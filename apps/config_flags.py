@@ -35,9 +35,7 @@ def define(cls: type, skip: tuple[str, ...] = ()) -> list[str]:
             flags.DEFINE_float(leaf.flag, None, help_text)
         elif typing.get_origin(leaf.type) is list:
             flags.DEFINE_list(leaf.flag, None, help_text)
-        elif leaf.choices:
-            flags.DEFINE_enum(leaf.flag, None, list(leaf.choices), help_text)
-        else:
+        else:  # choices are checked with the config, whose message lists them
             flags.DEFINE_string(leaf.flag, None, help_text)
         names.append(leaf.flag)
     return names

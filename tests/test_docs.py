@@ -112,6 +112,30 @@ def dry_runs() -> dict[str, dict]:
     return results
 
 
+def python_examples() -> list[tuple[str, str]]:
+    """``(doc, code)``: every python block of docs/python_api.md (as one script, in order) and each
+    README block marked ``<!-- run by tests/test_docs.py -->``."""
+    readme = open(os.path.join(REPO, "README.md")).read()
+    marked = re.findall(r"<!-- run by tests/test_docs.py -->\n```python\n(.*?)```", readme, flags=re.S)
+    api = re.findall(r"```python\n(.*?)```", open(os.path.join(REPO, "docs", "python_api.md")).read(), flags=re.S)
+    return [("README.md", code) for code in marked] + [("docs/python_api.md", "\n".join(api))]
+
+
+def test_the_readme_script_is_short():
+    (code,) = [code for doc, code in python_examples() if doc == "README.md"]
+    assert "layerwise.split_model(model, 4)" in code and "EarlyStopping" in code and "load_model" in code
+    assert len(code.strip().splitlines()) <= 20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("doc, code", python_examples(), ids=lambda v: v if v.endswith(".md") else "")
+def test_python_examples_run(doc, code, tmp_path):
+    """The examples run as written, in a fresh directory, in a fresh process."""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO})
+    assert proc.returncode == 0, f"{doc}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("doc, command", COMMANDS, ids=[f"{d}:{c[10:60]}" for d, c in COMMANDS])
 def test_documented_command_is_valid(dry_runs, doc, command):

@@ -11,7 +11,7 @@ from apps.probe import probe_workdirs
 from apps.runner import restore
 from apps.runner import run_training
 from conftest import tiny_config
-from layerwise.training.hooks import test_probabilities
+from layerwise.training.hooks import probabilities_on_test
 from layerwise.errors import CheckpointError
 from layerwise.analysis.probes import average_to
 
@@ -19,7 +19,7 @@ from layerwise.analysis.probes import average_to
 def _restored_accuracy(run, j):
     images = run.network.image_input()
     model = keras.Model(images, run.heads[j](run.network.compose(upto=j + 1)(images)))
-    return float(np.mean(np.argmax(test_probabilities(model, run.data), -1) == run.data.labels("test")))
+    return float(np.mean(np.argmax(probabilities_on_test(model, run.data), -1) == run.data.labels("test")))
 
 
 @pytest.mark.parametrize("changes", [{}, {"prune_to_width": 4}], ids=["plain", "pruned"])

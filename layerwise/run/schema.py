@@ -161,7 +161,7 @@ def from_flat(cls: type, values: dict[str, Any], base: Any = None) -> Any:
     groups = {f.name for f in dataclasses.fields(cls) if _is_group(typing.get_type_hints(cls)[f.name])}
     unknown = sorted(set(values) - set(by_flag) - groups)
     if unknown:
-        raise ConfigError(f"unknown config field(s) {unknown}; known: {', '.join(sorted(by_flag))}")
+        raise ConfigError(f"unknown config fields {unknown}; known: {', '.join(sorted(by_flag))}")
     tree = to_tree(base) if base is not None else {}
     for name in groups & set(values):
         group = values[name]
@@ -192,7 +192,7 @@ def from_tree(cls: type, tree: dict[str, Any], where: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(tree) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown config field(s) {[where + u for u in unknown]}; known: {', '.join(sorted(fields))}")
+        raise ConfigError(f"unknown config fields {[where + u for u in unknown]}; known: {', '.join(sorted(fields))}")
     by_path = {leaf.path[-1]: leaf for leaf in leaves(cls) if len(leaf.path) == 1}
     values = {}
     for name, value in tree.items():

@@ -68,7 +68,7 @@ def train_head(head: keras.Model, frozen: keras.Model, data: DataSource, config:
             step(x, y)
 
 
-def test_probabilities(model: keras.Model, data: DataSource, batch_size: int = 256) -> np.ndarray:
+def probabilities_on_test(model: keras.Model, data: DataSource, batch_size: int = 256) -> np.ndarray:
     predict = make_predict_step(model)
     return np.concatenate([predict(x).numpy() for x, _ in data.eval_batches("test", batch_size)])
 
@@ -104,7 +104,7 @@ class Pruning(StageHook):
         stage, head = network.stages[j], trainer.heads[j]
         before = _classifier(network, j + 1, head)
         params_before, flops_before = int(before.count_params()), count_flops(before)
-        acc_before = _accuracy(test_probabilities(before, data), data)
+        acc_before = _accuracy(probabilities_on_test(before, data), data)
         if self.criterion == "l1":
             scores = filter_scores_l1(stage)
         else:
@@ -116,11 +116,11 @@ class Pruning(StageHook):
         head = heads[j]
         trainer.replace_head(j, head)
         after = _classifier(network, j + 1, head)
-        acc_pruned = _accuracy(test_probabilities(after, data), data)
+        acc_pruned = _accuracy(probabilities_on_test(after, data), data)
         keras.utils.set_random_seed(derive_seed(config.seed, 5, j))
         train_head(head, network.prefix(j + 1), data, config, epochs=self.finetune_epochs,
                    seed=derive_seed(config.seed, 6, j), lr=config.optim.lr * 0.1)
-        probs = test_probabilities(after, data)
+        probs = probabilities_on_test(after, data)
         trainer.ensemble.replace_last(probs)  # the pruned network's head is stage j's ensemble member
         record = {
             "event": "prune",
@@ -202,7 +202,7 @@ class HeadRefit(StageHook):
             "replaced_head_params": int(trainer.heads[last].count_params()),
             "params": int(classifier.count_params()),
             "flops": count_flops(classifier),
-            "test_acc": _accuracy(test_probabilities(classifier, data), data),
+            "test_acc": _accuracy(probabilities_on_test(classifier, data), data),
             "epochs": self.epochs,
             "seconds": time.perf_counter() - start,
         }

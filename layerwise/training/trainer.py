@@ -446,7 +446,8 @@ class GreedyTrainer:
         if val_probs is not None:
             record["val_loss"] = cross_entropy(val_probs, self.data.labels("val"))
         if self.verbose:
-            shown = f", test acc {test_acc:.2%}" if test_acc is not None else ""
+            shown = "".join(f", {name} acc {record[key]:.2%}" for name, key in (("val", "val_acc"), ("test", "test_acc"))
+                            if record[key] is not None)
             self.log(
                 f"{problem.name} epoch {epoch + 1}/{problem.epochs}: loss {record['loss']:.4f}, "
                 f"train acc {record['train_acc']:.2%}{shown}, lr {lr:.3g} ({record['seconds']:.1f} s)"
