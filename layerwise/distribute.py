@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from typing import Iterator, Sequence
 
+import keras
 import tensorflow as tf
 
 from layerwise.errors import ConfigError
@@ -123,11 +124,17 @@ def synchronize_batchnorm(model) -> int:
     Keras reads ``synchronized`` at call time, so built layers can be switched in place (the
     weights are unchanged). Returns the number of layers switched.
     """
-    import keras
-
     count = 0
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    for layer in _all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = True
             count += 1
     return count
+
+
+def _all_layers(model: keras.Model):
+    """Every layer of a functional model, nested models' layers included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)

@@ -124,8 +124,8 @@ class _TunerHyperModel(kt.HyperModel):
         self.build_network = build_network
         self.space = space
         self.hyperband = hyperband
-        self._network: StagedNetwork | None = None
-        self._config: TrainConfig | None = None
+        self.network: StagedNetwork | None = None
+        self.config: TrainConfig | None = None
 
     def _config_for(self, hp, per_stage: bool, epochs: int | None) -> TrainConfig:
         config = apply(self.base, self.space.sample(hp, per_stage=per_stage, hyperband=self.hyperband))
@@ -155,15 +155,15 @@ class ScheduleHyperModel(_TunerHyperModel):
         super().__init__(base, data, build_network, space, hyperband)
 
     def build(self, hp):
-        self._config = self._config_for(hp, per_stage=False, epochs=None)
-        self._network = self.build_network(self._config, self.data)
-        return self._network.compose()
+        self.config = self._config_for(hp, per_stage=False, epochs=None)
+        self.network = self.build_network(self.config, self.data)
+        return self.network.compose()
 
     def fit(self, hp, model, *args, callbacks=None, epochs=None, **kwargs):
         config = self._config_for(hp, per_stage=False, epochs=epochs)
-        trainer = GreedyTrainer(self._network, self.data, config, None, verbose=0, log=lambda _: None)
+        trainer = GreedyTrainer(self.network, self.data, config, None, verbose=0, log=lambda _: None)
         best = 0.0
-        for j in range(self._network.num_stages):
+        for j in range(self.network.num_stages):
             record = trainer.run_problem(trainer.stage_problem(j))
             best = max(best, record["test_acc"])  # "test" is the validation part here
             self._report(callbacks, model, j, record["test_acc"])
@@ -185,21 +185,21 @@ class StageHyperModel(_TunerHyperModel):
         self.store_dir = store_dir
 
     def build(self, hp):
-        self._config = self._config_for(hp, per_stage=True, epochs=None)
-        self._network = self.build_network(self._config, self.data)
+        self.config = self._config_for(hp, per_stage=True, epochs=None)
+        self.network = self.build_network(self.config, self.data)
         for j, arrays in enumerate(self.kept):
-            ckpt.assign_arrays("stage", self._network.stages[j].variables, arrays, f"kept stage {j}")
-        return self._network.compose(upto=self.stage + 1)
+            ckpt.assign_arrays("stage", self.network.stages[j].variables, arrays, f"kept stage {j}")
+        return self.network.compose(upto=self.stage + 1)
 
     def fit(self, hp, model, *args, callbacks=None, epochs=None, trial_id: str = "", **kwargs):
         config = self._config_for(hp, per_stage=True, epochs=epochs)
-        trainer = GreedyTrainer(self._network, self.data, config, None, verbose=0, log=lambda _: None)
+        trainer = GreedyTrainer(self.network, self.data, config, None, verbose=0, log=lambda _: None)
         problem = trainer.stage_problem(self.stage)
         record = trainer.run_problem(problem)
         value = record["test_acc"]
         ckpt.save_arrays(
             os.path.join(self.store_dir, f"trial_{trial_id}.npz"),
-            ckpt.variables_to_arrays("stage", self._network.stages[self.stage].variables),
+            ckpt.variables_to_arrays("stage", self.network.stages[self.stage].variables),
             {"val_accuracy": value, "hyperparameters": hp.values},
         )
         self._report(callbacks, model, 0, value)

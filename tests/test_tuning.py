@@ -79,6 +79,6 @@ def test_greedy_per_stage_search_keeps_the_best_stage_and_builds_on_it(tmp_path)
     import keras_tuner as kt
 
     hypermodel.build(kt.HyperParameters())
-    for v, key in zip(hypermodel._network.stages[0].variables, sorted(kept0)):
+    for v, key in zip(hypermodel.network.stages[0].variables, sorted(kept0)):
         np.testing.assert_array_equal(v.numpy(), kept0[key])
     assert len(os.listdir(os.path.join(directory, "stage_01_trials"))) == 2

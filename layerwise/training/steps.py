@@ -111,11 +111,7 @@ def make_train_step(
         def apply(grads):
             optimizer.apply_gradients(zip(grads, variables))
 
-        def restore(saved):
-            for v, value in zip(statistics, saved):
-                v.assign(value)
-
-        update_if(finite, apply, (grads,), restore, (saved,))
+        update_if(finite, apply, (grads,), assign_all, (statistics, saved))
         return loss, correct, finite
 
     return distributed(replica_step, strategy)
@@ -168,11 +164,7 @@ def make_decoupled_step(
             for optimizer, g, vs in zip(optimizers, grads, variables):
                 optimizer.apply_gradients(zip(g, vs))
 
-        def restore(saved):
-            for v, value in zip(statistics, saved):
-                v.assign(value)
-
-        update_if(finite, apply, (grads,), restore, (saved,))
+        update_if(finite, apply, (grads,), assign_all, (statistics, saved))
         return losses[-1], correct, finite
 
     return distributed(replica_step, strategy)
@@ -183,6 +175,12 @@ def all_finite(loss) -> tf.Tensor:
     context = tf.distribute.get_replica_context()
     bad = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(tf.math.is_finite(loss)), tf.float32))
     return tf.equal(bad, 0.0)
+
+
+def assign_all(variables, values) -> None:
+    """Puts ``values`` back into ``variables`` (the statistics a skipped batch changed)."""
+    for variable, value in zip(variables, values):
+        variable.assign(value)
 
 
 def update_if(finite, apply: Callable, apply_args: tuple, restore: Callable, restore_args: tuple) -> None:

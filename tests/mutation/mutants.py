@@ -7,7 +7,7 @@ texts if they changed): ``run.py`` refuses a mutant whose original text it does 
 once, so a stale table fails loudly instead of reporting mutants that were never applied.
 
 Not here: mutants the code makes equivalent. Removing the ``tf.stop_gradient`` between stages
-in ``layerwise/training/decoupled.py`` changes nothing, because each stage's loss is differentiated on
+in ``make_decoupled_step`` (``layerwise/training/steps.py``) changes nothing, because each stage's loss is differentiated on
 its own tape, outside which the previous stage ran; ``decoupled-gradient-leak`` below breaks the
 isolation for real (one tape over all stages). Calling the frozen prefix with ``training=True``
 changes nothing either: Keras runs a frozen BatchNormalization in inference mode whatever the
@@ -39,8 +39,12 @@ LAYERWISE_CNN = "models/layerwise_cnn.py"
 SCHEDULES = "layerwise/training/schedules.py"
 CHECKPOINTS = "layerwise/run/checkpoints.py"
 EXPORT = "layerwise/serving/export.py"
-DECOUPLED = "layerwise/training/decoupled.py"
-COMPRESSION = "layerwise/training/compression.py"
+PROBLEMS = "layerwise/training/problems.py"
+MODES = "layerwise/training/modes.py"
+PRUNING = "layerwise/analysis/pruning.py"
+CALLBACKS = "layerwise/training/callbacks.py"
+SPLIT = "layerwise/training/split.py"
+FIT = "layerwise/training/fit.py"
 RESNET = "models/resnet.py"
 UNROLLED = "models/unrolled.py"
 PROXIMAL = "models/proximal.py"
@@ -87,6 +91,12 @@ UNROLLED_TEST = "tests/test_optnets.py::test_analytic_net_is_k_iterations_of_its
 CLI_TEST = "tests/test_cli.py::test_bad_flags_give_one_line_and_exit_code_2"
 CLI_WIDTH = f"{CLI_TEST}[flags3-width must be positive]"
 CLI_UNKNOWN_FLAG = f"{CLI_TEST}[flags8-no_such_flag]"
+LIBRARY = "tests/test_library.py"
+EARLY_STOP = f"{LIBRARY}::test_early_stopping_ends_the_stage_not_the_run"
+RESIDUAL_CUT = f"{LIBRARY}::test_a_cut_through_a_residual_connection_names_the_nearest_valid_cuts"
+COMPOSE = f"{LIBRARY}::test_split_keras_applications_compose_to_the_original[ResNet50-4]"
+CALLBACK_ORDER = f"{LIBRARY}::test_callbacks_see_every_stage_epoch_and_batch_in_order"
+KERAS_FILES = f"{LIBRARY}::test_every_stage_classifier_and_the_ensemble_round_trip_through_keras_files"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -124,8 +134,8 @@ MUTANTS: list[Mutant] = [
         "bn-statistics-kept-after-nan",
         "a skipped (non-finite) batch leaves its BatchNorm statistics behind",
         STEPS,
-        "            for v, value in zip(statistics, saved):\n                v.assign(value)",
-        "            for v, value in zip(statistics, saved):\n                pass",
+        "    for variable, value in zip(variables, values):\n        variable.assign(value)",
+        "    for variable, value in zip(variables, values):\n        pass",
         (NAN_SKIP,),
     ),
     # ------------------------------------------------------------------ heads
@@ -174,26 +184,26 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "ensemble-uniform-weights",
         "the stage ensemble averages uniformly instead of 2^j weights",
-        TRAINER_PY,
-        "    weights = np.array([2.0**j for j in range(len(per_stage))])",
-        "    weights = np.ones(len(per_stage))",
+        PROBLEMS,
+        "    weights = np.array([2.0**j for j in range(members)])",
+        "    weights = np.ones(members)",
         (ENSEMBLE, DECOUPLED_PASS),
     ),
     # ------------------------------------------------------------------ schedules
     Mutant(
         "end-to-end-lr-not-stretched",
         "end to end does not stretch the LR schedule over its J-times-longer run",
-        TRAINER_PY,
-        "epochs, stretch=self.network.num_stages)",
-        "epochs, stretch=1)",
+        PROBLEMS,
+        "stretch=network.num_stages)",
+        "stretch=1)",
         (END_TO_END,),
     ),
     Mutant(
         "step-schedule-ignores-stretch",
         "the step schedule ignores its stretch",
         SCHEDULES,
-        "        every = config.lr_decay_every * stretch * steps_per_epoch",
-        "        every = config.lr_decay_every * steps_per_epoch",
+        "        every = config.decay_every * stretch * steps_per_epoch",
+        "        every = config.decay_every * steps_per_epoch",
         (END_TO_END,),
     ),
     Mutant(
@@ -225,8 +235,8 @@ MUTANTS: list[Mutant] = [
         "weight-decay-on-batchnorm-statistics",
         "weight decay also penalises non-trainable variables (BatchNorm moving statistics)",
         STEPS,
-        "loss_of = _loss_fn(trainable, variables, weight_decay, global_batch_size)",
-        "loss_of = _loss_fn(trainable, trainable.variables, weight_decay, global_batch_size)",
+        "loss_of = classification_loss(variables, weight_decay, global_batch_size)",
+        "loss_of = classification_loss(trainable.variables, weight_decay, global_batch_size)",
         (ONE_STEP,),
     ),
     # ------------------------------------------------------------------ prefix cache
@@ -364,7 +374,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "decoupled-gradient-leak",
         "one tape over all stages, no stop_gradient: stage 1's loss trains stage 0",
-        DECOUPLED,
+        STEPS,
         """        for model, vs, loss_of, optimizer, scale in zip(models, variables, losses_of, optimizers, scaled):
             with tf.GradientTape() as tape:
                 out, logits = model(x, training=True)
@@ -372,7 +382,7 @@ MUTANTS: list[Mutant] = [
                 scaled_loss = optimizer.scale_loss(loss) if scale else loss
             grads.append(tape.gradient(scaled_loss, vs))
             losses.append(loss)
-            x = tf.nest.map_structure(tf.stop_gradient, out)
+            x = tf.nest.map_structure(tf.stop_gradient, out)  # no gradient crosses a stage boundary
 """,
         """        with tf.GradientTape(persistent=True) as tape:
             for model, loss_of in zip(models, losses_of):
@@ -387,16 +397,16 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "decoupled-record-uses-last-head",
         "every decoupled stage record reports the last stage's test accuracy",
-        DECOUPLED,
-        '            "test_acc": float(np.mean(np.argmax(probs, -1) == labels)),',
-        '            "test_acc": float(np.mean(np.argmax(trainer._probabilities(predicts[-1], "test"), -1) == labels)),',
+        MODES,
+        '            probs = trainer.probabilities(predict, "test") if trainer.data.num_test else None',
+        '            probs = trainer.probabilities(predicts[-1], "test") if trainer.data.num_test else None',
         (DECOUPLED_PASS,),
     ),
     # ------------------------------------------------------------------ pruning scores
     Mutant(
         "taylor-scores-negated",
         "Taylor scores negated: the default criterion prunes the strongest filters",
-        COMPRESSION,
+        PRUNING,
         "    return np.abs(np.asarray(total) / max(count, 1.0))",
         "    return -np.abs(np.asarray(total) / max(count, 1.0))",
         (TAYLOR,),
@@ -404,7 +414,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "taylor-without-activation",
         "Taylor scores use the gradient alone, not activation x gradient",
-        COMPRESSION,
+        PRUNING,
         "return tf.reduce_sum(features * grad, axis=[0, 1, 2])",
         "return tf.reduce_sum(grad, axis=[0, 1, 2])",
         (TAYLOR,),
@@ -412,7 +422,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "prune-keeps-weakest",
         "pruning keeps the lowest-scored filters",
-        COMPRESSION,
+        PRUNING,
         'order = np.argsort(-np.asarray(scores), kind="stable")',
         'order = np.argsort(np.asarray(scores), kind="stable")',
         (KEEP_STRONGEST, TAYLOR),
@@ -507,5 +517,62 @@ MUTANTS: list[Mutant] = [
         "    except flags.Error as e:",
         "    except KeyError as e:",
         (CLI_UNKNOWN_FLAG,),
+    ),
+    # ------------------------------------------------------------------ the library (split_model, fit, callbacks)
+    Mutant(
+        "split-accepts-residual-cut",
+        "split_model accepts a cut where two tensors cross (inside a residual block)",
+        SPLIT,
+        "graph.valid.append(single is not None and set(live) == {id(single)})",
+        "graph.valid.append(single is not None)",
+        (RESIDUAL_CUT,),
+    ),
+    Mutant(
+        "dense-logits-softmaxed",
+        "a softmax classifier's head gives probabilities where logits are due",
+        SPLIT,
+        'return keras.ops.cast(outputs, "float32")',
+        'return keras.ops.softmax(keras.ops.cast(outputs, "float32"))',
+        (COMPOSE,),
+    ),
+    Mutant(
+        "early-stopping-not-per-stage",
+        "EarlyStopping is not restarted per stage: it ends the run",
+        CALLBACKS,
+        "STAGE_SCOPED = (keras.callbacks.EarlyStopping,)",
+        "STAGE_SCOPED = ()",
+        (EARLY_STOP,),
+    ),
+    Mutant(
+        "per-stage-stop-ends-run",
+        "a per-stage callback's stop_training ends the whole run",
+        CALLBACKS,
+        'scope = "stage" if isinstance(callback, PerStage) else "run"',
+        'scope = "run"',
+        (EARLY_STOP,),
+    ),
+    Mutant(
+        "callback-epochs-per-stage",
+        "callbacks see each stage's epochs counted from 0 (CSV rows and TensorBoard steps collide)",
+        TRAINER_PY,
+        "run_epoch = problem.first_epoch + epoch",
+        "run_epoch = epoch",
+        (CALLBACK_ORDER,),
+    ),
+    Mutant(
+        "pipeline-validation-dropped",
+        "a user's validation pipeline is ignored",
+        "layerwise/data/pipelines.py",
+        'for split, dataset in (("val", validation), ("test", test)):',
+        'for split, dataset in (("test", test),):',
+        (CALLBACK_ORDER,),
+    ),
+    Mutant(
+        "result-ensemble-uniform",
+        "Result.ensemble() averages the stages uniformly",
+        FIT,
+        'keras.layers.Rescaling(float(weight), name=f"weight_{j:02d}")',
+        'keras.layers.Rescaling(1.0 / len(members), name=f"weight_{j:02d}")',
+        (KERAS_FILES,),
     ),
 ]
