@@ -54,9 +54,12 @@ def test_layer_responses_table_and_figure(tiny_runs, tmp_path):
     expected = ["stem_bn", "conv2_1_bn1", "conv2_1_bn2", "conv3_1_bn1", "conv3_1_bn2", "conv4_1_bn1", "conv4_1_bn2"]
     for label, stds in results.items():
         assert list(stds) == expected and all(np.isfinite(v) and v > 0 for v in stds.values())
-        # inference-mode BN: a channel's std is |gamma| x (data std / moving std), the ratio ~1
+        # inference-mode BN: a channel's std is |gamma| x (data std / moving std), the ratio ~1;
+        # after these few steps the moving statistics still lag the data's (seen: 0.85-1.17, and
+        # CPUs differ in the last bits), while a response read before the BN or after the ReLU is
+        # off by a factor of several
         ratios = [stds[name] / gammas[label][name] for name in expected]
-        assert np.allclose(ratios, 1.0, atol=0.15), ratios
+        assert np.allclose(ratios, 1.0, atol=0.3), ratios
     table, figure = report(results, str(tmp_path), gammas)
     text = open(table).read()
     assert "| plain8 | 7 |" in text and "conv4_1_bn2" in text and "mean abs(gamma)" in text
