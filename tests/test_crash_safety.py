@@ -112,7 +112,7 @@ def test_data_that_vanishes_mid_run_is_a_clear_error(tmp_path):
     import tensorflow as tf
 
     from layerwise.errors import DatasetUnavailableError
-    from layerwise.training.trainer import readable
+    from layerwise.training.trainer import data_errors
 
     paths = []
     for i in range(3):
@@ -123,8 +123,9 @@ def test_data_that_vanishes_mid_run_is_a_clear_error(tmp_path):
     os.remove(paths[1])  # the dataset disappears while the run goes on
     seen = []
     with pytest.raises(DatasetUnavailableError, match="rerun the same command to resume"):
-        for item in readable(batches, "stage_00 epoch 1"):
-            seen.append(item)
+        with data_errors("stage_00 epoch 1"):
+            for item in batches:
+                seen.append(item)
     assert len(seen) == 1
 
 

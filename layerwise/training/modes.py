@@ -186,9 +186,10 @@ class Decoupled(Mode):
             jit_compile=trainer.options.jit_compile,
         )
         predicts = [make_predict_step(c) for c in classifiers]
+        steps = trainer.multi_step(step, optimizers[-1])
         for epoch in range(len(history), run.epochs):
             batches = trainer.train_batches(run, epoch)
-            record = trainer.train_epoch(run, step, predicts[-1], optimizers[-1], epoch, batches)
+            record = trainer.train_epoch(run, steps, predicts[-1], epoch, batches)
             stop = record.pop("stop", None)
             history.append(record)
             if checkpoints is not None:

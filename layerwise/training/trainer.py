@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -42,6 +43,7 @@ from layerwise.serving.export import export_classifier, versions, write_models_c
 from layerwise.training.callbacks import RunCallbacks
 from layerwise.training.evaluation import ten_crop_probabilities, top_k_error
 from layerwise.training.hooks import StageHook, hooks_for
+from layerwise.training.loop import make_multi_step
 from layerwise.training.modes import Mode, mode_for
 from layerwise.training.network import StagedNetwork
 from layerwise.training.optim import dtype_policy, make_optimizer
@@ -53,6 +55,8 @@ from layerwise.training.schedules import Plateau, make_schedule
 from layerwise.training.steps import make_predict_step, make_train_step
 
 __all__ = ["GreedyTrainer", "ensemble_probabilities", "top_k_accuracy"]
+
+PROGRESS_STEPS = 16  # steps per device call under a live progress bar
 
 
 def top_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
@@ -78,15 +82,16 @@ def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
 
 
-def readable(batches, where: str):
-    """Iterates ``batches``, turning a dataset that vanished mid-run into a clear error.
+@contextlib.contextmanager
+def data_errors(where: str):
+    """Turns a dataset that vanished mid-run into a clear error.
 
     Raises:
         DatasetUnavailableError: files behind the pipeline were deleted, truncated or made
             unreadable while training; the checkpoints written so far are intact.
     """
     try:
-        yield from batches
+        yield
     except (tf.errors.NotFoundError, tf.errors.DataLossError, tf.errors.PermissionDeniedError) as e:
         first_line = (e.message or str(e)).splitlines()[0]
         raise DatasetUnavailableError(
@@ -260,13 +265,13 @@ class GreedyTrainer:
         best = self._best_so_far(checkpoints, history)
         plateau = self._plateau_so_far(schedule, checkpoints, history)
         cache = self.prefix_cache(problem) if len(history) < problem.epochs else None
-        step = self.train_step(problem, optimizer, cached=cache is not None)
+        run = self.multi_step(self.train_step(problem, optimizer, cached=cache is not None), optimizer)
         classifier = problem.classifier(self.network.image_input())
         predict = make_predict_step(classifier)
         try:
             for epoch in range(len(history), problem.epochs):
                 batches = self.train_batches(problem, epoch, cache)
-                record = self.train_epoch(problem, step, predict, optimizer, epoch, batches)
+                record = self.train_epoch(problem, run, predict, epoch, batches)
                 history.append(record)
                 if self.config.keep_best and (not best or record["val_acc"] > history[best["epoch"]]["val_acc"]):
                     best = {"epoch": epoch, **ckpt.variables_to_arrays("best", problem.trainable.variables)}
@@ -351,6 +356,10 @@ class GreedyTrainer:
             prefix_mode=self.options.prefix_mode,
         )
 
+    def multi_step(self, step, optimizer):
+        """``step`` run several batches per device call (``layerwise.training.loop``)."""
+        return make_multi_step(step, optimizer, stop_on_nan=self.config.on_nan == "stop")
+
     def train_batches(self, problem: Problem, epoch: int, cache: PrefixCache | None = None):
         """One epoch of (distributed) training batches: images, or cached prefix features."""
         seed = derive_seed(self.config.seed, 2, problem.stage)
@@ -383,10 +392,20 @@ class GreedyTrainer:
         self.log(f"{name}: resuming after epoch {len(history)} of {epochs}")
         return history
 
-    def train_epoch(self, problem, step, predict, optimizer, epoch, batches) -> dict[str, Any]:
-        """One epoch of ``step`` over ``batches``, then evaluation; returns (and logs) its record.
+    def train_epoch(self, problem, run, predict, epoch, batches) -> dict[str, Any]:
+        """One epoch of ``run`` (a ``layerwise.training.loop.make_multi_step`` of the problem's
+        step) over ``batches``, then evaluation; returns (and logs) its record.
 
-        The record has ``"stop": True`` when a callback ended the stage or the run.
+        The device runs a group of steps per call and Python reads the totals once per group:
+        the whole epoch in one call, or groups of :data:`PROGRESS_STEPS` for a live progress bar,
+        or one step at a time when a callback has batch hooks. The record has ``"stop": True``
+        when a callback ended the stage or the run.
+
+        Raises:
+            NonFiniteLossError: a non-finite loss with ``on_nan="stop"`` (the batch's update
+                was skipped; the last epoch checkpoint is the last good state), or every batch
+                non-finite.
+            DatasetUnavailableError: the data became unreadable.
         """
         start = time.perf_counter()
         run_epoch = problem.first_epoch + epoch
@@ -394,37 +413,45 @@ class GreedyTrainer:
         # A live bar only on a terminal: in logs and CI the per-epoch summary line is enough.
         live = self.verbose and sys.stdout.isatty()
         bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["loss", "acc"]) if live else None
-        loss_sum = correct = seen = skipped = steps = 0.0
-        lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        group = 1 if self.callbacks.batch_hooks else PROGRESS_STEPS if live else self.steps_per_epoch
+        loss_sum = correct = seen = 0.0
+        steps = skipped = 0
+        lr = float("nan")
         reset_peak_memory()
-        for i, (x, y) in enumerate(readable(batches, f"{problem.name} epoch {epoch + 1}")):
+        iterator = iter(batches)
+        where = f"{problem.name} epoch {epoch + 1}"
+        while True:
             if self.callbacks.batch_hooks:
-                stop = self.callbacks.batch_begin(i) or stop
-            lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))  # for this batch
-            out = step(x, y)
-            loss = float(out.loss)
-            steps += 1
-            if not bool(out.finite):
-                if self.config.on_nan == "stop":
-                    raise NonFiniteLossError(
-                        f"{problem.name} epoch {epoch + 1} batch {i + 1}: the loss became {loss}; "
-                        f"the last good checkpoint is kept; lower --lr (now {lr:g}) "
-                        "or pass --on_nan=skip to skip such batches"
-                    )
-                skipped += 1
-            else:
-                loss_sum += loss
-                correct += float(out.correct)
-                seen += float(out.count)
+                stop = self.callbacks.batch_begin(steps) or stop
+            with data_errors(where):
+                totals = {k: v.numpy() for k, v in run(iterator, tf.constant(group))._asdict().items()}
+            if totals["steps"]:
+                lr = float(totals["lr"])
+            if totals["first_bad"] >= 0 and self.config.on_nan == "stop":
+                raise NonFiniteLossError(
+                    f"{where} batch {steps + totals['first_bad'] + 1}: the loss became non-finite; "
+                    f"the last good checkpoint is kept; lower --lr (now {lr:g}) "
+                    "or pass --on_nan=skip to skip such batches"
+                )
+            loss_sum += float(totals["loss_sum"])
+            correct += float(totals["correct"])
+            seen += float(totals["count"])
+            steps += int(totals["steps"])
+            skipped += int(totals["skipped"])
             if bar is not None and seen:
-                bar.update(i + 1, [("loss", loss_sum / (steps - skipped)), ("acc", correct / seen)])
-            if self.callbacks.batch_hooks:
-                stop = self.callbacks.batch_end(i, {"loss": loss, "accuracy": float(out.correct) / float(out.count)}) or stop
+                bar.update(steps, [("loss", loss_sum / (steps - skipped)), ("acc", correct / seen)])
+            if self.callbacks.batch_hooks and totals["steps"]:
+                finite = not totals["skipped"]
+                logs = {"loss": float(totals["loss_sum"]) if finite else float("nan"),
+                        "accuracy": float(totals["correct"] / totals["count"]) if finite else float("nan")}
+                stop = self.callbacks.batch_end(steps - 1, logs) or stop
                 if stop:
                     break
+            if totals["exhausted"] or totals["steps"] < group:
+                break
         if seen == 0:
             raise NonFiniteLossError(
-                f"{problem.name} epoch {epoch + 1}: every batch had a non-finite loss; lower --lr (now {lr:g})"
+                f"{where}: every batch had a non-finite loss; lower --lr (now {lr:g})"
             )
         train_peak = peak_memory_mb()  # the training steps' peak, before evaluation's batches
         test_acc = self.accuracy(predict, "test") if self.data.num_test else None
