@@ -26,8 +26,10 @@ FLAGS = flags.FLAGS
 
 def probe_workdirs(workdirs, out, probes, epochs=3, width=32, log=print) -> dict:
     """Probes every run; returns ``{run label: [per-stage dict]}`` and writes the reports."""
+    from layerwise.errors import ConfigError, StorageError
     from layerwise.run.checkpoints import atomic_write_text
-    from layerwise.errors import ConfigError
+    from layerwise.run.lock import workdir_lock
+    from layerwise.run.workdir import make_directory
     from layerwise.analysis.probes import PROBES, format_probe_table, plot_probes, probe_network
     from apps.runner import restore
 
@@ -41,11 +43,15 @@ def probe_workdirs(workdirs, out, probes, epochs=3, width=32, log=print) -> dict
         log(f"{label}: {run.trained_stages} trained stages")
         runs[label] = probe_network(run.network, run.data, run.trained_stages, probes, width, epochs,
                                     seed=run.config.seed, log=log)
-    os.makedirs(out, exist_ok=True)
+    make_directory(out)
     table = format_probe_table(runs, probes)
-    atomic_write_text(os.path.join(out, "probes.md"), table + "\n")
-    atomic_write_text(os.path.join(out, "probes.json"), json.dumps(runs, indent=2) + "\n")
-    plot_probes(runs, probes, os.path.join(out, "probes.png"))
+    with workdir_lock(out, "writing probes"):
+        atomic_write_text(os.path.join(out, "probes.md"), table + "\n")
+        atomic_write_text(os.path.join(out, "probes.json"), json.dumps(runs, indent=2) + "\n")
+        try:
+            plot_probes(runs, probes, os.path.join(out, "probes.png"))
+        except OSError as e:
+            raise StorageError(f"could not write {os.path.join(out, 'probes.png')} ({e.strerror or e})") from e
     log("\n" + table)
     log(f"\nwrote probes.md, probes.json, probes.png to {os.path.abspath(out)}")
     return runs

@@ -22,6 +22,7 @@ from layerwise.run.config import RunOptions, TrainConfig
 from layerwise.run.loading import load_data
 from layerwise.run.report import stage_table, write_report
 from layerwise.run.restore import RestoredRun, restore_run
+from layerwise.run.workdir import check_workdir
 from layerwise.training.network import StagedNetwork
 from layerwise.training.optim import dtype_policy
 from models import build_model
@@ -86,6 +87,8 @@ def run_training(
     config = resolve(config)
     options = (options or RunOptions()).validate()
     chief = is_chief(strategy)
+    if workdir is not None and chief:
+        check_workdir(workdir, config)  # a bad --workdir is refused before any data is read
     data = load_data(config)
     network = build_network(config, data, strategy)
     start = time.perf_counter()

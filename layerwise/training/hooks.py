@@ -120,6 +120,7 @@ class Pruning(StageHook):
         keras.utils.set_random_seed(derive_seed(config.seed, 5, j))
         train_head(head, network.prefix(j + 1), data, config, epochs=self.finetune_epochs,
                    seed=derive_seed(config.seed, 6, j), lr=config.optim.lr * 0.1)
+        trainer.check_finite(f"{stage_name(j)}_pruned", self.finetune_epochs - 1, head.variables, config.optim.lr * 0.1)
         probs = probabilities_on_test(after, data)
         trainer.ensemble.replace_last(probs)  # the pruned network's head is stage j's ensemble member
         record = {
@@ -160,7 +161,7 @@ class Pruning(StageHook):
         path = os.path.join(directory, PRUNED_FILE)
         if not os.path.exists(path):
             return False
-        arrays, _ = ckpt.load_arrays(path)
+        arrays, _ = ckpt.load_arrays(path, finite=True)
         prune_stage(network, heads, j, arrays["keep"])
         ckpt.assign_arrays("stage", network.stages[j].variables, arrays, path)
         ckpt.assign_arrays("head", heads[j].variables, arrays, path)
@@ -184,12 +185,19 @@ class HeadRefit(StageHook):
         head = self.head(network.output_shape(last), network.num_classes, name="refit_head")
         checkpoints = trainer.checkpoints(self.SERVABLE)
         path = None if checkpoints is None else checkpoints.final_path
+        loaded = False
         if path is not None and os.path.exists(path):
-            arrays, _ = ckpt.load_arrays(path)
-            ckpt.assign_arrays("head", head.variables, arrays, path)
-        else:
+            try:
+                arrays, _ = ckpt.load_arrays(path, finite=True)
+                ckpt.assign_arrays("head", head.variables, arrays, path)
+                loaded = True
+            except ckpt.CorruptCheckpointError as e:
+                checkpoints.quarantine_final()
+                trainer.log(f"warning: {e}; training the head again (the bad file is kept as {path}.corrupt)")
+        if not loaded:
             train_head(head, network.prefix(network.num_stages), data, config, epochs=self.epochs,
                        seed=derive_seed(config.seed, 8, last))
+            trainer.check_finite(self.SERVABLE, self.epochs - 1, head.variables, config.optim.lr)
             if path is not None:
                 ckpt.save_arrays(path, ckpt.variables_to_arrays("head", head.variables), {})
         classifier = _classifier(network, network.num_stages, head)

@@ -38,7 +38,7 @@ from layerwise.errors import ConfigError, DatasetUnavailableError, NonFiniteLoss
 from layerwise.run import checkpoints as ckpt
 from layerwise.run.config import RunOptions, TrainConfig
 from layerwise.run.runlog import RunLog
-from layerwise.serving.export import export_classifier, versions, write_models_config
+from layerwise.serving.export import export_classifier, unfinished_servables, versions, write_models_config
 from layerwise.training.callbacks import RunCallbacks
 from layerwise.training.evaluation import ten_crop_probabilities, top_k_error
 from layerwise.training.hooks import StageHook, hooks_for
@@ -220,13 +220,18 @@ class GreedyTrainer:
     # ----------------------------------------------------------------------------- running
     def run(self) -> list[dict[str, Any]]:
         """Trains every problem of the mode (then the hooks' final steps); returns the records."""
+        self.runlog = RunLog(self.workdir)  # read again: the caller may have waited for the directory's lock
         with dtype_policy(self.config.precision):
             self.mode.train(self)
             if not self.stop_requested:
                 for hook in self.hooks:
                     hook.after_training(self)
         if self.workdir:
-            write_models_config(os.path.join(self.workdir, "export"))
+            export_root = os.path.join(self.workdir, "export")
+            write_models_config(export_root)
+            for servable in unfinished_servables(export_root):
+                self.log(f"note: export/{servable} holds an export of the unfinished run (labelled 'unfinished', "
+                         f"not 'stable'); python -m apps.export {self.workdir} exports the finished one")
         self.callbacks.train_end({"records": self.records})
         return self.records
 
@@ -383,10 +388,12 @@ class GreedyTrainer:
         self.log(f"{name}: resuming after epoch {len(history)} of {epochs}")
         return history
 
-    def train_epoch(self, problem, step, predict, optimizer, epoch, batches) -> dict[str, Any]:
+    def train_epoch(self, problem, step, predict, optimizer, epoch, batches, state=None) -> dict[str, Any]:
         """One epoch of ``step`` over ``batches``, then evaluation; returns (and logs) its record.
 
-        The record has ``"stop": True`` when a callback ended the stage or the run.
+        ``state``: the variables the epoch trains (default: the problem's and the optimizer's);
+        they must all be finite after the epoch (:meth:`check_finite`), else nothing of it is
+        recorded. The record has ``"stop": True`` when a callback ended the stage or the run.
         """
         start = time.perf_counter()
         run_epoch = problem.first_epoch + epoch
@@ -407,9 +414,7 @@ class GreedyTrainer:
             if not bool(out.finite):
                 if self.config.on_nan == "stop":
                     raise NonFiniteLossError(
-                        f"{problem.name} epoch {epoch + 1} batch {i + 1}: the loss became {loss}; "
-                        f"the last good checkpoint is kept; lower --lr (now {lr:g}) "
-                        "or pass --on_nan=skip to skip such batches"
+                        f"{problem.name} epoch {epoch + 1} batch {i + 1}: the loss became {loss}; {self.retry_advice(lr)}"
                     )
                 skipped += 1
             else:
@@ -424,8 +429,11 @@ class GreedyTrainer:
                     break
         if seen == 0:
             raise NonFiniteLossError(
-                f"{problem.name} epoch {epoch + 1}: every batch had a non-finite loss; lower --lr (now {lr:g})"
+                f"{problem.name} epoch {epoch + 1}: every batch had a non-finite loss; {self.retry_advice(lr)}"
             )
+        if state is None:
+            state = problem.trainable.variables + optimizer.variables
+        self.check_finite(problem.name, epoch, state, lr)
         train_peak = peak_memory_mb()  # the training steps' peak, before evaluation's batches
         test_acc = self.accuracy(predict, "test") if self.data.num_test else None
         val_probs = self.probabilities(predict, "val") if self.data.num_val else None
@@ -460,6 +468,32 @@ class GreedyTrainer:
         if stop:
             record = {**record, "stop": True}
         return record
+
+    def retry_advice(self, lr: float) -> str:
+        """What to do after a non-finite loss or state: the part of the message after the facts."""
+        skip = ", or with --on_nan=skip to skip batches whose loss is not finite" if self.config.on_nan == "stop" else ""
+        return (
+            "the last good checkpoint is kept and nothing after it is saved. The learning rate is part of the "
+            "run's configuration (a rerun with another --lr on this --workdir is refused as a different "
+            f"configuration): start a new run in a new --workdir with a lower --lr (now {lr:g}){skip}"
+        )
+
+    def check_finite(self, name: str, epoch: int, variables: Sequence, lr: float) -> None:
+        """Refuses a state with a NaN or infinite variable (weights, BatchNorm moving statistics,
+        optimizer slots) of problem ``name`` after ``epoch``: it is never checkpointed, finalised
+        or exported. ``--on_nan=skip`` skips batches whose *loss* is not finite, but weights can
+        still overflow (a huge learning rate gives finite losses and infinite kernels).
+
+        Raises:
+            NonFiniteLossError: with the variables and what to do.
+        """
+        bad = [v.path for v in variables if not np.all(np.isfinite(np.asarray(v.numpy())))]
+        if bad:
+            shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+            raise NonFiniteLossError(
+                f"{name} epoch {epoch + 1}: {len(bad)} variable(s) became NaN or infinite ({shown}); "
+                f"{self.retry_advice(lr)}"
+            )
 
     # ----------------------------------------------------------------------------- evaluation
     def probabilities(self, predict, split: str) -> np.ndarray:
@@ -517,6 +551,7 @@ class GreedyTrainer:
         return record
 
     def _finish(self, problem, predict, classifier, history, checkpoints, best_epoch=None) -> dict[str, Any]:
+        self.check_finite(problem.name, len(history) - 1, problem.trainable.variables, history[-1]["lr"])
         probs, crops = self.test_evaluation(predict) if self.data.num_test else (None, {})
         kept = history[-1] if best_epoch is None else history[best_epoch]
         record = {
