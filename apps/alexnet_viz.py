@@ -67,7 +67,7 @@ def main(argv):
     from apps.runner import restore
     from layerwise.errors import ConfigError
 
-    del argv
+    cli.refuse_arguments(argv)
     if not FLAGS.workdir:
         raise ConfigError("--workdir is required: a finished alexnet run")
     out = FLAGS.out or os.path.join(FLAGS.workdir, "viz")

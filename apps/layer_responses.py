@@ -110,7 +110,7 @@ def report(results: dict[str, dict[str, float]], out: str,
 def main(argv):
     from layerwise.errors import ConfigError
 
-    del argv
+    cli.refuse_arguments(argv)
     if not FLAGS.workdirs:
         raise ConfigError("--workdirs is required: run directories of finished apps.train runs")
     results, gammas = measure_runs(FLAGS.workdirs, FLAGS.labels, FLAGS.split, FLAGS.batch_size)

@@ -1,6 +1,6 @@
 """Predict with an exported classifier: locally, or through TF Serving (REST or gRPC).
 
-    python -m apps.predict --model_dir runs/demo/export/layerwise_cnn_stage_02 --images a.png b.png
+    python -m apps.predict --model_dir runs/demo/export/layerwise_cnn_stage_02 --images a.png,b.png
     python -m apps.predict --model_dir runs/demo/export/layerwise_cnn_cascade --dataset mnist5k --limit 100 --threshold 0.95
     python -m apps.predict --server http://localhost:8501 --model_name layerwise_cnn_ensemble --npy batch.npy
     python -m apps.predict --grpc localhost:8500 --model_name layerwise_cnn_stage_02 --model_version 1 --images a.png
@@ -23,7 +23,7 @@ flags.DEFINE_string("model_name", None, "Servable name on the server (e.g. layer
 flags.DEFINE_integer("model_version", None, "Servable version on the server [default: the server's choice].")
 flags.DEFINE_string("signature", "serving_default", "serving_default (uint8 pixels) or serving_float (normalised).")
 flags.DEFINE_float("threshold", None, "Exit threshold for the cascade servable [default: the one it was exported with].")
-flags.DEFINE_list("images", None, "PNG/JPEG files, one batch.")
+flags.DEFINE_list("images", None, "PNG/JPEG files, one batch, comma-separated (a.png,b.png).")
 flags.DEFINE_string("npy", None, "A .npy batch [N, H, W, C] (or one image [H, W, C]).")
 flags.DEFINE_string("dataset", None, "A registered dataset: predict on its --split (raw pixels, with labels).")
 flags.DEFINE_string("split", "test", "Dataset split.")
@@ -40,6 +40,8 @@ def _client():
     sources = [name for name in ("model_dir", "server", "grpc") if FLAGS[name].value]
     if len(sources) != 1:
         raise ConfigError("pass exactly one of --model_dir, --server, --grpc")
+    if not 0 < FLAGS.timeout < float("inf"):
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {FLAGS.timeout}")
     if FLAGS.model_dir:
         return serving.LocalModel(FLAGS.model_dir)
     if not FLAGS.model_name:
@@ -57,6 +59,8 @@ def _images():
     sources = [name for name in ("images", "npy", "dataset") if FLAGS[name].value]
     if len(sources) != 1:
         raise ConfigError("pass exactly one of --images, --npy, --dataset")
+    if FLAGS.limit < 0:
+        raise ConfigError(f"--limit must be >= 0 (0: every example), got {FLAGS.limit}")
     if FLAGS.images:
         return serving.load_image_files(FLAGS.images), None
     if FLAGS.npy:
@@ -75,9 +79,9 @@ def _images():
 def main(argv: list[str]) -> None:
     import numpy as np
 
-    del argv
-    client = _client()
+    cli.refuse_arguments(argv, "; --images takes a comma-separated list: --images a.png,b.png")
     images, labels = _images()
+    client = _client()
     out = client.predict(images, FLAGS.signature, FLAGS.threshold)
     classes = np.asarray(out["classes"]).reshape(-1)
     scores = np.asarray(out["probabilities"]).max(axis=-1)

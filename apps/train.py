@@ -76,12 +76,14 @@ def load_config_values(path: str) -> dict:
     from layerwise.errors import ConfigError
 
     try:
-        with open(path) as f:
-            values = json.load(f)
+        with open(path, "rb") as f:
+            values = json.loads(f.read().decode("utf-8"))
     except OSError as e:
         raise ConfigError(f"cannot read --config {path}: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--config {path} is not valid JSON ({e})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path} is not a text file (not UTF-8); pass a TrainConfig JSON file") from None
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ConfigError(f"--config {path} is not valid JSON ({str(e)[:200]})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path} must hold a JSON object of TrainConfig fields")
     TrainConfig.from_dict(values)  # unknown fields and wrong types are errors
@@ -147,7 +149,7 @@ def validate(argv: list[str]) -> None:
     from apps.runner import resolve
     from layerwise.data import DATASETS
 
-    del argv
+    cli.refuse_arguments(argv)
     config = resolve(config_from_flags())
     DATASETS.get(config.dataset)
     print(config.to_dict())
@@ -156,7 +158,7 @@ def validate(argv: list[str]) -> None:
 def main(argv: list[str]) -> None:
     from apps.runner import run_training
 
-    del argv
+    cli.refuse_arguments(argv)
     if FLAGS.list_experiments:
         from apps.experiments import format_table
 

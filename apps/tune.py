@@ -51,7 +51,7 @@ def main(argv: list[str]) -> None:
     from layerwise.run.checkpoints import atomic_write_text
     from layerwise.errors import ConfigError
 
-    del argv
+    cli.refuse_arguments(argv)
     lr = _numbers("lr_range", float)
     if len(lr) != 2 or not 0 < lr[0] <= lr[1]:
         raise ConfigError(f"--lr_range takes min,max with 0 < min <= max; got {lr}")

@@ -210,6 +210,9 @@ class TrainConfig:
         for name in ("epochs_per_stage", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("seed", "split_seed"):  # NumPy's and Keras's seeding take 0 .. 2**32 - 1
+            if not 0 <= getattr(self, name) < 2**32:
+                raise ConfigError(f"{name} must be in 0 .. {2**32 - 1}, got {getattr(self, name)}")
         optim = self.optim
         if not 0 < optim.lr < float("inf"):
             raise ConfigError(f"lr must be positive and finite, got {optim.lr}")

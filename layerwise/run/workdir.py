@@ -40,7 +40,9 @@ def read_config(workdir: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
             values = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
+    except OSError as e:
+        raise ConfigError(f"cannot read {path} ({e.strerror or e}); pass the --workdir of a training run") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise ConfigError(
             f"{path} is corrupt ({type(e).__name__}: {str(e)[:120]}); restore it from a backup, or start the run "
             "again in a new --workdir"

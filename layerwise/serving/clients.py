@@ -22,12 +22,13 @@ import json
 import os
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, Sequence
 
 import numpy as np
 
-from layerwise.errors import ModelServerError, ServingInputError
+from layerwise.errors import ConfigError, ModelServerError, ServingInputError
 
 DEFAULT_SIGNATURE = "serving_default"
 # A cascade signature without a threshold input -> the one that takes it (see layerwise.serving.export).
@@ -237,11 +238,30 @@ def parse_rest_metadata(metadata: dict[str, Any]) -> dict[str, dict[str, InputSp
     return specs
 
 
+HTTP_SCHEMES = ("http", "https")
+
+
+class _HTTPOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http(s) only (urllib's default handler also follows ``ftp://``)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in HTTP_SCHEMES:
+            raise urllib.error.HTTPError(newurl, code, f"refused a redirect to {newurl} (http(s) only)", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+# Only the HTTP handlers: a request can never read file:// or ftp:// URLs, whatever the address.
+_OPENER = urllib.request.OpenerDirector()
+for _handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+                 _HTTPOnlyRedirects(), urllib.request.HTTPErrorProcessor(), urllib.request.HTTPDefaultErrorHandler()):
+    _OPENER.add_handler(_handler)
+
+
 class RestClient:
     """TF Serving's REST API.
 
     Args:
-        server: ``http://HOST:8501``.
+        server: ``http://HOST:8501`` (or https; no other scheme is accepted).
         model: servable name (``layerwise_cnn_stage_02``, ``..._ensemble``, ``..._cascade``).
         version: a specific integer version; ``None`` for the server's default (newest).
         timeout: seconds to wait for connecting and for each answer.
@@ -251,6 +271,12 @@ class RestClient:
     def __init__(self, server: str, model: str, version: int | None = None, timeout: float = 10.0, check: bool = True):
         if "://" not in server:
             server = "http://" + server
+        scheme = urllib.parse.urlsplit(server).scheme.lower()
+        if scheme not in HTTP_SCHEMES:
+            raise ConfigError(
+                f"the REST server address must be http:// or https://, got {server!r}; TF Serving's REST API "
+                "is HTTP (e.g. http://localhost:8501)"
+            )
         self.server = server.rstrip("/")
         self.model = model
         self.version = version
@@ -270,7 +296,7 @@ class RestClient:
         data = None if body is None else json.dumps(body).encode("utf-8")
         request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with _OPENER.open(request, timeout=self.timeout) as response:
                 return json.loads(response.read().decode("utf-8"))
         except urllib.error.HTTPError as e:
             message = _error_text(e)

@@ -23,8 +23,9 @@ import keras
 import numpy as np
 
 from layerwise.analysis.flops import count_flops
-from layerwise.analysis.pruning import filter_scores_l1, filter_scores_taylor, keep_strongest, prune_stage
+from layerwise.analysis.pruning import filter_scores_l1, filter_scores_taylor, keep_strongest, last_conv, prune_stage
 from layerwise.data.base import DataSource, derive_seed
+from layerwise.errors import ConfigError
 from layerwise.run import checkpoints as ckpt
 from layerwise.run.config import TrainConfig
 from layerwise.training.heads import AuxHead
@@ -39,6 +40,9 @@ PRUNED_FILE = "pruned.npz"
 
 class StageHook:
     """A step after each stage and after the run; the default does nothing."""
+
+    def check(self, network: StagedNetwork) -> None:
+        """Raises ConfigError, before anything trains, when the hook cannot apply to ``network``."""
 
     def after_stage(self, trainer, j: int) -> None:
         """Called when stage ``j`` is finished (trained or loaded), before stage ``j + 1``."""
@@ -97,6 +101,15 @@ class Pruning(StageHook):
         self.width = width
         self.criterion = criterion
         self.finetune_epochs = finetune_epochs
+
+    def check(self, network: StagedNetwork) -> None:
+        for j, stage in enumerate(network.stages):
+            filters = last_conv(stage).filters
+            if self.width > filters:
+                raise ConfigError(
+                    f"prune_to_width {self.width} is more than the {filters} filters of {stage_name(j)}: pruning "
+                    f"keeps that many filters of every stage; choose 1..{filters} (or 0: no pruning)"
+                )
 
     def after_stage(self, trainer, j: int) -> None:
         config, network, data = trainer.config, trainer.network, trainer.data

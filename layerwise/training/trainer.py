@@ -173,6 +173,8 @@ class GreedyTrainer:
             "verbose": verbose,
         })
         self.mode.check(self)
+        for hook in self.hooks:
+            hook.check(network)
 
     # ----------------------------------------------------------------------------- problems
     def build_head(self, j: int) -> keras.Model:
