@@ -85,7 +85,7 @@ def check_path(workdir: str) -> None:
     if not os.path.isdir(existing):
         raise ConfigError(f"{workdir} cannot be a directory: {existing} is a file; pass another --workdir")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise StorageError(f"cannot write in {existing} (permission denied); pass a --workdir you can write to")
+        raise StorageError(f"cannot write in {existing} (not writable); pass a --workdir you can write to")
 
 
 def check_workdir(workdir: str, config: TrainConfig) -> bool:

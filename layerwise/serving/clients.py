@@ -47,11 +47,13 @@ class InputSpec:
 def check_images(images: Any, spec: InputSpec, signature: str = DEFAULT_SIGNATURE) -> np.ndarray:
     """Validates (and if lossless, converts) a batch of images for the ``images`` input ``spec``.
 
-    A single image (no batch dimension) becomes a batch of one. Integer pixels in 0..255 are
-    accepted for a uint8 input; float64 becomes float32 for a float input.
+    A single image (no batch dimension) becomes a batch of one; an empty batch passes (the
+    servables answer it with empty outputs). Integer pixels in 0..255 are accepted for a uint8
+    input; float64 becomes float32 for a float input, which must be finite.
 
     Raises:
-        ServingInputError: wrong rank, size, channels or dtype, with what to do instead.
+        ServingInputError: wrong rank, size, channels or dtype, or non-finite floats, with what
+            to do instead.
     """
     images = np.asarray(images)
     want = tuple(spec.shape)
@@ -61,8 +63,6 @@ def check_images(images: Any, spec: InputSpec, signature: str = DEFAULT_SIGNATUR
         raise ServingInputError(
             f"{signature} takes a batch of images shaped {_shape(want)}; got an array shaped {images.shape}"
         )
-    if images.shape[0] == 0:
-        raise ServingInputError("no images to predict on (the batch is empty)")
     *size, channels = want[1:]
     got_size, got_channels = list(images.shape[1:-1]), images.shape[-1]
     if channels is not None and got_channels != channels:
@@ -77,8 +77,8 @@ def check_images(images: Any, spec: InputSpec, signature: str = DEFAULT_SIGNATUR
             f"{'x'.join(str(s) for s in size)}; resize them first"
         )
     if spec.dtype == "uint8":
-        if images.dtype == np.uint8:
-            return images
+        if images.dtype == np.uint8 or images.size == 0:
+            return images.astype(np.uint8)
         if np.issubdtype(images.dtype, np.integer) and images.min() >= 0 and images.max() <= 255:
             return images.astype(np.uint8)
         alternative = "serving_float" if signature == DEFAULT_SIGNATURE else "a float signature"
@@ -93,6 +93,8 @@ def check_images(images: Any, spec: InputSpec, signature: str = DEFAULT_SIGNATUR
                 f"{signature} takes normalised {spec.dtype} images; got {images.dtype} raw pixels: "
                 "send them to serving_default instead"
             )
+        if not np.all(np.isfinite(images)):
+            raise ServingInputError(f"{signature} takes finite normalised pixels; the images hold NaN or infinite values")
         return images.astype(spec.dtype)
     raise ServingInputError(f"{signature} input {spec.name!r} has dtype {spec.dtype}, which this client cannot feed")
 
