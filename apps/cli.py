@@ -28,6 +28,16 @@ def fail(message: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
+def define_trust_pickle(module_name: str) -> None:
+    """Defines ``--trust_pickle`` as a flag of the app ``module_name`` (listed with its flags)."""
+    flags.DEFINE_boolean(
+        "trust_pickle", False,
+        "Read CIFAR's python version (cifar-10-batches-py, cifar-100-python) from --data_dir: pickles run code "
+        "when loaded, so only for files you trust. The binary version (cifar-10-batches-bin) needs no flag.",
+        module_name=module_name,
+    )
+
+
 def refuse_arguments(argv: list[str], hint: str = "") -> None:
     """Stray positional arguments are an error, not silently ignored (``--images a.png b.png``
     would otherwise predict on ``a.png`` alone).

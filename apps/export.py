@@ -25,6 +25,7 @@ flags.DEFINE_boolean(
     "allow_unfinished", False,
     "Export a run that still has stages to train (its finished stages; the ensemble and cascade are labelled "
     "'unfinished', never --label). Without it an unfinished run is refused.")
+cli.define_trust_pickle(__name__)
 FLAGS = flags.FLAGS
 
 
@@ -36,7 +37,8 @@ def main(argv: list[str]) -> None:
     if len(argv) != 2:
         raise ConfigError("usage: python -m apps.export WORKDIR [--threshold 0.9] [--export_dir DIR]")
     written = export_run(
-        argv[1], build_network, FLAGS.export_dir, threshold=FLAGS.threshold, label=FLAGS.label, load_data=load_data,
+        argv[1], build_network, FLAGS.export_dir, threshold=FLAGS.threshold, label=FLAGS.label,
+        load_data=lambda config: load_data(config, FLAGS.trust_pickle),
         allow_unfinished=FLAGS.allow_unfinished, log=lambda message: print(message, file=sys.stderr),
     )
     for servable, path in written.items():

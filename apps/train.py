@@ -62,6 +62,8 @@ flags.DEFINE_string(
     "TF_CONFIG; see docs/distributed.md). Not part of the run's config: results do not depend on it.",
 )
 
+cli.define_trust_pickle(__name__)
+
 MODEL_FLAGS = ("num_stages", "width", "downsample_at", "batchnorm", "downsample_input")
 
 
@@ -165,7 +167,8 @@ def main(argv: list[str]) -> None:
         print(format_table())
         return
     options = RunOptions().replace(**config_flags.given(RunOptions))
-    run_training(config_from_flags(), FLAGS.workdir, strategy=FLAGS.strategy, options=options, verbose=FLAGS.verbose)
+    run_training(config_from_flags(), FLAGS.workdir, strategy=FLAGS.strategy, options=options, verbose=FLAGS.verbose,
+                 trust_pickle=FLAGS.trust_pickle)
 
 
 if __name__ == "__main__":
