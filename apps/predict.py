@@ -40,8 +40,6 @@ def _client():
     sources = [name for name in ("model_dir", "server", "grpc") if FLAGS[name].value]
     if len(sources) != 1:
         raise ConfigError("pass exactly one of --model_dir, --server, --grpc")
-    if not 0 < FLAGS.timeout < float("inf"):
-        raise ConfigError(f"--timeout must be a positive number of seconds, got {FLAGS.timeout}")
     if FLAGS.model_dir:
         return serving.LocalModel(FLAGS.model_dir)
     if not FLAGS.model_name:
@@ -59,8 +57,6 @@ def _images():
     sources = [name for name in ("images", "npy", "dataset") if FLAGS[name].value]
     if len(sources) != 1:
         raise ConfigError("pass exactly one of --images, --npy, --dataset")
-    if FLAGS.limit < 0:
-        raise ConfigError(f"--limit must be >= 0 (0: every example), got {FLAGS.limit}")
     if FLAGS.images:
         return serving.load_image_files(FLAGS.images), None
     if FLAGS.npy:
@@ -79,9 +75,15 @@ def _images():
 def main(argv: list[str]) -> None:
     import numpy as np
 
+    from layerwise.errors import ConfigError
+
     cli.refuse_arguments(argv, "; --images takes a comma-separated list: --images a.png,b.png")
-    images, labels = _images()
+    if FLAGS.limit < 0:  # flags first: nothing is loaded for a bad command
+        raise ConfigError(f"--limit must be >= 0 (0: every example), got {FLAGS.limit}")
+    if not 0 < FLAGS.timeout < float("inf"):
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {FLAGS.timeout}")
     client = _client()
+    images, labels = _images()
     out = client.predict(images, FLAGS.signature, FLAGS.threshold)
     classes = np.asarray(out["classes"]).reshape(-1)
     scores = np.asarray(out["probabilities"]).max(axis=-1)

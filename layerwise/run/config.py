@@ -168,7 +168,7 @@ class TrainConfig:
     split_seed: int = option(0, "Seed of the train/test split of embedded data (and of the validation split).")
     on_nan: str = option("stop", "At a non-finite loss: stop, or skip the batch.", choices=ON_NAN)
     data_dir: str = option(
-        "", "Where file-backed datasets live (TFDS data_dir, cifar-10-batches-py, image folder); '' uses each "
+        "", "Where file-backed datasets live (TFDS data_dir, cifar-10-batches-bin, image folder); '' uses each "
         "loader's default.")
     validation_fraction: float = option(
         0.0, "Hold out this fraction of the training split (stratified, seeded by --split_seed) as a "

@@ -73,17 +73,19 @@ def export_run(
     export_root = export_root or os.path.join(workdir, "export")
     if os.path.exists(export_root) and not os.path.isdir(export_root):
         raise ConfigError(f"the export directory {export_root} is a file; pass a directory (--export_dir)")
+    run = restore_run(workdir, build_network, load_data or default_load_data)  # reads only
+    if not run.finished and not allow_unfinished:
+        raise CheckpointError(
+            f"{workdir} is unfinished ({len(run.problems)} of {run.total_problems} stages trained); finish "
+            "training first (rerun the same apps.train command), or pass --allow_unfinished to export the "
+            f"finished stages (their ensemble and cascade are labelled {UNFINISHED_LABEL!r}, not {label!r})"
+        )
     inside = os.path.realpath(export_root).startswith(os.path.realpath(workdir) + os.sep)
     if not inside:
         make_directory(export_root)
+    # The lock of the directory written to: the run directory itself when the servables go under it,
+    # so an export never races a training of the run (which holds it from start to end).
     with workdir_lock(workdir if inside else export_root, "exporting"):
-        run = restore_run(workdir, build_network, load_data or default_load_data)
-        if not run.finished and not allow_unfinished:
-            raise CheckpointError(
-                f"{workdir} is unfinished ({len(run.problems)} of {run.total_problems} stages trained); finish "
-                "training first (rerun the same apps.train command), or pass --allow_unfinished to export the "
-                f"finished stages (their ensemble and cascade are labelled {UNFINISHED_LABEL!r}, not {label!r})"
-            )
         info = {"complete": run.finished, "stages": len(run.problems), "of": run.total_problems}
         if not run.finished:
             log(f"warning: {workdir} is unfinished: exporting {len(run.problems)} of {run.total_problems} stages; "

@@ -104,7 +104,14 @@ def check_workdir(workdir: str, config: TrainConfig) -> bool:
     if not os.path.isdir(workdir):
         return False
     if os.path.exists(os.path.join(workdir, CONFIG_FILE)):
-        stored = TrainConfig.from_dict(read_config(workdir)).flat()
+        values = read_config(workdir)
+        try:
+            stored = TrainConfig.from_dict(values).flat()
+        except ConfigError as e:
+            raise ConfigError(
+                f"{os.path.join(workdir, CONFIG_FILE)} is corrupt ({e}); restore it from a backup, or start the run "
+                "again in a new --workdir"
+            ) from None
         diff = _differences(stored, config.flat())
         if diff:
             shown = "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "")
@@ -166,7 +173,7 @@ def open_run(workdir: str, config: TrainConfig, purpose: str = "training") -> It
         WorkdirBusyError: another process holds the directory.
         WorkdirMismatchError, ConfigError, StorageError: as :func:`prepare_workdir`.
     """
-    check_path(workdir)
+    check_workdir(workdir, config)  # refused before the directory (or its lock file) is touched
     make_directory(workdir)
     with workdir_lock(workdir, purpose):
-        yield prepare_workdir(workdir, config)
+        yield prepare_workdir(workdir, config)  # again, under the lock: another process may have been first
