@@ -15,14 +15,14 @@ import threading
 
 import numpy as np
 import pytest
-
-from apps.runner import build_network, run_training, resolve
 from conftest import run_cli, tiny_config
-from layerwise.serving import clients as serving
+
+from apps.runner import build_network, resolve, run_training
 from layerwise.errors import ModelServerError, ServingInputError
 from layerwise.run.exports import export_run
-from layerwise.serving.export import versions
 from layerwise.run.restore import restore_run
+from layerwise.serving import clients as serving
+from layerwise.serving.export import versions
 from layerwise.training.trainer import ensemble_probabilities
 
 NET = "layerwise_cnn"

@@ -15,16 +15,22 @@ import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, run_cli, tiny_config
 
 from apps.runner import build_network, resolve, run_training
-from conftest import REPO, run_cli, tiny_config
 from layerwise.data import load_dataset
 from layerwise.errors import (
-    CheckpointError, ConfigError, CorruptCheckpointError, DatasetUnavailableError, ModelServerError,
-    NonFiniteLossError, WorkdirBusyError,
+    CheckpointError,
+    ConfigError,
+    CorruptCheckpointError,
+    DatasetUnavailableError,
+    ModelServerError,
+    NonFiniteLossError,
+    WorkdirBusyError,
 )
 from layerwise.run.checkpoints import ProblemCheckpoints, load_arrays, save_arrays
 from layerwise.run.exports import export_run
@@ -116,7 +122,7 @@ def test_two_trainings_started_together_leave_one_consistent_run(tmp_path):
     errors = [line for line in outputs[loser][1].splitlines() if line.startswith("error:")]
     assert len(errors) == 1, outputs[loser][1]
     assert f"pid {procs[winner].pid}" in errors[0] or "different configuration" in errors[0], errors[0]
-    assert json.load(open(os.path.join(workdir, "config.json")))["seed"] == winner
+    assert json.loads(Path(workdir, "config.json").read_text())["seed"] == winner
     stages = [(r["problem"]) for r in read_records(os.path.join(workdir, "metrics.jsonl")) if r["event"] == "stage"]
     assert stages == ["stage_00", "stage_01"]  # each stage recorded once
     alone = str(tmp_path / "alone")
@@ -154,7 +160,7 @@ def test_non_finite_checkpoints_are_never_the_last_good_one(tmp_path):
     checkpoints = ProblemCheckpoints(str(tmp_path), "stage_00", warn=messages.append)
     checkpoints.save_epoch(0, {"model/0000": np.ones(3, np.float32)}, {"history": []})
     checkpoints.save_epoch(1, {"model/0000": np.array([1.0, np.nan, 2.0], np.float32)}, {"history": []})
-    arrays, meta = checkpoints.latest_epoch()
+    _, meta = checkpoints.latest_epoch()
     assert meta["epoch"] == 0 and "NaN or infinite values (model/0000)" in messages[0]
     checkpoints.save_final({"model/0000": np.array([np.inf], np.float32)}, {"record": {}})
     with pytest.raises(CorruptCheckpointError, match="NaN or infinite"):
@@ -197,18 +203,18 @@ def _central_directory(data: bytes) -> list[int]:
 def test_any_damaged_checkpoint_byte_is_a_corrupt_checkpoint_and_never_another_error(tmp_path):
     path = str(tmp_path / "c.npz")
     save_arrays(path, {"model/0000": np.arange(12, dtype=np.float32), "model/0001": np.ones(2)}, {"epoch": 0})
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     entry = _central_directory(data)[0]
     # the issue's two: the "encrypted" flag of a directory entry (RuntimeError before), and its
     # compression method (NotImplementedError before)
     flags, = struct.unpack_from("<H", data, entry + 8)
     for offset, value in ((entry + 8, struct.pack("<H", flags | 1)), (entry + 10, struct.pack("<H", 99))):
-        open(path, "wb").write(data[:offset] + value + data[offset + 2:])
+        Path(path).write_bytes(data[:offset] + value + data[offset + 2:])
         with pytest.raises(CorruptCheckpointError, match="unreadable"):
             load_arrays(path)
     detected = 0
     for i in range(len(data)):  # every byte, flipped
-        open(path, "wb").write(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
+        Path(path).write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
         try:
             load_arrays(path)
         except CorruptCheckpointError:
@@ -221,9 +227,10 @@ def test_an_unreadable_epoch_checkpoint_falls_back_whatever_the_reader_raises(tm
     checkpoints = ProblemCheckpoints(str(tmp_path), "stage_00", warn=messages.append)
     checkpoints.save_epoch(0, {"w": np.zeros(3)}, {})
     checkpoints.save_epoch(1, {"w": np.ones(3)}, {})
-    data = open(checkpoints.epoch_path(1), "rb").read()
+    newest = Path(checkpoints.epoch_path(1))
+    data = newest.read_bytes()
     entry = _central_directory(data)[0]
-    open(checkpoints.epoch_path(1), "wb").write(data[:entry + 8] + b"\x01\x00" + data[entry + 10:])
+    newest.write_bytes(data[:entry + 8] + b"\x01\x00" + data[entry + 10:])
     _, meta = checkpoints.latest_epoch()
     assert meta["epoch"] == 0 and "RuntimeError" in messages[0] and "falling back" in messages[0]
 
@@ -251,7 +258,7 @@ def test_an_unfinished_run_is_not_exported_and_a_partial_export_is_never_stable(
     messages = []
     run_training(config, workdir, verbose=0, log=messages.append)  # training finishes
     assert any(f"export/{NET}_ensemble holds an export of the unfinished run" in m for m in messages), messages
-    text = open(os.path.join(export, "models.config")).read()
+    text = Path(export, "models.config").read_text()
     ensemble = text.split(f'name: "{NET}_ensemble"')[1].split("}\n  }")[0]
     assert 'key: "unfinished" value: 1' in ensemble and "stable" not in ensemble
     export_run(workdir, build_network)

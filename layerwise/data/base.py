@@ -218,8 +218,7 @@ def load_dataset(name: str, **options) -> DataSource:
     loader = DATASETS.get(name)
     if "data_dir" in options and "data_dir" not in inspect.signature(loader).parameters:
         raise ConfigError(f"dataset {name!r} is embedded and reads no files; drop --data_dir")
-    if options.get("trust_pickle"):
-        if "trust_pickle" not in inspect.signature(loader).parameters:
-            raise ConfigError(f"dataset {name!r} reads no pickles; drop --trust_pickle")
+    if options.get("trust_pickle") and "trust_pickle" not in inspect.signature(loader).parameters:
+        raise ConfigError(f"dataset {name!r} reads no pickles; drop --trust_pickle")
     return loader(**options)
 

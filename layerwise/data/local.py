@@ -109,7 +109,7 @@ def load_cifar_files(name: str, data_dir: str, augment: str = "crop_flip", trust
     """
     binary = find_cifar_binary(name, data_dir)
     if binary is not None:
-        folder, train_files, test_files, label_bytes, label_index, num_classes = CIFAR_BINARY[name]
+        _, train_files, test_files, label_bytes, label_index, num_classes = CIFAR_BINARY[name]
 
         def read(path):
             return _read_cifar_binary(path, label_bytes, label_index, num_classes)

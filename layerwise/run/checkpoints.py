@@ -84,7 +84,7 @@ def load_arrays(path: str, finite: bool = False) -> tuple[dict[str, np.ndarray],
             arrays = {k: archive[k] for k in archive.files}  # reading checks the CRCs
         meta = json.loads(str(arrays.pop(META_KEY)))
         if not isinstance(meta, dict):
-            raise ValueError("its metadata is not a JSON object")
+            raise TypeError("its metadata is not a JSON object")
     except MemoryError:
         raise
     except Exception as e:  # zipfile/zlib/NumPy raise many types on damaged bytes; all mean "unreadable"
