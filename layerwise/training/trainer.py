@@ -474,10 +474,11 @@ class GreedyTrainer:
     def retry_advice(self, lr: float) -> str:
         """What to do after a non-finite loss or state: the part of the message after the facts."""
         skip = ", or with --on_nan=skip to skip batches whose loss is not finite" if self.config.on_nan == "stop" else ""
+        decay = self.config.optim.weight_decay
+        decay = f" or a smaller --weight_decay (now {decay:g})" if decay >= 1e-2 else ""  # a large L2 term diverges too
         return (
-            "the last good checkpoint is kept and nothing after it is saved. The learning rate is part of the "
-            "run's configuration (a rerun with another --lr on this --workdir is refused as a different "
-            f"configuration): start a new run in a new --workdir with a lower --lr (now {lr:g}){skip}"
+            "the last good checkpoint is kept and nothing after it is saved. A run's configuration is fixed (a "
+            "rerun with another --lr on this --workdir is refused as a different configuration): start a new run in a new --workdir with a lower --lr (now {lr:g}){decay}{skip}"
         )
 
     def check_finite(self, name: str, epoch: int, variables: Sequence, lr: float) -> None:
