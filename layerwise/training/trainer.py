@@ -478,7 +478,8 @@ class GreedyTrainer:
         decay = f" or a smaller --weight_decay (now {decay:g})" if decay >= 1e-2 else ""  # a large L2 term diverges too
         return (
             "the last good checkpoint is kept and nothing after it is saved. A run's configuration is fixed (a "
-            "rerun with another --lr on this --workdir is refused as a different configuration): start a new run in a new --workdir with a lower --lr (now {lr:g}){decay}{skip}"
+            "rerun with another --lr on this --workdir is refused as a different configuration): start a new run "
+            f"in a new --workdir with a lower --lr (now {lr:g}){decay}{skip}"
         )
 
     def check_finite(self, name: str, epoch: int, variables: Sequence, lr: float) -> None:
