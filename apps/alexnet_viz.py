@@ -32,6 +32,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("queries", 5, "Test images to find neighbours for.")
     flags.DEFINE_integer("neighbours", 6, "Nearest training images shown per query (6 in the paper).")
     flags.DEFINE_integer("seed", 0, "Seed of the choice of query images.")
+    cli.define_trust_pickle(__name__)
 
 FC7_LAYER = "final_head_relu1"
 
@@ -67,11 +68,11 @@ def main(argv):
     from apps.runner import restore
     from layerwise.errors import ConfigError
 
-    del argv
+    cli.refuse_arguments(argv)
     if not FLAGS.workdir:
         raise ConfigError("--workdir is required: a finished alexnet run")
     out = FLAGS.out or os.path.join(FLAGS.workdir, "viz")
-    run = restore(FLAGS.workdir)
+    run = restore(FLAGS.workdir, FLAGS.trust_pickle)
     if "conv1" not in {layer.name for layer in run.network.stages[0].layers}:
         raise ConfigError(f"{FLAGS.workdir}: {run.network.name} is not an AlexNet (no conv1 layer)")
     plt = pyplot()

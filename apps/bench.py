@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> None:
     from apps.benchmark import markdown, run_benchmark, summarize
 
-    del argv
+    cli.refuse_arguments(argv)
     results = run_benchmark(FLAGS.size)
     summary = summarize(results)
     os.makedirs(FLAGS.out, exist_ok=True)

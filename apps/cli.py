@@ -12,7 +12,7 @@ from typing import Callable
 
 from absl import app, flags, logging
 
-from layerwise.errors import LayerwiseError
+from layerwise.errors import ConfigError, LayerwiseError
 
 flags.DEFINE_boolean("debug", False, "Show full tracebacks instead of one-line errors.")
 flags.DEFINE_boolean(
@@ -26,6 +26,28 @@ EXIT_USAGE = 2
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(EXIT_USAGE)
+
+
+def define_trust_pickle(module_name: str) -> None:
+    """Defines ``--trust_pickle`` as a flag of the app ``module_name`` (listed with its flags)."""
+    flags.DEFINE_boolean(
+        "trust_pickle", False,
+        "Read CIFAR's python version (cifar-10-batches-py, cifar-100-python) from --data_dir: pickles run code "
+        "when loaded, so only for files you trust. The binary version (cifar-10-batches-bin) needs no flag.",
+        module_name=module_name,
+    )
+
+
+def refuse_arguments(argv: list[str], hint: str = "") -> None:
+    """Stray positional arguments are an error, not silently ignored (``--images a.png b.png``
+    would otherwise predict on ``a.png`` alone).
+
+    Raises:
+        ConfigError: naming the arguments, with ``hint``.
+    """
+    if len(argv) > 1:
+        shown = " ".join(repr(a) for a in argv[1:4]) + (" ..." if len(argv) > 4 else "")
+        raise ConfigError(f"unexpected argument(s) {shown}: this app takes flags only{hint}")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

@@ -93,7 +93,7 @@ def report(runs: dict[str, str], out: str) -> tuple[str, str]:
 def main(argv):
     from apps.runner import run_training
 
-    del argv
+    cli.refuse_arguments(argv)
     runs = {}
     for model in FLAGS.models:
         config = config_for(model, FLAGS.dataset, FLAGS.width, FLAGS.epochs, FLAGS.batch_size, FLAGS.lr,

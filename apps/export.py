@@ -6,10 +6,13 @@
 Rebuilds the network from ``WORKDIR/config.json`` and the finished stages' checkpoints, writes
 each servable as version N+1 (version N is left untouched) under ``--export_dir`` (default
 ``WORKDIR/export``) and rewrites ``models.config`` with the label ``--label`` on the newest
-versions. See docs/serving.md for the signatures.
+versions. A run that still has stages to train is refused (``--allow_unfinished`` exports its
+finished stages, labelled ``unfinished``). See docs/serving.md for the signatures.
 """
 
 from __future__ import annotations
+
+import sys
 
 from absl import flags
 
@@ -17,7 +20,12 @@ from apps import cli
 
 flags.DEFINE_string("export_dir", None, "Root of the servables [default: WORKDIR/export].")
 flags.DEFINE_float("threshold", 0.9, "Default exit threshold of the cascade's serving_default, in (0, 1].")
-flags.DEFINE_string("label", "stable", "Version label given to the newest version in models.config.")
+flags.DEFINE_string("label", "stable", "Version label given to the newest complete version in models.config.")
+flags.DEFINE_boolean(
+    "allow_unfinished", False,
+    "Export a run that still has stages to train (its finished stages; the ensemble and cascade are labelled "
+    "'unfinished', never --label). Without it an unfinished run is refused.")
+cli.define_trust_pickle(__name__)
 FLAGS = flags.FLAGS
 
 
@@ -29,7 +37,9 @@ def main(argv: list[str]) -> None:
     if len(argv) != 2:
         raise ConfigError("usage: python -m apps.export WORKDIR [--threshold 0.9] [--export_dir DIR]")
     written = export_run(
-        argv[1], build_network, FLAGS.export_dir, threshold=FLAGS.threshold, label=FLAGS.label, load_data=load_data
+        argv[1], build_network, FLAGS.export_dir, threshold=FLAGS.threshold, label=FLAGS.label,
+        load_data=lambda config: load_data(config, FLAGS.trust_pickle),
+        allow_unfinished=FLAGS.allow_unfinished, log=lambda message: print(message, file=sys.stderr),
     )
     for servable, path in written.items():
         print(f"{servable}: {path}")

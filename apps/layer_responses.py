@@ -28,6 +28,7 @@ def define_flags() -> None:
     flags.DEFINE_string("out", "runs/layer_responses", "Where the table and the figure go.")
     flags.DEFINE_string("split", "test", "Split whose images are fed: test, train or val.")
     flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
+    cli.define_trust_pickle(__name__)
 
 
 def measure(workdirs: list[str], labels: list[str] | None = None, split: str = "test",
@@ -37,7 +38,7 @@ def measure(workdirs: list[str], labels: list[str] | None = None, split: str = "
 
 
 def measure_runs(workdirs: list[str], labels: list[str] | None = None, split: str = "test",
-                 batch_size: int = 256) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+                 batch_size: int = 256, trust_pickle: bool = False) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """``({label: {bn_layer: std}}, {label: {bn_layer: mean |gamma|}})`` for each finished run."""
     from apps.runner import restore
     from layerwise.errors import ConfigError
@@ -47,7 +48,7 @@ def measure_runs(workdirs: list[str], labels: list[str] | None = None, split: st
         raise ConfigError(f"got {len(labels)} labels for {len(workdirs)} workdirs")
     results, gammas = {}, {}
     for i, workdir in enumerate(workdirs):
-        run = restore(workdir)
+        run = restore(workdir, trust_pickle)
         label = labels[i] if labels else run.network.name
         if label in results:
             label = f"{label} ({os.path.basename(os.path.normpath(workdir))})"
@@ -110,10 +111,10 @@ def report(results: dict[str, dict[str, float]], out: str,
 def main(argv):
     from layerwise.errors import ConfigError
 
-    del argv
+    cli.refuse_arguments(argv)
     if not FLAGS.workdirs:
         raise ConfigError("--workdirs is required: run directories of finished apps.train runs")
-    results, gammas = measure_runs(FLAGS.workdirs, FLAGS.labels, FLAGS.split, FLAGS.batch_size)
+    results, gammas = measure_runs(FLAGS.workdirs, FLAGS.labels, FLAGS.split, FLAGS.batch_size, FLAGS.trust_pickle)
     table, figure = report(results, FLAGS.out, gammas)
     with open(table) as f:
         print(f.read().split("## Per layer")[0].strip())

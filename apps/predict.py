@@ -1,6 +1,6 @@
 """Predict with an exported classifier: locally, or through TF Serving (REST or gRPC).
 
-    python -m apps.predict --model_dir runs/demo/export/layerwise_cnn_stage_02 --images a.png b.png
+    python -m apps.predict --model_dir runs/demo/export/layerwise_cnn_stage_02 --images a.png,b.png
     python -m apps.predict --model_dir runs/demo/export/layerwise_cnn_cascade --dataset mnist5k --limit 100 --threshold 0.95
     python -m apps.predict --server http://localhost:8501 --model_name layerwise_cnn_ensemble --npy batch.npy
     python -m apps.predict --grpc localhost:8500 --model_name layerwise_cnn_stage_02 --model_version 1 --images a.png
@@ -23,7 +23,7 @@ flags.DEFINE_string("model_name", None, "Servable name on the server (e.g. layer
 flags.DEFINE_integer("model_version", None, "Servable version on the server [default: the server's choice].")
 flags.DEFINE_string("signature", "serving_default", "serving_default (uint8 pixels) or serving_float (normalised).")
 flags.DEFINE_float("threshold", None, "Exit threshold for the cascade servable [default: the one it was exported with].")
-flags.DEFINE_list("images", None, "PNG/JPEG files, one batch.")
+flags.DEFINE_list("images", None, "PNG/JPEG files, one batch, comma-separated (a.png,b.png).")
 flags.DEFINE_string("npy", None, "A .npy batch [N, H, W, C] (or one image [H, W, C]).")
 flags.DEFINE_string("dataset", None, "A registered dataset: predict on its --split (raw pixels, with labels).")
 flags.DEFINE_string("split", "test", "Dataset split.")
@@ -75,7 +75,13 @@ def _images():
 def main(argv: list[str]) -> None:
     import numpy as np
 
-    del argv
+    from layerwise.errors import ConfigError
+
+    cli.refuse_arguments(argv, "; --images takes a comma-separated list: --images a.png,b.png")
+    if FLAGS.limit < 0:  # flags first: nothing is loaded for a bad command
+        raise ConfigError(f"--limit must be >= 0 (0: every example), got {FLAGS.limit}")
+    if not 0 < FLAGS.timeout < float("inf"):
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {FLAGS.timeout}")
     client = _client()
     images, labels = _images()
     out = client.predict(images, FLAGS.signature, FLAGS.threshold)

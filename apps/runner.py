@@ -22,6 +22,7 @@ from layerwise.run.config import RunOptions, TrainConfig
 from layerwise.run.loading import load_data
 from layerwise.run.report import stage_table, write_report
 from layerwise.run.restore import RestoredRun, restore_run
+from layerwise.run.workdir import check_workdir
 from layerwise.training.network import StagedNetwork
 from layerwise.training.optim import dtype_policy
 from models import build_model
@@ -49,9 +50,11 @@ def resolve(config: TrainConfig) -> TrainConfig:
     return config.replace(model_options=resolve_options(config.model, config.model_options))
 
 
-def restore(workdir: str) -> RestoredRun:
-    """The finished run in ``workdir`` rebuilt with its trained weights (see layerwise.run.restore)."""
-    return restore_run(workdir, lambda config, data: build_network(resolve(config), data))
+def restore(workdir: str, trust_pickle: bool = False) -> RestoredRun:
+    """The finished run in ``workdir`` rebuilt with its trained weights (see layerwise.run.restore);
+    ``trust_pickle``: the data may be read from pickles (``--trust_pickle``)."""
+    return restore_run(workdir, lambda config, data: build_network(resolve(config), data),
+                       lambda config: load_data(config, trust_pickle))
 
 
 def run_training(
@@ -63,6 +66,7 @@ def run_training(
     verbose: int = 1,
     log: Callable[[str], None] = print,
     callbacks=None,
+    trust_pickle: bool = False,
 ) -> list[dict[str, Any]]:
     """Trains ``config`` into ``workdir`` (resuming what is there) and returns stage records.
 
@@ -73,6 +77,7 @@ def run_training(
             ``one_device``, ``mirrored``, ``multi_worker``); not part of the fingerprint.
         options: XLA and prefix-cache options; not part of the fingerprint.
         callbacks: Keras callbacks for ``layerwise.fit``.
+        trust_pickle: the data may be read from pickles (``--trust_pickle``; CIFAR's python version).
 
     On a multi-worker cluster only the chief logs and writes into ``workdir``; the other
     workers write to a temporary directory they delete at the end.
@@ -86,7 +91,9 @@ def run_training(
     config = resolve(config)
     options = (options or RunOptions()).validate()
     chief = is_chief(strategy)
-    data = load_data(config)
+    if workdir is not None and chief:
+        check_workdir(workdir, config)  # a bad --workdir is refused before any data is read
+    data = load_data(config, trust_pickle)
     network = build_network(config, data, strategy)
     start = time.perf_counter()
     result = layerwise.fit(

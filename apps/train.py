@@ -62,6 +62,8 @@ flags.DEFINE_string(
     "TF_CONFIG; see docs/distributed.md). Not part of the run's config: results do not depend on it.",
 )
 
+cli.define_trust_pickle(__name__)
+
 MODEL_FLAGS = ("num_stages", "width", "downsample_at", "batchnorm", "downsample_input")
 
 
@@ -76,12 +78,14 @@ def load_config_values(path: str) -> dict:
     from layerwise.errors import ConfigError
 
     try:
-        with open(path) as f:
-            values = json.load(f)
+        with open(path, "rb") as f:
+            values = json.loads(f.read().decode("utf-8"))
     except OSError as e:
         raise ConfigError(f"cannot read --config {path}: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--config {path} is not valid JSON ({e})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path} is not a text file (not UTF-8); pass a TrainConfig JSON file") from None
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ConfigError(f"--config {path} is not valid JSON ({str(e)[:200]})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path} must hold a JSON object of TrainConfig fields")
     TrainConfig.from_dict(values)  # unknown fields and wrong types are errors
@@ -147,7 +151,7 @@ def validate(argv: list[str]) -> None:
     from apps.runner import resolve
     from layerwise.data import DATASETS
 
-    del argv
+    cli.refuse_arguments(argv)
     config = resolve(config_from_flags())
     DATASETS.get(config.dataset)
     print(config.to_dict())
@@ -156,14 +160,15 @@ def validate(argv: list[str]) -> None:
 def main(argv: list[str]) -> None:
     from apps.runner import run_training
 
-    del argv
+    cli.refuse_arguments(argv)
     if FLAGS.list_experiments:
         from apps.experiments import format_table
 
         print(format_table())
         return
     options = RunOptions().replace(**config_flags.given(RunOptions))
-    run_training(config_from_flags(), FLAGS.workdir, strategy=FLAGS.strategy, options=options, verbose=FLAGS.verbose)
+    run_training(config_from_flags(), FLAGS.workdir, strategy=FLAGS.strategy, options=options, verbose=FLAGS.verbose,
+                 trust_pickle=FLAGS.trust_pickle)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def main(argv: list[str]) -> None:
     from layerwise.run.checkpoints import atomic_write_text
     from layerwise.errors import ConfigError
 
-    del argv
+    cli.refuse_arguments(argv)
     lr = _numbers("lr_range", float)
     if len(lr) != 2 or not 0 < lr[0] <= lr[1]:
         raise ConfigError(f"--lr_range takes min,max with 0 < min <= max; got {lr}")
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> None:
     if FLAGS.max_trials <= 0:
         raise ConfigError("--max_trials must be positive")
     base = resolve(train.config_from_flags())
-    data = tuning.validation_view(load_data(base), FLAGS.val_fraction, base.split_seed)
+    data = tuning.validation_view(load_data(base, FLAGS.trust_pickle), FLAGS.val_fraction, base.split_seed)
     directory = os.path.join(FLAGS.workdir, "tuning")
     if FLAGS.tune_per_stage:
         results = tuning.tune_per_stage(

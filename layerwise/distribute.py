@@ -7,7 +7,9 @@
 - ``one_device``: ``OneDeviceStrategy`` on the first GPU, or the CPU;
 - ``mirrored``: ``MirroredStrategy`` over the local GPUs (or the given devices);
 - ``multi_worker``: ``MultiWorkerMirroredStrategy`` configured from the standard ``TF_CONFIG``
-  environment variable (see ``docs/distributed.md``).
+  environment variable (see ``docs/distributed.md``). TensorFlow's gRPC server then listens,
+  unauthenticated, on every interface (TensorFlow binds ``0.0.0.0:<port>`` and offers no other
+  address): a warning says to keep it on a trusted network.
 
 Only the chief writes: logs, checkpoints and SavedModels go to the workdir on the chief; the
 other workers write to a temporary directory they delete afterwards (the standard Keras
@@ -20,6 +22,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from typing import Iterator, Sequence
 
@@ -63,6 +66,12 @@ def make_strategy(name: str = "auto", devices: Sequence[str] | None = None) -> t
         json.loads(config)["task"]["type"]
     except (ValueError, KeyError, TypeError):
         raise ConfigError(f"TF_CONFIG is not valid JSON with a 'task' entry: {config[:200]}") from None
+    print(
+        "warning: multi-worker training starts TensorFlow's gRPC server, which has no authentication and runs "
+        "any graph it is sent, and listens on every network interface whatever host TF_CONFIG names: use a "
+        "trusted network and firewall the worker ports (docs/distributed.md, 'Security')",
+        file=sys.stderr,
+    )
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
     except RuntimeError as e:

@@ -40,8 +40,12 @@ class WorkdirMismatchError(LayerwiseError):
     """A run directory was written by a different configuration."""
 
 
+class WorkdirBusyError(LayerwiseError):
+    """Another process holds the run directory (``layerwise.run.lock``)."""
+
+
 class NonFiniteLossError(LayerwiseError):
-    """Training produced a NaN or infinite loss."""
+    """Training produced a NaN or infinite loss, weight or BatchNorm statistic."""
 
 
 class ServingInputError(LayerwiseError, ValueError):

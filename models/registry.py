@@ -48,5 +48,24 @@ def resolve_options(name: str, options: dict) -> dict:
         raise ConfigError(
             f"model {name!r} does not take option(s) {', '.join(unknown)}; it takes: {', '.join(known) or 'none'}"
         )
+    for key, value in options.items():
+        if key in known:
+            _check_type(name, key, value, known[key])
     resolved = {**known, **options}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}
+
+
+_KINDS = ((bool, (bool,), "true or false"), (int, (int,), "an integer"), (float, (int, float), "a number"),
+          (str, (str,), "a string"), ((list, tuple), (list, tuple), "a list"))
+
+
+def _check_type(model: str, key: str, value, default) -> None:
+    """A model option must have the type of its default (``width=abc`` for ``width=64`` is a
+    ConfigError, not a TypeError deep in the builder); options defaulting to ``None`` take anything."""
+    for kind, accepted, wanted in _KINDS:
+        if isinstance(default, kind):
+            if isinstance(value, accepted) and (kind is bool or not isinstance(value, bool)):
+                return
+            raise ConfigError(
+                f"model {model!r} option {key} must be {wanted} (default {default!r}), got {value!r}"[:300]
+            )

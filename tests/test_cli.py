@@ -1,10 +1,13 @@
 """The apps' one-line errors (exit code 2, no traceback, nothing written)."""
 
+import json
 import os
+import pickle
 
 import pytest
 
-from conftest import run_cli
+from apps.runner import resolve
+from conftest import run_cli, tiny_config
 
 BAD_FLAGS = [
     (["--dataset", "cifar11"], "unknown dataset 'cifar11'"),
@@ -24,6 +27,16 @@ BAD_FLAGS = [
     (["--precision", "float8"], "unknown precision 'float8'"),
     (["--dataset", "digits", "--downsample_input", "--downsample_at", "1,2", "--aux_conv_layers", "1"], "features are 1x1"),
     (["--cache_prefix", "memory", "--augment", "crop", "--dataset", "digits"], "without random augmentation"),
+    # issue #13, "Errors that are still tracebacks": checked before anything is read or written
+    (["--model_option", "width=abc"], "option width must be an integer"),
+    (["--seed", "-1"], "seed must be in 0 .. 4294967295"),
+    (["--seed", "4294967296"], "seed must be in 0 .. 4294967295"),
+    (["--split_seed", "-3"], "split_seed must be in 0 .. 4294967295"),
+    (["--weight_decay", "inf"], "0 <= weight_decay < inf"),
+    (["--lr", "nan"], "lr must be a number, got NaN"),
+    (["--dataset", "digits", "--width", "8", "--prune_to_width", "9"], "prune_to_width 9 is more than the 8 filters"),
+    (["--dataset", "digits", "stray"], "unexpected argument(s) 'stray'"),
+    (["--workdir", ""], "the run directory is empty"),
 ]
 
 
@@ -58,7 +71,9 @@ def test_cli_trains_resumes_and_refuses_other_configs(tmp_path):
     assert other.returncode == 2 and "different configuration" in other.stderr
 
 
-# Every app: bad input is one line, exit code 2, no traceback (issue "a run a person can trust").
+# Every app: bad input is one line, exit code 2, no traceback, and nothing written (issue "a run
+# a person can trust", issue #13). {tmp} holds the files of make_bad_inputs; "--workdir {tmp}/w"
+# is a throwaway directory (left out of docs/trust.md's commands).
 BAD_INPUT_BY_APP = [
     (["apps.tune", "--tuner", "grid", "--workdir", "{tmp}/w"], "unknown --tuner 'grid'"),
     (["apps.predict", "--model_dir", "{tmp}", "--npy", "{tmp}/x.npy"], "is neither a SavedModel"),
@@ -68,14 +83,91 @@ BAD_INPUT_BY_APP = [
     (["apps.layer_responses", "--workdirs", "{tmp}/missing"], "is not a run directory"),
     (["apps.optnets", "--m", "0", "--workdir", "{tmp}/w"], "m must be positive"),
     (["apps.bench", "--size", "huge"], "--size=huge"),
+    # issue #13: --config files of the wrong types
+    (["apps.train", "--config", "{tmp}/config_string_batch.json", "--workdir", "{tmp}/w"],
+     "batch_size must be an integer, got '64'"),
+    (["apps.train", "--config", "{tmp}/config_float_batch.json", "--workdir", "{tmp}/w"],
+     "batch_size must be an integer, got 64.5"),
+    (["apps.train", "--config", "{tmp}/config_null_seed.json", "--workdir", "{tmp}/w"], "seed must be an integer, got None"),
+    (["apps.train", "--config", "{tmp}/config_binary.json", "--workdir", "{tmp}/w"], "is not a text file"),
+    # workdirs that cannot be one
+    (["apps.train", "--workdir", "{tmp}/a_file"], "is a file, not a directory"),
+    (["apps.train", "--workdir", "{tmp}/a_file/run"], "a_file is a file; pass another --workdir"),
+    (["apps.train", "--workdir", "{tmp}/my_files"], "is not empty and holds no run"),
+    (["apps.report", "{tmp}/my_files"], "is not a run directory"),
+    # a corrupt config.json, in every app that reads one
+    (["apps.train", "--workdir", "{tmp}/corrupt_config_run"], "config.json is corrupt"),
+    (["apps.export", "{tmp}/corrupt_config_run"], "config.json is corrupt"),
+    (["apps.report", "{tmp}/corrupt_config_run"], "config.json is corrupt"),
+    (["apps.probe", "{tmp}/corrupt_config_run"], "config.json is corrupt"),
+    # export
+    (["apps.export", "{tmp}/run_without_stages", "--export_dir", "{tmp}/a_file"], "a_file is a file"),
+    (["apps.export", "{tmp}/run_without_stages"], "has no finished stage"),
+    # predict
+    (["apps.predict", "--model_dir", "{tmp}", "--images", "a.png", "b.png"], "unexpected argument(s) 'b.png'"),
+    (["apps.predict", "--model_dir", "{tmp}", "--dataset", "digits", "--limit", "-5"], "--limit must be >= 0"),
+    (["apps.predict", "--server", "file:///etc/passwd", "--model_name", "m", "--dataset", "digits"],
+     "must be http:// or https://"),
+    (["apps.predict", "--server", "ftp://models.example.com", "--model_name", "m", "--dataset", "digits"],
+     "must be http:// or https://"),
+    # pickles are not loaded by default, and flags are checked before any data is read
+    (["apps.train", "--dataset", "cifar10", "--data_dir", "{tmp}/cifar_pickles", "--workdir", "{tmp}/w"],
+     "holds the python version of cifar10"),
+    (["apps.train", "--dataset", "cifar10", "--data_dir", "{tmp}/cifar_pickles", "--trust_pickle", "--lr", "-1",
+      "--workdir", "{tmp}/w"], "lr must be positive"),
 ]
 
 
+class _Payload:
+    """Unpickling this runs a command: what a crafted CIFAR batch does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def make_bad_inputs(tmp) -> None:
+    """The files BAD_INPUT_BY_APP refers to."""
+    for name, text in (("config_string_batch.json", '{"batch_size": "64"}'), ("config_float_batch.json",
+                       '{"batch_size": 64.5}'), ("config_null_seed.json", '{"seed": null}')):
+        (tmp / name).write_text(text)
+    (tmp / "config_binary.json").write_bytes(bytes(range(256)))
+    (tmp / "a_file").write_text("not a directory\n")
+    (tmp / "my_files").mkdir()
+    (tmp / "my_files" / "report.md").write_text("my own report\n")
+    (tmp / "corrupt_config_run").mkdir()
+    (tmp / "corrupt_config_run" / "config.json").write_text('{"mode": ')
+    (tmp / "corrupt_config_run" / "metrics.jsonl").write_text('{"event": "epoch"}\n')
+    (tmp / "run_without_stages").mkdir()
+    (tmp / "run_without_stages" / "config.json").write_text(json.dumps(resolve(tiny_config()).to_dict()))
+    (tmp / "cifar_pickles" / "cifar-10-batches-py").mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(tmp / "cifar_pickles" / "cifar-10-batches-py" / name, "wb") as f:
+            pickle.dump(_Payload(tmp / "pwned"), f)
+
+
+def tree(path) -> dict[str, bytes]:
+    """Every file under ``path`` with its content (directories too, as ``b"<dir>"``)."""
+    out = {}
+    for root, dirs, files in os.walk(path):
+        for name in dirs:
+            out[os.path.relpath(os.path.join(root, name), path)] = b"<dir>"
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                out[os.path.relpath(os.path.join(root, name), path)] = f.read()
+    return out
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("args, message", BAD_INPUT_BY_APP, ids=[a[0][0] for a in BAD_INPUT_BY_APP])
+@pytest.mark.parametrize("args, message", BAD_INPUT_BY_APP, ids=[" ".join(a)[5:60] for a, _ in BAD_INPUT_BY_APP])
 def test_every_app_reports_bad_input_in_one_line(tmp_path, args, message):
+    make_bad_inputs(tmp_path)
+    before = tree(tmp_path)
     result = run_cli(*[a.format(tmp=tmp_path) for a in args], timeout=180)
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+    assert tree(tmp_path) == before  # nothing written, nothing changed (and no pickle ran: no {tmp}/pwned)

@@ -61,7 +61,7 @@ def test_local_cifar10_pickles_in_the_real_layout(tmp_path):
     root.mkdir()
     written = [_write_cifar_pickle(root / f"data_batch_{i}", 6, i) for i in range(1, 6)]
     _write_cifar_pickle(root / "test_batch", 5, 9)
-    data = load_dataset("cifar10", data_dir=str(tmp_path), augment="none")
+    data = load_dataset("cifar10", data_dir=str(tmp_path), augment="none", trust_pickle=True)
     assert data.num_train == 30 and data.num_test == 5
     x, y = data.arrays("train")
     flat, labels = written[0]
@@ -76,7 +76,7 @@ def test_local_cifar_missing_batch_says_what_to_do(tmp_path):
     root.mkdir()
     _write_cifar_pickle(root / "test_batch", 5, 9)
     with pytest.raises(DatasetUnavailableError, match="data_batch_1"):
-        load_dataset("cifar10", data_dir=str(tmp_path))
+        load_dataset("cifar10", data_dir=str(tmp_path), trust_pickle=True)
 
 
 def test_image_folder_from_generated_pngs(tmp_path):

@@ -79,11 +79,10 @@ def test_every_documented_bad_input_is_a_tested_case():
     from test_cli import BAD_FLAGS, BAD_INPUT_BY_APP
 
     def normalized(args):
-        args = [a.replace("{tmp}", "runs") for a in args]
-        if "--workdir" in args:
-            i = args.index("--workdir")
-            del args[i: i + 2]
-        return args
+        if "{tmp}/w" in args:  # a throwaway workdir, not part of the case
+            i = args.index("{tmp}/w")
+            args = args[: i - 1] + args[i + 1:]
+        return [a.replace("{tmp}", "runs") for a in args]
 
     tested = {(" ".join(["apps.train"] + flags), message) for flags, message in BAD_FLAGS}
     tested |= {(" ".join(normalized(args)), message) for args, message in BAD_INPUT_BY_APP}

@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -14,14 +15,14 @@ import threading
 
 import numpy as np
 import pytest
-
-from apps.runner import build_network, run_training, resolve
 from conftest import run_cli, tiny_config
-from layerwise.serving import clients as serving
+
+from apps.runner import build_network, resolve, run_training
 from layerwise.errors import ModelServerError, ServingInputError
 from layerwise.run.exports import export_run
-from layerwise.serving.export import versions
 from layerwise.run.restore import restore_run
+from layerwise.serving import clients as serving
+from layerwise.serving.export import versions
 from layerwise.training.trainer import ensemble_probabilities
 
 NET = "layerwise_cnn"
@@ -317,6 +318,152 @@ def test_grpc_client_reports_an_unreachable_server():
     client = serving.GrpcClient(f"127.0.0.1:{_closed_port()}", "digits", timeout=2)
     with pytest.raises(ModelServerError, match="cannot reach|did not answer"):
         client.predict(np.zeros((1, 8, 8, 1), np.uint8))
+
+
+# ------------------------------------------------------------- malformed requests (issue #13)
+def _newest(exported, name) -> str:
+    path = os.path.join(exported["export"], name)
+    return os.path.join(path, str(versions(path)[-1]))
+
+
+@pytest.mark.slow
+def test_signatures_check_their_inputs_inside_the_graph(exported):
+    """What TF Serving feeds is not compared with the signature: the graph itself refuses wrong
+    rank, size or channels, non-finite floats and bad thresholds, and answers an empty batch."""
+    import tensorflow as tf
+
+    for name in SERVABLES:
+        model = tf.saved_model.load(_newest(exported, name))
+        for signature, dtype in (("serving_default", tf.uint8), ("serving_float", tf.float32)):
+            serve = model.signatures[signature]
+            for shape in ((2, 9, 8, 1), (2, 8, 8, 3), (1, 2, 8, 8, 1), (2, 32, 32, 1)):
+                with pytest.raises(tf.errors.InvalidArgumentError, match=r"expected shape \[\?,8,8,1\]"):
+                    serve(images=tf.zeros(shape, dtype))
+            empty = serve(images=tf.zeros((0, 8, 8, 1), dtype))
+            assert empty["probabilities"].shape == (0, 10) and empty["classes"].shape == (0,), name
+            assert empty["top_k_classes"].shape == (0, 5)
+        for value in (np.nan, np.inf):
+            images = np.zeros((2, 8, 8, 1), np.float32)
+            images[1, 3, 3, 0] = value
+            with pytest.raises(tf.errors.InvalidArgumentError, match="takes finite normalised pixels"):
+                model.signatures["serving_float"](images=tf.constant(images))
+    cascade = tf.saved_model.load(_newest(exported, SERVABLES[3])).signatures["serving_threshold"]
+    images = tf.zeros((2, 8, 8, 1), tf.uint8)
+    for thresholds, message in (([0.5, 1.5], r"in \(0, 1\]"), ([0.0, 0.5], r"in \(0, 1\]"),
+                                ([np.nan, 0.5], r"in \(0, 1\]"), ([0.5], "one value per image")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            cascade(images=images, threshold=tf.constant(thresholds, tf.float32))
+    empty = cascade(images=tf.zeros((0, 8, 8, 1), tf.uint8), threshold=tf.zeros((0,), tf.float32))
+    assert empty["exit_stage"].shape == (0,)
+
+
+MALFORMED_REQUESTS = """
+import sys, numpy as np, tensorflow as tf
+for path in sys.argv[1:]:
+    model = tf.saved_model.load(path)
+    for signature, dtype in (("serving_default", np.uint8), ("serving_float", np.float32)):
+        try:
+            model.signatures[signature](images=tf.zeros((8, 8, 1), dtype))  # rank 3: no batch dimension
+        except tf.errors.InvalidArgumentError:
+            print("refused", path, signature)
+# The way a server runs a SavedModel: a TF1 session over the signature's tensors. Session.run
+# checks feed shapes in Python; a C++ server does not, so feed through the call below it.
+tf.compat.v1.disable_eager_execution()
+for path in sys.argv[1:]:
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+        signature = meta.signature_def["serving_default"]
+        images = session.graph.get_tensor_by_name(signature.inputs["images"].name)
+        out = session.graph.get_tensor_by_name(signature.outputs["probabilities"].name)
+        for shape in ((8, 8, 1), (2, 32, 32, 1)):
+            try:
+                session._do_run(None, [], [out], {images.ref(): np.zeros(shape, np.uint8)}, None, None)
+            except tf.errors.InvalidArgumentError:
+                print("session refused", path, shape)
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_3_request_is_refused_and_does_not_abort_the_process(exported):
+    """A rank-3 tensor used to abort the whole process (rc 134) in a convolution kernel."""
+    paths = [_newest(exported, name) for name in SERVABLES]
+    result = subprocess.run([sys.executable, "-c", MALFORMED_REQUESTS, *paths], capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith("refused") for line in lines) == 2 * len(paths), result.stdout
+    assert sum(line.startswith("session refused") for line in lines) == 2 * len(paths), result.stdout
+
+
+@pytest.mark.slow
+def test_local_client_answers_an_empty_batch_and_refuses_non_finite_floats(exported):
+    model = serving.LocalModel(os.path.join(exported["export"], SERVABLES[2]))
+    assert model.predict(np.zeros((0, 8, 8, 1), np.uint8))["probabilities"].shape == (0, 10)
+    with pytest.raises(ServingInputError, match="NaN or infinite"):
+        model.predict(np.full((1, 8, 8, 1), np.nan, np.float32), signature="serving_float")
+
+
+def _limited(max_bytes: int):
+    """``preexec_fn`` giving a child a full disk: files stop growing at ``max_bytes`` (EFBIG)."""
+    import resource
+    import signal
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() fails instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    return limit
+
+
+@pytest.mark.slow
+def test_disk_full_while_exporting_is_one_line_and_leaves_no_partial_version(exported):
+    export = exported["export"]
+    before = {name: versions(os.path.join(export, name)) for name in SERVABLES}
+    config = open(os.path.join(export, "models.config")).read()
+    result = subprocess.run([sys.executable, "-m", "apps.export", exported["workdir"]], cwd=os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))), capture_output=True, text=True, preexec_fn=_limited(20000),
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "could not write" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert {name: versions(os.path.join(export, name)) for name in SERVABLES} == before
+    assert not [d for name in SERVABLES for d in os.listdir(os.path.join(export, name)) if d.startswith(".tmp")]
+    assert open(os.path.join(export, "models.config")).read() == config
+
+
+def _read_only(command: list[str], directory: str) -> list[str]:
+    """``command`` run with ``directory`` read-only: a private read-only bind mount (root, as in
+    containers), else without write permission; skips where neither makes it read-only."""
+    if os.geteuid() != 0:
+        os.chmod(directory, 0o555)
+        return command
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("cannot make a directory read-only here (root without mount namespaces)")
+    quoted = " ".join(shlex.quote(a) for a in command)
+    return ["unshare", "-m", "sh", "-c", f"mount --bind {shlex.quote(directory)} {shlex.quote(directory)} && "
+            f"mount -o remount,ro,bind {shlex.quote(directory)} && exec {quoted}"]
+
+
+@pytest.mark.slow
+def test_export_report_and_training_on_a_read_only_workdir(exported, tmp_path):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(exported["workdir"], workdir)
+    os.remove(os.path.join(workdir, ".lock"))  # a run written before the lock existed, too
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for args, message in ((["apps.report", workdir], "cannot write in"),
+                          (["apps.export", workdir], "cannot write in"),
+                          (["apps.train", "--workdir", os.path.join(workdir, "new"), "--dataset", "digits"],
+                           "cannot write in"),  # an unwritable place for a new run
+                          (["apps.export", workdir, "--export_dir", str(tmp_path / "servables")], None)):
+        command = _read_only([sys.executable, "-m", *args], workdir)
+        result = subprocess.run(command, cwd=repo, capture_output=True, text=True, env=env, timeout=300)
+        if message is None:  # servables written elsewhere: a read-only run exports fine
+            assert result.returncode == 0, result.stderr[-2000:]
+            assert versions(str(tmp_path / "servables" / SERVABLES[2])) == [1]
+            continue
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2 and len(errors) == 1 and message in errors[0], result.stderr[-2000:]
 
 
 # -------------------------------------------------------------------------------------- CLIs

@@ -8,6 +8,8 @@ batches in the same order, which is what makes runs resumable to identical numbe
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import tensorflow as tf
 
@@ -238,10 +240,9 @@ def load_dataset(name: str, **options) -> DataSource:
         DatasetUnavailableError: the data is not on disk and cannot be downloaded here.
     """
     loader = DATASETS.get(name)
-    if "data_dir" in options:
-        import inspect
-
-        if "data_dir" not in inspect.signature(loader).parameters:
-            raise ConfigError(f"dataset {name!r} is embedded and reads no files; drop --data_dir")
+    if "data_dir" in options and "data_dir" not in inspect.signature(loader).parameters:
+        raise ConfigError(f"dataset {name!r} is embedded and reads no files; drop --data_dir")
+    if options.get("trust_pickle") and "trust_pickle" not in inspect.signature(loader).parameters:
+        raise ConfigError(f"dataset {name!r} reads no pickles; drop --trust_pickle")
     return loader(**options)
 

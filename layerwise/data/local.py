@@ -1,9 +1,14 @@
-"""Datasets from local files: CIFAR python pickles and image folders.
+"""Datasets from local files: CIFAR (binary, or python pickles on request) and image folders.
 
-- CIFAR-10/100 in the python-pickle layout of https://www.cs.toronto.edu/~kriz/cifar.html:
-  ``cifar-10-batches-py/{data_batch_1..5, test_batch}`` (``b"data"``: N x 3072 uint8, channel
-  planes R, G, B of 32 x 32 row-major; ``b"labels"``) and ``cifar-100-python/{train, test}``
-  (``b"fine_labels"``). Used by ``cifar10``/``cifar100`` when ``data_dir`` holds them.
+- CIFAR-10/100 in the *binary* layout of https://www.cs.toronto.edu/~kriz/cifar.html, read with
+  NumPy and nothing else: ``cifar-10-batches-bin/{data_batch_1..5, test_batch}.bin`` (records of
+  1 label byte + 3072 pixel bytes: channel planes R, G, B of 32 x 32, row-major) and
+  ``cifar-100-binary/{train, test}.bin`` (2 label bytes, coarse then fine, + 3072). Used by
+  ``cifar10``/``cifar100`` when ``data_dir`` holds them.
+- The *python* layout (``cifar-10-batches-py``, ``cifar-100-python``) is a pickle, and unpickling
+  runs whatever code the file names (Python docs, ``pickle``: "never unpickle data that could have
+  come from an untrusted or unauthenticated source"). It is read only with ``trust_pickle=True``
+  (``--trust_pickle``), with a warning; otherwise the loader says to download the binary version.
 - ``image_folder``: ``data_dir/<class_name>/*.jpg|png`` read with
   ``keras.utils.image_dataset_from_directory``; ``data_dir/train`` and ``data_dir/test``
   subfolders give the split, otherwise a seeded stratified 20% test split is taken.
@@ -13,61 +18,126 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 
 import numpy as np
 
 from layerwise.data.base import DATASETS, ArraySource, stratified_split
 from layerwise.errors import DatasetUnavailableError
 
-CIFAR_LAYOUT = {
+PIXELS = 3 * 32 * 32
+# name: (folder, train files, test files, label bytes per record, which label byte, classes)
+CIFAR_BINARY = {
+    "cifar10": ("cifar-10-batches-bin", [f"data_batch_{i}.bin" for i in range(1, 6)], ["test_batch.bin"], 1, 0, 10),
+    "cifar100": ("cifar-100-binary", ["train.bin"], ["test.bin"], 2, 1, 100),
+}
+CIFAR_LAYOUT = {  # the python-pickle version
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", 10),
     "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels", 100),
 }
+ARCHIVES = {"cifar10": "cifar-10-binary.tar.gz", "cifar100": "cifar-100-binary.tar.gz"}
 
 
-def find_cifar_pickles(name: str, data_dir: str) -> str | None:
-    """The pickle directory of ``name`` in (or at) ``data_dir``, or ``None``."""
-    folder = CIFAR_LAYOUT[name][0]
+def _find(folder: str, marker: str, data_dir: str) -> str | None:
     data_dir = os.path.expanduser(data_dir)
     for candidate in (os.path.join(data_dir, folder), data_dir):
-        if os.path.exists(os.path.join(candidate, CIFAR_LAYOUT[name][2][0])):
+        if os.path.exists(os.path.join(candidate, marker)):
             return candidate
     return None
 
 
-def _read_cifar_batch(path: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+def find_cifar_binary(name: str, data_dir: str) -> str | None:
+    """The binary-version directory of ``name`` in (or at) ``data_dir``, or ``None``."""
+    folder, _, test_files, *_ = CIFAR_BINARY[name]
+    return _find(folder, test_files[0], data_dir)
+
+
+def find_cifar_pickles(name: str, data_dir: str) -> str | None:
+    """The pickle directory of ``name`` in (or at) ``data_dir``, or ``None``."""
+    return _find(CIFAR_LAYOUT[name][0], CIFAR_LAYOUT[name][2][0], data_dir)
+
+
+def has_cifar_files(name: str, data_dir: str) -> bool:
+    """``data_dir`` holds either version of CIFAR ``name``."""
+    return bool(find_cifar_binary(name, data_dir) or find_cifar_pickles(name, data_dir))
+
+
+def _read_cifar_binary(path: str, label_bytes: int, label_index: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    record = label_bytes + PIXELS
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise DatasetUnavailableError(f"cannot read {path} ({e.strerror or e})") from e
+    if raw.size == 0 or raw.size % record:
+        raise DatasetUnavailableError(
+            f"{path} is not a CIFAR binary batch ({raw.size} bytes is not a whole number of {record}-byte records); "
+            "re-extract the archive"
+        )
+    rows = raw.reshape(-1, record)
+    labels = rows[:, label_index].astype(np.int32)
+    if labels.max() >= num_classes:
+        raise DatasetUnavailableError(f"{path} has label {labels.max()} for {num_classes} classes: it is not this dataset")
+    return rows[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def _read_cifar_pickle(path: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = pickle.load(f, encoding="bytes")  # trusted by the caller: trust_pickle=True
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key], dtype=np.int32)
-    except (OSError, pickle.UnpicklingError, KeyError, EOFError) as e:
+    except (OSError, pickle.UnpicklingError, KeyError, EOFError, TypeError, ValueError) as e:
         raise DatasetUnavailableError(f"{path} is not a CIFAR python pickle ({type(e).__name__}: {e})") from e
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
-def load_cifar_pickles(name: str, data_dir: str, augment: str = "crop_flip") -> ArraySource:
-    """Reads CIFAR-10/100 from the python-pickle directory in ``data_dir``.
+def _read_all(root: str, files: list[str], name: str, read) -> tuple[np.ndarray, np.ndarray]:
+    missing = [f for f in files if not os.path.exists(os.path.join(root, f))]
+    if missing:
+        raise DatasetUnavailableError(f"{root} lacks {', '.join(missing)}: re-extract the {name} archive")
+    parts = [read(os.path.join(root, f)) for f in files]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def load_cifar_files(name: str, data_dir: str, augment: str = "crop_flip", trust_pickle: bool = False) -> ArraySource:
+    """Reads CIFAR-10/100 from ``data_dir``: the binary version, or the python pickles when
+    ``trust_pickle`` (with a warning on stderr).
 
     Raises:
-        DatasetUnavailableError: the directory or one of its batch files is missing or corrupt.
+        DatasetUnavailableError: no CIFAR directory, a missing or damaged batch file, or only
+            the pickle version without ``trust_pickle``.
     """
-    folder, train_files, test_files, label_key, num_classes = CIFAR_LAYOUT[name]
-    root = find_cifar_pickles(name, data_dir)
-    if root is None:
+    binary = find_cifar_binary(name, data_dir)
+    if binary is not None:
+        _, train_files, test_files, label_bytes, label_index, num_classes = CIFAR_BINARY[name]
+
+        def read(path):
+            return _read_cifar_binary(path, label_bytes, label_index, num_classes)
+
+        train, test = _read_all(binary, train_files, name, read), _read_all(binary, test_files, name, read)
+        return ArraySource(name, train, test, num_classes, augment)
+    pickles = find_cifar_pickles(name, data_dir)
+    if pickles is None:
         raise DatasetUnavailableError(
-            f"no {folder}/ in {data_dir}: download {name} (python version) from "
+            f"no {CIFAR_BINARY[name][0]}/ in {data_dir}: download {ARCHIVES[name]} (the binary version) from "
             "https://www.cs.toronto.edu/~kriz/cifar.html and extract it there"
         )
+    if not trust_pickle:
+        raise DatasetUnavailableError(
+            f"{pickles} holds the python version of {name}: pickles, which run code when they are loaded, so they "
+            f"are not read by default. Download {ARCHIVES[name]} (the binary version) from "
+            "https://www.cs.toronto.edu/~kriz/cifar.html and extract it in --data_dir, or pass --trust_pickle if "
+            "you trust these files"
+        )
+    print(f"warning: unpickling {pickles} (--trust_pickle): a pickle can run any code; only load files you trust",
+          file=sys.stderr)
+    _, train_files, test_files, label_key, num_classes = CIFAR_LAYOUT[name]
 
-    def read(files):
-        missing = [f for f in files if not os.path.exists(os.path.join(root, f))]
-        if missing:
-            raise DatasetUnavailableError(f"{root} lacks {', '.join(missing)}: re-extract the {name} archive")
-        parts = [_read_cifar_batch(os.path.join(root, f), label_key) for f in files]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    def read_pickle(path):
+        return _read_cifar_pickle(path, label_key)
 
-    return ArraySource(name, read(train_files), read(test_files), num_classes, augment)
+    train, test = _read_all(pickles, train_files, name, read_pickle), _read_all(pickles, test_files, name, read_pickle)
+    return ArraySource(name, train, test, num_classes, augment)
 
 
 def _read_folder(path: str, image_size: int, class_names=None):

@@ -6,8 +6,9 @@ reads data that is already prepared under ``data_dir`` and otherwise raises
 prepared offline from the ILSVRC tars in ``<data_dir>/downloads/manual`` (TFDS's manual_dir).
 
 Small datasets (MNIST, Fashion-MNIST, CIFAR) are read into memory as an :class:`ArraySource`;
-``cifar10``/``cifar100`` also read the python-pickle directory ``cifar-10-batches-py`` /
-``cifar-100-python`` when ``data_dir`` holds one (``layerwise.data.local``). Imagenette and
+``cifar10``/``cifar100`` also read the binary directory ``cifar-10-batches-bin`` /
+``cifar-100-binary`` when ``data_dir`` holds one (the python pickles only with ``trust_pickle``;
+``layerwise.data.local``). Imagenette and
 ImageNet stream from disk (:class:`StreamingImageSource`) with the paper's ImageNet recipe:
 random-resized-crop 224 + flip for training, resize 256 + centre crop 224 for testing.
 """
@@ -21,7 +22,7 @@ import tensorflow as tf
 
 from layerwise.data.augment import center_crop, random_resized_crop_flip
 from layerwise.data.base import DATASETS, ArraySource, DataSource, derive_seed
-from layerwise.data.local import find_cifar_pickles, load_cifar_pickles
+from layerwise.data.local import has_cifar_files, load_cifar_files
 from layerwise.errors import DatasetUnavailableError
 
 DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
@@ -108,22 +109,26 @@ def load_fashion_mnist(split_seed: int = 0, augment: str = "none", data_dir: str
     return load_tfds_arrays("fashion_mnist", data_dir, augment)
 
 
-def _cifar(name: str, augment: str, data_dir: str | None) -> ArraySource:
-    if data_dir and find_cifar_pickles(name, data_dir):
-        return load_cifar_pickles(name, data_dir, augment)
+def _cifar(name: str, augment: str, data_dir: str | None, trust_pickle: bool) -> ArraySource:
+    if data_dir and has_cifar_files(name, data_dir):
+        return load_cifar_files(name, data_dir, augment, trust_pickle)
     return load_tfds_arrays(name, data_dir, augment)
 
 
 @DATASETS.register("cifar10")
-def load_cifar10(split_seed: int = 0, augment: str = "crop_flip", data_dir: str | None = None) -> ArraySource:
-    """CIFAR-10 (50,000 / 10,000): a ``cifar-10-batches-py`` directory in ``data_dir``, else TFDS."""
-    return _cifar("cifar10", augment, data_dir)
+def load_cifar10(split_seed: int = 0, augment: str = "crop_flip", data_dir: str | None = None,
+                 trust_pickle: bool = False) -> ArraySource:
+    """CIFAR-10 (50,000 / 10,000): ``cifar-10-batches-bin`` in ``data_dir`` (or, with
+    ``trust_pickle``, ``cifar-10-batches-py``), else TFDS."""
+    return _cifar("cifar10", augment, data_dir, trust_pickle)
 
 
 @DATASETS.register("cifar100")
-def load_cifar100(split_seed: int = 0, augment: str = "crop_flip", data_dir: str | None = None) -> ArraySource:
-    """CIFAR-100 (50,000 / 10,000): a ``cifar-100-python`` directory in ``data_dir``, else TFDS."""
-    return _cifar("cifar100", augment, data_dir)
+def load_cifar100(split_seed: int = 0, augment: str = "crop_flip", data_dir: str | None = None,
+                  trust_pickle: bool = False) -> ArraySource:
+    """CIFAR-100 (50,000 / 10,000): ``cifar-100-binary`` in ``data_dir`` (or, with
+    ``trust_pickle``, ``cifar-100-python``), else TFDS."""
+    return _cifar("cifar100", augment, data_dir, trust_pickle)
 
 
 class StreamingImageSource(DataSource):

@@ -10,6 +10,10 @@ Layout under ``workdir/checkpoints/<problem>/`` (``<problem>`` is ``stage_00``, 
 Files are written to a temporary name, fsynced and renamed, so a ``kill -9`` leaves either the
 old file or the new one. NumPy's ``.npz`` is a zip archive whose members carry CRC-32 checksums:
 a truncated or corrupted file fails to load, and the previous good checkpoint is used instead.
+Whatever the zip reader raises on a damaged file (a bad directory entry, an "encrypted" flag, an
+unknown compression method, ...) makes the file unreadable, never the run. A checkpoint whose
+floating-point arrays are not all finite is treated the same way: it is never loaded as a good
+state (the trainer refuses to write one in the first place).
 """
 
 from __future__ import annotations
@@ -18,14 +22,13 @@ import io
 import json
 import os
 import re
-import zipfile
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from layerwise.errors import CheckpointError, CorruptCheckpointError, StorageError
 
-__all__ = ["CheckpointError", "CorruptCheckpointError", "ProblemCheckpoints", "atomic_write_bytes", "atomic_write_text", "load_arrays", "save_arrays"]
+__all__ = ["CheckpointError", "CorruptCheckpointError", "ProblemCheckpoints", "atomic_write_bytes", "atomic_write_text", "load_arrays", "non_finite", "save_arrays"]
 
 META_KEY = "__meta__"
 
@@ -61,19 +64,42 @@ def save_arrays(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) 
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_arrays(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def load_arrays(path: str, finite: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Loads a file written by :func:`save_arrays`, checking every member's checksum.
 
+    Args:
+        path: the ``.npz`` file.
+        finite: also require every floating-point array to be finite.
+
     Raises:
-        CheckpointError: the file is missing, truncated or corrupt.
+        CorruptCheckpointError: the file is truncated or corrupt, whatever the zip or NumPy
+            reader raised (a checkpoint is data: no failure to read it is a bug of ours), or
+            (with ``finite``) holds NaN or infinite values.
+        CheckpointError: the file is missing.
     """
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path} is missing")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}  # reading checks the CRCs
         meta = json.loads(str(arrays.pop(META_KEY)))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
-        raise CorruptCheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from e
+        if not isinstance(meta, dict):
+            raise TypeError("its metadata is not a JSON object")
+    except MemoryError:
+        raise
+    except Exception as e:  # zipfile/zlib/NumPy raise many types on damaged bytes; all mean "unreadable"
+        raise CorruptCheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e)[:200]})") from e
+    bad = non_finite(arrays) if finite else []
+    if bad:
+        raise CorruptCheckpointError(
+            f"checkpoint {path} holds NaN or infinite values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
+        )
     return arrays, meta
+
+
+def non_finite(arrays: dict[str, np.ndarray]) -> list[str]:
+    """Names of the floating-point arrays that hold a NaN or an infinity."""
+    return [k for k, v in arrays.items() if v.dtype.kind in "fc" and not np.all(np.isfinite(v))]
 
 
 def variables_to_arrays(prefix: str, variables: Sequence) -> dict[str, np.ndarray]:
@@ -139,10 +165,10 @@ class ProblemCheckpoints:
             os.remove(self.epoch_path(old))
 
     def latest_epoch(self) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-        """The newest readable epoch checkpoint; corrupt ones are reported and skipped."""
+        """The newest good epoch checkpoint (readable and finite); others are reported and skipped."""
         for epoch in reversed(self.epochs()):
             try:
-                return load_arrays(self.epoch_path(epoch))
+                return load_arrays(self.epoch_path(epoch), finite=True)
             except CorruptCheckpointError as e:
                 self.warn(f"warning: {e}; falling back to the previous checkpoint")
         return None
@@ -154,7 +180,12 @@ class ProblemCheckpoints:
         return os.path.exists(self.final_path)
 
     def load_final(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return load_arrays(self.final_path)
+        """The finished problem's arrays and metadata.
+
+        Raises:
+            CorruptCheckpointError: ``final.npz`` is unreadable or not finite.
+        """
+        return load_arrays(self.final_path, finite=True)
 
     def quarantine_final(self) -> None:
         """Moves an unreadable ``final.npz`` aside (kept for inspection, never loaded again)."""

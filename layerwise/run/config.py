@@ -168,7 +168,7 @@ class TrainConfig:
     split_seed: int = option(0, "Seed of the train/test split of embedded data (and of the validation split).")
     on_nan: str = option("stop", "At a non-finite loss: stop, or skip the batch.", choices=ON_NAN)
     data_dir: str = option(
-        "", "Where file-backed datasets live (TFDS data_dir, cifar-10-batches-py, image folder); '' uses each "
+        "", "Where file-backed datasets live (TFDS data_dir, cifar-10-batches-bin, image folder); '' uses each "
         "loader's default.")
     validation_fraction: float = option(
         0.0, "Hold out this fraction of the training split (stratified, seeded by --split_seed) as a "
@@ -210,6 +210,9 @@ class TrainConfig:
         for name in ("epochs_per_stage", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("seed", "split_seed"):  # NumPy's and Keras's seeding take 0 .. 2**32 - 1
+            if not 0 <= getattr(self, name) < 2**32:
+                raise ConfigError(f"{name} must be in 0 .. {2**32 - 1}, got {getattr(self, name)}")
         optim = self.optim
         if not 0 < optim.lr < float("inf"):
             raise ConfigError(f"lr must be positive and finite, got {optim.lr}")

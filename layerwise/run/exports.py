@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import os
 
-from layerwise.errors import ConfigError
+from layerwise.errors import CheckpointError, ConfigError
+from layerwise.run.lock import workdir_lock
 from layerwise.run.restore import default_load_data, restore_run
+from layerwise.run.workdir import make_directory, read_config
 from layerwise.serving.export import (
-    DEFAULT_CASCADE_THRESHOLD, export_cascade, export_classifier, export_ensemble, write_models_config,
+    DEFAULT_CASCADE_THRESHOLD, UNFINISHED_LABEL, export_cascade, export_classifier, export_ensemble,
+    write_models_config,
 )
 
 
@@ -27,32 +30,70 @@ def export_run(
     threshold: float = DEFAULT_CASCADE_THRESHOLD,
     label: str = "stable",
     load_data=None,
+    allow_unfinished: bool = False,
+    log=print,
 ) -> dict[str, str]:
     """Rebuilds a trained run from ``workdir`` and exports every servable as a new version.
 
     Every finished stage (or the end-to-end model) becomes version N+1 of its servable (N is
     left as it is); a layerwise run also gets ``<model>_ensemble`` and ``<model>_cascade``.
-    ``models.config`` is rewritten with ``label`` pointing at each servable's newest version.
+    ``models.config`` is rewritten with ``label`` pointing at each servable's newest complete
+    version. The directory written to is locked for the export (``layerwise.run.lock``): the
+    run directory itself when the servables go under it (a run still training there is refused).
+
+    An unfinished run (stages still to train) is refused unless ``allow_unfinished``: then its
+    ensemble and cascade, which cover fewer stages than the finished run will, are marked
+    partial and labelled ``unfinished``, never ``label``, in ``models.config`` (now and after
+    later exports), so an older, worse servable never passes for the stable one.
 
     Args:
         workdir: a run directory of ``apps.train``.
         build_network: ``(config, data) -> StagedNetwork`` (``apps.runner.build_network``).
         export_root: where servables go; ``workdir/export`` by default.
         threshold: the cascade's default exit threshold, in (0, 1].
-        label: version label of the newest versions in ``models.config``.
+        label: version label of the newest complete versions in ``models.config``.
         load_data: ``config -> DataSource``; the registered dataset by default.
+        allow_unfinished: export the finished stages of an unfinished run (with a warning).
+        log: where the warning goes.
 
     Returns:
         ``{servable name: new version directory}``.
 
     Raises:
-        ConfigError: a threshold outside (0, 1].
-        CheckpointError: ``workdir`` is not a finished run.
+        ConfigError: a threshold outside (0, 1], an ``export_root`` that is a file.
+        CheckpointError: ``workdir`` has no finished stage, or is unfinished.
+        WorkdirBusyError: another process holds the directory written to.
+        StorageError: a servable could not be written (full disk, read-only directory).
     """
     if not 0.0 < threshold <= 1.0:
         raise ConfigError(f"the cascade threshold must be in (0, 1], got {threshold}")
-    run = restore_run(workdir, build_network, load_data or default_load_data)
+    if not label or not label.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"a version label is a word of letters, digits, - and _, got {label!r}")
+    read_config(workdir)  # not a run, or a corrupt config: refused before anything else
     export_root = export_root or os.path.join(workdir, "export")
+    if os.path.exists(export_root) and not os.path.isdir(export_root):
+        raise ConfigError(f"the export directory {export_root} is a file; pass a directory (--export_dir)")
+    run = restore_run(workdir, build_network, load_data or default_load_data)  # reads only
+    if not run.finished and not allow_unfinished:
+        raise CheckpointError(
+            f"{workdir} is unfinished ({len(run.problems)} of {run.total_problems} stages trained); finish "
+            "training first (rerun the same apps.train command), or pass --allow_unfinished to export the "
+            f"finished stages (their ensemble and cascade are labelled {UNFINISHED_LABEL!r}, not {label!r})"
+        )
+    inside = os.path.realpath(export_root).startswith(os.path.realpath(workdir) + os.sep)
+    if not inside:
+        make_directory(export_root)
+    # The lock of the directory written to: the run directory itself when the servables go under it,
+    # so an export never races a training of the run (which holds it from start to end).
+    with workdir_lock(workdir if inside else export_root, "exporting"):
+        info = {"complete": run.finished, "stages": len(run.problems), "of": run.total_problems}
+        if not run.finished:
+            log(f"warning: {workdir} is unfinished: exporting {len(run.problems)} of {run.total_problems} stages; "
+                f"the ensemble and cascade are labelled {UNFINISHED_LABEL!r}; export again when training has finished")
+        return _export(run, export_root, threshold, label, info)
+
+
+def _export(run, export_root: str, threshold: float, label: str, info: dict) -> dict[str, str]:
     net, mean, std = run.network, run.data.mean, run.data.std
     written = {}
     for name, classifier in zip(run.problems, run.classifiers):
@@ -60,10 +101,10 @@ def export_run(
         written[servable] = export_classifier(classifier, os.path.join(export_root, servable), mean, std)
     if run.layerwise:
         servable = f"{net.name}_ensemble"
-        written[servable] = export_ensemble(net, run.heads, os.path.join(export_root, servable), mean, std)
+        written[servable] = export_ensemble(net, run.heads, os.path.join(export_root, servable), mean, std, info)
         servable = f"{net.name}_cascade"
         written[servable] = export_cascade(
-            net, run.heads, os.path.join(export_root, servable), mean, std, threshold
+            net, run.heads, os.path.join(export_root, servable), mean, std, threshold, info
         )
     write_models_config(export_root, label)
     return written

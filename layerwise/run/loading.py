@@ -14,8 +14,11 @@ from layerwise.data.crops import with_crops
 from layerwise.run.config import TrainConfig
 
 
-def load_data(config: TrainConfig) -> DataSource:
+def load_data(config: TrainConfig, trust_pickle: bool = False) -> DataSource:
     """The dataset of ``config``: split, augmentation, data_dir, validation split and crops.
+
+    ``trust_pickle`` lets a loader unpickle files in ``data_dir`` (CIFAR's python version); it is
+    an explicit decision of the person running the command, never read from a run directory.
 
     Raises:
         UnknownNameError: an unknown dataset.
@@ -27,6 +30,8 @@ def load_data(config: TrainConfig) -> DataSource:
         options["augment"] = config.augment
     if config.data_dir:
         options["data_dir"] = config.data_dir
+    if trust_pickle:
+        options["trust_pickle"] = True
     data = load_dataset(config.dataset, **options)
     if config.validation_fraction:
         data = data.with_validation(config.validation_fraction, config.split_seed)

@@ -18,8 +18,10 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from layerwise.errors import ConfigError, StorageError  # noqa: E402
 from layerwise.run.checkpoints import atomic_write_text  # noqa: E402
-from layerwise.errors import ConfigError  # noqa: E402
+from layerwise.run.lock import workdir_lock  # noqa: E402
+from layerwise.run.runlog import read_records  # noqa: E402
 from layerwise.run.workdir import read_config  # noqa: E402
 
 COLUMNS = (
@@ -42,8 +44,7 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         raise ConfigError(f"{workdir} has no metrics.jsonl yet; train first (python -m apps.train --workdir {workdir})")
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip().endswith("}")]
+    return read_records(path)
 
 
 def _cells(record: dict[str, Any]) -> list[str]:
@@ -129,17 +130,34 @@ def write_report(workdir: str, compare: Sequence[str] = ()) -> str:
 
     Returns:
         The path of ``report.md``.
+
+    Raises:
+        ConfigError: ``workdir`` is not a run (or its ``config.json`` is corrupt).
+        WorkdirBusyError: another process holds the directory (e.g. a run still training).
+        StorageError: the files cannot be written (read-only directory, full disk).
     """
     config = read_config(workdir)
-    records = read_metrics(workdir)
-    stages = [r for r in records if r["event"] == "stage"]
-    epochs = [r for r in records if r["event"] == "epoch"]
+    read_metrics(workdir)  # a run with no metrics yet is refused before anything is written
+    with workdir_lock(workdir, "writing the report"):
+        records = read_metrics(workdir)
+        try:
+            return _write_report(workdir, config, records, compare)
+        except OSError as e:
+            raise StorageError(
+                f"could not write the report in {workdir} ({e.strerror or e}); make the directory writable "
+                "or free disk space, then rerun"
+            ) from e
+
+
+def _write_report(workdir: str, config: dict[str, Any], records: list[dict[str, Any]], compare: Sequence[str]) -> str:
+    stages = [r for r in records if r.get("event") == "stage"]
+    epochs = [r for r in records if r.get("event") == "epoch"]
     plots_dir = os.path.join(workdir, "plots")
     os.makedirs(plots_dir, exist_ok=True)
     plots = []
     others = []
     for other in compare:
-        done = [r for r in read_metrics(other) if r["event"] == "stage"]
+        done = [r for r in read_metrics(other) if r.get("event") == "stage"]
         if done:
             others.append((f"{read_config(other)['mode']} ({os.path.basename(os.path.normpath(other))})", done[-1]["test_acc"]))
     if stages:
@@ -150,9 +168,14 @@ def write_report(workdir: str, compare: Sequence[str] = ()) -> str:
         plots.append(("Training curves", "plots/training_curves.png"))
     probes_path = os.path.join(workdir, "probes.json")
     if os.path.exists(probes_path):
-        with open(probes_path) as f:
-            _plot_probes(json.load(f), os.path.join(plots_dir, "probe_accuracy.png"))
-        plots.append(("Probe accuracy vs depth", "plots/probe_accuracy.png"))
+        try:
+            with open(probes_path, encoding="utf-8") as f:
+                probes = json.load(f)
+        except ValueError:  # a torn or foreign probes.json: the report goes on without the plot
+            probes = None
+        if isinstance(probes, dict):
+            _plot_probes(probes, os.path.join(plots_dir, "probe_accuracy.png"))
+            plots.append(("Probe accuracy vs depth", "plots/probe_accuracy.png"))
 
     config_lines = [f"- `{k}`: `{json.dumps(v)}`" for k, v in sorted(config.items())]
     md = [f"# Run report: {config.get('model')} on {config.get('dataset')} ({config.get('mode')})", ""]

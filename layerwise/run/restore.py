@@ -52,6 +52,8 @@ class RestoredRun:
         classifiers: image -> logits functional model of each finished problem.
         records: the stage records stored with each ``final.npz``.
         stage_heads: every stage has its own head (layerwise and decoupled runs).
+        total_problems: how many problems the finished run has (``problems`` has them all
+            when the run is finished).
     """
 
     workdir: str
@@ -63,6 +65,12 @@ class RestoredRun:
     classifiers: list[keras.Model]
     records: list[dict[str, Any]]
     stage_heads: bool = True
+    total_problems: int = 0
+
+    @property
+    def finished(self) -> bool:
+        """Every problem of the run is trained (an unfinished run still has stages to train)."""
+        return len(self.problems) >= self.total_problems
 
     @property
     def layerwise(self) -> bool:
@@ -122,4 +130,5 @@ def restore_run(
         classifiers=[f.classifier for f in finished],
         records=[f.record for f in finished],
         stage_heads=mode.stage_heads,
+        total_problems=len(mode.trained_stages(network)),
     )

@@ -1,4 +1,10 @@
-"""What a run writes as it goes: ``metrics.jsonl`` and TensorBoard scalars."""
+"""What a run writes as it goes: ``metrics.jsonl`` and TensorBoard scalars.
+
+``metrics.jsonl`` is JSON Lines (https://jsonlines.org): one object per line, appended and
+fsynced. A crash or a full disk can leave the last line torn (truncated mid-record); readers
+(:func:`read_records`) skip any line that is not a whole JSON object, and the writer drops a torn
+tail before it appends, so one bad write never poisons the next record or every later run.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,50 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
+from layerwise.errors import StorageError
 from layerwise.run.checkpoints import atomic_write_text
+
+
+def parse_records(lines) -> list[dict[str, Any]]:
+    """The JSON objects among ``lines``; a torn or foreign line is skipped."""
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def read_records(path: str) -> list[dict[str, Any]]:
+    """Every whole record of the JSON Lines file ``path`` (bytes that are not UTF-8 included)."""
+    with open(path, "rb") as f:
+        return parse_records(f.read().decode("utf-8", "replace").splitlines())
+
+
+def repair_tail(path: str) -> None:
+    """Makes ``path`` end with a newline before an append: a whole last record gets its newline,
+    a torn one is cut off (it is unreadable anyway, and would swallow the next record)."""
+    try:
+        with open(path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+            if tail.endswith(b"\n"):
+                return
+            start = tail.rfind(b"\n") + 1
+            if parse_records([tail[start:].decode("utf-8", "replace")]):
+                f.write(b"\n")
+            else:
+                f.truncate(size - (len(tail) - start))
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise StorageError(f"could not repair {path} ({e.strerror or e}); free disk space or fix permissions, then rerun") from e
 
 
 class RunLog:
@@ -21,23 +70,33 @@ class RunLog:
         self.path = None if workdir is None else os.path.join(workdir, "metrics.jsonl")
         self._writer = None
         self._tensorboard_dir = None if workdir is None else os.path.join(workdir, "tensorboard")
+        self._repaired = False
         if self.path is not None and os.path.exists(self.path):
-            with open(self.path) as f:
-                self.records = [json.loads(line) for line in f if line.strip().endswith("}")]
+            self.records = read_records(self.path)
 
     def keep_only(self, keep: Callable[[dict[str, Any]], bool]) -> None:
         """Drops records (e.g. epochs after the checkpoint a resumed run restarts from)."""
         self.records = [r for r in self.records if keep(r)]
         if self.path:
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+            self._repaired = True
 
     def write(self, record: dict[str, Any]) -> None:
         self.records.append(record)
         if self.path:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            if not self._repaired:
+                repair_tail(self.path)
+                self._repaired = True
+            try:
+                with open(self.path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise StorageError(
+                    f"could not write {self.path} ({e.strerror or e}); free disk space or fix permissions, then "
+                    "rerun the same command: the checkpoints are intact and the run resumes"
+                ) from e
 
     def scalars(self, step: int, prefix: str, values: dict[str, float]) -> None:
         if self._tensorboard_dir is None:

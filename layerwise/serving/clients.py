@@ -22,12 +22,13 @@ import json
 import os
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, Sequence
 
 import numpy as np
 
-from layerwise.errors import ModelServerError, ServingInputError
+from layerwise.errors import ConfigError, ModelServerError, ServingInputError
 
 DEFAULT_SIGNATURE = "serving_default"
 # A cascade signature without a threshold input -> the one that takes it (see layerwise.serving.export).
@@ -46,11 +47,13 @@ class InputSpec:
 def check_images(images: Any, spec: InputSpec, signature: str = DEFAULT_SIGNATURE) -> np.ndarray:
     """Validates (and if lossless, converts) a batch of images for the ``images`` input ``spec``.
 
-    A single image (no batch dimension) becomes a batch of one. Integer pixels in 0..255 are
-    accepted for a uint8 input; float64 becomes float32 for a float input.
+    A single image (no batch dimension) becomes a batch of one; an empty batch passes (the
+    servables answer it with empty outputs). Integer pixels in 0..255 are accepted for a uint8
+    input; float64 becomes float32 for a float input, which must be finite.
 
     Raises:
-        ServingInputError: wrong rank, size, channels or dtype, with what to do instead.
+        ServingInputError: wrong rank, size, channels or dtype, or non-finite floats, with what
+            to do instead.
     """
     images = np.asarray(images)
     want = tuple(spec.shape)
@@ -60,8 +63,6 @@ def check_images(images: Any, spec: InputSpec, signature: str = DEFAULT_SIGNATUR
         raise ServingInputError(
             f"{signature} takes a batch of images shaped {_shape(want)}; got an array shaped {images.shape}"
         )
-    if images.shape[0] == 0:
-        raise ServingInputError("no images to predict on (the batch is empty)")
     *size, channels = want[1:]
     got_size, got_channels = list(images.shape[1:-1]), images.shape[-1]
     if channels is not None and got_channels != channels:
@@ -76,8 +77,8 @@ def check_images(images: Any, spec: InputSpec, signature: str = DEFAULT_SIGNATUR
             f"{'x'.join(str(s) for s in size)}; resize them first"
         )
     if spec.dtype == "uint8":
-        if images.dtype == np.uint8:
-            return images
+        if images.dtype == np.uint8 or images.size == 0:
+            return images.astype(np.uint8)
         if np.issubdtype(images.dtype, np.integer) and images.min() >= 0 and images.max() <= 255:
             return images.astype(np.uint8)
         alternative = "serving_float" if signature == DEFAULT_SIGNATURE else "a float signature"
@@ -92,6 +93,8 @@ def check_images(images: Any, spec: InputSpec, signature: str = DEFAULT_SIGNATUR
                 f"{signature} takes normalised {spec.dtype} images; got {images.dtype} raw pixels: "
                 "send them to serving_default instead"
             )
+        if not np.all(np.isfinite(images)):
+            raise ServingInputError(f"{signature} takes finite normalised pixels; the images hold NaN or infinite values")
         return images.astype(spec.dtype)
     raise ServingInputError(f"{signature} input {spec.name!r} has dtype {spec.dtype}, which this client cannot feed")
 
@@ -237,11 +240,30 @@ def parse_rest_metadata(metadata: dict[str, Any]) -> dict[str, dict[str, InputSp
     return specs
 
 
+HTTP_SCHEMES = ("http", "https")
+
+
+class _HTTPOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http(s) only (urllib's default handler also follows ``ftp://``)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in HTTP_SCHEMES:
+            raise urllib.error.HTTPError(newurl, code, f"refused a redirect to {newurl} (http(s) only)", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+# Only the HTTP handlers: a request can never read file:// or ftp:// URLs, whatever the address.
+_OPENER = urllib.request.OpenerDirector()
+for _handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+                 _HTTPOnlyRedirects(), urllib.request.HTTPErrorProcessor(), urllib.request.HTTPDefaultErrorHandler()):
+    _OPENER.add_handler(_handler)
+
+
 class RestClient:
     """TF Serving's REST API.
 
     Args:
-        server: ``http://HOST:8501``.
+        server: ``http://HOST:8501`` (or https; no other scheme is accepted).
         model: servable name (``layerwise_cnn_stage_02``, ``..._ensemble``, ``..._cascade``).
         version: a specific integer version; ``None`` for the server's default (newest).
         timeout: seconds to wait for connecting and for each answer.
@@ -251,6 +273,12 @@ class RestClient:
     def __init__(self, server: str, model: str, version: int | None = None, timeout: float = 10.0, check: bool = True):
         if "://" not in server:
             server = "http://" + server
+        scheme = urllib.parse.urlsplit(server).scheme.lower()
+        if scheme not in HTTP_SCHEMES:
+            raise ConfigError(
+                f"the REST server address must be http:// or https://, got {server!r}; TF Serving's REST API "
+                "is HTTP (e.g. http://localhost:8501)"
+            )
         self.server = server.rstrip("/")
         self.model = model
         self.version = version
@@ -270,7 +298,7 @@ class RestClient:
         data = None if body is None else json.dumps(body).encode("utf-8")
         request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with _OPENER.open(request, timeout=self.timeout) as response:
                 return json.loads(response.read().decode("utf-8"))
         except urllib.error.HTTPError as e:
             message = _error_text(e)

@@ -13,6 +13,16 @@ the uint8 input type; ``tf.saved_model.save`` of a Keras 3 model would lose them
   (int64 ``[None]``), ``top_k_scores`` / ``top_k_classes`` (``[None, k]``, k = min(5, classes)).
 - ``serving_float``: the same outputs for float32 images already normalised by the caller.
 
+Every signature checks its input inside the graph, because TF Serving feeds a request's tensor to
+the graph without comparing it with the signature (and ``tf.saved_model.load`` signatures do not
+either): ``tf.ensure_shape`` fails a batch of the wrong rank, size or channels with an
+``InvalidArgumentError`` naming the expected shape (without it, other sizes gave confident
+answers and a rank-3 tensor aborted the whole server process in a convolution kernel);
+``serving_float`` rejects NaN and infinite pixels (``tf.debugging.check_numerics``); a cascade
+rejects thresholds outside (0, 1] or of another length than the batch. An empty batch returns
+empty outputs (BatchNormalization's CPU kernel fails on one, so no stage runs on it). One
+malformed request gets an error answer; the server keeps serving.
+
 Two more servables combine the stages of a layerwise run (``layerwise.run.exports.export_run``
 writes all of them from a run directory):
 
@@ -27,22 +37,60 @@ writes all of them from a run directory):
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from layerwise.serving.cascade import cascade_probabilities, ensemble_graph_probabilities
+from layerwise.errors import StorageError
 from layerwise.run.checkpoints import atomic_write_text
+from layerwise.serving.cascade import cascade_probabilities, ensemble_graph_probabilities
 from layerwise.training.network import primary
 
 SIGNATURES = ("serving_default", "serving_float")
 CASCADE_SIGNATURES = SIGNATURES + ("serving_threshold", "serving_float_threshold")
 DEFAULT_CASCADE_THRESHOLD = 0.9
+# What a version covers, beside the SavedModel: TF Serving's place for files the graph does not load.
+VERSION_INFO = os.path.join("assets.extra", "layerwise_export.json")
+UNFINISHED_LABEL = "unfinished"
+
+
+def checked(images: tf.Tensor, image_shape: Sequence[int], finite: bool = False) -> tf.Tensor:
+    """``images`` after the checks a server does not do: rank, size and channels
+    (``InvalidArgumentError`` naming the expected shape) and, for float inputs, finiteness."""
+    images = tf.ensure_shape(images, (None, *image_shape), name="check_image_shape")
+    if finite:
+        images = tf.debugging.check_numerics(
+            images, "serving_float takes finite normalised pixels; the batch holds NaN or infinite values"
+        )
+    return images
+
+
+def checked_thresholds(thresholds: tf.Tensor, images: tf.Tensor) -> tf.Tensor:
+    """The cascade's per-example thresholds, checked: one per image, each in (0, 1]."""
+    thresholds = tf.ensure_shape(thresholds, (None,), name="check_threshold_shape")
+    checks = [
+        tf.debugging.assert_equal(tf.shape(thresholds)[0], tf.shape(images)[0],
+                                  message="threshold needs one value per image"),
+        tf.debugging.assert_greater(thresholds, 0.0, message="thresholds must be in (0, 1]"),
+        tf.debugging.assert_less_equal(thresholds, 1.0, message="thresholds must be in (0, 1]"),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(thresholds)
+
+
+def unless_empty(images: tf.Tensor, probabilities: Callable[[tf.Tensor], tf.Tensor], num_classes: int) -> tf.Tensor:
+    """``probabilities(images)``, or a ``[0, num_classes]`` result for an empty batch."""
+    return tf.cond(
+        tf.shape(images)[0] > 0,
+        lambda: probabilities(images),
+        lambda: tf.zeros([0, num_classes], tf.float32),
+    )
 
 
 def _outputs(probabilities: tf.Tensor, k: int) -> dict[str, tf.Tensor]:
@@ -85,15 +133,17 @@ def export_classifier(
     std_t = tf.constant(np.asarray(std, np.float32))
 
     def probabilities(x):
-        return tf.nn.softmax(tf.cast(classifier(x, training=False), tf.float32))
+        return unless_empty(x, lambda x: tf.nn.softmax(tf.cast(classifier(x, training=False), tf.float32)),
+                            num_classes)
 
     @tf.function(autograph=False, input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8, name="images")])
     def serve_uint8(images):
+        images = checked(images, image_shape)
         return _outputs(probabilities((tf.cast(images, tf.float32) - mean_t) / std_t), k)
 
     @tf.function(autograph=False, input_signature=[tf.TensorSpec((None, *image_shape), tf.float32, name="images")])
     def serve_float(images):
-        return _outputs(probabilities(images), k)
+        return _outputs(probabilities(checked(images, image_shape, finite=True)), k)
 
     archive = keras.export.ExportArchive()
     archive.track(classifier)
@@ -102,23 +152,52 @@ def export_classifier(
     return write_next_version(archive, servable_dir)
 
 
-def write_next_version(archive: keras.export.ExportArchive, servable_dir: str) -> str:
+def write_next_version(archive: keras.export.ExportArchive, servable_dir: str, info: dict[str, Any] | None = None) -> str:
     """Writes ``archive`` as version N+1 of ``servable_dir`` (temp dir + rename); returns its path.
 
-    Version N is never touched, and a crash leaves no half-written version behind.
+    Version N is never touched, and a crash leaves no half-written version behind. ``info``
+    (what the version covers, e.g. ``{"complete": False}``) goes to ``assets.extra``.
+
+    Raises:
+        StorageError: the version could not be written (full disk, permissions); nothing of it
+            is left behind.
     """
     existing = versions(servable_dir)
     version = (existing[-1] + 1) if existing else 1
     final = os.path.join(servable_dir, str(version))
     tmp = os.path.join(servable_dir, f".tmp-{version}-{os.getpid()}")
-    os.makedirs(servable_dir, exist_ok=True)
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
+        os.makedirs(servable_dir, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         archive.write_out(tmp, verbose=False)
+        if info is not None:
+            os.makedirs(os.path.join(tmp, os.path.dirname(VERSION_INFO)), exist_ok=True)
+            with open(os.path.join(tmp, VERSION_INFO), "w", encoding="utf-8") as f:
+                json.dump(info, f)
         os.replace(tmp, final)
+    except (OSError, tf.errors.OpError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else (getattr(e, "message", "") or str(e))
+        raise StorageError(
+            f"could not write {final} ({reason.splitlines()[0][:200]}); free disk space or fix permissions, then "
+            "export again: the versions already there are intact"
+        ) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def version_info(version_dir: str) -> dict[str, Any]:
+    """What :func:`write_next_version` recorded about a version (``{}``: a complete export)."""
+    try:
+        with open(os.path.join(version_dir, VERSION_INFO), encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def is_complete(version_dir: str) -> bool:
+    return version_info(version_dir).get("complete", True) is not False
 
 
 def _all_heads_model(network, heads) -> keras.Model:
@@ -131,33 +210,38 @@ def _all_heads_model(network, heads) -> keras.Model:
     return keras.Model(images, outputs, name=f"{network.name}_all_heads")
 
 
-def export_ensemble(network, heads: Sequence[keras.Model], servable_dir: str, mean, std) -> str:
+def export_ensemble(network, heads: Sequence[keras.Model], servable_dir: str, mean, std,
+                    info: dict[str, Any] | None = None) -> str:
     """Exports the 2^j-weighted probability ensemble of ``heads`` as the next version.
 
     Args:
         network: the ``StagedNetwork`` whose first ``len(heads)`` stages are trained.
         heads: the trained head of each stage, in order.
         servable_dir, mean, std: as in :func:`export_classifier`.
+        info: what the version covers (:func:`write_next_version`).
     """
     model = _all_heads_model(network, heads)
     k = min(5, network.num_classes)
     mean_t, std_t = tf.constant(np.asarray(mean, np.float32)), tf.constant(np.asarray(std, np.float32))
     shape = network.input_shape
 
+    def probabilities(x):
+        return unless_empty(x, lambda x: ensemble_graph_probabilities(network.stages, heads, x), network.num_classes)
+
     @tf.function(autograph=False, input_signature=[tf.TensorSpec((None, *shape), tf.uint8, name="images")])
     def serve_uint8(images):
-        x = (tf.cast(images, tf.float32) - mean_t) / std_t
-        return _outputs(ensemble_graph_probabilities(network.stages, heads, x), k)
+        x = (tf.cast(checked(images, shape), tf.float32) - mean_t) / std_t
+        return _outputs(probabilities(x), k)
 
     @tf.function(autograph=False, input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="images")])
     def serve_float(images):
-        return _outputs(ensemble_graph_probabilities(network.stages, heads, images), k)
+        return _outputs(probabilities(checked(images, shape, finite=True)), k)
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(SIGNATURES[0], serve_uint8)
     archive.add_endpoint(SIGNATURES[1], serve_float)
-    return write_next_version(archive, servable_dir)
+    return write_next_version(archive, servable_dir, info)
 
 
 def export_cascade(
@@ -167,6 +251,7 @@ def export_cascade(
     mean,
     std,
     threshold: float = DEFAULT_CASCADE_THRESHOLD,
+    info: dict[str, Any] | None = None,
 ) -> str:
     """Exports the early-exit cascade over ``heads`` as the next version of ``servable_dir``.
 
@@ -196,45 +281,68 @@ def export_cascade(
 
     @tf.function(autograph=False, input_signature=[uint8])
     def serve_uint8(images):
+        images = checked(images, shape)
         return outputs(normalise(images), default_thresholds(images))
 
     @tf.function(autograph=False, input_signature=[float32])
     def serve_float(images):
+        images = checked(images, shape, finite=True)
         return outputs(images, default_thresholds(images))
 
     @tf.function(autograph=False, input_signature=[uint8, thresholds])
     def serve_uint8_threshold(images, threshold):
-        return outputs(normalise(images), threshold)
+        images = checked(images, shape)
+        return outputs(normalise(images), checked_thresholds(threshold, images))
 
     @tf.function(autograph=False, input_signature=[float32, thresholds])
     def serve_float_threshold(images, threshold):
-        return outputs(images, threshold)
+        images = checked(images, shape, finite=True)
+        return outputs(images, checked_thresholds(threshold, images))
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     for name, fn in zip(CASCADE_SIGNATURES, (serve_uint8, serve_float, serve_uint8_threshold, serve_float_threshold)):
         archive.add_endpoint(name, fn)
-    return write_next_version(archive, servable_dir)
+    return write_next_version(archive, servable_dir, info)
+
+
+def version_labels(servable_dir: str, label: str = "stable") -> dict[str, int]:
+    """``{label: version}`` of a servable: ``label`` on the newest *complete* version, and
+    ``unfinished`` on the newest version when it is an export of an unfinished run (an ensemble
+    or cascade of fewer stages than the run has): a partial export is never the stable one."""
+    found = versions(servable_dir)
+    complete = [v for v in found if is_complete(os.path.join(servable_dir, str(v)))]
+    labels = {label: complete[-1]} if complete else {}
+    if found and (not complete or found[-1] != complete[-1]):
+        labels.setdefault(UNFINISHED_LABEL, found[-1])
+    return labels
+
+
+def unfinished_servables(export_root: str) -> list[str]:
+    """Servables under ``export_root`` whose newest version is a partial export."""
+    names = sorted(os.listdir(export_root)) if os.path.isdir(export_root) else []
+    return [n for n in names if UNFINISHED_LABEL in version_labels(os.path.join(export_root, n))]
 
 
 def write_models_config(export_root: str, label: str = "stable") -> str:
-    """Writes ``export_root/models.config`` listing every servable and its newest version.
-
-    The newest version of each servable gets the version label ``label``.
-    """
+    """Writes ``export_root/models.config`` listing every servable and its versions' labels
+    (:func:`version_labels`: ``label`` on the newest complete version)."""
     entries = []
     for name in sorted(os.listdir(export_root)) if os.path.isdir(export_root) else []:
         path = os.path.join(export_root, name)
-        found = versions(path)
-        if not found:
+        if not versions(path):
             continue
+        labels = "".join(
+            f"    version_labels {{ key: \"{key}\" value: {value} }}\n"
+            for key, value in version_labels(path, label).items()
+        )
         entries.append(
             "  config {\n"
             f"    name: \"{name}\"\n"
             f"    base_path: \"{os.path.abspath(path)}\"\n"
             "    model_platform: \"tensorflow\"\n"
             "    model_version_policy { all {} }\n"
-            f"    version_labels {{ key: \"{label}\" value: {found[-1]} }}\n"
+            f"{labels}"
             "  }\n"
         )
     config_path = os.path.join(export_root, "models.config")

@@ -27,7 +27,7 @@ from layerwise.distribute import is_chief, make_strategy, worker_workdir
 from layerwise.errors import ConfigError
 from layerwise.run import schema
 from layerwise.run.config import RunOptions, TrainConfig
-from layerwise.run.workdir import prepare_workdir
+from layerwise.run.workdir import check_workdir, open_run
 from layerwise.training.heads import AuxHead
 from layerwise.training.network import StagedNetwork, primary
 from layerwise.training.problems import HeadPlan, ensemble_weights
@@ -157,7 +157,9 @@ def fit(
             ``EarlyStopping`` ends the current stage.
         workdir: run directory: crash-safe checkpoints every epoch, ``metrics.jsonl``,
             TensorBoard logs and a SavedModel per stage; rerunning the same call resumes, and a
-            directory of another configuration is refused. ``None``: in memory only.
+            directory of another configuration, or a non-empty one that is not a run, is refused.
+            The run holds the directory's lock (``layerwise.run.lock``): a second process on it
+            is refused. ``None``: in memory only.
         strategy: a ``tf.distribute.Strategy`` or a name (``auto``, ``one_device``, ``mirrored``,
             ``multi_worker``); build the network under its scope.
         config: a whole :class:`TrainConfig` to start from (the CLI's path); the arguments above
@@ -174,6 +176,7 @@ def fit(
     Raises:
         ConfigError: an unknown option, an impossible setting or data of the wrong form.
         WorkdirMismatchError: ``workdir`` holds a run of another configuration.
+        WorkdirBusyError: another process is using ``workdir`` (its pid is in the message).
         NonFiniteLossError: the loss became NaN or infinite (``on_nan="stop"``).
     """
     if not isinstance(network, StagedNetwork):
@@ -208,12 +211,18 @@ def fit(
     if not is_chief(strategy):
         verbose, log = 0, (lambda message: None)
     with worker_workdir(workdir, strategy) as writes_to:
+        if writes_to is not None:
+            check_workdir(writes_to, config)  # before anything is written
         trainer = GreedyTrainer(
             network, data, config, writes_to, strategy=strategy, options=run_options, heads=heads,
             callbacks=callbacks, optimizer=optimizer_factory, verbose=verbose, log=log,
         )
-        if writes_to is not None and prepare_workdir(writes_to, config):
-            log(f"resuming the run in {writes_to}")
-        records = trainer.run()
+        if writes_to is None:
+            records = trainer.run()
+        else:
+            with open_run(writes_to, config) as resumed:  # the directory's lock, for the whole run
+                if resumed:
+                    log(f"resuming the run in {writes_to}")
+                records = trainer.run()
         history = list(trainer.runlog.records)
     return Result(history, records, network, dict(trainer.heads), config, trainer.mode.stage_heads)

@@ -23,8 +23,9 @@ import keras
 import numpy as np
 
 from layerwise.analysis.flops import count_flops
-from layerwise.analysis.pruning import filter_scores_l1, filter_scores_taylor, keep_strongest, prune_stage
+from layerwise.analysis.pruning import filter_scores_l1, filter_scores_taylor, keep_strongest, last_conv, prune_stage
 from layerwise.data.base import DataSource, derive_seed
+from layerwise.errors import ConfigError
 from layerwise.run import checkpoints as ckpt
 from layerwise.run.config import TrainConfig
 from layerwise.training.heads import AuxHead
@@ -39,6 +40,9 @@ PRUNED_FILE = "pruned.npz"
 
 class StageHook:
     """A step after each stage and after the run; the default does nothing."""
+
+    def check(self, network: StagedNetwork) -> None:
+        """Raises ConfigError, before anything trains, when the hook cannot apply to ``network``."""
 
     def after_stage(self, trainer, j: int) -> None:
         """Called when stage ``j`` is finished (trained or loaded), before stage ``j + 1``."""
@@ -98,6 +102,15 @@ class Pruning(StageHook):
         self.criterion = criterion
         self.finetune_epochs = finetune_epochs
 
+    def check(self, network: StagedNetwork) -> None:
+        for j, stage in enumerate(network.stages):
+            filters = last_conv(stage).filters
+            if self.width > filters:
+                raise ConfigError(
+                    f"prune_to_width {self.width} is more than the {filters} filters of {stage_name(j)}: pruning "
+                    f"keeps that many filters of every stage; choose 1..{filters} (or 0: no pruning)"
+                )
+
     def after_stage(self, trainer, j: int) -> None:
         config, network, data = trainer.config, trainer.network, trainer.data
         start = time.perf_counter()
@@ -120,6 +133,7 @@ class Pruning(StageHook):
         keras.utils.set_random_seed(derive_seed(config.seed, 5, j))
         train_head(head, network.prefix(j + 1), data, config, epochs=self.finetune_epochs,
                    seed=derive_seed(config.seed, 6, j), lr=config.optim.lr * 0.1)
+        trainer.check_finite(f"{stage_name(j)}_pruned", self.finetune_epochs - 1, head.variables, config.optim.lr * 0.1)
         probs = probabilities_on_test(after, data)
         trainer.ensemble.replace_last(probs)  # the pruned network's head is stage j's ensemble member
         record = {
@@ -160,7 +174,7 @@ class Pruning(StageHook):
         path = os.path.join(directory, PRUNED_FILE)
         if not os.path.exists(path):
             return False
-        arrays, _ = ckpt.load_arrays(path)
+        arrays, _ = ckpt.load_arrays(path, finite=True)
         prune_stage(network, heads, j, arrays["keep"])
         ckpt.assign_arrays("stage", network.stages[j].variables, arrays, path)
         ckpt.assign_arrays("head", heads[j].variables, arrays, path)
@@ -184,12 +198,19 @@ class HeadRefit(StageHook):
         head = self.head(network.output_shape(last), network.num_classes, name="refit_head")
         checkpoints = trainer.checkpoints(self.SERVABLE)
         path = None if checkpoints is None else checkpoints.final_path
+        loaded = False
         if path is not None and os.path.exists(path):
-            arrays, _ = ckpt.load_arrays(path)
-            ckpt.assign_arrays("head", head.variables, arrays, path)
-        else:
+            try:
+                arrays, _ = ckpt.load_arrays(path, finite=True)
+                ckpt.assign_arrays("head", head.variables, arrays, path)
+                loaded = True
+            except ckpt.CorruptCheckpointError as e:
+                checkpoints.quarantine_final()
+                trainer.log(f"warning: {e}; training the head again (the bad file is kept as {path}.corrupt)")
+        if not loaded:
             train_head(head, network.prefix(network.num_stages), data, config, epochs=self.epochs,
                        seed=derive_seed(config.seed, 8, last))
+            trainer.check_finite(self.SERVABLE, self.epochs - 1, head.variables, config.optim.lr)
             if path is not None:
                 ckpt.save_arrays(path, ckpt.variables_to_arrays("head", head.variables), {})
         classifier = _classifier(network, network.num_stages, head)

@@ -166,15 +166,20 @@ class Decoupled(Mode):
         trainer.callbacks.stage_begin(last, models[-1])
         classifiers = [_decoupled_classifier(network, p) for p in problems]
         if checkpoints is not None and checkpoints.has_final():
-            arrays, meta = checkpoints.load_final()
-            ckpt.assign_arrays("model", all_variables, arrays, checkpoints.final_path)
-            trainer.log(f"decoupled: finished earlier, loaded from {checkpoints.final_path}")
-            for problem, classifier, record in zip(problems, classifiers, meta["records"]):
-                key = f"test_probs_{problem.stage}"
-                if key in arrays:
-                    trainer.ensemble.add(arrays[key])
-                trainer.complete(problem, classifier, record)
-            return
+            try:
+                arrays, meta = checkpoints.load_final()
+            except ckpt.CorruptCheckpointError as e:
+                checkpoints.quarantine_final()
+                trainer.log(f"warning: {e}; retraining (the bad file is kept as final.npz.corrupt)")
+            else:
+                ckpt.assign_arrays("model", all_variables, arrays, checkpoints.final_path)
+                trainer.log(f"decoupled: finished earlier, loaded from {checkpoints.final_path}")
+                for problem, classifier, record in zip(problems, classifiers, meta["records"]):
+                    key = f"test_probs_{problem.stage}"
+                    if key in arrays:
+                        trainer.ensemble.add(arrays[key])
+                    trainer.complete(problem, classifier, record)
+                return
 
         optimizers = [trainer.make_optimizer(p) for p in problems]
         models[-1].optimizer = optimizers[-1]
@@ -189,7 +194,7 @@ class Decoupled(Mode):
         steps = trainer.multi_step(step, optimizers[-1])
         for epoch in range(len(history), run.epochs):
             batches = trainer.train_batches(run, epoch)
-            record = trainer.train_epoch(run, steps, predicts[-1], epoch, batches)
+            record = trainer.train_epoch(run, steps, predicts[-1], epoch, batches, all_variables + optimizer_variables)
             stop = record.pop("stop", None)
             history.append(record)
             if checkpoints is not None:

@@ -7,9 +7,18 @@ of the new stage and its head alone. The batches follow exactly the order of the
 pipeline: ``DataSource.train_order(seed, epoch)`` gives the permutation that
 ``train_batches`` applies, and the cache gathers the same examples in the same batches.
 
-Modes: ``memory`` (a tensor in RAM), ``disk`` (a memory-mapped ``.npy`` per output under
-``workdir/cache/<problem>``, deleted after the stage), ``auto`` (memory when the features fit in
-the budget and there is no augmentation, else off), ``off``.
+Caching costs one pass of the prefix plus a gather of the features every epoch; recomputing costs
+a forward pass of the prefix every epoch. ``auto`` caches only where the prefix is dear for the
+bytes it outputs: at least :data:`MIN_FLOPS_PER_BYTE` forward FLOPs per byte of features (a CPU
+core does ~1e11 FLOP/s in convolutions and moves ~5e9 B/s in a gather, so below ~20-60 FLOP/B
+recomputing is cheaper). On the default network stage 1's prefix (one 3x3 conv on one channel,
+~4 FLOP/B) is recomputed and stage 2's (~1,000 FLOP/B) is cached. Features are stored in the
+prefix's output dtype (bfloat16 under ``mixed_bfloat16``: half the bytes, and exactly what the
+uncached path feeds the stage).
+
+Modes: ``memory`` (a tensor in RAM), ``disk`` (a memory-mapped float32 ``.npy`` per output under
+``workdir/cache/<problem>``, deleted after the stage), ``auto`` (memory when the prefix is worth
+caching, the features fit in the budget and there is no augmentation, else off), ``off``.
 """
 
 from __future__ import annotations
@@ -21,18 +30,25 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from layerwise.analysis.flops import count_flops
 from layerwise.data.base import DataSource
 from layerwise.errors import ConfigError
 
 EVAL_BATCH = 256
+MIN_FLOPS_PER_BYTE = 64.0
 
 
 def feature_bytes(frozen: keras.Model, num_examples: int) -> int:
-    """Bytes of the prefix's outputs for ``num_examples`` examples (float32)."""
+    """Bytes of the prefix's outputs for ``num_examples`` examples, in their dtype."""
     total = 0
     for t in tf.nest.flatten(frozen.outputs):
-        total += int(np.prod(t.shape[1:])) * 4
+        total += int(np.prod(t.shape[1:])) * tf.as_dtype(t.dtype).size
     return total * num_examples
+
+
+def worth_caching(frozen: keras.Model) -> bool:
+    """The prefix costs at least :data:`MIN_FLOPS_PER_BYTE` forward FLOPs per byte it outputs."""
+    return count_flops(frozen) >= MIN_FLOPS_PER_BYTE * feature_bytes(frozen, 1)
 
 
 def check_option(option: str, data: DataSource, workdir: str | None) -> None:
@@ -67,20 +83,20 @@ def choose_mode(option: str, data: DataSource, frozen: keras.Model | None, budge
     order_known = data.train_order(0, 0) is not None
     if option == "auto":
         fits = feature_bytes(frozen, data.num_train) <= budget_mb * 2**20
-        return "memory" if order_known and data.augment == "none" and fits else "off"
+        return "memory" if order_known and data.augment == "none" and fits and worth_caching(frozen) else "off"
     check_option(option, data, "-")
     return option
 
 
-def _fill(forward, data: DataSource) -> list[np.ndarray]:
+def _fill(forward, data: DataSource, dtypes: list) -> list[np.ndarray]:
     """The prefix's outputs for the training split, written batch by batch into one array per
-    output (no list of chunks to concatenate: the features exist once, not twice)."""
+    output in ``dtypes`` (no list of chunks to concatenate: the features exist once, not twice)."""
     arrays: list[np.ndarray] = []
     start = 0
     for x, _ in data.eval_batches("train", EVAL_BATCH):
         outputs = [t.numpy() for t in tf.nest.flatten(forward(x))]
         if not arrays:
-            arrays = [np.empty((data.num_train, *o.shape[1:]), np.float32) for o in outputs]
+            arrays = [np.empty((data.num_train, *o.shape[1:]), d) for o, d in zip(outputs, dtypes)]
         for array, output in zip(arrays, outputs):
             array[start: start + len(output)] = output
         start += len(outputs[0])
@@ -106,9 +122,10 @@ class PrefixCache:
             raise ConfigError("--cache_prefix=disk needs a --workdir to write the cache to")
         self.mode = mode
         self.directory = directory if mode == "disk" else None
-        forward = tf.function(lambda x: tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), frozen(x, training=False)),
-                              jit_compile=jit_compile, reduce_retracing=True)
-        arrays = _fill(forward, data)
+        forward = tf.function(lambda x: frozen(x, training=False), jit_compile=jit_compile, reduce_retracing=True)
+        self.dtypes = [tf.as_dtype(t.dtype) for t in tf.nest.flatten(frozen.outputs)]
+        stored = [d.as_numpy_dtype if mode == "memory" else np.float32 for d in self.dtypes]
+        arrays = _fill(forward, data, stored)
         self._structure = frozen.outputs
         self.labels = data.labels("train").astype(np.int32)
         if mode == "disk":
@@ -124,7 +141,7 @@ class PrefixCache:
             with tf.init_scope(), tf.device("/CPU:0"):
                 while arrays:  # one copy at a time: never two of every array
                     self._arrays.append(tf.Variable(arrays.pop(0), trainable=False))
-        self.nbytes = sum(int(np.prod(a.shape)) * 4 for a in self._arrays)
+        self.nbytes = sum(int(np.prod(a.shape)) * np.dtype(d).itemsize for a, d in zip(self._arrays, stored))
 
     def batches(self, order: np.ndarray, batch_size: int) -> tf.data.Dataset:
         """Batches of (features, labels) in ``order``, ``drop_remainder`` like ``train_batches``."""
@@ -136,13 +153,13 @@ class PrefixCache:
             def gather(i):
                 return [tf.gather(a, i) for a in arrays]
         else:
-            dtypes = [tf.float32] * len(arrays)
             shapes = [a.shape[1:] for a in arrays]
+            dtypes = self.dtypes
 
             def gather(i):
                 out = tf.numpy_function(lambda j: [np.asarray(a[j]) for a in arrays],
-                                        [i], dtypes)
-                return [tf.ensure_shape(t, (batch_size, *s)) for t, s in zip(out, shapes)]
+                                        [i], [tf.float32] * len(arrays))
+                return [tf.cast(tf.ensure_shape(t, (batch_size, *s)), d) for t, s, d in zip(out, shapes, dtypes)]
 
         def pair(i):
             features = gather(i)

@@ -39,7 +39,7 @@ from layerwise.errors import ConfigError, DatasetUnavailableError, NonFiniteLoss
 from layerwise.run import checkpoints as ckpt
 from layerwise.run.config import RunOptions, TrainConfig
 from layerwise.run.runlog import RunLog
-from layerwise.serving.export import export_classifier, versions, write_models_config
+from layerwise.serving.export import export_classifier, unfinished_servables, versions, write_models_config
 from layerwise.training.callbacks import RunCallbacks
 from layerwise.training.evaluation import ten_crop_probabilities, top_k_error
 from layerwise.training.hooks import StageHook, hooks_for
@@ -178,6 +178,8 @@ class GreedyTrainer:
             "verbose": verbose,
         })
         self.mode.check(self)
+        for hook in self.hooks:
+            hook.check(network)
 
     # ----------------------------------------------------------------------------- problems
     def build_head(self, j: int) -> keras.Model:
@@ -225,13 +227,18 @@ class GreedyTrainer:
     # ----------------------------------------------------------------------------- running
     def run(self) -> list[dict[str, Any]]:
         """Trains every problem of the mode (then the hooks' final steps); returns the records."""
+        self.runlog = RunLog(self.workdir)  # read again: the caller may have waited for the directory's lock
         with dtype_policy(self.config.precision):
             self.mode.train(self)
             if not self.stop_requested:
                 for hook in self.hooks:
                     hook.after_training(self)
         if self.workdir:
-            write_models_config(os.path.join(self.workdir, "export"))
+            export_root = os.path.join(self.workdir, "export")
+            write_models_config(export_root)
+            for servable in unfinished_servables(export_root):
+                self.log(f"note: export/{servable} holds an export of the unfinished run (labelled 'unfinished', "
+                         f"not 'stable'); python -m apps.export {self.workdir} exports the finished one")
         self.callbacks.train_end({"records": self.records})
         return self.records
 
@@ -271,7 +278,8 @@ class GreedyTrainer:
         try:
             for epoch in range(len(history), problem.epochs):
                 batches = self.train_batches(problem, epoch, cache)
-                record = self.train_epoch(problem, run, predict, epoch, batches)
+                record = self.train_epoch(problem, run, predict, epoch, batches,
+                                          problem.trainable.variables + optimizer.variables)
                 history.append(record)
                 if self.config.keep_best and (not best or record["val_acc"] > history[best["epoch"]]["val_acc"]):
                     best = {"epoch": epoch, **ckpt.variables_to_arrays("best", problem.trainable.variables)}
@@ -392,19 +400,21 @@ class GreedyTrainer:
         self.log(f"{name}: resuming after epoch {len(history)} of {epochs}")
         return history
 
-    def train_epoch(self, problem, run, predict, epoch, batches) -> dict[str, Any]:
+    def train_epoch(self, problem, run, predict, epoch, batches, state: Sequence) -> dict[str, Any]:
         """One epoch of ``run`` (a ``layerwise.training.loop.make_multi_step`` of the problem's
         step) over ``batches``, then evaluation; returns (and logs) its record.
 
         The device runs a group of steps per call and Python reads the totals once per group:
         the whole epoch in one call, or groups of :data:`PROGRESS_STEPS` for a live progress bar,
-        or one step at a time when a callback has batch hooks. The record has ``"stop": True``
+        or one step at a time when a callback has batch hooks. ``state``: the variables the epoch
+        trains (the problem's and its optimizer's); they must all be finite after the epoch
+        (:meth:`check_finite`), else nothing of it is recorded. The record has ``"stop": True``
         when a callback ended the stage or the run.
 
         Raises:
             NonFiniteLossError: a non-finite loss with ``on_nan="stop"`` (the batch's update
-                was skipped; the last epoch checkpoint is the last good state), or every batch
-                non-finite.
+                was skipped; the last epoch checkpoint is the last good state), every batch
+                non-finite, or a non-finite variable.
             DatasetUnavailableError: the data became unreadable.
         """
         start = time.perf_counter()
@@ -429,9 +439,8 @@ class GreedyTrainer:
                 lr = float(totals["lr"])
             if totals["first_bad"] >= 0 and self.config.on_nan == "stop":
                 raise NonFiniteLossError(
-                    f"{where} batch {steps + totals['first_bad'] + 1}: the loss became non-finite; "
-                    f"the last good checkpoint is kept; lower --lr (now {lr:g}) "
-                    "or pass --on_nan=skip to skip such batches"
+                    f"{where} batch {steps + totals['first_bad'] + 1}: the loss became NaN or infinite; "
+                    f"{self.retry_advice(lr)}"
                 )
             loss_sum += float(totals["loss_sum"])
             correct += float(totals["correct"])
@@ -451,8 +460,9 @@ class GreedyTrainer:
                 break
         if seen == 0:
             raise NonFiniteLossError(
-                f"{where}: every batch had a non-finite loss; lower --lr (now {lr:g})"
+                f"{where}: every batch had a non-finite loss; {self.retry_advice(lr)}"
             )
+        self.check_finite(problem.name, epoch, state, lr)
         train_peak = peak_memory_mb()  # the training steps' peak, before evaluation's batches
         test_acc = self.accuracy(predict, "test") if self.data.num_test else None
         val_probs = self.probabilities(predict, "val") if self.data.num_val else None
@@ -487,6 +497,34 @@ class GreedyTrainer:
         if stop:
             record = {**record, "stop": True}
         return record
+
+    def retry_advice(self, lr: float) -> str:
+        """What to do after a non-finite loss or state: the part of the message after the facts."""
+        skip = ", or with --on_nan=skip to skip batches whose loss is not finite" if self.config.on_nan == "stop" else ""
+        decay = self.config.optim.weight_decay
+        decay = f" or a smaller --weight_decay (now {decay:g})" if decay >= 1e-2 else ""  # a large L2 term diverges too
+        return (
+            "the last good checkpoint is kept and nothing after it is saved. A run's configuration is fixed (a "
+            "rerun with another --lr on this --workdir is refused as a different configuration): start a new run "
+            f"in a new --workdir with a lower --lr (now {lr:g}){decay}{skip}"
+        )
+
+    def check_finite(self, name: str, epoch: int, variables: Sequence, lr: float) -> None:
+        """Refuses a state with a NaN or infinite variable (weights, BatchNorm moving statistics,
+        optimizer slots) of problem ``name`` after ``epoch``: it is never checkpointed, finalised
+        or exported. ``--on_nan=skip`` skips batches whose *loss* is not finite, but weights can
+        still overflow (a huge learning rate gives finite losses and infinite kernels).
+
+        Raises:
+            NonFiniteLossError: with the variables and what to do.
+        """
+        bad = [v.path for v in variables if not np.all(np.isfinite(np.asarray(v.numpy())))]
+        if bad:
+            shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+            raise NonFiniteLossError(
+                f"{name} epoch {epoch + 1}: {len(bad)} variable(s) became NaN or infinite ({shown}); "
+                f"{self.retry_advice(lr)}"
+            )
 
     # ----------------------------------------------------------------------------- evaluation
     def probabilities(self, predict, split: str) -> np.ndarray:
@@ -544,6 +582,7 @@ class GreedyTrainer:
         return record
 
     def _finish(self, problem, predict, classifier, history, checkpoints, best_epoch=None) -> dict[str, Any]:
+        self.check_finite(problem.name, len(history) - 1, problem.trainable.variables, history[-1]["lr"])
         probs, crops = self.test_evaluation(predict) if self.data.num_test else (None, {})
         kept = history[-1] if best_epoch is None else history[best_epoch]
         record = {
