@@ -31,7 +31,7 @@ import importlib, json, sys
 from absl import flags
 module = importlib.import_module(sys.argv[1])
 rows = []
-for flag in flags.FLAGS.get_flags_for_module(sys.argv[1]) + flags.FLAGS.get_flags_for_module("apps.cli"):
+for flag in flags.FLAGS.get_key_flags_for_module(sys.argv[1]) + flags.FLAGS.get_flags_for_module("apps.cli"):
     rows.append({"name": flag.name, "default": flag.default_as_str, "help": flag.help})
 print(json.dumps({"doc": (module.__doc__ or "").strip(), "flags": rows}))
 """

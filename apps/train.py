@@ -43,6 +43,7 @@ flags.DEFINE_string(
 # Every field of the configuration is a flag, generated from its declaration (layerwise.run.config).
 CONFIG_FLAGS = config_flags.define(TrainConfig)
 RUN_FLAGS = config_flags.define(RunOptions)
+flags.adopt_module_key_flags(config_flags)  # they are apps.train's flags (--help lists them)
 # layerwise_cnn architecture shortcuts (Belilovsky et al. Sec. 3); any model's options: --model_option.
 flags.DEFINE_integer("num_stages", None, "J: number of stages of layerwise_cnn [default: 3].")
 flags.DEFINE_integer("width", None, "M: width of the first stage, doubled at each downsampling [default: 64].")

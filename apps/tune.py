@@ -19,7 +19,9 @@ from __future__ import annotations
 from absl import flags
 
 from apps import cli
-from apps import train  # noqa: F401  (defines the training flags and --config)
+from apps import train
+
+flags.adopt_module_key_flags(train)  # the training flags and --config are apps.tune's too
 
 flags.DEFINE_string("tuner", "random", "random, hyperband or bayesian (needs scipy + scikit-learn).")
 flags.DEFINE_integer("max_trials", 8, "Trials (per stage with --tune_per_stage); Hyperband sizes its own brackets.")

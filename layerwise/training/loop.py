@@ -32,6 +32,7 @@ class Totals(NamedTuple):
         steps: batches run (finite or not).
         skipped: non-finite batches (their updates were skipped).
         first_bad: index of the first non-finite batch of the group, -1 if none.
+        bad_loss: that batch's loss (NaN or infinite).
         lr: the learning rate of the last batch run.
         exhausted: the iterator ran out before ``n`` batches.
     """
@@ -42,6 +43,7 @@ class Totals(NamedTuple):
     steps: tf.Tensor
     skipped: tf.Tensor
     first_bad: tf.Tensor
+    bad_loss: tf.Tensor
     lr: tf.Tensor
     exhausted: tf.Tensor
 
@@ -70,6 +72,7 @@ def make_multi_step(step: Callable, optimizer: keras.optimizers.Optimizer, *, st
         steps = tf.constant(0)
         skipped = tf.constant(0)
         first_bad = tf.constant(-1)
+        bad_loss = tf.constant(0.0)
         lr = tf.constant(0.0)
         exhausted = tf.constant(False)
         for _ in tf.range(n):
@@ -88,9 +91,10 @@ def make_multi_step(step: Callable, optimizer: keras.optimizers.Optimizer, *, st
                 skipped += 1
                 if first_bad < 0:
                     first_bad = steps
+                    bad_loss = tf.cast(out.loss, tf.float32)
             steps += 1
             if stop_on_nan and first_bad >= 0:
                 break
-        return Totals(loss_sum, correct, count, steps, skipped, first_bad, lr, exhausted)
+        return Totals(loss_sum, correct, count, steps, skipped, first_bad, bad_loss, lr, exhausted)
 
     return run

@@ -439,7 +439,7 @@ class GreedyTrainer:
                 lr = float(totals["lr"])
             if totals["first_bad"] >= 0 and self.config.on_nan == "stop":
                 raise NonFiniteLossError(
-                    f"{where} batch {steps + totals['first_bad'] + 1}: the loss became NaN or infinite; "
+                    f"{where} batch {steps + totals['first_bad'] + 1}: the loss became {float(totals['bad_loss'])}; "
                     f"{self.retry_advice(lr)}"
                 )
             loss_sum += float(totals["loss_sum"])
