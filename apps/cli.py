@@ -29,7 +29,11 @@ def fail(message: str) -> None:
 
 
 def define_trust_pickle(module_name: str) -> None:
-    """Defines ``--trust_pickle`` as a flag of the app ``module_name`` (listed with its flags)."""
+    """Defines ``--trust_pickle`` as a flag of the app ``module_name`` (listed with its flags);
+    another app imported into the same process shares the one flag."""
+    if "trust_pickle" in FLAGS:
+        FLAGS.register_key_flag_for_module(module_name, FLAGS["trust_pickle"])
+        return
     flags.DEFINE_boolean(
         "trust_pickle", False,
         "Read CIFAR's python version (cifar-10-batches-py, cifar-100-python) from --data_dir: pickles run code "

@@ -25,6 +25,9 @@ def define(cls: type, skip: tuple[str, ...] = ()) -> list[str]:
     for leaf in schema.leaves(cls):
         if not leaf.cli or leaf.flag in skip:
             continue
+        names.append(leaf.flag)
+        if leaf.flag in FLAGS:  # the defining app imported a second time (flags are global per process)
+            continue
         shown = ",".join(map(str, leaf.default)) if isinstance(leaf.default, list) else leaf.default
         help_text = f"{leaf.help} [default: {shown if shown != '' else 'none'}]"
         if leaf.type is bool:
@@ -37,7 +40,6 @@ def define(cls: type, skip: tuple[str, ...] = ()) -> list[str]:
             flags.DEFINE_list(leaf.flag, None, help_text)
         else:  # choices are checked with the config, whose message lists them
             flags.DEFINE_string(leaf.flag, None, help_text)
-        names.append(leaf.flag)
     return names
 
 

@@ -48,8 +48,9 @@ def resolve_options(name: str, options: dict) -> dict:
         raise ConfigError(
             f"model {name!r} does not take option(s) {', '.join(unknown)}; it takes: {', '.join(known) or 'none'}"
         )
+    optional = {p.name for p in params if "None" in str(p.annotation)}  # e.g. ``int | None``
     for key, value in options.items():
-        if key in known:
+        if key in known and not (value is None and key in optional):
             _check_type(name, key, value, known[key])
     resolved = {**known, **options}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}

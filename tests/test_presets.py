@@ -32,6 +32,7 @@ def _tiny(config):
     return config.replace(
         dataset="synthetic", model_options=options, aux_width=4, final_aux_width=8 if config.heads.final_width else 0,
         batch_size=8, epochs_per_stage=1, augment="none",
+        prune_to_width=2 if config.pruning.to_width else 0,  # half the shrunk width, as 64 of 128
     )
 
 

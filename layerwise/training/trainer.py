@@ -43,7 +43,7 @@ from layerwise.serving.export import export_classifier, unfinished_servables, ve
 from layerwise.training.callbacks import RunCallbacks
 from layerwise.training.evaluation import ten_crop_probabilities, top_k_error
 from layerwise.training.hooks import StageHook, hooks_for
-from layerwise.training.loop import make_multi_step
+from layerwise.training.loop import Totals, make_multi_step
 from layerwise.training.modes import Mode, mode_for
 from layerwise.training.network import StagedNetwork
 from layerwise.training.optim import dtype_policy, make_optimizer
@@ -434,29 +434,29 @@ class GreedyTrainer:
             if self.callbacks.batch_hooks:
                 stop = self.callbacks.batch_begin(steps) or stop
             with data_errors(where):
-                totals = {k: v.numpy() for k, v in run(iterator, tf.constant(group))._asdict().items()}
-            if totals["steps"]:
-                lr = float(totals["lr"])
-            if totals["first_bad"] >= 0 and self.config.on_nan == "stop":
+                totals = Totals(*(value.numpy() for value in run(iterator, tf.constant(group))))
+            if totals.steps:
+                lr = float(totals.lr)
+            if totals.first_bad >= 0 and self.config.on_nan == "stop":
                 raise NonFiniteLossError(
-                    f"{where} batch {steps + totals['first_bad'] + 1}: the loss became {float(totals['bad_loss'])}; "
+                    f"{where} batch {steps + totals.first_bad + 1}: the loss became {float(totals.bad_loss)}; "
                     f"{self.retry_advice(lr)}"
                 )
-            loss_sum += float(totals["loss_sum"])
-            correct += float(totals["correct"])
-            seen += float(totals["count"])
-            steps += int(totals["steps"])
-            skipped += int(totals["skipped"])
+            loss_sum += float(totals.loss_sum)
+            correct += float(totals.correct)
+            seen += float(totals.count)
+            steps += int(totals.steps)
+            skipped += int(totals.skipped)
             if bar is not None and seen:
                 bar.update(steps, [("loss", loss_sum / (steps - skipped)), ("acc", correct / seen)])
-            if self.callbacks.batch_hooks and totals["steps"]:
-                finite = not totals["skipped"]
-                logs = {"loss": float(totals["loss_sum"]) if finite else float("nan"),
-                        "accuracy": float(totals["correct"] / totals["count"]) if finite else float("nan")}
+            if self.callbacks.batch_hooks and totals.steps:
+                finite = not totals.skipped
+                logs = {"loss": float(totals.loss_sum) if finite else float("nan"),
+                        "accuracy": float(totals.correct / totals.count) if finite else float("nan")}
                 stop = self.callbacks.batch_end(steps - 1, logs) or stop
                 if stop:
                     break
-            if totals["exhausted"] or totals["steps"] < group:
+            if totals.exhausted or totals.steps < group:
                 break
         if seen == 0:
             raise NonFiniteLossError(
