@@ -15,6 +15,7 @@ import keras
 from layerwise.training.downsampling import SpaceToDepth
 from layerwise.errors import ConfigError
 from layerwise.training.heads import BN_MOMENTUM
+from layerwise.training.layers import FusedBatchNormalization
 from layerwise.training.network import StagedNetwork
 from models.registry import MODELS
 
@@ -97,7 +98,7 @@ def build_layerwise_cnn(
             stage_width, 3, padding="same", use_bias=not batchnorm, name=f"{name}_conv"
         )(x)
         if batchnorm:
-            x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+            x = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
         x = keras.layers.ReLU(name=f"{name}_relu")(x)
         stage = keras.Model(inputs, x, name=name)
         stages.append(stage)

@@ -40,6 +40,7 @@ import keras
 import tensorflow as tf
 
 from layerwise.training.heads import BN_MOMENTUM
+from layerwise.training.layers import FusedBatchNormalization
 import models.proximal as proximal
 from layerwise.errors import ConfigError
 from layerwise.training.network import StagedNetwork
@@ -123,11 +124,11 @@ def residual_branch(x, width: int, stride: int, name: str):
     """F_k = conv3x3(stride)-BN-ReLU-conv3x3-BN (CIFAR ResNet basic block, no final ReLU)."""
     y = keras.layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False,
                             kernel_initializer="he_normal", name=f"{name}_conv1")(x)
-    y = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(y)
+    y = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(y)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
     y = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
                             kernel_initializer="he_normal", name=f"{name}_conv2")(y)
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(y)
+    return FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(y)
 
 
 def optnet_block(family: str, pair, width: int, stride: int, k: int, coefficient: float,
@@ -240,7 +241,7 @@ def build_optnet(family: str, depth: int, input_shape: Sequence[int], num_classe
     inputs = keras.Input(shape=tuple(input_shape), name="stage_00_in")
     x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
                             kernel_initializer="he_normal", name="stem_conv")(inputs)
-    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
+    x = FusedBatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     pair = [x, ZerosLike(name="stem_dual")(x) if family == "admm" else x]
     while k < len(plan):

@@ -37,6 +37,7 @@ import keras
 import tensorflow as tf
 
 from layerwise.training.heads import BN_MOMENTUM
+from layerwise.training.layers import FusedBatchNormalization
 from layerwise.errors import ConfigError
 from layerwise.training.network import StagedNetwork
 from models.blocks import chain_stages, check_image_shape
@@ -107,7 +108,7 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, conv_name: str, bn_name:
         kernel_initializer="he_normal",
         name=conv_name,
     )(x)
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=bn_name)(x)
+    return FusedBatchNormalization(momentum=BN_MOMENTUM, name=bn_name)(x)
 
 
 def _shortcut(x, channels: int, stride: int, option: str, name: str):

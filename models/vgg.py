@@ -21,6 +21,7 @@ from typing import Sequence
 import keras
 
 from layerwise.training.heads import BN_MOMENTUM
+from layerwise.training.layers import FusedBatchNormalization
 from layerwise.errors import ConfigError
 from layerwise.training.network import StagedNetwork
 from models.blocks import chain_stages, check_image_shape, mlp_classifier
@@ -42,7 +43,7 @@ def _conv_layers(x, convs: Sequence[tuple[int, int, int]], batchnorm: bool):
         prefix = f"block{block + 1}"
         x = keras.layers.Conv2D(width, 3, padding="same", name=f"{prefix}_conv{i + 1}")(x)
         if batchnorm:
-            x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_bn{i + 1}")(x)
+            x = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_bn{i + 1}")(x)
         x = keras.layers.ReLU(name=f"{prefix}_relu{i + 1}")(x)
     return x
 

@@ -1,10 +1,17 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from layerwise.training.downsampling import SpaceToDepth, depth_to_space
 from layerwise.errors import ConfigError
+from layerwise.training.downsampling import SpaceToDepth, depth_to_space
 from layerwise.training.heads import AuxHead, build_aux_head
+from layerwise.training.layers import (
+    BlockAveragePooling2D,
+    FusedBatchNormalization,
+    average_pool_to,
+)
+from layerwise.training.optim import dtype_policy
 from models import build_model
 
 
@@ -119,3 +126,56 @@ def test_layerwise_cnn_downsample_input_like_imagenet():
 def test_layerwise_cnn_bad_options(options, message):
     with pytest.raises(ConfigError, match=message):
         build_model("layerwise_cnn", (12, 12, 1), 10, **options)
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_fused_batchnorm_trains_exactly_like_keras_batchnorm(precision):
+    """Same outputs, gradients and moving statistics as keras.layers.BatchNormalization in a
+    training step (to the precision's rounding); the same inference path bit for bit."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(2.0, 3.0, size=(8, 5, 5, 6)).astype(np.float32))
+    upstream = tf.constant(rng.normal(size=(8, 5, 5, 6)).astype(np.float32))
+    results = []
+    with dtype_policy(precision):
+        for layer in (keras.layers.BatchNormalization(momentum=0.9), FusedBatchNormalization(momentum=0.9)):
+            layer.build(x.shape)
+            layer.set_weights([np.linspace(0.5, 1.5, 6), np.linspace(-1, 1, 6), np.zeros(6), np.ones(6)])
+            inputs = tf.cast(x, layer.compute_dtype)
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                y = layer(inputs, training=True)
+                loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
+            grads = tape.gradient(loss, [inputs, layer.gamma, layer.beta])
+            results.append([y, *grads, layer.moving_mean, layer.moving_variance, layer(inputs, training=False)])
+    tol = {"rtol": 2e-2, "atol": 2e-2} if precision == "mixed_bfloat16" else {"rtol": 1e-4, "atol": 1e-4}
+    names = ["output", "d input", "d gamma", "d beta", "moving mean", "moving variance", "inference"]
+    for name, keras_value, fused_value in zip(names, *results):
+        np.testing.assert_allclose(np.asarray(tf.cast(fused_value, tf.float32)),
+                                   np.asarray(tf.cast(keras_value, tf.float32)), err_msg=name, **tol)
+    assert results[1][0].dtype == results[0][0].dtype
+    traced = tf.function(lambda t: layer(t, training=True)).get_concrete_function(tf.TensorSpec(x.shape, tf.float32))
+    assert "FusedBatchNormV3" in {op.type for op in traced.graph.get_operations()}  # the kernel, not a fallback
+    # the moving variance tracks the biased batch variance (Keras's), not the kernel's Bessel-corrected one
+    expected = 0.9 + 0.1 * x.numpy().var(axis=(0, 1, 2))
+    np.testing.assert_allclose(results[1][5].numpy(), expected, rtol=1e-5 if precision == "float32" else 2e-2)
+
+
+def test_frozen_fused_batchnorm_runs_in_inference_mode_and_round_trips():
+    layer = FusedBatchNormalization(momentum=0.9, name="bn")
+    x = np.random.default_rng(1).normal(size=(4, 3, 3, 2)).astype(np.float32)
+    layer(x, training=True)
+    layer.trainable = False
+    before = [w.copy() for w in layer.get_weights()]
+    np.testing.assert_array_equal(layer(x, training=True).numpy(), layer(x, training=False).numpy())
+    for b, a in zip(before, layer.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(clone) is FusedBatchNormalization and clone.momentum == 0.9
+
+
+@pytest.mark.parametrize("size,out", [(28, 2), (14, 7), (6, 3)])
+def test_block_average_pooling_equals_adaptive_average(size, out):
+    x = np.random.default_rng(2).normal(size=(3, size, size, 4)).astype(np.float32)
+    np.testing.assert_allclose(BlockAveragePooling2D(out)(x).numpy(), _adaptive_average(x, out), rtol=1e-5, atol=1e-6)
+    assert isinstance(average_pool_to(out, (size, size), "a"), BlockAveragePooling2D)
+    assert isinstance(average_pool_to(2, (7, 7), "b"), keras.layers.AdaptiveAveragePooling2D)

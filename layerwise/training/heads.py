@@ -23,6 +23,7 @@ from typing import Sequence
 import keras
 
 from layerwise.errors import ConfigError
+from layerwise.training.layers import FusedBatchNormalization, average_pool_to
 
 # PyTorch's BatchNorm momentum 0.1 (the reference code) is Keras momentum 0.9; Keras's 0.99
 # default leaves the moving statistics far from the data after a few hundred steps.
@@ -137,10 +138,10 @@ def build_aux_head(
                 spec.width, 3, padding="same", use_bias=not spec.batchnorm, name=f"{name}_conv{i}"
             )(x)
             if spec.batchnorm:
-                x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
+                x = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
             x = keras.layers.ReLU(name=f"{name}_relu{i}")(x)
         pooled = min(spec.pooled_size, *x.shape[1:3])
-        x = keras.layers.AdaptiveAveragePooling2D(pooled, name=f"{name}_avg")(x)
+        x = average_pool_to(pooled, x.shape[1:3], name=f"{name}_avg")(x)
     elif spec.conv_layers:
         raise ConfigError(f"conv auxiliary layers need (H, W, C) features, got shape {tuple(feature_shape)}")
     x = keras.layers.Flatten(name=f"{name}_flatten")(x)
@@ -151,6 +152,6 @@ def build_aux_head(
     if spec.dropout and spec.hidden_units:
         x = keras.layers.Dropout(spec.dropout, name=f"{name}_dropout_out")(x)
     if spec.batchnorm and spec.conv_layers:
-        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn_out")(x)
+        x = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn_out")(x)
     logits = keras.layers.Dense(num_classes, dtype="float32", name=f"{name}_logits")(x)
     return keras.Model(features, logits, name=name)
