@@ -17,7 +17,8 @@ import os
 
 from absl import flags
 
-from apps import cli
+from apps import cli, speed_compare
+from apps.benchmark import markdown, run_benchmark, summarize
 from layerwise.errors import ConfigError
 
 flags.DEFINE_enum(
@@ -36,13 +37,13 @@ flags.DEFINE_string(
     "--compare: another implementation's command, timed in the same rounds; its last output line is a JSON "
     "object with total_s and last_test_acc.",
 )
-flags.DEFINE_integer("repeats", 3, "--compare: rounds (each runs every variant and the reference once).")
+flags.DEFINE_integer(
+    "repeats", 3, "Rounds: each runs every case (with --compare: every variant and the reference) once; "
+    "the tables give medians and ranges.")
 FLAGS = flags.FLAGS
 
 
 def compare(out: str) -> None:
-    from apps import speed_compare
-
     variants = {p: speed_compare.DEFAULT_SHAPE + ["--precision", p] for p in FLAGS.precisions}
     runs = speed_compare.compare(variants, FLAGS.reference_command, FLAGS.repeats)
     summary = speed_compare.summarize(runs)
@@ -56,19 +57,17 @@ def compare(out: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    from apps.benchmark import markdown, run_benchmark, summarize
-
     cli.refuse_arguments(argv)
     if FLAGS.repeats < 1:
         raise ConfigError("--repeats must be >= 1")
     if FLAGS.compare:
         compare(FLAGS.out)
         return
-    results = run_benchmark(FLAGS.size)
+    results = run_benchmark(FLAGS.size, FLAGS.repeats)
     summary = summarize(results)
     os.makedirs(FLAGS.out, exist_ok=True)
     with open(os.path.join(FLAGS.out, "bench.json"), "w") as f:
-        json.dump({"size": FLAGS.size, "cases": results, "summary": summary}, f, indent=2)
+        json.dump({"size": FLAGS.size, "repeats": FLAGS.repeats, "cases": results, "summary": summary}, f, indent=2)
     table = markdown(summary)
     with open(os.path.join(FLAGS.out, "bench.md"), "w") as f:
         f.write(table)

@@ -1,9 +1,12 @@
 """Speed and memory of the training modes: images/s and peak memory per stage, precision, XLA.
 
 Each case runs in its own Python process (``python -m apps.benchmark CASE_JSON`` prints one
-JSON line), one after the other, so cases do not share caches or compete for the cores. Inside a
-case every stage is measured in turn: its throughput over the steps after the first (which
-traces and compiles), and its **peak tensor memory**, the allocator's peak while the stage's
+JSON line), one after the other, so cases do not share caches or compete for the cores; every
+case runs ``repeats`` times, in rounds that alternate the cases (round 1 runs every case, then
+round 2 ...), so that the load of a shared machine falls on all of them, and the summary reports
+each number's median and its range. Inside a case every stage is measured in turn: its
+throughput over ``steps`` (at least 30 on the sizes meant for numbers) timed steps after
+``WARMUP_STEPS`` untimed ones (the first traces and compiles), and its **peak tensor memory**, the allocator's peak while the stage's
 steps run (``layerwise.analysis.memory``: ``get_memory_info``, on a GPU or on the CPU, reset before each
 stage). The process's peak RSS is recorded too; on a CPU it adds TensorFlow's ~0.8 GiB runtime,
 the same for every case. Data are synthetic (no signal, the same cost).
@@ -26,6 +29,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -44,10 +48,10 @@ SHAPES = {
     },
     "small": {  # <= ~10 minutes on 2 CPU cores
         "mnist5k": dict(image=(28, 28, 1), model=dict(num_stages=3, width=64, downsample_at=[1, 2]),
-                        aux_conv_layers=1, aux_width=64, batch=64, steps=12),
-        "imagenet": dict(image=(224, 224, 3),
+                        aux_conv_layers=1, aux_width=128, batch=64, steps=30),
+        "imagenet": dict(image=(112, 112, 3),
                          model=dict(num_stages=8, width=16, downsample_at=[2, 4, 6], downsample_input=True),
-                         aux_conv_layers=1, aux_width=32, batch=32, steps=6),
+                         aux_conv_layers=1, aux_width=32, batch=16, steps=30),
         # imagenet_k2's real widths (M=128, M~=256), where activations dwarf the fixed costs
         "imagenet_memory": dict(image=(224, 224, 3),
                                 model=dict(num_stages=8, width=128, downsample_at=[2, 4, 6], downsample_input=True),
@@ -56,13 +60,14 @@ SHAPES = {
     },
     "large": {  # GPU-sized: imagenet_k2's widths
         "mnist5k": dict(image=(28, 28, 1), model=dict(num_stages=3, width=64, downsample_at=[1, 2]),
-                        aux_conv_layers=1, aux_width=128, batch=128, steps=30),
+                        aux_conv_layers=1, aux_width=128, batch=128, steps=50),
         "imagenet": dict(image=(224, 224, 3),
                          model=dict(num_stages=8, width=128, downsample_at=[2, 4, 6], downsample_input=True),
-                         aux_conv_layers=1, aux_width=256, batch=64, steps=20, heads=("paper", "pre_pool4")),
+                         aux_conv_layers=1, aux_width=256, batch=64, steps=30, heads=("paper", "pre_pool4")),
     },
 }
 HEADS = {"paper": 1, "pre_pool4": 4}  # head name -> AuxHead.pre_pool
+WARMUP_STEPS = 2  # untimed: the first traces and compiles, the second settles the allocator
 
 
 def cases(size: str) -> list[dict[str, Any]]:
@@ -90,7 +95,7 @@ def _has_gpu_hint() -> bool:
 
 
 def _measure(step: Callable, batches, batch: int) -> dict[str, float]:
-    """Runs every batch: throughput over the steps after the first (tracing), peak memory of all."""
+    """Runs every batch: throughput over the steps after ``WARMUP_STEPS``, peak memory of all."""
     from layerwise.analysis.memory import current_memory_mb, peak_memory_mb, reset_peak_memory
 
     gc.collect()
@@ -101,6 +106,9 @@ def _measure(step: Callable, batches, batch: int) -> dict[str, float]:
     start = time.perf_counter()
     float(step(x, y)[0])
     first = time.perf_counter() - start
+    for _ in range(WARMUP_STEPS - 1):
+        x, y = next(iterator)
+        float(step(x, y)[0])
     n, start, loss = 0, time.perf_counter(), None
     for x, y in iterator:
         loss = step(x, y)[0]
@@ -134,7 +142,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         batch_size=spec["batch"], precision=precision,
         mode="decoupled" if case["variant"] == "decoupled" else "layerwise",
     )
-    data = load_dataset("synthetic", image_shape=spec["image"], num_train=spec["batch"] * spec["steps"],
+    data = load_dataset("synthetic", image_shape=spec["image"], num_train=spec["batch"] * (spec["steps"] + WARMUP_STEPS),
                         num_test=spec["batch"])
     options = RunOptions().replace(
         jit_compile=jit, cache_prefix="memory" if case["variant"] == "cached" else "off",
@@ -177,26 +185,55 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def run_benchmark(size: str, log: Callable[[str], None] = print, timeout: float = 600) -> list[dict[str, Any]]:
-    """Runs every case of ``size`` in its own process, one after the other."""
-    results = []
+def run_benchmark(size: str, repeats: int = 3, log: Callable[[str], None] = print,
+                  timeout: float = 600) -> list[dict[str, Any]]:
+    """Runs every case of ``size`` ``repeats`` times, each in its own process, in rounds that
+    alternate the cases; returns one result per case, its repeats merged (:func:`merge_repeats`)."""
+    runs: list[list[dict[str, Any]]] = [[] for _ in cases(size)]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for case in cases(size):
-        start = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "apps.benchmark", json.dumps(case)], cwd=root, capture_output=True,
-            text=True, timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        )
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            result = dict(case, error=proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed")
-        else:
-            result = json.loads(lines[-1])
-        result["wall_s"] = time.perf_counter() - start
-        log(f"{case['shape']} {case['variant']} {case['head']} {case.get('precision', '')} "
-            f"{'xla' if case.get('jit') else ''}: {result.get('error') or 'ok'} ({result['wall_s']:.0f} s)")
-        results.append(result)
-    return results
+    for round_ in range(repeats):
+        for case, results in zip(cases(size), runs):
+            start = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-m", "apps.benchmark", json.dumps(case)], cwd=root, capture_output=True,
+                text=True, timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            )
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+            if proc.returncode != 0 or not lines:
+                result = dict(case, error=proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed")
+            else:
+                result = json.loads(lines[-1])
+            result["wall_s"] = time.perf_counter() - start
+            log(f"round {round_ + 1}/{repeats} {case['shape']} {case['variant']} {case['head']} "
+                f"{case.get('precision', '')} {'xla' if case.get('jit') else ''}: "
+                f"{result.get('error') or 'ok'} ({result['wall_s']:.0f} s)")
+            results.append(result)
+    return [merge_repeats(results) for results in runs]
+
+
+SPREAD_KEYS = ("images_per_s", "first_step_s", "peak_mib", "resident_mib", "cache_build_s")
+
+
+def merge_repeats(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One case's repeated results as one: every measured number (whole-case and per stage) is
+    the median of the repeats, with ``<key>_range`` = ``[min, max]`` beside it."""
+    ok = [r for r in results if "error" not in r]
+    if not ok:
+        return results[-1]
+
+    def merged(records: list[dict[str, Any]]) -> dict[str, Any]:
+        out = dict(records[0])
+        for key in SPREAD_KEYS + ("peak_rss_mib", "baseline_rss_mib", "wall_s"):
+            values = [r[key] for r in records if r.get(key) is not None]
+            if values:
+                out[key] = statistics.median(values)
+                out[f"{key}_range"] = [min(values), max(values)]
+        return out
+
+    case = merged(ok)
+    case["repeats"] = len(ok)
+    case["per_stage"] = [merged([r["per_stage"][i] for r in ok]) for i in range(len(ok[0]["per_stage"]))]
+    return case
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -212,6 +249,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             for s in r["per_stage"]:
                 row = stage_rows.setdefault(s["stage"], {"stage": s["stage"]})
                 row[key] = s["images_per_s"]
+                row[f"{key}_range"] = s.get("images_per_s_range")
                 row[f"{key}_peak_mib"] = s["peak_mib"]
                 row[f"{key}_added_mib"] = s["peak_mib"] - s["resident_mib"]
                 if r["variant"] == "cached":
@@ -220,7 +258,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         for r in rows:
             if r["variant"] in ("decoupled", "end_to_end"):
                 name = r["variant"] if r["head"] == "paper" else f"{r['variant']}_{r['head']}"
-                whole[name] = {k: r[k] for k in ("images_per_s", "peak_mib", "peak_rss_mib", "baseline_rss_mib")}
+                whole[name] = {k: r.get(k) for k in ("images_per_s", "images_per_s_range", "peak_mib", "peak_rss_mib",
+                                                      "baseline_rss_mib")}
                 whole[name]["added_mib"] = r["peak_mib"] - r["resident_mib"]
         n = rows[0]["num_train"]
         info: dict[str, Any] = {"stages": [stage_rows[j] for j in sorted(stage_rows)], "num_train": n,
@@ -243,7 +282,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
                 info[f"max_stage_over_e2e_added{suffix}"] = max(added) / e2e["added_mib"]
         summary[shape] = info
     summary["precision_xla"] = [
-        {k: r.get(k) for k in ("precision", "jit")} | {"images_per_s": r["per_stage"][-1]["images_per_s"]}
+        {k: r.get(k) for k in ("precision", "jit")} | {k: r["per_stage"][-1].get(k) for k in ("images_per_s", "images_per_s_range")}
         for r in ok if r["variant"] == "no_tape" and r["shape"] == "imagenet" and r["head"] == "paper"
     ]  # the all-stage float32 case (its last stage) and the last-stage precision/XLA cases
     return summary
@@ -251,6 +290,13 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _cell(value, spec: str = "{:.0f}") -> str:
     return spec.format(value) if value is not None else "-"
+
+
+def _rate_cell(value, spread) -> str:
+    """``median [min-max]`` of the repeats (the median alone after one run)."""
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if not spread or spread[0] == spread[1] else f"{value:.0f} [{spread[0]:.0f}-{spread[1]:.0f}]"
 
 
 def _memory_cell(peak: float | None, added: float | None) -> str:
@@ -265,6 +311,7 @@ def markdown(summary: dict[str, Any]) -> str:
         if shape == "precision_xla":
             continue
         pooled = any("no_tape_pre_pool4" in s for s in info["stages"])
+        # img/s cells: the median of the repeats [min-max]
         head = ["stage", "tape img/s", "no-tape img/s", "cached img/s", "cache build s",
                 "peak MiB tape", "peak MiB no-tape"] + (["peak MiB no-tape, pre-pooled head"] if pooled else [])
         # peak MiB cells: "peak (+added)", added = peak minus what was resident before the steps
@@ -272,7 +319,7 @@ def markdown(summary: dict[str, Any]) -> str:
                   f"{info['memory_device']})", "", "| " + " | ".join(head) + " |",
                   "|" + "---:|" * len(head)]
         for s in info["stages"]:
-            cells = [str(s["stage"])] + [_cell(s.get(k)) for k in ("tape", "no_tape", "cached")]
+            cells = [str(s["stage"])] + [_rate_cell(s.get(k), s.get(f"{k}_range")) for k in ("tape", "no_tape", "cached")]
             cells += [_cell(s.get("cache_build_s"), "{:.2f}")]
             keys = ["tape", "no_tape"] + (["no_tape_pre_pool4"] if pooled else [])
             cells += [_memory_cell(s.get(f"{k}_peak_mib"), s.get(f"{k}_added_mib")) for k in keys]
@@ -280,7 +327,7 @@ def markdown(summary: dict[str, Any]) -> str:
         for name in ("decoupled", "end_to_end"):
             if name in info:
                 r = info[name]
-                cells = [f"{name} (all stages)", "", _cell(r["images_per_s"]), "", "", "",
+                cells = [f"{name} (all stages)", "", _rate_cell(r["images_per_s"], r.get("images_per_s_range")), "", "", "",
                          _memory_cell(r["peak_mib"], r["added_mib"])]
                 if pooled:
                     other = info.get(f"{name}_pre_pool4", {})
@@ -302,7 +349,8 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += ["### precision and XLA (imagenet-shaped, last stage, no-tape)", "",
                   "| precision | XLA | img/s |", "|---|---|---:|"]
         for r in summary["precision_xla"]:
-            lines.append(f"| {r['precision']} | {'on' if r['jit'] else 'off'} | {r['images_per_s']:.0f} |")
+            lines.append(f"| {r['precision']} | {'on' if r['jit'] else 'off'} | "
+                         f"{_rate_cell(r['images_per_s'], r.get('images_per_s_range'))} |")
     return "\n".join(lines) + "\n"
 
 

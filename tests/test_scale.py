@@ -167,13 +167,19 @@ def test_stage_records_carry_their_training_peak_memory(quiet_log):
 
 
 def test_benchmark_case_measures_every_stage_and_summarizes():
-    from apps.benchmark import markdown, run_case, summarize
+    from apps.benchmark import SHAPES, markdown, merge_repeats, run_case, summarize
 
     cases = [dict(size="tiny", shape="mnist5k", variant=v, head="paper") for v in ("no_tape", "end_to_end")]
     results = [run_case(case) for case in cases]
     stages = results[0]["per_stage"]
     assert [s["stage"] for s in stages] == [0, 1]
-    assert all(s["images_per_s"] > 0 and s["peak_mib"] > 0 and s["timed_steps"] == 2 for s in stages)
+    steps = SHAPES["tiny"]["mnist5k"]["steps"]
+    assert all(s["images_per_s"] > 0 and s["peak_mib"] > 0 and s["timed_steps"] == steps for s in stages)
+    # repeats merge into medians with their ranges
+    slower = dict(results[0], per_stage=[dict(s, images_per_s=s["images_per_s"] / 2) for s in stages])
+    merged = merge_repeats([results[0], slower, results[0]])
+    assert merged["repeats"] == 3 and merged["per_stage"][1]["images_per_s"] == stages[1]["images_per_s"]
+    assert merged["per_stage"][1]["images_per_s_range"] == [stages[1]["images_per_s"] / 2, stages[1]["images_per_s"]]
     summary = summarize(results)["mnist5k"]
     assert summary["max_stage_over_e2e_peak"] == max(s["peak_mib"] for s in stages) / results[1]["peak_mib"]
     assert "| 1 |" in markdown({"mnist5k": summary})
