@@ -62,7 +62,10 @@ def run_reference(command: str, timeout: float) -> dict[str, Any]:
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-    summary = json.loads(lines[-1])
+    try:
+        summary = json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return {"error": f"its last line is not a JSON object: {lines[-1][:80]}"}
     return {"wall_s": wall, "fit_s": summary.get("total_s"), "steps_s": None,
             "last_test_acc": summary.get("last_test_acc")}
 

@@ -1,5 +1,7 @@
 """Prefix cache, precision, XLA and decoupled mode on tiny problems."""
 
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -183,3 +185,23 @@ def test_benchmark_case_measures_every_stage_and_summarizes():
     summary = summarize(results)["mnist5k"]
     assert summary["max_stage_over_e2e_peak"] == max(s["peak_mib"] for s in stages) / results[1]["peak_mib"]
     assert "| 1 |" in markdown({"mnist5k": summary})
+
+
+@pytest.mark.slow
+def test_speed_compare_times_our_run_and_a_reference_in_alternating_rounds():
+    from apps.speed_compare import compare, markdown, summarize
+
+    tiny = ["--dataset", "digits", "--num_stages", "1", "--downsample_at", "", "--width", "8", "--aux_width", "8",
+            "--epochs_per_stage", "1"]
+    reference = f"{sys.executable} -c 'import json; print(json.dumps({{\"total_s\": 2.0, \"last_test_acc\": 0.5}}))'"
+    log = []
+    runs = compare({"ours": tiny, "broken": ["--width", "0"]}, reference, repeats=1, log=log.append)
+    assert [line.split(":")[0] for line in log] == ["round 1/1 ours", "round 1/1 broken", "round 1/1 reference"]
+    summary = summarize(runs)
+    ours = summary["ours"]
+    assert ours["runs"] == 1 and 0 < ours["steps_s"]["median"] < ours["fit_s"]["median"] < ours["wall_s"]["median"]
+    assert ours["last_test_acc"]["median"] > 0.2
+    assert ours["fit_over_reference"] == ours["fit_s"]["median"] / 2.0
+    assert summary["broken"]["runs"] == 0 and "width" in summary["broken"]["errors"][0]
+    assert summary["reference"]["last_test_acc"]["median"] == 0.5
+    assert "| ours (1 runs) |" in markdown(summary)
