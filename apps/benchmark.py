@@ -127,6 +127,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
 
     from layerwise.run.config import RunOptions, TrainConfig
     from layerwise.data import load_dataset
+    from layerwise.analysis.flops import count_flops
     from layerwise.analysis.memory import memory_device, peak_rss_mb
     from layerwise.training.optim import dtype_policy
     from layerwise.training.problems import DECOUPLED, Problem, decoupled_models
@@ -176,7 +177,13 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
                 build = time.perf_counter() - start if cache is not None else 0.0
                 step = trainer.train_step(problem, trainer.make_optimizer(problem), cached=cache is not None)
                 timing = _measure(step, trainer.train_batches(problem, 0, cache), config.batch_size)
-                result["per_stage"].append(dict(stage=j, cache_build_s=build, **timing))
+                # a training step's arithmetic per image: the stage and head forward and backward
+                # (~3x forward), plus the prefix's forward unless it is cached
+                train_flops = 3 * count_flops(problem.trainable)
+                if cache is None and problem.frozen is not None:
+                    train_flops += count_flops(problem.frozen)
+                result["per_stage"].append(dict(stage=j, cache_build_s=build, train_gflop_per_image=train_flops / 1e9,
+                                                **timing))
                 if cache is not None:
                     cache.close()
                 network.stages[j].trainable = False
@@ -254,6 +261,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
                 row[f"{key}_added_mib"] = s["peak_mib"] - s["resident_mib"]
                 if r["variant"] == "cached":
                     row["cache_build_s"] = s["cache_build_s"]
+                if r["variant"] == "no_tape" and r["head"] == "paper":
+                    row["no_tape_gflop_per_s"] = s["images_per_s"] * s["train_gflop_per_image"]
         whole = {}
         for r in rows:
             if r["variant"] in ("decoupled", "end_to_end"):
@@ -312,14 +321,15 @@ def markdown(summary: dict[str, Any]) -> str:
             continue
         pooled = any("no_tape_pre_pool4" in s for s in info["stages"])
         # img/s cells: the median of the repeats [min-max]
-        head = ["stage", "tape img/s", "no-tape img/s", "cached img/s", "cache build s",
+        head = ["stage", "tape img/s", "no-tape img/s", "no-tape GFLOP/s", "cached img/s", "cache build s",
                 "peak MiB tape", "peak MiB no-tape"] + (["peak MiB no-tape, pre-pooled head"] if pooled else [])
         # peak MiB cells: "peak (+added)", added = peak minus what was resident before the steps
         lines += [f"### {shape} (train images per epoch: {info['num_train']}; peak tensor memory on "
                   f"{info['memory_device']})", "", "| " + " | ".join(head) + " |",
                   "|" + "---:|" * len(head)]
         for s in info["stages"]:
-            cells = [str(s["stage"])] + [_rate_cell(s.get(k), s.get(f"{k}_range")) for k in ("tape", "no_tape", "cached")]
+            cells = [str(s["stage"])] + [_rate_cell(s.get(k), s.get(f"{k}_range")) for k in ("tape", "no_tape")]
+            cells += [_cell(s.get("no_tape_gflop_per_s")), _rate_cell(s.get("cached"), s.get("cached_range"))]
             cells += [_cell(s.get("cache_build_s"), "{:.2f}")]
             keys = ["tape", "no_tape"] + (["no_tape_pre_pool4"] if pooled else [])
             cells += [_memory_cell(s.get(f"{k}_peak_mib"), s.get(f"{k}_added_mib")) for k in keys]
@@ -327,7 +337,7 @@ def markdown(summary: dict[str, Any]) -> str:
         for name in ("decoupled", "end_to_end"):
             if name in info:
                 r = info[name]
-                cells = [f"{name} (all stages)", "", _rate_cell(r["images_per_s"], r.get("images_per_s_range")), "", "", "",
+                cells = [f"{name} (all stages)", "", _rate_cell(r["images_per_s"], r.get("images_per_s_range")), "", "", "", "",
                          _memory_cell(r["peak_mib"], r["added_mib"])]
                 if pooled:
                     other = info.get(f"{name}_pre_pool4", {})

@@ -184,6 +184,7 @@ def test_benchmark_case_measures_every_stage_and_summarizes():
     assert merged["per_stage"][1]["images_per_s_range"] == [stages[1]["images_per_s"] / 2, stages[1]["images_per_s"]]
     summary = summarize(results)["mnist5k"]
     assert summary["max_stage_over_e2e_peak"] == max(s["peak_mib"] for s in stages) / results[1]["peak_mib"]
+    assert summary["stages"][1]["no_tape_gflop_per_s"] > 0
     assert "| 1 |" in markdown({"mnist5k": summary})
 
 
