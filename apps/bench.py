@@ -4,6 +4,7 @@
     python -m apps.bench --size large      # on GPUs
     python -m apps.bench --compare --out runs/compare     # the default run's shape, float32 vs auto
     python -m apps.bench --compare --reference_command "/tmp/torch-ref/bin/python torch_reference.py"
+    python -m apps.bench --profile_dir runs/profile   # TensorFlow profiler traces per stage
 
 Writes ``bench.json`` (every case) and ``bench.md`` (tables) to ``--out``; ``--compare`` writes
 ``compare.json`` and ``compare.md`` (``apps.speed_compare``: rounds alternate the runs, medians
@@ -17,8 +18,8 @@ import os
 
 from absl import flags
 
-from apps import cli, speed_compare
-from apps.benchmark import markdown, run_benchmark, summarize
+from apps import cli, profiling, speed_compare
+from apps.benchmark import markdown, run_benchmark, run_case, summarize
 from layerwise.errors import ConfigError
 
 flags.DEFINE_enum(
@@ -36,6 +37,12 @@ flags.DEFINE_string(
     "reference_command", None,
     "--compare: another implementation's command, timed in the same rounds; its last output line is a JSON "
     "object with total_s and last_test_acc.",
+)
+flags.DEFINE_string(
+    "profile_dir", None,
+    "Profile instead: trace the MNIST-shaped case's stages once per --precisions with the TensorFlow profiler "
+    "into this directory (TensorBoard's Profile tab), and print each stage's op types by self time when "
+    "tensorboard-plugin-profile is installed.",
 )
 flags.DEFINE_integer(
     "repeats", 3, "Rounds: each runs every case (with --compare: every variant and the reference) once; "
@@ -56,12 +63,34 @@ def compare(out: str) -> None:
     print(table)
 
 
+def profile(profile_dir: str) -> None:
+    results = []
+    for precision in FLAGS.precisions:
+        case = dict(size=FLAGS.size, shape="mnist5k", variant="no_tape", head="paper",
+                    precision=precision, profile_dir=os.path.join(profile_dir, precision))
+        result = run_case(case)
+        if profiling.breakdown_available():
+            for stage in result["per_stage"]:
+                trace_dir = os.path.join(case["profile_dir"], f"stage_{stage['stage']:02d}")
+                stage["ops"] = profiling.op_breakdown(trace_dir, stage["timed_steps"])
+        results.append(result)
+    with open(os.path.join(profile_dir, "profile.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    table = profiling.markdown(results)
+    with open(os.path.join(profile_dir, "profile.md"), "w") as f:
+        f.write(table)
+    print(table + f"traces in {profile_dir}: tensorboard --logdir {profile_dir} (Profile tab)")
+
+
 def main(argv: list[str]) -> None:
     cli.refuse_arguments(argv)
     if FLAGS.repeats < 1:
         raise ConfigError("--repeats must be >= 1")
     if FLAGS.compare:
         compare(FLAGS.out)
+        return
+    if FLAGS.profile_dir:
+        profile(FLAGS.profile_dir)
         return
     results = run_benchmark(FLAGS.size, FLAGS.repeats)
     summary = summarize(results)

@@ -94,8 +94,11 @@ def _has_gpu_hint() -> bool:
     return os.path.exists("/proc/driver/nvidia")
 
 
-def _measure(step: Callable, batches, batch: int) -> dict[str, float]:
-    """Runs every batch: throughput over the steps after ``WARMUP_STEPS``, peak memory of all."""
+def _measure(step: Callable, batches, batch: int, trace_dir: str | None = None) -> dict[str, float]:
+    """Runs every batch: throughput over the steps after ``WARMUP_STEPS``, peak memory of all;
+    with ``trace_dir``, a TensorFlow profiler trace of the timed steps written there."""
+    import tensorflow as tf
+
     from layerwise.analysis.memory import current_memory_mb, peak_memory_mb, reset_peak_memory
 
     gc.collect()
@@ -109,6 +112,8 @@ def _measure(step: Callable, batches, batch: int) -> dict[str, float]:
     for _ in range(WARMUP_STEPS - 1):
         x, y = next(iterator)
         float(step(x, y)[0])
+    if trace_dir:
+        tf.profiler.experimental.start(trace_dir)
     n, start, loss = 0, time.perf_counter(), None
     for x, y in iterator:
         loss = step(x, y)[0]
@@ -116,6 +121,8 @@ def _measure(step: Callable, batches, batch: int) -> dict[str, float]:
     if loss is not None:
         float(loss)
     seconds = time.perf_counter() - start
+    if trace_dir:
+        tf.profiler.experimental.stop()
     return {"first_step_s": first, "images_per_s": n * batch / seconds if n else None, "timed_steps": n,
             "peak_mib": peak_memory_mb(), "resident_mib": resident}
 
@@ -129,14 +136,14 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     from layerwise.data import load_dataset
     from layerwise.analysis.flops import count_flops
     from layerwise.analysis.memory import memory_device, peak_rss_mb
-    from layerwise.training.optim import dtype_policy
+    from layerwise.training.optim import dtype_policy, resolve_precision
     from layerwise.training.problems import DECOUPLED, Problem, decoupled_models
     from layerwise.training.steps import make_decoupled_step
     from layerwise.training.trainer import GreedyTrainer
     from models import build_model
 
     spec = SHAPES[case["size"]][case["shape"]]
-    precision, jit = case.get("precision", "float32"), bool(case.get("jit", False))
+    precision, jit = resolve_precision(case.get("precision", "float32"))[0], bool(case.get("jit", False))
     config = TrainConfig().replace(
         dataset="synthetic", model_options=spec["model"], aux_conv_layers=spec["aux_conv_layers"],
         aux_width=spec["aux_width"], aux_pre_pool=HEADS[case.get("head", "paper")], epochs_per_stage=1,
@@ -176,7 +183,8 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
                 cache = trainer.prefix_cache(problem)
                 build = time.perf_counter() - start if cache is not None else 0.0
                 step = trainer.train_step(problem, trainer.make_optimizer(problem), cached=cache is not None)
-                timing = _measure(step, trainer.train_batches(problem, 0, cache), config.batch_size)
+                trace_dir = os.path.join(case["profile_dir"], f"stage_{j:02d}") if case.get("profile_dir") else None
+                timing = _measure(step, trainer.train_batches(problem, 0, cache), config.batch_size, trace_dir)
                 # a training step's arithmetic per image: the stage and head forward and backward
                 # (~3x forward), plus the prefix's forward unless it is cached
                 train_flops = 3 * count_flops(problem.trainable)

@@ -1,5 +1,6 @@
 """Prefix cache, precision, XLA and decoupled mode on tiny problems."""
 
+import glob
 import sys
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from apps.runner import build_network, load_data, resolve
-from conftest import tiny_config
+from conftest import run_cli, tiny_config
 from layerwise.run.config import RunOptions
 from layerwise.errors import ConfigError
 from layerwise.analysis.memory import memory_device
@@ -206,3 +207,13 @@ def test_speed_compare_times_our_run_and_a_reference_in_alternating_rounds():
     assert summary["broken"]["runs"] == 0 and "width" in summary["broken"]["errors"][0]
     assert summary["reference"]["last_test_acc"]["median"] == 0.5
     assert "| ours (1 runs) |" in markdown(summary)
+
+
+@pytest.mark.slow
+def test_bench_profile_writes_a_trace_per_stage(tmp_path):
+    result = run_cli("apps.bench", "--profile_dir", str(tmp_path), "--size", "tiny", "--precisions", "float32",
+                     timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for stage in ("stage_00", "stage_01"):
+        assert glob.glob(str(tmp_path / "float32" / stage / "**" / "*.xplane.pb"), recursive=True), stage
+    assert "float32 stage 1:" in (tmp_path / "profile.md").read_text()
