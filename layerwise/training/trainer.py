@@ -147,9 +147,7 @@ class GreedyTrainer:
         self.distributed = strategy is not None
         self.options = (options or RunOptions()).validate()
         check_option(self.options.cache_prefix, data, workdir)
-        self.head_plan = heads or HeadPlan(
-            config.head_spec(), config.final_head_spec(), config.seed, config.sync_batchnorm
-        )
+        self.head_plan = heads or HeadPlan.from_config(config)
         self.mode = mode or mode_for(config.mode)
         self.hooks = list(hooks_for(config) if hooks is None else hooks)
         self.optimizer_factory = optimizer
