@@ -10,7 +10,8 @@ Layout under ``workdir/checkpoints/<problem>/`` (``<problem>`` is ``stage_00``, 
 Variables are stored under their Keras path (``variable.path``, e.g. ``stage_01_conv/kernel``;
 an optimizer's under the path below the optimizer's name, e.g. ``0/stage_01_conv_kernel_momentum``)
 and loaded by it: a checkpoint loads only into a model with exactly the same variable paths and
-shapes, so a model change that swaps two same-shaped layers is refused, never loaded wrongly.
+shapes, in the same order, so a model change that swaps or renames two same-shaped layers is
+refused, never loaded wrongly.
 Checkpoints of layerwise 0.2 and older (format 1: variables matched by position) are refused with
 one line that says so.
 
@@ -161,7 +162,8 @@ def optimizer_arrays(variables: Sequence, prefix: str = "optimizer") -> dict[str
 
 
 def _assign(prefix: str, keys: list[str], variables: Sequence, arrays: dict[str, np.ndarray], source: str) -> None:
-    stored = {k[len(prefix) + 1:] for k in arrays if k.startswith(prefix + "/")}
+    order = [k[len(prefix) + 1:] for k in arrays if k.startswith(prefix + "/")]  # as saved (zip order)
+    stored = set(order)
     missing = [k for k in keys if k not in stored]
     unknown = sorted(stored - set(keys))
     if missing or unknown:
@@ -172,6 +174,13 @@ def _assign(prefix: str, keys: list[str], variables: Sequence, arrays: dict[str,
         raise CheckpointError(
             f"{source} does not match the model's {prefix} variables ({shown}): it was written by a different "
             "model or configuration; use a new --workdir"
+        )
+    if order != keys:  # the same names, built in another order: the model's code changed
+        first = next(i for i, (a, b) in enumerate(zip(order, keys)) if a != b)
+        raise CheckpointError(
+            f"{source} holds the model's {prefix} variables in another order (variable {first} is "
+            f"{order[first]} there, {keys[first]} in the model): it was written by a different version of the "
+            "model; use a new --workdir"
         )
     for key, variable in zip(keys, variables):
         value = arrays[f"{prefix}/{key}"]
@@ -186,7 +195,7 @@ def _assign(prefix: str, keys: list[str], variables: Sequence, arrays: dict[str,
 
 def assign_arrays(prefix: str, variables: Sequence, arrays: dict[str, np.ndarray], source: str) -> None:
     """Assigns ``arrays[prefix/path]`` to each model variable, matched by path; nothing is
-    assigned unless every path and shape matches.
+    assigned unless the paths (in the same order) and the shapes all match.
 
     Raises:
         CheckpointError: the checkpoint holds other paths or shapes (a different model).

@@ -137,9 +137,6 @@ class RefitConfig:
         0, "After the last stage, train a new head on the frozen net for this many epochs (0: off).",
         flag="refit_head_epochs")
 
-    def head(self, batchnorm: bool, pre_pool: int) -> AuxHead:
-        return AuxHead(k=self.conv_layers + 1, width=self.width, batchnorm=batchnorm, pre_pool=pre_pool)
-
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:

@@ -19,6 +19,7 @@ import tensorflow as tf
 from layerwise.errors import StorageError
 
 gfile = tf.io.gfile
+OpError = tf.errors.OpError  # what gfile raises (NotFoundError, PermissionDeniedError, ...)
 
 
 def is_local(path: str) -> bool:
