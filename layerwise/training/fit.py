@@ -30,6 +30,7 @@ from layerwise.run.config import RunOptions, TrainConfig
 from layerwise.run.workdir import check_workdir, open_run
 from layerwise.training.heads import AuxHead
 from layerwise.training.network import StagedNetwork, primary
+from layerwise.training.optim import resolve_precision
 from layerwise.training.problems import HeadPlan, ensemble_weights
 from layerwise.training.trainer import GreedyTrainer
 
@@ -204,6 +205,10 @@ def fit(
     if isinstance(data, DatasetSource):
         config_changes["batch_size"] = data.batch_size
     config = config.replace(**config_changes).validate(validation_data=data.num_val > 0)
+    if config.precision == "auto":
+        precision, why = resolve_precision("auto")
+        log(f"precision: auto -> {precision} ({why})")
+        config = config.replace(precision=precision)
     run_options = RunOptions().replace(**run_changes).validate()
     heads = None
     if head is not None and not isinstance(head, AuxHead):
