@@ -70,7 +70,8 @@ def stage_table(records: Sequence[dict[str, Any]]) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def _plot_accuracy(stages, compare, path) -> None:
+def plot_accuracy(stages, compare, path) -> None:
+    """Test accuracy of each stage's head and of the ensemble (and train accuracy) per stage, as a PNG."""
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [r["stage"] for r in stages]
     ax.plot(xs, [r["test_acc"] for r in stages], "o-", label="stage head (test)")
@@ -104,7 +105,8 @@ def curve_metric(epochs: Sequence[dict[str, Any]]) -> tuple[str, str, str]:
     return "test_acc", "test accuracy", "Test accuracy (held-out test set: for reporting, not tuning)"
 
 
-def _plot_curves(epochs, path) -> None:
+def plot_curves(epochs, path) -> None:
+    """Training loss and the accuracy of :func:`curve_metric` per epoch of each stage, as a PNG."""
     key, label, title = curve_metric(epochs)
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for problem in sorted({r["problem"] for r in epochs}):
@@ -177,10 +179,10 @@ def _write_report(workdir: str, config: dict[str, Any], records: list[dict[str, 
         if done:
             others.append((f"{read_config(other)['mode']} ({os.path.basename(os.path.normpath(other))})", done[-1]["test_acc"]))
     if stages:
-        _plot_accuracy(stages, others, files.join(plots_dir, "accuracy_per_stage.png"))
+        plot_accuracy(stages, others, files.join(plots_dir, "accuracy_per_stage.png"))
         plots.append(("Accuracy per stage", "plots/accuracy_per_stage.png"))
     if epochs:
-        _plot_curves(epochs, files.join(plots_dir, "training_curves.png"))
+        plot_curves(epochs, files.join(plots_dir, "training_curves.png"))
         plots.append(("Training curves", "plots/training_curves.png"))
     probes_path = files.join(workdir, "probes.json")
     if files.exists(probes_path):
