@@ -22,7 +22,7 @@ BAD_FLAGS = [
     (["--epochs_per_stage", "many"], "epochs_per_stage"),
     (["--no_such_flag"], "no_such_flag"),
     (["--experiment", "cifar10_k9"], "unknown experiment 'cifar10_k9'"),
-    (["--experiment", "cifar10_k1", "--data_dir", "/nonexistent/layerwise-data"], "download_and_prepare"),
+    (["--experiment", "cifar10_k1", "--data_dir", "/nonexistent/layerwise-data", "--download=false"], "download_and_prepare"),
     (["--keep_best"], "validation_fraction"),
     (["--data_dir", "/tmp"], "drop --data_dir"),
     (["--strategy", "sideways"], "unknown strategy 'sideways'"),
