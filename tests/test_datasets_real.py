@@ -6,14 +6,13 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import tiny_config
 
 from apps.runner import resolve
 from layerwise.data import load_dataset
 from layerwise.data import tfds as tfds_data
-from layerwise.run.loading import load_data
 from layerwise.errors import DatasetUnavailableError
+from layerwise.run.loading import load_data
 
 
 def _check_contract(data, num_classes, shape):
