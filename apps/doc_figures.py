@@ -57,16 +57,14 @@ def draw_method(path: str, stages: int = 3) -> None:
         box(x + 0.1, 1.7, 1.4, 0.7, f"aux head {j}\nconv, pool, linear", "#9dd9a0" if training else "#e8e8e8")
         arrow((x + 0.8, 3.15), (x + 0.8, 2.45))
         arrow((x + 0.8, 1.65), (x + 0.8 - 0.3 * (j - (stages - 1) / 2), 0.95), color="#4c72b0")
-        if j < stages - 1:
-            ax.annotate("", (x + 1.55, 3.55), (x + 1.9, 3.2))
     ax.add_patch(FancyBboxPatch((xs[0] - 0.15, 3.05), xs[-2] + 1.75 - xs[0] + 0.3 - 0.15, 1.1,
                                 boxstyle="round,pad=0.02", fill=False, linestyle="--", edgecolor="gray"))
-    ax.text(xs[0] - 0.1, 4.35, "frozen prefix (trainable=False, BatchNorm in inference mode)", fontsize=8.5,
+    ax.text(xs[0] - 0.1, 4.25, "frozen prefix (trainable=False,\nBatchNorm in inference mode)", fontsize=8.5,
             color="dimgray")
     ax.text(xs[-1] - 0.1, 4.35, f"trains now (stage {stages - 1})", fontsize=8.5, color="#b07d00")
     ax.text(xs[-1] + 1.75, 2.0, "loss: cross-entropy\nof this head only", fontsize=8, color="#2e7d32")
-    box(3.0, 0.25, 4.6, 0.65, "ensemble: softmax of every head, weighted 2^j  |  cascade: exit at the first "
-        "head\nwhose top probability >= threshold, else go one stage deeper", "#c7d7f0")
+    box(1.3, 0.25, 7.6, 0.65, "ensemble: softmax of every head, weighted 2^j\ncascade: exit at the first head whose top "
+        "probability >= threshold, else go one stage deeper", "#c7d7f0")
     ax.set_title("Greedy layerwise training (Belilovsky et al., ICML 2019, Algorithm 1), stage by stage",
                  fontsize=10)
     fig.tight_layout()
