@@ -42,6 +42,19 @@ def define_trust_pickle(module_name: str) -> None:
     )
 
 
+def define_download(module_name: str) -> None:
+    """Defines ``--download`` as a flag of the app ``module_name`` (shared like ``--trust_pickle``)."""
+    if "download" in FLAGS:
+        FLAGS.register_key_flag_for_module(module_name, FLAGS["download"])
+        return
+    flags.DEFINE_boolean(
+        "download", True,
+        "Download a TFDS dataset that is not in --data_dir yet, when its hosts answer within a few seconds (else "
+        "the run stops at once, saying how to provide the files). --download=false forbids it.",
+        module_name=module_name,
+    )
+
+
 def refuse_arguments(argv: list[str], hint: str = "") -> None:
     """Stray positional arguments are an error, not silently ignored (``--images a.png b.png``
     would otherwise predict on ``a.png`` alone).

@@ -87,8 +87,8 @@ def _imagenet_k1():
     return dict(
         IMAGENET_RECIPE,
         model="layerwise_cnn",
-        # PAPERS.md: "On ImageNet P is also applied to the input image"; the hyperparameter
-        # table lists it for k=2,3 only (*unverified* for k=1). Without it stages 0-1 would run
+        # Belilovsky et al. 2019 (ImageNet experiments): on ImageNet the invertible downsampling P is also
+        # applied to the input image; their hyperparameter table lists it for k=2,3 only (assumed for k=1). Without it stages 0-1 would run
         # 256 filters at 224x224 (~30 GMAC per image each) and the net would end at 14x14.
         model_options=dict(num_stages=8, width=256, downsample_at=[2, 3, 4, 6], batchnorm=False, downsample_input=True),
         aux_conv_layers=0, aux_batchnorm=False,

@@ -2,6 +2,7 @@
 
     python -m apps.export runs/cascade
     python -m apps.export runs/cascade --threshold 0.95 --export_dir /srv/models
+    python -m apps.export runs/default --serving_root /models   # for -v $PWD/runs/default/export:/models
 
 Rebuilds the network from ``WORKDIR/config.json`` and the finished stages' checkpoints, writes
 each servable as version N+1 (version N is left untouched) under ``--export_dir`` (default
@@ -25,6 +26,11 @@ flags.DEFINE_boolean(
     "allow_unfinished", False,
     "Export a run that still has stages to train (its finished stages; the ensemble and cascade are labelled "
     "'unfinished', never --label). Without it an unfinished run is refused.")
+flags.DEFINE_string(
+    "serving_root", None,
+    "Where the model server sees the export directory (e.g. /models in a container started with "
+    "-v $PWD/runs/default/export:/models): models.config's base_paths become SERVING_ROOT/<servable> "
+    "[default: absolute paths on this machine].")
 cli.define_trust_pickle(__name__)
 FLAGS = flags.FLAGS
 
@@ -39,7 +45,7 @@ def main(argv: list[str]) -> None:
     written = export_run(
         argv[1], build_network, FLAGS.export_dir, threshold=FLAGS.threshold, label=FLAGS.label,
         load_data=lambda config: load_data(config, FLAGS.trust_pickle),
-        allow_unfinished=FLAGS.allow_unfinished, log=lambda message: print(message, file=sys.stderr),
+        allow_unfinished=FLAGS.allow_unfinished, serving_root=FLAGS.serving_root, log=lambda message: print(message, file=sys.stderr),
     )
     for servable, path in written.items():
         print(f"{servable}: {path}")

@@ -69,6 +69,7 @@ def run_training(
     log: Callable[[str], None] = print,
     callbacks=None,
     trust_pickle: bool = False,
+    download: bool = True,
 ) -> list[dict[str, Any]]:
     """Trains ``config`` into ``workdir`` (resuming what is there) and returns stage records.
 
@@ -80,6 +81,7 @@ def run_training(
         options: XLA and prefix-cache options; not part of the fingerprint.
         callbacks: Keras callbacks for ``layerwise.fit``.
         trust_pickle: the data may be read from pickles (``--trust_pickle``; CIFAR's python version).
+        download: a TFDS dataset not yet in ``data_dir`` may be downloaded (``--download``).
 
     On a multi-worker cluster only the chief logs and writes into ``workdir``; the other
     workers write to a temporary directory they delete at the end.
@@ -97,7 +99,7 @@ def run_training(
     options = (options or RunOptions()).validate()
     if workdir is not None and chief:
         check_workdir(workdir, config)  # a bad --workdir is refused before any data is read
-    data = load_data(config, trust_pickle)
+    data = load_data(config, trust_pickle, download)
     network = build_network(config, data, strategy)
     start = time.perf_counter()
     result = layerwise.fit(

@@ -64,6 +64,7 @@ flags.DEFINE_string(
 )
 
 cli.define_trust_pickle(__name__)
+cli.define_download(__name__)
 
 MODEL_FLAGS = ("num_stages", "width", "downsample_at", "batchnorm", "downsample_input")
 
@@ -169,7 +170,7 @@ def main(argv: list[str]) -> None:
         return
     options = RunOptions().replace(**config_flags.given(RunOptions))
     run_training(config_from_flags(), FLAGS.workdir, strategy=FLAGS.strategy, options=options, verbose=FLAGS.verbose,
-                 trust_pickle=FLAGS.trust_pickle)
+                 trust_pickle=FLAGS.trust_pickle, download=FLAGS.download)
 
 
 if __name__ == "__main__":

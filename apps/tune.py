@@ -73,7 +73,7 @@ def main(argv: list[str]) -> None:
     if FLAGS.max_trials <= 0:
         raise ConfigError("--max_trials must be positive")
     base = resolve(train.config_from_flags())
-    data = tuning.validation_view(load_data(base, FLAGS.trust_pickle), FLAGS.val_fraction, base.split_seed)
+    data = tuning.validation_view(load_data(base, FLAGS.trust_pickle, FLAGS.download), FLAGS.val_fraction, base.split_seed)
     directory = os.path.join(FLAGS.workdir, "tuning")
     if FLAGS.tune_per_stage:
         results = tuning.tune_per_stage(

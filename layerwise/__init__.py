@@ -23,20 +23,50 @@ Example:
     >>> result.classifiers[-1].save("stage_03.keras")
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from layerwise.errors import ConfigError, LayerwiseError
-from layerwise.run.config import RunOptions, TrainConfig
-from layerwise.run.exports import export_run
-from layerwise.run.restore import RestoredRun, restore_run
-from layerwise.training.callbacks import PerStage, StageCallback, per_stage
-from layerwise.training.fit import Result, fit
-from layerwise.training.heads import AuxHead
-from layerwise.training.network import StagedNetwork
-from layerwise.training.split import split_model
 
-__version__ = "0.2.0"
+if TYPE_CHECKING:  # what the names below resolve to, for readers and type checkers
+    from layerwise.run.config import RunOptions, TrainConfig
+    from layerwise.run.exports import export_run
+    from layerwise.run.restore import RestoredRun, restore_run
+    from layerwise.training.callbacks import PerStage, StageCallback, per_stage
+    from layerwise.training.fit import Result, fit
+    from layerwise.training.heads import AuxHead
+    from layerwise.training.network import StagedNetwork
+    from layerwise.training.split import split_model
 
-__all__ = [
-    "AuxHead", "ConfigError", "LayerwiseError", "PerStage", "RestoredRun", "Result", "RunOptions",
-    "StageCallback", "StagedNetwork", "TrainConfig", "export_run", "fit", "per_stage", "restore_run",
-    "split_model",
-]
+__version__ = "0.3.0"
+
+# The public names and the modules that define them. They are imported on first use (PEP 562), so
+# that ``import layerwise.run.config`` (and with it an app's ``--help``) does not import
+# TensorFlow, which takes seconds; ``layerwise.fit`` and ``from layerwise import fit`` work as usual.
+_PUBLIC = {
+    "RunOptions": "layerwise.run.config", "TrainConfig": "layerwise.run.config",
+    "export_run": "layerwise.run.exports",
+    "RestoredRun": "layerwise.run.restore", "restore_run": "layerwise.run.restore",
+    "PerStage": "layerwise.training.callbacks", "StageCallback": "layerwise.training.callbacks",
+    "per_stage": "layerwise.training.callbacks",
+    "Result": "layerwise.training.fit", "fit": "layerwise.training.fit",
+    "AuxHead": "layerwise.training.heads",
+    "StagedNetwork": "layerwise.training.network",
+    "split_model": "layerwise.training.split",
+}
+
+__all__ = ["ConfigError", "LayerwiseError", *sorted(_PUBLIC)]
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'layerwise' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -3,11 +3,13 @@
 import json
 import os
 import pickle
+import subprocess
+import sys
 
 import pytest
 
 from apps.runner import resolve
-from conftest import run_cli, tiny_config
+from conftest import REPO, run_cli, tiny_config
 
 BAD_FLAGS = [
     (["--dataset", "cifar11"], "unknown dataset 'cifar11'"),
@@ -20,7 +22,7 @@ BAD_FLAGS = [
     (["--epochs_per_stage", "many"], "epochs_per_stage"),
     (["--no_such_flag"], "no_such_flag"),
     (["--experiment", "cifar10_k9"], "unknown experiment 'cifar10_k9'"),
-    (["--experiment", "cifar10_k1", "--data_dir", "/nonexistent/layerwise-data"], "download_and_prepare"),
+    (["--experiment", "cifar10_k1", "--data_dir", "/nonexistent/layerwise-data", "--download=false"], "download_and_prepare"),
     (["--keep_best"], "validation_fraction"),
     (["--data_dir", "/tmp"], "drop --data_dir"),
     (["--strategy", "sideways"], "unknown strategy 'sideways'"),
@@ -171,3 +173,18 @@ def test_every_app_reports_bad_input_in_one_line(tmp_path, args, message):
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert tree(tmp_path) == before  # nothing written, nothing changed (and no pickle ran: no {tmp}/pwned)
+
+
+APPS = ("alexnet_viz", "bench", "benchmark", "cascade_report", "degradation", "docs", "export", "layer_responses",
+        "optnets", "predict", "probe", "report", "train", "tune")
+
+
+def test_help_imports_no_tensorflow():
+    """Every app defines its flags without TensorFlow or Keras: ``--help`` answers in a fraction of a
+    second instead of the ~6 s and 720 MB of importing TensorFlow (docs/performance.md)."""
+    for app in APPS:  # one process each: apps may define flags of the same name
+        code = f"import sys, apps.{app}; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+        result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert result.stdout.strip() == "[]", (app, result.stdout + result.stderr)
+    shown = run_cli("apps.train", "--help", timeout=60)
+    assert "--epochs_per_stage" in shown.stdout and "--aux_width" in shown.stdout

@@ -6,9 +6,13 @@ import time
 
 import numpy as np
 import pytest
+from conftest import tiny_config
 
+from apps.runner import resolve
 from layerwise.data import load_dataset
+from layerwise.data import tfds as tfds_data
 from layerwise.errors import DatasetUnavailableError
+from layerwise.run.loading import load_data
 
 
 def _check_contract(data, num_classes, shape):
@@ -35,11 +39,38 @@ def test_tfds_imagenette_streams_with_imagenet_preprocessing(tmp_path):
         _check_contract(data, 10, (32, 32, 3))
 
 
-def test_unprepared_tfds_fails_fast_with_instructions(tmp_path):
+def test_unprepared_tfds_fails_fast_with_instructions_when_its_hosts_do_not_answer(tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(tfds_data, "hosts_reachable", lambda hosts: asked.append(hosts) or False)
     start = time.perf_counter()
-    with pytest.raises(DatasetUnavailableError, match="download_and_prepare"):
+    with pytest.raises(DatasetUnavailableError, match="storage.googleapis.com.*did not answer.*download_and_prepare"):
         load_dataset("fashion_mnist", data_dir=str(tmp_path))
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 5 and asked and asked[0][0] == "storage.googleapis.com"
+
+
+def test_an_unresolvable_host_is_unreachable_within_the_timeout():
+    start = time.perf_counter()
+    assert not tfds_data.hosts_reachable(["tfds.invalid"], timeout=2)
+    assert time.perf_counter() - start < 3
+
+
+def test_unprepared_tfds_downloads_when_its_hosts_answer_unless_forbidden(tmp_path, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setattr(tfds_data, "hosts_reachable", lambda hosts: True)
+    prepared = []
+
+    def download_and_prepare(builder, *args, **kwargs):
+        prepared.append(builder.name)
+        raise RuntimeError("downloading")  # stands in for the network
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", download_and_prepare)
+    with pytest.raises(RuntimeError, match="downloading"):
+        load_dataset("fashion_mnist", data_dir=str(tmp_path))
+    assert prepared == ["fashion_mnist"]
+    monkeypatch.setattr(tfds_data, "hosts_reachable", lambda hosts: pytest.fail("--download=false asks no host"))
+    with pytest.raises(DatasetUnavailableError, match=r"downloads are off \(--download=false\)"):
+        load_data(resolve(tiny_config(dataset="fashion_mnist", data_dir=str(tmp_path))), download=False)
+    assert prepared == ["fashion_mnist"]
 
 
 def test_unprepared_imagenet_names_the_tars(tmp_path):

@@ -50,3 +50,12 @@ def test_probe_results_in_the_workdir_get_a_plot(tmp_path, quiet_log):
     report = open(write_report(workdir)).read()
     assert "plots/probe_accuracy.png" in report
     _assert_real_png(os.path.join(workdir, "plots", "probe_accuracy.png"))
+
+
+def test_training_curves_show_validation_accuracy_when_there_is_a_split_else_label_test():
+    from layerwise.run.report import curve_metric
+
+    with_validation = [{"problem": "stage_00", "epoch": 0, "loss": 1.0, "test_acc": 0.5, "val_acc": 0.4}]
+    assert curve_metric(with_validation)[0] == "val_acc"
+    key, label, title = curve_metric([{"problem": "stage_00", "epoch": 0, "loss": 1.0, "test_acc": 0.5}])
+    assert key == "test_acc" and "test" in label and "not tuning" in title

@@ -22,18 +22,22 @@ from layerwise.errors import ModelServerError, ServingInputError
 from layerwise.run.exports import export_run
 from layerwise.run.restore import restore_run
 from layerwise.serving import clients as serving
-from layerwise.serving.export import versions
+from layerwise.serving.export import versions, write_models_config
 from layerwise.training.trainer import ensemble_probabilities
 
 NET = "layerwise_cnn"
 SERVABLES = [f"{NET}_stage_00", f"{NET}_stage_01", f"{NET}_ensemble", f"{NET}_cascade"]
 
 LOAD_AND_PREDICT = """
-import json, sys, numpy as np, tensorflow as tf
+import json, os, sys, keras, numpy as np, tensorflow as tf
+import models  # the zoo's custom layers, for keras.saving.load_model
 root, raw, flt, thr, out = sys.argv[1:6]
 raw, flt, thr = np.load(raw), np.load(flt), np.load(thr)
 results = {}
 for name in json.loads(sys.argv[6]):
+    for version in sorted(os.listdir(f"{root}/{name}")) if "stage" in name else ():
+        classifier = keras.saving.load_model(f"{root}/{name}/{version}/model.keras")
+        results[f"{name}/keras{version}/logits"] = np.asarray(classifier(flt, training=False))
     model = tf.saved_model.load(f"{root}/{name}/{sys.argv[7] if 'stage' in name else 1}")
     a = model.signatures["serving_default"](images=tf.constant(raw))
     b = model.signatures["serving_float"](images=tf.constant(flt))
@@ -100,7 +104,7 @@ def test_models_config_parses_with_the_tf_serving_proto(exported):
 
 
 @pytest.mark.slow
-def test_every_servable_loads_in_a_fresh_process_and_matches_keras(exported):
+def test_every_servable_and_stage_keras_file_loads_in_a_fresh_process_and_matches_keras(exported):
     tmp = exported["tmp"]
     run = restore_run(exported["workdir"], build_network)
     raw, labels = run.data.arrays("test")
@@ -120,6 +124,9 @@ def test_every_servable_loads_in_a_fresh_process_and_matches_keras(exported):
 
     per_stage = [tf.nn.softmax(c(normalized, training=False)).numpy() for c in run.classifiers]
     expected = {SERVABLES[0]: per_stage[0], SERVABLES[1]: per_stage[1], SERVABLES[2]: ensemble_probabilities(per_stage)}
+    for j, name in enumerate(SERVABLES[:2]):  # every version's model.keras: the classifier itself
+        for version in ("1", "2"):
+            np.testing.assert_allclose(tf.nn.softmax(got[f"{name}/keras{version}/logits"]), per_stage[j], atol=1e-5)
     for name, probs in expected.items():
         for kind in ("u8", "f32"):
             np.testing.assert_allclose(got[f"{name}/{kind}/probabilities"], probs, atol=1e-5)
@@ -517,6 +524,16 @@ def test_rest_and_grpc_against_a_real_tensorflow_model_server(exported):
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_models_config_base_paths_below_a_serving_root(tmp_path):
+    for servable in ("net_stage_00", "net_ensemble"):
+        (tmp_path / servable / "1").mkdir(parents=True)
+    (tmp_path / "net_ensemble" / "2").mkdir()
+    text = open(write_models_config(str(tmp_path), serving_root="/models/")).read()
+    assert 'base_path: "/models/net_stage_00"' in text and 'base_path: "/models/net_ensemble"' in text
+    assert str(tmp_path) not in text
+    assert f'base_path: "{tmp_path}/net_ensemble"' in open(write_models_config(str(tmp_path))).read()
 
 
 def test_export_of_a_directory_that_is_not_a_finished_run_is_a_clear_error(tmp_path):

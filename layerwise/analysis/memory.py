@@ -45,9 +45,13 @@ def current_memory_mb() -> float:
 
 
 def peak_memory_mb() -> float:
-    """Peak tensor memory in MiB since the last ``reset_peak_memory`` (else the peak RSS)."""
+    """Peak tensor memory in MiB since the last ``reset_peak_memory`` (else the peak RSS).
+
+    A peak of 0 means the allocator did not track the device (a CPU allocator whose statistics
+    were off while a stage ran showed "peak MiB 0" in the stage table): the peak RSS then too.
+    """
     peak = _allocator_mib("peak")
-    return peak_rss_mb() if peak is None else peak
+    return peak_rss_mb() if not peak else peak
 
 
 def peak_rss_mb() -> float:

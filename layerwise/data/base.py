@@ -244,5 +244,7 @@ def load_dataset(name: str, **options) -> DataSource:
         raise ConfigError(f"dataset {name!r} is embedded and reads no files; drop --data_dir")
     if options.get("trust_pickle") and "trust_pickle" not in inspect.signature(loader).parameters:
         raise ConfigError(f"dataset {name!r} reads no pickles; drop --trust_pickle")
+    if "download" in options and "download" not in inspect.signature(loader).parameters:
+        del options["download"]  # a dataset that never downloads: nothing to allow or forbid
     return loader(**options)
 

@@ -7,11 +7,20 @@ Layout under ``workdir/checkpoints/<problem>/`` (``<problem>`` is ``stage_00``, 
   plus the metric history (the two newest are kept);
 - ``final.npz``: the trained stage (and head) once the stage is finished, with its record.
 
-Files are written to a temporary name, fsynced and renamed, so a ``kill -9`` leaves either the
-old file or the new one. NumPy's ``.npz`` is a zip archive whose members carry CRC-32 checksums:
-a truncated or corrupted file fails to load, and the previous good checkpoint is used instead.
-Whatever the zip reader raises on a damaged file (a bad directory entry, an "encrypted" flag, an
-unknown compression method, ...) makes the file unreadable, never the run. A checkpoint whose
+Variables are stored under their Keras path (``variable.path``, e.g. ``stage_01_conv/kernel``;
+an optimizer's under the path below the optimizer's name, e.g. ``0/stage_01_conv_kernel_momentum``)
+and loaded by it: a checkpoint loads only into a model with exactly the same variable paths and
+shapes, in the same order, so a model change that swaps or renames two same-shaped layers is
+refused, never loaded wrongly.
+Checkpoints of layerwise 0.2 and older (format 1: variables matched by position) are refused with
+one line that says so.
+
+Files are written to a temporary name and renamed (``layerwise.run.files``, through
+``tf.io.gfile``: a workdir on ``gs://`` works too), so a ``kill -9`` leaves either the old file or
+the new one. NumPy's ``.npz`` is a zip archive whose members carry CRC-32 checksums: a truncated
+or corrupted file fails to load, and the previous good checkpoint is used instead. Whatever the
+zip reader raises on a damaged file (a bad directory entry, an "encrypted" flag, an unknown
+compression method, ...) makes the file unreadable, never the run. A checkpoint whose
 floating-point arrays are not all finite is treated the same way: it is never loaded as a good
 state (the trainer refuses to write one in the first place).
 """
@@ -20,47 +29,29 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from layerwise.errors import CheckpointError, CorruptCheckpointError, StorageError
+from layerwise.errors import CheckpointError, ConfigError, CorruptCheckpointError
+from layerwise.run import files
+from layerwise.run.files import atomic_write_bytes, atomic_write_text
 
-__all__ = ["CheckpointError", "CorruptCheckpointError", "ProblemCheckpoints", "atomic_write_bytes", "atomic_write_text", "load_arrays", "non_finite", "save_arrays"]
+__all__ = [
+    "CheckpointError", "CorruptCheckpointError", "ProblemCheckpoints", "assign_arrays", "assign_optimizer_arrays",
+    "atomic_write_bytes", "atomic_write_text", "load_arrays", "non_finite", "optimizer_arrays", "save_arrays",
+    "variable_keys", "variables_to_arrays",
+]
 
 META_KEY = "__meta__"
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Writes ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise StorageError(
-            f"could not write {path} ({e.strerror or e}); free disk space or fix permissions, then "
-            "rerun the same command: everything written before is intact and the run resumes"
-        ) from e
-    finally:
-        if os.path.isfile(tmp):
-            os.remove(tmp)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+FORMAT = 2  # 1 (layerwise <= 0.2): variables by position; 2: by Keras path
 
 
 def save_arrays(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Saves named arrays and a JSON ``meta`` dict as one ``.npz``, atomically."""
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays, **{META_KEY: np.array(json.dumps(meta))})
+    np.savez(buffer, **arrays, **{META_KEY: np.array(json.dumps({**meta, "format": FORMAT}))})
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -75,12 +66,16 @@ def load_arrays(path: str, finite: bool = False) -> tuple[dict[str, np.ndarray],
         CorruptCheckpointError: the file is truncated or corrupt, whatever the zip or NumPy
             reader raised (a checkpoint is data: no failure to read it is a bug of ours), or
             (with ``finite``) holds NaN or infinite values.
-        CheckpointError: the file is missing.
+        CheckpointError: the file is missing, or was written by another version of layerwise.
     """
-    if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint {path} is missing")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        data = files.read_bytes(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} is missing") from None
+    except OSError as e:
+        raise CorruptCheckpointError(f"checkpoint {path} is unreadable ({files.first_line(e)})") from e
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}  # reading checks the CRCs
         meta = json.loads(str(arrays.pop(META_KEY)))
         if not isinstance(meta, dict):
@@ -89,6 +84,16 @@ def load_arrays(path: str, finite: bool = False) -> tuple[dict[str, np.ndarray],
         raise
     except Exception as e:  # zipfile/zlib/NumPy raise many types on damaged bytes; all mean "unreadable"
         raise CorruptCheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e)[:200]})") from e
+    written = meta.pop("format", 1)
+    if written != FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path} was written by layerwise 0.2 or older, which stored variables by position; "
+            "this version stores and loads them by name and does not guess: start the run again in a new "
+            "--workdir (or finish and export this one with layerwise 0.2)"
+            if written == 1 else
+            f"checkpoint {path} has format {written!r}, newer than this layerwise reads ({FORMAT}); "
+            "upgrade layerwise"
+        )
     bad = non_finite(arrays) if finite else []
     if bad:
         raise CorruptCheckpointError(
@@ -102,31 +107,106 @@ def non_finite(arrays: dict[str, np.ndarray]) -> list[str]:
     return [k for k, v in arrays.items() if v.dtype.kind in "fc" and not np.all(np.isfinite(v))]
 
 
+def _unique(keys: list[str], what: str) -> list[str]:
+    seen, repeated = set(), []
+    for key in keys:
+        if key in seen:
+            repeated.append(key)
+        seen.add(key)
+    if repeated:
+        raise ConfigError(
+            f"{len(repeated)} {what} share a path ({', '.join(repeated[:3])}): checkpoints store variables by "
+            "path, so give the layers unique names (e.g. name=f'head_{j}_dense' in a head builder)"
+        )
+    return keys
+
+
+def variable_keys(variables: Sequence) -> list[str]:
+    """The checkpoint key of each model variable: its Keras path (``stage_01_conv/kernel``).
+
+    Raises:
+        ConfigError: two variables share a path (layers of the same name in nested models).
+    """
+    return _unique([v.path for v in variables], "variables")
+
+
+def optimizer_keys(variables: Sequence) -> list[str]:
+    """The checkpoint key of each optimizer variable: its path below the optimizer's name, after
+    the optimizer's place in the list (``0/iteration``, ``0/stage_01_conv_kernel_momentum``).
+
+    An optimizer's name (``sgd``, ``sgd_3``, ...) depends on how many the process has made, but a
+    slot's own name spells out the path of the model variable it belongs to.
+    """
+    owners: list[str] = []
+    keys = []
+    for v in variables:
+        owner, _, below = v.path.partition("/") if "/" in v.path else ("", "", v.path)
+        if owner not in owners:
+            owners.append(owner)
+        keys.append(f"{owners.index(owner)}/{below}")
+    return _unique(keys, "optimizer variables")
+
+
+def _to_arrays(prefix: str, keys: list[str], variables: Sequence) -> dict[str, np.ndarray]:
+    return {f"{prefix}/{key}": np.asarray(v.numpy()) for key, v in zip(keys, variables)}
+
+
 def variables_to_arrays(prefix: str, variables: Sequence) -> dict[str, np.ndarray]:
-    return {f"{prefix}/{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+    """``{prefix/path: value}`` of model variables (:func:`variable_keys`)."""
+    return _to_arrays(prefix, variable_keys(variables), variables)
+
+
+def optimizer_arrays(variables: Sequence, prefix: str = "optimizer") -> dict[str, np.ndarray]:
+    """``{prefix/key: value}`` of optimizer variables (:func:`optimizer_keys`)."""
+    return _to_arrays(prefix, optimizer_keys(variables), variables)
+
+
+def _assign(prefix: str, keys: list[str], variables: Sequence, arrays: dict[str, np.ndarray], source: str) -> None:
+    order = [k[len(prefix) + 1:] for k in arrays if k.startswith(prefix + "/")]  # as saved (zip order)
+    stored = set(order)
+    missing = [k for k in keys if k not in stored]
+    unknown = sorted(stored - set(keys))
+    if missing or unknown:
+        shown = "; ".join(part for part in (
+            f"the model's {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} not in it" if missing else "",
+            f"its {', '.join(unknown[:3])}{', ...' if len(unknown) > 3 else ''} not in the model" if unknown else "",
+        ) if part)
+        raise CheckpointError(
+            f"{source} does not match the model's {prefix} variables ({shown}): it was written by a different "
+            "model or configuration; use a new --workdir"
+        )
+    if order != keys:  # the same names, built in another order: the model's code changed
+        first = next(i for i, (a, b) in enumerate(zip(order, keys)) if a != b)
+        raise CheckpointError(
+            f"{source} holds the model's {prefix} variables in another order (variable {first} is "
+            f"{order[first]} there, {keys[first]} in the model): it was written by a different version of the "
+            "model; use a new --workdir"
+        )
+    for key, variable in zip(keys, variables):
+        value = arrays[f"{prefix}/{key}"]
+        if tuple(value.shape) != tuple(variable.shape):
+            raise CheckpointError(
+                f"{source}: {key} has shape {tuple(variable.shape)} but the checkpoint has {tuple(value.shape)}; "
+                "it was written by a different configuration; use a new --workdir"
+            )
+    for key, variable in zip(keys, variables):
+        variable.assign(arrays[f"{prefix}/{key}"])
 
 
 def assign_arrays(prefix: str, variables: Sequence, arrays: dict[str, np.ndarray], source: str) -> None:
-    """Assigns ``arrays[prefix/i]`` to ``variables[i]`` after checking count and shapes.
+    """Assigns ``arrays[prefix/path]`` to each model variable, matched by path; nothing is
+    assigned unless the paths (in the same order) and the shapes all match.
 
     Raises:
-        CheckpointError: the checkpoint was written by a different architecture.
+        CheckpointError: the checkpoint holds other paths or shapes (a different model).
     """
-    stored = sorted(k for k in arrays if k.startswith(prefix + "/"))
-    if len(stored) != len(variables):
-        raise CheckpointError(
-            f"{source} holds {len(stored)} {prefix} arrays but the model has {len(variables)}: "
-            "it was written by a different configuration; use a new --workdir"
-        )
-    for key, variable in zip(stored, variables):
-        value = arrays[key]
-        if tuple(value.shape) != tuple(variable.shape):
-            raise CheckpointError(
-                f"{source}: {variable.path if hasattr(variable, 'path') else key} has shape "
-                f"{tuple(variable.shape)} but the checkpoint has {tuple(value.shape)}; "
-                "it was written by a different configuration; use a new --workdir"
-            )
-        variable.assign(value)
+    _assign(prefix, variable_keys(variables), variables, arrays, source)
+
+
+def assign_optimizer_arrays(variables: Sequence, arrays: dict[str, np.ndarray], source: str,
+                            prefix: str = "optimizer") -> None:
+    """:func:`assign_arrays` for optimizer variables (:func:`optimizer_keys`)."""
+    _assign(prefix, optimizer_keys(variables), variables, arrays, source)
 
 
 class ProblemCheckpoints:
@@ -142,27 +222,25 @@ class ProblemCheckpoints:
     _EPOCH = re.compile(r"^epoch_(\d{4})\.npz$")
 
     def __init__(self, root: str, name: str, keep: int = 2, warn: Callable[[str], None] = print):
-        self.directory = os.path.join(root, name)
+        self.directory = files.join(root, name)
         self.keep = keep
         self.warn = warn
 
     @property
     def final_path(self) -> str:
-        return os.path.join(self.directory, "final.npz")
+        return files.join(self.directory, "final.npz")
 
     def epoch_path(self, epoch: int) -> str:
-        return os.path.join(self.directory, f"epoch_{epoch:04d}.npz")
+        return files.join(self.directory, f"epoch_{epoch:04d}.npz")
 
     def epochs(self) -> list[int]:
-        if not os.path.isdir(self.directory):
-            return []
-        found = (self._EPOCH.match(f) for f in os.listdir(self.directory))
+        found = (self._EPOCH.match(f) for f in files.listdir(self.directory))
         return sorted(int(m.group(1)) for m in found if m)
 
     def save_epoch(self, epoch: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         save_arrays(self.epoch_path(epoch), arrays, {**meta, "epoch": epoch})
         for old in self.epochs()[: -self.keep]:
-            os.remove(self.epoch_path(old))
+            files.remove(self.epoch_path(old))
 
     def latest_epoch(self) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
         """The newest good epoch checkpoint (readable and finite); others are reported and skipped."""
@@ -177,7 +255,7 @@ class ProblemCheckpoints:
         save_arrays(self.final_path, arrays, meta)
 
     def has_final(self) -> bool:
-        return os.path.exists(self.final_path)
+        return files.exists(self.final_path)
 
     def load_final(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The finished problem's arrays and metadata.
@@ -189,8 +267,8 @@ class ProblemCheckpoints:
 
     def quarantine_final(self) -> None:
         """Moves an unreadable ``final.npz`` aside (kept for inspection, never loaded again)."""
-        os.replace(self.final_path, self.final_path + ".corrupt")
+        files.rename(self.final_path, self.final_path + ".corrupt")
 
     def clear_epochs(self) -> None:
         for epoch in self.epochs():
-            os.remove(self.epoch_path(epoch))
+            files.remove(self.epoch_path(epoch))

@@ -22,11 +22,9 @@ import dataclasses
 import json
 from typing import Any
 
-from layerwise.data.augment import AUGMENTATIONS
 from layerwise.errors import ConfigError
 from layerwise.run import schema
 from layerwise.run.schema import option
-from layerwise.training.heads import AuxHead
 
 MODES = ("layerwise", "end_to_end", "decoupled")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
@@ -38,6 +36,25 @@ MILESTONE_UNITS = ("epoch", "step")
 EVAL_CROPS = (1, 10)
 CACHE_PREFIX = ("auto", "memory", "disk", "off")
 PREFIX_MODES = ("no_tape", "tape")
+# The augmentation policies of ``layerwise.data.augment`` (named here so that reading a config,
+# and with it every app's --help, needs no TensorFlow).
+AUGMENTATIONS = (
+    "none", "crop", "crop_flip", "resized_crop_flip", "pca", "crop_pca", "crop_flip_pca", "flip", "flip_pca",
+)
+
+
+def check_head_shape(conv_layers: int, width: int, pre_pool: int) -> None:
+    """The checks of an auxiliary head's shape that need no features (``AuxHead.validate``).
+
+    Raises:
+        ConfigError: naming the flag and what it takes.
+    """
+    if conv_layers < 0:
+        raise ConfigError(f"aux_conv_layers must be >= 0 (k - 1 in the paper; k >= 1), got {conv_layers} (k={conv_layers + 1})")
+    if conv_layers > 0 and width <= 0:
+        raise ConfigError(f"aux_width must be positive, got {width}")
+    if pre_pool < 1:
+        raise ConfigError(f"aux_pre_pool must be >= 1 (1 = off), got {pre_pool}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,15 +72,6 @@ class HeadsConfig:
     final_width: int = option(
         0, "Width of the last stage's aux head if it differs (the paper's ImageNet k=2,3 nets: 2048); "
         "0 = --aux_width.", flag="final_aux_width")
-
-    def head(self) -> AuxHead:
-        """The auxiliary head of every stage but the last."""
-        return AuxHead(k=self.conv_layers + 1, width=self.width, batchnorm=self.batchnorm, pre_pool=self.pre_pool)
-
-    def final_head(self) -> AuxHead:
-        """The last stage's auxiliary head: :meth:`head` with ``final_width`` if set."""
-        head = self.head()
-        return dataclasses.replace(head, width=self.final_width) if self.final_width else head
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,9 +137,6 @@ class RefitConfig:
         0, "After the last stage, train a new head on the frozen net for this many epochs (0: off).",
         flag="refit_head_epochs")
 
-    def head(self, batchnorm: bool, pre_pool: int) -> AuxHead:
-        return AuxHead(k=self.conv_layers + 1, width=self.width, batchnorm=batchnorm, pre_pool=pre_pool)
-
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -186,16 +191,6 @@ class TrainConfig:
     sync_batchnorm: bool = option(
         False, "BatchNorm statistics over all replicas (changes results with more than one replica).")
 
-    # ------------------------------------------------------------------ heads of the run
-    def head_spec(self) -> AuxHead:
-        return self.heads.head()
-
-    def final_head_spec(self) -> AuxHead:
-        return self.heads.final_head()
-
-    def refit_head_spec(self) -> AuxHead:
-        return self.refit.head(self.heads.batchnorm, self.heads.pre_pool)
-
     # ------------------------------------------------------------------ checks
     def validate(self, validation_data: bool = False) -> "TrainConfig":
         """Checks every field that does not need the data or the model.
@@ -230,7 +225,7 @@ class TrainConfig:
         self.validate_recipe(validation_data or self.validation_fraction > 0)
         if self.batch_size > 65536:
             raise ConfigError(f"batch_size {self.batch_size} is absurd; use at most 65536")
-        self.head_spec().validate()
+        check_head_shape(self.heads.conv_layers, self.heads.width, self.heads.pre_pool)
         for name, value in (("final_aux_width", self.heads.final_width), ("refit_head_epochs", self.refit.epochs),
                             ("prune_to_width", self.pruning.to_width),
                             ("prune_finetune_epochs", self.pruning.finetune_epochs), ("crop_size", self.crop_size)):
@@ -244,7 +239,7 @@ class TrainConfig:
                 "also pass --validation_fraction (e.g. 0.1)"
             )
         if self.refit.epochs:
-            self.refit_head_spec().validate()
+            check_head_shape(self.refit.conv_layers, self.refit.width, self.heads.pre_pool)
         if (self.pruning.to_width or self.refit.epochs) and self.mode != "layerwise":
             raise ConfigError("prune_to_width and refit_head_epochs apply to --mode layerwise only")
         return self

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from layerwise.errors import CheckpointError, ConfigError
+from layerwise.run import files
 from layerwise.run.lock import workdir_lock
 from layerwise.run.restore import default_load_data, restore_run
 from layerwise.run.workdir import make_directory, read_config
@@ -31,6 +32,7 @@ def export_run(
     label: str = "stable",
     load_data=None,
     allow_unfinished: bool = False,
+    serving_root: str | None = None,
     log=print,
 ) -> dict[str, str]:
     """Rebuilds a trained run from ``workdir`` and exports every servable as a new version.
@@ -54,6 +56,8 @@ def export_run(
         label: version label of the newest complete versions in ``models.config``.
         load_data: ``config -> DataSource``; the registered dataset by default.
         allow_unfinished: export the finished stages of an unfinished run (with a warning).
+        serving_root: where the model server sees ``export_root`` (``/models`` in a container);
+            ``models.config``'s ``base_path``s are written below it (default: absolute paths).
         log: where the warning goes.
 
     Returns:
@@ -71,7 +75,7 @@ def export_run(
         raise ConfigError(f"a version label is a word of letters, digits, - and _, got {label!r}")
     read_config(workdir)  # not a run, or a corrupt config: refused before anything else
     export_root = export_root or os.path.join(workdir, "export")
-    if os.path.exists(export_root) and not os.path.isdir(export_root):
+    if files.exists(export_root) and not files.isdir(export_root):
         raise ConfigError(f"the export directory {export_root} is a file; pass a directory (--export_dir)")
     run = restore_run(workdir, build_network, load_data or default_load_data)  # reads only
     if not run.finished and not allow_unfinished:
@@ -90,10 +94,10 @@ def export_run(
         if not run.finished:
             log(f"warning: {workdir} is unfinished: exporting {len(run.problems)} of {run.total_problems} stages; "
                 f"the ensemble and cascade are labelled {UNFINISHED_LABEL!r}; export again when training has finished")
-        return _export(run, export_root, threshold, label, info)
+        return _export(run, export_root, threshold, label, info, serving_root)
 
 
-def _export(run, export_root: str, threshold: float, label: str, info: dict) -> dict[str, str]:
+def _export(run, export_root: str, threshold: float, label: str, info: dict, serving_root: str | None) -> dict[str, str]:
     net, mean, std = run.network, run.data.mean, run.data.std
     written = {}
     for name, classifier in zip(run.problems, run.classifiers):
@@ -106,5 +110,5 @@ def _export(run, export_root: str, threshold: float, label: str, info: dict) -> 
         written[servable] = export_cascade(
             net, run.heads, os.path.join(export_root, servable), mean, std, threshold, info
         )
-    write_models_config(export_root, label)
+    write_models_config(export_root, label, serving_root)
     return written

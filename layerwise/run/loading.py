@@ -14,11 +14,13 @@ from layerwise.data.crops import with_crops
 from layerwise.run.config import TrainConfig
 
 
-def load_data(config: TrainConfig, trust_pickle: bool = False) -> DataSource:
+def load_data(config: TrainConfig, trust_pickle: bool = False, download: bool = True) -> DataSource:
     """The dataset of ``config``: split, augmentation, data_dir, validation split and crops.
 
     ``trust_pickle`` lets a loader unpickle files in ``data_dir`` (CIFAR's python version); it is
     an explicit decision of the person running the command, never read from a run directory.
+    So is ``download`` (``--download``): a TFDS dataset that is not prepared in ``data_dir`` is
+    downloaded when its hosts answer (``layerwise.data.tfds``), unless it is false.
 
     Raises:
         UnknownNameError: an unknown dataset.
@@ -32,6 +34,8 @@ def load_data(config: TrainConfig, trust_pickle: bool = False) -> DataSource:
         options["data_dir"] = config.data_dir
     if trust_pickle:
         options["trust_pickle"] = True
+    if not download:
+        options["download"] = False
     data = load_dataset(config.dataset, **options)
     if config.validation_fraction:
         data = data.with_validation(config.validation_fraction, config.split_seed)

@@ -12,6 +12,8 @@ The lock is re-entrant within a process (``apps.train`` holds it around ``layerw
 takes it too), and never waits: a second process is refused at once with one line naming the
 holder. On NFS, Linux implements flock with the server's byte-range locks (flock(2), "NFS
 details"), so processes on different machines exclude each other where the server supports locks.
+A workdir on another file system (``gs://...``, see ``layerwise.run.files``) has no such lock:
+there, one process at a time is the user's promise.
 
 Example:
     >>> with workdir_lock("runs/demo", "training"):
@@ -29,6 +31,7 @@ import time
 from typing import Iterator
 
 from layerwise.errors import StorageError, WorkdirBusyError
+from layerwise.run.files import is_local
 
 LOCK_FILE = ".lock"
 
@@ -77,6 +80,9 @@ def workdir_lock(workdir: str, purpose: str) -> Iterator[None]:
         WorkdirBusyError: another process holds it; the message names its pid.
         StorageError: the lock file can be neither created nor opened.
     """
+    if not is_local(workdir):  # object stores have no advisory locks
+        yield
+        return
     key = os.path.realpath(workdir)
     if key in _held:
         _held[key][1] += 1

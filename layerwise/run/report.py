@@ -2,12 +2,15 @@
 
 Reads ``config.json`` and ``metrics.jsonl`` (and ``probes.json`` when probes ran), so it can be
 regenerated at any time (``python -m apps.report WORKDIR``) and needs no model. Plots render
-headless (matplotlib's Agg backend).
+headless (matplotlib's Agg backend). The training curves show the validation accuracy per epoch
+when the run holds out a validation split (``--validation_fraction``), and otherwise the test
+accuracy, titled as such: a curve to report, not to pick epochs or settings on.
 """
 
 from __future__ import annotations
 
 import html
+import io
 import json
 import os
 from typing import Any, Sequence
@@ -19,7 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from layerwise.errors import ConfigError, StorageError  # noqa: E402
-from layerwise.run.checkpoints import atomic_write_text  # noqa: E402
+from layerwise.run import files  # noqa: E402
+from layerwise.run.files import atomic_write_bytes, atomic_write_text  # noqa: E402
 from layerwise.run.lock import workdir_lock  # noqa: E402
 from layerwise.run.runlog import read_records  # noqa: E402
 from layerwise.run.workdir import read_config  # noqa: E402
@@ -41,8 +45,8 @@ COLUMNS = (
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
+    path = files.join(workdir, "metrics.jsonl")
+    if not files.exists(path):
         raise ConfigError(f"{workdir} has no metrics.jsonl yet; train first (python -m apps.train --workdir {workdir})")
     return read_records(path)
 
@@ -66,7 +70,8 @@ def stage_table(records: Sequence[dict[str, Any]]) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def _plot_accuracy(stages, compare, path) -> None:
+def plot_accuracy(stages, compare, path) -> None:
+    """Test accuracy of each stage's head and of the ensemble (and train accuracy) per stage, as a PNG."""
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [r["stage"] for r in stages]
     ax.plot(xs, [r["test_acc"] for r in stages], "o-", label="stage head (test)")
@@ -80,27 +85,43 @@ def _plot_accuracy(stages, compare, path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("Accuracy per stage")
+    _save(fig, path)
+
+
+def _save(fig, path: str) -> None:
+    """Writes ``fig`` as a PNG to ``path`` on any file system (``layerwise.run.files``)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
-def _plot_curves(epochs, path) -> None:
+def curve_metric(epochs: Sequence[dict[str, Any]]) -> tuple[str, str, str]:
+    """``(record key, axis label, title)`` of the accuracy curve: validation accuracy when the
+    run has a validation split, else test accuracy, titled so that nobody tunes on it."""
+    if any(r.get("val_acc") is not None for r in epochs):
+        return "val_acc", "validation accuracy", "Validation accuracy"
+    return "test_acc", "test accuracy", "Test accuracy (held-out test set: for reporting, not tuning)"
+
+
+def plot_curves(epochs, path) -> None:
+    """Training loss and the accuracy of :func:`curve_metric` per epoch of each stage, as a PNG."""
+    key, label, title = curve_metric(epochs)
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for problem in sorted({r["problem"] for r in epochs}):
         rows = [r for r in epochs if r["problem"] == problem]
         xs = [r["epoch"] + 1 for r in rows]
         loss_ax.plot(xs, [r["loss"] for r in rows], "o-", label=problem)
-        acc_ax.plot(xs, [r["test_acc"] for r in rows], "o-", label=problem)
+        acc_ax.plot(xs, [r.get(key) for r in rows], "o-", label=problem)
     loss_ax.set(xlabel="epoch of the stage", ylabel="training loss", title="Training loss")
-    acc_ax.set(xlabel="epoch of the stage", ylabel="test accuracy", title="Test accuracy")
+    acc_ax.set(xlabel="epoch of the stage", ylabel=label)
+    acc_ax.set_title(title, fontsize="medium")
     for ax in (loss_ax, acc_ax):
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_probes(probes: dict[str, list[dict[str, Any]]], path) -> None:
@@ -115,9 +136,7 @@ def _plot_probes(probes: dict[str, list[dict[str, Any]]], path) -> None:
     ax.set(xlabel="stage", ylabel="probe test accuracy", title="Linear separability vs depth")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def write_report(workdir: str, compare: Sequence[str] = ()) -> str:
@@ -142,9 +161,9 @@ def write_report(workdir: str, compare: Sequence[str] = ()) -> str:
         records = read_metrics(workdir)
         try:
             return _write_report(workdir, config, records, compare)
-        except OSError as e:
+        except (OSError, files.OpError) as e:
             raise StorageError(
-                f"could not write the report in {workdir} ({e.strerror or e}); make the directory writable "
+                f"could not write the report in {workdir} ({files.first_line(e)}); make the directory writable "
                 "or free disk space, then rerun"
             ) from e
 
@@ -152,8 +171,7 @@ def write_report(workdir: str, compare: Sequence[str] = ()) -> str:
 def _write_report(workdir: str, config: dict[str, Any], records: list[dict[str, Any]], compare: Sequence[str]) -> str:
     stages = [r for r in records if r.get("event") == "stage"]
     epochs = [r for r in records if r.get("event") == "epoch"]
-    plots_dir = os.path.join(workdir, "plots")
-    os.makedirs(plots_dir, exist_ok=True)
+    plots_dir = files.join(workdir, "plots")
     plots = []
     others = []
     for other in compare:
@@ -161,20 +179,19 @@ def _write_report(workdir: str, config: dict[str, Any], records: list[dict[str, 
         if done:
             others.append((f"{read_config(other)['mode']} ({os.path.basename(os.path.normpath(other))})", done[-1]["test_acc"]))
     if stages:
-        _plot_accuracy(stages, others, os.path.join(plots_dir, "accuracy_per_stage.png"))
+        plot_accuracy(stages, others, files.join(plots_dir, "accuracy_per_stage.png"))
         plots.append(("Accuracy per stage", "plots/accuracy_per_stage.png"))
     if epochs:
-        _plot_curves(epochs, os.path.join(plots_dir, "training_curves.png"))
+        plot_curves(epochs, files.join(plots_dir, "training_curves.png"))
         plots.append(("Training curves", "plots/training_curves.png"))
-    probes_path = os.path.join(workdir, "probes.json")
-    if os.path.exists(probes_path):
+    probes_path = files.join(workdir, "probes.json")
+    if files.exists(probes_path):
         try:
-            with open(probes_path, encoding="utf-8") as f:
-                probes = json.load(f)
+            probes = json.loads(files.read_text(probes_path))
         except ValueError:  # a torn or foreign probes.json: the report goes on without the plot
             probes = None
         if isinstance(probes, dict):
-            _plot_probes(probes, os.path.join(plots_dir, "probe_accuracy.png"))
+            _plot_probes(probes, files.join(plots_dir, "probe_accuracy.png"))
             plots.append(("Probe accuracy vs depth", "plots/probe_accuracy.png"))
 
     config_lines = [f"- `{k}`: `{json.dumps(v)}`" for k, v in sorted(config.items())]
@@ -182,9 +199,9 @@ def _write_report(workdir: str, config: dict[str, Any], records: list[dict[str, 
     md += ["## Stages", "", stage_table(stages) if stages else "_no finished stage yet_", ""]
     md += [line for title, rel in plots for line in (f"## {title}", "", f"![{title}]({rel})", "")]
     md += ["## Configuration", "", *config_lines, ""]
-    md_path = os.path.join(workdir, "report.md")
+    md_path = files.join(workdir, "report.md")
     atomic_write_text(md_path, "\n".join(md))
-    atomic_write_text(os.path.join(workdir, "report.html"), _html(config, stages, plots))
+    atomic_write_text(files.join(workdir, "report.html"), _html(config, stages, plots))
     return md_path
 
 

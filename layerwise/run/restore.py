@@ -115,7 +115,7 @@ def restore_run(
     data = load_data(config)
     network = build_network(config, data)
     mode = mode_for(config.mode)
-    heads = HeadPlan(config.head_spec(), config.final_head_spec(), config.seed, config.sync_batchnorm)
+    heads = HeadPlan.from_config(config)
     finished = mode.restore(network, heads, checkpoint_root(workdir), config.epochs_per_stage, hooks_for(config))
     if not finished:
         raise CheckpointError(

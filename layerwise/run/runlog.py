@@ -15,7 +15,8 @@ from typing import Any, Callable
 import tensorflow as tf
 
 from layerwise.errors import StorageError
-from layerwise.run.checkpoints import atomic_write_text
+from layerwise.run import files
+from layerwise.run.files import atomic_write_text
 
 
 def parse_records(lines) -> list[dict[str, Any]]:
@@ -33,8 +34,7 @@ def parse_records(lines) -> list[dict[str, Any]]:
 
 def read_records(path: str) -> list[dict[str, Any]]:
     """Every whole record of the JSON Lines file ``path`` (bytes that are not UTF-8 included)."""
-    with open(path, "rb") as f:
-        return parse_records(f.read().decode("utf-8", "replace").splitlines())
+    return parse_records(files.read_bytes(path).decode("utf-8", "replace").splitlines())
 
 
 def repair_tail(path: str) -> None:
@@ -71,7 +71,7 @@ class RunLog:
         self._writer = None
         self._tensorboard_dir = None if workdir is None else os.path.join(workdir, "tensorboard")
         self._repaired = False
-        if self.path is not None and os.path.exists(self.path):
+        if self.path is not None and files.exists(self.path):
             self.records = read_records(self.path)
 
     def keep_only(self, keep: Callable[[dict[str, Any]], bool]) -> None:
@@ -83,7 +83,9 @@ class RunLog:
 
     def write(self, record: dict[str, Any]) -> None:
         self.records.append(record)
-        if self.path:
+        if self.path and not files.is_local(self.path):  # object stores cannot append: write it whole
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        elif self.path:
             if not self._repaired:
                 repair_tail(self.path)
                 self._repaired = True

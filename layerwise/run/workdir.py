@@ -21,8 +21,9 @@ import os
 from typing import Any, Iterator
 
 from layerwise.errors import ConfigError, StorageError, WorkdirMismatchError
-from layerwise.run.checkpoints import atomic_write_text
+from layerwise.run import files
 from layerwise.run.config import TrainConfig
+from layerwise.run.files import atomic_write_text
 from layerwise.run.lock import LOCK_FILE, workdir_lock
 
 CONFIG_FILE = "config.json"
@@ -34,14 +35,13 @@ def read_config(workdir: str) -> dict[str, Any]:
     Raises:
         ConfigError: ``workdir`` holds no run.
     """
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    path = files.join(workdir, CONFIG_FILE)
+    if not files.exists(path):
         raise ConfigError(f"{workdir} is not a run directory (no {CONFIG_FILE}); pass the --workdir of a training run")
     try:
-        with open(path, encoding="utf-8") as f:
-            values = json.load(f)
+        values = json.loads(files.read_text(path))
     except OSError as e:
-        raise ConfigError(f"cannot read {path} ({e.strerror or e}); pass the --workdir of a training run") from None
+        raise ConfigError(f"cannot read {path} ({files.first_line(e)}); pass the --workdir of a training run") from None
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise ConfigError(
             f"{path} is corrupt ({type(e).__name__}: {str(e)[:120]}); restore it from a backup, or start the run "
@@ -65,7 +65,7 @@ def _differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
 
 def _foreign_entries(workdir: str) -> list[str]:
     """What ``workdir`` holds besides our lock file and temporary files of an interrupted write."""
-    return sorted(n for n in os.listdir(workdir) if n != LOCK_FILE and ".tmp-" not in n)
+    return [n for n in files.listdir(workdir) if n != LOCK_FILE and ".tmp-" not in n]
 
 
 def check_path(workdir: str) -> None:
@@ -77,6 +77,10 @@ def check_path(workdir: str) -> None:
     """
     if not workdir or not workdir.strip():
         raise ConfigError("the run directory is empty; pass a directory, e.g. --workdir runs/demo")
+    if not files.is_local(workdir):  # gs://...: what cannot be written shows at the first write
+        if files.exists(workdir) and not files.isdir(workdir):
+            raise ConfigError(f"{workdir} is a file, not a directory; pass a directory for the run")
+        return
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ConfigError(f"{workdir} is a file, not a directory; pass a directory for the run")
     existing = os.path.abspath(workdir)
@@ -101,9 +105,9 @@ def check_workdir(workdir: str, config: TrainConfig) -> bool:
         StorageError: the directory is not writable.
     """
     check_path(workdir)
-    if not os.path.isdir(workdir):
+    if not files.isdir(workdir):
         return False
-    if os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+    if files.exists(files.join(workdir, CONFIG_FILE)):
         values = read_config(workdir)
         try:
             stored = TrainConfig.from_dict(values).flat()
@@ -150,16 +154,16 @@ def prepare_workdir(workdir: str, config: TrainConfig) -> bool:
     if check_workdir(workdir, config):
         return True
     make_directory(workdir)
-    atomic_write_text(os.path.join(workdir, CONFIG_FILE), json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(files.join(workdir, CONFIG_FILE), json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
     return False
 
 
 def make_directory(path: str) -> None:
-    """``os.makedirs(path, exist_ok=True)``, with a failure as a one-line StorageError."""
+    """Creates ``path`` and its parents (any file system), with a failure as a one-line StorageError."""
     try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise StorageError(f"cannot create the directory {path} ({e.strerror or e}); pass another directory") from None
+        files.makedirs(path)
+    except (OSError, files.OpError) as e:
+        raise StorageError(f"cannot create the directory {path} ({files.first_line(e)}); pass another directory") from None
 
 
 @contextlib.contextmanager

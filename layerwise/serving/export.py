@@ -3,7 +3,15 @@
 ``export/<servable>/<version>/saved_model.pb`` with integer versions that only grow: a re-export
 writes version N+1 into a temporary directory and renames it, so a served version is never
 overwritten or half-written. ``export/models.config`` lists every servable for
-``tensorflow_model_server --model_config_file``.
+``tensorflow_model_server --model_config_file``; its ``base_path``s are absolute, or below
+``serving_root`` (e.g. ``/models``, where a container mounts the export directory).
+
+Every stage classifier is also saved as ``<version>/model.keras`` (the Keras model from normalised
+images to logits, without the serving graph's normalisation), beside ``saved_model.pb`` (TF
+Serving ignores files it does not load); ``keras.saving.load_model`` opens it once the module
+defining any custom layer is imported (``import models`` for the zoo). On a workdir that is not
+local (``gs://...``), a version is written to a local temporary directory and copied, file by file,
+``saved_model.pb`` last.
 
 Signatures (built with ``keras.export.ExportArchive``, which keeps named inputs and outputs and
 the uint8 input type; ``tf.saved_model.save`` of a Keras 3 model would lose them):
@@ -41,6 +49,8 @@ import json
 import os
 import re
 import shutil
+import tempfile
+import warnings
 from typing import Any, Callable, Sequence
 
 import keras
@@ -48,7 +58,8 @@ import numpy as np
 import tensorflow as tf
 
 from layerwise.errors import StorageError
-from layerwise.run.checkpoints import atomic_write_text
+from layerwise.run import files
+from layerwise.run.files import atomic_write_text
 from layerwise.serving.cascade import cascade_probabilities, ensemble_graph_probabilities
 from layerwise.training.network import primary
 
@@ -57,6 +68,7 @@ CASCADE_SIGNATURES = SIGNATURES + ("serving_threshold", "serving_float_threshold
 DEFAULT_CASCADE_THRESHOLD = 0.9
 # What a version covers, beside the SavedModel: TF Serving's place for files the graph does not load.
 VERSION_INFO = os.path.join("assets.extra", "layerwise_export.json")
+KERAS_FILE = "model.keras"
 UNFINISHED_LABEL = "unfinished"
 
 
@@ -105,9 +117,7 @@ def _outputs(probabilities: tf.Tensor, k: int) -> dict[str, tf.Tensor]:
 
 def versions(servable_dir: str) -> list[int]:
     """Integer versions present under ``servable_dir`` (ascending)."""
-    if not os.path.isdir(servable_dir):
-        return []
-    return sorted(int(d) for d in os.listdir(servable_dir) if re.fullmatch(r"\d+", d))
+    return sorted(int(d) for d in files.listdir(servable_dir) if re.fullmatch(r"\d+", d))
 
 
 def export_classifier(
@@ -124,7 +134,7 @@ def export_classifier(
         mean, std: per-channel statistics used to normalise raw pixels inside the graph.
 
     Returns:
-        The path of the new version directory.
+        The path of the new version directory (with ``model.keras``, the classifier itself).
     """
     image_shape = tuple(classifier.inputs[0].shape[1:])
     num_classes = int(classifier.outputs[0].shape[-1])
@@ -149,14 +159,16 @@ def export_classifier(
     archive.track(classifier)
     archive.add_endpoint(SIGNATURES[0], serve_uint8)
     archive.add_endpoint(SIGNATURES[1], serve_float)
-    return write_next_version(archive, servable_dir)
+    return write_next_version(archive, servable_dir, keras_model=classifier)
 
 
-def write_next_version(archive: keras.export.ExportArchive, servable_dir: str, info: dict[str, Any] | None = None) -> str:
+def write_next_version(archive: keras.export.ExportArchive, servable_dir: str, info: dict[str, Any] | None = None,
+                       keras_model: keras.Model | None = None) -> str:
     """Writes ``archive`` as version N+1 of ``servable_dir`` (temp dir + rename); returns its path.
 
     Version N is never touched, and a crash leaves no half-written version behind. ``info``
-    (what the version covers, e.g. ``{"complete": False}``) goes to ``assets.extra``.
+    (what the version covers, e.g. ``{"complete": False}``) goes to ``assets.extra``;
+    ``keras_model`` is saved beside the SavedModel as ``model.keras``.
 
     Raises:
         StorageError: the version could not be written (full disk, permissions); nothing of it
@@ -164,17 +176,24 @@ def write_next_version(archive: keras.export.ExportArchive, servable_dir: str, i
     """
     existing = versions(servable_dir)
     version = (existing[-1] + 1) if existing else 1
-    final = os.path.join(servable_dir, str(version))
-    tmp = os.path.join(servable_dir, f".tmp-{version}-{os.getpid()}")
+    final = files.join(servable_dir, str(version))
+    local = files.is_local(servable_dir)
+    tmp = os.path.join(servable_dir, f".tmp-{version}-{os.getpid()}") if local else tempfile.mkdtemp(".export")
     try:
-        os.makedirs(servable_dir, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if local:
+            os.makedirs(servable_dir, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
         archive.write_out(tmp, verbose=False)
+        if keras_model is not None:
+            save_keras(keras_model, os.path.join(tmp, KERAS_FILE))
         if info is not None:
             os.makedirs(os.path.join(tmp, os.path.dirname(VERSION_INFO)), exist_ok=True)
             with open(os.path.join(tmp, VERSION_INFO), "w", encoding="utf-8") as f:
                 json.dump(info, f)
-        os.replace(tmp, final)
+        if local:
+            os.replace(tmp, final)
+        else:
+            copy_tree(tmp, final)
     except (OSError, tf.errors.OpError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else (getattr(e, "message", "") or str(e))
         raise StorageError(
@@ -186,11 +205,32 @@ def write_next_version(archive: keras.export.ExportArchive, servable_dir: str, i
     return final
 
 
+def save_keras(model: keras.Model, path: str) -> None:
+    """Saves ``model`` as a ``.keras`` file; a model Keras cannot serialise (a custom layer
+    without ``get_config``) is exported without it, with a warning, not refused."""
+    try:
+        model.save(path)
+    except (TypeError, NotImplementedError, ValueError) as e:
+        if os.path.exists(path):
+            os.remove(path)
+        warnings.warn(f"{model.name} is exported without {KERAS_FILE}: Keras cannot serialise it ({e})"[:400])
+
+
+def copy_tree(source: str, target: str) -> None:
+    """Copies the local directory ``source`` to ``target`` on any file system, ``saved_model.pb``
+    last (a server that polls ``target`` sees no SavedModel before its variables are there)."""
+    found = sorted((os.path.relpath(os.path.join(d, f), source) for d, _, fs in os.walk(source) for f in fs),
+                   key=lambda name: name == "saved_model.pb")
+    for name in found:
+        destination = files.join(target, *name.split(os.sep))
+        files.makedirs(os.path.dirname(destination))
+        files.gfile.copy(os.path.join(source, name), destination, overwrite=True)
+
+
 def version_info(version_dir: str) -> dict[str, Any]:
     """What :func:`write_next_version` recorded about a version (``{}``: a complete export)."""
     try:
-        with open(os.path.join(version_dir, VERSION_INFO), encoding="utf-8") as f:
-            info = json.load(f)
+        info = json.loads(files.read_text(files.join(version_dir, VERSION_INFO)))
     except (OSError, ValueError):
         return {}
     return info if isinstance(info, dict) else {}
@@ -311,7 +351,7 @@ def version_labels(servable_dir: str, label: str = "stable") -> dict[str, int]:
     ``unfinished`` on the newest version when it is an export of an unfinished run (an ensemble
     or cascade of fewer stages than the run has): a partial export is never the stable one."""
     found = versions(servable_dir)
-    complete = [v for v in found if is_complete(os.path.join(servable_dir, str(v)))]
+    complete = [v for v in found if is_complete(files.join(servable_dir, str(v)))]
     labels = {label: complete[-1]} if complete else {}
     if found and (not complete or found[-1] != complete[-1]):
         labels.setdefault(UNFINISHED_LABEL, found[-1])
@@ -320,16 +360,25 @@ def version_labels(servable_dir: str, label: str = "stable") -> dict[str, int]:
 
 def unfinished_servables(export_root: str) -> list[str]:
     """Servables under ``export_root`` whose newest version is a partial export."""
-    names = sorted(os.listdir(export_root)) if os.path.isdir(export_root) else []
-    return [n for n in names if UNFINISHED_LABEL in version_labels(os.path.join(export_root, n))]
+    return [n for n in files.listdir(export_root) if UNFINISHED_LABEL in version_labels(files.join(export_root, n))]
 
 
-def write_models_config(export_root: str, label: str = "stable") -> str:
+def write_models_config(export_root: str, label: str = "stable", serving_root: str | None = None) -> str:
     """Writes ``export_root/models.config`` listing every servable and its versions' labels
-    (:func:`version_labels`: ``label`` on the newest complete version)."""
+    (:func:`version_labels`: ``label`` on the newest complete version).
+
+    Args:
+        export_root: the directory holding the servables.
+        label: the label of each servable's newest complete version.
+        serving_root: where the model server sees ``export_root`` (e.g. ``/models`` in a
+            container started with ``-v $PWD/runs/default/export:/models``); each ``base_path``
+            is then ``<serving_root>/<servable>``. ``None``: absolute paths of this machine.
+    """
     entries = []
-    for name in sorted(os.listdir(export_root)) if os.path.isdir(export_root) else []:
-        path = os.path.join(export_root, name)
+    for name in files.listdir(export_root):
+        path = files.join(export_root, name)
+        base_path = f"{serving_root.rstrip('/')}/{name}" if serving_root else (
+            os.path.abspath(path) if files.is_local(path) else path)
         if not versions(path):
             continue
         labels = "".join(
@@ -339,12 +388,12 @@ def write_models_config(export_root: str, label: str = "stable") -> str:
         entries.append(
             "  config {\n"
             f"    name: \"{name}\"\n"
-            f"    base_path: \"{os.path.abspath(path)}\"\n"
+            f"    base_path: \"{base_path}\"\n"
             "    model_platform: \"tensorflow\"\n"
             "    model_version_policy { all {} }\n"
             f"{labels}"
             "  }\n"
         )
-    config_path = os.path.join(export_root, "models.config")
+    config_path = files.join(export_root, "models.config")
     atomic_write_text(config_path, "model_config_list {\n" + "".join(entries) + "}\n")
     return config_path

@@ -23,6 +23,7 @@ from typing import Sequence
 import keras
 
 from layerwise.errors import ConfigError
+from layerwise.run.config import TrainConfig, check_head_shape
 from layerwise.training.layers import FusedBatchNormalization, average_pool_to
 
 # PyTorch's BatchNorm momentum 0.1 (the reference code) is Keras momentum 0.9; Keras's 0.99
@@ -70,20 +71,13 @@ class AuxHead:
         return build_aux_head(feature_shape, num_classes, self, name)
 
     def validate(self) -> "AuxHead":
-        if self.k < 1:
-            raise ConfigError(
-                f"aux_conv_layers must be >= 0 (k - 1 in the paper; k >= 1), got {self.conv_layers} (k={self.k})"
-            )
-        if self.conv_layers > 0 and self.width <= 0:
-            raise ConfigError(f"aux_width must be positive, got {self.width}")
+        check_head_shape(self.conv_layers, self.width, self.pre_pool)
         if self.pooled_size <= 0:
             raise ConfigError(f"pooled_size must be positive, got {self.pooled_size}")
         if any(u <= 0 for u in self.hidden_units):
             raise ConfigError(f"hidden units must be positive, got {self.hidden_units}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.pre_pool < 1:
-            raise ConfigError(f"aux_pre_pool must be >= 1 (1 = off), got {self.pre_pool}")
         return self
 
     def conv_size(self, feature_shape: Sequence[int]) -> tuple[int, int]:
@@ -103,6 +97,20 @@ class AuxHead:
                 f"{h}x{w}{' after aux_pre_pool' if self.pre_pool > 1 else ''}: use --aux_conv_layers 0 "
                 f"(k=1), fewer downsamplings, a smaller --aux_pre_pool or larger images"
             )
+
+
+def config_heads(config: TrainConfig) -> tuple[AuxHead, AuxHead]:
+    """The auxiliary head of every stage but the last, and the last stage's (``final_aux_width``)."""
+    heads = config.heads
+    head = AuxHead(k=heads.conv_layers + 1, width=heads.width, batchnorm=heads.batchnorm, pre_pool=heads.pre_pool)
+    return head, dataclasses.replace(head, width=heads.final_width) if heads.final_width else head
+
+
+def refit_head(config: TrainConfig) -> AuxHead:
+    """The head ``--refit_head_epochs`` trains on the finished network."""
+    refit = config.refit
+    return AuxHead(k=refit.conv_layers + 1, width=refit.width, batchnorm=config.heads.batchnorm,
+                   pre_pool=config.heads.pre_pool)
 
 
 def build_aux_head(

@@ -28,7 +28,7 @@ from layerwise.data.base import DataSource, derive_seed
 from layerwise.errors import ConfigError
 from layerwise.run import checkpoints as ckpt
 from layerwise.run.config import TrainConfig
-from layerwise.training.heads import AuxHead
+from layerwise.training.heads import AuxHead, refit_head
 from layerwise.training.network import StagedNetwork
 from layerwise.training.optim import make_optimizer
 from layerwise.training.problems import stage_name
@@ -240,5 +240,5 @@ def hooks_for(config: TrainConfig) -> list[StageHook]:
     if config.pruning.to_width:
         hooks.append(Pruning(config.pruning.to_width, config.pruning.criterion, config.pruning.finetune_epochs))
     if config.refit.epochs:
-        hooks.append(HeadRefit(config.refit_head_spec(), config.refit.epochs))
+        hooks.append(HeadRefit(refit_head(config), config.refit.epochs))
     return hooks

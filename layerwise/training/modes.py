@@ -200,7 +200,7 @@ class Decoupled(Mode):
             if checkpoints is not None:
                 arrays = {
                     **ckpt.variables_to_arrays("model", all_variables),
-                    **ckpt.variables_to_arrays("optimizer", optimizer_variables),
+                    **ckpt.optimizer_arrays(optimizer_variables),
                 }
                 checkpoints.save_epoch(epoch, arrays, {"history": history})
             if stop:

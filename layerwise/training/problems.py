@@ -20,7 +20,8 @@ import numpy as np
 
 from layerwise.data.base import derive_seed
 from layerwise.distribute import synchronize_batchnorm
-from layerwise.training.heads import AuxHead
+from layerwise.run.config import TrainConfig
+from layerwise.training.heads import AuxHead, config_heads
 from layerwise.training.network import StagedNetwork, primary, symbolic_inputs_like
 
 END_TO_END = "end_to_end"
@@ -78,6 +79,12 @@ class HeadPlan:
     final_aux: HeadBuilder | None = None
     seed: int = 0
     sync_batchnorm: bool = False
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> "HeadPlan":
+        """The heads ``config`` asks for (``--aux_conv_layers``, ``--aux_width``, ...)."""
+        head, final = config_heads(config)
+        return cls(head, final, config.seed, config.sync_batchnorm)
 
     def builder(self, network: StagedNetwork, j: int) -> HeadBuilder | None:
         """Stage ``j``'s head builder; ``None`` where the network brings its own final head."""

@@ -147,9 +147,7 @@ class GreedyTrainer:
         self.distributed = strategy is not None
         self.options = (options or RunOptions()).validate()
         check_option(self.options.cache_prefix, data, workdir)
-        self.head_plan = heads or HeadPlan(
-            config.head_spec(), config.final_head_spec(), config.seed, config.sync_batchnorm
-        )
+        self.head_plan = heads or HeadPlan.from_config(config)
         self.mode = mode or mode_for(config.mode)
         self.hooks = list(hooks_for(config) if hooks is None else hooks)
         self.optimizer_factory = optimizer
@@ -290,7 +288,7 @@ class GreedyTrainer:
                 if checkpoints is not None:
                     arrays = {
                         **ckpt.variables_to_arrays("model", problem.trainable.variables),
-                        **ckpt.variables_to_arrays("optimizer", optimizer.variables),
+                        **ckpt.optimizer_arrays(optimizer.variables),
                         **{k: v for k, v in best.items() if k != "epoch"},
                     }
                     meta = {"history": history, "best_epoch": best.get("epoch")}
@@ -385,6 +383,8 @@ class GreedyTrainer:
         Also drops the ``metrics.jsonl`` records of epochs after that checkpoint (an interrupted
         epoch is retrained, and logged again).
         """
+        if checkpoints is not None:
+            ckpt.variable_keys(model_variables)  # paths must be unique: refused before anything trains
         restored = checkpoints.latest_epoch() if checkpoints is not None else None
         if restored is None:
             self.runlog.keep_only(lambda r: r.get("problem") != name)
@@ -392,7 +392,7 @@ class GreedyTrainer:
         arrays, meta = restored
         source = f"checkpoint of {name} epoch {meta['epoch']}"
         ckpt.assign_arrays("model", model_variables, arrays, source)
-        ckpt.assign_arrays("optimizer", optimizer_variables, arrays, source)
+        ckpt.assign_optimizer_arrays(optimizer_variables, arrays, source)
         history = meta["history"]
         self.runlog.keep_only(
             lambda r: r.get("problem") != name or (r["event"] == "epoch" and r["epoch"] < len(history))

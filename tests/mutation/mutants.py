@@ -38,6 +38,7 @@ DOWNSAMPLING = "layerwise/training/downsampling.py"
 LAYERWISE_CNN = "models/layerwise_cnn.py"
 SCHEDULES = "layerwise/training/schedules.py"
 CHECKPOINTS = "layerwise/run/checkpoints.py"
+FILES = "layerwise/run/files.py"
 EXPORT = "layerwise/serving/export.py"
 PROBLEMS = "layerwise/training/problems.py"
 MODES = "layerwise/training/modes.py"
@@ -276,7 +277,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "write-not-atomic",
         "checkpoints are written in place, not to a temporary file renamed over the old one",
-        CHECKPOINTS,
+        FILES,
         '    tmp = f"{path}.tmp-{os.getpid()}"',
         "    tmp = path",
         (WRITE_FAILURE,),
@@ -297,8 +298,8 @@ MUTANTS: list[Mutant] = [
         "corrupt-final-deleted",
         "a corrupt final.npz is deleted instead of kept as final.npz.corrupt",
         CHECKPOINTS,
-        '        os.replace(self.final_path, self.final_path + ".corrupt")',
-        "        os.remove(self.final_path)",
+        '        files.rename(self.final_path, self.final_path + ".corrupt")',
+        "        files.remove(self.final_path)",
         (CORRUPT_FINAL,),
     ),
     # ------------------------------------------------------------------ resume
@@ -307,7 +308,7 @@ MUTANTS: list[Mutant] = [
         "a resumed stage silently retrains from epoch 0 (and still logs that it resumes)",
         TRAINER_PY,
         """        ckpt.assign_arrays("model", model_variables, arrays, source)
-        ckpt.assign_arrays("optimizer", optimizer_variables, arrays, source)
+        ckpt.assign_optimizer_arrays(optimizer_variables, arrays, source)
         history = meta["history"]
         self.runlog.keep_only(
             lambda r: r.get("problem") != name or (r["event"] == "epoch" and r["epoch"] < len(history))
@@ -324,7 +325,7 @@ MUTANTS: list[Mutant] = [
         "resume-drops-optimizer-state",
         "a resumed stage restarts its optimizer (momentum, iteration count) from scratch",
         TRAINER_PY,
-        '        ckpt.assign_arrays("optimizer", optimizer_variables, arrays, source)\n        history',
+        '        ckpt.assign_optimizer_arrays(optimizer_variables, arrays, source)\n        history',
         "        history",
         (RESUME_MID,),
     ),
