@@ -27,6 +27,7 @@ def tiny_config(**changes) -> TrainConfig:
         epochs_per_stage=1,
         batch_size=32,
         lr=0.05,
+        precision="float32",  # exact comparisons on every machine (the default, auto, depends on the CPU)
     )
     return base.replace(**changes)
 

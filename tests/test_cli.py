@@ -65,6 +65,9 @@ def test_cli_trains_resumes_and_refuses_other_configs(tmp_path):
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
     assert "| stage |" in first.stdout and "ensemble acc" in first.stdout
+    assert "precision: auto -> " in first.stdout  # the default, resolved for this machine and recorded
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["precision"] in ("float32", "mixed_bfloat16")
     for name in ("config.json", "metrics.jsonl", "tensorboard", "checkpoints", "export"):
         assert os.path.exists(os.path.join(workdir, name)), name
     again = run_cli(*args)

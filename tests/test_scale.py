@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from apps.runner import build_network, load_data, resolve
 from conftest import run_cli, tiny_config
-from layerwise.run.config import RunOptions
+from layerwise.run.config import RunOptions, TrainConfig
 from layerwise.errors import ConfigError
 from layerwise.analysis.memory import memory_device
 from layerwise.training.optim import make_optimizer
@@ -58,6 +58,17 @@ def test_cache_with_augmentation_is_refused_and_auto_turns_it_off(quiet_log):
         _trainer(tiny_config(augment="crop"), log=quiet_log, cache_prefix="memory").run()
     records = _trainer(tiny_config(augment="crop"), log=quiet_log, cache_prefix="auto").run()
     assert len(records) == 2
+
+
+def test_auto_precision_is_bfloat16_exactly_on_cpus_with_bfloat16_units():
+    with open("/proc/cpuinfo") as f:
+        flags = {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    expected = "mixed_bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU decides by its compute capability")
+    assert TrainConfig().precision == "auto"
+    assert resolve(tiny_config(precision="auto")).precision == expected
+    assert resolve(tiny_config(precision="float32")).precision == "float32"
 
 
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])

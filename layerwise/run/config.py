@@ -184,7 +184,7 @@ class TrainConfig:
     refit: RefitConfig = dataclasses.field(default_factory=RefitConfig)
     pruning: PruningConfig = dataclasses.field(default_factory=PruningConfig)
     precision: str = option(
-        "float32", "Keras dtype policy: float32, mixed_bfloat16, mixed_float16 (dynamic loss scale), or auto (the "
+        "auto", "Keras dtype policy: float32, mixed_bfloat16, mixed_float16 (dynamic loss scale), or auto (the "
         "fastest that keeps the results on this hardware: mixed_bfloat16 on CPUs with AVX512-BF16/AMX and GPUs of "
         "compute capability >= 8, mixed_float16 on 7.x GPUs, else float32; the run records the policy it chose). "
         "Logits stay float32.", choices=PRECISIONS)
