@@ -49,6 +49,9 @@ class AuxHead:
         dropout: dropout rate before each hidden fully connected layer.
         pre_pool: average the features down by this factor (to ``ceil(H / f) x ceil(W / f)``)
             before the hidden convs; 1 = off (the paper), 4 = the DGL ImageNet reference code.
+        max_features: instead of ``pooled_size``, average down only as far as needed for at most
+            this many features to reach the linear layer, halving the height, then the width, in
+            turn (Nøkland & Eidnes 2019, ``dim_in_decoder``, 4096 in their code); 0 = off.
     """
 
     k: int = 1
@@ -58,6 +61,7 @@ class AuxHead:
     hidden_units: tuple[int, ...] = ()
     dropout: float = 0.0
     pre_pool: int = 1
+    max_features: int = 0
 
     @property
     def conv_layers(self) -> int:
@@ -83,7 +87,23 @@ class AuxHead:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.pre_pool < 1:
             raise ConfigError(f"aux_pre_pool must be >= 1 (1 = off), got {self.pre_pool}")
+        if self.max_features < 0:
+            raise ConfigError(f"aux_max_features must be >= 0 (0 = off), got {self.max_features}")
         return self
+
+    def pooled_shape(self, height: int, width: int, channels: int) -> tuple[int, int]:
+        """The spatial size the features are averaged to before the linear layer."""
+        if not self.max_features:
+            side = min(self.pooled_size, height, width)
+            return side, side
+        h, w, kh, kw = height, width, 1, 1
+        while channels * h * w > self.max_features and kh < height:  # Nøkland & Eidnes' loop
+            kh *= 2
+            h = math.ceil(height / kh)
+            if channels * h * w > self.max_features:
+                kw *= 2
+                w = math.ceil(width / kw)
+        return h, w
 
     def conv_size(self, feature_shape: Sequence[int]) -> tuple[int, int]:
         """Spatial size the hidden convs run at: the features' after ``pre_pool``."""
@@ -139,8 +159,12 @@ def build_aux_head(
             if spec.batchnorm:
                 x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
             x = keras.layers.ReLU(name=f"{name}_relu{i}")(x)
-        pooled = min(spec.pooled_size, *x.shape[1:3])
-        x = keras.layers.AdaptiveAveragePooling2D(pooled, name=f"{name}_avg")(x)
+        pooled = spec.pooled_shape(*x.shape[1:4])
+        if spec.max_features:
+            if pooled != tuple(x.shape[1:3]):
+                x = keras.layers.AdaptiveAveragePooling2D(pooled, name=f"{name}_avg")(x)
+        else:
+            x = keras.layers.AdaptiveAveragePooling2D(pooled[0], name=f"{name}_avg")(x)
     elif spec.conv_layers:
         raise ConfigError(f"conv auxiliary layers need (H, W, C) features, got shape {tuple(feature_shape)}")
     x = keras.layers.Flatten(name=f"{name}_flatten")(x)
