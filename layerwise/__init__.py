@@ -13,6 +13,9 @@ The public API:
   ``classifiers`` as Keras models, ``ensemble()``);
 - :class:`AuxHead` describes the paper's auxiliary heads; :class:`TrainConfig` is the whole
   configuration (what ``python -m apps.train`` builds from its flags);
+- :class:`LocalLoss` is what each module minimises: :class:`Pred` (the paper's, the default),
+  :class:`Sim`, :class:`PredSim` (Nøkland & Eidnes, ICML 2019) and :class:`InfoPro` (Wang et al.,
+  ICLR 2021), in every mode (``fit(..., local_loss=...)``);
 - :func:`export_run` writes a finished run's SavedModels for TF Serving; :func:`restore_run`
   rebuilds a finished run from its directory.
 
@@ -30,13 +33,14 @@ from layerwise.run.restore import RestoredRun, restore_run
 from layerwise.training.callbacks import PerStage, StageCallback, per_stage
 from layerwise.training.fit import Result, fit
 from layerwise.training.heads import AuxHead
+from layerwise.training.local_losses import InfoPro, LocalLoss, Pred, PredSim, Sim
 from layerwise.training.network import StagedNetwork
 from layerwise.training.split import split_model
 
 __version__ = "0.2.0"
 
 __all__ = [
-    "AuxHead", "ConfigError", "LayerwiseError", "PerStage", "RestoredRun", "Result", "RunOptions",
-    "StageCallback", "StagedNetwork", "TrainConfig", "export_run", "fit", "per_stage", "restore_run",
-    "split_model",
+    "AuxHead", "ConfigError", "InfoPro", "LayerwiseError", "LocalLoss", "PerStage", "Pred", "PredSim", "RestoredRun",
+    "Result", "RunOptions", "Sim", "StageCallback", "StagedNetwork", "TrainConfig", "export_run", "fit", "per_stage",
+    "restore_run", "split_model",
 ]

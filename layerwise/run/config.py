@@ -221,7 +221,8 @@ class TrainConfig:
         "averaged, with top-1/top-5 error (Krizhevsky et al. 2012; needs --crop_size).", choices=EVAL_CROPS)
     augment: str = option(
         "auto", "auto (the dataset's default), none, crop, crop_flip, resized_crop_flip, flip, or one of those "
-        "+ AlexNet PCA colour: pca, crop_pca, crop_flip_pca, flip_pca.", choices=("auto",) + AUGMENTATIONS)
+        "+ AlexNet PCA colour: pca, crop_pca, crop_flip_pca, flip_pca; or + cutout (DeVries & Taylor 2017): "
+        "cutout, crop_cutout, crop_flip_cutout.", choices=("auto",) + AUGMENTATIONS)
     seed: int = option(0, "Seed for weights, data order and augmentation.")
     split_seed: int = option(0, "Seed of the train/test split of embedded data (and of the validation split).")
     on_nan: str = option("stop", "At a non-finite loss: stop, or skip the batch.", choices=ON_NAN)
