@@ -1,9 +1,13 @@
-"""Benchmark the training modes: images/s per stage, peak memory, precision and XLA.
+"""Benchmark the training modes: images/s per stage, peak memory, precision and XLA; or whole runs.
 
     python -m apps.bench --size small      # <= ~10 min on 2 CPU cores
     python -m apps.bench --size large      # on GPUs
+    python -m apps.bench --compare --out runs/compare     # the default run's shape, float32 vs auto
+    python -m apps.bench --compare --reference_command "/tmp/torch-ref/bin/python torch_reference.py"
 
-Writes ``bench.json`` (every case) and ``bench.md`` (tables) to ``--out``.
+Writes ``bench.json`` (every case) and ``bench.md`` (tables) to ``--out``; ``--compare`` writes
+``compare.json`` and ``compare.md`` (``apps.speed_compare``: rounds alternate the runs, medians
+and ranges over ``--repeats``).
 """
 
 from __future__ import annotations
@@ -14,19 +18,52 @@ import os
 from absl import flags
 
 from apps import cli
+from layerwise.errors import ConfigError
 
 flags.DEFINE_enum(
     "size", "small", ["tiny", "small", "large"],
     "tiny: a smoke test (its numbers mean nothing); small: <= 10 min on 2 CPU cores; large: GPU-sized stacks.",
 )
-flags.DEFINE_string("out", "runs/bench", "Directory for bench.json and bench.md.")
+flags.DEFINE_string("out", "runs/bench", "Directory for bench.json and bench.md (compare.json, compare.md).")
+flags.DEFINE_boolean(
+    "compare", False,
+    "Time whole apps.train runs of the default run's shape (3 stages, 3 epochs per stage, batch 64, lr 0.05) "
+    "per --precisions, alternating with --reference_command, --repeats rounds.",
+)
+flags.DEFINE_list("precisions", ["float32", "auto"], "--compare: our variants, by --precision.")
+flags.DEFINE_string(
+    "reference_command", None,
+    "--compare: another implementation's command, timed in the same rounds; its last output line is a JSON "
+    "object with total_s and last_test_acc.",
+)
+flags.DEFINE_integer("repeats", 3, "--compare: rounds (each runs every variant and the reference once).")
 FLAGS = flags.FLAGS
+
+
+def compare(out: str) -> None:
+    from apps import speed_compare
+
+    variants = {p: speed_compare.DEFAULT_SHAPE + ["--precision", p] for p in FLAGS.precisions}
+    runs = speed_compare.compare(variants, FLAGS.reference_command, FLAGS.repeats)
+    summary = speed_compare.summarize(runs)
+    table = speed_compare.markdown(summary)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "compare.json"), "w") as f:
+        json.dump({"runs": runs, "summary": summary, "reference_command": FLAGS.reference_command}, f, indent=2)
+    with open(os.path.join(out, "compare.md"), "w") as f:
+        f.write(table)
+    print(table)
 
 
 def main(argv: list[str]) -> None:
     from apps.benchmark import markdown, run_benchmark, summarize
 
     cli.refuse_arguments(argv)
+    if FLAGS.repeats < 1:
+        raise ConfigError("--repeats must be >= 1")
+    if FLAGS.compare:
+        compare(FLAGS.out)
+        return
     results = run_benchmark(FLAGS.size)
     summary = summarize(results)
     os.makedirs(FLAGS.out, exist_ok=True)

@@ -25,7 +25,7 @@ from layerwise.run.restore import RestoredRun, restore_run
 from layerwise.run.workdir import check_workdir
 from layerwise.training.modules import group_stages
 from layerwise.training.network import StagedNetwork
-from layerwise.training.optim import dtype_policy
+from layerwise.training.optim import dtype_policy, resolve_precision
 from models import build_model
 from models.registry import resolve_options
 
@@ -48,9 +48,11 @@ def build_network(config: TrainConfig, data: DataSource, strategy=None) -> Stage
 
 
 def resolve(config: TrainConfig) -> TrainConfig:
-    """Validates ``config`` and fills in the model builder's default options."""
+    """Validates ``config``, fills in the model builder's default options and turns
+    ``precision="auto"`` into the policy this hardware runs best (``resolve_precision``)."""
     config.validate()
-    return config.replace(model_options=resolve_options(config.model, config.model_options))
+    return config.replace(model_options=resolve_options(config.model, config.model_options),
+                          precision=resolve_precision(config.precision)[0])
 
 
 def restore(workdir: str, trust_pickle: bool = False) -> RestoredRun:
@@ -91,9 +93,11 @@ def run_training(
     """
     if isinstance(strategy, str):  # first: multi_worker must start before TensorFlow runs
         strategy = make_strategy(strategy)
+    chief = is_chief(strategy)
+    if config.precision == "auto" and chief:
+        log("precision: auto -> {} ({})".format(*resolve_precision("auto")))
     config = resolve(config)
     options = (options or RunOptions()).validate()
-    chief = is_chief(strategy)
     if workdir is not None and chief:
         check_workdir(workdir, config)  # a bad --workdir is refused before any data is read
     data = load_data(config, trust_pickle)

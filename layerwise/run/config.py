@@ -30,7 +30,7 @@ from layerwise.training.heads import AuxHead
 from layerwise.training.local_losses import InfoPro, LocalLoss, PredSim, local_loss_for
 
 MODES = ("layerwise", "end_to_end", "decoupled")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("sgd", "adam")
 ON_NAN = ("stop", "skip")
 PRUNE_CRITERIA = ("taylor", "l1")
@@ -238,8 +238,10 @@ class TrainConfig:
     refit: RefitConfig = dataclasses.field(default_factory=RefitConfig)
     pruning: PruningConfig = dataclasses.field(default_factory=PruningConfig)
     precision: str = option(
-        "float32", "Keras dtype policy: float32, mixed_bfloat16 or mixed_float16 (dynamic loss scale); "
-        "logits stay float32.", choices=PRECISIONS)
+        "float32", "Keras dtype policy: float32, mixed_bfloat16, mixed_float16 (dynamic loss scale), or auto (the "
+        "fastest that keeps the results on this hardware: mixed_bfloat16 on CPUs with AVX512-BF16/AMX and GPUs of "
+        "compute capability >= 8, mixed_float16 on 7.x GPUs, else float32; the run records the policy it chose). "
+        "Logits stay float32.", choices=PRECISIONS)
     sync_batchnorm: bool = option(
         False, "BatchNorm statistics over all replicas (changes results with more than one replica).")
     local: LocalConfig = dataclasses.field(default_factory=LocalConfig)

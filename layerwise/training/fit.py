@@ -32,6 +32,7 @@ from layerwise.training.heads import AuxHead
 from layerwise.training.local_losses import LocalLoss
 from layerwise.training.modules import group_stages
 from layerwise.training.network import StagedNetwork, primary
+from layerwise.training.optim import resolve_precision
 from layerwise.training.problems import HeadPlan, ensemble_weights
 from layerwise.training.trainer import GreedyTrainer
 
@@ -218,6 +219,10 @@ def fit(
     if isinstance(data, DatasetSource):
         config_changes["batch_size"] = data.batch_size
     config = config.replace(**config_changes).validate(validation_data=data.num_val > 0)
+    if config.precision == "auto":
+        precision, why = resolve_precision("auto")
+        log(f"precision: auto -> {precision} ({why})")
+        config = config.replace(precision=precision)
     run_options = RunOptions().replace(**run_changes).validate()
     if config.local.modules:
         network = group_stages(network, config.local.modules)

@@ -11,10 +11,13 @@ from __future__ import annotations
 import contextlib
 
 import keras
+import tensorflow as tf
 
 from layerwise.run.config import OptimConfig
 
-__all__ = ["dtype_policy", "make_optimizer"]
+__all__ = ["dtype_policy", "make_optimizer", "resolve_precision"]
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with bfloat16 matrix units
 
 
 def make_optimizer(config: OptimConfig, learning_rate, precision: str = "float32") -> keras.optimizers.Optimizer:
@@ -34,6 +37,40 @@ def make_optimizer(config: OptimConfig, learning_rate, precision: str = "float32
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        return set()
+
+
+def resolve_precision(name: str) -> tuple[str, str]:
+    """The dtype policy ``name`` stands for, and why: ``auto`` is the fastest policy that keeps
+    the results (``docs/performance.md`` measures it), other names are themselves.
+
+    - a GPU of compute capability 8.0 or more (Ampere, Hopper): ``mixed_bfloat16``; 7.x (Volta,
+      Turing): ``mixed_float16`` (with a dynamic loss scale); older: ``float32``;
+    - a CPU with bfloat16 matrix instructions (AVX512-BF16 or AMX, Cooper Lake, Sapphire Rapids
+      and later): ``mixed_bfloat16`` (oneDNN's bfloat16 convolutions run 1.4-1.6x faster here);
+      other CPUs: ``float32``.
+    """
+    if name != "auto":
+        return name, "as configured"
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0, 0)
+        if tuple(capability) >= (8, 0):
+            return "mixed_bfloat16", f"GPU of compute capability {capability[0]}.{capability[1]}"
+        if tuple(capability) >= (7, 0):
+            return "mixed_float16", f"GPU of compute capability {capability[0]}.{capability[1]}"
+        return "float32", "GPU without fast bfloat16 or float16"
+    found = sorted(set(BF16_CPU_FLAGS) & _cpu_flags())
+    if found:
+        return "mixed_bfloat16", f"CPU with {', '.join(found)}"
+    return "float32", "CPU without bfloat16 instructions"
 
 
 @contextlib.contextmanager

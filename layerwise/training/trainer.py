@@ -478,6 +478,7 @@ class GreedyTrainer:
                 f"{where}: every batch had a non-finite loss; {self.retry_advice(lr)}"
             )
         self.check_finite(problem.name, epoch, state, lr)
+        train_seconds = time.perf_counter() - start  # the steps alone, before the evaluation
         train_peak = peak_memory_mb()  # the training steps' peak, before evaluation's batches
         test_acc = self.accuracy(predict, "test") if self.data.num_test else None
         val_probs = self.probabilities(predict, "val") if self.data.num_val else None
@@ -493,6 +494,7 @@ class GreedyTrainer:
             "lr": lr,
             "skipped_batches": int(skipped),
             "seconds": time.perf_counter() - start,
+            "train_seconds": train_seconds,
             "peak_memory_mb": train_peak,
         }
         if val_probs is not None:
@@ -609,6 +611,7 @@ class GreedyTrainer:
             "flops": count_flops(classifier),
             "epochs": len(history),
             "seconds": float(sum(r["seconds"] for r in history)),
+            "train_seconds": float(sum(r.get("train_seconds", 0.0) for r in history)),
             "epoch_seconds": float(np.mean([r["seconds"] for r in history])),
             "peak_memory_mb": max((r.get("peak_memory_mb", 0.0) for r in history), default=0.0),
         }
