@@ -161,7 +161,11 @@ def build_aux_head(
             x = keras.layers.ReLU(name=f"{name}_relu{i}")(x)
         pooled = spec.pooled_shape(*x.shape[1:4])
         if spec.max_features:
-            if pooled != tuple(x.shape[1:3]):
+            height, width = x.shape[1:3]
+            if pooled != (height, width) and height % pooled[0] == 0 and width % pooled[1] == 0:
+                # exact windows (Keras' adaptive pooling fails to trace an output side of 1)
+                x = keras.layers.AveragePooling2D((height // pooled[0], width // pooled[1]), name=f"{name}_avg")(x)
+            elif pooled != (height, width):
                 x = keras.layers.AdaptiveAveragePooling2D(pooled, name=f"{name}_avg")(x)
         else:
             x = keras.layers.AdaptiveAveragePooling2D(pooled[0], name=f"{name}_avg")(x)
