@@ -4,10 +4,12 @@
     python -m apps.bench --size large      # on GPUs
     python -m apps.bench --compare --out runs/compare     # the default run's shape, float32 vs auto
     python -m apps.bench --compare --reference_command "/tmp/torch-ref/bin/python torch_reference.py"
+    python -m apps.bench --module_memory 2,4,8,16 --out runs/modules   # K-module ResNet-32 vs end to end
 
 Writes ``bench.json`` (every case) and ``bench.md`` (tables) to ``--out``; ``--compare`` writes
 ``compare.json`` and ``compare.md`` (``apps.speed_compare``: rounds alternate the runs, medians
-and ranges over ``--repeats``).
+and ranges over ``--repeats``); ``--module_memory`` writes ``modules.json`` and ``modules.md``
+(``apps.module_memory``: per-module peak memory of ResNet-32 as K local modules, InfoPro's claim).
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ flags.DEFINE_string(
     "--compare: another implementation's command, timed in the same rounds; its last output line is a JSON "
     "object with total_s and last_test_acc.",
 )
+flags.DEFINE_list(
+    "module_memory", [],
+    "K values: measure the peak memory of every module of ResNet-32 trained as K local modules (InfoPro "
+    "loss) and of its end-to-end step, at --size (tiny: a smoke test; small: CIFAR shape, batch 64).",
+)
 flags.DEFINE_integer("repeats", 3, "--compare: rounds (each runs every variant and the reference once).")
 FLAGS = flags.FLAGS
 
@@ -55,6 +62,25 @@ def compare(out: str) -> None:
     print(table)
 
 
+def module_memory(out: str) -> None:
+    from apps import module_memory as mm
+
+    try:
+        ks = [int(k) for k in FLAGS.module_memory]
+    except ValueError:
+        raise ConfigError(f"--module_memory takes integers K >= 2, got {FLAGS.module_memory}") from None
+    if min(ks) < 2:
+        raise ConfigError(f"--module_memory takes integers K >= 2 (end to end is always measured), got {ks}")
+    results = mm.run_cases(ks, size=FLAGS.size)
+    table = mm.markdown(results)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "modules.json"), "w") as f:
+        json.dump({"size": FLAGS.size, "cases": results}, f, indent=2)
+    with open(os.path.join(out, "modules.md"), "w") as f:
+        f.write(table)
+    print(table)
+
+
 def main(argv: list[str]) -> None:
     from apps.benchmark import markdown, run_benchmark, summarize
 
@@ -63,6 +89,9 @@ def main(argv: list[str]) -> None:
         raise ConfigError("--repeats must be >= 1")
     if FLAGS.compare:
         compare(FLAGS.out)
+        return
+    if FLAGS.module_memory:
+        module_memory(FLAGS.out)
         return
     results = run_benchmark(FLAGS.size)
     summary = summarize(results)

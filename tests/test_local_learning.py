@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import layerwise
+from apps.module_memory import markdown, run_case
 from apps.runner import build_network, resolve
 from conftest import tiny_config
 from layerwise.analysis.flops import count_flops
@@ -242,3 +243,16 @@ def test_cutout_is_a_seeded_half_side_square_of_the_mean_colour():
     assert max(sizes) == 16 and min(sizes) < 16  # 4 x 4 inside, clipped at the border
     flipped = augment_image(tf.random.uniform([8, 8, 3]), "crop_flip_cutout", tf.constant([1, 2]), fill=fill)
     assert np.any(np.all(flipped.numpy() == fill, -1))
+
+
+# ----------------------------------------------------------------------------- memory per module
+@pytest.mark.slow
+def test_module_memory_measures_every_module_against_end_to_end():
+    """apps.bench --module_memory's case: every module's step, the largest, its ratio in the table."""
+    result = run_case({"size": "tiny", "k": 2})
+    assert [m["module"] for m in result["modules"]] == [0, 1]
+    assert result["peak_mib"] == max(m["peak_mib"] for m in result["modules"])
+    e2e = dict(result, k=0, modules=[], peak_mib=4.0)
+    table = markdown([e2e, dict(result, peak_mib=1.0, modules=[{"module": 0, "peak_mib": 1.0}]),
+                      {"k": 4, "error": "boom"}])
+    assert "| end to end | - | 4 | 1.00 |" in table and "| 2 | 1 | 1 | 0.25 |" in table and "boom" in table

@@ -245,6 +245,7 @@ class Decoupled(Mode):
                 "train_acc": history[-1]["train_acc"] if problem.stage == last else None,
                 "epochs": len(history),
                 "seconds": seconds,  # the one pass that trained every stage
+                "peak_memory_mb": max((r.get("peak_memory_mb", 0.0) for r in history), default=0.0),  # all stages'
             })
         if checkpoints is not None:
             checkpoints.save_final(final, {"records": records})
