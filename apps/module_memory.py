@@ -27,12 +27,18 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 
 from apps.runner import build_network
-from layerwise.analysis.memory import current_memory_mb, memory_device, peak_memory_mb, reset_peak_memory
+from layerwise.analysis.memory import (
+    current_memory_mb,
+    memory_device,
+    peak_memory_mb,
+    reset_peak_memory,
+)
 from layerwise.data import load_dataset
 from layerwise.run.config import RunOptions, TrainConfig
 from layerwise.training.trainer import GreedyTrainer
@@ -94,7 +100,7 @@ def run_cases(ks: list[int], size: str = "small", loss: str = "infopro", log: Ca
     for k in [0, *ks]:
         case = {"size": size, "k": k, "loss": loss}
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "apps.module_memory", json.dumps(case)], cwd=root,
+        proc = subprocess.run([sys.executable, "-m", "apps.module_memory", json.dumps(case)], cwd=root, check=False,
                               capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]

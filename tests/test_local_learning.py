@@ -8,20 +8,20 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_config
 
 import layerwise
 from apps.module_memory import markdown, run_case
 from apps.runner import build_network, resolve
-from conftest import tiny_config
 from layerwise.analysis.flops import count_flops
 from layerwise.data import load_dataset
 from layerwise.data.augment import augment_image, cutout
 from layerwise.errors import ConfigError
 from layerwise.run.restore import restore_run
 from layerwise.run.workdir import open_run
+from layerwise.training.local_steps import make_local_decoupled_step
 from layerwise.training.modules import balanced_groups, group_stages
 from layerwise.training.problems import DECOUPLED, Problem, decoupled_models, stage_name
-from layerwise.training.local_steps import make_local_decoupled_step
 from layerwise.training.steps import make_decoupled_step
 from layerwise.training.trainer import GreedyTrainer
 from models import build_model
@@ -121,7 +121,7 @@ def test_balanced_groups_is_the_best_partition():
     costs = [5, 1, 1, 9, 2, 2, 2, 7, 1]
     for k in (1, 2, 3, 5, 9):
         starts = balanced_groups(costs, k)
-        largest = lambda s: max(sum(costs[a:b]) for a, b in zip(s, list(s[1:]) + [len(costs)]))  # noqa: E731
+        largest = lambda s: max(sum(costs[a:b]) for a, b in zip(s, list(s[1:]) + [len(costs)]))
         brute = min(largest([0, *c]) for c in itertools.combinations(range(1, len(costs)), k - 1))
         assert starts[0] == 0 and len(starts) == k and largest(starts) == brute
     with pytest.raises(ConfigError, match="1 to 9"):
