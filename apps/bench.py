@@ -5,10 +5,12 @@
     python -m apps.bench --compare --out runs/compare     # the default run's shape, float32 vs auto
     python -m apps.bench --compare --reference_command "/tmp/torch-ref/bin/python torch_reference.py"
     python -m apps.bench --profile_dir runs/profile   # TensorFlow profiler traces per stage
+    python -m apps.bench --module_memory 2,4,8,16 --out runs/modules   # K-module ResNet-32 vs end to end
 
 Writes ``bench.json`` (every case) and ``bench.md`` (tables) to ``--out``; ``--compare`` writes
 ``compare.json`` and ``compare.md`` (``apps.speed_compare``: rounds alternate the runs, medians
-and ranges over ``--repeats``).
+and ranges over ``--repeats``); ``--module_memory`` writes ``modules.json`` and ``modules.md``
+(``apps.module_memory``: per-module peak memory of ResNet-32 as K local modules, InfoPro's claim).
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ flags.DEFINE_string(
     "Profile instead: trace the MNIST-shaped case's stages once per --precisions with the TensorFlow profiler "
     "into this directory (TensorBoard's Profile tab), and print each stage's op types by self time when "
     "tensorboard-plugin-profile is installed.",
+)
+flags.DEFINE_list(
+    "module_memory", [],
+    "K values: measure the peak memory of every module of ResNet-32 trained as K local modules (InfoPro "
+    "loss) and of its end-to-end step, at --size (tiny: a smoke test; small: CIFAR shape, batch 64).",
 )
 flags.DEFINE_integer(
     "repeats", 3, "Rounds: each runs every case (with --compare: every variant and the reference) once; "
@@ -82,6 +89,25 @@ def profile(profile_dir: str) -> None:
     print(table + f"traces in {profile_dir}: tensorboard --logdir {profile_dir} (Profile tab)")
 
 
+def module_memory(out: str) -> None:
+    from apps import module_memory as mm  # imports Keras: not for every --help
+
+    try:
+        ks = [int(k) for k in FLAGS.module_memory]
+    except ValueError:
+        raise ConfigError(f"--module_memory takes integers K >= 2, got {FLAGS.module_memory}") from None
+    if min(ks) < 2:
+        raise ConfigError(f"--module_memory takes integers K >= 2 (end to end is always measured), got {ks}")
+    results = mm.run_cases(ks, size=FLAGS.size)
+    table = mm.markdown(results)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "modules.json"), "w") as f:
+        json.dump({"size": FLAGS.size, "cases": results}, f, indent=2)
+    with open(os.path.join(out, "modules.md"), "w") as f:
+        f.write(table)
+    print(table)
+
+
 def main(argv: list[str]) -> None:
     cli.refuse_arguments(argv)
     if FLAGS.repeats < 1:
@@ -91,6 +117,9 @@ def main(argv: list[str]) -> None:
         return
     if FLAGS.profile_dir:
         profile(FLAGS.profile_dir)
+        return
+    if FLAGS.module_memory:
+        module_memory(FLAGS.out)
         return
     results = run_benchmark(FLAGS.size, FLAGS.repeats)
     summary = summarize(results)

@@ -16,8 +16,10 @@ import dataclasses
 import re
 from typing import Callable
 
+from apps.local_presets import LOCAL_PRESETS
 from layerwise.run.config import TrainConfig
 from layerwise.registry import Registry
+from models.local_vgg import LOCAL_VGG_VARIANTS
 
 EXPERIMENTS: Registry = Registry("experiment")
 
@@ -66,12 +68,8 @@ MNIST_RECIPE = dict(
 
 
 def _cifar_k1():
-    return dict(
-        CIFAR_RECIPE,
-        model="layerwise_cnn",
-        model_options=dict(num_stages=5, width=256, downsample_at=[1, 3], batchnorm=False),
-        aux_conv_layers=0, aux_batchnorm=False,
-    )
+    return dict(CIFAR_RECIPE, model="layerwise_cnn", aux_conv_layers=0, aux_batchnorm=False,
+                model_options=dict(num_stages=5, width=256, downsample_at=[1, 3], batchnorm=False))
 
 
 def _cifar_k(k: int):
@@ -361,9 +359,17 @@ def alexnet_cifar10():
     return dict(ALEXNET_RECIPE, dataset="cifar10", model="alexnet_cifar", crop_size=28, epochs_per_stage=18)
 
 
+for _name, (_paper, _changes) in LOCAL_PRESETS.items():  # the local-learning family (docs/local_learning.md)
+    experiment(_name, _paper)(_changes)
+
+
 def _stage_count(config: TrainConfig):
     """J for the table, where the model's options do not say it."""
     options = config.model_options
+    if config.local.modules:
+        return config.local.modules
+    if config.model in LOCAL_VGG_VARIANTS:  # one stage per conv + the hidden fully connected layer
+        return sum(1 for item in LOCAL_VGG_VARIANTS[config.model] if item != "M") + 1
     if "num_stages" in options:
         return options["num_stages"]
     if config.model.startswith(("resnet", "plain")) and options.get("stage_granularity") == "group":

@@ -23,6 +23,7 @@ from layerwise.run.loading import load_data
 from layerwise.run.report import stage_table, write_report
 from layerwise.run.restore import RestoredRun, restore_run
 from layerwise.run.workdir import check_workdir
+from layerwise.training.modules import group_stages
 from layerwise.training.network import StagedNetwork
 from layerwise.training.optim import dtype_policy, resolve_precision
 from models import build_model
@@ -34,10 +35,12 @@ __all__ = ["build_network", "load_data", "resolve", "restore", "run_training"]
 def build_network(config: TrainConfig, data: DataSource, strategy=None) -> StagedNetwork:
     """Builds the configured zoo model with weights seeded by ``config.seed``, under the
     strategy's scope and ``config.precision``'s dtype policy (synchronized BatchNorm when
-    configured)."""
+    configured), as ``config.local.modules`` local modules when set."""
     keras.utils.set_random_seed(config.seed)
     with (strategy or tf.distribute.get_strategy()).scope(), dtype_policy(config.precision):
         network = build_model(config.model, data.image_shape, data.num_classes, **config.model_options)
+        if config.local.modules:
+            network = group_stages(network, config.local.modules)
     if config.sync_batchnorm:
         for stage in network.stages:
             synchronize_batchnorm(stage)

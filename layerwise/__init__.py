@@ -13,6 +13,9 @@ The public API:
   ``classifiers`` as Keras models, ``ensemble()``);
 - :class:`AuxHead` describes the paper's auxiliary heads; :class:`TrainConfig` is the whole
   configuration (what ``python -m apps.train`` builds from its flags);
+- :class:`LocalLoss` is what each module minimises: :class:`Pred` (the paper's, the default),
+  :class:`Sim`, :class:`PredSim` (Nøkland & Eidnes, ICML 2019) and :class:`InfoPro` (Wang et al.,
+  ICLR 2021), in every mode (``fit(..., local_loss=...)``);
 - :func:`export_run` writes a finished run's SavedModels for TF Serving; :func:`restore_run`
   rebuilds a finished run from its directory.
 
@@ -37,6 +40,7 @@ if TYPE_CHECKING:  # what the names below resolve to, for readers and type check
     from layerwise.training.callbacks import PerStage, StageCallback, per_stage
     from layerwise.training.fit import Result, fit
     from layerwise.training.heads import AuxHead
+    from layerwise.training.local_losses import InfoPro, LocalLoss, Pred, PredSim, Sim
     from layerwise.training.network import StagedNetwork
     from layerwise.training.split import split_model
 
@@ -53,6 +57,9 @@ _PUBLIC = {
     "per_stage": "layerwise.training.callbacks",
     "Result": "layerwise.training.fit", "fit": "layerwise.training.fit",
     "AuxHead": "layerwise.training.heads",
+    "InfoPro": "layerwise.training.local_losses", "LocalLoss": "layerwise.training.local_losses",
+    "Pred": "layerwise.training.local_losses", "PredSim": "layerwise.training.local_losses",
+    "Sim": "layerwise.training.local_losses",
     "StagedNetwork": "layerwise.training.network",
     "split_model": "layerwise.training.split",
 }

@@ -15,6 +15,7 @@ from layerwise.training.steps import make_train_step
 from layerwise.training.optim import make_optimizer
 from layerwise.training.schedules import make_schedule, piecewise
 from layerwise.training.trainer import GreedyTrainer
+from models.local_vgg import LOCAL_VGG_VARIANTS
 
 
 def _tiny(config):
@@ -22,6 +23,9 @@ def _tiny(config):
     options = dict(config.model_options)
     if config.model == "layerwise_cnn":
         options["width"] = 4
+    elif config.model in LOCAL_VGG_VARIANTS:  # Nøkland & Eidnes' VGGs: 4-16 filters per conv
+        options.update(width_multiplier=options.get("width_multiplier", 1) / 32, hidden_units=8)
+        config = config.replace(aux_max_features=32)
     elif config.model.startswith("vgg"):
         options.update(widths=[4, 4, 8, 8, 8], head_units=[16, 16])
     elif config.model.startswith("alexnet"):
@@ -29,9 +33,12 @@ def _tiny(config):
     else:  # CIFAR ResNets: the recipe is the same for every depth; each depth's build is in test_zoo
         options["width"] = 4
         config = config.replace(model="resnet20")  # resnet110's one step takes ~40 s on 2 cores
+    if config.local.modules:  # InfoPro's K = 2 ... 16: one tiny K (test_local_learning steps the real ones)
+        config = config.replace(local_modules=2, infopro_recon_weight=1.0, infopro_recon_weight_last=0.0,
+                                infopro_class_weight=1.0, infopro_class_weight_last=1.0)
     return config.replace(
         dataset="synthetic", model_options=options, aux_width=4, final_aux_width=8 if config.heads.final_width else 0,
-        batch_size=8, epochs_per_stage=1, augment="none",
+        batch_size=8, epochs_per_stage=1, augment="none", replay_buffer=min(config.local.replay_buffer, 2),
         prune_to_width=2 if config.pruning.to_width else 0,  # half the shrunk width, as 64 of 128
     )
 
@@ -54,15 +61,18 @@ def test_preset_builds_and_runs_one_step(name):
                         num_train=16, num_test=8)
     data = with_crops(data, config.crop_size)  # AlexNet: the network sees the training crops
     network = build_network(config, data)
-    assert network.num_stages == _stage_count(paper_config)  # the table's J
+    assert network.num_stages == (config.local.modules or _stage_count(paper_config))  # the table's J
     trainer = GreedyTrainer(network, data, config, verbose=0, log=lambda m: None)
-    if config.mode == "layerwise":
-        problem = trainer.stage_problem(network.num_stages - 1)
-    else:
+    if config.mode == "end_to_end":
         problem = trainer.end_to_end_problem()
+    else:  # layerwise, and decoupled's last stage (its problem is the same; the whole mode: test_local_learning)
+        problem = trainer.stage_problem(network.num_stages - 1 if config.mode == "layerwise" else 0)
     optimizer = make_optimizer(config.optim, make_schedule(config.schedule, config.optim.lr, 2, 1))
     optimizer.build(problem.trainable.trainable_variables)
-    step = make_train_step(problem.trainable, optimizer, frozen=problem.frozen, global_batch_size=8)
+    if problem.objective is not None:  # a local loss: the trainer's step (its objective, extras, images)
+        step = trainer.train_step(problem, optimizer)
+    else:
+        step = make_train_step(problem.trainable, optimizer, frozen=problem.frozen, global_batch_size=8)
     x, y = next(iter(data.train_batches(8, 0, 0)))
     out = step(x, y)
     loss, finite = out.loss, out.finite
@@ -117,3 +127,22 @@ def test_list_experiments_prints_the_table():
     assert result.returncode == 0, result.stderr
     assert "| imagenet_k3 |" in result.stdout and "69.7/88.7" in result.stdout
     assert format_table().count("\n") == len(EXPERIMENTS) + 1
+
+
+def test_local_learning_presets():
+    """The recipes of Nøkland & Eidnes (their code's defaults), InfoPro's per-K weights, async DGL."""
+    c = resolve(get_experiment("localloss_vgg8b_cifar10_predsim").config())
+    assert (c.mode, c.model, c.local.loss, c.local.predsim_beta, c.optim.name, c.optim.lr) == (
+        "decoupled", "vgg8b", "predsim", 0.99, "adam", 5e-4)
+    assert (c.epochs_per_stage, c.schedule.milestones, c.schedule.decay_factor, c.heads.max_features) == (
+        400, [200, 300, 350, 375], 0.25, 2048)
+    c = resolve(get_experiment("localloss_vgg11b3x_cifar10_predsim_cutout").config())
+    assert (c.model_options["width_multiplier"], c.augment, c.optim.lr) == (3.0, "crop_flip_cutout", 3e-4)
+    for k in (2, 4, 8, 16):
+        c = resolve(get_experiment(f"infopro_resnet32_cifar10_k{k}").config())
+        assert (c.local.modules, c.local.loss, c.model, c.mode) == (k, "infopro", "resnet32", "decoupled")
+    local = resolve(get_experiment("infopro_resnet32_cifar10_k16").config()).local
+    assert (local.infopro_recon_weight, local.infopro_class_weight, local.infopro_recon_weight_last,
+            local.infopro_class_weight_last, local.infopro_class_term) == (5.0, 0.05, 0.2, 0.5, "contrast")
+    c = resolve(get_experiment("dgl_async_cifar10_buffer50").config())
+    assert (c.local.replay_buffer, c.local.step_ratios) == (50, [1.0, 1.0, 1.0, 0.5])

@@ -18,6 +18,7 @@ import model_checks as checks
 from layerwise.errors import ConfigError
 from models import MODELS, build_model
 from models.alexnet import LocalResponseNormalization
+from models.local_vgg import LOCAL_VGG_VARIANTS
 from models.resnet import CIFAR_DEPTHS, IMAGENET_VARIANTS, ZeroPadShortcut
 
 CIFAR_NETS = {f"{kind}{d}" for kind in ("resnet", "plain") for d in CIFAR_DEPTHS}
@@ -32,6 +33,8 @@ def tiny_config(name: str) -> tuple[tuple[int, int, int], dict]:
         return (227, 227, 3), dict(conv_widths=(8, 8, 8, 8, 8), head_units=(8, 8))
     if name == "alexnet_cifar":
         return (32, 32, 3), dict(conv_widths=(8, 8, 8, 8, 8), head_units=(8, 8))
+    if name in LOCAL_VGG_VARIANTS:  # 4-16 filters per conv
+        return (32, 32, 3), dict(width_multiplier=1 / 32, hidden_units=8)
     if name.startswith("vgg"):
         return (32, 32, 3), dict(widths=(4, 4, 8, 8, 8), head_units=(8, 8))
     if name in IMAGENET_NETS:
@@ -114,6 +117,8 @@ PINNED = {
     "vgg16": ((224, 224, 3), 1000, 138_357_544, "138M"),
     "resnet18": ((224, 224, 3), 1000, 11_689_512, "11.7M"),
     "resnet50": ((224, 224, 3), 1000, 25_557_032, "25.6M"),
+    # Nøkland & Eidnes (2019), CIFAR-10: 6 convs, FC 1024, output layer
+    "vgg8b": ((32, 32, 3), 10, 8_900_234, "8.9M"),
 }
 PINNED_SLOW = {
     "vgg13": ((224, 224, 3), 1000, 133_047_848, "133M"),
@@ -313,6 +318,17 @@ def test_vgg11_layerwise_stages_fold_pooling():
     assert checks.full_model(folded).output.shape == (None, 5)
 
 
+def test_local_loss_vgg_layout():
+    """Nøkland & Eidnes' VGG8b: one stage per layer, each pooling at the start of the next stage (the
+    local loss sees the conv's full resolution), the FC layer the last stage, the width multiplier."""
+    net = tiny("vgg8b", width_multiplier=1 / 32, hidden_units=8)
+    assert [net.output_shape(j) for j in range(net.num_stages)] == [
+        (32, 32, 4), (32, 32, 8), (16, 16, 8), (16, 16, 16), (8, 8, 16), (4, 4, 16), (8,)]
+    assert isinstance(net.stages[2].layers[1], keras.layers.MaxPooling2D)
+    wide = build_model("vgg11b", (32, 32, 3), 10, width_multiplier=3 / 32, hidden_units=8)
+    assert wide.num_stages == 10 and wide.output_shape(0) == (32, 32, 12) and wide.output_shape(8) == (4, 4, 48)
+
+
 def test_resnet_stage_granularity_and_response_layer_names():
     by_block = tiny("resnet18")
     by_group = tiny("resnet18", stage_granularity="group")
@@ -352,6 +368,8 @@ def test_resnet_stage_granularity_and_response_layer_names():
         ("resnet20", (32, 32, 3), dict(shortcut="D")),
         ("resnet18", (32, 32, 3), dict(stage_granularity="conv")),
         ("resnet20", (32, 32, 3), dict(width=0)),
+        ("vgg8b", (8, 8, 3), {}),
+        ("vgg11b", (32, 32, 3), dict(activation="tanh")),
     ],
 )
 def test_impossible_options_raise_config_error(name, shape, options):

@@ -10,8 +10,12 @@ centre crop 224); ``flip`` is a random horizontal flip alone (AlexNet's random c
 mirrored 3 is not a 3). ``pca``, ``crop_pca``, ``crop_flip_pca`` and ``flip_pca`` add AlexNet's PCA
 colour augmentation (Krizhevsky et al. 2012, Sec. 4.1) after the crop/flip: every pixel of an image gets ``sum_i alpha_i s_i p_i`` with
 one ``alpha_i ~ N(0, 0.1)`` per image and eigenvector ``p_i`` of the training set's channel
-covariance (see :class:`PCAColour`). Every random choice is a stateless op keyed on (epoch seed, example
-index), so an epoch's augmented batches are a pure function of the seed and the epoch.
+covariance (see :class:`PCAColour`). ``cutout``, ``crop_cutout`` and ``crop_flip_cutout`` add cutout
+(DeVries & Taylor 2017; Nøkland & Eidnes' best CIFAR-10 result uses it) after the crop/flip: a square
+of half the image side, centred anywhere in the image (clipped at the border), is set to the training
+set's mean colour, which is zero after normalisation, as in DeVries & Taylor's code (it cuts after
+normalising). Every random choice is a stateless op keyed on (epoch seed, example index), so an
+epoch's augmented batches are a pure function of the seed and the epoch.
 """
 
 from __future__ import annotations
@@ -86,14 +90,39 @@ def pca_colour(image: tf.Tensor, pca: PCAColour, seed: tf.Tensor, alpha_std: flo
     return tf.cast(image, tf.float32) + pca.shift(alpha)
 
 
-def augment_image(image: tf.Tensor, policy: str, seed: tf.Tensor, pca: PCAColour | None = None) -> tf.Tensor:
+def cutout(image: tf.Tensor, seed: tf.Tensor, fill=None, size: int | None = None) -> tf.Tensor:
+    """DeVries & Taylor (2017): sets a ``size`` x ``size`` square (default half the image side) of
+    an ``(H, W, C)`` image to ``fill`` (per channel; default 0); its centre is uniform over the image
+    and the square is clipped at the border (stateless ``seed``)."""
+    height, width = image.shape[0], image.shape[1]
+    size = size or max(1, height // 2)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+    cy = tf.random.stateless_uniform([], seed=seeds[0], minval=0, maxval=height, dtype=tf.int32)
+    cx = tf.random.stateless_uniform([], seed=seeds[1], minval=0, maxval=width, dtype=tf.int32)
+    rows, cols = tf.range(height), tf.range(width)
+    inside = ((rows >= cy - size // 2) & (rows < cy + size // 2))[:, None] & \
+        ((cols >= cx - size // 2) & (cols < cx + size // 2))[None, :]
+    fill = tf.zeros([image.shape[-1]]) if fill is None else tf.constant(fill, tf.float32)
+    image = tf.cast(image, tf.float32)
+    return tf.where(inside[..., None], fill + tf.zeros_like(image), image)
+
+
+def augment_image(image: tf.Tensor, policy: str, seed: tf.Tensor, pca: PCAColour | None = None,
+                  fill=None) -> tf.Tensor:
     """Augments one ``(H, W, C)`` image with the stateless ``seed`` (shape ``[2]``, int).
+
+    Args:
+        fill: the cutout square's value per channel (the training set's mean colour); default 0.
 
     Raises:
         ConfigError: a ``*pca`` policy without ``pca``.
     """
     if policy == "none":
         return image
+    if policy.endswith("cutout"):
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+        base = policy.removesuffix("cutout").rstrip("_") or "none"
+        return cutout(augment_image(image, base, seeds[0], pca), seeds[1], fill)
     if policy.endswith("pca"):
         if pca is None:
             raise ConfigError(f"augmentation {policy!r} needs the training set's PCAColour")

@@ -211,11 +211,11 @@ class ArraySource(DataSource):
             ds = tf.data.Dataset.from_tensor_slices(index).map(
                 lambda i: (tf.cast(tf.gather(images, i), tf.float32), tf.gather(labels, i)))
         else:
-            base, policy, pca = derive_seed(seed, epoch, 1), self.augment, self.pca
+            base, policy, pca, fill = derive_seed(seed, epoch, 1), self.augment, self.pca, self.mean
             ds = tf.data.Dataset.from_tensor_slices(order).enumerate().map(
                 lambda i, j: (
                     augment_image(tf.cast(tf.gather(images, j), tf.float32), policy,
-                                  tf.stack([tf.constant(base, tf.int64), i]), pca),
+                                  tf.stack([tf.constant(base, tf.int64), i]), pca, fill),
                     tf.gather(labels, j),
                 ),
                 num_parallel_calls=tf.data.AUTOTUNE,

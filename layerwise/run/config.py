@@ -40,6 +40,7 @@ PREFIX_MODES = ("no_tape", "tape")
 # and with it every app's --help, needs no TensorFlow).
 AUGMENTATIONS = (
     "none", "crop", "crop_flip", "resized_crop_flip", "pca", "crop_pca", "crop_flip_pca", "flip", "flip_pca",
+    "cutout", "crop_cutout", "crop_flip_cutout",
 )
 
 
@@ -57,6 +58,10 @@ def check_head_shape(conv_layers: int, width: int, pre_pool: int) -> None:
         raise ConfigError(f"aux_pre_pool must be >= 1 (1 = off), got {pre_pool}")
 
 
+LOCAL_LOSSES = ("pred", "sim", "predsim", "infopro")  # layerwise.training.local_losses
+INFOPRO_CLASS_TERMS = ("cross_entropy", "contrast")
+
+
 @dataclasses.dataclass(frozen=True)
 class HeadsConfig:
     """The auxiliary problems (Belilovsky et al., Sec. 3): one head per stage."""
@@ -72,6 +77,10 @@ class HeadsConfig:
     final_width: int = option(
         0, "Width of the last stage's aux head if it differs (the paper's ImageNet k=2,3 nets: 2048); "
         "0 = --aux_width.", flag="final_aux_width")
+    max_features: int = option(
+        0, "Average each aux head's features down only until at most this many reach its linear layer "
+        "(Noekland & Eidnes' dim_in_decoder: 4096) instead of to 2x2; 0: off (the paper's 2x2).",
+        flag="aux_max_features")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +148,47 @@ class RefitConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LocalConfig:
+    """The local-learning family: each module's local loss, K modules of any model, and the
+    asynchronous decoupled mode (``layerwise.training.local_losses``, ``docs/local_learning.md``)."""
+
+    loss: str = option(
+        "pred", "Each module's local loss: pred (cross-entropy through its auxiliary head: greedy layerwise "
+        "learning), sim or predsim (similarity matching; Noekland & Eidnes 2019), infopro (reconstruction + "
+        "classification; Wang et al. 2021). Used in every mode; end_to_end adds the non-pred losses of the "
+        "earlier stages to the network's cross-entropy.", flag="local_loss", choices=LOCAL_LOSSES)
+    predsim_beta: float = option(
+        0.99, "predsim: weight of the similarity term; 1 - beta weighs the prediction term (the paper: 0.99).",
+        flag="predsim_beta")
+    infopro_recon_weight: float = option(
+        5.0, "infopro: lambda_1, the reconstruction weight of the first module (the reference code's ixx_1).",
+        flag="infopro_recon_weight")
+    infopro_recon_weight_last: float = option(
+        0.0, "infopro: lambda_1 of the last local module (ixx_2); linear in between.",
+        flag="infopro_recon_weight_last")
+    infopro_class_weight: float = option(
+        0.5, "infopro: lambda_2, the classification weight of the first module (ixy_1).",
+        flag="infopro_class_weight")
+    infopro_class_weight_last: float = option(
+        1.0, "infopro: lambda_2 of the last local module (ixy_2); linear in between.",
+        flag="infopro_class_weight_last")
+    infopro_class_term: str = option(
+        "cross_entropy", "infopro: the classification term, cross_entropy (through the module's head) or "
+        "contrast (supervised contrastive loss on a projection head, temperature 0.07).",
+        flag="infopro_class_term", choices=INFOPRO_CLASS_TERMS)
+    modules: int = option(
+        0, "Train the model as K local modules of roughly equal forward FLOPs, each a group of consecutive "
+        "stages (0: the model's own stages). InfoPro's K.", flag="local_modules")
+    replay_buffer: int = option(
+        0, "--mode decoupled: N > 0 makes it asynchronous (Belilovsky et al. 2020): each stage reads its "
+        "input from a replay buffer of the last N batches of the previous stage's outputs (seeded uniform "
+        "sampling) and steps at its own rate; 0: synchronous, every stage on every batch.", flag="replay_buffer")
+    step_ratios: list[float] = option(
+        factory=list, help="--replay_buffer: steps of each stage per training batch, e.g. 1,2,0.5 (stage 0 takes "
+        "exactly 1: it reads the data); empty: 1 for every stage.", flag="stage_step_ratios")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a run's results (the run's fingerprint in ``config.json``).
 
@@ -168,7 +218,8 @@ class TrainConfig:
         "averaged, with top-1/top-5 error (Krizhevsky et al. 2012; needs --crop_size).", choices=EVAL_CROPS)
     augment: str = option(
         "auto", "auto (the dataset's default), none, crop, crop_flip, resized_crop_flip, flip, or one of those "
-        "+ AlexNet PCA colour: pca, crop_pca, crop_flip_pca, flip_pca.", choices=("auto",) + AUGMENTATIONS)
+        "+ AlexNet PCA colour: pca, crop_pca, crop_flip_pca, flip_pca; or + cutout (DeVries & Taylor 2017): "
+        "cutout, crop_cutout, crop_flip_cutout.", choices=("auto",) + AUGMENTATIONS)
     seed: int = option(0, "Seed for weights, data order and augmentation.")
     split_seed: int = option(0, "Seed of the train/test split of embedded data (and of the validation split).")
     on_nan: str = option("stop", "At a non-finite loss: stop, or skip the batch.", choices=ON_NAN)
@@ -190,6 +241,7 @@ class TrainConfig:
         "Logits stay float32.", choices=PRECISIONS)
     sync_batchnorm: bool = option(
         False, "BatchNorm statistics over all replicas (changes results with more than one replica).")
+    local: LocalConfig = dataclasses.field(default_factory=LocalConfig)
 
     # ------------------------------------------------------------------ checks
     def validate(self, validation_data: bool = False) -> "TrainConfig":
@@ -242,7 +294,38 @@ class TrainConfig:
             check_head_shape(self.refit.conv_layers, self.refit.width, self.heads.pre_pool)
         if (self.pruning.to_width or self.refit.epochs) and self.mode != "layerwise":
             raise ConfigError("prune_to_width and refit_head_epochs apply to --mode layerwise only")
+        self.validate_local()
         return self
+
+    def validate_local(self) -> None:
+        """Checks the local-learning fields (part of :meth:`validate`).
+
+        Raises:
+            ConfigError: with a message that names the field and what to pass instead.
+        """
+        local = self.local
+        if not 0.0 <= local.predsim_beta <= 1.0:
+            raise ConfigError(f"predsim_beta must be in [0, 1], got {local.predsim_beta}")
+        weights = (local.infopro_recon_weight, local.infopro_recon_weight_last, local.infopro_class_weight,
+                   local.infopro_class_weight_last)
+        if any(not 0.0 <= w < float("inf") for w in weights):
+            raise ConfigError(f"the infopro weights must be >= 0 and finite, got {list(weights)}")
+        if local.modules < 0 or local.replay_buffer < 0:
+            raise ConfigError(
+                f"local_modules and replay_buffer must be >= 0, got {local.modules}, {local.replay_buffer}")
+        if local.replay_buffer and self.mode != "decoupled":
+            raise ConfigError("replay_buffer applies to --mode decoupled (the asynchronous variant); drop it or "
+                              "pass --mode decoupled")
+        ratios = list(local.step_ratios)
+        if ratios and not local.replay_buffer:
+            raise ConfigError("stage_step_ratios apply to the asynchronous decoupled mode: also pass --replay_buffer N")
+        if ratios and (ratios[0] != 1 or any(not isinstance(r, (int, float)) or isinstance(r, bool)
+                                             or not 0 < r < float("inf") for r in ratios)):
+            raise ConfigError(
+                f"stage_step_ratios must be positive numbers, the first 1 (stage 0 takes one step per batch), "
+                f"got {ratios}")
+        if local.loss != "pred" and (self.pruning.to_width or self.refit.epochs):
+            raise ConfigError("prune_to_width and refit_head_epochs train with --local_loss pred only")
 
     def validate_recipe(self, validation_data: bool = True) -> None:
         """Checks the LR-schedule and crop fields (part of :meth:`validate`); ``validation_data``:

@@ -30,6 +30,7 @@ from layerwise.run.config import TrainConfig
 from layerwise.run.loading import load_data as default_load_data
 from layerwise.training.hooks import hooks_for
 from layerwise.training.modes import checkpoint_root, mode_for
+from layerwise.training.modules import group_stages
 from layerwise.training.network import StagedNetwork
 from layerwise.training.problems import HeadPlan
 
@@ -114,6 +115,8 @@ def restore_run(
     config = read_config(workdir)
     data = load_data(config)
     network = build_network(config, data)
+    if config.local.modules:
+        network = group_stages(network, config.local.modules)
     mode = mode_for(config.mode)
     heads = HeadPlan.from_config(config)
     finished = mode.restore(network, heads, checkpoint_root(workdir), config.epochs_per_stage, hooks_for(config))

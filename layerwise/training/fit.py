@@ -29,6 +29,8 @@ from layerwise.run import schema
 from layerwise.run.config import RunOptions, TrainConfig
 from layerwise.run.workdir import check_workdir, open_run
 from layerwise.training.heads import AuxHead
+from layerwise.training.local_losses import LocalLoss
+from layerwise.training.modules import group_stages
 from layerwise.training.network import StagedNetwork, primary
 from layerwise.training.optim import resolve_precision
 from layerwise.training.problems import HeadPlan, ensemble_weights
@@ -125,6 +127,7 @@ def fit(
     mode: str | None = None,
     epochs_per_stage: int | None = None,
     head: AuxHead | Callable[..., keras.Model] | None = None,
+    local_loss: str | LocalLoss | None = None,
     optimizer: Any = None,
     validation: Any = None,
     test: Any = None,
@@ -148,6 +151,12 @@ def fit(
         head: every stage's auxiliary head: an :class:`AuxHead` (default ``AuxHead(k=2,
             width=128)``) or any ``(feature_shape, num_classes) -> keras.Model``. The last stage
             uses the network's own classifier when it has one.
+        local_loss: what every stage minimises: ``"pred"`` (default: cross-entropy through its
+            head), ``"sim"``, ``"predsim"``, ``"infopro"`` (their weights are options:
+            ``predsim_beta``, ``infopro_recon_weight``, ...), or a
+            ``layerwise.training.local_losses.LocalLoss`` (a built-in with its own values, or your
+            own subclass). See ``docs/local_learning.md``. ``local_modules=K`` groups the
+            network's stages into K modules of roughly equal cost first.
         optimizer: ``"sgd"`` (default, with ``lr``, ``momentum`` and the step schedule),
             ``"adam"``, a Keras optimizer (each problem gets a fresh copy of it, with its own
             learning rate or schedule) or a function returning a fresh optimizer.
@@ -196,7 +205,12 @@ def fit(
         config_changes["epochs_per_stage"] = epochs_per_stage
     if isinstance(head, AuxHead):
         config_changes.update(aux_conv_layers=head.conv_layers, aux_width=head.width,
-                              aux_batchnorm=head.batchnorm, aux_pre_pool=head.pre_pool)
+                              aux_batchnorm=head.batchnorm, aux_pre_pool=head.pre_pool,
+                              aux_max_features=head.max_features)
+    if isinstance(local_loss, str):
+        config_changes["local_loss"] = local_loss
+    elif local_loss is not None and not isinstance(local_loss, LocalLoss):
+        raise ConfigError(f"local_loss must be a name (pred, sim, predsim, infopro) or a LocalLoss, got {local_loss!r}")
     data = as_source(train, validation, test, num_classes=network.num_classes)
     if isinstance(data, DatasetSource) and "batch_size" in config_changes:
         raise ConfigError("batch_size applies to arrays; a tf.data pipeline brings its own batches")
@@ -210,9 +224,16 @@ def fit(
         log(f"precision: auto -> {precision} ({why})")
         config = config.replace(precision=precision)
     run_options = RunOptions().replace(**run_changes).validate()
+    if config.local.modules:
+        network = group_stages(network, config.local.modules)
     heads = None
-    if head is not None and not isinstance(head, AuxHead):
-        heads = HeadPlan(head, None, config.seed, config.sync_batchnorm)
+    custom_loss = isinstance(local_loss, LocalLoss)
+    if (head is not None and not isinstance(head, AuxHead)) or custom_loss:
+        custom_head = head is not None and not isinstance(head, AuxHead)
+        plan = HeadPlan.from_config(config)
+        heads = dataclasses.replace(plan, aux=head if custom_head else plan.aux,
+                                    final_aux=None if custom_head else plan.final_aux,
+                                    local_loss=local_loss if custom_loss else plan.local_loss)
     if not is_chief(strategy):
         verbose, log = 0, (lambda message: None)
     with worker_workdir(workdir, strategy) as writes_to:

@@ -51,6 +51,9 @@ class AuxHead:
         dropout: dropout rate before each hidden fully connected layer.
         pre_pool: average the features down by this factor (to ``ceil(H / f) x ceil(W / f)``)
             before the hidden convs; 1 = off (the paper), 4 = the DGL ImageNet reference code.
+        max_features: instead of ``pooled_size``, average down only as far as needed for at most
+            this many features to reach the linear layer, halving the height, then the width, in
+            turn (Nøkland & Eidnes 2019, ``dim_in_decoder``, 4096 in their code); 0 = off.
     """
 
     k: int = 1
@@ -60,6 +63,7 @@ class AuxHead:
     hidden_units: tuple[int, ...] = ()
     dropout: float = 0.0
     pre_pool: int = 1
+    max_features: int = 0
 
     @property
     def conv_layers(self) -> int:
@@ -78,7 +82,23 @@ class AuxHead:
             raise ConfigError(f"hidden units must be positive, got {self.hidden_units}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.max_features < 0:
+            raise ConfigError(f"aux_max_features must be >= 0 (0 = off), got {self.max_features}")
         return self
+
+    def pooled_shape(self, height: int, width: int, channels: int) -> tuple[int, int]:
+        """The spatial size the features are averaged to before the linear layer."""
+        if not self.max_features:
+            side = min(self.pooled_size, height, width)
+            return side, side
+        h, w, kh, kw = height, width, 1, 1
+        while channels * h * w > self.max_features and kh < height:  # Nøkland & Eidnes' loop
+            kh *= 2
+            h = math.ceil(height / kh)
+            if channels * h * w > self.max_features:
+                kw *= 2
+                w = math.ceil(width / kw)
+        return h, w
 
     def conv_size(self, feature_shape: Sequence[int]) -> tuple[int, int]:
         """Spatial size the hidden convs run at: the features' after ``pre_pool``."""
@@ -102,7 +122,8 @@ class AuxHead:
 def config_heads(config: TrainConfig) -> tuple[AuxHead, AuxHead]:
     """The auxiliary head of every stage but the last, and the last stage's (``final_aux_width``)."""
     heads = config.heads
-    head = AuxHead(k=heads.conv_layers + 1, width=heads.width, batchnorm=heads.batchnorm, pre_pool=heads.pre_pool)
+    head = AuxHead(k=heads.conv_layers + 1, width=heads.width, batchnorm=heads.batchnorm, pre_pool=heads.pre_pool,
+                   max_features=heads.max_features)
     return head, dataclasses.replace(head, width=heads.final_width) if heads.final_width else head
 
 
@@ -148,8 +169,9 @@ def build_aux_head(
             if spec.batchnorm:
                 x = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
             x = keras.layers.ReLU(name=f"{name}_relu{i}")(x)
-        pooled = min(spec.pooled_size, *x.shape[1:3])
-        x = average_pool_to(pooled, x.shape[1:3], name=f"{name}_avg")(x)
+        pooled = spec.pooled_shape(*x.shape[1:4])
+        if not spec.max_features or pooled != tuple(x.shape[1:3]):
+            x = average_pool_to(pooled, x.shape[1:3], name=f"{name}_avg")(x)
     elif spec.conv_layers:
         raise ConfigError(f"conv auxiliary layers need (H, W, C) features, got shape {tuple(feature_shape)}")
     x = keras.layers.Flatten(name=f"{name}_flatten")(x)

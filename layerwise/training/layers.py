@@ -70,44 +70,47 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         )
 
 
+def _pair(size) -> tuple[int, int]:
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 @keras.saving.register_keras_serializable(package="layerwise")
 class BlockAveragePooling2D(keras.layers.Layer):
     """Averages ``(H, W, C)`` features over an ``output_size`` grid of equal non-overlapping blocks.
 
     Equals ``keras.layers.AdaptiveAveragePooling2D(output_size)`` (PyTorch's
-    ``AdaptiveAvgPool2d``) when ``output_size`` divides ``H`` and ``W``; faster to train (one
-    reshape and one mean; the gradient is a broadcast). Use :func:`average_pool_to`, which
-    falls back to the adaptive layer where the sizes do not divide.
+    ``AdaptiveAvgPool2d``) when ``output_size`` (an int or ``(h, w)``) divides ``H`` and ``W``;
+    faster to train (one reshape and one mean; the gradient is a broadcast). Use
+    :func:`average_pool_to`, which falls back to the adaptive layer where the sizes do not divide.
 
     Example:
         >>> BlockAveragePooling2D(2)(tf.ones([1, 28, 28, 3])).shape
         TensorShape([1, 2, 2, 3])
     """
 
-    def __init__(self, output_size: int, **kwargs):
+    def __init__(self, output_size, **kwargs):
         super().__init__(**kwargs)
-        self.output_size = int(output_size)
+        self.output_size = _pair(output_size)
 
     def call(self, inputs):
         height, width, channels = inputs.shape[1:]
-        n = self.output_size
-        blocks = keras.ops.reshape(inputs, (-1, n, height // n, n, width // n, channels))
+        h, w = self.output_size
+        blocks = keras.ops.reshape(inputs, (-1, h, height // h, w, width // w, channels))
         return keras.ops.mean(blocks, axis=(2, 4))
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.output_size, self.output_size, input_shape[-1])
+        return (input_shape[0], *self.output_size, input_shape[-1])
 
     def get_config(self):
-        return {**super().get_config(), "output_size": self.output_size}
+        return {**super().get_config(), "output_size": list(self.output_size)}
 
 
-def average_pool_to(output_size: int, feature_shape, name: str) -> keras.layers.Layer:
-    """A layer averaging ``feature_shape`` features to ``output_size x output_size``, adaptively.
-
-    :class:`BlockAveragePooling2D` where ``output_size`` divides both sides, else
+def average_pool_to(output_size, feature_shape, name: str) -> keras.layers.Layer:
+    """A layer averaging ``feature_shape`` features to ``output_size`` (an int or ``(h, w)``),
+    adaptively: :class:`BlockAveragePooling2D` where it divides both sides, else
     ``keras.layers.AdaptiveAveragePooling2D`` (overlapping windows, PyTorch's semantics).
     """
-    height, width = feature_shape[0], feature_shape[1]
-    if height % output_size == 0 and width % output_size == 0:
-        return BlockAveragePooling2D(output_size, name=name)
-    return keras.layers.AdaptiveAveragePooling2D(output_size, name=name)
+    h, w = _pair(output_size)
+    if feature_shape[0] % h == 0 and feature_shape[1] % w == 0:
+        return BlockAveragePooling2D((h, w), name=name)
+    return keras.layers.AdaptiveAveragePooling2D((h, w), name=name)

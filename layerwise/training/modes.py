@@ -34,6 +34,8 @@ from layerwise.training.network import StagedNetwork
 from layerwise.training.problems import (
     DECOUPLED, END_TO_END, HeadPlan, Problem, decoupled_models, end_to_end_problem, stage_name, stage_problem,
 )
+from layerwise.training.local_steps import make_local_decoupled_step
+from layerwise.training.replay import check_async, make_async_decoupled_step
 from layerwise.training.steps import make_decoupled_step, make_predict_step
 
 
@@ -109,7 +111,8 @@ class Layerwise(Mode):
             if not checkpoints.has_final():
                 break
             built[j] = heads.build(network, j)
-            problem = stage_problem(network, j, built[j], epochs_per_stage)
+            problem = stage_problem(network, j, built[j], epochs_per_stage, heads.extras(network, j),
+                                    heads.objective(network, j))
             meta = _load(problem, checkpoints)
             network.stages[j].trainable = False
             classifier = problem.classifier(network.image_input())
@@ -134,7 +137,7 @@ class EndToEnd(Mode):
         if not checkpoints.has_final():
             return []
         head = heads.build(network, network.num_stages - 1)
-        problem = end_to_end_problem(network, head, epochs_per_stage)
+        problem = end_to_end_problem(network, head, epochs_per_stage, heads.auxiliary(network))
         meta = _load(problem, checkpoints)
         return [FinishedProblem(END_TO_END, problem.stage, head, problem.classifier(network.image_input()),
                                 meta.get("record", {}))]
@@ -148,23 +151,36 @@ def _decoupled_classifier(network: StagedNetwork, problem: Problem) -> keras.Mod
 
 
 class Decoupled(Mode):
+    """Synchronous (``replay_buffer`` 0) or asynchronous (``layerwise.training.replay``) DGL."""
+
     name = "decoupled"
 
     def total_epochs(self, network, epochs_per_stage):
         return epochs_per_stage
 
+    def check(self, trainer) -> None:
+        super().check(trainer)
+        local = trainer.config.local
+        if local.replay_buffer:
+            check_async(trainer.network.num_stages, local.step_ratios, trainer.strategy.num_replicas_in_sync,
+                        trainer.data.fixed_batch_size)
+
     def train(self, trainer) -> None:
         network, epochs = trainer.network, trainer.config.epochs_per_stage
         last = network.num_stages - 1
         heads = [trainer.build_head(j) for j in range(network.num_stages)]
+        objectives = [trainer.head_plan.objective(network, j) for j in range(network.num_stages)]
         with trainer.strategy.scope():
-            models = decoupled_models(network, heads)
+            extras = [trainer.head_plan.extras(network, j) for j in range(network.num_stages)]
+            models = decoupled_models(network, heads, extras, objectives)
         problems = [Problem(stage_name(j), j, m, network.prefix(j), epochs) for j, m in enumerate(models)]
         run = Problem(DECOUPLED, last, models[-1], None, epochs)
         checkpoints = trainer.checkpoints(DECOUPLED)
         all_variables = [v for m in models for v in m.variables]
         trainer.callbacks.stage_begin(last, models[-1])
-        classifiers = [_decoupled_classifier(network, p) for p in problems]
+        classifiers = [_decoupled_classifier(network, p) if objective is None
+                       else network.compose(upto=p.stage + 1, head=heads[p.stage])
+                       for p, objective in zip(problems, objectives)]
         if checkpoints is not None and checkpoints.has_final():
             try:
                 arrays, meta = checkpoints.load_final()
@@ -184,12 +200,23 @@ class Decoupled(Mode):
         optimizers = [trainer.make_optimizer(p) for p in problems]
         models[-1].optimizer = optimizers[-1]
         optimizer_variables = [v for o in optimizers for v in o.variables]
+        common = dict(weight_decay=trainer.config.optim.weight_decay, global_batch_size=trainer.global_batch_size(),
+                      strategy=trainer.strategy, jit_compile=trainer.options.jit_compile)
+        local = trainer.config.local
+        if local.replay_buffer:  # asynchronous: the buffers are training state, checkpointed with the epochs
+            step, state = make_async_decoupled_step(
+                models, optimizers, objectives, stage_outputs=[stage.output for stage in network.stages],
+                buffer_size=local.replay_buffer,
+                ratios=check_async(network.num_stages, local.step_ratios, trainer.strategy.num_replicas_in_sync,
+                                   trainer.data.fixed_batch_size),
+                seed=trainer.config.seed, batch_size=trainer.config.batch_size, image_shape=network.input_shape,
+                **common)
+            optimizer_variables += state
         history = trainer.restore_epoch(run.name, run.epochs, all_variables, optimizer_variables, checkpoints)
-        step = make_decoupled_step(
-            models, optimizers, weight_decay=trainer.config.optim.weight_decay,
-            global_batch_size=trainer.global_batch_size(), strategy=trainer.strategy,
-            jit_compile=trainer.options.jit_compile,
-        )
+        if any(objective is not None for objective in objectives) and not local.replay_buffer:
+            step = make_local_decoupled_step(models, optimizers, objectives, **common)
+        elif not local.replay_buffer:
+            step = make_decoupled_step(models, optimizers, **common)
         predicts = [make_predict_step(c) for c in classifiers]
         steps = trainer.multi_step(step, optimizers[-1])
         for epoch in range(len(history), run.epochs):
@@ -218,6 +245,7 @@ class Decoupled(Mode):
                 "train_acc": history[-1]["train_acc"] if problem.stage == last else None,
                 "epochs": len(history),
                 "seconds": seconds,  # the one pass that trained every stage
+                "peak_memory_mb": max((r.get("peak_memory_mb", 0.0) for r in history), default=0.0),  # all stages'
             })
         if checkpoints is not None:
             checkpoints.save_final(final, {"records": records})
@@ -230,7 +258,8 @@ class Decoupled(Mode):
         if not checkpoints.has_final():
             return []
         built = [heads.build(network, j) for j in range(network.num_stages)]
-        models = decoupled_models(network, built)
+        models = decoupled_models(network, built, [heads.extras(network, j) for j in range(network.num_stages)],
+                                  [heads.objective(network, j) for j in range(network.num_stages)])
         arrays, meta = checkpoints.load_final()
         ckpt.assign_arrays("model", [v for m in models for v in m.variables], arrays, checkpoints.final_path)
         network.freeze_below(network.num_stages)

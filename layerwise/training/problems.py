@@ -22,6 +22,14 @@ from layerwise.data.base import derive_seed
 from layerwise.distribute import synchronize_batchnorm
 from layerwise.run.config import TrainConfig
 from layerwise.training.heads import AuxHead, config_heads
+from layerwise.training.local_losses import (
+    LOGITS,
+    LocalLoss,
+    Pred,
+    StopGradient,
+    WithAuxiliaryTerms,
+    config_local_loss,
+)
 from layerwise.training.network import StagedNetwork, primary, symbolic_inputs_like
 
 END_TO_END = "end_to_end"
@@ -46,6 +54,10 @@ class Problem:
         epochs: epochs to train.
         stretch: LR-schedule stretch (end to end trains J times longer, same profile).
         first_epoch: the run-wide index of the problem's first epoch (callbacks, TensorBoard).
+        objective: a local loss (``layerwise.training.local_losses``) of ``trainable``'s outputs
+            (``{"logits": ..., training-only outputs}``); ``None``: the cross-entropy of its logits.
+        logits_model: the trainable part without its training-only outputs (inputs -> logits),
+            where ``objective`` is set.
     """
 
     name: str
@@ -55,11 +67,14 @@ class Problem:
     epochs: int
     stretch: int = 1
     first_epoch: int = 0
+    objective: LocalLoss | None = None
+    logits_model: keras.Model | None = None
 
     def classifier(self, image_input: keras.KerasTensor) -> keras.Model:
-        """Images -> logits: the frozen prefix, then the trainable part."""
+        """Images -> logits: the frozen prefix, then the trainable part (its classification head only)."""
         x = image_input if self.frozen is None else self.frozen(image_input)
-        return keras.Model(image_input, self.trainable(x), name=f"{self.name}_classifier")
+        part = self.trainable if self.logits_model is None else self.logits_model
+        return keras.Model(image_input, part(x), name=f"{self.name}_classifier")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,18 +88,22 @@ class HeadPlan:
             with its own final head (VGG's MLP, a split Keras model's classifier) uses that instead.
         seed: run seed; each head is initialised from ``derive_seed(seed, 1, j)``.
         sync_batchnorm: BatchNorm statistics over all replicas.
+        local_loss: what each stage minimises (``layerwise.training.local_losses``); its
+            training-only layers are initialised from ``derive_seed(seed, 3, j)``.
     """
 
     aux: HeadBuilder = AuxHead(k=2, width=128)
     final_aux: HeadBuilder | None = None
     seed: int = 0
     sync_batchnorm: bool = False
+    local_loss: LocalLoss = Pred()
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> "HeadPlan":
-        """The heads ``config`` asks for (``--aux_conv_layers``, ``--aux_width``, ...)."""
+        """The heads and the local loss ``config`` asks for (``--aux_conv_layers``, ``--aux_width``,
+        ``--local_loss``, ...)."""
         head, final = config_heads(config)
-        return cls(head, final, config.seed, config.sync_batchnorm)
+        return cls(head, final, config.seed, config.sync_batchnorm, config_local_loss(config))
 
     def builder(self, network: StagedNetwork, j: int) -> HeadBuilder | None:
         """Stage ``j``'s head builder; ``None`` where the network brings its own final head."""
@@ -120,33 +139,112 @@ class HeadPlan:
             synchronize_batchnorm(head)
         return head
 
+    def objective(self, network: StagedNetwork, j: int) -> LocalLoss | None:
+        """Stage ``j``'s local loss; ``None`` for plain cross-entropy through its head (the paper's)."""
+        loss = self.local_loss.for_stage(j, network.num_stages)
+        return None if loss.plain else loss
 
-def stage_problem(network: StagedNetwork, j: int, head: keras.Model, epochs: int) -> Problem:
-    """Stage ``j`` with ``head`` on top of the frozen stages ``0..j-1`` (frozen here)."""
+    def extras(self, network: StagedNetwork, j: int) -> keras.Model | None:
+        """Stage ``j``'s training-only layers (features -> named outputs), freshly seeded, or ``None``."""
+        loss = self.objective(network, j)
+        if loss is None:
+            return None
+        keras.utils.set_random_seed(derive_seed(self.seed, 3, j))
+        extras = loss.head(network.output_shape(j), network.num_classes, network.input_shape, name=f"local_{j:02d}")
+        if extras is not None and self.sync_batchnorm:
+            synchronize_batchnorm(extras)
+        return extras
+
+    def auxiliary(self, network: StagedNetwork) -> list["AuxiliaryTerm"]:
+        """The auxiliary terms of an end-to-end run: every stage but the last with its head, extras
+        and local loss; none with the plain local loss (the end-to-end baseline)."""
+        return [AuxiliaryTerm(j, self.build(network, j), self.extras(network, j), self.objective(network, j))
+                for j in range(network.num_stages - 1) if self.objective(network, j) is not None]
+
+
+@dataclasses.dataclass
+class AuxiliaryTerm:
+    """A stage's local loss added to the end-to-end objective: the stage, its head, its
+    training-only layers and its loss."""
+
+    stage: int
+    head: keras.Model
+    extras: keras.Model | None
+    objective: LocalLoss
+
+
+def local_outputs(features, head: keras.Model, extras: keras.Model | None, objective: LocalLoss, j: int) -> dict:
+    """``{"logits": head(features), **extras(features)}`` of stage ``j``; the head reads detached
+    features when the objective trains it apart from the module."""
+    head_input = StopGradient(name=f"{stage_name(j)}_detached")(features) if objective.detach_head else features
+    outputs = {LOGITS: head(head_input)}
+    if extras is not None:
+        outputs.update(extras(features))
+    return outputs
+
+
+def stage_problem(network: StagedNetwork, j: int, head: keras.Model, epochs: int,
+                  extras: keras.Model | None = None, objective: LocalLoss | None = None) -> Problem:
+    """Stage ``j`` with ``head`` on top of the frozen stages ``0..j-1`` (frozen here); with a local
+    ``objective``, the trainable part outputs the head's logits and ``extras``' outputs."""
     network.freeze_below(j)
     stage = network.stages[j]
     inputs = symbolic_inputs_like(stage, f"{stage_name(j)}_input")
-    trainable = keras.Model(inputs, head(primary(stage(inputs))), name=f"{stage_name(j)}_problem")
-    return Problem(stage_name(j), j, trainable, network.prefix(j), epochs, first_epoch=j * epochs)
+    if objective is None:
+        trainable = keras.Model(inputs, head(primary(stage(inputs))), name=f"{stage_name(j)}_problem")
+        return Problem(stage_name(j), j, trainable, network.prefix(j), epochs, first_epoch=j * epochs)
+    outputs = local_outputs(primary(stage(inputs)), head, extras, objective, j)
+    trainable = keras.Model(inputs, outputs, name=f"{stage_name(j)}_problem")
+    logits = keras.Model(inputs, outputs[LOGITS], name=f"{stage_name(j)}_logits")
+    return Problem(stage_name(j), j, trainable, network.prefix(j), epochs, first_epoch=j * epochs,
+                   objective=objective, logits_model=logits)
 
 
-def end_to_end_problem(network: StagedNetwork, head: keras.Model, epochs_per_stage: int) -> Problem:
-    """Every stage and the last head, trained together for ``J x epochs_per_stage`` epochs."""
+def end_to_end_problem(network: StagedNetwork, head: keras.Model, epochs_per_stage: int,
+                       auxiliary: Sequence[AuxiliaryTerm] = ()) -> Problem:
+    """Every stage and the last head, trained together for ``J x epochs_per_stage`` epochs; with
+    ``auxiliary`` terms, their local losses are added to the network's cross-entropy."""
     network.freeze_below(0)
     epochs = epochs_per_stage * network.num_stages
-    return Problem(END_TO_END, network.num_stages - 1, network.compose(head=head), None, epochs,
-                   stretch=network.num_stages)
+    if not auxiliary:
+        return Problem(END_TO_END, network.num_stages - 1, network.compose(head=head), None, epochs,
+                       stretch=network.num_stages)
+    images = network.image_input()
+    x, outputs, terms = images, {}, []
+    by_stage = {term.stage: term for term in auxiliary}
+    for j, stage in enumerate(network.stages):
+        x = stage(x)
+        if j in by_stage:
+            term = by_stage[j]
+            prefix = f"{stage_name(j)}/"
+            own = local_outputs(primary(x), term.head, term.extras, term.objective, j)
+            outputs.update({prefix + key: value for key, value in own.items()})
+            terms.append((prefix, term.objective))
+    outputs[LOGITS] = head(primary(x))
+    trainable = keras.Model(images, outputs, name=f"{network.name}_{END_TO_END}_problem")
+    logits = keras.Model(images, outputs[LOGITS], name=f"{network.name}_{END_TO_END}_logits")
+    return Problem(END_TO_END, network.num_stages - 1, trainable, None, epochs, stretch=network.num_stages,
+                   objective=WithAuxiliaryTerms(tuple(terms)), logits_model=logits)
 
 
-def decoupled_models(network: StagedNetwork, heads: Sequence[keras.Model]) -> list[keras.Model]:
+def decoupled_models(network: StagedNetwork, heads: Sequence[keras.Model],
+                     extras: Sequence[keras.Model | None] | None = None,
+                     objectives: Sequence[LocalLoss | None] | None = None) -> list[keras.Model]:
     """Stage j + its head as ``inputs -> [stage output, logits]``, for every stage (Decoupled
-    Greedy Learning: each trains on the detached output of the one before)."""
+    Greedy Learning: each trains on the detached output of the one before). Where stage j has a
+    local objective, its second output is ``{"logits": ..., training-only outputs}``."""
     network.freeze_below(0)
+    objectives = list(objectives) if objectives is not None else [None] * network.num_stages
+    extras = list(extras) if extras is not None else [None] * network.num_stages
     models = []
     for j, (stage, head) in enumerate(zip(network.stages, heads)):
         inputs = symbolic_inputs_like(stage, f"{stage_name(j)}_input")
         out = stage(inputs)
-        models.append(keras.Model(inputs, [out, head(primary(out))], name=f"{stage_name(j)}_decoupled"))
+        if objectives[j] is None:
+            second = head(primary(out))
+        else:
+            second = local_outputs(primary(out), head, extras[j], objectives[j], j)
+        models.append(keras.Model(inputs, [out, second], name=f"{stage_name(j)}_decoupled"))
     return models
 
 

@@ -43,6 +43,7 @@ from layerwise.serving.export import export_classifier, unfinished_servables, ve
 from layerwise.training.callbacks import RunCallbacks
 from layerwise.training.evaluation import ten_crop_probabilities, top_k_error
 from layerwise.training.hooks import StageHook, hooks_for
+from layerwise.training.local_steps import make_local_train_step
 from layerwise.training.loop import Totals, make_multi_step
 from layerwise.training.modes import Mode, mode_for
 from layerwise.training.network import StagedNetwork
@@ -188,16 +189,21 @@ class GreedyTrainer:
         return head
 
     def stage_problem(self, j: int) -> Problem:
-        """Stage j with a fresh head on top of the frozen stages 0..j-1."""
+        """Stage j with a fresh head (and its local loss's training-only layers) on top of the frozen
+        stages 0..j-1."""
         head = self.build_head(j)
         with self.strategy.scope():
-            return stage_problem(self.network, j, head, self.config.epochs_per_stage)
+            extras = self.head_plan.extras(self.network, j)
+            return stage_problem(self.network, j, head, self.config.epochs_per_stage, extras,
+                                 self.head_plan.objective(self.network, j))
 
     def end_to_end_problem(self) -> Problem:
-        """All stages and the last head, trained together for J x epochs_per_stage epochs."""
+        """All stages and the last head, trained together for J x epochs_per_stage epochs (with the
+        earlier stages' local losses as auxiliary terms, for a local loss other than pred)."""
         head = self.build_head(self.network.num_stages - 1)
         with self.strategy.scope():
-            return end_to_end_problem(self.network, head, self.config.epochs_per_stage)
+            auxiliary = self.head_plan.auxiliary(self.network)
+            return end_to_end_problem(self.network, head, self.config.epochs_per_stage, auxiliary)
 
     def replace_head(self, j: int, head: keras.Model) -> None:
         """Makes ``head`` stage ``j``'s head (e.g. its pruned version)."""
@@ -332,7 +338,10 @@ class GreedyTrainer:
         return plateau
 
     def prefix_cache(self, problem: Problem) -> PrefixCache | None:
-        """The cached outputs of ``problem``'s frozen prefix, or ``None`` (not cached)."""
+        """The cached outputs of ``problem``'s frozen prefix, or ``None`` (not cached, or a local loss
+        that reads the images, which the cache does not hold)."""
+        if problem.objective is not None and problem.objective.needs_images:
+            return None
         mode = choose_mode(self.options.cache_prefix, self.data, problem.frozen, self.options.cache_budget_mb)
         if mode == "off":
             return None
@@ -351,6 +360,12 @@ class GreedyTrainer:
 
     def train_step(self, problem: Problem, optimizer, cached: bool = False):
         """The compiled step of ``problem`` (on cached features when ``cached``)."""
+        if problem.objective is not None:
+            return make_local_train_step(
+                problem.trainable, optimizer, problem.objective, frozen=None if cached else problem.frozen,
+                weight_decay=self.config.optim.weight_decay, global_batch_size=self.global_batch_size(),
+                strategy=self.strategy, jit_compile=self.options.jit_compile, prefix_mode=self.options.prefix_mode,
+            )
         return make_train_step(
             problem.trainable,
             optimizer,

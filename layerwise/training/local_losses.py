@@ -1,0 +1,409 @@
+"""Local losses: the objective each module of a locally trained network minimises.
+
+Greedy layerwise learning (Belilovsky et al., ICML 2019) is one member of a family of *local*
+learning methods; they differ in what a module's local objective is:
+
+- :class:`Pred`: cross-entropy through the stage's auxiliary head (the paper's; Nøkland & Eidnes'
+  ``pred``). It is the default, and trains exactly as the toolkit always has.
+- :class:`Sim`: similarity matching (Nøkland & Eidnes, "Training Neural Networks with Local Error
+  Signals", ICML 2019): the mean squared difference between the cosine-similarity matrix of the
+  module's features within a batch (after a 3x3 conv, ``conv_loss`` in their code) and that of the
+  one-hot labels. The classification head learns on the detached features (its cross-entropy never
+  reaches the module), as their output layer does.
+- :class:`PredSim`: ``(1 - beta) * pred + beta * sim`` (their ``predsim``, beta = 0.99).
+- :class:`InfoPro`: Wang et al., "Revisiting Locally Supervised Learning: an Alternative to
+  End-to-end Training", ICLR 2021: ``lambda_1 * reconstruction + lambda_2 * classification``, the
+  reconstruction a small decoder back to the image (upsample, 3x3 conv, BN, ReLU, 3x3 conv, sigmoid,
+  binary cross-entropy), the classification a cross-entropy through the head or a supervised
+  contrastive loss (Khosla et al. 2020) on a projection; the weights change linearly from the first
+  module to the last local one, and the last module trains the network's classifier alone.
+
+A local loss is a small interface: :meth:`LocalLoss.head` builds the training-only layers it needs
+(``features -> {name: tensor}``; decoders, similarity convs and projections are never part of an
+exported classifier), and :meth:`LocalLoss.__call__` turns the training model's outputs (the head's
+``logits`` and those extra outputs), the labels and the network's input images into the scalar
+loss, inside the one compiled training step. :meth:`LocalLoss.for_stage` gives the loss of module
+``j`` of ``J`` (InfoPro's weights depend on it).
+
+Example:
+    >>> loss = PredSim(beta=0.99)
+    >>> extras = loss.head((8, 8, 16), 10, (32, 32, 3))      # the similarity conv
+    >>> layerwise.fit(network, data, mode="decoupled", local_loss=loss)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+
+from layerwise.errors import ConfigError
+from layerwise.run.config import TrainConfig
+from layerwise.training.heads import BN_MOMENTUM
+
+LOGITS = "logits"  # the classification head's output in a training model's outputs
+SIMILARITY = "similarity"
+RECONSTRUCTION = "reconstruction"
+PROJECTION = "projection"
+CLASS_TERMS = ("cross_entropy", "contrast")
+
+
+# ----------------------------------------------------------------------------- the terms
+def cross_entropy(logits, labels, global_batch_size: int | None) -> tf.Tensor:
+    """Mean cross-entropy of ``logits`` over the global batch (scaled for summing across replicas)."""
+    per_example = keras.losses.sparse_categorical_crossentropy(labels, tf.cast(logits, tf.float32), from_logits=True)
+    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+
+
+def _per_replica(loss: tf.Tensor) -> tf.Tensor:
+    """A batch-level loss of one replica's examples, scaled so that the replicas' sum is their mean."""
+    return loss / tf.cast(tf.distribute.get_replica_context().num_replicas_in_sync, loss.dtype)
+
+
+def similarity_matrix(x: tf.Tensor) -> tf.Tensor:
+    """The ``(B, B)`` adjusted cosine similarity of the rows of ``x`` (Nøkland & Eidnes 2019).
+
+    Conv features ``(B, H, W, C)`` with ``C > 3`` and ``H > 1`` are first reduced to the standard
+    deviation of each channel over the positions (unbiased, as ``torch.std``); other shapes are
+    flattened. Each row is centred and scaled to unit norm; the products are clipped to [-1, 1].
+    """
+    x = tf.cast(x, tf.float32)
+    batch = tf.shape(x)[0]
+    if x.shape.rank == 4 and x.shape[-1] > 3 and x.shape[1] > 1:
+        z = tf.reshape(x, [batch, -1, x.shape[-1]])
+        n = z.shape[1]
+        centred = z - tf.reduce_mean(z, axis=1, keepdims=True)
+        # the tiny constant keeps the gradient finite for a channel without variance
+        x = tf.sqrt(tf.reduce_sum(tf.square(centred), axis=1) / (n - 1) + 1e-20)
+    elif x.shape.rank != 2:
+        x = tf.reshape(x, [batch, -1])
+    xc = x - tf.reduce_mean(x, axis=1, keepdims=True)
+    xn = xc / (1e-8 + tf.sqrt(tf.reduce_sum(tf.square(xc), axis=1, keepdims=True) + 1e-24))
+    return tf.clip_by_value(tf.matmul(xn, xn, transpose_b=True), -1.0, 1.0)
+
+
+def similarity_loss(features: tf.Tensor, labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """Nøkland & Eidnes' ``sim``: ``mean((S(features) - S(one_hot(labels)))^2)`` over the ``B x B``
+    entries of one replica's batch (:func:`similarity_matrix`)."""
+    target = similarity_matrix(tf.one_hot(tf.cast(labels, tf.int32), num_classes))
+    return tf.reduce_mean(tf.square(similarity_matrix(features) - target))
+
+
+def reconstruction_target(images: tf.Tensor) -> tf.Tensor:
+    """The images scaled to [0, 1] per image and channel (min-max).
+
+    InfoPro's decoder reconstructs the input image in [0, 1] (the normalisation undone). Min-max
+    per image and channel gives exactly that for an image spanning the full pixel range (an MNIST
+    digit, most photographs) and does not depend on the pipeline's normalisation, which is affine
+    per channel: the loss needs no dataset statistics.
+    """
+    images = tf.cast(images, tf.float32)
+    axes = list(range(1, images.shape.rank - 1))
+    low = tf.reduce_min(images, axis=axes, keepdims=True)
+    high = tf.reduce_max(images, axis=axes, keepdims=True)
+    return tf.math.divide_no_nan(images - low, high - low)
+
+
+def reconstruction_loss(logits: tf.Tensor, images: tf.Tensor) -> tf.Tensor:
+    """Per-example binary cross-entropy between ``sigmoid(logits)`` and :func:`reconstruction_target`
+    (InfoPro's ``BCELoss(decoder(features), image)``), averaged over the pixels."""
+    target = reconstruction_target(images)
+    per_pixel = tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=tf.cast(logits, tf.float32))
+    return tf.reduce_mean(tf.reshape(per_pixel, [tf.shape(per_pixel)[0], -1]), axis=1)
+
+
+def supervised_contrastive_loss(embeddings: tf.Tensor, labels: tf.Tensor, temperature: float = 0.07) -> tf.Tensor:
+    """Per-example supervised contrastive loss (Khosla et al. 2020; InfoPro's ``SupConLoss``).
+
+    Every example is an anchor; its positives are the other examples of its class in the batch:
+    ``-mean_{p in P(i)} log(exp(z_i.z_p / T) / sum_{a != i} exp(z_i.z_a / T))`` on L2-normalised
+    embeddings. An anchor without a positive contributes 0 (the reference code divides by zero there).
+    """
+    z = tf.math.l2_normalize(tf.cast(embeddings, tf.float32), axis=1)
+    logits = tf.matmul(z, z, transpose_b=True) / temperature
+    logits -= tf.stop_gradient(tf.reduce_max(logits, axis=1, keepdims=True))
+    others = 1.0 - tf.eye(tf.shape(z)[0])
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    positives = tf.cast(tf.equal(labels[:, None], labels[None, :]), tf.float32) * others
+    log_prob = logits - tf.math.log(tf.reduce_sum(tf.exp(logits) * others, axis=1, keepdims=True))
+    count = tf.reduce_sum(positives, axis=1)
+    return -tf.reduce_sum(positives * log_prob, axis=1) / tf.maximum(count, 1.0)
+
+
+# ----------------------------------------------------------------------------- training-only layers
+@keras.saving.register_keras_serializable(package="layerwise")
+class StopGradient(keras.layers.Layer):
+    """Identity forward, no gradient backward: a head that learns on detached features."""
+
+    def call(self, inputs):
+        return keras.ops.stop_gradient(inputs)
+
+
+def similarity_head(feature_shape: Sequence[int], name: str) -> keras.Model:
+    """Nøkland & Eidnes' ``conv_loss``: a bias-free 3x3 conv keeping the width (a dense layer for
+    flat features), whose output the similarity matrix is taken of."""
+    features = keras.Input(shape=tuple(feature_shape), name=f"{name}_features")
+    width = int(feature_shape[-1])
+    if len(feature_shape) == 3:
+        out = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_sim_conv")(features)
+    else:
+        out = keras.layers.Dense(width, use_bias=False, name=f"{name}_sim_dense")(features)
+    return keras.Model(features, {SIMILARITY: out}, name=name)
+
+
+def decoder(feature_shape: Sequence[int], image_shape: Sequence[int], width: int, name: str) -> keras.Model:
+    """InfoPro's decoder: features resized (bilinear) to the image, 3x3 conv of ``width`` + BN + ReLU,
+    3x3 conv to the image's channels; outputs logits (the loss applies the sigmoid)."""
+    features = keras.Input(shape=tuple(feature_shape), name=f"{name}_features")
+    height, wide, channels = (int(d) for d in image_shape)
+    x = features
+    if len(feature_shape) != 3:  # flat features: a linear map to a coarse image
+        x = keras.layers.Dense(height * wide * width, name=f"{name}_decoder_dense")(x)
+        x = keras.layers.Reshape((height, wide, width), name=f"{name}_decoder_reshape")(x)
+    elif tuple(feature_shape[:2]) != (height, wide):
+        x = keras.layers.Resizing(height, wide, interpolation="bilinear", name=f"{name}_decoder_resize")(x)
+    x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_decoder_conv0")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_decoder_bn0")(x)
+    x = keras.layers.ReLU(name=f"{name}_decoder_relu0")(x)
+    x = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, dtype="float32", name=f"{name}_decoder_conv1")(x)
+    return keras.Model(features, x, name=f"{name}_decoder")
+
+
+def projection_head(feature_shape: Sequence[int], dim: int, name: str) -> keras.Model:
+    """InfoPro's ``1c2f`` auxiliary net for the contrastive term: a 3x3 conv to
+    ``max(C, min(2C, 64))`` channels (stride 2 where it widens) + BN + ReLU, global average, FC 128,
+    ReLU, FC ``dim``."""
+    features = keras.Input(shape=tuple(feature_shape), name=f"{name}_features")
+    x = features
+    if len(feature_shape) == 3:
+        channels = int(feature_shape[-1])
+        width = max(channels, min(2 * channels, 64))
+        x = keras.layers.Conv2D(width, 3, strides=2 if width > channels else 1, padding="same", use_bias=False,
+                                name=f"{name}_projection_conv")(x)
+        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_projection_bn")(x)
+        x = keras.layers.ReLU(name=f"{name}_projection_relu")(x)
+        x = keras.layers.GlobalAveragePooling2D(name=f"{name}_projection_avg")(x)
+    x = keras.layers.Dense(128, activation="relu", name=f"{name}_projection_fc0")(x)
+    x = keras.layers.Dense(dim, dtype="float32", name=f"{name}_projection_fc1")(x)
+    return keras.Model(features, x, name=f"{name}_projection")
+
+
+# ----------------------------------------------------------------------------- the interface
+@dataclasses.dataclass(frozen=True)
+class LocalLoss:
+    """A module's local objective (the base class is the interface; see the module doc).
+
+    Attributes (class-level):
+        name: the ``--local_loss`` name.
+        detach_head: the classification head learns on detached features: its cross-entropy
+            trains the head only, never the module.
+    """
+
+    name = "local"
+    detach_head = False
+
+    @property
+    def plain(self) -> bool:
+        """Cross-entropy through the head and nothing else: the step of the greedy paper."""
+        return False
+
+    @property
+    def needs_images(self) -> bool:
+        """The loss reads the network's input images (a reconstruction)."""
+        return False
+
+    def for_stage(self, j: int, num_stages: int) -> "LocalLoss":
+        """The loss of module ``j`` of ``num_stages``."""
+        return self
+
+    def head(self, feature_shape: Sequence[int], num_classes: int, image_shape: Sequence[int],
+             name: str = "local") -> keras.Model | None:
+        """The training-only layers on the module's features, ``features -> {name: tensor}``
+        (``None``: none). Built once per module, seeded by the caller."""
+        return None
+
+    def __call__(self, outputs: dict, labels, images, global_batch_size: int | None = None) -> tf.Tensor:
+        """The loss of one replica's batch, scaled for summing across replicas.
+
+        Args:
+            outputs: ``{"logits": head logits, **head(...) outputs}``.
+            labels: integer labels.
+            images: the network's input images of the batch.
+            global_batch_size: the divisor of per-example means (``None``: the batch's own size).
+        """
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class Pred(LocalLoss):
+    """Cross-entropy through the stage's auxiliary head: greedy layerwise learning's local loss."""
+
+    name = "pred"
+
+    @property
+    def plain(self) -> bool:
+        return True
+
+    def __call__(self, outputs, labels, images, global_batch_size=None):
+        return cross_entropy(outputs[LOGITS], labels, global_batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sim(LocalLoss):
+    """Similarity matching (Nøkland & Eidnes 2019, ``sim``); the head learns on detached features."""
+
+    name = "sim"
+    detach_head = True
+
+    def head(self, feature_shape, num_classes, image_shape, name="local"):
+        return similarity_head(feature_shape, name)
+
+    def __call__(self, outputs, labels, images, global_batch_size=None):
+        logits = outputs[LOGITS]
+        sim = _per_replica(similarity_loss(outputs[SIMILARITY], labels, logits.shape[-1]))
+        return sim + cross_entropy(logits, labels, global_batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class PredSim(LocalLoss):
+    """``(1 - beta) * pred + beta * sim`` (Nøkland & Eidnes 2019, ``predsim``; beta = 0.99 there).
+
+    Attributes:
+        beta: the weight of the similarity term.
+    """
+
+    beta: float = 0.99
+    name = "predsim"
+
+    def head(self, feature_shape, num_classes, image_shape, name="local"):
+        return similarity_head(feature_shape, name)
+
+    def __call__(self, outputs, labels, images, global_batch_size=None):
+        logits = outputs[LOGITS]
+        sim = _per_replica(similarity_loss(outputs[SIMILARITY], labels, logits.shape[-1]))
+        return (1.0 - self.beta) * cross_entropy(logits, labels, global_batch_size) + self.beta * sim
+
+
+@dataclasses.dataclass(frozen=True)
+class InfoPro(LocalLoss):
+    """InfoPro (Wang et al., ICLR 2021): ``recon_weight * reconstruction + class_weight * class term``.
+
+    Module ``j < J - 1`` uses the weights interpolated linearly from the first values (module 0) to
+    the ``_last`` ones (module J - 2), as the reference code's ``ixx_1 -> ixx_2`` and
+    ``ixy_1 -> ixy_2``; module ``J - 1`` trains the network's classifier with cross-entropy alone.
+
+    Attributes:
+        recon_weight, recon_weight_last: lambda_1 of the first and of the last local module.
+        class_weight, class_weight_last: lambda_2 of the first and of the last local module.
+        class_term: ``cross_entropy`` (through the stage's head) or ``contrast`` (supervised
+            contrastive loss on a projection; the head then learns on detached features).
+        temperature: of the contrastive loss (0.07).
+        feature_dim: the projection's output width (128).
+        decoder_width: the decoder's hidden width (12 in the reference code).
+    """
+
+    recon_weight: float = 5.0
+    recon_weight_last: float = 0.0
+    class_weight: float = 0.5
+    class_weight_last: float = 1.0
+    class_term: str = "cross_entropy"
+    temperature: float = 0.07
+    feature_dim: int = 128
+    decoder_width: int = 12
+    name = "infopro"
+
+    def __post_init__(self):
+        if self.class_term not in CLASS_TERMS:
+            raise ConfigError(f"infopro_class_term must be one of {', '.join(CLASS_TERMS)}, got {self.class_term!r}")
+
+    @property
+    def detach_head(self) -> bool:
+        return self.class_term == "contrast"
+
+    @property
+    def needs_images(self) -> bool:
+        return True
+
+    def for_stage(self, j: int, num_stages: int) -> LocalLoss:
+        if j >= num_stages - 1:
+            return Pred()
+        ratio = j / (num_stages - 2) if num_stages > 2 else 0.0
+        recon = self.recon_weight * (1 - ratio) + self.recon_weight_last * ratio
+        cls = self.class_weight * (1 - ratio) + self.class_weight_last * ratio
+        return dataclasses.replace(self, recon_weight=recon, recon_weight_last=recon, class_weight=cls,
+                                   class_weight_last=cls)
+
+    def head(self, feature_shape, num_classes, image_shape, name="local"):
+        features = keras.Input(shape=tuple(feature_shape), name=f"{name}_features")
+        outputs = {RECONSTRUCTION: decoder(feature_shape, image_shape, self.decoder_width, name)(features)}
+        if self.class_term == "contrast":
+            outputs[PROJECTION] = projection_head(feature_shape, self.feature_dim, name)(features)
+        return keras.Model(features, outputs, name=name)
+
+    def __call__(self, outputs, labels, images, global_batch_size=None):
+        recon = tf.nn.compute_average_loss(reconstruction_loss(outputs[RECONSTRUCTION], images),
+                                           global_batch_size=global_batch_size)
+        head = cross_entropy(outputs[LOGITS], labels, global_batch_size)
+        if self.class_term == "contrast":
+            contrast = tf.nn.compute_average_loss(
+                supervised_contrastive_loss(outputs[PROJECTION], labels, self.temperature),
+                global_batch_size=global_batch_size)
+            return self.recon_weight * recon + self.class_weight * contrast + head
+        return self.recon_weight * recon + self.class_weight * head
+
+
+@dataclasses.dataclass(frozen=True)
+class WithAuxiliaryTerms(LocalLoss):
+    """End to end with auxiliary terms: the network's cross-entropy plus each earlier stage's local
+    loss, nothing detached (Nøkland & Eidnes' ``--no-detach``; deep supervision).
+
+    Attributes:
+        terms: ``(output prefix, loss)`` per auxiliary stage: the loss reads the outputs named
+            ``prefix + key``.
+    """
+
+    terms: tuple[tuple[str, LocalLoss], ...] = ()
+    name = "end_to_end"
+
+    @property
+    def needs_images(self) -> bool:
+        return any(term.needs_images for _, term in self.terms)
+
+    def __call__(self, outputs, labels, images, global_batch_size=None):
+        loss = cross_entropy(outputs[LOGITS], labels, global_batch_size)
+        for prefix, term in self.terms:
+            own = {key[len(prefix):]: value for key, value in outputs.items() if key.startswith(prefix)}
+            loss += term(own, labels, images, global_batch_size)
+        return loss
+
+
+LOCAL_LOSSES: dict[str, type[LocalLoss]] = {cls.name: cls for cls in (Pred, Sim, PredSim, InfoPro)}
+
+
+def local_loss_for(name: str, **options) -> LocalLoss:
+    """The built-in local loss ``name`` with ``options`` (its dataclass fields).
+
+    Raises:
+        ConfigError: an unknown name (the message lists them) or option.
+    """
+    if name not in LOCAL_LOSSES:
+        raise ConfigError(f"unknown local loss {name!r}; choose one of: {', '.join(LOCAL_LOSSES)}")
+    cls = LOCAL_LOSSES[name]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"local loss {name!r} takes no option(s) {unknown}; it takes: {sorted(known) or 'none'}")
+    return cls(**options)
+
+
+def config_local_loss(config: TrainConfig) -> LocalLoss:
+    """The local loss a run's configuration describes (``--local_loss`` and its weights)."""
+    local = config.local
+    if local.loss == "predsim":
+        return PredSim(beta=local.predsim_beta)
+    if local.loss == "infopro":
+        return InfoPro(local.infopro_recon_weight, local.infopro_recon_weight_last, local.infopro_class_weight,
+                       local.infopro_class_weight_last, local.infopro_class_term)
+    return local_loss_for(local.loss)

@@ -1,0 +1,232 @@
+"""Asynchronous decoupled greedy learning: stages at their own pace, joined by replay buffers.
+
+Belilovsky, Eickenberg & Oyallon, "Decoupled Greedy Learning of CNNs", ICML 2020, Sec. 3.2:
+stage j + 1 does not wait for stage j; it reads its input from a bounded buffer of stage j's past
+outputs, so a slow stage does not hold up the others, and the paper studies the buffer size
+against accuracy. On one device this is simulated deterministically, in rounds: every training
+batch is one round, in which
+
+1. stage 0 takes one step on the batch and writes its (detached) output, with the labels and the
+   images, into buffer 0 (a ring of the last ``N`` batches);
+2. each stage j >= 1, in order, takes ``floor((t + 1) r_j) - floor(t r_j)`` steps in round ``t``
+   (``r_j`` its step ratio: 1 every round, 2 twice, 0.5 every other round), each on a batch drawn
+   uniformly from buffer j - 1's filled slots with a stateless generator keyed on the run seed, the
+   stage and its step count, and writes its output into buffer j.
+
+With ``N = 1`` and every ratio 1, stage j + 1 always reads what stage j has just computed: the
+synchronous algorithm (``layerwise.training.steps.make_decoupled_step``), except that a
+non-finite loss skips only its own stage's update. The buffers, the round and the stages' step
+counts are variables, checkpointed with the epochs, so an interrupted run resumes exactly.
+
+Example:
+    >>> step, state = make_async_decoupled_step(
+    ...     models, optimizers, [None] * 3, stage_outputs=[s.output for s in network.stages], buffer_size=4,
+    ...     ratios=[1, 1, 0.5], seed=0, batch_size=64, image_shape=(28, 28, 1), global_batch_size=64)
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+from layerwise.data.base import derive_seed
+from layerwise.errors import ConfigError
+from layerwise.training.local_losses import LOGITS, LocalLoss
+from layerwise.training.local_steps import as_outputs, objective_loss, statistics_of
+from layerwise.training.steps import StepResult, all_finite, assign_all, correct_count, update_if
+
+
+class ReplayBuffer:
+    """The last ``size`` batches a stage wrote: its outputs, their labels and their images.
+
+    Args:
+        output_spec: the stage's output structure (``keras.KerasTensor``s; batch dimension first).
+        size: batches kept (N).
+        batch_size: examples per batch.
+        image_shape: ``(H, W, C)`` of the network's input, or ``None`` when no loss reads images.
+        name: variable-name prefix.
+    """
+
+    def __init__(self, output_spec, size: int, batch_size: int, image_shape: Sequence[int] | None, name: str):
+        self.size = size
+        self.structure = output_spec
+        self.features = [
+            tf.Variable(tf.zeros([size, batch_size, *t.shape[1:]], t.dtype), trainable=False, name=f"{name}_features_{i}")
+            for i, t in enumerate(tf.nest.flatten(output_spec))
+        ]
+        self.labels = tf.Variable(tf.zeros([size, batch_size], tf.int32), trainable=False, name=f"{name}_labels")
+        self.images = None if image_shape is None else tf.Variable(
+            tf.zeros([size, batch_size, *image_shape], tf.float32), trainable=False, name=f"{name}_images")
+        self.writes = tf.Variable(tf.constant(0, tf.int64), trainable=False, name=f"{name}_writes")
+
+    @property
+    def variables(self) -> list[tf.Variable]:
+        return self.features + [self.labels] + ([self.images] if self.images is not None else []) + [self.writes]
+
+    def push(self, output, labels, images) -> None:
+        """Writes one batch into the oldest slot."""
+        slot = self.writes % self.size
+        for variable, value in zip(self.features, tf.nest.flatten(output)):
+            variable.scatter_nd_update([[slot]], value[None])
+        self.labels.scatter_nd_update([[slot]], tf.cast(labels, tf.int32)[None])
+        if self.images is not None:
+            self.images.scatter_nd_update([[slot]], tf.cast(images, tf.float32)[None])
+        self.writes.assign_add(1)
+
+    def sample(self, seed) -> tuple:
+        """A batch drawn uniformly from the filled slots with the stateless ``seed`` (shape [2])."""
+        filled = tf.minimum(self.writes, self.size)
+        slot = tf.random.stateless_uniform([], seed=seed, minval=0, maxval=filled, dtype=tf.int64)
+        output = tf.nest.pack_sequence_as(self.structure, [tf.gather(v, slot) for v in self.features])
+        images = tf.gather(self.images, slot) if self.images is not None else None
+        return output, tf.gather(self.labels, slot), images
+
+
+def steps_in_round(ratio: float, t: tf.Tensor) -> tf.Tensor:
+    """``floor((t + 1) r) - floor(t r)``: a stage's steps in round ``t`` at ``r`` steps per round."""
+    t = tf.cast(t, tf.float64)
+    return tf.cast(tf.floor((t + 1.0) * ratio) - tf.floor(t * ratio), tf.int32)
+
+
+def check_async(num_stages: int, ratios: Sequence[float], replicas: int, fixed_batch_size: bool) -> list[float]:
+    """The step ratio of every stage (default all 1).
+
+    Raises:
+        ConfigError: ratios for another number of stages, several replicas, or batches of varying
+            size (a buffer holds batches of one size).
+    """
+    ratios = [float(r) for r in ratios] or [1.0] * num_stages
+    if len(ratios) != num_stages:
+        raise ConfigError(f"stage_step_ratios has {len(ratios)} values but the network has {num_stages} stages")
+    if replicas > 1:
+        raise ConfigError(
+            "--replay_buffer runs every stage on one device (round robin); with several replicas use the "
+            "synchronous decoupled mode (--replay_buffer 0) or one device (--strategy one_device)")
+    if not fixed_batch_size:
+        raise ConfigError("--replay_buffer needs batches of one size: a pipeline whose last batch is smaller cannot "
+                          "fill a buffer; drop the remainder (dataset.batch(..., drop_remainder=True))")
+    return ratios
+
+
+def make_async_decoupled_step(
+    models: Sequence[keras.Model],
+    optimizers: Sequence[keras.optimizers.Optimizer],
+    objectives: Sequence[LocalLoss | None],
+    *,
+    stage_outputs: Sequence,
+    buffer_size: int,
+    ratios: Sequence[float],
+    seed: int,
+    batch_size: int,
+    image_shape: Sequence[int],
+    global_batch_size: int | None,
+    weight_decay: float = 0.0,
+    strategy: tf.distribute.Strategy | None = None,
+    jit_compile: bool = False,
+) -> tuple[Callable, list[tf.Variable]]:
+    """One round of asynchronous DGL per training batch (see the module doc).
+
+    Args:
+        models: stage j + its head, ``inputs -> [stage output, logits or outputs]``
+            (``layerwise.training.problems.decoupled_models``).
+        optimizers: one per stage.
+        objectives: stage j's local loss (``None``: cross-entropy).
+        stage_outputs: every stage's symbolic output structure (``stage.output``): what its buffer holds.
+        buffer_size: N, batches per buffer (>= 1).
+        ratios: steps per round of every stage (stage 0: 1).
+        seed: the run seed (the buffers' sampling order).
+        batch_size: examples per batch (every batch has this many).
+        image_shape: the network input's shape (kept in the buffers for losses that read images).
+
+    Returns:
+        ``step(x, y) -> StepResult`` (the last stage's mean loss over its steps of the round, its
+        correct predictions and examples), and the state variables to checkpoint (buffers, round,
+        step counts).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    if buffer_size < 1:
+        raise ConfigError(f"replay_buffer must be >= 1 for the asynchronous mode, got {buffer_size}")
+    num_stages = len(models)
+    needs_images = any(o is not None and o.needs_images for o in objectives)
+    with strategy.scope():
+        buffers = [ReplayBuffer(stage_outputs[j], buffer_size, batch_size, image_shape if needs_images else None,
+                                f"replay_{j:02d}")
+                   for j in range(num_stages - 1)]
+        round_index = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="replay_round")
+        stage_steps = [tf.Variable(tf.constant(0, tf.int64), trainable=False, name=f"replay_steps_{j:02d}")
+                       for j in range(num_stages)]
+    variables = [m.trainable_variables for m in models]
+    statistics = [statistics_of([m]) for m in models]
+    losses_of = [objective_loss(o, vs, weight_decay, global_batch_size) for o, vs in zip(objectives, variables)]
+    seeds = [derive_seed(seed, 4, j) for j in range(num_stages)]
+
+    def forward_backward_of(j: int) -> Callable:
+        model, vs, loss_of, optimizer = models[j], variables[j], losses_of[j], optimizers[j]
+        scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+        def forward_backward(x, y, images):
+            with tf.GradientTape() as tape:
+                out, outputs = model(x, training=True)
+                outputs = as_outputs(outputs)
+                loss = loss_of(outputs, y, images)
+                scaled_loss = optimizer.scale_loss(loss) if scaled else loss
+            return out, loss, tape.gradient(scaled_loss, vs), correct_count(outputs[LOGITS], y)
+
+        return tf.function(forward_backward, jit_compile=True) if jit_compile else forward_backward
+
+    forward_backwards = [forward_backward_of(j) for j in range(num_stages)]
+
+    def train(j: int, x, y, images):
+        """One step of stage j; its update is skipped (statistics put back) at a non-finite loss."""
+        saved = [tf.identity(v.value) for v in statistics[j]]
+        out, loss, grads, correct = forward_backwards[j](x, y, images)
+        finite = all_finite(loss)
+
+        def apply(grads):
+            optimizers[j].apply_gradients(zip(grads, variables[j]))
+
+        update_if(finite, apply, (grads,), assign_all, (statistics[j], saved))
+        stage_steps[j].assign_add(1)
+        return tf.nest.map_structure(tf.stop_gradient, out), loss, correct, finite
+
+    def replica_step(x, y):
+        t = round_index.read_value()
+        out, loss, correct, finite = train(0, x, y, x)
+        count = tf.cast(tf.shape(y)[0], tf.float32)
+        if num_stages > 1:
+            buffers[0].push(out, y, x)
+        for j in range(1, num_stages):
+            loss_sum = tf.constant(0.0)
+            correct_sum = tf.constant(0.0)
+            examples = tf.constant(0.0)
+            for _ in tf.range(steps_in_round(ratios[j], t)):
+                key = tf.stack([tf.constant(seeds[j], tf.int64), stage_steps[j].read_value()])
+                x_j, y_j, images_j = buffers[j - 1].sample(key)
+                out_j, loss_j, correct_j, finite_j = train(j, x_j, y_j, images_j)
+                if j < num_stages - 1:
+                    buffers[j].push(out_j, y_j, images_j)
+                loss_sum += tf.cast(loss_j, tf.float32)
+                correct_sum += correct_j
+                examples += tf.cast(tf.shape(y_j)[0], tf.float32)
+                finite = tf.logical_and(finite, finite_j)
+            steps = tf.maximum(examples / tf.cast(batch_size, tf.float32), 1.0)
+            loss, correct, count = loss_sum / steps, correct_sum, examples
+        round_index.assign_add(1)
+        return loss, correct, count, finite
+
+    @tf.function
+    def step(x, y):
+        loss, correct, count, finite = strategy.run(replica_step, args=(x, y))
+        sum_ = tf.distribute.ReduceOp.SUM
+        return StepResult(
+            strategy.reduce(sum_, loss, axis=None),
+            strategy.reduce(sum_, correct, axis=None),
+            strategy.reduce(sum_, count, axis=None),
+            strategy.experimental_local_results(finite)[0],
+        )
+
+    state = [v for b in buffers for v in b.variables] + [round_index] + stage_steps
+    return step, state
+
