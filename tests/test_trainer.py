@@ -127,7 +127,7 @@ def test_nan_loss_skip_keeps_weights_finite(quiet_log):
     trainer = _trainer(tiny_config(lr=1e30, weight_decay=0.0, on_nan="skip"), log=quiet_log)
     try:
         trainer.run()
-    except NonFiniteLossError as e:  # every batch skipped is an error too
-        assert "every batch" in str(e)
+    except NonFiniteLossError as e:  # every batch skipped, or a finite loss's update overflowing, is an error too
+        assert "every batch" in str(e) or "became NaN or infinite" in str(e)
     for variable in trainer.network.stages[0].variables:
         assert np.all(np.isfinite(variable.numpy()))
