@@ -64,9 +64,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             mask is None
             and len(inputs.shape) == 4
             and axis in (-1, 3)
-            # ``renorm`` exists from Keras 3.14 (keras-team/keras#22047, "Add Batch
-            # Renormalisation"); Keras 3.13's layer has no such attribute and never renormalises.
-            and not getattr(self, "renorm", False)
+            and not self.renorm
             and not self.synchronized
             and self.epsilon >= 1.001e-5  # the kernel's floor (cuDNN's CUDNN_BN_MIN_EPSILON)
         )
