@@ -134,16 +134,19 @@ def optimizer_keys(variables: Sequence) -> list[str]:
     """The checkpoint key of each optimizer variable: its path below the optimizer's name, after
     the optimizer's place in the list (``0/iteration``, ``0/stage_01_conv_kernel_momentum``).
 
-    An optimizer's name (``sgd``, ``sgd_3``, ...) depends on how many the process has made, but a
-    slot's own name spells out the path of the model variable it belongs to.
+    ``variables`` lists each optimizer's variables together, one optimizer after another. An
+    optimizer's name (``sgd``, ``sgd_3``, ...) depends on how many the process has made, and before
+    Keras 3.15 every ``SGD`` is named ``SGD`` (so two optimizers' paths coincide), so the place is
+    counted, not read from the name: a new optimizer starts where the owner's name changes or a
+    path below it repeats. A slot's own name spells out the path of the model variable it belongs to.
     """
-    owners: list[str] = []
-    keys = []
+    keys, owner_of_last, below_seen, place = [], None, set(), -1
     for v in variables:
         owner, _, below = v.path.partition("/") if "/" in v.path else ("", "", v.path)
-        if owner not in owners:
-            owners.append(owner)
-        keys.append(f"{owners.index(owner)}/{below}")
+        if owner != owner_of_last or below in below_seen:
+            owner_of_last, below_seen, place = owner, set(), place + 1
+        below_seen.add(below)
+        keys.append(f"{place}/{below}")
     return _unique(keys, "optimizer variables")
 
 

@@ -37,6 +37,8 @@ BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "
 # our training models compile none, so the direction of the accuracies in ``logs`` is set here.
 MONITORING = (keras.callbacks.EarlyStopping, keras.callbacks.ModelCheckpoint, keras.callbacks.ReduceLROnPlateau)
 MAXIMISED = ("accuracy", "val_accuracy", "test_accuracy")
+# Callbacks whose ``best`` a restart clears (Keras itself does so in ``on_train_begin`` from 3.15).
+RESET_BEST = (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau)
 
 
 def _set_direction(callback: keras.callbacks.Callback) -> keras.callbacks.Callback:
@@ -74,6 +76,12 @@ class PerStage(StageCallback):
         self.callback.set_params(params)
 
     def on_stage_begin(self, stage, logs=None):
+        if isinstance(self.callback, RESET_BEST):
+            # A fresh instance's best value, as Keras >= 3.15 sets in ``on_train_begin``
+            # (keras-team/keras#22967, "Reset `self.best` in EarlyStopping/ReduceLROnPlateau
+            # between fit calls"); older Keras kept the previous stage's best, so a stage whose
+            # loss starts above the last one's best stopped after ``patience`` epochs.
+            self.callback.best = getattr(self.callback, "baseline", None)
         self.callback.on_train_begin(logs)
 
     def end_stage_training(self, logs=None) -> None:
