@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from layerwise.errors import ConfigError
 from layerwise.training.downsampling import SpaceToDepth
+from layerwise.training.layers import BlockAveragePooling2D
 
 # Layers that neither mix channels nor hold per-channel weights: a channel selection passes.
 _PASS_THROUGH = (
@@ -44,6 +45,7 @@ _PASS_THROUGH = (
     keras.layers.AveragePooling2D,
     keras.layers.AdaptiveAveragePooling2D,
     keras.layers.AdaptiveMaxPooling2D,
+    BlockAveragePooling2D,
 )
 
 

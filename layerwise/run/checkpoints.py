@@ -121,13 +121,28 @@ def _unique(keys: list[str], what: str) -> list[str]:
     return keys
 
 
+# Keras names a SeedGenerator (the random state of Dropout and of random augmentation layers)
+# ``seed_generator_<n>`` by a count over the whole process, so its path differs between a run
+# and its resumption: such variables are keyed by their place among the model's seed generators.
+SEED_GENERATOR_PATH = re.compile(r"^seed_generator(_\d+)?/(?P<variable>.+)$")
+
+
 def variable_keys(variables: Sequence) -> list[str]:
-    """The checkpoint key of each model variable: its Keras path (``stage_01_conv/kernel``).
+    """The checkpoint key of each model variable: its Keras path (``stage_01_conv/kernel``); a
+    seed generator's state is keyed ``seed_generator@<i>/...`` by its place in the model.
 
     Raises:
         ConfigError: two variables share a path (layers of the same name in nested models).
     """
-    return _unique([v.path for v in variables], "variables")
+    keys, seed_generators = [], 0
+    for v in variables:
+        match = SEED_GENERATOR_PATH.match(v.path)
+        if match:
+            keys.append(f"seed_generator@{seed_generators}/{match.group('variable')}")
+            seed_generators += 1
+        else:
+            keys.append(v.path)
+    return _unique(keys, "variables")
 
 
 def optimizer_keys(variables: Sequence) -> list[str]:
