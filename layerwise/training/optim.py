@@ -54,7 +54,8 @@ def resolve_precision(name: str) -> tuple[str, str]:
     - a GPU of compute capability 8.0 or more (Ampere, Hopper): ``mixed_bfloat16``; 7.x (Volta,
       Turing): ``mixed_float16`` (with a dynamic loss scale); older: ``float32``;
     - a CPU with bfloat16 matrix instructions (AVX512-BF16 or AMX, Cooper Lake, Sapphire Rapids
-      and later): ``mixed_bfloat16`` (oneDNN's bfloat16 convolutions run 1.4-1.6x faster here);
+      and later): ``mixed_bfloat16`` (oneDNN's bfloat16 convolutions ran 2-3x faster than float32 on
+      such a CPU, ``docs/performance.md``);
       other CPUs: ``float32``.
     """
     if name != "auto":
