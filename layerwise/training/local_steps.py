@@ -19,7 +19,14 @@ import keras
 import tensorflow as tf
 
 from layerwise.training.local_losses import LOGITS, LocalLoss, Pred
-from layerwise.training.steps import all_finite, assign_all, correct_count, distributed, update_if
+from layerwise.training.steps import (
+    all_finite,
+    assign_all,
+    correct_count,
+    distributed,
+    guarded_step,
+    update_if,
+)
 
 
 def as_outputs(outputs) -> dict:
@@ -83,18 +90,7 @@ def make_local_train_step(
     if jit_compile:
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
-    def replica_step(x, y):
-        saved = [tf.identity(v.value) for v in statistics]
-        loss, grads, correct = forward_backward(x, y)
-        finite = all_finite(loss)
-
-        def apply(grads):
-            optimizer.apply_gradients(zip(grads, variables))
-
-        update_if(finite, apply, (grads,), assign_all, (statistics, saved))
-        return loss, correct, finite
-
-    return distributed(replica_step, strategy)
+    return distributed(guarded_step(forward_backward, optimizer, variables, statistics), strategy)
 
 
 def make_local_decoupled_step(

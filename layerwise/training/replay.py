@@ -35,7 +35,7 @@ from layerwise.data.base import derive_seed
 from layerwise.errors import ConfigError
 from layerwise.training.local_losses import LOGITS, LocalLoss
 from layerwise.training.local_steps import as_outputs, objective_loss, statistics_of
-from layerwise.training.steps import StepResult, all_finite, assign_all, correct_count, update_if
+from layerwise.training.steps import all_finite, assign_all, correct_count, reduced, update_if
 
 
 class ReplayBuffer:
@@ -216,16 +216,7 @@ def make_async_decoupled_step(
         round_index.assign_add(1)
         return loss, correct, count, finite
 
-    @tf.function
-    def step(x, y):
-        loss, correct, count, finite = strategy.run(replica_step, args=(x, y))
-        sum_ = tf.distribute.ReduceOp.SUM
-        return StepResult(
-            strategy.reduce(sum_, loss, axis=None),
-            strategy.reduce(sum_, correct, axis=None),
-            strategy.reduce(sum_, count, axis=None),
-            strategy.experimental_local_results(finite)[0],
-        )
+    step = reduced(replica_step, strategy)
 
     state = [v for b in buffers for v in b.variables] + [round_index] + stage_steps
     return step, state

@@ -101,6 +101,14 @@ def make_train_step(
     if jit_compile:
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
+    return distributed(guarded_step(forward_backward, optimizer, variables, statistics), strategy)
+
+
+def guarded_step(forward_backward: Callable, optimizer, variables, statistics) -> Callable:
+    """``replica_step(x, y) -> (loss, correct, finite)``: ``forward_backward``'s gradients
+    applied only when the loss is finite; otherwise ``statistics`` (BatchNorm's moving
+    statistics, updated by the forward pass) are put back as they were (:func:`update_if`)."""
+
     def replica_step(x, y):
         # Read before the forward pass updates them (automatic control dependencies keep the
         # program order of reads and writes on the same variable).
@@ -114,7 +122,7 @@ def make_train_step(
         update_if(finite, apply, (grads,), assign_all, (statistics, saved))
         return loss, correct, finite
 
-    return distributed(replica_step, strategy)
+    return replica_step
 
 
 def make_decoupled_step(
@@ -214,9 +222,16 @@ def distributed(replica_step: Callable, strategy: tf.distribute.Strategy) -> Cal
         loss, correct, finite = replica_step(x, y)
         return loss, correct, tf.cast(tf.shape(y)[0], tf.float32), finite
 
+    return reduced(counted, strategy)
+
+
+def reduced(replica_step: Callable, strategy: tf.distribute.Strategy) -> Callable:
+    """``step(x, y) -> StepResult``: ``replica_step(x, y) -> (loss, correct, count, finite)`` on
+    every replica, the first three summed, the (replica-agreed) finite flag."""
+
     @tf.function
     def step(x, y):
-        loss, correct, count, finite = strategy.run(counted, args=(x, y))
+        loss, correct, count, finite = strategy.run(replica_step, args=(x, y))
         sum_ = tf.distribute.ReduceOp.SUM
         return StepResult(
             strategy.reduce(sum_, loss, axis=None),
