@@ -28,31 +28,31 @@ def fail(message: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
-def define_trust_pickle(module_name: str) -> None:
-    """Defines ``--trust_pickle`` as a flag of the app ``module_name`` (listed with its flags);
-    another app imported into the same process shares the one flag."""
-    if "trust_pickle" in FLAGS:
-        FLAGS.register_key_flag_for_module(module_name, FLAGS["trust_pickle"])
+def define_shared_boolean(name: str, default: bool, help: str, module_name: str) -> None:
+    """Defines the boolean flag ``--name`` as a flag of the app ``module_name`` (listed with its
+    flags); another app imported into the same process shares the one flag."""
+    if name in FLAGS:
+        FLAGS.register_key_flag_for_module(module_name, FLAGS[name])
         return
-    flags.DEFINE_boolean(
+    flags.DEFINE_boolean(name, default, help, module_name=module_name)
+
+
+def define_trust_pickle(module_name: str) -> None:
+    """Defines ``--trust_pickle`` for the app ``module_name``."""
+    define_shared_boolean(
         "trust_pickle", False,
         "Read CIFAR's python version (cifar-10-batches-py, cifar-100-python) from --data_dir: pickles run code "
         "when loaded, so only for files you trust. The binary version (cifar-10-batches-bin) needs no flag.",
-        module_name=module_name,
-    )
+        module_name)
 
 
 def define_download(module_name: str) -> None:
-    """Defines ``--download`` as a flag of the app ``module_name`` (shared like ``--trust_pickle``)."""
-    if "download" in FLAGS:
-        FLAGS.register_key_flag_for_module(module_name, FLAGS["download"])
-        return
-    flags.DEFINE_boolean(
+    """Defines ``--download`` for the app ``module_name``."""
+    define_shared_boolean(
         "download", True,
         "Download a TFDS dataset that is not in --data_dir yet, when its hosts answer within a few seconds (else "
         "the run stops at once, saying how to provide the files). --download=false forbids it.",
-        module_name=module_name,
-    )
+        module_name)
 
 
 def refuse_arguments(argv: list[str], hint: str = "") -> None:
