@@ -69,7 +69,8 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     config = TrainConfig().replace(
         dataset="synthetic", model=f"resnet{spec['depth']}", model_options={"width": spec["width"]},
         batch_size=spec["batch"], epochs_per_stage=1, local_loss=case.get("loss", "infopro") if k else "pred",
-        local_modules=k, mode="end_to_end" if k == 0 else "layerwise", aux_conv_layers=0)
+        local_modules=k, mode="end_to_end" if k == 0 else "layerwise", aux_conv_layers=0,
+        precision="float32")  # memory compared in one dtype, whatever the hardware
     data = load_dataset("synthetic", image_shape=spec["image"], num_train=spec["batch"], num_test=spec["batch"])
     options = RunOptions().replace(cache_prefix="off")
     network = build_network(config, data)

@@ -47,7 +47,7 @@ from layerwise.training.local_steps import make_local_train_step
 from layerwise.training.loop import Totals, make_multi_step
 from layerwise.training.modes import Mode, mode_for
 from layerwise.training.network import StagedNetwork
-from layerwise.training.optim import dtype_policy, make_optimizer
+from layerwise.training.optim import dtype_policy, make_optimizer, resolve_precision
 from layerwise.training.prefix_cache import PrefixCache, check_option, choose_mode
 from layerwise.training.problems import (
     Ensemble, HeadPlan, Problem, end_to_end_problem, ensemble_probabilities, stage_problem,
@@ -142,7 +142,9 @@ class GreedyTrainer:
     ):
         self.network = network
         self.data = data
-        self.config = config.validate(validation_data=data.num_val > 0)
+        config = config.validate(validation_data=data.num_val > 0)
+        # "auto" is resolved by the callers that log it (fit, the apps); here for any other caller
+        self.config = config.replace(precision=resolve_precision(config.precision)[0])
         self.workdir = workdir
         self.strategy = strategy or tf.distribute.get_strategy()
         self.distributed = strategy is not None
