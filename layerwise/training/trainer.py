@@ -150,9 +150,9 @@ class GreedyTrainer:
         self.distributed = strategy is not None
         self.options = (options or RunOptions()).validate()
         check_option(self.options.cache_prefix, data, workdir)
-        self.head_plan = heads or HeadPlan.from_config(config)
-        self.mode = mode or mode_for(config.mode)
-        self.hooks = list(hooks_for(config) if hooks is None else hooks)
+        self.head_plan = heads or HeadPlan.from_config(self.config)
+        self.mode = mode or mode_for(self.config.mode)
+        self.hooks = list(hooks_for(self.config) if hooks is None else hooks)
         self.optimizer_factory = optimizer
         self.verbose = verbose
         self.log = log
