@@ -20,12 +20,10 @@ import tensorflow as tf
 
 from layerwise.training.local_losses import LOGITS, LocalLoss, Pred
 from layerwise.training.steps import (
-    all_finite,
-    assign_all,
     correct_count,
     distributed,
+    guarded_decoupled_step,
     guarded_step,
-    update_if,
 )
 
 
@@ -131,16 +129,4 @@ def make_local_decoupled_step(
     if jit_compile:
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
-    def replica_step(x, y):
-        saved = [tf.identity(v.value) for v in statistics]
-        losses, grads, correct = forward_backward(x, y)
-        finite = all_finite(tf.add_n(losses))
-
-        def apply(grads):
-            for optimizer, g, vs in zip(optimizers, grads, variables):
-                optimizer.apply_gradients(zip(g, vs))
-
-        update_if(finite, apply, (grads,), assign_all, (statistics, saved))
-        return losses[-1], correct, finite
-
-    return distributed(replica_step, strategy)
+    return distributed(guarded_decoupled_step(forward_backward, optimizers, variables, statistics), strategy)

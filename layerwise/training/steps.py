@@ -163,6 +163,15 @@ def make_decoupled_step(
     if jit_compile:
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
+    return distributed(guarded_decoupled_step(forward_backward, optimizers, variables, statistics), strategy)
+
+
+def guarded_decoupled_step(forward_backward: Callable, optimizers, variables, statistics) -> Callable:
+    """``replica_step(x, y) -> (last stage's loss, correct, finite)`` of a decoupled step:
+    ``forward_backward(x, y) -> (losses, grads, correct)`` gives every stage's loss and gradients;
+    each optimizer applies its stage's gradients only when every loss is finite, otherwise
+    ``statistics`` are put back as they were (:func:`update_if`)."""
+
     def replica_step(x, y):
         saved = [tf.identity(v.value) for v in statistics]
         losses, grads, correct = forward_backward(x, y)
@@ -175,7 +184,7 @@ def make_decoupled_step(
         update_if(finite, apply, (grads,), assign_all, (statistics, saved))
         return losses[-1], correct, finite
 
-    return distributed(replica_step, strategy)
+    return replica_step
 
 
 def all_finite(loss) -> tf.Tensor:
