@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import keras
 
 from layerwise.errors import ConfigError
+from layerwise.training.layers import features_input
 
 StageBody = Callable[[keras.KerasTensor], keras.KerasTensor]
 
@@ -50,7 +51,7 @@ def chain_stages(
     stages, shape = [], tuple(input_shape)
     for j, body in enumerate(bodies):
         name = f"stage_{j:02d}"
-        inputs = keras.Input(shape=shape, name=f"{name}_in")
+        inputs = features_input(shape, f"{name}_in")
         outputs = body(inputs)
         shape = tuple(outputs.shape[1:])
         if any(d is not None and d < 1 for d in shape[:-1]):
@@ -97,7 +98,7 @@ def mlp_classifier(
         raise ConfigError(f"pooled_size must be positive or None, got {pooled_size}")
     if any(int(u) <= 0 for u in hidden_units):
         raise ConfigError(f"head_units must be positive, got {tuple(hidden_units)}")
-    features = keras.Input(shape=tuple(feature_shape), name=f"{name}_features")
+    features = features_input(feature_shape, f"{name}_features")
     x = features
     if pre_pool is not None:
         x = keras.layers.MaxPooling2D(pre_pool, strides=pre_pool, name=f"{name}_pool")(x)

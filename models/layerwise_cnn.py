@@ -15,7 +15,7 @@ import keras
 from layerwise.training.downsampling import SpaceToDepth
 from layerwise.errors import ConfigError
 from layerwise.training.heads import BN_MOMENTUM
-from layerwise.training.layers import FusedBatchNormalization
+from layerwise.training.layers import FusedBatchNormalization, features_input
 from layerwise.training.network import StagedNetwork
 from models.registry import MODELS
 
@@ -90,7 +90,7 @@ def build_layerwise_cnn(
     stages, shape = [], tuple(input_shape)
     for j, stage_width in enumerate(stage_widths(num_stages, width, downsample_at)):
         name = f"stage_{j:02d}"
-        inputs = keras.Input(shape=shape, name=f"{name}_in")
+        inputs = features_input(shape, f"{name}_in")
         x = inputs
         if j in downsample_at or (j == 0 and downsample_input):
             x = SpaceToDepth(2, name=f"{name}_downsample")(x)

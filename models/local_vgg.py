@@ -29,6 +29,7 @@ import keras
 
 from layerwise.errors import ConfigError
 from layerwise.training.heads import BN_MOMENTUM
+from layerwise.training.layers import features_input
 from layerwise.training.network import StagedNetwork
 from models.blocks import chain_stages, check_image_shape
 from models.registry import MODELS, forward_signature
@@ -75,7 +76,7 @@ def _dense_stage(units: int, pool_before: bool, activation: str, dropout: float)
 
 
 def _output_layer(feature_shape: tuple, num_classes: int) -> keras.Model:
-    features = keras.Input(shape=tuple(feature_shape), name="final_head_features")
+    features = features_input(feature_shape, "final_head_features")
     logits = keras.layers.Dense(num_classes, dtype="float32", name="final_head_logits")(features)
     return keras.Model(features, logits, name="final_head")
 

@@ -40,7 +40,7 @@ import keras
 import tensorflow as tf
 
 from layerwise.training.heads import BN_MOMENTUM
-from layerwise.training.layers import FusedBatchNormalization
+from layerwise.training.layers import FusedBatchNormalization, features_input
 import models.proximal as proximal
 from layerwise.errors import ConfigError
 from layerwise.training.network import StagedNetwork
@@ -238,7 +238,7 @@ def build_optnet(family: str, depth: int, input_shape: Sequence[int], num_classe
     coefficients = initial_coefficients(family, len(plan), beta, schedule)
 
     stages, k = [], 0
-    inputs = keras.Input(shape=tuple(input_shape), name="stage_00_in")
+    inputs = features_input(input_shape, "stage_00_in")
     x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
                             kernel_initializer="he_normal", name="stem_conv")(inputs)
     x = FusedBatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
@@ -252,7 +252,7 @@ def build_optnet(family: str, depth: int, input_shape: Sequence[int], num_classe
             k += 1
         j = len(stages)
         stages.append(keras.Model(inputs, pair, name=f"stage_{j:02d}"))
-        inputs = [keras.Input(shape=tuple(t.shape[1:]), name=f"stage_{j + 1:02d}_in{i}")
+        inputs = [features_input(t.shape[1:], f"stage_{j + 1:02d}_in{i}", dtype=t.dtype)
                   for i, t in enumerate(pair)]
         pair = list(inputs)
     return StagedNetwork(
@@ -264,7 +264,7 @@ def build_optnet(family: str, depth: int, input_shape: Sequence[int], num_classe
 
 def gap_head(feature_shape, num_classes: int) -> keras.Model:
     """Final head: global average pooling + Dense(num_classes) with float32 logits."""
-    features = keras.Input(shape=tuple(feature_shape), name="head_features")
+    features = features_input(feature_shape, "head_features")
     x = keras.layers.GlobalAveragePooling2D(name="head_gap")(features)
     logits = keras.layers.Dense(num_classes, dtype="float32", name="head_logits")(x)
     return keras.Model(features, logits, name="final_head")

@@ -37,7 +37,7 @@ import keras
 import tensorflow as tf
 
 from layerwise.training.heads import BN_MOMENTUM
-from layerwise.training.layers import FusedBatchNormalization
+from layerwise.training.layers import FusedBatchNormalization, features_input
 from layerwise.errors import ConfigError
 from layerwise.training.network import StagedNetwork
 from models.blocks import chain_stages, check_image_shape
@@ -194,7 +194,7 @@ def _blocks_body(blocks: Sequence[dict], **common):
 
 def _global_pool_head(feature_shape: tuple, num_classes: int) -> keras.Model:
     """ResNet's classifier: global average pooling + fully connected logits (float32)."""
-    features = keras.Input(shape=tuple(feature_shape), name="final_head_features")
+    features = features_input(feature_shape, "final_head_features")
     x = keras.layers.GlobalAveragePooling2D(name="final_head_avg")(features)
     logits = keras.layers.Dense(num_classes, dtype="float32", name="final_head_logits")(x)
     return keras.Model(features, logits, name="final_head")

@@ -131,7 +131,8 @@ def test_layerwise_cnn_bad_options(options, message):
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
 def test_fused_batchnorm_trains_exactly_like_keras_batchnorm(precision):
     """Same outputs, gradients and moving statistics as keras.layers.BatchNormalization in a
-    training step (to the precision's rounding); the same inference path bit for bit."""
+    training step, and the same inference outputs (to the precision's rounding); both through
+    the fused kernel."""
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(2.0, 3.0, size=(8, 5, 5, 6)).astype(np.float32))
     upstream = tf.constant(rng.normal(size=(8, 5, 5, 6)).astype(np.float32))
@@ -153,8 +154,9 @@ def test_fused_batchnorm_trains_exactly_like_keras_batchnorm(precision):
         np.testing.assert_allclose(np.asarray(tf.cast(fused_value, tf.float32)),
                                    np.asarray(tf.cast(keras_value, tf.float32)), err_msg=name, **tol)
     assert results[1][0].dtype == results[0][0].dtype
-    traced = tf.function(lambda t: layer(t, training=True)).get_concrete_function(tf.TensorSpec(x.shape, tf.float32))
-    assert "FusedBatchNormV3" in {op.type for op in traced.graph.get_operations()}  # the kernel, not a fallback
+    for training in (True, False):
+        traced = tf.function(lambda t: layer(t, training=training)).get_concrete_function(tf.TensorSpec(x.shape, tf.float32))
+        assert "FusedBatchNormV3" in {op.type for op in traced.graph.get_operations()}  # the kernel, not a fallback
     # the moving variance tracks the biased batch variance (Keras's), not the kernel's Bessel-corrected one
     expected = 0.9 + 0.1 * x.numpy().var(axis=(0, 1, 2))
     np.testing.assert_allclose(results[1][5].numpy(), expected, rtol=1e-5 if precision == "float32" else 2e-2)
@@ -171,6 +173,30 @@ def test_frozen_fused_batchnorm_runs_in_inference_mode_and_round_trips():
         np.testing.assert_array_equal(a, b)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert type(clone) is FusedBatchNormalization and clone.momentum == 0.9
+
+
+def test_stages_and_heads_pass_mixed_precision_features_without_a_float32_round_trip():
+    """Under mixed_bfloat16 a stage's bfloat16 features enter the next stage and the head as
+    they are: no Cast of a feature map anywhere in a training step (only the 1-channel image is cast)."""
+    with dtype_policy("mixed_bfloat16"):
+        net = build_model("layerwise_cnn", (12, 12, 1), 10, num_stages=2, width=8, downsample_at=[1])
+        head = build_aux_head(net.output_shape(1), 10, AuxHead(k=2, width=8))
+        assert [s.inputs[0].dtype for s in net.stages] == ["bfloat16", "bfloat16"]
+        assert head.inputs[0].dtype == "bfloat16"
+        images = keras.Input((12, 12, 1))
+        model = keras.Model(images, head(net.stages[1](net.stages[0](images))))
+
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(model(x, training=True))
+            return tape.gradient(loss, model.trainable_variables)
+
+        graph = step.get_concrete_function(tf.TensorSpec((4, 12, 12, 1), tf.float32)).graph
+    feature_casts = [op.name for op in graph.get_operations() if op.type == "Cast"
+                     and op.outputs[0].shape.rank == 4 and op.outputs[0].shape[0] == 4  # a batch, not a kernel
+                     and op.outputs[0].shape[-1] > 1]
+    assert feature_casts == []
 
 
 @pytest.mark.parametrize("size,out", [(28, 2), (14, 7), (6, 3)])

@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from layerwise.errors import ConfigError
 from layerwise.training.downsampling import SpaceToDepth
-from layerwise.training.layers import BlockAveragePooling2D
+from layerwise.training.layers import BlockAveragePooling2D, features_input
 
 # Layers that neither mix channels nor hold per-channel weights: a channel selection passes.
 _PASS_THROUGH = (
@@ -83,7 +83,7 @@ def slice_chain(
     channels = shape[-1]  # channel count of the *unpruned* map at this point of the chain
     if keep is not None:
         shape[-1] = len(keep)
-    inputs = keras.Input(shape=tuple(shape), name=model.layers[0].name)
+    inputs = features_input(shape, model.layers[0].name, dtype=model.inputs[0].dtype)
     x = inputs
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):

@@ -24,7 +24,7 @@ import keras
 
 from layerwise.errors import ConfigError
 from layerwise.run.config import TrainConfig, check_head_shape
-from layerwise.training.layers import FusedBatchNormalization, average_pool_to
+from layerwise.training.layers import FusedBatchNormalization, average_pool_to, features_input
 
 # PyTorch's BatchNorm momentum 0.1 (the reference code) is Keras momentum 0.9; Keras's 0.99
 # default leaves the moving statistics far from the data after a few hundred steps.
@@ -157,7 +157,7 @@ def build_aux_head(
         (None, 10)
     """
     spec.validate().check_fits(feature_shape, name)
-    features = keras.Input(shape=tuple(feature_shape), name=f"{name}_features")
+    features = features_input(feature_shape, f"{name}_features")
     x = features
     if len(feature_shape) == 3:
         if spec.conv_layers and spec.pre_pool > 1:

@@ -1,4 +1,4 @@
-"""Faster kernels for two layers every stage problem runs: BatchNorm and the head's 2x2 average.
+"""Faster kernels for what every stage problem runs: BatchNorm, the head's 2x2 average, stage inputs.
 
 Profiling a stage-0 training step of the default network (3x3 conv to 64 channels at 28x28,
 an auxiliary 3x3 conv to 128 channels, BatchNorm, ReLU, average to 2x2, linear) showed most of
@@ -14,11 +14,14 @@ its time outside the convolutions:
 - ``keras.layers.AdaptiveAveragePooling2D`` averages with two ``AvgPool`` kernels whose
   gradients are as costly as a convolution's at 28x28. When the output size divides the input,
   adaptive averaging is a plain block mean; :class:`BlockAveragePooling2D` takes it with one
-  reshape and one reduction, whose gradient is a broadcast.
+  ``AvgPool`` kernel whose window and stride are the block.
+- Under mixed precision, stage and head models whose ``Input`` is ``float32`` cast their
+  ``bfloat16`` features to ``float32`` and back at every boundary; :func:`features_input` makes
+  their inputs in the compute dtype, and :class:`FusedBatchNormalization`'s inference path (the
+  frozen prefix, evaluation) is the fused kernel too.
 
-Both give the same function as the Keras layers they replace (the same parameters, moving
-statistics and inference path); float results differ in the last bits, as any change of kernel
-does. See ``docs/performance.md`` for the measurements.
+The layers compute the same functions as the Keras layers they replace (the same parameters and
+moving statistics); float results differ in the last bits, as any change of kernel does. See ``docs/performance.md`` for the measurements.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ import tensorflow as tf
 
 @keras.saving.register_keras_serializable(package="layerwise")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """``keras.layers.BatchNormalization`` whose training step uses TensorFlow's fused kernel.
+    """``keras.layers.BatchNormalization`` computed by TensorFlow's fused kernel.
 
     Same weights, configuration, moving-statistics update (with the biased batch variance, as
-    Keras does) and inference path as the Keras layer. Cases the fused kernel does not cover
+    Keras does) and inference function (the moving statistics) as the Keras layer; both training
+    and inference run the fused kernel. Cases the fused kernel does not cover
     (inputs that are not NHWC images, masks, batch renormalisation, cross-replica
     ``synchronized`` statistics) run the Keras layer unchanged.
 
@@ -42,11 +46,18 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable) or not self.fusable(inputs, mask):
+        if not self.fusable(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]
         scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
         offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+        if not (training and self.trainable):  # inference: the moving statistics, in one kernel
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                inputs, scale, offset, mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
+                data_format="NHWC", is_training=False,
+            )
+            return tf.cast(outputs, self.compute_dtype)
         outputs, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
             inputs, scale, offset, epsilon=self.epsilon, data_format="NHWC", is_training=True
         )
@@ -70,6 +81,19 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         )
 
 
+def features_input(shape, name: str, dtype=None):
+    """``keras.Input`` for the features a stage or head receives, in the global dtype policy's
+    compute dtype (``bfloat16`` under ``mixed_bfloat16``) unless ``dtype`` is given.
+
+    A functional Keras model converts every input to its ``Input``'s dtype. A ``float32`` input
+    between two ``bfloat16`` layers casts the features to ``float32`` and back again in the first
+    layer, forward and backward: at the default network's 28x28x64 features, about a tenth of
+    a mixed-precision training step. Under ``float32`` this is ``keras.Input(shape)``.
+    """
+    dtype = dtype or keras.config.dtype_policy().compute_dtype
+    return keras.Input(shape=tuple(shape), dtype=dtype, name=name)
+
+
 def _pair(size) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
@@ -80,7 +104,8 @@ class BlockAveragePooling2D(keras.layers.Layer):
 
     Equals ``keras.layers.AdaptiveAveragePooling2D(output_size)`` (PyTorch's
     ``AdaptiveAvgPool2d``) when ``output_size`` (an int or ``(h, w)``) divides ``H`` and ``W``;
-    faster to train (one reshape and one mean; the gradient is a broadcast). Use
+    faster to train (one ``AvgPool`` kernel whose window is the block; no float32 round trip
+    under mixed precision, as ``keras.ops.mean`` makes). Use
     :func:`average_pool_to`, which falls back to the adaptive layer where the sizes do not divide.
 
     Example:
@@ -93,10 +118,9 @@ class BlockAveragePooling2D(keras.layers.Layer):
         self.output_size = _pair(output_size)
 
     def call(self, inputs):
-        height, width, channels = inputs.shape[1:]
-        h, w = self.output_size
-        blocks = keras.ops.reshape(inputs, (-1, h, height // h, w, width // w, channels))
-        return keras.ops.mean(blocks, axis=(2, 4))
+        height, width = inputs.shape[1:3]
+        block = (height // self.output_size[0], width // self.output_size[1])
+        return keras.ops.average_pool(inputs, block, strides=block, padding="valid")
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self.output_size, input_shape[-1])

@@ -42,6 +42,7 @@ import tensorflow as tf
 from layerwise.errors import ConfigError
 from layerwise.run.config import TrainConfig
 from layerwise.training.heads import BN_MOMENTUM
+from layerwise.training.layers import features_input
 
 LOGITS = "logits"  # the classification head's output in a training model's outputs
 SIMILARITY = "similarity"
@@ -144,7 +145,7 @@ class StopGradient(keras.layers.Layer):
 def similarity_head(feature_shape: Sequence[int], name: str) -> keras.Model:
     """Nøkland & Eidnes' ``conv_loss``: a bias-free 3x3 conv keeping the width (a dense layer for
     flat features), whose output the similarity matrix is taken of."""
-    features = keras.Input(shape=tuple(feature_shape), name=f"{name}_features")
+    features = features_input(feature_shape, f"{name}_features")
     width = int(feature_shape[-1])
     if len(feature_shape) == 3:
         out = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_sim_conv")(features)
@@ -156,7 +157,7 @@ def similarity_head(feature_shape: Sequence[int], name: str) -> keras.Model:
 def decoder(feature_shape: Sequence[int], image_shape: Sequence[int], width: int, name: str) -> keras.Model:
     """InfoPro's decoder: features resized (bilinear) to the image, 3x3 conv of ``width`` + BN + ReLU,
     3x3 conv to the image's channels; outputs logits (the loss applies the sigmoid)."""
-    features = keras.Input(shape=tuple(feature_shape), name=f"{name}_features")
+    features = features_input(feature_shape, f"{name}_features")
     height, wide, channels = (int(d) for d in image_shape)
     x = features
     if len(feature_shape) != 3:  # flat features: a linear map to a coarse image
@@ -175,7 +176,7 @@ def projection_head(feature_shape: Sequence[int], dim: int, name: str) -> keras.
     """InfoPro's ``1c2f`` auxiliary net for the contrastive term: a 3x3 conv to
     ``max(C, min(2C, 64))`` channels (stride 2 where it widens) + BN + ReLU, global average, FC 128,
     ReLU, FC ``dim``."""
-    features = keras.Input(shape=tuple(feature_shape), name=f"{name}_features")
+    features = features_input(feature_shape, f"{name}_features")
     x = features
     if len(feature_shape) == 3:
         channels = int(feature_shape[-1])
@@ -336,7 +337,7 @@ class InfoPro(LocalLoss):
                                    class_weight_last=cls)
 
     def head(self, feature_shape, num_classes, image_shape, name="local"):
-        features = keras.Input(shape=tuple(feature_shape), name=f"{name}_features")
+        features = features_input(feature_shape, f"{name}_features")
         outputs = {RECONSTRUCTION: decoder(feature_shape, image_shape, self.decoder_width, name)(features)}
         if self.class_term == "contrast":
             outputs[PROJECTION] = projection_head(feature_shape, self.feature_dim, name)(features)
