@@ -66,3 +66,21 @@ def test_synthetic_shapes_and_errors():
         load_dataset("synthetic", image_shape=(0, 4, 1))
     with pytest.raises(UnknownNameError, match="mnist5k"):
         load_dataset("cifar11")
+
+
+@pytest.mark.parametrize("augment", ["none", "crop_flip"])
+def test_in_memory_pipelines_are_not_autotuned_and_keep_their_batches(augment):
+    """Batches sliced from memory skip tf.data's autotuning (deleting an autotuned iterator, once
+    per epoch, waits for its tuning thread) and still give every batch, the same each time."""
+    data = load_dataset("digits", augment=augment)
+    train = data.train_batches(32, seed=3, epoch=1)
+    evaluation = data.eval_batches("test", 100)
+    assert train.options().autotune.enabled is False
+    assert evaluation.options().autotune.enabled is False
+    first = [(x.numpy(), y.numpy()) for x, y in train]
+    assert len(first) == data.steps_per_epoch(32)
+    again = [(x.numpy(), y.numpy()) for x, y in data.train_batches(32, seed=3, epoch=1)]
+    for (x1, y1), (x2, y2) in zip(first, again):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert sum(len(y) for _, y in evaluation) == data.num_test

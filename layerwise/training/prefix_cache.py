@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from layerwise.analysis.flops import count_flops
-from layerwise.data.base import DataSource
+from layerwise.data.base import DataSource, in_memory_pipeline
 from layerwise.errors import ConfigError
 
 EVAL_BATCH = 256
@@ -166,7 +166,7 @@ class PrefixCache:
             features = tf.nest.pack_sequence_as(self._structure, features) if len(features) > 1 else features[0]
             return features, tf.gather(labels, i)
 
-        return tf.data.Dataset.from_tensor_slices(index).map(pair).prefetch(tf.data.AUTOTUNE)
+        return in_memory_pipeline(tf.data.Dataset.from_tensor_slices(index).map(pair))
 
     def close(self) -> None:
         """Frees the features; deletes the disk cache."""
