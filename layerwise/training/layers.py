@@ -21,7 +21,8 @@ its time outside the convolutions:
   frozen prefix, evaluation) is the fused kernel too.
 
 The layers compute the same functions as the Keras layers they replace (the same parameters and
-moving statistics); float results differ in the last bits, as any change of kernel does. See ``docs/performance.md`` for the measurements.
+moving statistics); float results differ in the last bits, as any change of kernel does. See
+``docs/performance.md`` for the measurements.
 """
 
 from __future__ import annotations
