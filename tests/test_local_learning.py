@@ -12,7 +12,7 @@ from conftest import tiny_config
 
 import layerwise
 from apps.module_memory import markdown, run_case
-from apps.runner import build_network, resolve
+from apps.runner import build_network, resolve, run_training
 from layerwise.analysis.flops import count_flops
 from layerwise.data import load_dataset
 from layerwise.data.augment import augment_image, cutout
@@ -256,3 +256,23 @@ def test_module_memory_measures_every_module_against_end_to_end():
     table = markdown([e2e, dict(result, peak_mib=1.0, modules=[{"module": 0, "peak_mib": 1.0}]),
                       {"k": 4, "error": "boom"}])
     assert "| end to end | - | 4 | 1.00 |" in table and "| 2 | 1 | 1 | 0.25 |" in table and "boom" in table
+
+
+def test_an_interrupted_async_run_resumes_with_its_replay_buffers(tmp_path, quiet_log):
+    """The replay buffers are training state: an asynchronous run killed in its second epoch and
+    resumed from the first epoch's checkpoint gives the uninterrupted run's numbers."""
+    config = resolve(tiny_config(mode="decoupled", replay_buffer=2, epochs_per_stage=3))
+    straight = run_training(config, str(tmp_path / "straight"), verbose=0, log=quiet_log)
+
+    def crash_in_second_epoch(message):  # the trainer logs an epoch before checkpointing it
+        if "epoch 2/3" in message:
+            raise KeyboardInterrupt
+
+    workdir = str(tmp_path / "interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        run_training(config, workdir, verbose=1, log=crash_in_second_epoch)
+    messages = []
+    resumed = run_training(config, workdir, verbose=1, log=messages.append)
+    assert any("resuming after epoch 1 of 3" in m for m in messages)
+    assert [r["test_acc"] for r in resumed] == [r["test_acc"] for r in straight]
+    assert [r["train_acc"] for r in resumed] == [r["train_acc"] for r in straight]

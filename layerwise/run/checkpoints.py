@@ -154,10 +154,13 @@ def optimizer_keys(variables: Sequence) -> list[str]:
     Keras 3.15 every ``SGD`` is named ``SGD`` (so two optimizers' paths coincide), so the place is
     counted, not read from the name: a new optimizer starts where the owner's name changes or a
     path below it repeats. A slot's own name spells out the path of the model variable it belongs to.
+    Plain ``tf.Variable`` training state listed after them (the replay buffers of the asynchronous
+    decoupled mode) has no Keras path and is keyed by its name.
     """
     keys, owner_of_last, below_seen, place = [], None, set(), -1
     for v in variables:
-        owner, _, below = v.path.partition("/") if "/" in v.path else ("", "", v.path)
+        path = getattr(v, "path", None) or v.name.split(":")[0]
+        owner, _, below = path.partition("/") if "/" in path else ("", "", path)
         if owner != owner_of_last or below in below_seen:
             owner_of_last, below_seen, place = owner, set(), place + 1
         below_seen.add(below)
