@@ -53,7 +53,7 @@ def in_memory_pipeline(batches: tf.data.Dataset) -> tf.data.Dataset:
 
     Autotuning pays for pipelines that read and decode files. For batches sliced out of memory
     it has nothing to tune, and it costs: deleting an autotuned iterator (one per epoch) waits
-    for the autotuning thread, which on two cores busy with training took up to 4 s per epoch
+    for the autotuning thread, which on two cores busy with training took up to 4.5 s per epoch
     (``tf.data.Options.autotune``, https://www.tensorflow.org/api_docs/python/tf/data/Options).
     A parallel map asking for ``tf.data.AUTOTUNE`` then runs on every core.
     """
