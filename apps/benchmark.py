@@ -266,7 +266,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
                 row[key] = s["images_per_s"]
                 row[f"{key}_range"] = s.get("images_per_s_range")
                 row[f"{key}_peak_mib"] = s["peak_mib"]
-                row[f"{key}_added_mib"] = s["peak_mib"] - s["resident_mib"]
+                row[f"{key}_added_mib"] = added_memory(s)
                 if r["variant"] == "cached":
                     row["cache_build_s"] = s["cache_build_s"]
                 if r["variant"] == "no_tape" and r["head"] == "paper":
@@ -277,7 +277,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
                 name = r["variant"] if r["head"] == "paper" else f"{r['variant']}_{r['head']}"
                 whole[name] = {k: r.get(k) for k in ("images_per_s", "images_per_s_range", "peak_mib", "peak_rss_mib",
                                                       "baseline_rss_mib")}
-                whole[name]["added_mib"] = r["peak_mib"] - r["resident_mib"]
+                whole[name]["added_mib"] = added_memory(r)
         n = rows[0]["num_train"]
         info: dict[str, Any] = {"stages": [stage_rows[j] for j in sorted(stage_rows)], "num_train": n,
                                 "memory_device": rows[0]["memory_device"], **whole}
@@ -294,7 +294,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             e2e = whole.get(f"end_to_end{suffix}")
             peaks = [s.get(f"no_tape{suffix}_peak_mib") for s in stages]
             added = [s.get(f"no_tape{suffix}_added_mib") for s in stages]
-            if e2e and stages and all(peaks):
+            if e2e and e2e["peak_mib"] and stages and all(peaks):
                 info[f"max_stage_over_e2e_peak{suffix}"] = max(peaks) / e2e["peak_mib"]
                 info[f"max_stage_over_e2e_added{suffix}"] = max(added) / e2e["added_mib"]
         summary[shape] = info
@@ -316,9 +316,16 @@ def _rate_cell(value, spread) -> str:
     return f"{value:.0f}" if not spread or spread[0] == spread[1] else f"{value:.0f} [{spread[0]:.0f}-{spread[1]:.0f}]"
 
 
+def added_memory(measured: dict[str, Any]) -> float | None:
+    """What the steps added to the tensors resident before them; None where not measured."""
+    peak, resident = measured.get("peak_mib"), measured.get("resident_mib")
+    return None if peak is None or resident is None else peak - resident
+
+
 def _memory_cell(peak: float | None, added: float | None) -> str:
-    """``peak (+added)``: the peak, and how much of it the steps added to what was resident."""
-    return "-" if peak is None else f"{peak:.0f} (+{added:.0f})"
+    """``peak (+added)``: the peak, and how much of it the steps added to what was resident;
+    "n/a" where the allocator kept no statistics (``layerwise.analysis.memory``)."""
+    return "n/a" if peak is None else f"{peak:.0f} (+{added:.0f})"
 
 
 def markdown(summary: dict[str, Any]) -> str:

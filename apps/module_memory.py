@@ -11,7 +11,8 @@ peak reset before it (``layerwise.analysis.memory``), and the end-to-end step of
 tensors: the ``tiny`` size reads ~0 and only checks the machinery.
 
 Each case runs in its own process (``python -m apps.module_memory CASE_JSON`` prints one JSON
-line) so that cases share no allocator state; ``apps.bench --module_memory 2,4,8,16`` runs them and
+line) so that cases share no allocator state, started with ``TF_CPU_ALLOCATOR_USE_BFC=true`` (unless
+set otherwise) so that the CPU allocator keeps statistics on every CPU; ``apps.bench --module_memory 2,4,8,16`` runs them and
 writes ``modules.json`` and ``modules.md``.
 
 Example:
@@ -34,7 +35,9 @@ import keras
 
 from apps.runner import build_network
 from layerwise.analysis.memory import (
+    ALLOCATOR_STATS_ENV,
     current_memory_mb,
+    largest_peak,
     memory_device,
     peak_memory_mb,
     reset_peak_memory,
@@ -89,7 +92,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         network.stages[j].trainable = False
         del step, problem
         keras.backend.clear_session(free_memory=False)
-    result["peak_mib"] = max(m["peak_mib"] for m in result["modules"])
+    result["peak_mib"] = largest_peak(m["peak_mib"] for m in result["modules"])
     return result
 
 
@@ -103,7 +106,7 @@ def run_cases(ks: list[int], size: str = "small", loss: str = "infopro", log: Ca
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "apps.module_memory", json.dumps(case)], cwd=root, check=False,
                               capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                              env={**ALLOCATOR_STATS_ENV, **os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         if proc.returncode != 0 or not lines:
             result = dict(case, error=(proc.stderr.strip().splitlines() or ["failed"])[-1])
@@ -113,6 +116,10 @@ def run_cases(ks: list[int], size: str = "small", loss: str = "infopro", log: Ca
         log(f"K={k or 'end to end'}: {result.get('error') or 'ok'} ({result['wall_s']:.0f} s)")
         results.append(result)
     return results
+
+
+def _mib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
@@ -126,9 +133,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
              f"peak tensor memory on {first['memory_device']} (MiB)", "",
              "| K | per module | largest module | / end to end |", "|---:|---|---:|---:|"]
     for r in ok:
-        ratio = f"{r['peak_mib'] / e2e['peak_mib']:.2f}" if e2e else "-"
-        per = ", ".join(f"{m['peak_mib']:.0f}" for m in r["modules"]) or "-"
-        lines.append(f"| {r['k'] or 'end to end'} | {per} | {r['peak_mib']:.0f} | {ratio} |")
+        ratio = f"{r['peak_mib'] / e2e['peak_mib']:.2f}" if e2e and r["peak_mib"] and e2e["peak_mib"] else "-"
+        per = ", ".join(_mib(m["peak_mib"]) for m in r["modules"]) or "-"
+        lines.append(f"| {r['k'] or 'end to end'} | {per} | {_mib(r['peak_mib'])} | {ratio} |")
     for r in results:
         if "error" in r:
             lines.append(f"| {r['k']} | error: {r['error']} | | |")

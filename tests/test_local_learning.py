@@ -14,6 +14,7 @@ import layerwise
 from apps.module_memory import markdown, run_case
 from apps.runner import build_network, resolve, run_training
 from layerwise.analysis.flops import count_flops
+from layerwise.analysis.memory import largest_peak
 from layerwise.data import load_dataset
 from layerwise.data.augment import augment_image, cutout
 from layerwise.errors import ConfigError
@@ -251,7 +252,7 @@ def test_module_memory_measures_every_module_against_end_to_end():
     """apps.bench --module_memory's case: every module's step, the largest, its ratio in the table."""
     result = run_case({"size": "tiny", "k": 2})
     assert [m["module"] for m in result["modules"]] == [0, 1]
-    assert result["peak_mib"] == max(m["peak_mib"] for m in result["modules"])
+    assert result["peak_mib"] == largest_peak(m["peak_mib"] for m in result["modules"])
     e2e = dict(result, k=0, modules=[], peak_mib=4.0)
     table = markdown([e2e, dict(result, peak_mib=1.0, modules=[{"module": 0, "peak_mib": 1.0}]),
                       {"k": 4, "error": "boom"}])

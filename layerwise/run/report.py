@@ -51,23 +51,39 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
     return read_records(path)
 
 
+# Measured where the machine allows: a record holding None was not measured there ("n/a"), which
+# differs from a record without the key (nothing to measure, "-").
+MEASURED_WHERE_AVAILABLE = ("peak_memory_mb",)
+NOT_MEASURED_NOTE = (
+    "peak MiB n/a: TensorFlow's CPU allocator kept no statistics in that process (oneDNN is off on "
+    "CPUs without AVX-512 VNNI/bfloat16/AMX); set TF_CPU_ALLOCATOR_USE_BFC=true before starting Python to measure it."
+)
+
+
+def _not_measured(record: dict[str, Any], key: str) -> bool:
+    return key in MEASURED_WHERE_AVAILABLE and key in record and record[key] is None
+
+
 def _cells(record: dict[str, Any]) -> list[str]:
     out = []
     for _, key, fmt in COLUMNS:
         value = record.get(key)
         if key == "flops" and value is not None:
             value = value / 1e9
-        out.append("-" if value is None else fmt.format(value))
+        out.append(("n/a" if _not_measured(record, key) else "-") if value is None else fmt.format(value))
     return out
 
 
 def stage_table(records: Sequence[dict[str, Any]]) -> str:
-    """Markdown table of stage records (columns absent from every record are dropped)."""
-    keep = [i for i, (_, key, _) in enumerate(COLUMNS) if any(r.get(key) is not None for r in records)]
+    """Markdown table of stage records (columns absent from every record are dropped); a
+    measurement the machine could not make shows "n/a", with a note under the table."""
+    keep = [i for i, (_, key, _) in enumerate(COLUMNS)
+            if any(r.get(key) is not None or _not_measured(r, key) for r in records)]
     header = "| " + " | ".join(COLUMNS[i][0] for i in keep) + " |"
     rule = "|" + "|".join("---:" for _ in keep) + "|"
     rows = ["| " + " | ".join(_cells(r)[i] for i in keep) + " |" for r in records]
-    return "\n".join([header, rule, *rows])
+    notes = [NOT_MEASURED_NOTE] if any(_not_measured(r, "peak_memory_mb") for r in records) else []
+    return "\n".join([header, rule, *rows, *(["", *notes] if notes else [])])
 
 
 def plot_accuracy(stages, compare, path) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import keras
 
+from layerwise.analysis.memory import largest_peak
 from layerwise.errors import UnknownNameError
 from layerwise.run import checkpoints as ckpt
 from layerwise.training.hooks import StageHook
@@ -245,7 +246,7 @@ class Decoupled(Mode):
                 "train_acc": history[-1]["train_acc"] if problem.stage == last else None,
                 "epochs": len(history),
                 "seconds": seconds,  # the one pass that trained every stage
-                "peak_memory_mb": max((r.get("peak_memory_mb", 0.0) for r in history), default=0.0),  # all stages'
+                "peak_memory_mb": largest_peak(r.get("peak_memory_mb") for r in history),  # all stages'
             })
         if checkpoints is not None:
             checkpoints.save_final(final, {"records": records})

@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from layerwise.analysis.flops import count_flops
-from layerwise.analysis.memory import peak_memory_mb, reset_peak_memory
+from layerwise.analysis.memory import largest_peak, peak_memory_mb, reset_peak_memory
 from layerwise.data.base import DataSource, derive_seed
 from layerwise.errors import ConfigError, DatasetUnavailableError, NonFiniteLossError
 from layerwise.run import checkpoints as ckpt
@@ -623,7 +623,7 @@ class GreedyTrainer:
             "seconds": float(sum(r["seconds"] for r in history)),
             "train_seconds": float(sum(r.get("train_seconds", 0.0) for r in history)),
             "epoch_seconds": float(np.mean([r["seconds"] for r in history])),
-            "peak_memory_mb": max((r.get("peak_memory_mb", 0.0) for r in history), default=0.0),
+            "peak_memory_mb": largest_peak(r.get("peak_memory_mb") for r in history),
         }
         if checkpoints is not None:
             arrays = ckpt.variables_to_arrays("model", problem.trainable.variables)
