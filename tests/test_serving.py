@@ -303,6 +303,89 @@ def test_rest_client_against_a_fake_tf_serving(fake_server):
         unchecked.predict(images, signature="serving_float")
 
 
+class Recorder(http.server.BaseHTTPRequestHandler):
+    """A well-behaved TF Serving stand-in that records every request it gets (a redirect target)."""
+
+    seen: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self, payload):
+        type(self).seen.append(self.path)
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self._answer(METADATA)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._answer({"predictions": [{"classes": 7, "probabilities": [0.1] * 10}]})
+
+
+class Redirector(http.server.BaseHTTPRequestHandler):
+    """Answers every request with ``code`` and ``Location: target`` (class attributes)."""
+
+    code, target = 302, ""
+
+    def log_message(self, *args):
+        pass
+
+    def _redirect(self):
+        if self.command == "POST":
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(type(self).code)
+        self.send_header("Location", type(self).target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _redirect
+
+
+def _serve(handler) -> http.server.ThreadingHTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_the_rest_client_follows_no_redirect_to_any_scheme_or_host():
+    # Targets urllib's own redirect handler follows (http/https/ftp, any host): a well-behaved
+    # server (another host name, or another port) and an FTP address that only counts connections.
+    # TF Serving never redirects, so the client must refuse every one without going there.
+    redirector, target = _serve(Redirector), _serve(Recorder)
+    ftp = socket.socket()
+    try:
+        ftp.bind(("127.0.0.1", 0))
+        ftp.listen(8)
+        ftp.setblocking(False)
+        port = target.server_address[1]
+        targets = [f"http://localhost:{port}/v1/models/digits/metadata", f"http://127.0.0.1:{port}/v1/models/digits",
+                   f"ftp://127.0.0.1:{ftp.getsockname()[1]}/x"]
+        Recorder.seen = []
+        for code in (301, 302, 303, 307, 308):
+            for location in targets:
+                Redirector.code, Redirector.target = code, location
+                client = serving.RestClient(f"http://127.0.0.1:{redirector.server_address[1]}", "digits", timeout=2)
+                with pytest.raises(ModelServerError, match=f"HTTP {code} .*a redirect to {location}.*never redirects"):
+                    client.input_specs()  # GET
+                unchecked = serving.RestClient(client.server, "digits", timeout=2, check=False)
+                with pytest.raises(ModelServerError, match=f"HTTP {code} "):
+                    unchecked.predict(np.zeros((1, 8, 8, 1), np.uint8))  # POST
+        assert Recorder.seen == []  # no request reached the redirect target
+        with pytest.raises(BlockingIOError):
+            ftp.accept()  # nobody connected to the FTP address either
+    finally:
+        ftp.close()
+        for server in (redirector, target):
+            server.shutdown()
+            server.server_close()
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
