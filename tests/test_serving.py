@@ -303,6 +303,89 @@ def test_rest_client_against_a_fake_tf_serving(fake_server):
         unchecked.predict(images, signature="serving_float")
 
 
+class Recorder(http.server.BaseHTTPRequestHandler):
+    """A well-behaved TF Serving stand-in that records every request it gets (a redirect target)."""
+
+    seen: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self, payload):
+        type(self).seen.append(self.path)
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self._answer(METADATA)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._answer({"predictions": [{"classes": 7, "probabilities": [0.1] * 10}]})
+
+
+class Redirector(http.server.BaseHTTPRequestHandler):
+    """Answers every request with ``code`` and ``Location: target`` (class attributes)."""
+
+    code, target = 302, ""
+
+    def log_message(self, *args):
+        pass
+
+    def _redirect(self):
+        if self.command == "POST":
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(type(self).code)
+        self.send_header("Location", type(self).target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _redirect
+
+
+def _serve(handler) -> http.server.ThreadingHTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_the_rest_client_follows_no_redirect_to_any_scheme_or_host():
+    # Targets urllib's own redirect handler follows (http/https/ftp, any host): a well-behaved
+    # server (another host name, or another port) and an FTP address that only counts connections.
+    # TF Serving never redirects, so the client must refuse every one without going there.
+    redirector, target = _serve(Redirector), _serve(Recorder)
+    ftp = socket.socket()
+    try:
+        ftp.bind(("127.0.0.1", 0))
+        ftp.listen(8)
+        ftp.setblocking(False)
+        port = target.server_address[1]
+        targets = [f"http://localhost:{port}/v1/models/digits/metadata", f"http://127.0.0.1:{port}/v1/models/digits",
+                   f"ftp://127.0.0.1:{ftp.getsockname()[1]}/x"]
+        Recorder.seen = []
+        for code in (301, 302, 303, 307, 308):
+            for location in targets:
+                Redirector.code, Redirector.target = code, location
+                client = serving.RestClient(f"http://127.0.0.1:{redirector.server_address[1]}", "digits", timeout=2)
+                with pytest.raises(ModelServerError, match=f"HTTP {code} .*a redirect to {location}.*never redirects"):
+                    client.input_specs()  # GET
+                unchecked = serving.RestClient(client.server, "digits", timeout=2, check=False)
+                with pytest.raises(ModelServerError, match=f"HTTP {code} "):
+                    unchecked.predict(np.zeros((1, 8, 8, 1), np.uint8))  # POST
+        assert Recorder.seen == []  # no request reached the redirect target
+        with pytest.raises(BlockingIOError):
+            ftp.accept()  # nobody connected to the FTP address either
+    finally:
+        ftp.close()
+        for server in (redirector, target):
+            server.shutdown()
+            server.server_close()
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -362,6 +445,150 @@ def test_signatures_check_their_inputs_inside_the_graph(exported):
             cascade(images=images, threshold=tf.constant(thresholds, tf.float32))
     empty = cascade(images=tf.zeros((0, 8, 8, 1), tf.uint8), threshold=tf.zeros((0,), tf.float32))
     assert empty["exit_stage"].shape == (0,)
+
+
+# ------------------------------------------------ the servables' arithmetic, in this process (fast)
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory):
+    """A 3-stage network with seeded, untrained heads, exported (stage 0, ensemble, cascade) and
+    loaded back in this process: the serving arithmetic needs no training and no fresh process.
+    The heads' logits are scaled so that stage probabilities differ and confidences spread."""
+    import keras
+    import tensorflow as tf
+
+    from layerwise.data import load_dataset
+    from layerwise.serving.export import export_cascade, export_classifier, export_ensemble
+    from layerwise.training.heads import AuxHead
+
+    tmp = tmp_path_factory.mktemp("in_process")
+    data = load_dataset("digits")
+    config = resolve(tiny_config(model_options={"num_stages": 3, "width": 8, "downsample_at": [1]}))
+    network = build_network(config, data)
+    heads = [AuxHead(k=1, width=8)(network.output_shape(j), 10, name=f"head_{j}") for j in range(3)]
+    for layer in (layer for head in heads for layer in head.layers if isinstance(layer, keras.layers.Dense)):
+        layer.kernel.assign(layer.kernel * 5.0)
+    classifiers = [network.compose(j + 1, heads[j]) for j in range(3)]
+    raw = data.arrays("test")[0][:64]
+    normalised = (raw.astype(np.float32) - data.mean) / data.std  # by hand, in NumPy
+    logits = [np.asarray(c(normalised, training=False), np.float64) for c in classifiers]
+    per_stage = [np.exp(z - z.max(-1, keepdims=True)) / np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)
+                 for z in logits]
+    paths = {
+        "stage": export_classifier(classifiers[0], str(tmp / "stage"), data.mean, data.std),
+        "ensemble": export_ensemble(network, heads, str(tmp / "ensemble"), data.mean, data.std),
+        "cascade": export_cascade(network, heads, str(tmp / "cascade"), data.mean, data.std, threshold=0.5),
+    }
+    return {"network": network, "heads": heads, "raw": raw, "normalised": normalised, "per_stage": per_stage,
+            "paths": paths, **{name: tf.saved_model.load(path) for name, path in paths.items()}}
+
+
+def _by_hand_cascade(per_stage, thresholds):
+    """Example i leaves at the first stage whose top probability is >= thresholds[i]; the last answers the rest."""
+    exits = np.full(len(thresholds), len(per_stage) - 1)
+    for j in range(len(per_stage) - 2, -1, -1):
+        exits = np.where(per_stage[j].max(-1) >= thresholds, j, exits)
+    return np.stack(per_stage)[exits, np.arange(len(exits))], exits
+
+
+def test_the_served_ensemble_is_the_2_to_the_j_weighted_average_of_the_stages(in_process):
+    import tensorflow as tf
+
+    p = in_process["per_stage"]
+    want = (1 * p[0] + 2 * p[1] + 4 * p[2]) / 7
+    out = in_process["ensemble"].signatures["serving_float"](images=tf.constant(in_process["normalised"]))
+    np.testing.assert_allclose(out["probabilities"], want, atol=1e-5)
+    np.testing.assert_array_equal(out["classes"], want.argmax(-1))
+    np.testing.assert_allclose(out["top_k_scores"], -np.sort(-want, -1)[:, :5], atol=1e-5)
+    # the test tells weightings apart: uniform or reversed weights are far from the served answer
+    for other in ((p[0] + p[1] + p[2]) / 3, (4 * p[0] + 2 * p[1] + p[2]) / 7):
+        assert np.abs(other - want).max() > 0.01
+
+
+def test_uint8_signatures_normalise_raw_pixels_like_the_float_signatures_by_hand(in_process):
+    import tensorflow as tf
+
+    raw, normalised = tf.constant(in_process["raw"]), tf.constant(in_process["normalised"])
+    thresholds = tf.constant(np.linspace(0.2, 1.0, len(in_process["raw"])), tf.float32)
+    pairs = [(in_process[name].signatures["serving_default"](images=raw),
+              in_process[name].signatures["serving_float"](images=normalised)) for name in ("stage", "ensemble", "cascade")]
+    cascade = in_process["cascade"].signatures
+    pairs.append((cascade["serving_threshold"](images=raw, threshold=thresholds),
+                  cascade["serving_float_threshold"](images=normalised, threshold=thresholds)))
+    for uint8, float32 in pairs:
+        assert sorted(uint8) == sorted(float32)
+        np.testing.assert_allclose(uint8["probabilities"], float32["probabilities"], atol=1e-5)
+        for key in set(uint8) - {"probabilities", "top_k_scores"}:
+            np.testing.assert_array_equal(uint8[key], float32[key])
+    np.testing.assert_allclose(pairs[0][1]["probabilities"], in_process["per_stage"][0], atol=1e-5)
+
+
+def test_cascade_thresholds_0_and_above_1_exit_first_and_last_like_the_cascade_by_hand(in_process):
+    import tensorflow as tf
+
+    from layerwise.serving.cascade import cascade_probabilities
+
+    network, heads, per_stage = in_process["network"], in_process["heads"], in_process["per_stage"]
+    normalised = tf.constant(in_process["normalised"])
+    n = len(in_process["normalised"])
+    mixed = np.random.default_rng(0).uniform(0.2, 1.0, n).astype(np.float32)
+    for thresholds, exits in ((np.zeros(n, np.float32), 0), (np.full(n, 1.5, np.float32), 2), (mixed, None)):
+        want_probs, want_exits = _by_hand_cascade(per_stage, thresholds)
+        if exits is not None:  # 0: every example leaves at stage 0; > 1: none leaves early
+            assert (want_exits == exits).all()
+        else:
+            assert set(want_exits.tolist()) == {0, 1, 2}  # every exit is exercised
+        probs, got_exits = cascade_probabilities(network.stages, heads, normalised, tf.constant(thresholds))
+        np.testing.assert_array_equal(got_exits, want_exits)
+        np.testing.assert_allclose(probs, want_probs, atol=1e-5)
+    # the same through the exported servable: its thresholds are in (0, 1], so the smallest
+    # float and 1.0 stand for 0 and "above every confidence" (no stage is 100 % sure here)
+    assert max(p.max() for p in per_stage[:2]) < 1.0
+    serve = in_process["cascade"].signatures["serving_float_threshold"]
+    for thresholds in (np.full(n, np.finfo(np.float32).tiny), np.ones(n), mixed):
+        out = serve(images=normalised, threshold=tf.constant(thresholds, tf.float32))
+        want_probs, want_exits = _by_hand_cascade(per_stage, thresholds)
+        np.testing.assert_array_equal(out["exit_stage"], want_exits)
+        np.testing.assert_allclose(out["probabilities"], want_probs, atol=1e-5)
+    default = in_process["cascade"].signatures["serving_float"](images=normalised)  # exported with 0.5
+    want_probs, want_exits = _by_hand_cascade(per_stage, np.full(n, 0.5))
+    assert set(want_exits.tolist()) == {0, 1, 2}
+    np.testing.assert_array_equal(default["exit_stage"], want_exits)
+    np.testing.assert_allclose(default["probabilities"], want_probs, atol=1e-5)
+
+
+def test_classifier_signatures_refuse_wrong_shapes_dtypes_and_ranks(in_process):
+    import tensorflow as tf
+
+    for signature, dtype, kind in (("serving_default", tf.uint8, "uint8"), ("serving_float", tf.float32, "float")):
+        serve = in_process["stage"].signatures[signature]
+        for shape in ((2, 9, 8, 1), (2, 8, 8, 3), (1, 2, 8, 8, 1), (8, 8, 1), (2, 32, 32, 1)):
+            with pytest.raises(tf.errors.InvalidArgumentError, match=r"expected shape \[\?,8,8,1\]"):
+                serve(images=tf.zeros(shape, dtype))
+        other = tf.float32 if dtype == tf.uint8 else tf.uint8
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"expected to be a {kind} tensor but is a"):
+            serve(images=tf.zeros((2, 8, 8, 1), other))
+        assert serve(images=tf.zeros((0, 8, 8, 1), dtype))["probabilities"].shape == (0, 10)
+    not_finite = np.zeros((2, 8, 8, 1), np.float32)
+    not_finite[1, 2, 3] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="takes finite normalised pixels"):
+        in_process["stage"].signatures["serving_float"](images=tf.constant(not_finite))
+    # the local client checks the same before calling, with what to do instead
+    model = serving.LocalModel(in_process["paths"]["stage"])
+    good = np.zeros((3, 8, 8, 1), np.uint8)
+    assert model.predict(good)["probabilities"].shape == (3, 10)
+    assert model.predict(good[0])["classes"].shape == (1,)  # one image: a batch of one
+    for images, message in ((np.zeros((2, 9, 8, 1), np.uint8), "are 9x8 pixels but the model takes 8x8"),
+                            (np.zeros((2, 8, 8, 3), np.uint8), r"3 channel\(s\) but the model takes 1 \(grayscale\)"),
+                            (np.zeros((1, 2, 8, 8, 1), np.uint8), r"takes a batch of images shaped \[N, 8, 8, 1\]"),
+                            (np.zeros((8, 8), np.uint8), r"takes a batch of images shaped \[N, 8, 8, 1\]"),
+                            (np.zeros((2, 8, 8, 1), np.float32), "takes raw uint8 pixels.*serving_float"),
+                            (np.full((1, 8, 8, 1), 300, np.int64), "range 300..300")):
+        with pytest.raises(ServingInputError, match=message):
+            model.predict(images)
+    with pytest.raises(ServingInputError, match="takes normalised float32 images; got uint8"):
+        model.predict(good, signature="serving_float")
+    with pytest.raises(ServingInputError, match="NaN or infinite"):
+        model.predict(not_finite, signature="serving_float")
 
 
 MALFORMED_REQUESTS = """

@@ -242,20 +242,13 @@ def parse_rest_metadata(metadata: dict[str, Any]) -> dict[str, dict[str, InputSp
 
 HTTP_SCHEMES = ("http", "https")
 
-
-class _HTTPOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows redirects to http(s) only (urllib's default handler also follows ``ftp://``)."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if urllib.parse.urlsplit(newurl).scheme.lower() not in HTTP_SCHEMES:
-            raise urllib.error.HTTPError(newurl, code, f"refused a redirect to {newurl} (http(s) only)", headers, fp)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-# Only the HTTP handlers: a request can never read file:// or ftp:// URLs, whatever the address.
+# Only the HTTP handlers, and no redirect handler: a request can never read file:// or ftp:// URLs,
+# and never goes anywhere but the given server. TF Serving never redirects, so a 3xx answer is an
+# error (:meth:`RestClient._request`), whatever scheme or host it points at (urllib's default
+# redirect handler follows http, https and ftp to any host).
 _OPENER = urllib.request.OpenerDirector()
 for _handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
-                 _HTTPOnlyRedirects(), urllib.request.HTTPErrorProcessor(), urllib.request.HTTPDefaultErrorHandler()):
+                 urllib.request.HTTPErrorProcessor(), urllib.request.HTTPDefaultErrorHandler()):
     _OPENER.add_handler(_handler)
 
 
@@ -309,6 +302,12 @@ class RestClient:
                 ) from None
             if e.code == 400:
                 raise ServingInputError(f"{self.server} rejected the request for {self._what}: {message}") from None
+            if 300 <= e.code < 400:
+                raise ModelServerError(
+                    f"{self.server} answered HTTP {e.code} for {self._what}, a redirect to "
+                    f"{(e.headers or {}).get('Location', '?')}; TF Serving never redirects, so the client follows "
+                    "none: give the model server's own address"
+                ) from None
             raise ModelServerError(f"{self.server} answered HTTP {e.code} for {self._what}: {message}") from None
         except (socket.timeout, TimeoutError):
             raise ModelServerError(f"{self.server} did not answer within {self.timeout:g} s") from None

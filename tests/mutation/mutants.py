@@ -98,6 +98,21 @@ RESIDUAL_CUT = f"{LIBRARY}::test_a_cut_through_a_residual_connection_names_the_n
 COMPOSE = f"{LIBRARY}::test_split_keras_applications_compose_to_the_original[ResNet50-4]"
 CALLBACK_ORDER = f"{LIBRARY}::test_callbacks_see_every_stage_epoch_and_batch_in_order"
 KERAS_FILES = f"{LIBRARY}::test_every_stage_classifier_and_the_ensemble_round_trip_through_keras_files"
+# ---- issue 21: data and serving
+CLIENTS = "layerwise/serving/clients.py"
+CASCADE = "layerwise/serving/cascade.py"
+AUGMENT = "layerwise/data/augment.py"
+DATA_BASE = "layerwise/data/base.py"
+SERVING_TESTS = "tests/test_serving.py"
+NO_REDIRECT = f"{SERVING_TESTS}::test_the_rest_client_follows_no_redirect_to_any_scheme_or_host"
+SERVED_ENSEMBLE = f"{SERVING_TESTS}::test_the_served_ensemble_is_the_2_to_the_j_weighted_average_of_the_stages"
+UINT8_NORMALISED = f"{SERVING_TESTS}::test_uint8_signatures_normalise_raw_pixels_like_the_float_signatures_by_hand"
+CASCADE_THRESHOLDS = f"{SERVING_TESTS}::test_cascade_thresholds_0_and_above_1_exit_first_and_last_like_the_cascade_by_hand"
+SIGNATURE_CHECKS = f"{SERVING_TESTS}::test_classifier_signatures_refuse_wrong_shapes_dtypes_and_ranks"
+DATA_TESTS = "tests/test_data.py"
+HELD_OUT = f"{DATA_TESTS}::test_the_held_out_examples_of_a_seeded_split_are_the_documented_ones"
+CUTOUT_FILL = f"{DATA_TESTS}::test_cutout_in_the_training_pipeline_sets_a_square_to_zero_after_normalisation"
+LABELS_KEPT = f"{DATA_TESTS}::test_augmented_training_images_keep_their_own_labels"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -575,5 +590,175 @@ MUTANTS: list[Mutant] = [
         'keras.layers.Rescaling(float(weight), name=f"weight_{j:02d}")',
         'keras.layers.Rescaling(1.0 / len(members), name=f"weight_{j:02d}")',
         (KERAS_FILES,),
+    ),
+    # ---- issue 21: data and serving
+    Mutant(
+        "rest-client-follows-redirects",
+        "the REST client follows redirects (to another host, or ftp://) instead of refusing them",
+        CLIENTS,
+        "urllib.request.HTTPErrorProcessor(), urllib.request.HTTPDefaultErrorHandler()):",
+        "urllib.request.HTTPRedirectHandler(), urllib.request.HTTPErrorProcessor(),\n"
+        "                 urllib.request.HTTPDefaultErrorHandler()):",
+        (NO_REDIRECT,),
+    ),
+    Mutant(
+        "rest-client-default-opener",
+        "the REST client opens URLs with urllib's default opener (every scheme, every redirect)",
+        CLIENTS,
+        "with _OPENER.open(request, timeout=self.timeout) as response:",
+        "with urllib.request.urlopen(request, timeout=self.timeout) as response:",
+        (NO_REDIRECT,),
+    ),
+    Mutant(
+        "cutout-fills-raw-zero",
+        "the training pipeline's cutout fills raw 0 (black), not the mean colour (0 once normalised)",
+        DATA_BASE,
+        "base, policy, pca, fill = derive_seed(seed, epoch, 1), self.augment, self.pca, self.mean",
+        "base, policy, pca, fill = derive_seed(seed, epoch, 1), self.augment, self.pca, None",
+        (CUTOUT_FILL,),
+    ),
+    Mutant(
+        "cutout-fill-dropped",
+        "augment_image does not pass the fill colour on to cutout",
+        AUGMENT,
+        "return cutout(augment_image(image, base, seeds[0], pca), seeds[1], fill)",
+        "return cutout(augment_image(image, base, seeds[0], pca), seeds[1])",
+        (CUTOUT_FILL,),
+    ),
+    Mutant(
+        "cutout-quarter-side",
+        "cutout cuts a square of a quarter of the side instead of half",
+        AUGMENT,
+        "size = size or max(1, height // 2)",
+        "size = size or max(1, height // 4)",
+        (CUTOUT_FILL,),
+    ),
+    Mutant(
+        "split-held-out-set-unseeded",
+        "the stratified split holds out the first examples of each class; only their order is seeded",
+        DATA_BASE,
+        "        rng.shuffle(idx)\n        n_test",
+        "        n_test",
+        (HELD_OUT,),
+    ),
+    Mutant(
+        "split-per-class-count-floored",
+        "the stratified split holds out floor(n_class * fraction) examples instead of round(...)",
+        DATA_BASE,
+        "n_test = int(round(len(idx) * test_fraction))",
+        "n_test = int(len(idx) * test_fraction)",
+        (HELD_OUT,),
+    ),
+    Mutant(
+        "split-held-out-from-the-end",
+        "the stratified split holds out the last, not the first, examples of each shuffled class",
+        DATA_BASE,
+        "        test.append(idx[:n_test])\n        train.append(idx[n_test:])",
+        "        test.append(idx[len(idx) - n_test:])\n        train.append(idx[:len(idx) - n_test])",
+        (HELD_OUT,),
+    ),
+    Mutant(
+        "augmented-labels-by-position",
+        "the augmented pipeline takes each label by batch position, not from the image's source",
+        DATA_BASE,
+        "tf.gather(labels, j),",
+        "tf.gather(labels, i),",
+        (LABELS_KEPT,),
+    ),
+    Mutant(
+        "augmented-images-by-position",
+        "the augmented pipeline takes each image by batch position while its label follows the order",
+        DATA_BASE,
+        "augment_image(tf.cast(tf.gather(images, j), tf.float32), policy,",
+        "augment_image(tf.cast(tf.gather(images, i), tf.float32), policy,",
+        (LABELS_KEPT,),
+    ),
+    Mutant(
+        "served-ensemble-uniform",
+        "the served ensemble averages the stages uniformly instead of by 2^j",
+        CASCADE,
+        "total = total + (2.0**j / norm) * _probabilities(head, x)",
+        "total = total + (1.0 / len(heads)) * _probabilities(head, x)",
+        (SERVED_ENSEMBLE,),
+    ),
+    Mutant(
+        "served-ensemble-weights-reversed",
+        "the served ensemble weighs the first stage most (2^(J-1-j))",
+        CASCADE,
+        "total = total + (2.0**j / norm) * _probabilities(head, x)",
+        "total = total + (2.0 ** (len(heads) - 1 - j) / norm) * _probabilities(head, x)",
+        (SERVED_ENSEMBLE,),
+    ),
+    Mutant(
+        "ensemble-uint8-skips-mean",
+        "the ensemble's uint8 signature divides by std without subtracting the mean",
+        EXPORT,
+        "x = (tf.cast(checked(images, shape), tf.float32) - mean_t) / std_t",
+        "x = tf.cast(checked(images, shape), tf.float32) / std_t",
+        (UINT8_NORMALISED,),
+    ),
+    Mutant(
+        "cascade-uint8-normalised-backwards",
+        "the cascade's uint8 signatures multiply by std and add the mean",
+        EXPORT,
+        "        return (tf.cast(images, tf.float32) - mean_t) / std_t",
+        "        return tf.cast(images, tf.float32) * std_t + mean_t",
+        (UINT8_NORMALISED,),
+    ),
+    Mutant(
+        "cascade-last-stage-needs-threshold",
+        "the cascade's last stage answers only the examples confident enough (the rest get zeros)",
+        CASCADE,
+        "            done = tf.ones(tf.shape(p)[:1], tf.bool)",
+        "            done = tf.reduce_max(p, axis=-1) >= thresholds",
+        (CASCADE_THRESHOLDS,),
+    ),
+    Mutant(
+        "cascade-rows-not-masked",
+        "the cascade keeps every example's row index after an exit: later answers land on the wrong rows",
+        CASCADE,
+        "            index = tf.boolean_mask(index, keep)\n",
+        "",
+        (CASCADE_THRESHOLDS,),
+    ),
+    Mutant(
+        "cascade-threshold-input-ignored",
+        "serving_float_threshold uses the threshold baked in at export, not the request's",
+        EXPORT,
+        "        return outputs(images, checked_thresholds(threshold, images))",
+        "        return outputs(images, default_thresholds(images))",
+        (CASCADE_THRESHOLDS,),
+    ),
+    Mutant(
+        "signature-shape-unchecked",
+        "the serving signatures no longer check the images' rank, size and channels in the graph",
+        EXPORT,
+        'images = tf.ensure_shape(images, (None, *image_shape), name="check_image_shape")',
+        "images = tf.identity(images)",
+        (SIGNATURE_CHECKS,),
+    ),
+    Mutant(
+        "classifier-float-signature-takes-nan",
+        "a stage's serving_float lets NaN and infinite pixels through",
+        EXPORT,
+        "return _outputs(probabilities(checked(images, image_shape, finite=True)), k)",
+        "return _outputs(probabilities(checked(images, image_shape)), k)",
+        (SIGNATURE_CHECKS,),
+    ),
+    Mutant(
+        "client-casts-floats-to-uint8",
+        "the client silently casts float images in 0..255 to uint8 for a uint8 signature",
+        CLIENTS,
+        "if np.issubdtype(images.dtype, np.integer) and images.min() >= 0 and images.max() <= 255:",
+        "if images.min() >= 0 and images.max() <= 255:",
+        (SIGNATURE_CHECKS,),
+    ),
+    Mutant(
+        "client-skips-the-rank-check",
+        "the client sends a batch of the wrong rank to the server",
+        CLIENTS,
+        "    if images.ndim != len(want):\n",
+        "    if images.ndim < len(want) - 1:\n",
+        (SIGNATURE_CHECKS,),
     ),
 ]
