@@ -12,7 +12,7 @@ from conftest import run_cli, tiny_config
 from layerwise.run.config import RunOptions, TrainConfig
 from layerwise.errors import ConfigError
 from layerwise.analysis.memory import memory_device
-from layerwise.training.optim import make_optimizer
+from layerwise.training.optim import make_optimizer, resolve_precision
 from layerwise.training.problems import decoupled_models
 from layerwise.training.steps import make_decoupled_step
 from layerwise.training.trainer import GreedyTrainer
@@ -69,6 +69,26 @@ def test_auto_precision_is_bfloat16_exactly_on_cpus_with_bfloat16_units():
     assert TrainConfig().precision == "auto"
     assert resolve(tiny_config(precision="auto")).precision == expected
     assert resolve(tiny_config(precision="float32")).precision == "float32"
+
+
+@pytest.mark.parametrize("gpus, cpu_flags, expected", [
+    ([{"compute_capability": (9, 0)}], set(), "mixed_bfloat16"),  # Hopper
+    ([{"compute_capability": (8, 0)}], set(), "mixed_bfloat16"),  # A100: the first with bfloat16 units
+    ([{"compute_capability": (8, 6)}], set(), "mixed_bfloat16"),
+    ([{"compute_capability": (7, 5)}], {"avx512_bf16"}, "mixed_float16"),  # Turing: the GPU decides, not the CPU
+    ([{"compute_capability": (7, 0)}], set(), "mixed_float16"),  # V100
+    ([{"compute_capability": (6, 1)}], {"amx_bf16"}, "float32"),  # Pascal
+    ([{"device_name": "no capability reported"}], set(), "float32"),
+    ([], {"avx512_bf16", "avx512f"}, "mixed_bfloat16"),  # Cooper Lake
+    ([], {"amx_bf16", "amx_tile"}, "mixed_bfloat16"),  # Sapphire Rapids
+    ([], {"avx2", "avx512f", "avx512_vnni"}, "float32"),  # no bfloat16 instructions
+    ([], set(), "float32"),
+], ids=["cc9.0", "cc8.0", "cc8.6", "cc7.5", "cc7.0", "cc6.1", "cc_unknown", "cpu_avx512bf16", "cpu_amx",
+        "cpu_avx512", "cpu_plain"])
+def test_auto_precision_by_gpu_compute_capability_and_cpu_flags(gpus, cpu_flags, expected):
+    # faked device details (what tf.config.experimental.get_device_details returns) and cpuinfo flags
+    assert resolve_precision("auto", gpu_details=gpus, cpu_flags=cpu_flags)[0] == expected
+    assert resolve_precision("float32", gpu_details=gpus, cpu_flags=cpu_flags)[0] == "float32"  # as configured
 
 
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
