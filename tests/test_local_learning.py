@@ -218,8 +218,12 @@ def test_async_runs_are_seeded_and_step_at_their_ratios():
         np.testing.assert_array_equal(a, b)
     epochs = [r for r in runs[0].runlog.records if r["event"] == "epoch"]
     assert len(epochs) == 2 and all(0 <= r["train_acc"] <= 1 for r in epochs)
+    # the last stage's optimizer (the model callbacks see) counts its updates: 2 per batch of
+    # 2 epochs x 64 // 16 batches; synchronous, 1 per batch
+    assert int(runs[0].callbacks.model.optimizer.iterations) == 2 * 2 * (64 // 16)
     sync = _trainer(_config(mode="decoupled", epochs_per_stage=2))
     sync.run()
+    assert int(sync.callbacks.model.optimizer.iterations) == 2 * (64 // 16)
     assert not all(np.array_equal(a, b) for a, b in zip(_weights(sync), _weights(runs[0])))
 
 
