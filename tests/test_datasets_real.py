@@ -45,13 +45,14 @@ def test_unprepared_tfds_fails_fast_with_instructions_when_its_hosts_do_not_answ
     start = time.perf_counter()
     with pytest.raises(DatasetUnavailableError, match="storage.googleapis.com.*did not answer.*download_and_prepare"):
         load_dataset("fashion_mnist", data_dir=str(tmp_path))
-    assert time.perf_counter() - start < 5 and asked and asked[0][0] == "storage.googleapis.com"
+    # fast means no network wait at all (a download would stall for minutes); the bound allows a loaded machine
+    assert time.perf_counter() - start < 30 and asked and asked[0][0] == "storage.googleapis.com"
 
 
 def test_an_unresolvable_host_is_unreachable_within_the_timeout():
     start = time.perf_counter()
     assert not tfds_data.hosts_reachable(["tfds.invalid"], timeout=2)
-    assert time.perf_counter() - start < 3
+    assert time.perf_counter() - start < 2 + 10  # the timeout, and slack for a loaded machine (not minutes)
 
 
 def test_unprepared_tfds_downloads_when_its_hosts_answer_unless_forbidden(tmp_path, monkeypatch):

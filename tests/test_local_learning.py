@@ -3,6 +3,8 @@ training-only layers, restore, K local modules, the asynchronous decoupled mode,
 
 import itertools
 import json
+import math
+from fractions import Fraction
 
 import keras
 import numpy as np
@@ -23,6 +25,7 @@ from layerwise.run.workdir import open_run
 from layerwise.training.local_steps import make_local_decoupled_step
 from layerwise.training.modules import balanced_groups, group_stages
 from layerwise.training.problems import DECOUPLED, Problem, decoupled_models, stage_name
+from layerwise.training.replay import ReplayBuffer, make_async_decoupled_step, steps_in_round
 from layerwise.training.steps import make_decoupled_step
 from layerwise.training.trainer import GreedyTrainer
 from models import build_model
@@ -216,8 +219,12 @@ def test_async_runs_are_seeded_and_step_at_their_ratios():
         np.testing.assert_array_equal(a, b)
     epochs = [r for r in runs[0].runlog.records if r["event"] == "epoch"]
     assert len(epochs) == 2 and all(0 <= r["train_acc"] <= 1 for r in epochs)
+    # the last stage's optimizer (the model callbacks see) counts its updates: 2 per batch of
+    # 2 epochs x 64 // 16 batches; synchronous, 1 per batch
+    assert int(runs[0].callbacks.model.optimizer.iterations) == 2 * 2 * (64 // 16)
     sync = _trainer(_config(mode="decoupled", epochs_per_stage=2))
     sync.run()
+    assert int(sync.callbacks.model.optimizer.iterations) == 2 * (64 // 16)
     assert not all(np.array_equal(a, b) for a, b in zip(_weights(sync), _weights(runs[0])))
 
 
@@ -228,6 +235,70 @@ def test_async_mode_checks_its_configuration():
         tiny_config(mode="decoupled", replay_buffer=2, stage_step_ratios=[2, 1]).validate()
     with pytest.raises(ConfigError, match="2 stages"):
         _trainer(_config(mode="decoupled", replay_buffer=2, stage_step_ratios=[1, 1, 1]))
+
+
+def test_replay_buffer_samples_only_the_last_n_written_batches_and_each_of_them():
+    # every batch is marked with its write number (features, labels and images alike): a sample
+    # says which write it came from, so an unwritten slot (zeros) or a stale one shows up
+    size, batch = 3, 2
+    buffer = ReplayBuffer(keras.KerasTensor((None, 2)), size, batch, (2, 2, 1), "traced")
+    for writes in range(1, 8):
+        k = writes - 1
+        buffer.push(tf.fill([batch, 2], k + 1.0), tf.fill([batch], k), tf.fill([batch, 2, 2, 1], k + 1.0))
+        drawn = set()
+        for s in range(24):
+            features, labels, images = buffer.sample(tf.constant([s, writes], tf.int64))
+            marks = {*(features.numpy().ravel() - 1), *labels.numpy().ravel(), *(images.numpy().ravel() - 1)}
+            assert len(marks) == 1  # one slot: the features, labels and images of one batch
+            drawn |= marks
+        assert drawn == set(range(max(0, writes - size), writes)), writes  # the filled slots, all of them
+
+
+def _exact_steps(ratio: Fraction, rounds: int) -> list[int]:
+    """Steps per round of a stage at ``ratio`` steps per round: after t rounds it has taken floor(t r)."""
+    return [math.floor((t + 1) * ratio) - math.floor(t * ratio) for t in range(rounds)]
+
+
+def test_steps_in_round_follow_the_stage_step_ratio():
+    assert _exact_steps(Fraction(1, 2), 4) == [0, 1, 0, 1]  # every other round, from the second
+    for ratio in (Fraction(1), Fraction(2), Fraction(1, 2), Fraction(1, 3), Fraction(3, 2), Fraction(1, 4)):
+        got = [int(steps_in_round(float(ratio), tf.constant(t, tf.int64))) for t in range(12)]
+        assert got == _exact_steps(ratio, 12), ratio
+
+
+def _async_stages(ratios, buffer_size=2, batch=4):
+    """Tiny dense stages + heads and their asynchronous step (stage j: 3 -> 3 features, 10 logits)."""
+    keras.utils.set_random_seed(0)
+    models, outputs = [], []
+    for j in range(len(ratios)):
+        inputs = keras.Input((3,))
+        features = keras.layers.Dense(3)(inputs)
+        models.append(keras.Model(inputs, [features, keras.layers.Dense(10)(features)]))
+        outputs.append(features)
+    optimizers = [keras.optimizers.SGD(0.01) for _ in models]
+    for model, optimizer in zip(models, optimizers):
+        optimizer.build(model.trainable_variables)
+    step, state = make_async_decoupled_step(
+        models, optimizers, [None] * len(models), stage_outputs=outputs, buffer_size=buffer_size, ratios=ratios,
+        seed=0, batch_size=batch, image_shape=(3,), global_batch_size=batch)
+    return step, optimizers
+
+
+@pytest.mark.parametrize("ratios", [[1, 2, 0.5], [1, 0.5, 1]], ids=["fast_then_slow", "slow_middle"])
+def test_async_stages_take_their_ratio_of_steps_every_round(ratios):
+    # each stage's optimizer counts the updates it applied; a stage waits (takes no step) while
+    # the buffer it reads is still empty, as stage 2 of 1,0.5,1 in round 0
+    step, optimizers = _async_stages(ratios)
+    x, y = tf.random.stateless_normal([4, 3], [1, 2]), tf.constant([0, 1, 2, 3])
+    rounds = 6
+    per_round = [_exact_steps(Fraction(r).limit_denominator(), rounds) for r in ratios]
+    for j in range(1, len(ratios)):  # no writes before the previous stage's first step
+        first_input = next(t for t, n in enumerate(per_round[j - 1]) if n)
+        per_round[j] = [n if t >= first_input else 0 for t, n in enumerate(per_round[j])]
+    for t in range(rounds):
+        assert bool(step(x, y).finite)
+        taken = [int(o.iterations) for o in optimizers]
+        assert taken == [sum(steps[: t + 1]) for steps in per_round], (t, taken)
 
 
 # ----------------------------------------------------------------------------- cutout

@@ -3,6 +3,7 @@
 import glob
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -12,7 +13,9 @@ from conftest import run_cli, tiny_config
 from layerwise.run.config import RunOptions, TrainConfig
 from layerwise.errors import ConfigError
 from layerwise.analysis.memory import allocator_reports_memory, memory_device
-from layerwise.training.optim import make_optimizer
+from layerwise.data.base import ArraySource
+from layerwise.training.optim import make_optimizer, resolve_precision
+from layerwise.training.prefix_cache import choose_mode
 from layerwise.training.problems import decoupled_models
 from layerwise.training.steps import make_decoupled_step
 from layerwise.training.trainer import GreedyTrainer
@@ -69,6 +72,68 @@ def test_auto_precision_is_bfloat16_exactly_on_cpus_with_bfloat16_units():
     assert TrainConfig().precision == "auto"
     assert resolve(tiny_config(precision="auto")).precision == expected
     assert resolve(tiny_config(precision="float32")).precision == "float32"
+
+
+def _dense_prefix(inputs: int, dtype: str = "float32") -> keras.Model:
+    """A prefix of 2 x ``inputs`` forward FLOPs per example that outputs one number in ``dtype``."""
+    x = keras.Input((inputs,))
+    return keras.Model(x, keras.layers.Dense(1, use_bias=False, dtype=dtype)(x))
+
+
+class _UnorderedDigits(ArraySource):
+    """A source that cannot say its example order (as a user's pipeline)."""
+
+    def train_order(self, seed, epoch):
+        return None
+
+
+def test_auto_prefix_cache_keeps_exactly_the_prefixes_dear_for_their_bytes():
+    # the rule of prefix_cache's docstring: memory iff >= 64 forward FLOPs per byte of features, the
+    # features fit in the budget, no augmentation and a known example order; else recompute (off)
+    n = 100
+    images, labels = np.zeros((n, 2, 2, 1), np.uint8), np.arange(n) % 10
+    plain = ArraySource("plain", (images, labels), None, 10)
+    augmented = ArraySource("augmented", (images, labels), None, 10, augment="crop")
+    unordered = _UnorderedDigits("unordered", (images, labels), None, 10)
+    lots = 1024.0
+    # a Dense(k -> 1) prefix: 2k FLOPs per 4-byte float32 output: k / 2 FLOP/B, 64 from k = 128
+    cheap, dear = _dense_prefix(127), _dense_prefix(128)
+    assert choose_mode("auto", plain, cheap, lots) == "off"
+    assert choose_mode("auto", plain, dear, lots) == "memory"
+    # 2-byte bfloat16 features: k FLOP/B, 64 from k = 64
+    assert choose_mode("auto", plain, _dense_prefix(63, "mixed_bfloat16"), lots) == "off"
+    assert choose_mode("auto", plain, _dense_prefix(64, "mixed_bfloat16"), lots) == "memory"
+    # the budget: n examples x 4 bytes, in MiB
+    assert choose_mode("auto", plain, dear, n * 4 / 2**20) == "memory"
+    assert choose_mode("auto", plain, dear, (n * 4 - 1) / 2**20) == "off"
+    # not exact with random augmentation, not possible without the order: off, or refused when asked for
+    assert choose_mode("auto", augmented, dear, lots) == "off"
+    assert choose_mode("auto", unordered, dear, lots) == "off"
+    for data in (augmented, unordered):
+        with pytest.raises(ConfigError):
+            choose_mode("memory", data, dear, lots)
+    assert choose_mode("memory", plain, cheap, 0.0) == "memory"  # as asked
+    assert choose_mode("off", plain, dear, lots) == choose_mode("auto", plain, None, lots) == "off"
+
+
+@pytest.mark.parametrize("gpus, cpu_flags, expected", [
+    ([{"compute_capability": (9, 0)}], set(), "mixed_bfloat16"),  # Hopper
+    ([{"compute_capability": (8, 0)}], set(), "mixed_bfloat16"),  # A100: the first with bfloat16 units
+    ([{"compute_capability": (8, 6)}], set(), "mixed_bfloat16"),
+    ([{"compute_capability": (7, 5)}], {"avx512_bf16"}, "mixed_float16"),  # Turing: the GPU decides, not the CPU
+    ([{"compute_capability": (7, 0)}], set(), "mixed_float16"),  # V100
+    ([{"compute_capability": (6, 1)}], {"amx_bf16"}, "float32"),  # Pascal
+    ([{"device_name": "no capability reported"}], set(), "float32"),
+    ([], {"avx512_bf16", "avx512f"}, "mixed_bfloat16"),  # Cooper Lake
+    ([], {"amx_bf16", "amx_tile"}, "mixed_bfloat16"),  # Sapphire Rapids
+    ([], {"avx2", "avx512f", "avx512_vnni"}, "float32"),  # no bfloat16 instructions
+    ([], set(), "float32"),
+], ids=["cc9.0", "cc8.0", "cc8.6", "cc7.5", "cc7.0", "cc6.1", "cc_unknown", "cpu_avx512bf16", "cpu_amx",
+        "cpu_avx512", "cpu_plain"])
+def test_auto_precision_by_gpu_compute_capability_and_cpu_flags(gpus, cpu_flags, expected):
+    # faked device details (what tf.config.experimental.get_device_details returns) and cpuinfo flags
+    assert resolve_precision("auto", gpu_details=gpus, cpu_flags=cpu_flags)[0] == expected
+    assert resolve_precision("float32", gpu_details=gpus, cpu_flags=cpu_flags)[0] == "float32"  # as configured
 
 
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])

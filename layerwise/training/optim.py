@@ -9,6 +9,7 @@ replicas (keras-team/keras#23085).
 from __future__ import annotations
 
 import contextlib
+from typing import Iterable, Sequence
 
 import keras
 import tensorflow as tf
@@ -47,7 +48,8 @@ def _cpu_flags() -> set[str]:
         return set()
 
 
-def resolve_precision(name: str) -> tuple[str, str]:
+def resolve_precision(name: str, *, gpu_details: Sequence[dict] | None = None,
+                      cpu_flags: Iterable[str] | None = None) -> tuple[str, str]:
     """The dtype policy ``name`` stands for, and why: ``auto`` is the fastest policy that keeps
     the results (``docs/performance.md`` measures it), other names are themselves.
 
@@ -57,18 +59,22 @@ def resolve_precision(name: str) -> tuple[str, str]:
       and later): ``mixed_bfloat16`` (oneDNN's bfloat16 convolutions ran 2-3x faster than float32 on
       such a CPU, ``docs/performance.md``);
       other CPUs: ``float32``.
+
+    ``gpu_details`` (``tf.config.experimental.get_device_details`` of each visible GPU) and
+    ``cpu_flags`` (``/proc/cpuinfo``'s) default to this machine's; the first GPU decides.
     """
     if name != "auto":
         return name, "as configured"
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0, 0)
+    if gpu_details is None:
+        gpu_details = [tf.config.experimental.get_device_details(g) for g in tf.config.list_physical_devices("GPU")]
+    if gpu_details:
+        capability = gpu_details[0].get("compute_capability") or (0, 0)
         if tuple(capability) >= (8, 0):
             return "mixed_bfloat16", f"GPU of compute capability {capability[0]}.{capability[1]}"
         if tuple(capability) >= (7, 0):
             return "mixed_float16", f"GPU of compute capability {capability[0]}.{capability[1]}"
         return "float32", "GPU without fast bfloat16 or float16"
-    found = sorted(set(BF16_CPU_FLAGS) & _cpu_flags())
+    found = sorted(set(BF16_CPU_FLAGS) & set(_cpu_flags() if cpu_flags is None else cpu_flags))
     if found:
         return "mixed_bfloat16", f"CPU with {', '.join(found)}"
     return "float32", "CPU without bfloat16 instructions"

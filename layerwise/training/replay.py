@@ -11,7 +11,9 @@ batch is one round, in which
 2. each stage j >= 1, in order, takes ``floor((t + 1) r_j) - floor(t r_j)`` steps in round ``t``
    (``r_j`` its step ratio: 1 every round, 2 twice, 0.5 every other round), each on a batch drawn
    uniformly from buffer j - 1's filled slots with a stateless generator keyed on the run seed, the
-   stage and its step count, and writes its output into buffer j.
+   stage and its step count, and writes its output into buffer j. A stage whose input buffer is
+   still empty (a slower stage before it has not stepped yet, e.g. ratios ``1, 0.5, 1`` in round
+   0) waits: it takes no steps in that round.
 
 With ``N = 1`` and every ratio 1, stage j + 1 always reads what stage j has just computed: the
 synchronous algorithm (``layerwise.training.steps.make_decoupled_step``), except that a
@@ -76,7 +78,8 @@ class ReplayBuffer:
         self.writes.assign_add(1)
 
     def sample(self, seed) -> tuple:
-        """A batch drawn uniformly from the filled slots with the stateless ``seed`` (shape [2])."""
+        """A batch drawn uniformly from the filled slots with the stateless ``seed`` (shape [2]);
+        the buffer must hold at least one batch."""
         filled = tf.minimum(self.writes, self.size)
         slot = tf.random.stateless_uniform([], seed=seed, minval=0, maxval=filled, dtype=tf.int64)
         output = tf.nest.pack_sequence_as(self.structure, [tf.gather(v, slot) for v in self.features])
@@ -201,7 +204,9 @@ def make_async_decoupled_step(
             loss_sum = tf.constant(0.0)
             correct_sum = tf.constant(0.0)
             examples = tf.constant(0.0)
-            for _ in tf.range(steps_in_round(ratios[j], t)):
+            # nothing to read yet (a slower stage before it has not stepped): this stage waits
+            steps_j = tf.where(buffers[j - 1].writes > 0, steps_in_round(ratios[j], t), 0)
+            for _ in tf.range(steps_j):
                 key = tf.stack([tf.constant(seeds[j], tf.int64), stage_steps[j].read_value()])
                 x_j, y_j, images_j = buffers[j - 1].sample(key)
                 out_j, loss_j, correct_j, finite_j = train(j, x_j, y_j, images_j)

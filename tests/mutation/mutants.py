@@ -113,6 +113,19 @@ DATA_TESTS = "tests/test_data.py"
 HELD_OUT = f"{DATA_TESTS}::test_the_held_out_examples_of_a_seeded_split_are_the_documented_ones"
 CUTOUT_FILL = f"{DATA_TESTS}::test_cutout_in_the_training_pipeline_sets_a_square_to_zero_after_normalisation"
 LABELS_KEPT = f"{DATA_TESTS}::test_augmented_training_images_keep_their_own_labels"
+# ---- issue 21: runtime
+REPLAY = "layerwise/training/replay.py"
+OPTIM = "layerwise/training/optim.py"
+PREFIX_CACHE = "layerwise/training/prefix_cache.py"
+LOCAL = "tests/test_local_learning.py"
+REPLAY_SLOTS = f"{LOCAL}::test_replay_buffer_samples_only_the_last_n_written_batches_and_each_of_them"
+STEPS_IN_ROUND = f"{LOCAL}::test_steps_in_round_follow_the_stage_step_ratio"
+ASYNC_STEPS = f"{LOCAL}::test_async_stages_take_their_ratio_of_steps_every_round"
+ASYNC_FAST_THEN_SLOW = f"{ASYNC_STEPS}[fast_then_slow]"
+ASYNC_SLOW_MIDDLE = f"{ASYNC_STEPS}[slow_middle]"
+ASYNC_RUN_RATIOS = f"{LOCAL}::test_async_runs_are_seeded_and_step_at_their_ratios"
+AUTO_PRECISION = f"{SCALE}::test_auto_precision_by_gpu_compute_capability_and_cpu_flags"
+AUTO_CACHE = f"{SCALE}::test_auto_prefix_cache_keeps_exactly_the_prefixes_dear_for_their_bytes"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -760,5 +773,150 @@ MUTANTS: list[Mutant] = [
         "    if images.ndim != len(want):\n",
         "    if images.ndim < len(want) - 1:\n",
         (SIGNATURE_CHECKS,),
+    ),
+    # ---- issue 21: runtime
+    Mutant(
+        "replay-samples-unwritten-slots",
+        "the replay buffer samples all N slots, also those never written (zeros)",
+        REPLAY,
+        "minval=0, maxval=filled, dtype=tf.int64)",
+        "minval=0, maxval=self.size, dtype=tf.int64)",
+        (REPLAY_SLOTS,),
+    ),
+    Mutant(
+        "replay-never-samples-one-slot",
+        "off by one: a full replay buffer never samples its last slot",
+        REPLAY,
+        "filled = tf.minimum(self.writes, self.size)",
+        "filled = tf.minimum(self.writes, self.size - 1)",
+        (REPLAY_SLOTS,),
+    ),
+    Mutant(
+        "replay-push-wrong-slot",
+        "the replay buffer writes one slot ahead of where the sampler looks",
+        REPLAY,
+        "slot = self.writes % self.size",
+        "slot = (self.writes + 1) % self.size",
+        (REPLAY_SLOTS,),
+    ),
+    Mutant(
+        "replay-steps-ceil",
+        "a stage's steps per round rounded up: ratio 0.5 steps in rounds 0, 2, ... (before its input exists)",
+        REPLAY,
+        "tf.floor((t + 1.0) * ratio) - tf.floor(t * ratio)",
+        "tf.math.ceil((t + 1.0) * ratio) - tf.math.ceil(t * ratio)",
+        (STEPS_IN_ROUND, ASYNC_FAST_THEN_SLOW),
+    ),
+    Mutant(
+        "replay-round-off-by-one",
+        "the asynchronous step reads the round after the current one",
+        REPLAY,
+        "t = round_index.read_value()",
+        "t = round_index.read_value() + 1",
+        (ASYNC_FAST_THEN_SLOW,),
+    ),
+    Mutant(
+        "replay-ratio-of-previous-stage",
+        "stage j steps at stage j - 1's ratio",
+        REPLAY,
+        "steps_in_round(ratios[j], t), 0)",
+        "steps_in_round(ratios[j - 1], t), 0)",
+        (ASYNC_FAST_THEN_SLOW,),
+    ),
+    Mutant(
+        "replay-reads-empty-buffer",
+        "a stage behind a slower one samples its still empty input buffer (1,0.5,1 crashes in round 0)",
+        REPLAY,
+        "steps_j = tf.where(buffers[j - 1].writes > 0, steps_in_round(ratios[j], t), 0)",
+        "steps_j = steps_in_round(ratios[j], t)",
+        (ASYNC_SLOW_MIDDLE,),
+    ),
+    Mutant(
+        "async-step-ratios-dropped",
+        "the decoupled mode ignores --stage_step_ratios (every stage one step per batch)",
+        MODES,
+        "ratios=check_async(network.num_stages, local.step_ratios,",
+        "ratios=check_async(network.num_stages, [],",
+        (ASYNC_RUN_RATIOS,),
+    ),
+    Mutant(
+        "auto-precision-a100-float16",
+        "precision auto: compute capability 8.0 (A100) gets float16, not bfloat16",
+        OPTIM,
+        "if tuple(capability) >= (8, 0):",
+        "if tuple(capability) > (8, 0):",
+        (AUTO_PRECISION,),
+    ),
+    Mutant(
+        "auto-precision-pascal-float16",
+        "precision auto: compute capability 6.x (no fast float16) gets mixed_float16",
+        OPTIM,
+        "if tuple(capability) >= (7, 0):",
+        "if tuple(capability) >= (6, 0):",
+        (AUTO_PRECISION,),
+    ),
+    Mutant(
+        "auto-precision-unknown-capability-bfloat16",
+        "precision auto: a GPU that reports no compute capability is taken for an Ampere",
+        OPTIM,
+        'capability = gpu_details[0].get("compute_capability") or (0, 0)',
+        'capability = gpu_details[0].get("compute_capability") or (8, 0)',
+        (AUTO_PRECISION,),
+    ),
+    Mutant(
+        "auto-precision-amx-ignored",
+        "precision auto: a CPU with AMX but not AVX512-BF16 (bfloat16 units) stays float32",
+        OPTIM,
+        'BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")',
+        'BF16_CPU_FLAGS = ("avx512_bf16",)',
+        (AUTO_PRECISION,),
+    ),
+    Mutant(
+        "auto-cache-cost-inverted",
+        "cache_prefix auto caches the cheap prefixes and recomputes the dear ones",
+        PREFIX_CACHE,
+        "return count_flops(frozen) >= MIN_FLOPS_PER_BYTE * feature_bytes(frozen, 1)",
+        "return count_flops(frozen) <= MIN_FLOPS_PER_BYTE * feature_bytes(frozen, 1)",
+        (AUTO_CACHE,),
+    ),
+    Mutant(
+        "auto-cache-threshold-halved",
+        "cache_prefix auto caches from 32 FLOPs per byte, not 64",
+        PREFIX_CACHE,
+        "MIN_FLOPS_PER_BYTE = 64.0",
+        "MIN_FLOPS_PER_BYTE = 32.0",
+        (AUTO_CACHE,),
+    ),
+    Mutant(
+        "auto-cache-bytes-ignore-dtype",
+        "feature bytes count 4 per number whatever the dtype (bfloat16 features counted double)",
+        PREFIX_CACHE,
+        "total += int(np.prod(t.shape[1:])) * tf.as_dtype(t.dtype).size",
+        "total += int(np.prod(t.shape[1:])) * 4",
+        (AUTO_CACHE,),
+    ),
+    Mutant(
+        "auto-cache-budget-per-example",
+        "cache_prefix auto compares one example's features with the memory budget",
+        PREFIX_CACHE,
+        "fits = feature_bytes(frozen, data.num_train) <= budget_mb * 2**20",
+        "fits = feature_bytes(frozen, 1) <= budget_mb * 2**20",
+        (AUTO_CACHE,),
+    ),
+    Mutant(
+        "auto-cache-with-augmentation",
+        "cache_prefix auto caches randomly augmented data (the same features every epoch)",
+        PREFIX_CACHE,
+        'order_known and data.augment == "none" and fits',
+        "order_known and fits",
+        (AUTO_CACHE,),
+    ),
+    Mutant(
+        "auto-cache-unknown-order",
+        "cache_prefix auto caches a source that cannot say its example order",
+        PREFIX_CACHE,
+        '"memory" if order_known and',
+        '"memory" if',
+        (AUTO_CACHE,),
     ),
 ]
