@@ -389,7 +389,7 @@ MUTANTS: list[Mutant] = [
         EXPORT,
         "return _outputs(probabilities((tf.cast(images, tf.float32) - mean_t) / std_t), k)",
         "return _outputs(probabilities(tf.cast(images, tf.float32) / std_t), k)",
-        (EXPORTED,),
+        (UINT8_NORMALISED, EXPORTED),
     ),
     Mutant(
         "export-float-normalised-twice",
@@ -397,7 +397,7 @@ MUTANTS: list[Mutant] = [
         EXPORT,
         "        return _outputs(probabilities(checked(images, image_shape, finite=True)), k)",
         "        return _outputs(probabilities((checked(images, image_shape, finite=True) - mean_t) / std_t), k)",
-        (EXPORTED,),
+        (UINT8_NORMALISED, EXPORTED),
     ),
     # ------------------------------------------------------------------ decoupled isolation
     Mutant(
