@@ -233,6 +233,7 @@ def test_fit_trains_the_aux_heads_asked_for(digits, quiet_log, head, params):
     assert kernels == [(3, 3, 16, 12)]
     assert trained.count_params() == params
     assert sum(isinstance(layer, keras.layers.Dropout) for layer in trained.layers) == (2 if head.dropout else 0)
+    assert result.config.heads.width == 12  # the run's fingerprint (config.json) says so too
 
 class Recorder(layerwise.StageCallback):
     """Every call, in order, with the parts of its logs a test checks."""
