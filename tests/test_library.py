@@ -100,7 +100,6 @@ def test_split_a_user_model_at_layer_names():
     assert layerwise.split_model(body, 2, num_classes=10).final_head is None
 
 
-
 def chain_model() -> keras.Model:
     """Convs of very different costs, one of them in a residual branch, then a classifier."""
     inputs = keras.Input((8, 8, 1), name="pixels")
@@ -213,7 +212,6 @@ def test_fit_takes_arrays_and_refuses_what_it_cannot_use(digits, quiet_log):
         layerwise.fit(network, (x, y), keep_best=True)
 
 
-
 # k=2 heads on 4 x 4 x 16 features, their parameters by hand: a bias-free 3x3 conv to 12 channels
 # (BatchNorm after it: 4 vectors), the spatial average, BatchNorm before the linear layer to 10 classes
 @pytest.mark.parametrize("head, params", [
@@ -234,6 +232,7 @@ def test_fit_trains_the_aux_heads_asked_for(digits, quiet_log, head, params):
     assert trained.count_params() == params
     assert sum(isinstance(layer, keras.layers.Dropout) for layer in trained.layers) == (2 if head.dropout else 0)
     assert result.config.heads.width == 12  # the run's fingerprint (config.json) says so too
+
 
 class Recorder(layerwise.StageCallback):
     """Every call, in order, with the parts of its logs a test checks."""
@@ -327,7 +326,7 @@ def test_early_stopping_on_val_accuracy_maximises_it_and_restores_the_stages_bes
         j = record["stage"]
         accuracies = [r["val_acc"] for r in epochs if r["stage"] == j]
         # EarlyStopping by hand, accuracy maximised: stop after `patience` epochs without a new best
-        best, wait, ran = 0, 0, len(accuracies)
+        best, wait, ran = 0, 0, 5
         for e, accuracy in enumerate(accuracies[1:], 1):
             if accuracy > accuracies[best]:
                 best, wait = e, 0

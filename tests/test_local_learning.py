@@ -152,8 +152,9 @@ def _np_cross_entropy(logits, labels):
     return float(np.mean(np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(len(labels)), labels]))
 
 
-@pytest.mark.parametrize("local_loss, options", [(layerwise.PredSim(beta=0.25), {}), ("predsim", {"predsim_beta": 0.25})],
-                         ids=["object", "config_field"])
+@pytest.mark.parametrize("local_loss, options", [
+    (layerwise.PredSim(beta=0.25), {}), ("predsim", {"predsim_beta": 0.25}),
+], ids=["object", "config_field"])
 def test_a_non_default_predsim_beta_weighs_the_loss_fit_minimises(local_loss, options):
     outputs, loss, _, y = _first_batch(local_loss, **options)
     ce = _np_cross_entropy(outputs["logits"], y)

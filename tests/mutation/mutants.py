@@ -645,7 +645,8 @@ MUTANTS: list[Mutant] = [
         "the auxiliary head's hidden convs keep the features' width instead of AuxHead.width",
         HEADS,
         '                spec.width, 3, padding="same", use_bias=not spec.batchnorm, name=f"{name}_conv{i}"',
-        '                int(feature_shape[-1]), 3, padding="same", use_bias=not spec.batchnorm, name=f"{name}_conv{i}"',
+        '                int(feature_shape[-1]), 3, padding="same", use_bias=not spec.batchnorm, '
+        'name=f"{name}_conv{i}"',
         (AUX_HEADS_CONFIG,),
     ),
     Mutant(
@@ -743,6 +744,15 @@ MUTANTS: list[Mutant] = [
         CHECKPOINTS,
         "            seed_generators += 1\n",
         "",
+        (DROPOUT_RESUME,),
+    ),
+    Mutant(
+        "seed-generator-state-not-restored",
+        "a resumed run's seed generators (Dropout's masks) start again from their initial state",
+        CHECKPOINTS,
+        '        variable.assign(arrays[f"{prefix}/{key}"])',
+        '        if not key.startswith("seed_generator@"):\n'
+        '            variable.assign(arrays[f"{prefix}/{key}"])',
         (DROPOUT_RESUME,),
     ),
     Mutant(
