@@ -13,7 +13,7 @@ from apps.runner import build_network, load_data, resolve, run_training
 from conftest import tiny_config
 from layerwise.errors import WorkdirMismatchError
 from layerwise.training.trainer import GreedyTrainer
-from layerwise.run.workdir import prepare_workdir
+from layerwise.run.workdir import check_workdir, prepare_workdir
 
 LOAD_AND_PREDICT = """
 import sys, numpy as np, tensorflow as tf
@@ -127,6 +127,23 @@ def test_workdir_of_another_config_is_refused_untouched(tmp_path, quiet_log):
     with pytest.raises(WorkdirMismatchError, match="lr: 0.05 -> 0.1"):
         run_training(tiny_config(lr=0.1), workdir, verbose=0, log=quiet_log)
     assert open(os.path.join(workdir, "config.json")).read() == before
+    assert sorted(os.listdir(workdir)) == ["config.json"]
+
+
+
+def test_a_rerun_with_other_nested_options_is_refused_and_names_the_field(tmp_path, quiet_log):
+    workdir = str(tmp_path / "run")
+    config = resolve(tiny_config())
+    prepare_workdir(workdir, config)
+    assert config.model_options["width"] == 8
+    with pytest.raises(WorkdirMismatchError, match=r"model_options(\.width)?: "):
+        run_training(tiny_config(model_options={**config.model_options, "width": 16}), workdir, verbose=0,
+                     log=quiet_log)
+    with pytest.raises(WorkdirMismatchError, match=r"model_options(\.downsample_at)?: "):
+        run_training(tiny_config(model_options={**config.model_options, "downsample_at": []}), workdir, verbose=0,
+                     log=quiet_log)
+    # the same options in another order are the same configuration: it resumes
+    assert check_workdir(workdir, config.replace(model_options=dict(reversed(config.model_options.items()))))
     assert sorted(os.listdir(workdir)) == ["config.json"]
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import tiny_config
+from test_local_losses import np_bce_reconstruction, np_sim_loss, np_supcon
 
 import layerwise
 from apps.module_memory import markdown, run_case
@@ -118,6 +119,62 @@ def test_fit_takes_a_local_loss_object_and_local_modules():
     assert result.classifiers[0].output.shape[-1] == 10
     with pytest.raises(ConfigError, match="local_loss"):
         layerwise.fit(network, (x[:64], y[:64]), local_loss=3, verbose=0)
+
+
+
+class FirstBatch(keras.callbacks.Callback):
+    """Stage 0's training outputs on the run's first batch (before its step) and the loss that step
+    reports; then ends the run."""
+
+    def __init__(self, images):
+        super().__init__()
+        self.images, self.outputs, self.loss = images, None, None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.outputs is None:
+            self.outputs = {k: v.numpy().astype(np.float64) for k, v in self.model(self.images, training=True).items()}
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.loss = logs["loss"]
+        self.model.stop_training = True
+
+
+def _first_batch(local_loss, **options):
+    """``layerwise.fit`` of a 2-stage CNN on 32-image digit batches (no weight decay): stage 0's first batch."""
+    x, y = load_dataset("digits").arrays("train")
+    x, y = (x[:64] / 16.0).astype(np.float32), y[:64]
+    network = build_model("layerwise_cnn", (8, 8, 1), 10, num_stages=2, width=8, downsample_at=[1])
+    batch = FirstBatch(x[:32])
+    layerwise.fit(network, tf.data.Dataset.from_tensor_slices((x, y)).batch(32), local_loss=local_loss,
+                  head=layerwise.AuxHead(k=1), epochs_per_stage=1, weight_decay=0.0, callbacks=[batch], verbose=0,
+                  log=lambda m: None, **options)
+    return batch.outputs, batch.loss, x[:32], y[:32]
+
+
+def _np_cross_entropy(logits, labels):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return float(np.mean(np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(len(labels)), labels]))
+
+
+@pytest.mark.parametrize("local_loss, options", [
+    (layerwise.PredSim(beta=0.25), {}), ("predsim", {"predsim_beta": 0.25}),
+], ids=["object", "config_field"])
+def test_a_non_default_predsim_beta_weighs_the_loss_fit_minimises(local_loss, options):
+    outputs, loss, _, y = _first_batch(local_loss, **options)
+    ce = _np_cross_entropy(outputs["logits"], y)
+    sim = np_sim_loss(outputs["similarity"], y, 10)
+    assert loss == pytest.approx(0.75 * ce + 0.25 * sim, rel=1e-5)
+    assert loss != pytest.approx(0.01 * ce + 0.99 * sim, rel=1e-3)  # the default beta weighs differently
+
+
+def test_infopros_weights_and_contrastive_temperature_reach_the_loss_fit_minimises():
+    loss_object = layerwise.InfoPro(recon_weight=2.0, class_weight=0.75, class_term="contrast", temperature=0.5)
+    outputs, loss, images, y = _first_batch(loss_object)
+    bce = float(np.mean(np_bce_reconstruction(outputs["reconstruction"], images)))
+    ce = _np_cross_entropy(outputs["logits"], y)
+    by_hand = {t: 2.0 * bce + 0.75 * float(np.mean(np_supcon(outputs["projection"], y, t))) + ce for t in (0.5, 0.07)}
+    assert loss == pytest.approx(by_hand[0.5], rel=1e-5)
+    assert loss != pytest.approx(by_hand[0.07], rel=1e-3)  # the default temperature gives another loss
 
 
 # ----------------------------------------------------------------------------- K local modules

@@ -165,11 +165,22 @@ class RunCallbacks:
             self._call("on_train_begin", {})
         self._call("on_stage_begin", stage, {"stage": stage})
 
-    def stage_training_end(self, stage: int) -> None:
-        """A stage's epochs are done: per-stage callbacks end their training."""
+    def stage_training_end(self, stage: int) -> int | None:
+        """A stage's epochs are done: per-stage callbacks end their training.
+
+        Returns:
+            The run-wide epoch whose weights a per-stage ``EarlyStopping(restore_best_weights=True)``
+            put back, or ``None`` (the stage keeps its last epoch's weights).
+        """
+        restored = None
         for callback in self.callbacks:
             if isinstance(callback, PerStage):
                 callback.end_stage_training({"stage": stage})
+                inner = callback.callback
+                if (isinstance(inner, keras.callbacks.EarlyStopping) and inner.restore_best_weights
+                        and inner.best_weights is not None):
+                    restored = inner.best_epoch
+        return restored
 
     def stage_end(self, stage: int, record: dict[str, Any]) -> None:
         self._call("on_stage_end", stage, dict(record))

@@ -28,7 +28,7 @@ from layerwise.errors import ConfigError
 from layerwise.run import schema
 from layerwise.run.config import RunOptions, TrainConfig
 from layerwise.run.workdir import check_workdir, open_run
-from layerwise.training.heads import AuxHead
+from layerwise.training.heads import AuxHead, config_heads
 from layerwise.training.local_losses import LocalLoss
 from layerwise.training.modules import group_stages
 from layerwise.training.network import StagedNetwork, primary
@@ -228,8 +228,10 @@ def fit(
         network = group_stages(network, config.local.modules)
     heads = None
     custom_loss = isinstance(local_loss, LocalLoss)
-    if (head is not None and not isinstance(head, AuxHead)) or custom_loss:
-        custom_head = head is not None and not isinstance(head, AuxHead)
+    # an AuxHead with what the configuration has no field for (pooled_size, hidden_units, dropout)
+    # builds the heads itself, as any head builder does
+    custom_head = head is not None and (not isinstance(head, AuxHead) or head != config_heads(config)[0])
+    if custom_head or custom_loss:
         plan = HeadPlan.from_config(config)
         heads = dataclasses.replace(plan, aux=head if custom_head else plan.aux,
                                     final_aux=None if custom_head else plan.final_aux,

@@ -74,7 +74,7 @@ def similarity_matrix(x: tf.Tensor) -> tf.Tensor:
     batch = tf.shape(x)[0]
     if x.shape.rank == 4 and x.shape[-1] > 3 and x.shape[1] > 1:
         z = tf.reshape(x, [batch, -1, x.shape[-1]])
-        n = z.shape[1]
+        n = tf.cast(tf.shape(z)[1], tf.float32)  # not z.shape[1]: unknown where the batch size is
         centred = z - tf.reduce_mean(z, axis=1, keepdims=True)
         # the tiny constant keeps the gradient finite for a channel without variance
         x = tf.sqrt(tf.reduce_sum(tf.square(centred), axis=1) / (n - 1) + 1e-20)

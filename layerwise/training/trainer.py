@@ -312,7 +312,9 @@ class GreedyTrainer:
         if best:  # Prop. 3.1: keep the best point of the trajectory (chosen on validation data)
             ckpt.assign_arrays("best", problem.trainable.variables, best, f"best epoch of {problem.name}")
             self.log(f"{problem.name}: keeping epoch {best['epoch'] + 1} (val acc {history[best['epoch']]['val_acc']:.2%})")
-        self.callbacks.stage_training_end(problem.stage)
+        restored = self.callbacks.stage_training_end(problem.stage)
+        if restored is not None:  # EarlyStopping put an epoch's weights back: the stage keeps that epoch
+            best = {"epoch": restored - problem.first_epoch}
         return self._finish(problem, predict, classifier, history, checkpoints, best.get("epoch"))
 
     def _best_so_far(self, checkpoints, history) -> dict[str, Any]:

@@ -126,6 +126,21 @@ ASYNC_SLOW_MIDDLE = f"{ASYNC_STEPS}[slow_middle]"
 ASYNC_RUN_RATIOS = f"{LOCAL}::test_async_runs_are_seeded_and_step_at_their_ratios"
 AUTO_PRECISION = f"{SCALE}::test_auto_precision_by_gpu_compute_capability_and_cpu_flags"
 AUTO_CACHE = f"{SCALE}::test_auto_prefix_cache_keeps_exactly_the_prefixes_dear_for_their_bytes"
+# ---- issue 21: training
+LOCAL_LOSSES_PY = "layerwise/training/local_losses.py"
+WORKDIR_PY = "layerwise/run/workdir.py"
+BALANCED_CUTS = f"{LIBRARY}::test_split_into_k_stages_picks_the_cuts_that_minimise_the_largest_stage"
+SOFTMAX_LAYER = f"{LIBRARY}::test_a_separate_softmax_layer_is_left_out_of_the_final_head"
+AUX_HEADS_CONFIG = f"{LIBRARY}::test_fit_trains_the_aux_heads_asked_for[config]"
+AUX_HEADS_OWN = f"{LIBRARY}::test_fit_trains_the_aux_heads_asked_for[own]"
+EARLY_STOP_BEST = f"{LIBRARY}::test_early_stopping_on_val_accuracy_maximises_it_and_restores_the_stages_best_epoch"
+DROPOUT_RESUME = f"{LIBRARY}::test_a_run_with_dropout_resumed_in_the_same_process_gives_the_uninterrupted_numbers"
+LOCAL_LEARNING = "tests/test_local_learning.py"
+PREDSIM_BETA = f"{LOCAL_LEARNING}::test_a_non_default_predsim_beta_weighs_the_loss_fit_minimises"
+PREDSIM_BETA_OBJECT = f"{PREDSIM_BETA}[object]"
+PREDSIM_BETA_CONFIG = f"{PREDSIM_BETA}[config_field]"
+INFOPRO_TEMPERATURE = f"{LOCAL_LEARNING}::test_infopros_weights_and_contrastive_temperature_reach_the_loss_fit_minimises"
+NESTED_OPTIONS = f"{RESUME}::test_a_rerun_with_other_nested_options_is_refused_and_names_the_field"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -918,5 +933,185 @@ MUTANTS: list[Mutant] = [
         '"memory" if order_known and',
         '"memory" if',
         (AUTO_CACHE,),
+    ),
+    # ---- issue 21: training
+    Mutant(
+        "split-cuts-minimise-the-sum",
+        "split_model's K stages minimise the sum of the stages' FLOPs (the same for every cut) instead of the largest",
+        SPLIT,
+        "(max(best[(k - 1, a)][0], cost(a, b)), best[(k - 1, a)][1] + [b])",
+        "(best[(k - 1, a)][0] + cost(a, b), best[(k - 1, a)][1] + [b])",
+        (BALANCED_CUTS,),
+    ),
+    Mutant(
+        "split-balances-parameters",
+        "split_model balances the stages' parameter counts, not their forward FLOPs",
+        SPLIT,
+        "graph.flops.append(layer_flops(op))",
+        "graph.flops.append(op.count_params() if getattr(op, 'built', False) else 0)",
+        (BALANCED_CUTS,),
+    ),
+    Mutant(
+        "split-cuts-before-the-activation",
+        "of cuts with the same FLOPs before them, split_model picks the first (between a block's sum and its ReLU)",
+        SPLIT,
+        "if k + 1 == len(valid) or cumulative[valid[k + 1] + 1] != cumulative[i + 1]]",
+        "if True]",
+        (BALANCED_CUTS,),
+    ),
+    Mutant(
+        "split-softmax-layer-kept",
+        "a model's separate softmax layer stays in the final head: it gives probabilities where logits are due",
+        SPLIT,
+        "        return last.input\n",
+        "        return last.output\n",
+        (SOFTMAX_LAYER,),
+    ),
+    Mutant(
+        "split-softmax-activation-by-name",
+        "an Activation('softmax') layer is recognised by comparing its activation with a string (never equal)",
+        SPLIT,
+        "isinstance(last, keras.layers.Activation) and last.activation is keras.activations.softmax",
+        'isinstance(last, keras.layers.Activation) and last.activation == "softmax"',
+        (SOFTMAX_LAYER,),
+    ),
+    Mutant(
+        "fit-aux-width-not-in-config",
+        "fit(head=AuxHead(width=W)) leaves aux_width at its default in the run's configuration",
+        FIT,
+        "config_changes.update(aux_conv_layers=head.conv_layers, aux_width=head.width,",
+        "config_changes.update(aux_conv_layers=head.conv_layers,",
+        (AUX_HEADS_CONFIG,),
+    ),
+    Mutant(
+        "aux-head-conv-keeps-feature-width",
+        "the auxiliary head's hidden convs keep the features' width instead of AuxHead.width",
+        HEADS,
+        '                spec.width, 3, padding="same", use_bias=not spec.batchnorm, name=f"{name}_conv{i}"',
+        '                int(feature_shape[-1]), 3, padding="same", use_bias=not spec.batchnorm, '
+        'name=f"{name}_conv{i}"',
+        (AUX_HEADS_CONFIG,),
+    ),
+    Mutant(
+        "fit-aux-head-fields-dropped",
+        "fit(head=AuxHead(...)) builds the heads from the configuration: pooled_size, hidden_units, dropout lost",
+        FIT,
+        "custom_head = head is not None and (not isinstance(head, AuxHead) or head != config_heads(config)[0])",
+        "custom_head = head is not None and not isinstance(head, AuxHead)",
+        (AUX_HEADS_OWN,),
+    ),
+    Mutant(
+        "early-stopping-accuracy-minimised",
+        "a monitoring callback left at mode auto on an accuracy minimises it",
+        CALLBACKS,
+        '        callback.mode = "max"',
+        '        callback.mode = "min"',
+        (EARLY_STOP_BEST,),
+    ),
+    Mutant(
+        "early-stopping-val-accuracy-direction-unknown",
+        "val_accuracy's direction is not set (Keras cannot infer it from our uncompiled training models)",
+        CALLBACKS,
+        'MAXIMISED = ("accuracy", "val_accuracy", "test_accuracy")',
+        'MAXIMISED = ("accuracy", "test_accuracy")',
+        (EARLY_STOP_BEST,),
+    ),
+    Mutant(
+        "early-stopping-never-restores",
+        "a per-stage callback's on_train_end is not called at the stage's end: restore_best_weights does nothing",
+        CALLBACKS,
+        "        self.callback.on_train_end(logs)",
+        "        pass",
+        (EARLY_STOP_BEST,),
+    ),
+    Mutant(
+        "early-stopping-record-of-the-last-epoch",
+        "a stage whose best epoch EarlyStopping restored is recorded with its last epoch's accuracies",
+        TRAINER_PY,
+        '            best = {"epoch": restored - problem.first_epoch}',
+        "            pass",
+        (EARLY_STOP_BEST,),
+    ),
+    Mutant(
+        "predsim-beta-swapped",
+        "predsim weighs the prediction term by beta and the similarity term by 1 - beta",
+        LOCAL_LOSSES_PY,
+        "return (1.0 - self.beta) * cross_entropy(logits, labels, global_batch_size) + self.beta * sim",
+        "return self.beta * cross_entropy(logits, labels, global_batch_size) + (1.0 - self.beta) * sim",
+        (PREDSIM_BETA_OBJECT,),
+    ),
+    Mutant(
+        "predsim-config-beta-ignored",
+        "the predsim_beta field never reaches the loss (the default beta is used)",
+        LOCAL_LOSSES_PY,
+        "return PredSim(beta=local.predsim_beta)",
+        "return PredSim()",
+        (PREDSIM_BETA_CONFIG,),
+    ),
+    Mutant(
+        "fit-local-loss-object-ignored",
+        "fit(local_loss=LocalLoss(...)) trains with the configuration's local loss instead",
+        FIT,
+        "local_loss=local_loss if custom_loss else plan.local_loss)",
+        "local_loss=plan.local_loss)",
+        (PREDSIM_BETA_OBJECT,),
+    ),
+    Mutant(
+        "infopro-temperature-ignored",
+        "InfoPro's contrastive term uses the default temperature, not its own",
+        LOCAL_LOSSES_PY,
+        "supervised_contrastive_loss(outputs[PROJECTION], labels, self.temperature)",
+        "supervised_contrastive_loss(outputs[PROJECTION], labels)",
+        (INFOPRO_TEMPERATURE,),
+    ),
+    Mutant(
+        "infopro-for-stage-drops-temperature",
+        "InfoPro's per-module loss is rebuilt from its weights and class term: the temperature is lost",
+        LOCAL_LOSSES_PY,
+        "return dataclasses.replace(self, recon_weight=recon, recon_weight_last=recon, class_weight=cls,\n"
+        "                                   class_weight_last=cls)",
+        "return InfoPro(recon, recon, cls, cls, self.class_term)",
+        (INFOPRO_TEMPERATURE,),
+    ),
+    Mutant(
+        "seed-generators-keyed-by-path",
+        "seed generator state is checkpointed under its per-process Keras path (seed_generator_<n>)",
+        CHECKPOINTS,
+        "        match = SEED_GENERATOR_PATH.match(v.path)",
+        "        match = None",
+        (DROPOUT_RESUME,),
+    ),
+    Mutant(
+        "seed-generators-share-a-place",
+        "every seed generator of a model is keyed by the same place",
+        CHECKPOINTS,
+        "            seed_generators += 1\n",
+        "",
+        (DROPOUT_RESUME,),
+    ),
+    Mutant(
+        "seed-generator-state-not-restored",
+        "a resumed run's seed generators (Dropout's masks) start again from their initial state",
+        CHECKPOINTS,
+        '        variable.assign(arrays[f"{prefix}/{key}"])',
+        '        if not key.startswith("seed_generator@"):\n'
+        '            variable.assign(arrays[f"{prefix}/{key}"])',
+        (DROPOUT_RESUME,),
+    ),
+    Mutant(
+        "workdir-nested-options-not-compared",
+        "a rerun's nested options (model_options) are not compared with the stored ones",
+        WORKDIR_PY,
+        '            out += _differences(a, b, f"{prefix}{key}.")',
+        "            continue",
+        (NESTED_OPTIONS,),
+    ),
+    Mutant(
+        "workdir-nested-difference-unnamed",
+        "a nested difference is reported without the field it is in (width: 8 -> 16)",
+        WORKDIR_PY,
+        '_differences(a, b, f"{prefix}{key}.")',
+        "_differences(a, b, prefix)",
+        (NESTED_OPTIONS,),
     ),
 ]
