@@ -8,8 +8,9 @@ overwritten or half-written. ``export/models.config`` lists every servable for
 
 Every stage classifier is also saved as ``<version>/model.keras`` (the Keras model from normalised
 images to logits, without the serving graph's normalisation), beside ``saved_model.pb`` (TF
-Serving ignores files it does not load); ``keras.saving.load_model`` opens it once the module
-defining any custom layer is imported (``import models`` for the zoo). On a workdir that is not
+Serving ignores files it does not load); it is made of standard Keras layers where ours only add
+speed (``layerwise.training.portable``), so ``keras.saving.load_model`` opens it with Keras alone
+(a zoo layer with no Keras equivalent needs ``import models`` first). On a workdir that is not
 local (``gs://...``), a version is written to a local temporary directory and copied, file by file,
 ``saved_model.pb`` last.
 
@@ -62,6 +63,7 @@ from layerwise.run import files
 from layerwise.run.files import atomic_write_text
 from layerwise.serving.cascade import cascade_probabilities, ensemble_graph_probabilities
 from layerwise.training.network import primary
+from layerwise.training.portable import standard_layers
 
 SIGNATURES = ("serving_default", "serving_float")
 CASCADE_SIGNATURES = SIGNATURES + ("serving_threshold", "serving_float_threshold")
@@ -206,10 +208,12 @@ def write_next_version(archive: keras.export.ExportArchive, servable_dir: str, i
 
 
 def save_keras(model: keras.Model, path: str) -> None:
-    """Saves ``model`` as a ``.keras`` file; a model Keras cannot serialise (a custom layer
-    without ``get_config``) is exported without it, with a warning, not refused."""
+    """Saves ``model`` as a ``.keras`` file of standard Keras layers where ours only add speed
+    (:func:`~layerwise.training.portable.standard_layers`), so that it loads with Keras alone; a
+    model Keras cannot serialise (a custom layer without ``get_config``) is exported without it,
+    with a warning, not refused."""
     try:
-        model.save(path)
+        standard_layers(model).save(path)
     except (TypeError, NotImplementedError, ValueError) as e:
         if os.path.exists(path):
             os.remove(path)

@@ -33,6 +33,7 @@ from layerwise.training.local_losses import LocalLoss
 from layerwise.training.modules import group_stages
 from layerwise.training.network import StagedNetwork, primary
 from layerwise.training.optim import resolve_precision
+from layerwise.training.portable import standard_layers
 from layerwise.training.problems import HeadPlan, ensemble_weights
 from layerwise.training.trainer import GreedyTrainer
 
@@ -63,8 +64,11 @@ class Result:
     @property
     def classifiers(self) -> list[keras.Model]:
         """One Keras model per trained stage, images -> class probabilities (stage j's prefix and
-        head); each saves with ``model.save("x.keras")`` and loads with ``keras.saving.load_model``.
-        An end-to-end run has one, the whole network."""
+        head); each saves with ``model.save("x.keras")`` and loads with ``keras.saving.load_model``
+        in any process, with Keras alone: the layers that only speed up training are their standard
+        Keras equivalents, holding a copy of the trained weights; every other layer is the
+        network's own (:func:`layerwise.training.portable.standard_layers`). An end-to-end run
+        has one, the whole network."""
         stages = sorted(self.heads) if self.stage_heads else [self.network.num_stages - 1]
         return [self._classifier(j) for j in stages]
 
@@ -72,11 +76,12 @@ class Result:
         images = self.network.image_input()
         logits = self.heads[j](primary(self.network.run(images, 0, j + 1)))
         probabilities = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-        return keras.Model(images, probabilities, name=f"{self.network.name}_stage_{j:02d}")
+        return standard_layers(keras.Model(images, probabilities, name=f"{self.network.name}_stage_{j:02d}"))
 
     def ensemble(self) -> keras.Model:
         """The paper's ensemble as one Keras model: images -> sum_j 2^j p_j / sum_j 2^j over the
-        stages' probabilities (the stages run once, each head reads its stage)."""
+        stages' probabilities (the stages run once, each head reads its stage); of standard Keras
+        layers, as :attr:`classifiers`."""
         if not self.stage_heads:
             raise ConfigError("an end-to-end run has one head: there is no ensemble of stages")
         members = sorted(self.heads)
@@ -88,7 +93,7 @@ class Result:
                 self.heads[j](primary(x)))
             terms.append(keras.layers.Rescaling(float(weight), name=f"weight_{j:02d}")(probs))
         out = terms[0] if len(terms) == 1 else keras.layers.Add(name="ensemble")(terms)
-        return keras.Model(images, out, name=f"{self.network.name}_ensemble")
+        return standard_layers(keras.Model(images, out, name=f"{self.network.name}_ensemble"))
 
 
 def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

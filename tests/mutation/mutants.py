@@ -141,6 +141,11 @@ PREDSIM_BETA_OBJECT = f"{PREDSIM_BETA}[object]"
 PREDSIM_BETA_CONFIG = f"{PREDSIM_BETA}[config_field]"
 INFOPRO_TEMPERATURE = f"{LOCAL_LEARNING}::test_infopros_weights_and_contrastive_temperature_reach_the_loss_fit_minimises"
 NESTED_OPTIONS = f"{RESUME}::test_a_rerun_with_other_nested_options_is_refused_and_names_the_field"
+# issue 22: files and threads
+PORTABLE = "layerwise/training/portable.py"
+FILES_AND_THREADS = "tests/test_keras_files_and_threads.py"
+STANDARD_LAYERS = f"{FILES_AND_THREADS}::test_standard_layers_computes_the_same_with_keras_layers_only"
+FRESH_LOAD = f"{FILES_AND_THREADS}::test_saved_classifiers_ensembles_and_exports_load_in_a_fresh_process_with_keras_alone"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1113,5 +1118,30 @@ MUTANTS: list[Mutant] = [
         '_differences(a, b, f"{prefix}{key}.")',
         "_differences(a, b, prefix)",
         (NESTED_OPTIONS,),
+    ),
+    # ---- issue 22: files and threads
+    Mutant(
+        "portable-space-to-depth-misordered",
+        "the standard space-to-depth keeps the row-block-column order: channels mix other pixels",
+        PORTABLE,
+        "keras.layers.Permute((1, 3, 2, 4, 5), dtype=dtype)",
+        "keras.layers.Permute((1, 2, 3, 4, 5), dtype=dtype)",
+        (STANDARD_LAYERS,),
+    ),
+    Mutant(
+        "portable-weights-not-copied",
+        "the standard layers replacing ours keep their initial weights (BatchNorm's moving statistics)",
+        PORTABLE,
+        "        new.set_weights(old.get_weights())\n",
+        "        pass\n",
+        (STANDARD_LAYERS,),
+    ),
+    Mutant(
+        "classifiers-keep-fast-layers",
+        "Result.classifiers keep the fused BatchNorm and block averaging: their files need layerwise's classes",
+        FIT,
+        "        return standard_layers(keras.Model(images, probabilities,",
+        "        return (keras.Model(images, probabilities,",
+        (FRESH_LOAD,),
     ),
 ]

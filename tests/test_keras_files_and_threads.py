@@ -1,0 +1,156 @@
+"""Issue 22, files and threads: every ``.keras`` the project writes or a ``Result`` saves loads in a
+fresh process with Keras alone (and after ``import layerwise``); a workdir admits one ``fit`` at a
+time, also between threads of one process, and atomic writes of one file by two threads never
+collide."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.datasets import load_digits
+
+import layerwise
+from layerwise.training.downsampling import SpaceToDepth
+from layerwise.training.layers import BlockAveragePooling2D, FusedBatchNormalization
+from layerwise.training.local_losses import StopGradient
+from layerwise.training.network import primary
+from layerwise.training.portable import standard_layers
+from layerwise.training.problems import ensemble_weights
+from layerwise.training.split import DenseLogits
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_digits()
+    x = (data.images[..., None] / 16.0).astype("float32")
+    return x[:256], data.target[:256].astype("int64"), x[1500:1564]
+
+
+def user_model() -> keras.Model:
+    """A functional model with a BatchNorm layer, ending in a softmax Dense (split: DenseLogits)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="pixels")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inputs)
+    x = keras.layers.BatchNormalization(momentum=0.5, name="bn1")(x)
+    x = keras.layers.ReLU(name="relu1")(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="conv2")(x)
+    x = keras.layers.ReLU(name="relu2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(10, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="user_cnn")
+
+
+def class_names(config) -> set[str]:
+    """Every ``module.class_name`` in a serialised Keras config."""
+    found = set()
+    if isinstance(config, dict):
+        if "class_name" in config and "module" in config:
+            found.add(f"{config['module']}.{config['class_name']}")
+        for value in config.values():
+            found |= class_names(value)
+    elif isinstance(config, (list, tuple)):
+        for value in config:
+            found |= class_names(value)
+    return found
+
+
+def fast_probabilities(result, j: int, x) -> np.ndarray:
+    """Stage j's probabilities computed by the trained network and head themselves (our layers)."""
+    logits = result.heads[j](primary(result.network.run(tf.constant(x), 0, j + 1, training=False)), training=False)
+    return tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
+
+
+# ------------------------------------------------------------------------------ A. saved files load
+def test_standard_layers_computes_the_same_with_keras_layers_only():
+    keras.utils.set_random_seed(1)
+    inner_in = keras.Input((8, 8, 4))
+    y = FusedBatchNormalization(momentum=0.5, name="fbn")(inner_in)
+    y = SpaceToDepth(2, name="s2d")(y)
+    inner = keras.Model(inner_in, y, name="stage")
+    images = keras.Input((8, 8, 4), name="images")
+    x = inner(images)
+    x = StopGradient(name="detached")(x)
+    x = BlockAveragePooling2D((2, 1), name="block")(x)
+    x = keras.layers.Flatten(name="flat")(x)
+    dense = keras.layers.Dense(5, activation="softmax", name="dense")
+    dense.build((None, 32))
+    x = DenseLogits(dense, name="logits")(x)
+    model = keras.Model(images, x, name="fast")
+    bn = inner.get_layer("fbn")
+    bn.set_weights([np.random.uniform(0.5, 2, 4), np.random.normal(size=4), np.random.normal(size=4),
+                    np.random.uniform(0.5, 2, 4)])
+    data = np.random.normal(size=(3, 8, 8, 4)).astype("float32")
+
+    portable = standard_layers(model)
+
+    names = class_names(json.loads(portable.to_json()))
+    assert not [n for n in names if not n.startswith("keras")], names
+    assert "keras.layers.BatchNormalization" in names and "keras.layers.AveragePooling2D" in names
+    np.testing.assert_allclose(portable.predict(data, verbose=0), model.predict(data, verbose=0), atol=1e-6)
+    assert portable.get_layer("flat") is model.get_layer("flat")  # other layers are shared, not copied
+    plain = keras.Model(images, keras.layers.ReLU()(images))
+    assert standard_layers(plain) is plain
+
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    {preamble}
+    import keras
+    expected = json.load(open("expected.json"))
+    for path, values in expected.items():
+        model = keras.saving.load_model(path)
+        x = np.load("x.npy")
+        out = np.asarray(model.predict(x, verbose=0), "float64")
+        if path.endswith("model.keras"):  # an export: logits
+            out = np.exp(out - out.max(-1, keepdims=True))
+            out /= out.sum(-1, keepdims=True)
+        assert np.abs(out - np.asarray(values)).max() < 1e-6, (path, np.abs(out - np.asarray(values)).max())
+    print("loaded", len(expected), "layerwise" in sys.modules, "models" in sys.modules)
+""")
+
+
+def load_in_a_fresh_process(directory, preamble: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", SCRIPT.format(preamble=preamble)], cwd=directory, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_saved_classifiers_ensembles_and_exports_load_in_a_fresh_process_with_keras_alone(digits, tmp_path):
+    from models import build_model
+
+    x, y, xv = digits
+    keras.utils.set_random_seed(0)
+    zoo = build_model("layerwise_cnn", (8, 8, 1), 10, num_stages=2, width=8, downsample_at=[1])  # space-to-depth
+    expected = {}
+    for name, network, workdir in (("zoo", zoo, str(tmp_path / "run")),
+                                   ("user", layerwise.split_model(user_model(), ["relu1"]), None)):
+        result = layerwise.fit(network, (x, y), epochs_per_stage=1, batch_size=64, verbose=0, workdir=workdir,
+                               head=layerwise.AuxHead(k=2, width=8, pooled_size=2), log=lambda m: None)
+        stages = [fast_probabilities(result, j, xv) for j in sorted(result.heads)]
+        for j, classifier in enumerate(result.classifiers):
+            classifier.save(str(tmp_path / f"{name}_{j}.keras"))
+            expected[f"{name}_{j}.keras"] = stages[j].tolist()
+        result.ensemble().save(str(tmp_path / f"{name}_ensemble.keras"))
+        expected[f"{name}_ensemble.keras"] = sum(w * p for w, p in zip(ensemble_weights(len(stages)), stages)).tolist()
+        if workdir:
+            for j, path in enumerate(sorted(glob.glob(f"{workdir}/export/*_stage_*/*/model.keras"))):
+                expected[os.path.relpath(path, tmp_path)] = stages[j].tolist()
+    assert sum(k.endswith("model.keras") for k in expected) == 2
+    np.save(tmp_path / "x.npy", xv)
+    (tmp_path / "expected.json").write_text(json.dumps(expected))
+
+    assert load_in_a_fresh_process(tmp_path, "") == "loaded 8 False False"
+    assert load_in_a_fresh_process(tmp_path, "import layerwise") == "loaded 8 True False"
