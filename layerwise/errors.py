@@ -41,7 +41,7 @@ class WorkdirMismatchError(LayerwiseError):
 
 
 class WorkdirBusyError(LayerwiseError):
-    """Another process holds the run directory (``layerwise.run.lock``)."""
+    """Another process, or another thread of this one, holds the run directory (``layerwise.run.lock``)."""
 
 
 class NonFiniteLossError(LayerwiseError):

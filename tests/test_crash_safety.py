@@ -98,11 +98,11 @@ def test_latest_epoch_falls_back_past_a_corrupt_file(tmp_path):
 
 
 def test_write_failure_is_a_clear_error_and_keeps_the_old_file(tmp_path):
-    path = tmp_path / "f.bin"
-    atomic_write_bytes(str(path), b"old")
-    # The temporary file cannot be created (a directory holds its name): the write fails the way
-    # a full disk makes it fail, whatever the user's permissions (the tests may run as root).
-    os.mkdir(f"{path}.tmp-{os.getpid()}")
+    # The temporary file cannot be created (its name, path.tmp-<pid>-<random>, is longer than the
+    # 255 bytes a file name may have): the write fails the way a full disk makes it fail, whatever
+    # the user's permissions (the tests may run as root).
+    path = tmp_path / ("f" * 220 + ".bin")
+    path.write_bytes(b"old")
     with pytest.raises(StorageError, match="everything written before is intact"):
         atomic_write_bytes(str(path), b"new")
     assert path.read_bytes() == b"old"

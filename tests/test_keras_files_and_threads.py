@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import keras
 import numpy as np
@@ -19,6 +20,9 @@ import tensorflow as tf
 from sklearn.datasets import load_digits
 
 import layerwise
+from layerwise.errors import WorkdirBusyError
+from layerwise.run.files import atomic_write_bytes
+from layerwise.run.lock import workdir_lock
 from layerwise.training.downsampling import SpaceToDepth
 from layerwise.training.layers import BlockAveragePooling2D, FusedBatchNormalization
 from layerwise.training.local_losses import StopGradient
@@ -154,3 +158,106 @@ def test_saved_classifiers_ensembles_and_exports_load_in_a_fresh_process_with_ke
 
     assert load_in_a_fresh_process(tmp_path, "") == "loaded 8 False False"
     assert load_in_a_fresh_process(tmp_path, "import layerwise") == "loaded 8 True False"
+
+
+# ------------------------------------------------------------------------------ B. threads
+def test_a_workdir_lock_excludes_another_thread_of_the_process_and_is_reentrant_in_its_own(tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(workdir)
+    inside, release, outcome = threading.Event(), threading.Event(), {}
+
+    def holder():
+        with workdir_lock(str(workdir), "training"):
+            with workdir_lock(str(link), "writing the report"):  # the same thread, by another path
+                inside.set()
+                release.wait(30)
+
+    thread = threading.Thread(target=holder, name="trainer-1")
+    thread.start()
+    try:
+        assert inside.wait(30)
+        for path in (workdir, link):
+            with pytest.raises(WorkdirBusyError) as refused:
+                with workdir_lock(str(path), "exporting"):
+                    outcome["entered"] = path
+            message = str(refused.value)
+            assert "\n" not in message and "another thread" in message and "'trainer-1'" in message, message
+            assert "training since" in message
+    finally:
+        release.set()
+        thread.join(30)
+    assert "entered" not in outcome
+    with workdir_lock(str(link), "exporting"):  # released: the next holder gets in
+        pass
+
+
+class WaitInside(keras.callbacks.Callback):
+    """Signals ``inside`` at the first epoch and waits there until ``release`` (at most 60 s)."""
+
+    def __init__(self, inside: threading.Event, release: threading.Event):
+        super().__init__()
+        self.inside, self.release = inside, release
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self.inside.is_set():
+            self.inside.set()
+            self.release.wait(60)
+
+
+def test_a_second_fit_in_another_thread_is_refused_while_the_first_trains(digits, tmp_path):
+    x, y, _ = digits
+    workdir = str(tmp_path / "runs" / "t")
+    inside, release, results, errors = threading.Event(), threading.Event(), [], []
+
+    def fit(callbacks):
+        keras.utils.set_random_seed(0)
+        network = layerwise.split_model(user_model(), ["relu1"])  # the same configuration: it could resume
+        return layerwise.fit(network, (x, y), epochs_per_stage=2, batch_size=64, verbose=0, workdir=workdir,
+                             callbacks=callbacks, log=lambda m: None)
+
+    def first():
+        try:
+            results.append(fit([WaitInside(inside, release)]))
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+
+    thread = threading.Thread(target=first, name="first-fit")
+    thread.start()
+    try:
+        assert inside.wait(120), errors
+        with pytest.raises(WorkdirBusyError) as refused:
+            fit([])
+    finally:
+        release.set()
+        thread.join(120)
+    message = str(refused.value)
+    assert "\n" not in message and "'first-fit'" in message and "training since" in message, message
+    assert not errors and len(results) == 1
+    epochs = [(r["stage"], r["epoch"]) for r in (json.loads(line) for line in open(f"{workdir}/metrics.jsonl"))
+              if r["event"] == "epoch"]
+    assert epochs == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+def test_two_threads_writing_one_file_atomically_never_collide(tmp_path):
+    path = str(tmp_path / "state.json")
+    payloads = {name: (name * 40_000).encode() for name in ("a", "b")}
+    errors, start = [], threading.Barrier(2)
+
+    def writer(name):
+        start.wait()
+        try:
+            for _ in range(60):
+                atomic_write_bytes(path, payloads[name])
+        except Exception as e:  # reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(name,)) for name in payloads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors[0]
+    assert open(path, "rb").read() in payloads.values()  # one writer's whole file
+    assert os.listdir(tmp_path) == ["state.json"]  # no temporary file left

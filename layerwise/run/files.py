@@ -4,7 +4,9 @@ or ``hdfs://`` (with the ``tensorflow-io`` package), ``ram://`` (in memory, for 
 
 Atomic replacement is a write to a temporary name and a rename: a reader sees the old file or
 the whole new one where the file system renames atomically (local disks; on object stores a
-rename is a copy, and the checksums of ``layerwise.run.checkpoints`` catch a torn file). Local
+rename is a copy, and the checksums of ``layerwise.run.checkpoints`` catch a torn file). Each
+write has its own temporary name, so two writers of one file (threads of one process included)
+never write into each other's temporary file: the last rename wins, whole. Local
 files are also ``fsync``-ed before the rename, so a power cut cannot leave a renamed but empty
 file. See https://www.tensorflow.org/api_docs/python/tf/io/gfile.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import uuid
 
 import tensorflow as tf
 
@@ -96,6 +99,12 @@ def first_line(error: Exception) -> str:
     return str(reason).splitlines()[0][:200] if reason else type(error).__name__
 
 
+def temporary_name(path: str) -> str:
+    """A name beside ``path`` that no other writer uses, in this process or another:
+    ``path.tmp-<pid>-<random hex>`` (two threads of one process share the pid)."""
+    return f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Writes ``data`` to ``path`` so that readers see the old file or the whole new one.
 
@@ -103,7 +112,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         StorageError: it could not be written (full disk, permissions, an unreachable bucket);
             ``path`` is as it was.
     """
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = temporary_name(path)
     try:
         parent = os.path.dirname(path) if is_local(path) else posixpath.dirname(path)
         if parent:

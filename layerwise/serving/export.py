@@ -180,7 +180,7 @@ def write_next_version(archive: keras.export.ExportArchive, servable_dir: str, i
     version = (existing[-1] + 1) if existing else 1
     final = files.join(servable_dir, str(version))
     local = files.is_local(servable_dir)
-    tmp = os.path.join(servable_dir, f".tmp-{version}-{os.getpid()}") if local else tempfile.mkdtemp(".export")
+    tmp = files.temporary_name(os.path.join(servable_dir, f".{version}")) if local else tempfile.mkdtemp(".export")
     try:
         if local:
             os.makedirs(servable_dir, exist_ok=True)

@@ -146,6 +146,10 @@ PORTABLE = "layerwise/training/portable.py"
 FILES_AND_THREADS = "tests/test_keras_files_and_threads.py"
 STANDARD_LAYERS = f"{FILES_AND_THREADS}::test_standard_layers_computes_the_same_with_keras_layers_only"
 FRESH_LOAD = f"{FILES_AND_THREADS}::test_saved_classifiers_ensembles_and_exports_load_in_a_fresh_process_with_keras_alone"
+LOCK_PY = "layerwise/run/lock.py"
+THREAD_LOCK = f"{FILES_AND_THREADS}::test_a_workdir_lock_excludes_another_thread_of_the_process_and_is_reentrant_in_its_own"
+THREAD_FIT = f"{FILES_AND_THREADS}::test_a_second_fit_in_another_thread_is_refused_while_the_first_trains"
+THREAD_WRITES = f"{FILES_AND_THREADS}::test_two_threads_writing_one_file_atomically_never_collide"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -326,7 +330,7 @@ MUTANTS: list[Mutant] = [
         "write-not-atomic",
         "checkpoints are written in place, not to a temporary file renamed over the old one",
         FILES,
-        '    tmp = f"{path}.tmp-{os.getpid()}"',
+        "    tmp = temporary_name(path)",
         "    tmp = path",
         (WRITE_FAILURE,),
     ),
@@ -1143,5 +1147,29 @@ MUTANTS: list[Mutant] = [
         "        return standard_layers(keras.Model(images, probabilities,",
         "        return (keras.Model(images, probabilities,",
         (FRESH_LOAD,),
+    ),
+    Mutant(
+        "workdir-lock-reentrant-across-threads",
+        "the workdir lock is re-entrant for every thread of the process: a second fit gets in",
+        LOCK_PY,
+        "        elif hold.thread is threading.current_thread():",
+        "        elif True:",
+        (THREAD_LOCK, THREAD_FIT),
+    ),
+    Mutant(
+        "workdir-lock-keyed-by-given-path",
+        "the lock registry is keyed by the path as given: a symlink to a held directory gets in",
+        LOCK_PY,
+        "    key = os.path.realpath(workdir)",
+        "    key = workdir",
+        (THREAD_LOCK,),
+    ),
+    Mutant(
+        "temporary-name-per-process",
+        "an atomic write's temporary name depends only on the pid: two threads write into one file",
+        FILES,
+        '    return f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex}"',
+        '    return f"{path}.tmp-{os.getpid()}"',
+        (THREAD_WRITES,),
     ),
 ]
