@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import keras
 import tensorflow as tf
 
-from layerwise.data.pipelines import DatasetSource, as_source
+from layerwise.data.pipelines import DatasetSource, as_source, check_image_shape, labels_in_range
 from layerwise.distribute import is_chief, make_strategy, worker_workdir
 from layerwise.errors import ConfigError
 from layerwise.run import schema
@@ -212,6 +212,7 @@ def fit(
     elif local_loss is not None and not isinstance(local_loss, LocalLoss):
         raise ConfigError(f"local_loss must be a name (pred, sim, predsim, infopro) or a LocalLoss, got {local_loss!r}")
     data = as_source(train, validation, test, num_classes=network.num_classes)
+    check_image_shape(data.image_shape, network.input_shape)
     if isinstance(data, DatasetSource) and "batch_size" in config_changes:
         raise ConfigError("batch_size applies to arrays; a tf.data pipeline brings its own batches")
     if config is None:
@@ -246,11 +247,13 @@ def fit(
             callbacks=callbacks, optimizer=optimizer_factory, verbose=verbose, log=log,
         )
         if writes_to is None:
-            records = trainer.run()
+            with labels_in_range(network.num_classes):
+                records = trainer.run()
         else:
             with open_run(writes_to, config) as resumed:  # the directory's lock, for the whole run
                 if resumed:
                     log(f"resuming the run in {writes_to}")
-                records = trainer.run()
+                with labels_in_range(network.num_classes):
+                    records = trainer.run()
         history = list(trainer.runlog.records)
     return Result(history, records, network, dict(trainer.heads), config, trainer.mode.stage_heads)
