@@ -96,11 +96,6 @@ def _check_spec(dataset: tf.data.Dataset, where: str) -> tuple[int, ...]:
     if not (isinstance(spec, tuple) and len(spec) == 2):
         raise ConfigError(f"the {where} dataset must yield (images, labels) pairs, got elements {spec}")
     images, labels = spec
-    if images.shape.rank == 3 and None not in images.shape[1:]:
-        raise ConfigError(
-            f"the {where} dataset's images have shape {images.shape}: give them a channel axis "
-            "(dataset.map(lambda x, y: (x[..., None], y)))"
-        )
     if images.shape.rank != 4 or None in images.shape[1:]:
         raise ConfigError(
             f"the {where} dataset must yield batches of images (batch, height, width, channels), got "

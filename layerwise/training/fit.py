@@ -227,15 +227,16 @@ def fit(
     run_options = RunOptions().replace(**run_changes).validate()
     if config.local.modules:
         network = group_stages(network, config.local.modules)
-    heads = None
+    heads = plan = HeadPlan.from_config(config)
     custom_loss = isinstance(local_loss, LocalLoss)
     # an AuxHead with what the configuration has no field for (pooled_size, hidden_units, dropout)
     # builds the heads itself, as any head builder does
     custom_head = head is not None and (not isinstance(head, AuxHead) or head != config_heads(config)[0])
-    if custom_head or custom_loss:
-        plan = HeadPlan.from_config(config)
+    if head is not None or custom_loss:
+        # a head the user gave is refused where it does not fit; the default one turns linear there
         heads = dataclasses.replace(plan, aux=head if custom_head else plan.aux,
                                     final_aux=None if custom_head else plan.final_aux,
+                                    fit_features=head is None,
                                     local_loss=local_loss if custom_loss else plan.local_loss)
     if not is_chief(strategy):
         verbose, log = 0, (lambda message: None)
@@ -246,6 +247,10 @@ def fit(
             network, data, config, writes_to, strategy=strategy, options=run_options, heads=heads,
             callbacks=callbacks, optimizer=optimizer_factory, verbose=verbose, log=log,
         )
+        linear = heads.linear_stages(trainer.network, trainer.mode.trained_stages(trainer.network))
+        if linear and verbose:
+            log(f"head: the features of stage(s) {', '.join(map(str, linear))} are too small for the head's 3x3 "
+                "convs: those stages get a linear head (k=1)")
         if writes_to is None:
             with labels_in_range(network.num_classes):
                 records = trainer.run()
