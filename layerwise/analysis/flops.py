@@ -2,7 +2,7 @@
 
 FLOPs = 2 x multiply-accumulates per example (the convention of most papers); Keras's own batch
 norm, activations, pooling and additions are ignored (they are a few percent of a conv net's
-cost). A layer Keras and this package do not define (a user's custom layer, a ``Lambda``) is
+cost). A layer neither Keras nor this package defines (a user's custom layer, a ``Lambda``) is
 traced once for one example and costed by TensorFlow's graph cost model (the ``float_ops`` of
 ``tf.compat.v1.profiler``, https://www.tensorflow.org/api_docs/python/tf/compat/v1/profiler/profile),
 and at least its output's size: a custom conv costs what it computes, and no layer that computes
@@ -20,8 +20,9 @@ import numpy as np
 import tensorflow as tf
 from keras import tree
 
-# the packages whose layers are costed by their type (convs and dense layers; the rest is free)
-KNOWN_PACKAGES = ("keras", "layerwise")
+# the package under which this project registers its layers (``register_keras_serializable``):
+# they, like Keras's own, are costed by their type (convs and dense layers; the rest is free)
+PACKAGE = "layerwise"
 
 
 def _layer_macs(layer: keras.layers.Layer) -> int:
@@ -37,8 +38,13 @@ def _layer_macs(layer: keras.layers.Layer) -> int:
 
 
 def is_known(layer: keras.layers.Layer) -> bool:
-    """Whether ``layer`` is costed by its type (a Keras or layerwise layer other than ``Lambda``)."""
-    return type(layer).__module__.split(".")[0] in KNOWN_PACKAGES and not isinstance(layer, keras.layers.Lambda)
+    """Whether ``layer`` is costed by its type: a Keras layer other than ``Lambda``, or one this
+    project registers (its package in ``keras.saving.get_registered_name``); the zoo's shortcuts,
+    scalars and normalisations keep the cost the reports have always given them."""
+    kind = type(layer)
+    if keras.saving.get_registered_name(kind).startswith(f"{PACKAGE}>"):
+        return True
+    return kind.__module__.split(".")[0] == "keras" and not isinstance(layer, keras.layers.Lambda)
 
 
 def _output_size(layer: keras.layers.Layer) -> int:

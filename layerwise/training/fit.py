@@ -150,7 +150,9 @@ def fit(
         epochs_per_stage: epochs of every stage (end to end: J times as many, the same total).
         head: every stage's auxiliary head: an :class:`AuxHead` (default ``AuxHead(k=2,
             width=128)``) or any ``(feature_shape, num_classes) -> keras.Model``. The last stage
-            uses the network's own classifier when it has one.
+            uses the network's own classifier when it has one. Where a stage's features are too
+            small for the default head's 3x3 convs (1x1) it turns linear (k=1), said once
+            through ``log``; an :class:`AuxHead` given here is refused there.
         local_loss: what every stage minimises: ``"pred"`` (default: cross-entropy through its
             head), ``"sim"``, ``"predsim"``, ``"infopro"`` (their weights are options:
             ``predsim_beta``, ``infopro_recon_weight``, ...), or a
@@ -184,7 +186,9 @@ def fit(
         A :class:`Result`: ``history``, ``records``, ``classifiers`` and ``ensemble()``.
 
     Raises:
-        ConfigError: an unknown option, an impossible setting or data of the wrong form.
+        ConfigError: an unknown option, an impossible setting or data of the wrong form (one-hot
+            or out-of-range labels, channels-first images or another size than the network's;
+            a pipeline's labels after its first batch are checked as they are read).
         WorkdirMismatchError: ``workdir`` holds a run of another configuration.
         WorkdirBusyError: another process is using ``workdir`` (its pid is in the message).
         NonFiniteLossError: the loss became NaN or infinite (``on_nan="stop"``).
