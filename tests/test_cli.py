@@ -27,7 +27,6 @@ BAD_FLAGS = [
     (["--data_dir", "/tmp"], "drop --data_dir"),
     (["--strategy", "sideways"], "unknown strategy 'sideways'"),
     (["--precision", "float8"], "unknown precision 'float8'"),
-    (["--dataset", "digits", "--downsample_input", "--downsample_at", "1,2", "--aux_conv_layers", "1"], "features are 1x1"),
     (["--cache_prefix", "memory", "--augment", "crop", "--dataset", "digits"], "without random augmentation"),
     # issue #13, "Errors that are still tracebacks": checked before anything is read or written
     (["--model_option", "width=abc"], "option width must be an integer"),

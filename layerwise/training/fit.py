@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import keras
 import tensorflow as tf
 
-from layerwise.data.pipelines import DatasetSource, as_source
+from layerwise.data.pipelines import DatasetSource, as_source, check_image_shape, labels_in_range
 from layerwise.distribute import is_chief, make_strategy, worker_workdir
 from layerwise.errors import ConfigError
 from layerwise.run import schema
@@ -155,7 +155,9 @@ def fit(
         epochs_per_stage: epochs of every stage (end to end: J times as many, the same total).
         head: every stage's auxiliary head: an :class:`AuxHead` (default ``AuxHead(k=2,
             width=128)``) or any ``(feature_shape, num_classes) -> keras.Model``. The last stage
-            uses the network's own classifier when it has one.
+            uses the network's own classifier when it has one. Where a stage's features are too
+            small for the default head's 3x3 convs (1x1) it turns linear (k=1), said once
+            through ``log``; an :class:`AuxHead` given here is refused there.
         local_loss: what every stage minimises: ``"pred"`` (default: cross-entropy through its
             head), ``"sim"``, ``"predsim"``, ``"infopro"`` (their weights are options:
             ``predsim_beta``, ``infopro_recon_weight``, ...), or a
@@ -189,7 +191,9 @@ def fit(
         A :class:`Result`: ``history``, ``records``, ``classifiers`` and ``ensemble()``.
 
     Raises:
-        ConfigError: an unknown option, an impossible setting or data of the wrong form.
+        ConfigError: an unknown option, an impossible setting or data of the wrong form (one-hot
+            or out-of-range labels, channels-first images or another size than the network's;
+            a pipeline's labels after its first batch are checked as they are read).
         WorkdirMismatchError: ``workdir`` holds a run of another configuration.
         WorkdirBusyError: another process is using ``workdir`` (its pid is in the message).
         NonFiniteLossError: the loss became NaN or infinite (``on_nan="stop"``).
@@ -217,6 +221,7 @@ def fit(
     elif local_loss is not None and not isinstance(local_loss, LocalLoss):
         raise ConfigError(f"local_loss must be a name (pred, sim, predsim, infopro) or a LocalLoss, got {local_loss!r}")
     data = as_source(train, validation, test, num_classes=network.num_classes)
+    check_image_shape(data.image_shape, network.input_shape)
     if isinstance(data, DatasetSource) and "batch_size" in config_changes:
         raise ConfigError("batch_size applies to arrays; a tf.data pipeline brings its own batches")
     if config is None:
@@ -231,15 +236,16 @@ def fit(
     run_options = RunOptions().replace(**run_changes).validate()
     if config.local.modules:
         network = group_stages(network, config.local.modules)
-    heads = None
+    heads = plan = HeadPlan.from_config(config)
     custom_loss = isinstance(local_loss, LocalLoss)
     # an AuxHead with what the configuration has no field for (pooled_size, hidden_units, dropout)
     # builds the heads itself, as any head builder does
     custom_head = head is not None and (not isinstance(head, AuxHead) or head != config_heads(config)[0])
-    if custom_head or custom_loss:
-        plan = HeadPlan.from_config(config)
+    if head is not None or custom_loss:
+        # a head the user gave is refused where it does not fit; the default one turns linear there
         heads = dataclasses.replace(plan, aux=head if custom_head else plan.aux,
                                     final_aux=None if custom_head else plan.final_aux,
+                                    fit_features=head is None,
                                     local_loss=local_loss if custom_loss else plan.local_loss)
     if not is_chief(strategy):
         verbose, log = 0, (lambda message: None)
@@ -250,12 +256,18 @@ def fit(
             network, data, config, writes_to, strategy=strategy, options=run_options, heads=heads,
             callbacks=callbacks, optimizer=optimizer_factory, verbose=verbose, log=log,
         )
+        linear = heads.linear_stages(trainer.network, trainer.mode.trained_stages(trainer.network))
+        if linear and verbose:
+            log(f"head: the features of stage(s) {', '.join(map(str, linear))} are too small for the head's 3x3 "
+                "convs: those stages get a linear head (k=1)")
         if writes_to is None:
-            records = trainer.run()
+            with labels_in_range(network.num_classes):
+                records = trainer.run()
         else:
             with open_run(writes_to, config) as resumed:  # the directory's lock, for the whole run
                 if resumed:
                     log(f"resuming the run in {writes_to}")
-                records = trainer.run()
+                with labels_in_range(network.num_classes):
+                    records = trainer.run()
         history = list(trainer.runlog.records)
     return Result(history, records, network, dict(trainer.heads), config, trainer.mode.stage_heads)

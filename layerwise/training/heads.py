@@ -104,18 +104,29 @@ class AuxHead:
         """Spatial size the hidden convs run at: the features' after ``pre_pool``."""
         return math.ceil(feature_shape[0] / self.pre_pool), math.ceil(feature_shape[1] / self.pre_pool)
 
+    def too_deep_for(self, feature_shape: Sequence[int]) -> bool:
+        """Whether the hidden 3x3 convs would run on a map under 2x2 (after ``pre_pool``)."""
+        return bool(self.conv_layers) and len(feature_shape) == 3 and min(self.conv_size(feature_shape)) < 2
+
+    def fitted_to(self, feature_shape: Sequence[int]) -> "AuxHead":
+        """This head, or its linear version (``k=1``) where :meth:`too_deep_for` the features:
+        what the default heads of ``layerwise.fit`` and the CLI do on 1x1 maps."""
+        return dataclasses.replace(self, k=1) if self.too_deep_for(feature_shape) else self
+
     def check_fits(self, feature_shape: Sequence[int], where: str) -> None:
         """Raises ConfigError when k - 1 hidden 3x3 convs would run on a 1-pixel map.
 
         A 3x3 conv on a 1x1 map only ever sees its centre tap (the rest is zero padding): k > 1
-        is then a waste of eight ninths of its weights, and almost surely a mistake of size.
+        is then a waste of eight ninths of its weights, and almost surely a mistake of size. The
+        message names Python arguments (this head was given as one).
         """
-        if self.conv_layers and len(feature_shape) == 3 and min(self.conv_size(feature_shape)) < 2:
+        if self.too_deep_for(feature_shape):
             h, w = self.conv_size(feature_shape)
             raise ConfigError(
-                f"k={self.conv_layers + 1} needs 3x3 auxiliary convs, but {where}'s features are "
-                f"{h}x{w}{' after aux_pre_pool' if self.pre_pool > 1 else ''}: use --aux_conv_layers 0 "
-                f"(k=1), fewer downsamplings, a smaller --aux_pre_pool or larger images"
+                f"AuxHead(k={self.conv_layers + 1}) needs 3x3 auxiliary convs, but {where}'s features are "
+                f"{h}x{w}{' after pre_pool' if self.pre_pool > 1 else ''}: pass head=layerwise.AuxHead(k=1, ...) "
+                "or leave head unset (the default head turns linear where the features are 1x1), or downsample "
+                "less, use a smaller pre_pool or larger images"
             )
 
 

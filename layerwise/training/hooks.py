@@ -195,7 +195,8 @@ class HeadRefit(StageHook):
         start = time.perf_counter()
         last = network.num_stages - 1
         keras.utils.set_random_seed(derive_seed(config.seed, 7, last))
-        head = self.head(network.output_shape(last), network.num_classes, name="refit_head")
+        features = network.output_shape(last)  # on 1x1 features the head turns linear, as the stages' heads do
+        head = self.head.fitted_to(features)(features, network.num_classes, name="refit_head")
         checkpoints = trainer.checkpoints(self.SERVABLE)
         path = None if checkpoints is None else checkpoints.final_path
         loaded = False

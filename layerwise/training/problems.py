@@ -90,6 +90,9 @@ class HeadPlan:
         sync_batchnorm: BatchNorm statistics over all replicas.
         local_loss: what each stage minimises (``layerwise.training.local_losses``); its
             training-only layers are initialised from ``derive_seed(seed, 3, j)``.
+        fit_features: an :class:`AuxHead` turns linear (``k=1``) on a stage whose features are
+            too small for its 3x3 convs (:meth:`AuxHead.fitted_to`; the configured heads, what
+            ``fit`` builds when ``head`` is not given); ``False``: such a stage is refused.
     """
 
     aux: HeadBuilder = AuxHead(k=2, width=128)
@@ -97,6 +100,7 @@ class HeadPlan:
     seed: int = 0
     sync_batchnorm: bool = False
     local_loss: LocalLoss = Pred()
+    fit_features: bool = True
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> "HeadPlan":
@@ -110,18 +114,27 @@ class HeadPlan:
         last = j == network.num_stages - 1
         if last and network.final_head is not None:
             return None
-        return (self.final_aux or self.aux) if last else self.aux
+        head = (self.final_aux or self.aux) if last else self.aux
+        if self.fit_features and isinstance(head, AuxHead):
+            return head.fitted_to(network.output_shape(j))
+        return head
 
     def check(self, network: StagedNetwork, stages: Sequence[int]) -> None:
         """Every auxiliary head of ``stages`` fits its features (before anything trains).
 
         Raises:
-            ConfigError: e.g. k > 1 on a 1x1 map.
+            ConfigError: e.g. k > 1 on a 1x1 map (``fit_features=False``).
         """
         for j in stages:
             head = self.builder(network, j)
             if isinstance(head, AuxHead):
                 head.validate().check_fits(network.output_shape(j), f"stage {j}")
+
+    def linear_stages(self, network: StagedNetwork, stages: Sequence[int]) -> list[int]:
+        """The stages of ``stages`` whose :class:`AuxHead` turned linear to fit their features."""
+        configured = [(self.final_aux or self.aux) if j == network.num_stages - 1 else self.aux for j in stages]
+        return [j for j, head in zip(stages, configured)
+                if isinstance(head, AuxHead) and self.builder(network, j) not in (None, head)]
 
     def build(self, network: StagedNetwork, j: int) -> keras.Model:
         """A fresh head for stage ``j``, seeded by the run seed and ``j`` (build it under the

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Sequence
 
 import keras
@@ -184,6 +185,17 @@ def _balanced_cuts(graph: _Graph, end: int, stages: int) -> list[int]:
     return [points[b] for b in chosen[:-1]]
 
 
+def _check_at(at) -> None:
+    """Raises ConfigError unless ``at`` is a number of stages or a list of layer names (``True``
+    is an int to Python, and a string a sequence of one-letter names)."""
+    if isinstance(at, numbers.Integral) and not isinstance(at, bool):
+        return
+    if isinstance(at, Sequence) and not isinstance(at, str) and all(isinstance(name, str) for name in at):
+        return
+    hint = f": pass [{at!r}]" if isinstance(at, str) else ""
+    raise ConfigError(f"at must be a positive int number of stages or a list of layer names, got {at!r}{hint}")
+
+
 def split_model(model: keras.Model, at: int | Sequence[str], *, num_classes: int | None = None,
                 name: str | None = None) -> StagedNetwork:
     """Cuts a functional Keras model into stages (and its classifier, if any, into the final head).
@@ -200,8 +212,8 @@ def split_model(model: keras.Model, at: int | Sequence[str], *, num_classes: int
 
     Raises:
         ConfigError: a cut where more than one tensor crosses (the message names the layer and
-            the nearest valid cuts), an unknown layer, too many stages, a subclassed model, or a
-            missing ``num_classes``.
+            the nearest valid cuts), an unknown layer, too many stages, ``at`` neither an int nor
+            a list of names (``2.5``, ``True``), a subclassed model, or a missing ``num_classes``.
     """
     if isinstance(model, keras.Sequential):
         model = keras.Model(model.inputs, model.outputs, name=model.name)
@@ -212,13 +224,14 @@ def split_model(model: keras.Model, at: int | Sequence[str], *, num_classes: int
         )
     if len(model.inputs) != 1 or len(tree.flatten(model.outputs)) != 1:
         raise ConfigError("split_model needs a model with one input (the images) and one output")
+    _check_at(at)
     graph = _analyse(model)
     head_start = _classifier_start(graph)
     end = len(graph.names) if head_start is None else head_start  # the stages cover ops [0, end)
-    if isinstance(at, int):
+    if isinstance(at, numbers.Integral) and not isinstance(at, bool):
         if at < 1:
             raise ConfigError(f"the number of stages must be >= 1, got {at}")
-        cuts = _balanced_cuts(graph, end, at)
+        cuts = _balanced_cuts(graph, end, int(at))
     else:
         index = {n: i for i, n in enumerate(graph.names)}
         cuts = []

@@ -150,6 +150,16 @@ LOCK_PY = "layerwise/run/lock.py"
 THREAD_LOCK = f"{FILES_AND_THREADS}::test_a_workdir_lock_excludes_another_thread_of_the_process_and_is_reentrant_in_its_own"
 THREAD_FIT = f"{FILES_AND_THREADS}::test_a_second_fit_in_another_thread_is_refused_while_the_first_trains"
 THREAD_WRITES = f"{FILES_AND_THREADS}::test_two_threads_writing_one_file_atomically_never_collide"
+# issue 22: inputs
+INPUTS = "tests/test_keras_inputs.py"
+PIPELINES = "layerwise/data/pipelines.py"
+FLOPS = "layerwise/analysis/flops.py"
+BAD_INPUT = f"{INPUTS}::test_inputs_a_user_gets_wrong_get_one_config_error_line_before_anything_is_written"
+LATER_LABEL = f"{INPUTS}::test_a_label_out_of_range_in_a_later_batch_of_a_pipeline_stops_fit_with_one_config_error_line"
+HEAD_1X1 = (f"{INPUTS}::test_the_default_head_turns_linear_on_1x1_features_says_so_once_and_a_given_head_is_refused_"
+            "in_python_words")
+CUSTOM_FLOPS = f"{INPUTS}::test_split_model_balances_custom_layers_by_what_they_compute"
+AT_REFUSED = f"{INPUTS}::test_split_model_refuses_an_at_that_is_neither_a_count_nor_layer_names"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1171,5 +1181,94 @@ MUTANTS: list[Mutant] = [
         '    return f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex}"',
         '    return f"{path}.tmp-{os.getpid()}"',
         (THREAD_WRITES,),
+    ),
+    # ---- issue 22: inputs
+    Mutant(
+        "one-hot-labels-unrecognised",
+        "one-hot label arrays are flattened into 10x as many labels (the old 'images but labels' error)",
+        PIPELINES,
+        "    if y.ndim == 2 and y.shape[1] > 1:",
+        "    if False:",
+        (f"{BAD_INPUT}[one_hot_arrays]",),
+    ),
+    Mutant(
+        "labels-above-the-classes-pass",
+        "labels >= the network's number of classes are not refused before training",
+        PIPELINES,
+        "bad = np.flatnonzero((labels < 0) | (labels >= num_classes))",
+        "bad = np.flatnonzero(labels < 0)",
+        (f"{BAD_INPUT}[label_99_arrays]", f"{BAD_INPUT}[label_99_pipeline_first_batch]"),
+    ),
+    Mutant(
+        "pipeline-labels-unchecked-after-the-first-batch",
+        "a tf.data pipeline's later batches reach the loss with labels outside the classes (a bare graph error)",
+        PIPELINES,
+        "                tf.debugging.assert_less(y, tf.cast(num_classes, y.dtype), message=LABEL_CHECK),\n",
+        "",
+        (LATER_LABEL,),
+    ),
+    Mutant(
+        "pipeline-label-error-not-translated",
+        "the in-pipeline label check's error escapes fit as a bare InvalidArgumentError",
+        PIPELINES,
+        "        if LABEL_CHECK not in e.message:",
+        "        if True:",
+        (LATER_LABEL,),
+    ),
+    Mutant(
+        "channels-first-not-recognised",
+        "channels-first images get the generic size message, without np.moveaxis",
+        PIPELINES,
+        "    if len(image_shape) == 3 and fits(channels_last):",
+        "    if False:",
+        (f"{BAD_INPUT}[channels_first_arrays]",),
+    ),
+    Mutant(
+        "image-shape-unchecked",
+        "images of another size than the network's reach the training step (a bare Keras ValueError)",
+        FIT,
+        "    check_image_shape(data.image_shape, network.input_shape)\n",
+        "",
+        (f"{BAD_INPUT}[9x9_arrays]",),
+    ),
+    Mutant(
+        "default-head-refuses-1x1",
+        "the default head is refused on 1x1 features instead of turning linear",
+        PROBLEMS,
+        "        if self.fit_features and isinstance(head, AuxHead):",
+        "        if False:",
+        (HEAD_1X1,),
+    ),
+    Mutant(
+        "given-head-adapted-silently",
+        "a head the user gave is silently replaced by a linear one on 1x1 features",
+        FIT,
+        "fit_features=head is None,",
+        "fit_features=True,",
+        (HEAD_1X1,),
+    ),
+    Mutant(
+        "custom-layers-cost-nothing",
+        "split_model counts a custom layer as 0 FLOPs (valid cuts merge, stages unbalanced)",
+        FLOPS,
+        "    return 2 * _layer_macs(layer) if is_known(layer) else traced_flops(layer)",
+        "    return 2 * _layer_macs(layer)",
+        (CUSTOM_FLOPS,),
+    ),
+    Mutant(
+        "custom-layer-cost-only-its-output",
+        "a custom layer is costed by its output's size, not by what its traced graph computes",
+        FLOPS,
+        "    return max(int(counted), floor)",
+        "    return floor",
+        (CUSTOM_FLOPS,),
+    ),
+    Mutant(
+        "split-at-unchecked",
+        "split_model(model, 2.5) or split_model(model, True) is not refused clearly",
+        SPLIT,
+        "    _check_at(at)\n",
+        "",
+        (f"{AT_REFUSED}[2.5]", f"{AT_REFUSED}[True]"),
     ),
 ]
