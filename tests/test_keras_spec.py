@@ -160,7 +160,8 @@ def test_every_aux_head_field_round_trips_through_the_config_and_its_json(head):
     (dict(pre_pool=0), r"AuxHead pre_pool"),
     (dict(max_features=-1), r"AuxHead max_features"),
     (dict(batchnorm="yes"), r"AuxHead batchnorm"),
-])
+], ids=["dropout_1.5", "dropout_negative", "k_0", "k_float", "width_0", "width_bool", "pooled_size_0",
+        "hidden_units_0", "pre_pool_0", "max_features_negative", "batchnorm_str"])
 def test_an_aux_head_with_an_impossible_field_is_refused_when_made(fields, message):
     with pytest.raises(layerwise.ConfigError, match=message):
         layerwise.AuxHead(**fields)

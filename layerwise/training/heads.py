@@ -92,10 +92,11 @@ class AuxHead:
         def is_int(value) -> bool:
             return isinstance(value, int) and not isinstance(value, bool)
 
-        for name, low in (("k", 1), ("width", 1), ("pooled_size", 1), ("pre_pool", 1), ("max_features", 0)):
+        for name, low, note in (("k", 1, " (k - 1 hidden convs)"), ("width", 1, ""), ("pooled_size", 1, ""),
+                                ("pre_pool", 1, " (1: off)"), ("max_features", 0, " (0: off)")):
             value = getattr(self, name)
             if not is_int(value) or value < low:
-                raise ConfigError(f"AuxHead {name} must be an integer >= {low}, got {value!r}")
+                raise ConfigError(f"AuxHead {name} must be an integer >= {low}{note}, got {value!r}")
         if not isinstance(self.batchnorm, bool):
             raise ConfigError(f"AuxHead batchnorm must be True or False, got {self.batchnorm!r}")
         units = self.hidden_units
