@@ -157,7 +157,7 @@ def head_options(head: AuxHead | HeadBuilder, required: bool) -> dict[str, Any]:
         return {"aux_conv_layers": head.conv_layers, "aux_width": head.width, "aux_batchnorm": head.batchnorm,
                 "aux_pooled_size": head.pooled_size, "aux_hidden_units": list(head.hidden_units),
                 "aux_dropout": float(head.dropout), "aux_pre_pool": head.pre_pool,
-                "aux_max_features": head.max_features, "final_aux_width": 0, "aux_head_object": {}}
+                "aux_max_features": head.max_features, "aux_head_object": {}}  # final_aux_width: as given
     if not callable(head):
         raise ConfigError(f"head must be an AuxHead or a function (feature_shape, num_classes) -> keras.Model, "
                           f"got {head!r}")
