@@ -167,13 +167,15 @@ def test_an_aux_head_with_an_impossible_field_is_refused_when_made(fields, messa
         layerwise.AuxHead(**fields)
 
 
-@pytest.mark.parametrize("changes, field", [
-    (dict(aux_dropout=1.0), "aux_dropout"), (dict(aux_hidden_units=[8, 0]), "aux_hidden_units"),
-    (dict(aux_pooled_size=0), "aux_pooled_size"), (dict(infopro_temperature=0.0), "infopro_temperature"),
-    (dict(local_loss="custom"), "local_loss_object"),
-])
-def test_the_config_refuses_impossible_head_and_loss_fields_naming_them(changes, field):
-    with pytest.raises(layerwise.ConfigError, match=field):
+@pytest.mark.parametrize("changes, message", [
+    (dict(aux_dropout=1.0), r"aux_dropout must be in \[0, 1\), got 1.0"),
+    (dict(aux_hidden_units=[8, 0]), r"aux_hidden_units must be positive widths"),
+    (dict(aux_pooled_size=0), r"aux_pooled_size must be positive"),
+    (dict(infopro_temperature=0.0), r"infopro_temperature must be positive"),
+    (dict(local_loss="custom"), r"local_loss custom goes with local_loss_object"),
+], ids=["aux_dropout", "aux_hidden_units", "aux_pooled_size", "infopro_temperature", "custom_without_object"])
+def test_the_config_refuses_impossible_head_and_loss_fields_naming_them(changes, message):
+    with pytest.raises(layerwise.ConfigError, match=message):
         TrainConfig().replace(**changes).validate()
 
 
