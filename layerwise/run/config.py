@@ -52,13 +52,15 @@ def check_head_shape(conv_layers: int, width: int, pre_pool: int) -> None:
     """
     if conv_layers < 0:
         raise ConfigError(f"aux_conv_layers must be >= 0 (k - 1 in the paper; k >= 1), got {conv_layers} (k={conv_layers + 1})")
-    if conv_layers > 0 and width <= 0:
+    if width <= 0:  # an AuxHead's width is positive even where k = 1 leaves it unused
         raise ConfigError(f"aux_width must be positive, got {width}")
     if pre_pool < 1:
         raise ConfigError(f"aux_pre_pool must be >= 1 (1 = off), got {pre_pool}")
 
 
 LOCAL_LOSSES = ("pred", "sim", "predsim", "infopro")  # layerwise.training.local_losses
+# a LocalLoss of the user's own, recorded as a Keras-serialised object in ``local_loss_object``
+CUSTOM_LOSS = "custom"
 INFOPRO_CLASS_TERMS = ("cross_entropy", "contrast")
 
 
@@ -81,6 +83,19 @@ class HeadsConfig:
         0, "Average each aux head's features down only until at most this many reach its linear layer "
         "(Noekland & Eidnes' dim_in_decoder: 4096) instead of to 2x2; 0: off (the paper's 2x2).",
         flag="aux_max_features")
+    pooled_size: int = option(
+        2, "Spatial size each aux head averages its features to before its linear layer (the paper: 2, i.e. "
+        "2x2).", flag="aux_pooled_size")
+    hidden_units: list[int] = option(
+        factory=list, help="Fully connected ReLU layers of these widths before each aux head's linear layer "
+        "(e.g. 4096,4096 as VGG's classifier); empty: none, the paper's heads.", flag="aux_hidden_units")
+    dropout: float = option(
+        0.0, "Dropout rate before each of the aux heads' --aux_hidden_units layers and after the last one "
+        "(0: none).", flag="aux_dropout")
+    object: dict = option(
+        factory=dict, help="A head builder of the user's own (layerwise.fit(head=...)) as a Keras-serialised "
+        "object (keras.saving.serialize_keras_object); it then builds every stage's head instead of the aux_* "
+        "fields. {}: none.", flag="aux_head_object", cli=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,8 +170,9 @@ class LocalConfig:
     loss: str = option(
         "pred", "Each module's local loss: pred (cross-entropy through its auxiliary head: greedy layerwise "
         "learning), sim or predsim (similarity matching; Noekland & Eidnes 2019), infopro (reconstruction + "
-        "classification; Wang et al. 2021). Used in every mode; end_to_end adds the non-pred losses of the "
-        "earlier stages to the network's cross-entropy.", flag="local_loss", choices=LOCAL_LOSSES)
+        "classification; Wang et al. 2021); custom: a LocalLoss of your own given to layerwise.fit (recorded in "
+        "the run's config.json). Used in every mode; end_to_end adds the non-pred losses of the earlier stages "
+        "to the network's cross-entropy.", flag="local_loss", choices=LOCAL_LOSSES + (CUSTOM_LOSS,))
     predsim_beta: float = option(
         0.99, "predsim: weight of the similarity term; 1 - beta weighs the prediction term (the paper: 0.99).",
         flag="predsim_beta")
@@ -176,6 +192,17 @@ class LocalConfig:
         "cross_entropy", "infopro: the classification term, cross_entropy (through the module's head) or "
         "contrast (supervised contrastive loss on a projection head, temperature 0.07).",
         flag="infopro_class_term", choices=INFOPRO_CLASS_TERMS)
+    infopro_temperature: float = option(
+        0.07, "infopro: temperature of the contrastive term (Khosla et al. 2020: 0.07).", flag="infopro_temperature")
+    infopro_feature_dim: int = option(
+        128, "infopro: output width of the contrastive term's projection head.", flag="infopro_feature_dim")
+    infopro_decoder_width: int = option(
+        12, "infopro: hidden width of the reconstruction decoder (the reference code: 12).",
+        flag="infopro_decoder_width")
+    object: dict = option(
+        factory=dict, help="--local_loss custom: the LocalLoss of the user's own as a Keras-serialised object "
+        "(keras.saving.serialize_keras_object; layerwise.fit writes it). {}: none.", flag="local_loss_object",
+        cli=False)
     modules: int = option(
         0, "Train the model as K local modules of roughly equal forward FLOPs, each a group of consecutive "
         "stages (0: the model's own stages). InfoPro's K.", flag="local_modules")
@@ -278,6 +305,7 @@ class TrainConfig:
         if self.batch_size > 65536:
             raise ConfigError(f"batch_size {self.batch_size} is absurd; use at most 65536")
         check_head_shape(self.heads.conv_layers, self.heads.width, self.heads.pre_pool)
+        self.validate_head_layers()
         for name, value in (("final_aux_width", self.heads.final_width), ("refit_head_epochs", self.refit.epochs),
                             ("prune_to_width", self.pruning.to_width),
                             ("prune_finetune_epochs", self.pruning.finetune_epochs), ("crop_size", self.crop_size)):
@@ -297,6 +325,22 @@ class TrainConfig:
         self.validate_local()
         return self
 
+    def validate_head_layers(self) -> None:
+        """Checks the aux heads' pooling and fully connected fields (part of :meth:`validate`).
+
+        Raises:
+            ConfigError: naming the field (its flag) and what it takes.
+        """
+        heads = self.heads
+        if heads.pooled_size <= 0:
+            raise ConfigError(f"aux_pooled_size must be positive, got {heads.pooled_size}")
+        if any(units <= 0 for units in heads.hidden_units):
+            raise ConfigError(f"aux_hidden_units must be positive widths, got {list(heads.hidden_units)}")
+        if not 0.0 <= heads.dropout < 1.0:
+            raise ConfigError(f"aux_dropout must be in [0, 1), got {heads.dropout}")
+        if heads.max_features < 0:
+            raise ConfigError(f"aux_max_features must be >= 0 (0 = off), got {heads.max_features}")
+
     def validate_local(self) -> None:
         """Checks the local-learning fields (part of :meth:`validate`).
 
@@ -310,6 +354,17 @@ class TrainConfig:
                    local.infopro_class_weight_last)
         if any(not 0.0 <= w < float("inf") for w in weights):
             raise ConfigError(f"the infopro weights must be >= 0 and finite, got {list(weights)}")
+        if not 0.0 < local.infopro_temperature < float("inf"):
+            raise ConfigError(f"infopro_temperature must be positive and finite, got {local.infopro_temperature}")
+        if local.infopro_feature_dim <= 0 or local.infopro_decoder_width <= 0:
+            raise ConfigError(
+                f"infopro_feature_dim and infopro_decoder_width must be positive, got "
+                f"{local.infopro_feature_dim}, {local.infopro_decoder_width}")
+        if (local.loss == CUSTOM_LOSS) != bool(local.object):
+            raise ConfigError(
+                "local_loss custom goes with local_loss_object, the serialised LocalLoss that layerwise.fit records "
+                f"(local_loss is {local.loss!r}, local_loss_object is {'set' if local.object else 'empty'}); pass "
+                "your LocalLoss object to layerwise.fit(local_loss=...), or a built-in local_loss name")
         if local.modules < 0 or local.replay_buffer < 0:
             raise ConfigError(
                 f"local_modules and replay_buffer must be >= 0, got {local.modules}, {local.replay_buffer}")

@@ -26,10 +26,10 @@ from layerwise.data.pipelines import DatasetSource, as_source, check_image_shape
 from layerwise.distribute import is_chief, make_strategy, worker_workdir
 from layerwise.errors import ConfigError
 from layerwise.run import schema
-from layerwise.run.config import RunOptions, TrainConfig
+from layerwise.run.config import CUSTOM_LOSS, RunOptions, TrainConfig
 from layerwise.run.workdir import check_workdir, open_run
-from layerwise.training.heads import AuxHead, config_heads
-from layerwise.training.local_losses import LocalLoss
+from layerwise.training.heads import AuxHead, head_options
+from layerwise.training.local_losses import LocalLoss, local_loss_options
 from layerwise.training.modules import group_stages
 from layerwise.training.network import StagedNetwork, primary
 from layerwise.training.optim import resolve_precision
@@ -154,15 +154,20 @@ def fit(
         mode: ``layerwise`` (default), ``end_to_end`` or ``decoupled``.
         epochs_per_stage: epochs of every stage (end to end: J times as many, the same total).
         head: every stage's auxiliary head: an :class:`AuxHead` (default ``AuxHead(k=2,
-            width=128)``) or any ``(feature_shape, num_classes) -> keras.Model``. The last stage
-            uses the network's own classifier when it has one. Where a stage's features are too
-            small for the default head's 3x3 convs (1x1) it turns linear (k=1), said once
-            through ``log``; an :class:`AuxHead` given here is refused there.
+            width=128)``; every field is recorded in the configuration, ``aux_*``) or any
+            ``(feature_shape, num_classes) -> keras.Model``, recorded as a Keras-serialised object
+            (``aux_head_object``: register it with ``keras.saving.register_keras_serializable``;
+            with a ``workdir``, one that cannot be recorded, such as a lambda, is refused before
+            anything is written). The last stage uses the network's own classifier when it has one.
+            Where a stage's features are too small for the default head's 3x3 convs (1x1) it turns
+            linear (k=1), said once through ``log``; an :class:`AuxHead` given here is refused there.
         local_loss: what every stage minimises: ``"pred"`` (default: cross-entropy through its
             head), ``"sim"``, ``"predsim"``, ``"infopro"`` (their weights are options:
             ``predsim_beta``, ``infopro_recon_weight``, ...), or a
-            ``layerwise.training.local_losses.LocalLoss`` (a built-in with its own values, or your
-            own subclass). See ``docs/local_learning.md``. ``local_modules=K`` groups the
+            ``layerwise.training.local_losses.LocalLoss``: a built-in with its own values (recorded
+            as its name and fields, ``PredSim(beta=0.5)`` as ``predsim`` and ``predsim_beta``),
+            or your own subclass (recorded as ``custom`` and a Keras-serialised object, refused with
+            a ``workdir`` where it cannot be). See ``docs/local_learning.md``. ``local_modules=K`` groups the
             network's stages into K modules of roughly equal cost first.
         optimizer: ``"sgd"`` (default, with ``lr``, ``momentum`` and the step schedule),
             ``"adam"``, a Keras optimizer (each problem gets a fresh copy of it, with its own
@@ -212,13 +217,13 @@ def fit(
         config_changes["mode"] = mode
     if epochs_per_stage is not None:
         config_changes["epochs_per_stage"] = epochs_per_stage
-    if isinstance(head, AuxHead):
-        config_changes.update(aux_conv_layers=head.conv_layers, aux_width=head.width,
-                              aux_batchnorm=head.batchnorm, aux_pre_pool=head.pre_pool,
-                              aux_max_features=head.max_features)
+    if head is not None:  # recorded in the configuration, or refused here before anything is written
+        config_changes.update(head_options(head, required=workdir is not None))
     if isinstance(local_loss, str):
-        config_changes["local_loss"] = local_loss
-    elif local_loss is not None and not isinstance(local_loss, LocalLoss):
+        config_changes.update(local_loss=local_loss, local_loss_object={})
+    elif isinstance(local_loss, LocalLoss):
+        config_changes.update(local_loss_options(local_loss, required=workdir is not None))
+    elif local_loss is not None:
         raise ConfigError(f"local_loss must be a name (pred, sim, predsim, infopro) or a LocalLoss, got {local_loss!r}")
     data = as_source(train, validation, test, num_classes=network.num_classes)
     check_image_shape(data.image_shape, network.input_shape)
@@ -236,17 +241,14 @@ def fit(
     run_options = RunOptions().replace(**run_changes).validate()
     if config.local.modules:
         network = group_stages(network, config.local.modules)
-    heads = plan = HeadPlan.from_config(config)
-    custom_loss = isinstance(local_loss, LocalLoss)
-    # an AuxHead with what the configuration has no field for (pooled_size, hidden_units, dropout)
-    # builds the heads itself, as any head builder does
-    custom_head = head is not None and (not isinstance(head, AuxHead) or head != config_heads(config)[0])
-    if head is not None or custom_loss:
-        # a head the user gave is refused where it does not fit; the default one turns linear there
-        heads = dataclasses.replace(plan, aux=head if custom_head else plan.aux,
-                                    final_aux=None if custom_head else plan.final_aux,
-                                    fit_features=head is None,
-                                    local_loss=local_loss if custom_loss else plan.local_loss)
+    # the heads and the loss the configuration records, built from it as restore_run does; an
+    # object of the user's own is used as it is (its recorded form rebuilds to an equal one). A head
+    # the user gave is refused where it does not fit; the default one turns linear there.
+    heads = dataclasses.replace(HeadPlan.from_config(
+        config, aux=head if config.heads.object and head is not None else None,
+        local_loss=local_loss if config.local.loss == CUSTOM_LOSS and isinstance(local_loss, LocalLoss) else None),
+        fit_features=head is None,
+    )
     if not is_chief(strategy):
         verbose, log = 0, (lambda message: None)
     with worker_workdir(workdir, strategy) as writes_to:

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import keras
 
 from layerwise.errors import ConfigError
+from layerwise.run import recorded
 from layerwise.run.config import TrainConfig, check_head_shape
 from layerwise.training.layers import FusedBatchNormalization, average_pool_to, features_input
+from layerwise.training.network import HeadBuilder
 
 # PyTorch's BatchNorm momentum 0.1 (the reference code) is Keras momentum 0.9; Keras's 0.99
 # default leaves the moving statistics far from the data after a few hundred steps.
@@ -38,7 +40,9 @@ class AuxHead:
     Calling it builds the head for a stage's features: ``AuxHead(k=2, width=128)(shape,
     num_classes)`` is a functional ``features -> logits`` model (see :func:`build_aux_head`).
     Any callable ``(feature_shape, num_classes) -> keras.Model`` can stand in for it where a head
-    is expected (``layerwise.fit(head=...)``).
+    is expected (``layerwise.fit(head=...)``). Every field has a configuration field
+    (``aux_conv_layers`` = k - 1, ``aux_width``, ...: :func:`head_options`), so a run's
+    ``config.json`` records the head whole; the fields are checked when it is made.
 
     Attributes:
         k: depth of the auxiliary problem (Belilovsky et al., Sec. 3): ``k - 1`` hidden 3x3 conv
@@ -74,16 +78,34 @@ class AuxHead:
         """The head for features of ``feature_shape`` (see :func:`build_aux_head`)."""
         return build_aux_head(feature_shape, num_classes, self, name)
 
+    def __post_init__(self):
+        if isinstance(self.hidden_units, list):  # a list from a config or a user: the same head
+            object.__setattr__(self, "hidden_units", tuple(self.hidden_units))
+        self.validate()
+
     def validate(self) -> "AuxHead":
+        """Checks every field's type and range.
+
+        Raises:
+            ConfigError: naming the AuxHead argument and what it takes.
+        """
+        def is_int(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        for name, low, note in (("k", 1, " (k - 1 hidden convs)"), ("width", 1, ""), ("pooled_size", 1, ""),
+                                ("pre_pool", 1, " (1: off)"), ("max_features", 0, " (0: off)")):
+            value = getattr(self, name)
+            if not is_int(value) or value < low:
+                raise ConfigError(f"AuxHead {name} must be an integer >= {low}{note}, got {value!r}")
+        if not isinstance(self.batchnorm, bool):
+            raise ConfigError(f"AuxHead batchnorm must be True or False, got {self.batchnorm!r}")
+        units = self.hidden_units
+        if not isinstance(units, tuple) or not all(is_int(u) and u > 0 for u in units):
+            raise ConfigError(f"AuxHead hidden_units must be a tuple of positive integers, got {units!r}")
+        dropout = self.dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"AuxHead dropout must be a number in [0, 1), got {dropout!r}")
         check_head_shape(self.conv_layers, self.width, self.pre_pool)
-        if self.pooled_size <= 0:
-            raise ConfigError(f"pooled_size must be positive, got {self.pooled_size}")
-        if any(u <= 0 for u in self.hidden_units):
-            raise ConfigError(f"hidden units must be positive, got {self.hidden_units}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.max_features < 0:
-            raise ConfigError(f"aux_max_features must be >= 0 (0 = off), got {self.max_features}")
         return self
 
     def pooled_shape(self, height: int, width: int, channels: int) -> tuple[int, int]:
@@ -130,11 +152,43 @@ class AuxHead:
             )
 
 
-def config_heads(config: TrainConfig) -> tuple[AuxHead, AuxHead]:
-    """The auxiliary head of every stage but the last, and the last stage's (``final_aux_width``)."""
+def head_options(head: AuxHead | HeadBuilder, required: bool) -> dict[str, Any]:
+    """The configuration fields (flat names) that record ``head``: an :class:`AuxHead` field by
+    field, any other head builder as a Keras-serialised object (``aux_head_object``).
+
+    Args:
+        head: what ``layerwise.fit(head=...)`` was given.
+        required: the run is written to a workdir, so a head that cannot be recorded is refused
+            (in memory, it is marked as not recorded: :func:`layerwise.run.recorded.record`).
+
+    Raises:
+        ConfigError: ``required`` and ``head`` cannot be serialised (``layerwise.run.recorded``).
+    """
+    if type(head) is AuxHead:
+        return {"aux_conv_layers": head.conv_layers, "aux_width": head.width, "aux_batchnorm": head.batchnorm,
+                "aux_pooled_size": head.pooled_size, "aux_hidden_units": list(head.hidden_units),
+                "aux_dropout": float(head.dropout), "aux_pre_pool": head.pre_pool,
+                "aux_max_features": head.max_features, "aux_head_object": {}}  # final_aux_width: as given
+    if not callable(head):
+        raise ConfigError(f"head must be an AuxHead or a function (feature_shape, num_classes) -> keras.Model, "
+                          f"got {head!r}")
+    return {"aux_head_object": recorded.record(head, "head", required=required)}
+
+
+def config_heads(config: TrainConfig) -> tuple[AuxHead | HeadBuilder, AuxHead | HeadBuilder]:
+    """The auxiliary head of every stage but the last, and the last stage's (``final_aux_width``):
+    the recorded head builder (``aux_head_object``) or the AuxHead of the ``aux_*`` fields.
+
+    Raises:
+        ConfigError: a recorded head builder that cannot be rebuilt (its class is not imported).
+    """
     heads = config.heads
-    head = AuxHead(k=heads.conv_layers + 1, width=heads.width, batchnorm=heads.batchnorm, pre_pool=heads.pre_pool,
-                   max_features=heads.max_features)
+    if heads.object:
+        builder = recorded.rebuild(heads.object, "head")
+        return builder, builder
+    head = AuxHead(k=heads.conv_layers + 1, width=heads.width, batchnorm=heads.batchnorm,
+                   pooled_size=heads.pooled_size, hidden_units=tuple(heads.hidden_units), dropout=heads.dropout,
+                   pre_pool=heads.pre_pool, max_features=heads.max_features)
     return head, dataclasses.replace(head, width=heads.final_width) if heads.final_width else head
 
 

@@ -34,13 +34,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Any, ClassVar, Sequence
 
 import keras
 import tensorflow as tf
 
 from layerwise.errors import ConfigError
-from layerwise.run.config import TrainConfig
+from layerwise.run import recorded
+from layerwise.run.config import CUSTOM_LOSS, TrainConfig
 from layerwise.training.heads import BN_MOMENTUM
 from layerwise.training.layers import features_input
 
@@ -196,14 +197,31 @@ def projection_head(feature_shape: Sequence[int], dim: int, name: str) -> keras.
 class LocalLoss:
     """A module's local objective (the base class is the interface; see the module doc).
 
+    A loss of your own subclasses it (a frozen dataclass whose fields are its parameters);
+    register it with ``@keras.saving.register_keras_serializable()`` so that a run with a
+    ``workdir`` can record it in ``config.json`` (:meth:`get_config`, ``layerwise.run.recorded``).
+
     Attributes (class-level):
         name: the ``--local_loss`` name.
         detach_head: the classification head learns on detached features: its cross-entropy
             trains the head only, never the module.
+        config_fields: a built-in's ``{parameter: configuration field}`` (``beta`` is
+            ``predsim_beta``): a run records the loss by its name and these fields.
     """
 
     name = "local"
     detach_head = False
+    config_fields: ClassVar[dict[str, str]] = {}
+
+    def get_config(self) -> dict[str, Any]:
+        """The loss's parameters, its dataclass fields (Keras serialisation; override it for
+        a subclass that keeps parameters elsewhere)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "LocalLoss":
+        """The loss with the parameters :meth:`get_config` gave."""
+        return cls(**config)
 
     @property
     def plain(self) -> bool:
@@ -277,6 +295,7 @@ class PredSim(LocalLoss):
 
     beta: float = 0.99
     name = "predsim"
+    config_fields: ClassVar[dict[str, str]] = {"beta": "predsim_beta"}
 
     def head(self, feature_shape, num_classes, image_shape, name="local"):
         return similarity_head(feature_shape, name)
@@ -314,6 +333,12 @@ class InfoPro(LocalLoss):
     feature_dim: int = 128
     decoder_width: int = 12
     name = "infopro"
+    config_fields: ClassVar[dict[str, str]] = {
+        "recon_weight": "infopro_recon_weight", "recon_weight_last": "infopro_recon_weight_last",
+        "class_weight": "infopro_class_weight", "class_weight_last": "infopro_class_weight_last",
+        "class_term": "infopro_class_term", "temperature": "infopro_temperature",
+        "feature_dim": "infopro_feature_dim", "decoder_width": "infopro_decoder_width",
+    }
 
     def __post_init__(self):
         if self.class_term not in CLASS_TERMS:
@@ -399,12 +424,35 @@ def local_loss_for(name: str, **options) -> LocalLoss:
     return cls(**options)
 
 
+def local_loss_options(loss: LocalLoss, required: bool) -> dict[str, Any]:
+    """The configuration fields (flat names) that record ``loss``: a built-in by its name and
+    its :attr:`LocalLoss.config_fields`, any other LocalLoss as ``local_loss="custom"`` and its
+    Keras-serialised form (``local_loss_object``).
+
+    Args:
+        loss: what ``layerwise.fit(local_loss=...)`` was given.
+        required: the run is written to a workdir, so a loss that cannot be recorded is refused.
+
+    Raises:
+        ConfigError: ``required`` and ``loss`` cannot be serialised (``layerwise.run.recorded``).
+    """
+    if type(loss) is LOCAL_LOSSES.get(loss.name):  # a built-in (a subclass records itself whole)
+        fields = {flag: getattr(loss, parameter) for parameter, flag in loss.config_fields.items()}
+        return {"local_loss": loss.name, "local_loss_object": {}, **fields}
+    form = recorded.record(loss, "local loss", lambda obj: isinstance(obj, LocalLoss), required=required)
+    return {"local_loss": CUSTOM_LOSS, "local_loss_object": form}
+
+
 def config_local_loss(config: TrainConfig) -> LocalLoss:
-    """The local loss a run's configuration describes (``--local_loss`` and its weights)."""
+    """The local loss a run's configuration describes (``--local_loss`` and its weights, or the
+    recorded ``local_loss_object``).
+
+    Raises:
+        ConfigError: a recorded loss that cannot be rebuilt (its class is not imported).
+    """
     local = config.local
-    if local.loss == "predsim":
-        return PredSim(beta=local.predsim_beta)
-    if local.loss == "infopro":
-        return InfoPro(local.infopro_recon_weight, local.infopro_recon_weight_last, local.infopro_class_weight,
-                       local.infopro_class_weight_last, local.infopro_class_term)
-    return local_loss_for(local.loss)
+    if local.loss == CUSTOM_LOSS:
+        return recorded.rebuild(local.object, "local loss", lambda obj: isinstance(obj, LocalLoss))
+    cls = LOCAL_LOSSES[local.loss]
+    flat = config.flat()
+    return cls(**{parameter: flat[flag] for parameter, flag in cls.config_fields.items()})

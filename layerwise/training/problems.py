@@ -103,11 +103,23 @@ class HeadPlan:
     fit_features: bool = True
 
     @classmethod
-    def from_config(cls, config: TrainConfig) -> "HeadPlan":
+    def from_config(cls, config: TrainConfig, aux: HeadBuilder | None = None,
+                    local_loss: LocalLoss | None = None) -> "HeadPlan":
         """The heads and the local loss ``config`` asks for (``--aux_conv_layers``, ``--aux_width``,
-        ``--local_loss``, ...)."""
-        head, final = config_heads(config)
-        return cls(head, final, config.seed, config.sync_batchnorm, config_local_loss(config))
+        ``--local_loss``, ...).
+
+        Args:
+            config: the run's configuration.
+            aux: the head builder of every stage, instead of the one ``config`` records (the
+                object itself, where ``config`` holds its serialised form).
+            local_loss: the same for the local loss.
+
+        Raises:
+            ConfigError: a recorded object that cannot be rebuilt.
+        """
+        head, final = (aux, None) if aux is not None else config_heads(config)
+        loss = local_loss if local_loss is not None else config_local_loss(config)
+        return cls(head, final, config.seed, config.sync_batchnorm, loss)
 
     def builder(self, network: StagedNetwork, j: int) -> HeadBuilder | None:
         """Stage ``j``'s head builder; ``None`` where the network brings its own final head."""

@@ -160,6 +160,17 @@ HEAD_1X1 = (f"{INPUTS}::test_the_default_head_turns_linear_on_1x1_features_says_
             "in_python_words")
 CUSTOM_FLOPS = f"{INPUTS}::test_split_model_balances_custom_layers_by_what_they_compute"
 AT_REFUSED = f"{INPUTS}::test_split_model_refuses_an_at_that_is_neither_a_count_nor_layer_names"
+# ---- issue 22: spec
+SPEC = "tests/test_keras_spec.py"
+RECORDED_PY = "layerwise/run/recorded.py"
+SPEC_AUXHEAD_DROPOUT = f"{SPEC}::test_an_aux_head_with_an_impossible_field_is_refused_when_made[dropout_1.5]"
+SPEC_HEAD_ROUND_TRIP = f"{SPEC}::test_every_aux_head_field_round_trips_through_the_config_and_its_json[issue]"
+SPEC_BUILTIN_LOSSES = f"{SPEC}::test_every_builtin_local_loss_round_trips_through_its_config_fields"
+SPEC_OWN_OBJECTS = f"{SPEC}::test_a_registered_loss_and_head_of_ones_own_are_recorded_and_a_changed_one_refused"
+SPEC_UNRECORDABLE = f"{SPEC}::test_an_object_that_cannot_be_recorded_is_refused_in_one_line_before_anything_is_written"
+SPEC_UNREGISTERED_LOSS = f"{SPEC_UNRECORDABLE}[unregistered_loss]"
+SPEC_LAMBDA_HEAD = f"{SPEC_UNRECORDABLE}[lambda_head]"
+SPEC_RUN = f"{SPEC}::test_the_head_and_local_loss_are_recorded_resumed_refused_when_changed_and_restored"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -997,9 +1008,9 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "fit-aux-width-not-in-config",
         "fit(head=AuxHead(width=W)) leaves aux_width at its default in the run's configuration",
-        FIT,
-        "config_changes.update(aux_conv_layers=head.conv_layers, aux_width=head.width,",
-        "config_changes.update(aux_conv_layers=head.conv_layers,",
+        HEADS,
+        '"aux_conv_layers": head.conv_layers, "aux_width": head.width,',
+        '"aux_conv_layers": head.conv_layers,',
         (AUX_HEADS_CONFIG,),
     ),
     Mutant(
@@ -1013,10 +1024,10 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "fit-aux-head-fields-dropped",
-        "fit(head=AuxHead(...)) builds the heads from the configuration: pooled_size, hidden_units, dropout lost",
-        FIT,
-        "custom_head = head is not None and (not isinstance(head, AuxHead) or head != config_heads(config)[0])",
-        "custom_head = head is not None and not isinstance(head, AuxHead)",
+        "the configuration's heads are built without its pooled_size, hidden_units and dropout",
+        HEADS,
+        "pooled_size=heads.pooled_size, hidden_units=tuple(heads.hidden_units), dropout=heads.dropout,",
+        "",
         (AUX_HEADS_OWN,),
     ),
     Mutant(
@@ -1063,16 +1074,16 @@ MUTANTS: list[Mutant] = [
         "predsim-config-beta-ignored",
         "the predsim_beta field never reaches the loss (the default beta is used)",
         LOCAL_LOSSES_PY,
-        "return PredSim(beta=local.predsim_beta)",
-        "return PredSim()",
+        'config_fields: ClassVar[dict[str, str]] = {"beta": "predsim_beta"}',
+        "config_fields: ClassVar[dict[str, str]] = {}",
         (PREDSIM_BETA_CONFIG,),
     ),
     Mutant(
         "fit-local-loss-object-ignored",
-        "fit(local_loss=LocalLoss(...)) trains with the configuration's local loss instead",
-        FIT,
-        "local_loss=local_loss if custom_loss else plan.local_loss)",
-        "local_loss=plan.local_loss)",
+        "fit(local_loss=PredSim(beta=...)) records, and so trains, the built-in loss without its parameters",
+        LOCAL_LOSSES_PY,
+        "        fields = {flag: getattr(loss, parameter) for parameter, flag in loss.config_fields.items()}",
+        "        fields = {}",
         (PREDSIM_BETA_OBJECT,),
     ),
     Mutant(
@@ -1270,5 +1281,54 @@ MUTANTS: list[Mutant] = [
         "    _check_at(at)\n",
         "",
         (f"{AT_REFUSED}[2.5]", f"{AT_REFUSED}[True]"),
+    ),
+    # ---- issue 22: spec
+    Mutant(
+        "auxhead-fields-unchecked",
+        "AuxHead(dropout=1.5) is accepted when made (it trains without error)",
+        HEADS,
+        "            object.__setattr__(self, \"hidden_units\", tuple(self.hidden_units))\n        self.validate()",
+        "            object.__setattr__(self, \"hidden_units\", tuple(self.hidden_units))",
+        (SPEC_AUXHEAD_DROPOUT,),
+    ),
+    Mutant(
+        "auxhead-dropout-not-recorded",
+        "fit(head=AuxHead(dropout=...)) leaves aux_dropout at its default in config.json",
+        HEADS,
+        '"aux_dropout": float(head.dropout), ',
+        "",
+        (SPEC_HEAD_ROUND_TRIP, SPEC_RUN),
+    ),
+    Mutant(
+        "infopro-temperature-not-recorded",
+        "InfoPro(temperature=...) is recorded without its temperature: the configuration's rebuilds another loss",
+        LOCAL_LOSSES_PY,
+        '"class_term": "infopro_class_term", "temperature": "infopro_temperature",',
+        '"class_term": "infopro_class_term",',
+        (SPEC_BUILTIN_LOSSES,),
+    ),
+    Mutant(
+        "builtin-subclass-recorded-by-name",
+        "a LocalLoss subclass of a built-in is recorded by the built-in's name: its own parameters are lost",
+        LOCAL_LOSSES_PY,
+        "if type(loss) is LOCAL_LOSSES.get(loss.name):",
+        "if loss.name in LOCAL_LOSSES:",
+        (SPEC_OWN_OBJECTS,),
+    ),
+    Mutant(
+        "recorded-object-round-trip-unchecked",
+        "an object Keras cannot deserialise (an unregistered class) is recorded as if it could be rebuilt",
+        RECORDED_PY,
+        "            rebuilt = keras.saving.deserialize_keras_object(form)",
+        "            rebuilt = obj",
+        (SPEC_UNREGISTERED_LOSS,),
+    ),
+    Mutant(
+        "unrecordable-head-accepted-with-workdir",
+        "a head that cannot be recorded (a lambda) trains into a workdir whose config.json does not describe it",
+        FIT,
+        "head_options(head, required=workdir is not None)",
+        "head_options(head, required=False)",
+        (SPEC_LAMBDA_HEAD,),
     ),
 ]
