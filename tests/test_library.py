@@ -188,7 +188,7 @@ def test_fit_a_user_model_on_a_user_pipeline_in_every_mode(digits, mode, quiet_l
     assert len(stages) == (1 if mode == "end_to_end" else 3)
     # decoupled trains every stage in each of its 2 passes; the others train 6 epochs
     assert stages[-1]["test_acc"] > (0.3 if mode == "decoupled" else 0.6), stages
-    epochs = [r for r in result.history if r["event"] == "epoch"]
+    epochs = result.epochs
     assert len(epochs) == {"layerwise": 6, "end_to_end": 6, "decoupled": 2}[mode]
     # the user's model is the trained network: its softmax outputs are the last classifier's
     _, _, xv, _ = digits
@@ -294,9 +294,9 @@ def test_early_stopping_ends_the_stage_not_the_run(digits, quiet_log):
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=10.0, patience=0)
     result = layerwise.fit(layerwise.split_model(user_model(), SPLIT_AT), train, validation=val, epochs_per_stage=4,
                            callbacks=[stop], verbose=0, log=quiet_log)
-    stages = [r for r in result.history if r["event"] == "stage"]
+    stages = [r for r in result.records if r["event"] == "stage"]
     assert [r["stage"] for r in stages] == [0, 1, 2] and [r["epochs"] for r in stages] == [2, 2, 2]
-    epochs = [(r["stage"], r["epoch"]) for r in result.history if r["event"] == "epoch"]
+    epochs = [(r["stage"], r["epoch"]) for r in result.epochs]
     assert epochs == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
 
 
@@ -318,8 +318,8 @@ def test_early_stopping_on_val_accuracy_maximises_it_and_restores_the_stages_bes
     weights = EpochWeights()
     result = layerwise.fit(layerwise.split_model(user_model(), SPLIT_AT), train, validation=val, test=val,
                            epochs_per_stage=5, lr=0.2, callbacks=[stop, weights], verbose=0, log=quiet_log)
-    epochs = [r for r in result.history if r["event"] == "epoch"]
-    stages = [r for r in result.history if r["event"] == "stage"]
+    epochs = result.epochs
+    stages = [r for r in result.records if r["event"] == "stage"]
     assert [r["stage"] for r in stages] == [0, 1, 2]
     improved_later = restored_earlier = False
     for record in stages:

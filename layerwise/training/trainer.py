@@ -119,7 +119,8 @@ class GreedyTrainer:
         callbacks: Keras callbacks (see ``layerwise.training.callbacks``).
         optimizer: ``() -> keras Optimizer`` for a fresh optimizer per problem, with its own
             learning rate; default: ``config.optim`` and ``config.schedule``.
-        verbose: 1 shows a progress bar per epoch (on a terminal) and a line per epoch, 0 is silent.
+        verbose: 1 shows a progress bar per epoch (on a terminal) and a line per epoch, 2 only the
+            line (Keras's ``verbose=2``), 0 is silent.
         log: where one-line messages go.
     """
 
@@ -441,7 +442,7 @@ class GreedyTrainer:
         run_epoch = problem.first_epoch + epoch
         stop = self.callbacks.epoch_begin(run_epoch, {"stage": problem.stage, "stage_epoch": epoch})
         # A live bar only on a terminal: in logs and CI the per-epoch summary line is enough.
-        live = self.verbose and sys.stdout.isatty()
+        live = self.verbose == 1 and sys.stdout.isatty()
         bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["loss", "acc"]) if live else None
         group = 1 if self.callbacks.batch_hooks else PROGRESS_STEPS if live else self.steps_per_epoch
         loss_sum = correct = seen = 0.0
