@@ -125,7 +125,7 @@ FIT_ARGUMENTS = ("x", "y", "batch_size", "epochs_per_stage", "validation_data", 
                  "class_weight", "mode", "head", "local_loss", "optimizer", "test", "callbacks", "workdir",
                  "strategy", "config", "verbose", "log", "train", "validation")
 # Keras's names for what fit calls otherwise
-KERAS_HINTS = {"epochs": "epochs_per_stage"}
+KERAS_HINTS = {"epochs": "epochs_per_stage", "learning_rate": "lr"}
 
 
 def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -136,7 +136,7 @@ def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     if unknown:
         known = set(config_names) | set(run_names) | set(FIT_ARGUMENTS)
         raise ConfigError("; ".join(
-            f"fit got an unknown argument {name!r}{did_you_mean(name, known, KERAS_HINTS)}" for name in unknown
+            f"unknown fit option {name!r}{did_you_mean(name, known, KERAS_HINTS)}" for name in unknown
         ) + " (help(layerwise.fit) lists the arguments)")
     return ({k: v for k, v in options.items() if k in config_names},
             {k: v for k, v in options.items() if k in run_names})
@@ -285,7 +285,8 @@ def fit(
             ``multi_worker``); build the network under its scope.
         config: a whole :class:`TrainConfig` to start from (the CLI's path); the arguments above
             and ``options`` override it.
-        log: where the lines go (nothing goes there with ``verbose=0``).
+        log: where the lines go. With ``verbose=0`` the default (``print``) prints nothing; a
+            function of your own still gets the run's notes (resuming, warnings), not the epochs.
         **options: any other field of :class:`TrainConfig` or :class:`RunOptions` by its name
             (``lr``, ``weight_decay``, ``seed``, ``keep_best``, ``on_nan``, ``precision``,
             ``cache_prefix``, ``validation_fraction``, ...). An unknown name is refused with the
@@ -317,7 +318,7 @@ def fit(
     if class_weight is not None:
         raise ConfigError("class_weight is not supported yet: leave it None (or balance the classes of x, y)")
     verbose = _resolve_verbose(verbose)
-    if verbose == 0:
+    if verbose == 0 and log is print:  # Keras's verbose=0 prints nothing; a log of your own still gets notes
         log = _silent
     if validation_split:
         if validation_data is not None:

@@ -141,6 +141,16 @@ PREDSIM_BETA_OBJECT = f"{PREDSIM_BETA}[object]"
 PREDSIM_BETA_CONFIG = f"{PREDSIM_BETA}[config_field]"
 INFOPRO_TEMPERATURE = f"{LOCAL_LEARNING}::test_infopros_weights_and_contrastive_temperature_reach_the_loss_fit_minimises"
 NESTED_OPTIONS = f"{RESUME}::test_a_rerun_with_other_nested_options_is_refused_and_names_the_field"
+VOCABULARY = "tests/test_keras_vocabulary.py"
+ERRORS_PY = "layerwise/errors.py"
+DID_YOU_MEAN_EPOCHS = f"{VOCABULARY}::test_an_unknown_keyword_gets_one_line_with_the_closest_name[epochs-epochs_per_stage]"
+DID_YOU_MEAN_SPELLING = f"{VOCABULARY}::test_an_unknown_keyword_gets_one_line_with_the_closest_name[batchsize-batch_size]"
+KERAS_HISTORY = f"{VOCABULARY}::test_fit_takes_x_and_y_prints_nothing_at_verbose_0_and_returns_a_keras_history"
+VALIDATION_SPLIT = (
+    f"{VOCABULARY}::test_validation_split_holds_out_the_last_fraction_and_classifiers_evaluate_as_recorded"
+)
+VALIDATION_FRACTION = f"{VOCABULARY}::test_validation_fraction_is_held_out_for_keep_best_and_the_plateau_schedule"
+SHUFFLE_FALSE = f"{VOCABULARY}::test_shuffle_false_trains_on_the_arrays_in_their_order"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1113,5 +1123,70 @@ MUTANTS: list[Mutant] = [
         '_differences(a, b, f"{prefix}{key}.")',
         "_differences(a, b, prefix)",
         (NESTED_OPTIONS,),
+    ),
+    # ---- issue 22: vocabulary
+    Mutant(
+        "fit-epochs-hint-lost",
+        "fit(epochs=...) is refused without pointing at epochs_per_stage",
+        ERRORS_PY,
+        "    if hints and name in hints:",
+        "    if False:",
+        (DID_YOU_MEAN_EPOCHS,),
+    ),
+    Mutant(
+        "fit-no-close-match",
+        "an unknown fit keyword is refused without the closest accepted name",
+        ERRORS_PY,
+        "    close = difflib.get_close_matches(name, sorted(known), n=1)",
+        "    close = []",
+        (DID_YOU_MEAN_SPELLING,),
+    ),
+    Mutant(
+        "fit-verbose-0-still-logs",
+        "fit(verbose=0) still prints its lines (the precision it chose)",
+        FIT,
+        "    if verbose == 0 and log is print:",
+        "    if False:",
+        (KERAS_HISTORY,),
+    ),
+    Mutant(
+        "history-keeps-stage-epoch-name",
+        "Result.history keeps the callbacks' stage_epoch list beside epoch",
+        FIT,
+        '        logs["epoch"] = logs.pop("stage_epoch")',
+        '        logs["epoch"] = logs["stage_epoch"]',
+        (KERAS_HISTORY,),
+    ),
+    Mutant(
+        "validation-split-first-fraction",
+        "validation_split holds out the first fraction of the arrays, not the last (as Keras does)",
+        FIT,
+        "    return (x[:split_at], y[:split_at]), (x[split_at:], y[split_at:])",
+        "    split_at = len(x) - split_at\n    return (x[split_at:], y[split_at:]), (x[:split_at], y[:split_at])",
+        (VALIDATION_SPLIT,),
+    ),
+    Mutant(
+        "classifiers-not-compiled",
+        "Result.classifiers are returned uncompiled: evaluate fails",
+        FIT,
+        '        return compiled(keras.Model(images, probabilities, name=f"{self.network.name}_stage_{j:02d}"))',
+        '        return keras.Model(images, probabilities, name=f"{self.network.name}_stage_{j:02d}")',
+        (VALIDATION_SPLIT,),
+    ),
+    Mutant(
+        "fit-validation-fraction-ignored",
+        "fit(validation_fraction=...) holds nothing out (keep_best and the plateau schedule then crash)",
+        FIT,
+        "    if config.validation_fraction:\n        data = _hold_out(data, config)\n",
+        "",
+        (VALIDATION_FRACTION,),
+    ),
+    Mutant(
+        "arrays-shuffled-anyway",
+        "shuffle=False still trains on a new order of the arrays every epoch",
+        DATA_BASE,
+        "        if not self.shuffle:\n            return np.arange(self.num_train)\n",
+        "",
+        (SHUFFLE_FALSE,),
     ),
 ]
