@@ -2,6 +2,9 @@
 ``validation_data``, ``validation_split``, ``shuffle``, ``verbose``, a did-you-mean for unknown
 keywords, ``Result.history`` as ``History.history``, and compiled classifiers."""
 
+import glob
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ import tensorflow as tf
 from sklearn.datasets import load_digits
 
 import layerwise
+from layerwise.run.runlog import parse_records
 
 EPOCHS_PER_STAGE = 2
 
@@ -80,8 +84,8 @@ def test_fit_takes_x_and_y_prints_nothing_at_verbose_0_and_returns_a_keras_histo
     assert set(history) == {"loss", "accuracy", "test_accuracy", "lr", "stage", "epoch"}
     assert all(len(values) == 2 * EPOCHS_PER_STAGE for values in history.values())
     assert history["loss"] == [r["loss"] for r in epochs]
-    assert history["accuracy"] == [r["train_acc"] for r in epochs]
-    assert history["test_accuracy"] == [r["test_acc"] for r in epochs]
+    assert history["accuracy"] == [r["accuracy"] for r in epochs]
+    assert history["test_accuracy"] == [r["test_accuracy"] for r in epochs]
     assert [r["event"] for r in result.records] == ["stage", "stage"]
 
 
@@ -97,9 +101,9 @@ def test_validation_split_holds_out_the_last_fraction_and_classifiers_evaluate_a
     loss, accuracy = classifier.evaluate(*held_out, batch_size=128, verbose=0)
     assert accuracy == pytest.approx(max(last), abs=1e-6)  # keep_best kept the stage's best epoch
     _, test_accuracy = classifier.evaluate(xt, yt, batch_size=128, verbose=0)
-    assert test_accuracy == pytest.approx(result.records[-1]["test_acc"], abs=1e-6)
+    assert test_accuracy == pytest.approx(result.records[-1]["test_accuracy"], abs=1e-6)
     _, ensemble_accuracy = result.ensemble().evaluate(xt, yt, batch_size=128, verbose=0)
-    assert ensemble_accuracy == pytest.approx(result.records[-1]["ensemble_acc"], abs=1e-6)
+    assert ensemble_accuracy == pytest.approx(result.records[-1]["ensemble_accuracy"], abs=1e-6)
 
 
 def test_validation_fraction_is_held_out_for_keep_best_and_the_plateau_schedule(digits):
@@ -121,3 +125,33 @@ def test_shuffle_false_trains_on_the_arrays_in_their_order(digits):
     shuffled = layerwise.fit(small_network(), x, y, **quiet())
     np.testing.assert_allclose(unshuffled.history["loss"], reference.history["loss"], rtol=1e-5)
     assert not np.allclose(shuffled.history["loss"], reference.history["loss"], rtol=1e-3)
+
+
+# ------------------------------------------------------------------------------ one metric vocabulary
+def test_records_metrics_jsonl_and_tensorboard_use_kerass_metric_names(digits, tmp_path):
+    x, y, xt, yt = digits
+    workdir = tmp_path / "run"
+    result = layerwise.fit(small_network(), x, y, validation_split=0.2, test=(xt, yt), workdir=str(workdir),
+                           **quiet(epochs_per_stage=1))
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in lines if r["event"] == "epoch"]
+    stages = [r for r in lines if r["event"] == "stage"]
+    assert len(epochs) == len(stages) == 2
+    for record in epochs:
+        assert {"loss", "accuracy", "val_loss", "val_accuracy", "test_accuracy"} <= set(record)
+    for record in stages:
+        assert {"accuracy", "val_accuracy", "test_accuracy", "ensemble_accuracy"} <= set(record)
+    old_names = {"train_acc", "val_acc", "test_acc", "ensemble_acc"}
+    assert not old_names & {key for r in lines + result.records + result.epochs for key in r}
+    tags = {value.tag for path in glob.glob(str(workdir / "tensorboard" / "events.out.tfevents.*"))
+            for event in tf.compat.v1.train.summary_iterator(path) for value in event.summary.value}
+    assert {"stage_00/loss", "stage_00/accuracy", "stage_00/test_accuracy"} <= tags
+
+
+def test_records_of_a_run_written_with_the_old_names_read_in_kerass():
+    lines = ['{"event": "epoch", "train_acc": 0.5, "val_acc": 0.25, "test_acc": 0.75, "loss": 1.0}',
+             '{"event": "stage", "test_acc": 0.75, "ensemble_acc": 0.8}']
+    assert parse_records(lines) == [
+        {"event": "epoch", "accuracy": 0.5, "val_accuracy": 0.25, "test_accuracy": 0.75, "loss": 1.0},
+        {"event": "stage", "test_accuracy": 0.75, "ensemble_accuracy": 0.8},
+    ]

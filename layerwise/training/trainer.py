@@ -38,7 +38,7 @@ from layerwise.data.base import DataSource, derive_seed
 from layerwise.errors import ConfigError, DatasetUnavailableError, NonFiniteLossError
 from layerwise.run import checkpoints as ckpt
 from layerwise.run.config import RunOptions, TrainConfig
-from layerwise.run.runlog import RunLog
+from layerwise.run.runlog import RunLog, with_keras_names
 from layerwise.serving.export import export_classifier, unfinished_servables, versions, write_models_config
 from layerwise.training.callbacks import RunCallbacks
 from layerwise.training.evaluation import ten_crop_probabilities, top_k_error
@@ -289,9 +289,9 @@ class GreedyTrainer:
                 record = self.train_epoch(problem, run, predict, epoch, batches,
                                           problem.trainable.variables + optimizer.variables)
                 history.append(record)
-                if self.config.keep_best and (not best or record["val_acc"] > history[best["epoch"]]["val_acc"]):
+                if self.config.keep_best and (not best or record["val_accuracy"] > history[best["epoch"]]["val_accuracy"]):
                     best = {"epoch": epoch, **ckpt.variables_to_arrays("best", problem.trainable.variables)}
-                if plateau is not None and plateau.update(record["val_acc"]):
+                if plateau is not None and plateau.update(record["val_accuracy"]):
                     schedule.set_scale(plateau.scale)
                     self.log(f"{problem.name}: validation accuracy has not improved for {plateau.patience} "
                              f"epoch(s); lr x{self.config.schedule.decay_factor:g} (scale now {plateau.scale:g})")
@@ -312,7 +312,7 @@ class GreedyTrainer:
                 cache.close()
         if best:  # Prop. 3.1: keep the best point of the trajectory (chosen on validation data)
             ckpt.assign_arrays("best", problem.trainable.variables, best, f"best epoch of {problem.name}")
-            self.log(f"{problem.name}: keeping epoch {best['epoch'] + 1} (val acc {history[best['epoch']]['val_acc']:.2%})")
+            self.log(f"{problem.name}: keeping epoch {best['epoch'] + 1} (val acc {history[best['epoch']]['val_accuracy']:.2%})")
         restored = self.callbacks.stage_training_end(problem.stage)
         if restored is not None:  # EarlyStopping put an epoch's weights back: the stage keeps that epoch
             best = {"epoch": restored - problem.first_epoch}
@@ -414,7 +414,7 @@ class GreedyTrainer:
         source = f"checkpoint of {name} epoch {meta['epoch']}"
         ckpt.assign_arrays("model", model_variables, arrays, source)
         ckpt.assign_optimizer_arrays(optimizer_variables, arrays, source)
-        history = meta["history"]
+        history = [with_keras_names(r) for r in meta["history"]]
         self.runlog.keep_only(
             lambda r: r.get("problem") != name or (r["event"] == "epoch" and r["epoch"] < len(history))
         )
@@ -487,7 +487,7 @@ class GreedyTrainer:
         train_seconds = time.perf_counter() - start  # the steps alone, before the evaluation
         train_peak = peak_memory_mb()  # the training steps' peak, before evaluation's batches
         test_probs = self.probabilities(predict, "test") if self.data.num_test else None
-        test_acc = None if test_probs is None else accuracy(test_probs, self.data.labels("test"))
+        test_accuracy = None if test_probs is None else accuracy(test_probs, self.data.labels("test"))
         self.latest_test_probs = (problem.name, epoch, test_probs)  # the stage's final evaluation reuses them
         val_probs = self.probabilities(predict, "val") if self.data.num_val else None
         record = {
@@ -496,9 +496,9 @@ class GreedyTrainer:
             "stage": problem.stage,
             "epoch": epoch,
             "loss": loss_sum / (steps - skipped),
-            "train_acc": correct / seen,
-            "test_acc": test_acc,
-            "val_acc": None if val_probs is None else accuracy(val_probs, self.data.labels("val")),
+            "accuracy": correct / seen,
+            "test_accuracy": test_accuracy,
+            "val_accuracy": None if val_probs is None else accuracy(val_probs, self.data.labels("val")),
             "lr": lr,
             "skipped_batches": int(skipped),
             "seconds": time.perf_counter() - start,
@@ -508,14 +508,14 @@ class GreedyTrainer:
         if val_probs is not None:
             record["val_loss"] = cross_entropy(val_probs, self.data.labels("val"))
         if self.verbose:
-            shown = "".join(f", {name} acc {record[key]:.2%}" for name, key in (("val", "val_acc"), ("test", "test_acc"))
+            shown = "".join(f", {name} acc {record[key]:.2%}" for name, key in (("val", "val_accuracy"), ("test", "test_accuracy"))
                             if record[key] is not None)
             self.log(
                 f"{problem.name} epoch {epoch + 1}/{problem.epochs}: loss {record['loss']:.4f}, "
-                f"train acc {record['train_acc']:.2%}{shown}, lr {lr:.3g} ({record['seconds']:.1f} s)"
+                f"train acc {record['accuracy']:.2%}{shown}, lr {lr:.3g} ({record['seconds']:.1f} s)"
             )
         self.runlog.write(record)
-        self.runlog.scalars(run_epoch, problem.name, {k: record[k] for k in ("loss", "train_acc", "test_acc", "lr")})
+        self.runlog.scalars(run_epoch, problem.name, {k: record[k] for k in ("loss", "accuracy", "test_accuracy", "lr")})
         stop = self.callbacks.epoch_end(run_epoch, epoch_logs(record)) or stop
         if stop == "run":
             self.stop_requested = True
@@ -595,14 +595,14 @@ class GreedyTrainer:
             "stage": problem.stage,
             "params": int(classifier.count_params()),
             "trainable_params": int(problem.trainable.count_params()),
-            "test_acc": None,
-            "ensemble_acc": None,
+            "test_accuracy": None,
+            "ensemble_accuracy": None,
         }
         if probs is not None:
             self.ensemble.add(probs)
             labels = self.data.labels("test")
             ensemble = self.ensemble.probabilities()
-            record.update(test_acc=accuracy(probs, labels), ensemble_acc=accuracy(ensemble, labels),
+            record.update(test_accuracy=accuracy(probs, labels), ensemble_accuracy=accuracy(ensemble, labels),
                           **top5_fields(probs, ensemble, labels))
         return record
 
@@ -617,8 +617,8 @@ class GreedyTrainer:
         kept = history[-1] if best_epoch is None else history[best_epoch]
         record = {
             **self.stage_record(problem, classifier, probs),
-            "train_acc": kept["train_acc"],
-            "val_acc": kept.get("val_acc"),
+            "accuracy": kept["accuracy"],
+            "val_accuracy": kept.get("val_accuracy"),
             **crops,
             "kept_epoch": best_epoch,
             "flops": count_flops(classifier),
@@ -642,7 +642,7 @@ class GreedyTrainer:
         if "test_probs" in arrays:
             self.ensemble.add(arrays["test_probs"])
         self.log(f"{problem.name}: finished earlier, loaded from {checkpoints.final_path}")
-        return self.complete(problem, problem.classifier(self.network.image_input()), meta["record"])
+        return self.complete(problem, problem.classifier(self.network.image_input()), with_keras_names(meta["record"]))
 
     def complete(self, problem: Problem, classifier: keras.Model, record: dict[str, Any]) -> dict[str, Any]:
         """Freezes a finished stage, exports it (once), records it (once) and tells the callbacks."""
@@ -675,10 +675,10 @@ class GreedyTrainer:
 
 def epoch_logs(record: dict[str, Any]) -> dict[str, Any]:
     """A Keras callback's ``logs`` for an epoch record (Keras's metric names)."""
-    logs = {"loss": record["loss"], "accuracy": record["train_acc"], "lr": record["lr"],
+    logs = {"loss": record["loss"], "accuracy": record["accuracy"], "lr": record["lr"],
             "stage": record["stage"], "stage_epoch": record["epoch"]}
-    if record.get("val_acc") is not None:
-        logs.update(val_loss=record["val_loss"], val_accuracy=record["val_acc"])
-    if record.get("test_acc") is not None:
-        logs["test_accuracy"] = record["test_acc"]
+    if record.get("val_accuracy") is not None:
+        logs.update(val_loss=record["val_loss"], val_accuracy=record["val_accuracy"])
+    if record.get("test_accuracy") is not None:
+        logs["test_accuracy"] = record["test_accuracy"]
     return logs

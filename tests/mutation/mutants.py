@@ -272,8 +272,8 @@ MUTANTS: list[Mutant] = [
         "plateau-tie-counts-as-improvement",
         "reduce-on-plateau counts an equal validation accuracy as an improvement",
         SCHEDULES,
-        "if self.best is None or val_acc > self.best:",
-        "if self.best is None or val_acc >= self.best:",
+        "if self.best is None or val_accuracy > self.best:",
+        "if self.best is None or val_accuracy >= self.best:",
         (PLATEAU,),
     ),
     # ------------------------------------------------------------------ weight decay
@@ -403,8 +403,8 @@ MUTANTS: list[Mutant] = [
         "keep-best-picks-worst",
         "keep_best keeps the epoch with the lowest validation accuracy",
         TRAINER_PY,
-        'record["val_acc"] > history[best["epoch"]]["val_acc"]',
-        'record["val_acc"] < history[best["epoch"]]["val_acc"]',
+        'record["val_accuracy"] > history[best["epoch"]]["val_accuracy"]',
+        'record["val_accuracy"] < history[best["epoch"]]["val_accuracy"]',
         (KEEP_BEST,),
     ),
     # ------------------------------------------------------------------ export normalisation
