@@ -54,7 +54,7 @@ def test_keep_best_uses_a_validation_split_carved_from_train(quiet_log):
         for split in ("val", "test"):
             predicted = np.argmax(classifier(images[split], training=False), -1)
             accuracy = np.mean(predicted == data.labels(split))
-            assert accuracy == pytest.approx(epochs[r["kept_epoch"]][f"{split}_acc"], abs=1e-9), (j, split)
+            assert accuracy == pytest.approx(epochs[r["kept_epoch"]][f"{split}_accuracy"], abs=1e-9), (j, split)
         assert r["test_accuracy"] == pytest.approx(epochs[r["kept_epoch"]]["test_accuracy"], abs=1e-9)
 
 

@@ -127,7 +127,7 @@ def test_ten_crop_run_reports_top1_top5_error_and_warmup_multistep_lrs(tmp_path,
     record = run_training(config, workdir, verbose=0, log=quiet_log)[0]
     assert [r["lr"] for r in _epochs(workdir)] == pytest.approx([0.01, 0.005])  # 44 iterations/epoch
     assert record["eval_crops"] == 10 and record["test_top1_error"] == pytest.approx(1 - record["test_accuracy"])
-    assert 0 <= record["test_top5_error"] < record["test_top1_error"] and 0 < record["centre_crop_acc"] < 1
+    assert 0 <= record["test_top5_error"] < record["test_top1_error"] and 0 < record["centre_crop_accuracy"] < 1
 
     run = restore(workdir)  # the record's number is the 10-crop average of the trained classifier
     assert run.network.input_shape == (6, 6, 1)  # the network is built for the crops

@@ -36,7 +36,7 @@ COLUMNS = (
     ("test acc", "test_accuracy", "{:.2%}"),
     ("ensemble acc", "ensemble_accuracy", "{:.2%}"),
     ("top-5 acc", "test_top5", "{:.2%}"),
-    ("centre-crop acc", "centre_crop_acc", "{:.2%}"),
+    ("centre-crop acc", "centre_crop_accuracy", "{:.2%}"),
     ("10-crop top-1 err", "test_top1_error", "{:.2%}"),
     ("10-crop top-5 err", "test_top5_error", "{:.2%}"),
     ("epoch s", "epoch_seconds", "{:.1f}"),

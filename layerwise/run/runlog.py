@@ -3,7 +3,8 @@
 ``metrics.jsonl`` is JSON Lines (https://jsonlines.org): one object per line, appended and
 fsynced. Records name metrics as Keras does (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``,
 ``test_accuracy``; https://keras.io/api/callbacks/history/); runs written before that used
-``train_acc``, ``val_acc``, ``test_acc`` and ``ensemble_acc``, which reading renames. A crash or a full disk can leave the last line torn (truncated mid-record); readers
+``train_acc``, ``val_acc``, ``test_acc``, ``ensemble_acc`` and ``centre_crop_acc``, which reading
+renames. A crash or a full disk can leave the last line torn (truncated mid-record); readers
 (:func:`read_records`) skip any line that is not a whole JSON object, and the writer drops a torn
 tail before it appends, so one bad write never poisons the next record or every later run.
 """
@@ -23,7 +24,7 @@ from layerwise.run.files import atomic_write_text
 
 # the metric names of runs written before records used Keras's
 OLD_METRIC_NAMES = {"train_acc": "accuracy", "val_acc": "val_accuracy", "test_acc": "test_accuracy",
-                    "ensemble_acc": "ensemble_accuracy"}
+                    "ensemble_acc": "ensemble_accuracy", "centre_crop_acc": "centre_crop_accuracy"}
 
 
 def with_keras_names(record: dict[str, Any]) -> dict[str, Any]:

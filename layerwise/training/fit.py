@@ -348,7 +348,8 @@ def fit(
     if isinstance(data, DatasetSource):
         config_changes["batch_size"] = data.batch_size
     config = config.replace(**config_changes).validate(validation_data=data.num_val > 0)
-    if config.validation_fraction:
+    # a DataSource with a validation split has held it out already (as the apps' load_data does)
+    if config.validation_fraction and not (isinstance(train, DataSource) and data.num_val):
         data = _hold_out(data, config)
     if config.precision == "auto":
         precision, why = resolve_precision("auto")
@@ -396,7 +397,8 @@ def _hold_out(data: DataSource, config: TrainConfig) -> DataSource:
     """``data`` with ``config.validation_fraction`` of its training split held out (stratified,
     seeded by ``split_seed``) as its validation split, as the CLI loads a dataset."""
     if data.num_val:
-        raise ConfigError("give validation_data or validation_fraction, not both")
+        raise ConfigError("validation_fraction holds out its own validation data: drop validation_data or "
+                          "validation_split")
     if isinstance(data, DatasetSource):
         raise ConfigError(
             "validation_fraction holds out part of arrays; for a tf.data pipeline pass validation_data"

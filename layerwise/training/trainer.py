@@ -581,7 +581,7 @@ class GreedyTrainer:
         ])
         return ten, {
             "eval_crops": 10,
-            "centre_crop_acc": accuracy(probs, labels),
+            "centre_crop_accuracy": accuracy(probs, labels),
             "test_top1_error": top_k_error(ten, labels, 1),
             "test_top5_error": top_k_error(ten, labels, min(5, ten.shape[-1])),
         }

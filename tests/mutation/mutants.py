@@ -362,13 +362,13 @@ MUTANTS: list[Mutant] = [
         TRAINER_PY,
         """        ckpt.assign_arrays("model", model_variables, arrays, source)
         ckpt.assign_optimizer_arrays(optimizer_variables, arrays, source)
-        history = meta["history"]
+        history = [with_keras_names(r) for r in meta["history"]]
         self.runlog.keep_only(
             lambda r: r.get("problem") != name or (r["event"] == "epoch" and r["epoch"] < len(history))
         )
         self.log(f"{name}: resuming after epoch {len(history)} of {epochs}")
         return history""",
-        """        history = meta["history"]
+        """        history = [with_keras_names(r) for r in meta["history"]]
         self.runlog.keep_only(lambda r: r.get("problem") != name)
         self.log(f"{name}: resuming after epoch {len(history)} of {epochs}")
         return []""",
@@ -1177,8 +1177,8 @@ MUTANTS: list[Mutant] = [
         "fit-validation-fraction-ignored",
         "fit(validation_fraction=...) holds nothing out (keep_best and the plateau schedule then crash)",
         FIT,
-        "    if config.validation_fraction:\n        data = _hold_out(data, config)\n",
-        "",
+        "        data = _hold_out(data, config)\n",
+        "        pass\n",
         (VALIDATION_FRACTION,),
     ),
     Mutant(
