@@ -151,6 +151,9 @@ VALIDATION_SPLIT = (
 )
 VALIDATION_FRACTION = f"{VOCABULARY}::test_validation_fraction_is_held_out_for_keep_best_and_the_plateau_schedule"
 SHUFFLE_FALSE = f"{VOCABULARY}::test_shuffle_false_trains_on_the_arrays_in_their_order"
+OLD_RECORD_NAMES = f"{VOCABULARY}::test_records_of_a_run_written_with_the_old_names_read_in_kerass"
+RUNLOG_PY = "layerwise/run/runlog.py"
+CLI_PLATEAU = "tests/test_recipes_lr.py::test_plateau_run_decays_on_validation_and_resumes_to_the_uninterrupted_numbers"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1188,5 +1191,21 @@ MUTANTS: list[Mutant] = [
         "        if not self.shuffle:\n            return np.arange(self.num_train)\n",
         "",
         (SHUFFLE_FALSE,),
+    ),
+    Mutant(
+        "old-record-names-not-read",
+        "metrics.jsonl of a run written with train_acc/val_acc/test_acc is read without Keras's names",
+        RUNLOG_PY,
+        "            records.append(with_keras_names(record))",
+        "            records.append(record)",
+        (OLD_RECORD_NAMES,),
+    ),
+    Mutant(
+        "fit-holds-out-the-clis-split-again",
+        "fit refuses the CLI's data, whose validation_fraction split load_data has held out already",
+        FIT,
+        "    if config.validation_fraction and not (isinstance(train, DataSource) and data.num_val):",
+        "    if config.validation_fraction:",
+        (CLI_PLATEAU,),
     ),
 ]
