@@ -289,7 +289,8 @@ class GreedyTrainer:
                 record = self.train_epoch(problem, run, predict, epoch, batches,
                                           problem.trainable.variables + optimizer.variables)
                 history.append(record)
-                if self.config.keep_best and (not best or record["val_accuracy"] > history[best["epoch"]]["val_accuracy"]):
+                if self.config.keep_best and (
+                        not best or record["val_accuracy"] > history[best["epoch"]]["val_accuracy"]):
                     best = {"epoch": epoch, **ckpt.variables_to_arrays("best", problem.trainable.variables)}
                 if plateau is not None and plateau.update(record["val_accuracy"]):
                     schedule.set_scale(plateau.scale)
@@ -312,7 +313,8 @@ class GreedyTrainer:
                 cache.close()
         if best:  # Prop. 3.1: keep the best point of the trajectory (chosen on validation data)
             ckpt.assign_arrays("best", problem.trainable.variables, best, f"best epoch of {problem.name}")
-            self.log(f"{problem.name}: keeping epoch {best['epoch'] + 1} (val acc {history[best['epoch']]['val_accuracy']:.2%})")
+            kept = history[best["epoch"]]["val_accuracy"]
+            self.log(f"{problem.name}: keeping epoch {best['epoch'] + 1} (val acc {kept:.2%})")
         restored = self.callbacks.stage_training_end(problem.stage)
         if restored is not None:  # EarlyStopping put an epoch's weights back: the stage keeps that epoch
             best = {"epoch": restored - problem.first_epoch}
@@ -508,14 +510,16 @@ class GreedyTrainer:
         if val_probs is not None:
             record["val_loss"] = cross_entropy(val_probs, self.data.labels("val"))
         if self.verbose:
-            shown = "".join(f", {name} acc {record[key]:.2%}" for name, key in (("val", "val_accuracy"), ("test", "test_accuracy"))
+            shown = "".join(f", {name} acc {record[key]:.2%}"
+                            for name, key in (("val", "val_accuracy"), ("test", "test_accuracy"))
                             if record[key] is not None)
             self.log(
                 f"{problem.name} epoch {epoch + 1}/{problem.epochs}: loss {record['loss']:.4f}, "
                 f"train acc {record['accuracy']:.2%}{shown}, lr {lr:.3g} ({record['seconds']:.1f} s)"
             )
         self.runlog.write(record)
-        self.runlog.scalars(run_epoch, problem.name, {k: record[k] for k in ("loss", "accuracy", "test_accuracy", "lr")})
+        self.runlog.scalars(run_epoch, problem.name,
+                            {k: record[k] for k in ("loss", "accuracy", "test_accuracy", "lr")})
         stop = self.callbacks.epoch_end(run_epoch, epoch_logs(record)) or stop
         if stop == "run":
             self.stop_requested = True
