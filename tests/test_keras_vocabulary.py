@@ -4,6 +4,10 @@ keywords, ``Result.history`` as ``History.history``, and compiled classifiers.""
 
 import glob
 import json
+import os
+import pty
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -13,6 +17,8 @@ from sklearn.datasets import load_digits
 
 import layerwise
 from layerwise.run.runlog import parse_records
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 EPOCHS_PER_STAGE = 2
 
@@ -68,6 +74,9 @@ def test_data_given_the_wrong_way_is_refused_before_training(digits):
         layerwise.fit(small_network(), x, y, class_weight={0: 2.0})
     with pytest.raises(layerwise.ConfigError, match="validation_data or validation_split, not both"):
         layerwise.fit(small_network(), x, y, validation_split=0.2, validation_data=(x, y))
+    with pytest.raises(layerwise.ConfigError, match="fit does not take keras.Model.fit's 'initial_epoch': a run "
+                       "resumes where it stopped when fit is called again with the same workdir"):
+        layerwise.fit(small_network(), x, y, initial_epoch=1)
     with pytest.raises(layerwise.ConfigError, match="verbose must be 0, 1, 2 or 'auto'"):
         layerwise.fit(small_network(), x, y, verbose=3)
 
@@ -155,3 +164,43 @@ def test_records_of_a_run_written_with_the_old_names_read_in_kerass():
         {"event": "epoch", "accuracy": 0.5, "val_accuracy": 0.25, "test_accuracy": 0.75, "loss": 1.0},
         {"event": "stage", "test_accuracy": 0.75, "ensemble_accuracy": 0.8},
     ]
+
+
+TERMINAL_SCRIPT = """
+import keras, layerwise
+from sklearn.datasets import load_digits
+digits = load_digits()
+x, y = (digits.images[..., None] / 16.0).astype("float32")[:512], digits.target[:512]
+for verbose in (2, 1):
+    print(f"== verbose {verbose}", flush=True)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.ReLU(name="relu1")(keras.layers.Conv2D(4, 3, padding="same")(inputs))
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(h)))
+    network = layerwise.split_model(keras.Model(inputs, outputs), ["relu1"])
+    layerwise.fit(network, x, y, batch_size=32, epochs_per_stage=1, verbose=verbose, precision="float32",
+                  head=layerwise.AuxHead(k=1, width=4))
+"""
+
+
+@pytest.mark.slow  # ~20 s: a fresh process imports TensorFlow
+def test_verbose_2_gives_a_line_per_epoch_and_no_progress_bar_even_on_a_terminal(tmp_path):
+    """Keras's verbose=2 on a terminal (a pseudo-terminal here): the epoch lines, no bar; 1 draws it."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-c", TERMINAL_SCRIPT], stdout=terminal, stderr=subprocess.DEVNULL,
+                               cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=300) == 0
+    two, one = output.decode("utf-8", "replace").split("== verbose 1")
+    assert two.count("epoch 1/1: loss") == 2 and one.count("epoch 1/1: loss") == 2
+    bar = "16/16"  # Keras's Progbar draws "<step>/<steps>" as it goes
+    assert bar not in two and bar in one

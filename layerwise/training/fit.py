@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import sys
 from typing import Any, Callable, Sequence
 
@@ -104,7 +105,8 @@ def compiled(classifier: keras.Model) -> keras.Model:
     """``classifier`` (images -> class probabilities) compiled as ``keras.Model.compile`` would be
     for integer labels: sparse categorical cross-entropy on probabilities and accuracy
     (https://keras.io/api/losses/probabilistic_losses/#sparsecategoricalcrossentropy-class)."""
-    classifier.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False), metrics=["accuracy"])
+    classifier.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False),
+                       metrics=["accuracy"])
     return classifier
 
 
@@ -120,12 +122,18 @@ def keras_history(epochs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
     return history
 
 
-# what fit's own keywords and the old names of two of them accept (the rest are configuration fields)
-FIT_ARGUMENTS = ("x", "y", "batch_size", "epochs_per_stage", "validation_data", "validation_split", "shuffle",
-                 "class_weight", "mode", "head", "local_loss", "optimizer", "test", "callbacks", "workdir",
-                 "strategy", "config", "verbose", "log", "train", "validation")
+OLD_ARGUMENT_NAMES = ("train", "validation")  # x and validation_data before fit spoke Keras
 # Keras's names for what fit calls otherwise
 KERAS_HINTS = {"epochs": "epochs_per_stage", "learning_rate": "lr"}
+# keras.Model.fit's arguments fit has no counterpart for, and why
+KERAS_ONLY = {
+    "sample_weight": "per-example weights are not supported yet",
+    "initial_epoch": "a run resumes where it stopped when fit is called again with the same workdir",
+    "steps_per_epoch": "an epoch is one pass over the training data",
+    "validation_steps": "the whole validation data is evaluated every epoch",
+    "validation_batch_size": "arrays are evaluated in batches of max(batch_size, 256), a dataset in its own",
+    "validation_freq": "validation data is evaluated every epoch",
+}
 
 
 def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -134,9 +142,10 @@ def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     config_names, run_names = schema.flat_names(TrainConfig), schema.flat_names(RunOptions)
     unknown = sorted(set(options) - set(config_names) - set(run_names))
     if unknown:
-        known = set(config_names) | set(run_names) | set(FIT_ARGUMENTS)
+        known = {*config_names, *run_names, *inspect.signature(fit).parameters, *OLD_ARGUMENT_NAMES}
         raise ConfigError("; ".join(
-            f"unknown fit option {name!r}{did_you_mean(name, known, KERAS_HINTS)}" for name in unknown
+            f"fit does not take keras.Model.fit's {name!r}: {KERAS_ONLY[name]}" if name in KERAS_ONLY
+            else f"unknown fit option {name!r}{did_you_mean(name, known, KERAS_HINTS)}" for name in unknown
         ) + " (help(layerwise.fit) lists the arguments)")
     return ({k: v for k, v in options.items() if k in config_names},
             {k: v for k, v in options.items() if k in run_names})

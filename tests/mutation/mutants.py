@@ -154,6 +154,7 @@ SHUFFLE_FALSE = f"{VOCABULARY}::test_shuffle_false_trains_on_the_arrays_in_their
 OLD_RECORD_NAMES = f"{VOCABULARY}::test_records_of_a_run_written_with_the_old_names_read_in_kerass"
 RUNLOG_PY = "layerwise/run/runlog.py"
 CLI_PLATEAU = "tests/test_recipes_lr.py::test_plateau_run_decays_on_validation_and_resumes_to_the_uninterrupted_numbers"
+VERBOSE_2 = f"{VOCABULARY}::test_verbose_2_gives_a_line_per_epoch_and_no_progress_bar_even_on_a_terminal"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1207,5 +1208,13 @@ MUTANTS: list[Mutant] = [
         "    if config.validation_fraction and not (isinstance(train, DataSource) and data.num_val):",
         "    if config.validation_fraction:",
         (CLI_PLATEAU,),
+    ),
+    Mutant(
+        "verbose-2-draws-the-bar",
+        "verbose=2 draws a progress bar on a terminal, as verbose=1 does",
+        TRAINER_PY,
+        "        live = self.verbose == 1 and sys.stdout.isatty()",
+        "        live = self.verbose and sys.stdout.isatty()",
+        (VERBOSE_2,),
     ),
 ]
