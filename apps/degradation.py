@@ -77,10 +77,10 @@ def report(runs: dict[str, str], out: str) -> tuple[str, str]:
         epochs = curves(workdir)
         x = [r["epoch"] + 1 for r in epochs]
         color = f"C{i}"
-        ax.plot(x, [100 * (1 - r["train_acc"]) for r in epochs], "--", color=color, label=f"{label} train")
-        ax.plot(x, [100 * (1 - r["test_acc"]) for r in epochs], "-", color=color, lw=2, label=f"{label} test")
+        ax.plot(x, [100 * (1 - r["accuracy"]) for r in epochs], "--", color=color, label=f"{label} train")
+        ax.plot(x, [100 * (1 - r["test_accuracy"]) for r in epochs], "-", color=color, lw=2, label=f"{label} test")
         last = epochs[-1]
-        rows.append([label, len(epochs), 100 * (1 - last["train_acc"]), 100 * (1 - last["test_acc"]),
+        rows.append([label, len(epochs), 100 * (1 - last["accuracy"]), 100 * (1 - last["test_accuracy"]),
                      last["loss"], sum(r["seconds"] for r in epochs)])
     ax.set(xlabel="epoch", ylabel="error (%)", title="plain vs residual (dashed: train, solid: test)")
     ax.legend(fontsize=8)

@@ -50,7 +50,7 @@ def run_ours(args: list[str], timeout: float) -> dict[str, Any]:
         "wall_s": wall,
         "fit_s": float(fit.group(1)) if fit else None,
         "steps_s": sum(r.get("train_seconds", 0.0) for r in records if r.get("event") == "epoch"),
-        "last_test_acc": stages[-1]["test_acc"] if stages else None,
+        "last_test_acc": stages[-1]["test_accuracy"] if stages else None,
     }
 
 

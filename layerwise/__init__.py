@@ -22,7 +22,7 @@ The public API:
 Example:
     >>> import keras, layerwise
     >>> model = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10)
-    >>> result = layerwise.fit(layerwise.split_model(model, 4), (x, y), epochs_per_stage=2)
+    >>> result = layerwise.fit(layerwise.split_model(model, 4), x, y, epochs_per_stage=2)
     >>> result.classifiers[-1].save("stage_03.keras")
 """
 

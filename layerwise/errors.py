@@ -4,6 +4,19 @@ The CLI (``apps``) prints any :class:`LayerwiseError` as one line and exits with
 everything else is a bug and keeps its traceback.
 """
 
+import difflib
+from typing import Iterable
+
+
+def did_you_mean(name: str, known: Iterable[str], hints: dict[str, str] | None = None) -> str:
+    """`` (did you mean 'x'?)`` for the known name closest to ``name`` (``difflib``'s ratio, the
+    way Python suggests a misspelt attribute), or ``""`` when none is close. ``hints`` maps names
+    that are not close in spelling to what they mean here (Keras's ``epochs`` -> ``epochs_per_stage``)."""
+    if hints and name in hints:
+        return f" (did you mean {hints[name]!r}?)"
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
 
 class LayerwiseError(Exception):
     """Base class of every error caused by user input (bad config, missing data, ...)."""

@@ -165,8 +165,8 @@ class ScheduleHyperModel(_TunerHyperModel):
         best = 0.0
         for j in range(self.network.num_stages):
             record = trainer.run_problem(trainer.stage_problem(j))
-            best = max(best, record["test_acc"])  # "test" is the validation part here
-            self._report(callbacks, model, j, record["test_acc"])
+            best = max(best, record["test_accuracy"])  # "test" is the validation part here
+            self._report(callbacks, model, j, record["test_accuracy"])
         return {OBJECTIVE: best}
 
 
@@ -196,7 +196,7 @@ class StageHyperModel(_TunerHyperModel):
         trainer = GreedyTrainer(self.network, self.data, config, None, verbose=0, log=lambda _: None)
         problem = trainer.stage_problem(self.stage)
         record = trainer.run_problem(problem)
-        value = record["test_acc"]
+        value = record["test_accuracy"]
         ckpt.save_arrays(
             os.path.join(self.store_dir, f"trial_{trial_id}.npz"),
             ckpt.variables_to_arrays("stage", self.network.stages[self.stage].variables),

@@ -131,7 +131,7 @@ def test_prune_hook_in_trainer_records_costs_and_accuracy(quiet_log):
     assert pruned[0]["filters_before"] == 8 and pruned[0]["filters_after"] == 4
     assert pruned[1]["filters_before"] == 16 and pruned[1]["filters_after"] == 4
     assert all(r["params"] < r["params_before"] and r["flops"] < r["flops_before"] for r in pruned)
-    assert all(0 <= r["acc_before_pruning"] <= 1 and 0 <= r["test_acc"] <= 1 for r in pruned)
+    assert all(0 <= r["acc_before_pruning"] <= 1 and 0 <= r["test_accuracy"] <= 1 for r in pruned)
 
 
 def test_refit_final_head(quiet_log):
@@ -139,7 +139,7 @@ def test_refit_final_head(quiet_log):
     records = run_training(config, None, verbose=0, log=quiet_log)
     refit = records[-1]
     assert refit["event"] == "refit" and refit["head_params"] < refit["replaced_head_params"]
-    assert refit["test_acc"] > 0.3
+    assert refit["test_accuracy"] > 0.3
 
 
 @pytest.mark.slow

@@ -68,7 +68,7 @@ def test_kill_9_mid_stage_then_resume_gives_the_uninterrupted_numbers(tmp_path):
     assert "stage_01: resuming after epoch" in resumed.stdout
     assert open(stage0_final, "rb").read() == stage0_before  # not retrained, not rewritten
     for got, want in zip(_stage_records(workdir), _stage_records(straight)):
-        for key in ("test_acc", "train_acc", "ensemble_acc", "params"):
+        for key in ("test_accuracy", "accuracy", "ensemble_accuracy", "params"):
             assert got[key] == want[key], key
     epochs = [(r["problem"], r["epoch"]) for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))
               if r["event"] == "epoch"]
@@ -150,7 +150,7 @@ def test_a_truncated_final_checkpoint_is_set_aside_and_the_stage_retrained(tmp_p
     assert any("retraining stage_00" in m and "final.npz.corrupt" in m for m in messages), messages
     assert not any("finished earlier" in m for m in messages)
     _, meta = load_arrays(checkpoints.final_path)  # a good final checkpoint again
-    for key in ("test_acc", "train_acc", "ensemble_acc", "params"):  # deterministic: the same stage
+    for key in ("test_accuracy", "accuracy", "ensemble_accuracy", "params"):  # deterministic: the same stage
         assert again[key] == first[key] == meta["record"][key], key
     epochs = [r for r in trainer.runlog.records if r["event"] == "epoch"]
     assert [(r["problem"], r["epoch"]) for r in epochs] == [("stage_00", 0)]  # retrained, logged once

@@ -115,8 +115,8 @@ def test_resume_mid_stage_gives_the_uninterrupted_numbers(tmp_path, quiet_log):
     lines = [line for line in metrics.read_text().splitlines() if '"event": "epoch"' in line]
     assert len(lines) == 3 and lines[0] == epoch_0
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
-    assert resumed[0]["test_acc"] == straight[0]["test_acc"]
-    assert resumed[0]["train_acc"] == straight[0]["train_acc"]
+    assert resumed[0]["test_accuracy"] == straight[0]["test_accuracy"]
+    assert resumed[0]["accuracy"] == straight[0]["accuracy"]
 
 
 def test_workdir_of_another_config_is_refused_untouched(tmp_path, quiet_log):
@@ -158,4 +158,4 @@ def test_decoupled_run_restores_with_its_recorded_accuracy(tmp_path, quiet_log):
     images = np.concatenate([x.numpy() for x, _ in run.data.eval_batches("test", 512)])
     for classifier, record in zip(run.classifiers, records):
         predicted = np.argmax(classifier(images, training=False), -1)
-        assert np.mean(predicted == run.data.labels("test")) == pytest.approx(record["test_acc"], abs=1e-9)
+        assert np.mean(predicted == run.data.labels("test")) == pytest.approx(record["test_accuracy"], abs=1e-9)

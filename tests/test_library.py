@@ -187,8 +187,8 @@ def test_fit_a_user_model_on_a_user_pipeline_in_every_mode(digits, mode, quiet_l
     stages = [r for r in result.records if r["event"] == "stage"]
     assert len(stages) == (1 if mode == "end_to_end" else 3)
     # decoupled trains every stage in each of its 2 passes; the others train 6 epochs
-    assert stages[-1]["test_acc"] > (0.3 if mode == "decoupled" else 0.6), stages
-    epochs = [r for r in result.history if r["event"] == "epoch"]
+    assert stages[-1]["test_accuracy"] > (0.3 if mode == "decoupled" else 0.6), stages
+    epochs = result.epochs
     assert len(epochs) == {"layerwise": 6, "end_to_end": 6, "decoupled": 2}[mode]
     # the user's model is the trained network: its softmax outputs are the last classifier's
     _, _, xv, _ = digits
@@ -201,7 +201,7 @@ def test_fit_takes_arrays_and_refuses_what_it_cannot_use(digits, quiet_log):
     network = layerwise.split_model(user_model(), SPLIT_AT)
     result = layerwise.fit(network, (x, y), test=(xv, yv), epochs_per_stage=2, batch_size=64, lr=0.1,
                            head=layerwise.AuxHead(k=1), verbose=0, log=quiet_log)
-    assert [r["stage"] for r in result.records] == [0, 1, 2] and result.records[-1]["test_acc"] > 0.6
+    assert [r["stage"] for r in result.records] == [0, 1, 2] and result.records[-1]["test_accuracy"] > 0.6
     with pytest.raises(layerwise.ConfigError, match="split a Keras model first"):
         layerwise.fit(user_model(), (x, y))
     with pytest.raises(layerwise.ConfigError, match="unknown fit option.*learning_rate"):
@@ -259,7 +259,7 @@ class Recorder(layerwise.StageCallback):
         self.calls.append(("epoch_end", epoch, logs["stage"], logs["stage_epoch"], sorted(logs)))
 
     def on_stage_end(self, stage, logs=None):
-        self.calls.append(("stage_end", stage, logs["event"], logs["test_acc"] is not None))
+        self.calls.append(("stage_end", stage, logs["event"], logs["test_accuracy"] is not None))
 
     def on_train_end(self, logs=None):
         self.calls.append(("train_end",))
@@ -294,9 +294,9 @@ def test_early_stopping_ends_the_stage_not_the_run(digits, quiet_log):
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=10.0, patience=0)
     result = layerwise.fit(layerwise.split_model(user_model(), SPLIT_AT), train, validation=val, epochs_per_stage=4,
                            callbacks=[stop], verbose=0, log=quiet_log)
-    stages = [r for r in result.history if r["event"] == "stage"]
+    stages = [r for r in result.records if r["event"] == "stage"]
     assert [r["stage"] for r in stages] == [0, 1, 2] and [r["epochs"] for r in stages] == [2, 2, 2]
-    epochs = [(r["stage"], r["epoch"]) for r in result.history if r["event"] == "epoch"]
+    epochs = [(r["stage"], r["epoch"]) for r in result.epochs]
     assert epochs == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
 
 
@@ -318,13 +318,13 @@ def test_early_stopping_on_val_accuracy_maximises_it_and_restores_the_stages_bes
     weights = EpochWeights()
     result = layerwise.fit(layerwise.split_model(user_model(), SPLIT_AT), train, validation=val, test=val,
                            epochs_per_stage=5, lr=0.2, callbacks=[stop, weights], verbose=0, log=quiet_log)
-    epochs = [r for r in result.history if r["event"] == "epoch"]
-    stages = [r for r in result.history if r["event"] == "stage"]
+    epochs = result.epochs
+    stages = [r for r in result.records if r["event"] == "stage"]
     assert [r["stage"] for r in stages] == [0, 1, 2]
     improved_later = restored_earlier = False
     for record in stages:
         j = record["stage"]
-        accuracies = [r["val_acc"] for r in epochs if r["stage"] == j]
+        accuracies = [r["val_accuracy"] for r in epochs if r["stage"] == j]
         # EarlyStopping by hand, accuracy maximised: stop after `patience` epochs without a new best
         best, wait, ran = 0, 0, 5
         for e, accuracy in enumerate(accuracies[1:], 1):
@@ -342,8 +342,8 @@ def test_early_stopping_on_val_accuracy_maximises_it_and_restores_the_stages_bes
         kept = weights.after[j, best]
         for v in result.network.stages[j].weights + result.heads[j].weights:
             np.testing.assert_array_equal(v.numpy(), kept[id(v)], err_msg=f"stage {j}: {v.path}")
-        assert record["test_acc"] == pytest.approx(accuracies[best], abs=1e-9)  # test = val here
-        assert record["val_acc"] == accuracies[best] and record["kept_epoch"] == best
+        assert record["test_accuracy"] == pytest.approx(accuracies[best], abs=1e-9)  # test = val here
+        assert record["val_accuracy"] == accuracies[best] and record["kept_epoch"] == best
     # both directions and the restoring matter in this run: minimising would have stopped elsewhere
     assert improved_later and restored_earlier
 
@@ -391,7 +391,7 @@ def test_every_stage_classifier_and_the_ensemble_round_trip_through_keras_files(
         np.testing.assert_allclose(models[-1].predict(xv, verbose=0), sum(w * p for w, p in zip(weights, stage_probs)),
                                    atol=1e-6)
         accuracy = np.mean(np.argmax(result.classifiers[-1].predict(xv, verbose=0), -1) == yv)
-        assert accuracy == pytest.approx(result.records[-1]["test_acc"], abs=1e-9)
+        assert accuracy == pytest.approx(result.records[-1]["test_accuracy"], abs=1e-9)
 
 
 class InterruptAt(keras.callbacks.Callback):
@@ -423,7 +423,7 @@ def test_fit_resumes_a_workdir_to_the_uninterrupted_numbers(digits, tmp_path, qu
     assert any("stage_01: resuming after epoch 1 of 2" in m for m in messages)
     for a, b in zip(weights, expected):
         np.testing.assert_array_equal(a, b)
-    assert [r["test_acc"] for r in result.records] == [r["test_acc"] for r in reference.records]
+    assert [r["test_accuracy"] for r in result.records] == [r["test_accuracy"] for r in reference.records]
     assert sorted(os.listdir(os.path.join(workdir, "export"))) == [
         "models.config", "user_cnn_stage_00", "user_cnn_stage_01", "user_cnn_stage_02"]
     with pytest.raises(WorkdirMismatchError, match="lr: 0.05 -> 0.1"):
@@ -448,4 +448,4 @@ def test_a_run_with_dropout_resumed_in_the_same_process_gives_the_uninterrupted_
     result, weights = run(workdir)
     for a, b in zip(weights, expected):
         np.testing.assert_array_equal(a, b)
-    assert [r["test_acc"] for r in result.records] == [r["test_acc"] for r in reference.records]
+    assert [r["test_accuracy"] for r in result.records] == [r["test_accuracy"] for r in reference.records]

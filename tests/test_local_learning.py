@@ -87,7 +87,7 @@ def test_local_runs_serve_the_classification_head_alone_and_restore(tmp_path, mo
     for record, classifier in zip(run.records, run.classifiers):
         assert not [n for n in _layer_names(classifier) if any(t in n for t in TRAINING_ONLY)], mode
         accuracy = np.mean(np.argmax(classifier.predict(images, verbose=0), -1) == data.labels("test"))
-        assert accuracy == pytest.approx(record["test_acc"], abs=1e-9)
+        assert accuracy == pytest.approx(record["test_accuracy"], abs=1e-9)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["local"]["loss"] == loss
 
 
@@ -271,11 +271,11 @@ def test_async_runs_are_seeded_and_step_at_their_ratios():
     config = _config(mode="decoupled", replay_buffer=3, stage_step_ratios=[1, 2], epochs_per_stage=2)
     runs = [_trainer(config) for _ in range(2)]
     records = [r.run() for r in runs]
-    assert [r["test_acc"] for r in records[0]] == [r["test_acc"] for r in records[1]]
+    assert [r["test_accuracy"] for r in records[0]] == [r["test_accuracy"] for r in records[1]]
     for a, b in zip(_weights(runs[0]), _weights(runs[1])):
         np.testing.assert_array_equal(a, b)
     epochs = [r for r in runs[0].runlog.records if r["event"] == "epoch"]
-    assert len(epochs) == 2 and all(0 <= r["train_acc"] <= 1 for r in epochs)
+    assert len(epochs) == 2 and all(0 <= r["accuracy"] <= 1 for r in epochs)
     # the last stage's optimizer (the model callbacks see) counts its updates: 2 per batch of
     # 2 epochs x 64 // 16 batches; synchronous, 1 per batch
     assert int(runs[0].callbacks.model.optimizer.iterations) == 2 * 2 * (64 // 16)
@@ -403,5 +403,5 @@ def test_an_interrupted_async_run_resumes_with_its_replay_buffers(tmp_path, quie
     messages = []
     resumed = run_training(config, workdir, verbose=1, log=messages.append)
     assert any("resuming after epoch 1 of 3" in m for m in messages)
-    assert [r["test_acc"] for r in resumed] == [r["test_acc"] for r in straight]
-    assert [r["train_acc"] for r in resumed] == [r["train_acc"] for r in straight]
+    assert [r["test_accuracy"] for r in resumed] == [r["test_accuracy"] for r in straight]
+    assert [r["accuracy"] for r in resumed] == [r["accuracy"] for r in straight]

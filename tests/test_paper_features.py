@@ -24,10 +24,10 @@ def test_records_report_ensemble_and_top5_for_100_classes(quiet_log):
     trainer = GreedyTrainer(build_network(config, data), data, config, verbose=0, log=quiet_log)
     records = trainer.run()
     for r in records:
-        assert {"ensemble_acc", "test_top5", "ensemble_top5"} <= set(r)
-        assert r["test_top5"] >= r["test_acc"]
+        assert {"ensemble_accuracy", "test_top5", "ensemble_top5"} <= set(r)
+        assert r["test_top5"] >= r["test_accuracy"]
     small = run_training(tiny_config(), None, verbose=0, log=quiet_log)  # 10 classes: no top-5
-    assert "test_top5" not in small[0] and "ensemble_acc" in small[0]
+    assert "test_top5" not in small[0] and "ensemble_accuracy" in small[0]
 
 
 def test_keep_best_uses_a_validation_split_carved_from_train(quiet_log):
@@ -46,16 +46,16 @@ def test_keep_best_uses_a_validation_split_carved_from_train(quiet_log):
     images = {split: np.concatenate([x.numpy() for x, _ in data.eval_batches(split, 512)]) for split in ("val", "test")}
     for j, r in enumerate(records):
         epochs = [h for h in history if h["problem"] == r["problem"]]
-        vals = [h["val_acc"] for h in epochs]
-        assert r["kept_epoch"] == int(np.argmax(vals)) and r["val_acc"] == max(vals)
+        vals = [h["val_accuracy"] for h in epochs]
+        assert r["kept_epoch"] == int(np.argmax(vals)) and r["val_accuracy"] == max(vals)
         assert r["kept_epoch"] != len(epochs) - 1 and max(vals) > vals[-1], vals
         # the weights kept are those of the best epoch: its accuracies, recomputed from them
         classifier = trainer.network.compose(upto=j + 1, head=trainer.heads[j])
         for split in ("val", "test"):
             predicted = np.argmax(classifier(images[split], training=False), -1)
             accuracy = np.mean(predicted == data.labels(split))
-            assert accuracy == pytest.approx(epochs[r["kept_epoch"]][f"{split}_acc"], abs=1e-9), (j, split)
-        assert r["test_acc"] == pytest.approx(epochs[r["kept_epoch"]]["test_acc"], abs=1e-9)
+            assert accuracy == pytest.approx(epochs[r["kept_epoch"]][f"{split}_accuracy"], abs=1e-9), (j, split)
+        assert r["test_accuracy"] == pytest.approx(epochs[r["kept_epoch"]]["test_accuracy"], abs=1e-9)
 
 
 def test_keep_best_without_validation_is_refused():

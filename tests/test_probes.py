@@ -29,7 +29,7 @@ def test_restored_run_reproduces_the_recorded_accuracy(tmp_path, quiet_log, chan
     run = restore(workdir)
     assert run.trained_stages == 2
     last = [r for r in records if r["stage"] == 1][-1]  # the pruned record when pruning
-    assert _restored_accuracy(run, 1) == pytest.approx(last["test_acc"], abs=1e-9)
+    assert _restored_accuracy(run, 1) == pytest.approx(last["test_accuracy"], abs=1e-9)
 
 
 def test_restore_needs_a_finished_stage(tmp_path):

@@ -164,4 +164,4 @@ def test_small_resnet_trains_from_the_cli(tmp_path, mode):
     stages = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     stages = [r for r in stages if r["event"] == "stage"]
     assert len(stages) == (4 if mode == "layerwise" else 1)
-    assert stages[-1]["test_acc"] > 0.3, stages  # 4 epochs on 8x8 digits, chance is 0.1
+    assert stages[-1]["test_accuracy"] > 0.3, stages  # 4 epochs on 8x8 digits, chance is 0.1

@@ -81,7 +81,7 @@ def test_plateau_run_decays_on_validation_and_resumes_to_the_uninterrupted_numbe
     replay, scales = Plateau(1, 0.5), []
     for record in epochs:  # each epoch ran at the scale decided after the previous ones
         scales.append(replay.scale)
-        replay.update(record["val_acc"])
+        replay.update(record["val_accuracy"])
     assert [r["lr"] for r in epochs] == pytest.approx([1e-8 * s for s in scales], rel=1e-6)
 
     def crash_in_third_epoch(message):  # after epoch 2's checkpoint, before epoch 3's
@@ -93,15 +93,15 @@ def test_plateau_run_decays_on_validation_and_resumes_to_the_uninterrupted_numbe
         run_training(config, workdir, verbose=1, log=crash_in_third_epoch)
     after_two = Plateau(1, 0.5)
     for record in epochs[:2]:
-        after_two.update(record["val_acc"])
-    assert after_two.reductions >= 1, [r["val_acc"] for r in epochs]  # the resumed run must restore it
+        after_two.update(record["val_accuracy"])
+    assert after_two.reductions >= 1, [r["val_accuracy"] for r in epochs]  # the resumed run must restore it
     _, meta = ProblemCheckpoints(os.path.join(workdir, "checkpoints"), "stage_00").latest_epoch()
     assert meta["epoch"] == 1 and meta["plateau"] == after_two.state()  # saved with the epoch
     messages = []
     resumed = run_training(config, workdir, verbose=0, log=messages.append)
     assert any("resuming after epoch 2 of 4" in m for m in messages)
     assert [r["lr"] for r in _epochs(workdir)] == [r["lr"] for r in epochs]
-    for key in ("test_acc", "train_acc", "val_acc"):
+    for key in ("test_accuracy", "accuracy", "val_accuracy"):
         assert resumed[0][key] == straight[0][key], key
 
 
@@ -126,13 +126,13 @@ def test_ten_crop_run_reports_top1_top5_error_and_warmup_multistep_lrs(tmp_path,
     workdir = str(tmp_path / "run")
     record = run_training(config, workdir, verbose=0, log=quiet_log)[0]
     assert [r["lr"] for r in _epochs(workdir)] == pytest.approx([0.01, 0.005])  # 44 iterations/epoch
-    assert record["eval_crops"] == 10 and record["test_top1_error"] == pytest.approx(1 - record["test_acc"])
-    assert 0 <= record["test_top5_error"] < record["test_top1_error"] and 0 < record["centre_crop_acc"] < 1
+    assert record["eval_crops"] == 10 and record["test_top1_error"] == pytest.approx(1 - record["test_accuracy"])
+    assert 0 <= record["test_top5_error"] < record["test_top1_error"] and 0 < record["centre_crop_accuracy"] < 1
 
     run = restore(workdir)  # the record's number is the 10-crop average of the trained classifier
     assert run.network.input_shape == (6, 6, 1)  # the network is built for the crops
     images = np.concatenate([x.numpy() for x, _ in run.data.full_eval_batches("test", 512)])
     probs = ten_crop_probabilities(run.classifiers[0], images, (6, 6))
-    assert np.mean(probs.argmax(-1) == run.data.labels("test")) == pytest.approx(record["test_acc"], abs=1e-9)
+    assert np.mean(probs.argmax(-1) == run.data.labels("test")) == pytest.approx(record["test_accuracy"], abs=1e-9)
     with open(os.path.join(workdir, "report.md")) as f:
         assert "10-crop top-1 err" in f.read()

@@ -55,7 +55,7 @@ def test_probe_results_in_the_workdir_get_a_plot(tmp_path, quiet_log):
 def test_training_curves_show_validation_accuracy_when_there_is_a_split_else_label_test():
     from layerwise.run.report import curve_metric
 
-    with_validation = [{"problem": "stage_00", "epoch": 0, "loss": 1.0, "test_acc": 0.5, "val_acc": 0.4}]
-    assert curve_metric(with_validation)[0] == "val_acc"
-    key, label, title = curve_metric([{"problem": "stage_00", "epoch": 0, "loss": 1.0, "test_acc": 0.5}])
-    assert key == "test_acc" and "test" in label and "not tuning" in title
+    with_validation = [{"problem": "stage_00", "epoch": 0, "loss": 1.0, "test_accuracy": 0.5, "val_accuracy": 0.4}]
+    assert curve_metric(with_validation)[0] == "val_accuracy"
+    key, label, title = curve_metric([{"problem": "stage_00", "epoch": 0, "loss": 1.0, "test_accuracy": 0.5}])
+    assert key == "test_accuracy" and "test" in label and "not tuning" in title

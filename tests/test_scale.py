@@ -145,7 +145,7 @@ def test_mixed_precision_trains_with_float32_logits(quiet_log, precision):
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
     assert trainer.network.stages[0].get_layer("stage_00_conv").compute_dtype != "float32"
     assert trainer.heads[1].output.dtype == "float32"
-    assert records[-1]["test_acc"] > 0.3, records
+    assert records[-1]["test_accuracy"] > 0.3, records
 
 
 def _test_probabilities(network, heads, data) -> list[np.ndarray]:
@@ -173,14 +173,14 @@ def test_decoupled_trains_every_stage_in_one_pass(tmp_path, quiet_log):
     labels = trainer.data.labels("test")
     ensemble = (1 * probs[0] + 2 * probs[1]) / 3
     for r, p, e in zip(records, probs, [probs[0], ensemble]):
-        assert r["test_acc"] == pytest.approx(np.mean(p.argmax(-1) == labels), abs=1e-9)
-        assert r["ensemble_acc"] == pytest.approx(np.mean(e.argmax(-1) == labels), abs=1e-9)
-        assert r["test_acc"] > 0.5, records
+        assert r["test_accuracy"] == pytest.approx(np.mean(p.argmax(-1) == labels), abs=1e-9)
+        assert r["ensemble_accuracy"] == pytest.approx(np.mean(e.argmax(-1) == labels), abs=1e-9)
+        assert r["test_accuracy"] > 0.5, records
     exports = sorted(p.name for p in (tmp_path / "run" / "export").iterdir())
     assert exports == ["layerwise_cnn_stage_00", "layerwise_cnn_stage_01", "models.config"]
     # a rerun loads everything
     again = _trainer(tiny_config(mode="decoupled", epochs_per_stage=2), str(tmp_path / "run"), log=quiet_log)
-    assert [r["test_acc"] for r in again.run()] == [r["test_acc"] for r in records]
+    assert [r["test_accuracy"] for r in again.run()] == [r["test_accuracy"] for r in records]
 
 
 def test_decoupled_stage_0_trains_exactly_as_if_it_were_alone(quiet_log):
@@ -258,12 +258,12 @@ def test_peak_memory_counts_the_tensors_of_this_window_or_says_it_cannot(environ
 def test_stage_table_says_n_a_where_memory_was_not_measured():
     from layerwise.run.report import stage_table
 
-    measured = stage_table([{"stage": 0, "test_acc": 0.5, "peak_memory_mb": 12.0}])
+    measured = stage_table([{"stage": 0, "test_accuracy": 0.5, "peak_memory_mb": 12.0}])
     assert "peak MiB" in measured.splitlines()[0] and "| 12 |" in measured and "n/a" not in measured
-    unmeasured = stage_table([{"stage": 0, "test_acc": 0.5, "peak_memory_mb": None}])
+    unmeasured = stage_table([{"stage": 0, "test_accuracy": 0.5, "peak_memory_mb": None}])
     assert "peak MiB" in unmeasured.splitlines()[0] and "| n/a |" in unmeasured
     assert "TF_CPU_ALLOCATOR_USE_BFC" in unmeasured
-    assert "peak MiB" not in stage_table([{"stage": 0, "test_acc": 0.5}])  # nothing to measure
+    assert "peak MiB" not in stage_table([{"stage": 0, "test_accuracy": 0.5}])  # nothing to measure
 
 
 def test_stage_records_carry_their_training_peak_memory(quiet_log):

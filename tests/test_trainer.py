@@ -42,7 +42,7 @@ def test_frozen_stage_is_bit_identical_after_next_stage_trains(quiet_log, cache,
         np.testing.assert_array_equal(variable.numpy(), before[variable.path], err_msg=variable.path)
     # and stage 1 did train
     assert stage1 and all(not np.array_equal(v.numpy(), value) for v, value in stage1)
-    assert trainer.records[1]["test_acc"] > 0.5
+    assert trainer.records[1]["test_accuracy"] > 0.5
 
 
 def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -86,15 +86,15 @@ def test_layerwise_run_on_mnist5k_beats_threshold(quiet_log):
     )
     records = run_training(config, None, verbose=0, log=quiet_log)
     assert [r["stage"] for r in records] == [0, 1]
-    assert records[-1]["test_acc"] >= 0.90, records
+    assert records[-1]["test_accuracy"] >= 0.90, records
 
 
 def test_same_seed_same_numbers(quiet_log):
     first = run_training(tiny_config(), None, verbose=0, log=quiet_log)
     second = run_training(tiny_config(), None, verbose=0, log=quiet_log)
-    assert [r["test_acc"] for r in first] == [r["test_acc"] for r in second]
+    assert [r["test_accuracy"] for r in first] == [r["test_accuracy"] for r in second]
     third = run_training(tiny_config(seed=1), None, verbose=0, log=quiet_log)
-    assert [r["train_acc"] for r in first] != [r["train_acc"] for r in third]
+    assert [r["accuracy"] for r in first] != [r["accuracy"] for r in third]
 
 
 def test_end_to_end_trains_all_stages_for_the_same_total_epochs(quiet_log):
@@ -104,7 +104,7 @@ def test_end_to_end_trains_all_stages_for_the_same_total_epochs(quiet_log):
     assert len(records) == 1 and records[0]["problem"] == "end_to_end"
     assert records[0]["epochs"] == 4  # J x epochs_per_stage
     assert all(stage.trainable for stage in trainer.network.stages)
-    assert records[0]["test_acc"] > 0.5
+    assert records[0]["test_accuracy"] > 0.5
     # the step schedule is stretched over the J-times-longer run: x0.2 every J x 1 epochs
     lrs = [r["lr"] for r in trainer.runlog.records if r["event"] == "epoch"]
     assert lrs == pytest.approx([0.05 * 0.2 ** (epoch // (2 * 1)) for epoch in range(4)])  # 0.05, 0.05, 0.01, 0.01

@@ -184,7 +184,7 @@ def test_a_torn_metrics_line_is_cut_before_the_next_append_and_skipped_by_reader
     third.write({"event": "stage", "problem": "stage_00"})
     assert [r.get("epoch", r.get("problem")) for r in read_records(str(path))] == [0, 1, "stage_00"]
     (tmp_path / "config.json").write_text(json.dumps(resolve(tiny_config()).to_dict()))
-    epoch = {"event": "epoch", "problem": "stage_00", "stage": 0, "epoch": 0, "loss": 1.0, "test_acc": 0.5}
+    epoch = {"event": "epoch", "problem": "stage_00", "stage": 0, "epoch": 0, "loss": 1.0, "test_accuracy": 0.5}
     path.write_bytes(json.dumps(epoch).encode() + b'\n{"event": "stage", "problem": "stage_0\xff')
     assert write_report(str(tmp_path)).endswith("report.md")  # readers tolerate it too
     assert (tmp_path / "plots" / "training_curves.png").exists()

@@ -149,6 +149,8 @@ class ArraySource(DataSource):
         normalize: standardise images per channel with the training split's mean and std (the
             datasets of the registry); ``False`` hands the images over as they are (what
             ``layerwise.fit`` does with a user's arrays, like ``keras.Model.fit``).
+        shuffle: a new seeded order of the training split every epoch; ``False`` keeps the
+            arrays' own order (``keras.Model.fit(shuffle=False)``).
     """
 
     def __init__(
@@ -160,6 +162,7 @@ class ArraySource(DataSource):
         augment: str = "none",
         validation: tuple[np.ndarray, np.ndarray] | None = None,
         normalize: bool = True,
+        shuffle: bool = True,
     ):
         if augment not in AUGMENTATIONS:
             raise ConfigError(f"unknown augmentation {augment!r}; choose one of: {', '.join(AUGMENTATIONS)}")
@@ -173,6 +176,7 @@ class ArraySource(DataSource):
         self.image_shape = tuple(int(d) for d in x_train.shape[1:])
         self.num_classes = int(num_classes)
         self.normalized = normalize
+        self.shuffle = shuffle
         if normalize:
             self.mean = x_train.mean(axis=(0, 1, 2)).astype(np.float32)
             self.std = np.maximum(x_train.std(axis=(0, 1, 2)), 1e-6).astype(np.float32)
@@ -193,7 +197,7 @@ class ArraySource(DataSource):
         keep, val = stratified_split(y, fraction, seed)
         return ArraySource(
             self.name, (x[keep], y[keep]), self._splits.get("test"), self.num_classes, self.augment,
-            validation=(x[val], y[val]), normalize=self.normalized,
+            validation=(x[val], y[val]), normalize=self.normalized, shuffle=self.shuffle,
         )
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -205,6 +209,8 @@ class ArraySource(DataSource):
         return self.arrays(split)[1]
 
     def train_order(self, seed: int, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.num_train)
         return np.random.default_rng(derive_seed(seed, epoch)).permutation(self.num_train)
 
     def tensors(self, split: str) -> tuple[tf.Variable, tf.Variable]:

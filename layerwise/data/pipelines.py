@@ -224,8 +224,11 @@ def _pair(value: Any, where: str, num_classes: int) -> tuple[np.ndarray, np.ndar
 
 
 def as_source(train: Data, validation: Data = None, test: Data = None, *, num_classes: int,
-              name: str | None = None) -> DataSource:
+              name: str | None = None, shuffle: bool = True) -> DataSource:
     """The :class:`DataSource` of a user's data (see the module doc); a ``DataSource`` passes.
+
+    ``shuffle=False`` keeps the order of training arrays; a pipeline's order is always its own
+    (as ``keras.Model.fit`` ignores ``shuffle`` for a ``tf.data.Dataset``).
 
     Raises:
         ConfigError: data of the wrong form (not batched, no channel axis, labels that are not
@@ -249,4 +252,5 @@ def as_source(train: Data, validation: Data = None, test: Data = None, *, num_cl
     return ArraySource(
         name or "arrays", (x, y), None if test is None else _pair(test, "test", num_classes), num_classes,
         validation=None if validation is None else _pair(validation, "validation", num_classes), normalize=False,
+        shuffle=shuffle,
     )

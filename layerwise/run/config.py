@@ -276,7 +276,7 @@ class TrainConfig:
 
         Args:
             validation_data: the data brings a validation split of its own (``layerwise.fit``'s
-                ``validation=``), so ``keep_best`` and the ``plateau`` schedule do not need
+                ``validation_data=``), so ``keep_best`` and the ``plateau`` schedule do not need
                 ``validation_fraction``.
 
         Raises:

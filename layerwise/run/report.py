@@ -32,11 +32,11 @@ COLUMNS = (
     ("stage", "stage", "{}"),
     ("params", "params", "{:,}"),
     ("GFLOPs", "flops", "{:.3g}"),
-    ("train acc", "train_acc", "{:.2%}"),
-    ("test acc", "test_acc", "{:.2%}"),
-    ("ensemble acc", "ensemble_acc", "{:.2%}"),
+    ("train acc", "accuracy", "{:.2%}"),
+    ("test acc", "test_accuracy", "{:.2%}"),
+    ("ensemble acc", "ensemble_accuracy", "{:.2%}"),
     ("top-5 acc", "test_top5", "{:.2%}"),
-    ("centre-crop acc", "centre_crop_acc", "{:.2%}"),
+    ("centre-crop acc", "centre_crop_accuracy", "{:.2%}"),
     ("10-crop top-1 err", "test_top1_error", "{:.2%}"),
     ("10-crop top-5 err", "test_top5_error", "{:.2%}"),
     ("epoch s", "epoch_seconds", "{:.1f}"),
@@ -90,9 +90,9 @@ def plot_accuracy(stages, compare, path) -> None:
     """Test accuracy of each stage's head and of the ensemble (and train accuracy) per stage, as a PNG."""
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [r["stage"] for r in stages]
-    ax.plot(xs, [r["test_acc"] for r in stages], "o-", label="stage head (test)")
-    ax.plot(xs, [r["ensemble_acc"] for r in stages], "s--", label="ensemble (test)")
-    ax.plot(xs, [r["train_acc"] for r in stages], "^:", label="stage head (train)")
+    ax.plot(xs, [r["test_accuracy"] for r in stages], "o-", label="stage head (test)")
+    ax.plot(xs, [r["ensemble_accuracy"] for r in stages], "s--", label="ensemble (test)")
+    ax.plot(xs, [r["accuracy"] for r in stages], "^:", label="stage head (train)")
     for name, acc in compare:
         ax.axhline(acc, color="gray", linestyle="-.", label=f"{name} (test)")
     ax.set_xlabel("stage")
@@ -116,9 +116,9 @@ def _save(fig, path: str) -> None:
 def curve_metric(epochs: Sequence[dict[str, Any]]) -> tuple[str, str, str]:
     """``(record key, axis label, title)`` of the accuracy curve: validation accuracy when the
     run has a validation split, else test accuracy, titled so that nobody tunes on it."""
-    if any(r.get("val_acc") is not None for r in epochs):
-        return "val_acc", "validation accuracy", "Validation accuracy"
-    return "test_acc", "test accuracy", "Test accuracy (held-out test set: for reporting, not tuning)"
+    if any(r.get("val_accuracy") is not None for r in epochs):
+        return "val_accuracy", "validation accuracy", "Validation accuracy"
+    return "test_accuracy", "test accuracy", "Test accuracy (held-out test set: for reporting, not tuning)"
 
 
 def plot_curves(epochs, path) -> None:
@@ -193,7 +193,7 @@ def _write_report(workdir: str, config: dict[str, Any], records: list[dict[str, 
     for other in compare:
         done = [r for r in read_metrics(other) if r.get("event") == "stage"]
         if done:
-            others.append((f"{read_config(other)['mode']} ({os.path.basename(os.path.normpath(other))})", done[-1]["test_acc"]))
+            others.append((f"{read_config(other)['mode']} ({os.path.basename(os.path.normpath(other))})", done[-1]["test_accuracy"]))
     if stages:
         plot_accuracy(stages, others, files.join(plots_dir, "accuracy_per_stage.png"))
         plots.append(("Accuracy per stage", "plots/accuracy_per_stage.png"))

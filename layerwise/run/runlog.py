@@ -1,7 +1,10 @@
 """What a run writes as it goes: ``metrics.jsonl`` and TensorBoard scalars.
 
 ``metrics.jsonl`` is JSON Lines (https://jsonlines.org): one object per line, appended and
-fsynced. A crash or a full disk can leave the last line torn (truncated mid-record); readers
+fsynced. Records name metrics as Keras does (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``,
+``test_accuracy``; https://keras.io/api/callbacks/history/); runs written before that used
+``train_acc``, ``val_acc``, ``test_acc``, ``ensemble_acc`` and ``centre_crop_acc``, which reading
+renames. A crash or a full disk can leave the last line torn (truncated mid-record); readers
 (:func:`read_records`) skip any line that is not a whole JSON object, and the writer drops a torn
 tail before it appends, so one bad write never poisons the next record or every later run.
 """
@@ -19,8 +22,18 @@ from layerwise.run import files
 from layerwise.run.files import atomic_write_text
 
 
+# the metric names of runs written before records used Keras's
+OLD_METRIC_NAMES = {"train_acc": "accuracy", "val_acc": "val_accuracy", "test_acc": "test_accuracy",
+                    "ensemble_acc": "ensemble_accuracy", "centre_crop_acc": "centre_crop_accuracy"}
+
+
+def with_keras_names(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with the metric names of an older run renamed to Keras's (see the module doc)."""
+    return {OLD_METRIC_NAMES.get(key, key): value for key, value in record.items()}
+
+
 def parse_records(lines) -> list[dict[str, Any]]:
-    """The JSON objects among ``lines``; a torn or foreign line is skipped."""
+    """The JSON objects among ``lines`` (metrics in Keras's names); a torn or foreign line is skipped."""
     records = []
     for line in lines:
         try:
@@ -28,7 +41,7 @@ def parse_records(lines) -> list[dict[str, Any]]:
         except ValueError:
             continue
         if isinstance(record, dict):
-            records.append(record)
+            records.append(with_keras_names(record))
     return records
 
 

@@ -21,7 +21,7 @@ stage's start, ``on_train_end`` at its end, so ``restore_best_weights`` restores
 epoch). :func:`per_stage` makes any callback per-stage.
 
 Example:
-    >>> layerwise.fit(network, train, validation=val,
+    >>> layerwise.fit(network, train, validation_data=val,
     ...               callbacks=[keras.callbacks.EarlyStopping(patience=2), keras.callbacks.CSVLogger("log.csv")])
 """
 

@@ -4,12 +4,13 @@ Belilovsky, Eickenberg & Oyallon, "Greedy Layerwise Learning Can Scale to ImageN
 (``mode="layerwise"``, Algorithm 1); the end-to-end baseline; Decoupled Greedy Learning
 (Belilovsky et al., ICML 2020, ``mode="decoupled"``). The network comes from
 ``layerwise.split_model`` (any functional Keras model) or the zoo (``models.build_model``); the
-data is a ``tf.data`` pipeline of ``(images, labels)`` batches or an ``(x, y)`` pair of arrays.
+data is arrays ``x``, ``y`` or a ``tf.data`` pipeline of ``(images, labels)`` batches, as
+``keras.Model.fit`` takes them.
 
 Example:
     >>> network = layerwise.split_model(keras.applications.ResNet50(weights=None,
     ...     input_shape=(32, 32, 3), classes=10), 4)
-    >>> result = layerwise.fit(network, train_ds, validation=val_ds, epochs_per_stage=2,
+    >>> result = layerwise.fit(network, x, y, validation_split=0.1, epochs_per_stage=2,
     ...                        callbacks=[keras.callbacks.EarlyStopping(patience=1)])
     >>> result.classifiers[-1].save("stage_03.keras")
 """
@@ -17,14 +18,18 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import sys
 from typing import Any, Callable, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from layerwise.data.base import DataSource
 from layerwise.data.pipelines import DatasetSource, as_source, check_image_shape, labels_in_range
 from layerwise.distribute import is_chief, make_strategy, worker_workdir
-from layerwise.errors import ConfigError
+from layerwise.errors import ConfigError, did_you_mean
 from layerwise.run import schema
 from layerwise.run.config import CUSTOM_LOSS, RunOptions, TrainConfig
 from layerwise.run.workdir import check_workdir, open_run
@@ -35,7 +40,7 @@ from layerwise.training.network import StagedNetwork, primary
 from layerwise.training.optim import resolve_precision
 from layerwise.training.portable import standard_layers
 from layerwise.training.problems import HeadPlan, ensemble_weights
-from layerwise.training.trainer import GreedyTrainer
+from layerwise.training.trainer import GreedyTrainer, epoch_logs
 
 __all__ = ["Result", "fit"]
 
@@ -45,8 +50,11 @@ class Result:
     """What ``fit`` returns.
 
     Attributes:
-        history: every record of the run in order (one per epoch and one per stage, the same as
-            ``workdir/metrics.jsonl``).
+        history: the run's metrics per epoch as lists, like ``keras.callbacks.History.history``:
+            ``loss``, ``accuracy``, ``lr`` and, where the run has the data, ``val_loss``,
+            ``val_accuracy``, ``test_accuracy``; ``stage`` and ``epoch`` (within its stage) say
+            which epoch each entry is. One entry per epoch of the run, in order.
+        epochs: the per-epoch records the history is made of (as in ``workdir/metrics.jsonl``).
         records: the per-stage records (test and ensemble accuracy, params, FLOPs, seconds).
         network: the trained network (its stages share the layers of the model it was split from).
         heads: the trained head of every stage that has one, by stage.
@@ -54,7 +62,8 @@ class Result:
         stage_heads: every stage has its own head (layerwise and decoupled runs).
     """
 
-    history: list[dict[str, Any]]
+    history: dict[str, list[Any]]
+    epochs: list[dict[str, Any]]
     records: list[dict[str, Any]]
     network: StagedNetwork
     heads: dict[int, keras.Model]
@@ -64,11 +73,12 @@ class Result:
     @property
     def classifiers(self) -> list[keras.Model]:
         """One Keras model per trained stage, images -> class probabilities (stage j's prefix and
-        head); each saves with ``model.save("x.keras")`` and loads with ``keras.saving.load_model``
-        in any process, with Keras alone: the layers that only speed up training are their standard
-        Keras equivalents, holding a copy of the trained weights; every other layer is the
-        network's own (:func:`layerwise.training.portable.standard_layers`). An end-to-end run
-        has one, the whole network."""
+        head), compiled with the sparse cross-entropy and accuracy so ``evaluate(x, y)`` works;
+        each saves with ``model.save("x.keras")`` and loads with ``keras.saving.load_model`` in any
+        process, with Keras alone: the layers that only speed up training are their standard Keras
+        equivalents, holding a copy of the trained weights; every other layer is the network's own
+        (:func:`layerwise.training.portable.standard_layers`). An end-to-end run has one, the whole
+        network."""
         stages = sorted(self.heads) if self.stage_heads else [self.network.num_stages - 1]
         return [self._classifier(j) for j in stages]
 
@@ -76,12 +86,12 @@ class Result:
         images = self.network.image_input()
         logits = self.heads[j](primary(self.network.run(images, 0, j + 1)))
         probabilities = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-        return standard_layers(keras.Model(images, probabilities, name=f"{self.network.name}_stage_{j:02d}"))
+        return compiled(standard_layers(keras.Model(images, probabilities, name=f"{self.network.name}_stage_{j:02d}")))
 
     def ensemble(self) -> keras.Model:
-        """The paper's ensemble as one Keras model: images -> sum_j 2^j p_j / sum_j 2^j over the
-        stages' probabilities (the stages run once, each head reads its stage); of standard Keras
-        layers, as :attr:`classifiers`."""
+        """The paper's ensemble as one compiled Keras model: images -> sum_j 2^j p_j / sum_j 2^j
+        over the stages' probabilities (the stages run once, each head reads its stage); of
+        standard Keras layers, as :attr:`classifiers`."""
         if not self.stage_heads:
             raise ConfigError("an end-to-end run has one head: there is no ensemble of stages")
         members = sorted(self.heads)
@@ -93,19 +103,110 @@ class Result:
                 self.heads[j](primary(x)))
             terms.append(keras.layers.Rescaling(float(weight), name=f"weight_{j:02d}")(probs))
         out = terms[0] if len(terms) == 1 else keras.layers.Add(name="ensemble")(terms)
-        return standard_layers(keras.Model(images, out, name=f"{self.network.name}_ensemble"))
+        return compiled(standard_layers(keras.Model(images, out, name=f"{self.network.name}_ensemble")))
+
+
+def compiled(classifier: keras.Model) -> keras.Model:
+    """``classifier`` (images -> class probabilities) compiled as ``keras.Model.compile`` would be
+    for integer labels: sparse categorical cross-entropy on probabilities and accuracy
+    (https://keras.io/api/losses/probabilistic_losses/#sparsecategoricalcrossentropy-class)."""
+    classifier.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False),
+                       metrics=["accuracy"])
+    return classifier
+
+
+def keras_history(epochs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """``epochs`` (epoch records) as ``keras.callbacks.History.history``: one list per metric, in
+    the callbacks' names (``loss``, ``accuracy``, ``val_loss``, ...), with ``stage`` and ``epoch``."""
+    history: dict[str, list[Any]] = {}
+    for record in epochs:
+        logs = epoch_logs(record)
+        logs["epoch"] = logs.pop("stage_epoch")
+        for key, value in logs.items():
+            history.setdefault(key, []).append(value)
+    return history
+
+
+OLD_ARGUMENT_NAMES = ("train", "validation")  # x and validation_data before fit spoke Keras
+# Keras's names for what fit calls otherwise
+KERAS_HINTS = {"epochs": "epochs_per_stage", "learning_rate": "lr"}
+# keras.Model.fit's arguments fit has no counterpart for, and why
+KERAS_ONLY = {
+    "sample_weight": "per-example weights are not supported yet",
+    "initial_epoch": "a run resumes where it stopped when fit is called again with the same workdir",
+    "steps_per_epoch": "an epoch is one pass over the training data",
+    "validation_steps": "the whole validation data is evaluated every epoch",
+    "validation_batch_size": "arrays are evaluated in batches of max(batch_size, 256), a dataset in its own",
+    "validation_freq": "validation data is evaluated every epoch",
+}
 
 
 def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``options`` as (TrainConfig changes, RunOptions changes), or a ConfigError for unknown names."""
+    """``options`` as (TrainConfig changes, RunOptions changes), or a one-line ConfigError naming
+    an unknown option and the closest accepted name."""
     config_names, run_names = schema.flat_names(TrainConfig), schema.flat_names(RunOptions)
     unknown = sorted(set(options) - set(config_names) - set(run_names))
     if unknown:
-        raise ConfigError(
-            f"unknown fit option(s) {unknown}; known: {', '.join(sorted(set(config_names) | set(run_names)))}"
-        )
+        known = {*config_names, *run_names, *inspect.signature(fit).parameters, *OLD_ARGUMENT_NAMES}
+        raise ConfigError("; ".join(
+            f"fit does not take keras.Model.fit's {name!r}: {KERAS_ONLY[name]}" if name in KERAS_ONLY
+            else f"unknown fit option {name!r}{did_you_mean(name, known, KERAS_HINTS)}" for name in unknown
+        ) + " (help(layerwise.fit) lists the arguments)")
     return ({k: v for k, v in options.items() if k in config_names},
             {k: v for k, v in options.items() if k in run_names})
+
+
+def _training_data(x: Any, y: Any, options: dict[str, Any]) -> Any:
+    """The training data of ``fit(network, x, y)``: ``(x, y)`` arrays, or ``x`` itself when it
+    is a dataset, a DataSource or an ``(x, y)`` pair (the old ``train=`` keyword too)."""
+    if "train" in options:
+        if x is not None:
+            raise ConfigError("pass the training data once: as x (and y), or as train=, not both")
+        x = options.pop("train")
+    if x is None:
+        raise ConfigError("fit needs training data: fit(network, x, y) with arrays or fit(network, dataset)")
+    if y is None:
+        if isinstance(x, np.ndarray):
+            raise ConfigError("fit(network, x, y): the labels y are missing (x is an array of images)")
+        return x
+    if isinstance(x, (tf.data.Dataset, DataSource)):
+        raise ConfigError("y must not be given when x is a dataset: its elements carry the labels")
+    return (x, y)
+
+
+def _validation_data(validation_data: Any, options: dict[str, Any]) -> Any:
+    """``validation_data``, or the deprecated ``validation=`` keyword's value."""
+    if "validation" in options:
+        if validation_data is not None:
+            raise ConfigError("pass validation_data only (validation= is its old name)")
+        return options.pop("validation")
+    return validation_data
+
+
+def _split_off_validation(train: Any, validation_split: float) -> tuple[Any, Any]:
+    """(training, validation) arrays: the last ``validation_split`` of the ``(x, y)`` arrays held out
+    before any shuffling, as ``keras.Model.fit(validation_split=...)`` does."""
+    if not 0.0 <= validation_split < 1.0:
+        raise ConfigError(f"validation_split must be in [0, 1), got {validation_split}")
+    if isinstance(train, (tf.data.Dataset, DataSource)):
+        raise ConfigError(
+            "validation_split applies to arrays (as in keras.Model.fit); pass validation_data for a dataset"
+        )
+    x, y = np.asarray(train[0]), np.asarray(train[1])
+    split_at = int(np.floor(len(x) * (1.0 - validation_split)))
+    if split_at == 0 or split_at == len(x):
+        raise ConfigError(f"validation_split={validation_split} of {len(x)} examples leaves one side empty")
+    return (x[:split_at], y[:split_at]), (x[split_at:], y[split_at:])
+
+
+def _resolve_verbose(verbose: int | str) -> int:
+    """Keras's ``verbose``: 0 silent, 1 a progress bar (on a terminal) and a line per epoch, 2 a
+    line per epoch; ``"auto"`` is 1 on a terminal and 2 otherwise."""
+    if verbose == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+        raise ConfigError(f"verbose must be 0, 1, 2 or 'auto' (as in keras.Model.fit), got {verbose!r}")
+    return int(verbose)
 
 
 def _optimizer_factory(optimizer) -> tuple[dict[str, Any], Callable[[], keras.optimizers.Optimizer] | None]:
@@ -127,32 +228,55 @@ def _optimizer_factory(optimizer) -> tuple[dict[str, Any], Callable[[], keras.op
 
 def fit(
     network: StagedNetwork,
-    train: Any,
+    x: Any = None,
+    y: Any = None,
     *,
-    mode: str | None = None,
+    batch_size: int | None = None,
     epochs_per_stage: int | None = None,
+    validation_data: Any = None,
+    validation_split: float = 0.0,
+    shuffle: bool = True,
+    class_weight: dict[int, float] | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] | None = None,
+    verbose: int | str = "auto",
+    mode: str | None = None,
     head: AuxHead | Callable[..., keras.Model] | None = None,
     local_loss: str | LocalLoss | None = None,
     optimizer: Any = None,
-    validation: Any = None,
     test: Any = None,
-    callbacks: Sequence[keras.callbacks.Callback] | None = None,
     workdir: str | None = None,
     strategy: tf.distribute.Strategy | str | None = None,
     config: TrainConfig | None = None,
-    verbose: int = 1,
     log: Callable[[str], None] = print,
     **options,
 ) -> Result:
-    """Trains ``network`` on ``train``: stage by stage (``layerwise``), ``end_to_end``, or ``decoupled``.
+    """Trains ``network`` on ``x``, ``y``: stage by stage (``layerwise``), ``end_to_end``, or ``decoupled``.
+
+    The arguments it shares with ``keras.Model.fit`` (https://keras.io/api/models/model_training_apis/#fit-method)
+    mean what they mean there; ``epochs_per_stage`` is Keras's ``epochs`` for each stage.
 
     Args:
         network: a :class:`StagedNetwork` (``layerwise.split_model`` or ``models.build_model``).
-        train: a ``tf.data.Dataset`` of ``(images, integer labels)`` batches (used as it is, every
-            epoch), an ``(x, y)`` pair of arrays (shuffled per epoch, batched to ``batch_size``),
+        x, y: images and integer labels as arrays (shuffled per epoch unless ``shuffle=False``,
+            batched to ``batch_size``); or, with ``y`` left out, a ``tf.data.Dataset`` of
+            ``(images, integer labels)`` batches (used as it is, every epoch), an ``(x, y)`` pair
             or a ``layerwise.data.DataSource``.
-        mode: ``layerwise`` (default), ``end_to_end`` or ``decoupled``.
+        batch_size: examples per batch of arrays (default 128); a dataset brings its own batches.
         epochs_per_stage: epochs of every stage (end to end: J times as many, the same total).
+        validation_data: evaluation data in the same forms as ``x`` (an ``(x, y)`` pair or a
+            dataset): what callbacks monitor (``val_loss``, ``val_accuracy``) and ``keep_best``
+            picks on. ``validation=`` is its old name.
+        validation_split: hold out the last fraction of the arrays ``x``, ``y`` (before shuffling)
+            as validation data, as Keras does. ``validation_fraction=`` instead holds out a
+            stratified, seeded fraction (the CLI's ``--validation_fraction``).
+        shuffle: a new order of the training arrays every epoch (seeded, so a resumed run repeats
+            it); ``False`` keeps their order. A dataset's order is its own.
+        class_weight: not supported yet; ``None`` only (a ConfigError says so).
+        callbacks: Keras callbacks (``layerwise.training.callbacks`` says what they see);
+            ``EarlyStopping`` ends the current stage.
+        verbose: 0 silent (nothing is printed); 1 a progress bar (on a terminal) and a line per
+            epoch; 2 a line per epoch; ``"auto"``: 1 on a terminal, else 2.
+        mode: ``layerwise`` (default), ``end_to_end`` or ``decoupled``.
         head: every stage's auxiliary head: an :class:`AuxHead` (default ``AuxHead(k=2,
             width=128)``; every field is recorded in the configuration, ``aux_*``) or any
             ``(feature_shape, num_classes) -> keras.Model``, recorded as a Keras-serialised object
@@ -172,11 +296,7 @@ def fit(
         optimizer: ``"sgd"`` (default, with ``lr``, ``momentum`` and the step schedule),
             ``"adam"``, a Keras optimizer (each problem gets a fresh copy of it, with its own
             learning rate or schedule) or a function returning a fresh optimizer.
-        validation, test: evaluation data, in the same forms as ``train``. ``validation`` is
-            what callbacks monitor (``val_loss``, ``val_accuracy``) and ``keep_best`` picks on;
-            ``test`` is reported per epoch and per stage.
-        callbacks: Keras callbacks (``layerwise.training.callbacks`` says what they see);
-            ``EarlyStopping`` ends the current stage.
+        test: test data in the same forms as ``validation_data``, reported per epoch and per stage.
         workdir: run directory: crash-safe checkpoints every epoch, ``metrics.jsonl``,
             TensorBoard logs and a SavedModel per stage; rerunning the same call resumes, and a
             directory of another configuration, or a non-empty one that is not a run, is refused.
@@ -186,14 +306,16 @@ def fit(
             ``multi_worker``); build the network under its scope.
         config: a whole :class:`TrainConfig` to start from (the CLI's path); the arguments above
             and ``options`` override it.
-        verbose: 1: a line per epoch (and a progress bar on a terminal); 0: silent.
-        log: where the lines go.
-        **options: any other field of :class:`TrainConfig` or :class:`RunOptions` by its flag
-            name (``lr``, ``weight_decay``, ``batch_size``, ``seed``, ``keep_best``, ``on_nan``,
-            ``precision``, ``cache_prefix``, ...).
+        log: where the lines go. With ``verbose=0`` the default (``print``) prints nothing; a
+            function of your own still gets the run's notes (resuming, warnings), not the epochs.
+        **options: any other field of :class:`TrainConfig` or :class:`RunOptions` by its name
+            (``lr``, ``weight_decay``, ``seed``, ``keep_best``, ``on_nan``, ``precision``,
+            ``cache_prefix``, ``validation_fraction``, ...). An unknown name is refused with the
+            closest accepted one.
 
     Returns:
-        A :class:`Result`: ``history``, ``records``, ``classifiers`` and ``ensemble()``.
+        A :class:`Result`: ``history`` (Keras's dict of lists), ``epochs``, ``records``,
+        ``classifiers`` and ``ensemble()``.
 
     Raises:
         ConfigError: an unknown option, an impossible setting or data of the wrong form (one-hot
@@ -210,7 +332,21 @@ def fit(
         )
     if isinstance(strategy, str):  # first: multi_worker must start before TensorFlow runs
         strategy = make_strategy(strategy)
+    options = dict(options)
+    train = _training_data(x, y, options)
+    validation_data = _validation_data(validation_data, options)
+    if batch_size is not None:
+        options["batch_size"] = batch_size
     config_changes, run_changes = _split_options(options)
+    if class_weight is not None:
+        raise ConfigError("class_weight is not supported yet: leave it None (or balance the classes of x, y)")
+    verbose = _resolve_verbose(verbose)
+    if verbose == 0 and log is print:  # Keras's verbose=0 prints nothing; a log of your own still gets notes
+        log = _silent
+    if validation_split:
+        if validation_data is not None:
+            raise ConfigError("give validation_data or validation_split, not both")
+        train, validation_data = _split_off_validation(train, validation_split)
     optimizer_changes, optimizer_factory = _optimizer_factory(optimizer)
     config_changes.update(optimizer_changes)
     if mode is not None:
@@ -225,7 +361,9 @@ def fit(
         config_changes.update(local_loss_options(local_loss, required=workdir is not None))
     elif local_loss is not None:
         raise ConfigError(f"local_loss must be a name (pred, sim, predsim, infopro) or a LocalLoss, got {local_loss!r}")
-    data = as_source(train, validation, test, num_classes=network.num_classes)
+    if not shuffle and isinstance(train, DataSource):
+        raise ConfigError("shuffle=False applies to arrays; a DataSource orders its own training examples")
+    data = as_source(train, validation_data, test, num_classes=network.num_classes, shuffle=shuffle)
     check_image_shape(data.image_shape, network.input_shape)
     if isinstance(data, DatasetSource) and "batch_size" in config_changes:
         raise ConfigError("batch_size applies to arrays; a tf.data pipeline brings its own batches")
@@ -234,6 +372,9 @@ def fit(
     if isinstance(data, DatasetSource):
         config_changes["batch_size"] = data.batch_size
     config = config.replace(**config_changes).validate(validation_data=data.num_val > 0)
+    # a DataSource with a validation split has held it out already (as the apps' load_data does)
+    if config.validation_fraction and not (isinstance(train, DataSource) and data.num_val):
+        data = _hold_out(data, config)
     if config.precision == "auto":
         precision, why = resolve_precision("auto")
         log(f"precision: auto -> {precision} ({why})")
@@ -250,7 +391,7 @@ def fit(
         fit_features=head is None,
     )
     if not is_chief(strategy):
-        verbose, log = 0, (lambda message: None)
+        verbose, log = 0, _silent
     with worker_workdir(workdir, strategy) as writes_to:
         if writes_to is not None:
             check_workdir(writes_to, config)  # before anything is written
@@ -271,5 +412,23 @@ def fit(
                     log(f"resuming the run in {writes_to}")
                 with labels_in_range(network.num_classes):
                     records = trainer.run()
-        history = list(trainer.runlog.records)
-    return Result(history, records, network, dict(trainer.heads), config, trainer.mode.stage_heads)
+        epochs = [r for r in trainer.runlog.records if r["event"] == "epoch"]
+    return Result(keras_history(epochs), epochs, records, network, dict(trainer.heads), config,
+                  trainer.mode.stage_heads)
+
+
+def _silent(message: str) -> None:
+    """``log`` under ``verbose=0``."""
+
+
+def _hold_out(data: DataSource, config: TrainConfig) -> DataSource:
+    """``data`` with ``config.validation_fraction`` of its training split held out (stratified,
+    seeded by ``split_seed``) as its validation split, as the CLI loads a dataset."""
+    if data.num_val:
+        raise ConfigError("validation_fraction holds out its own validation data: drop validation_data or "
+                          "validation_split")
+    if isinstance(data, DatasetSource):
+        raise ConfigError(
+            "validation_fraction holds out part of arrays; for a tf.data pipeline pass validation_data"
+        )
+    return data.with_validation(config.validation_fraction, config.split_seed)

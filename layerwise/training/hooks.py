@@ -150,8 +150,8 @@ class Pruning(StageHook):
             "flops": count_flops(after),
             "acc_before_pruning": acc_before,
             "acc_pruned_no_finetune": acc_pruned,
-            "test_acc": _accuracy(probs, data),
-            "ensemble_acc": _accuracy(trainer.ensemble.probabilities(), data),
+            "test_accuracy": _accuracy(probs, data),
+            "ensemble_accuracy": _accuracy(trainer.ensemble.probabilities(), data),
             "seconds": time.perf_counter() - start,
         }
         checkpoints = trainer.checkpoints(stage_name(j))
@@ -165,7 +165,7 @@ class Pruning(StageHook):
         trainer.export(f"{stage_name(j)}_pruned", after)
         trainer.log(
             f"{stage_name(j)} pruned {len(scores)} -> {len(keep)} filters ({self.criterion}): test acc "
-            f"{acc_before:.2%} -> {acc_pruned:.2%} (no fine-tuning) -> {record['test_acc']:.2%}; "
+            f"{acc_before:.2%} -> {acc_pruned:.2%} (no fine-tuning) -> {record['test_accuracy']:.2%}; "
             f"params {params_before} -> {record['params']}, FLOPs {flops_before} -> {record['flops']}"
         )
         trainer.add_record(record)
@@ -224,13 +224,13 @@ class HeadRefit(StageHook):
             "replaced_head_params": int(trainer.heads[last].count_params()),
             "params": int(classifier.count_params()),
             "flops": count_flops(classifier),
-            "test_acc": _accuracy(probabilities_on_test(classifier, data), data),
+            "test_accuracy": _accuracy(probabilities_on_test(classifier, data), data),
             "epochs": self.epochs,
             "seconds": time.perf_counter() - start,
         }
         trainer.log(
             f"final head refit ({record['head_params']} params instead of {record['replaced_head_params']}): "
-            f"test acc {record['test_acc']:.2%}"
+            f"test acc {record['test_accuracy']:.2%}"
         )
         trainer.add_record(record)
 

@@ -30,6 +30,7 @@ import keras
 from layerwise.analysis.memory import largest_peak
 from layerwise.errors import UnknownNameError
 from layerwise.run import checkpoints as ckpt
+from layerwise.run.runlog import with_keras_names
 from layerwise.training.hooks import StageHook
 from layerwise.training.network import StagedNetwork
 from layerwise.training.problems import (
@@ -91,6 +92,8 @@ class Mode:
 def _load(problem: Problem, checkpoints: ckpt.ProblemCheckpoints) -> dict[str, Any]:
     arrays, meta = checkpoints.load_final()
     ckpt.assign_arrays("model", problem.trainable.variables, arrays, checkpoints.final_path)
+    if "record" in meta:  # a run written before records used Keras's metric names
+        meta["record"] = with_keras_names(meta["record"])
     return meta
 
 
@@ -191,7 +194,7 @@ class Decoupled(Mode):
             else:
                 ckpt.assign_arrays("model", all_variables, arrays, checkpoints.final_path)
                 trainer.log(f"decoupled: finished earlier, loaded from {checkpoints.final_path}")
-                for problem, classifier, record in zip(problems, classifiers, meta["records"]):
+                for problem, classifier, record in zip(problems, classifiers, map(with_keras_names, meta["records"])):
                     key = f"test_probs_{problem.stage}"
                     if key in arrays:
                         trainer.ensemble.add(arrays[key])
@@ -243,7 +246,7 @@ class Decoupled(Mode):
                 final[f"test_probs_{problem.stage}"] = probs
             records.append({
                 **trainer.stage_record(problem, classifier, probs),
-                "train_acc": history[-1]["train_acc"] if problem.stage == last else None,
+                "accuracy": history[-1]["accuracy"] if problem.stage == last else None,
                 "epochs": len(history),
                 "seconds": seconds,  # the one pass that trained every stage
                 "peak_memory_mb": largest_peak(r.get("peak_memory_mb") for r in history),  # all stages'
@@ -266,7 +269,7 @@ class Decoupled(Mode):
         network.freeze_below(network.num_stages)
         return [
             FinishedProblem(stage_name(j), j, built[j], network.compose(upto=j + 1, head=built[j]), record)
-            for j, record in enumerate(meta["records"])
+            for j, record in enumerate(map(with_keras_names, meta["records"]))
         ]
 
 

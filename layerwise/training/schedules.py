@@ -133,10 +133,10 @@ class Plateau:
         """The factor applied to the base learning rate: ``factor ** reductions``."""
         return self.factor**self.reductions
 
-    def update(self, val_acc: float) -> bool:
+    def update(self, val_accuracy: float) -> bool:
         """Takes an epoch's validation accuracy; returns True when the lr is reduced now."""
-        if self.best is None or val_acc > self.best:
-            self.best, self.bad_epochs = float(val_acc), 0
+        if self.best is None or val_accuracy > self.best:
+            self.best, self.bad_epochs = float(val_accuracy), 0
             return False
         self.bad_epochs += 1
         if self.bad_epochs < self.patience:

@@ -38,7 +38,7 @@ from layerwise.data.base import DataSource, derive_seed
 from layerwise.errors import ConfigError, DatasetUnavailableError, NonFiniteLossError
 from layerwise.run import checkpoints as ckpt
 from layerwise.run.config import RunOptions, TrainConfig
-from layerwise.run.runlog import RunLog
+from layerwise.run.runlog import RunLog, with_keras_names
 from layerwise.serving.export import export_classifier, unfinished_servables, versions, write_models_config
 from layerwise.training.callbacks import RunCallbacks
 from layerwise.training.evaluation import ten_crop_probabilities, top_k_error
@@ -119,7 +119,8 @@ class GreedyTrainer:
         callbacks: Keras callbacks (see ``layerwise.training.callbacks``).
         optimizer: ``() -> keras Optimizer`` for a fresh optimizer per problem, with its own
             learning rate; default: ``config.optim`` and ``config.schedule``.
-        verbose: 1 shows a progress bar per epoch (on a terminal) and a line per epoch, 0 is silent.
+        verbose: 1 shows a progress bar per epoch (on a terminal) and a line per epoch, 2 only the
+            line (Keras's ``verbose=2``), 0 is silent.
         log: where one-line messages go.
     """
 
@@ -288,9 +289,10 @@ class GreedyTrainer:
                 record = self.train_epoch(problem, run, predict, epoch, batches,
                                           problem.trainable.variables + optimizer.variables)
                 history.append(record)
-                if self.config.keep_best and (not best or record["val_acc"] > history[best["epoch"]]["val_acc"]):
+                if self.config.keep_best and (
+                        not best or record["val_accuracy"] > history[best["epoch"]]["val_accuracy"]):
                     best = {"epoch": epoch, **ckpt.variables_to_arrays("best", problem.trainable.variables)}
-                if plateau is not None and plateau.update(record["val_acc"]):
+                if plateau is not None and plateau.update(record["val_accuracy"]):
                     schedule.set_scale(plateau.scale)
                     self.log(f"{problem.name}: validation accuracy has not improved for {plateau.patience} "
                              f"epoch(s); lr x{self.config.schedule.decay_factor:g} (scale now {plateau.scale:g})")
@@ -311,7 +313,8 @@ class GreedyTrainer:
                 cache.close()
         if best:  # Prop. 3.1: keep the best point of the trajectory (chosen on validation data)
             ckpt.assign_arrays("best", problem.trainable.variables, best, f"best epoch of {problem.name}")
-            self.log(f"{problem.name}: keeping epoch {best['epoch'] + 1} (val acc {history[best['epoch']]['val_acc']:.2%})")
+            kept = history[best["epoch"]]["val_accuracy"]
+            self.log(f"{problem.name}: keeping epoch {best['epoch'] + 1} (val acc {kept:.2%})")
         restored = self.callbacks.stage_training_end(problem.stage)
         if restored is not None:  # EarlyStopping put an epoch's weights back: the stage keeps that epoch
             best = {"epoch": restored - problem.first_epoch}
@@ -413,7 +416,7 @@ class GreedyTrainer:
         source = f"checkpoint of {name} epoch {meta['epoch']}"
         ckpt.assign_arrays("model", model_variables, arrays, source)
         ckpt.assign_optimizer_arrays(optimizer_variables, arrays, source)
-        history = meta["history"]
+        history = [with_keras_names(r) for r in meta["history"]]
         self.runlog.keep_only(
             lambda r: r.get("problem") != name or (r["event"] == "epoch" and r["epoch"] < len(history))
         )
@@ -441,7 +444,7 @@ class GreedyTrainer:
         run_epoch = problem.first_epoch + epoch
         stop = self.callbacks.epoch_begin(run_epoch, {"stage": problem.stage, "stage_epoch": epoch})
         # A live bar only on a terminal: in logs and CI the per-epoch summary line is enough.
-        live = self.verbose and sys.stdout.isatty()
+        live = self.verbose == 1 and sys.stdout.isatty()
         bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["loss", "acc"]) if live else None
         group = 1 if self.callbacks.batch_hooks else PROGRESS_STEPS if live else self.steps_per_epoch
         loss_sum = correct = seen = 0.0
@@ -486,7 +489,7 @@ class GreedyTrainer:
         train_seconds = time.perf_counter() - start  # the steps alone, before the evaluation
         train_peak = peak_memory_mb()  # the training steps' peak, before evaluation's batches
         test_probs = self.probabilities(predict, "test") if self.data.num_test else None
-        test_acc = None if test_probs is None else accuracy(test_probs, self.data.labels("test"))
+        test_accuracy = None if test_probs is None else accuracy(test_probs, self.data.labels("test"))
         self.latest_test_probs = (problem.name, epoch, test_probs)  # the stage's final evaluation reuses them
         val_probs = self.probabilities(predict, "val") if self.data.num_val else None
         record = {
@@ -495,9 +498,9 @@ class GreedyTrainer:
             "stage": problem.stage,
             "epoch": epoch,
             "loss": loss_sum / (steps - skipped),
-            "train_acc": correct / seen,
-            "test_acc": test_acc,
-            "val_acc": None if val_probs is None else accuracy(val_probs, self.data.labels("val")),
+            "accuracy": correct / seen,
+            "test_accuracy": test_accuracy,
+            "val_accuracy": None if val_probs is None else accuracy(val_probs, self.data.labels("val")),
             "lr": lr,
             "skipped_batches": int(skipped),
             "seconds": time.perf_counter() - start,
@@ -507,14 +510,16 @@ class GreedyTrainer:
         if val_probs is not None:
             record["val_loss"] = cross_entropy(val_probs, self.data.labels("val"))
         if self.verbose:
-            shown = "".join(f", {name} acc {record[key]:.2%}" for name, key in (("val", "val_acc"), ("test", "test_acc"))
+            shown = "".join(f", {name} acc {record[key]:.2%}"
+                            for name, key in (("val", "val_accuracy"), ("test", "test_accuracy"))
                             if record[key] is not None)
             self.log(
                 f"{problem.name} epoch {epoch + 1}/{problem.epochs}: loss {record['loss']:.4f}, "
-                f"train acc {record['train_acc']:.2%}{shown}, lr {lr:.3g} ({record['seconds']:.1f} s)"
+                f"train acc {record['accuracy']:.2%}{shown}, lr {lr:.3g} ({record['seconds']:.1f} s)"
             )
         self.runlog.write(record)
-        self.runlog.scalars(run_epoch, problem.name, {k: record[k] for k in ("loss", "train_acc", "test_acc", "lr")})
+        self.runlog.scalars(run_epoch, problem.name,
+                            {k: record[k] for k in ("loss", "accuracy", "test_accuracy", "lr")})
         stop = self.callbacks.epoch_end(run_epoch, epoch_logs(record)) or stop
         if stop == "run":
             self.stop_requested = True
@@ -580,7 +585,7 @@ class GreedyTrainer:
         ])
         return ten, {
             "eval_crops": 10,
-            "centre_crop_acc": accuracy(probs, labels),
+            "centre_crop_accuracy": accuracy(probs, labels),
             "test_top1_error": top_k_error(ten, labels, 1),
             "test_top5_error": top_k_error(ten, labels, min(5, ten.shape[-1])),
         }
@@ -594,14 +599,14 @@ class GreedyTrainer:
             "stage": problem.stage,
             "params": int(classifier.count_params()),
             "trainable_params": int(problem.trainable.count_params()),
-            "test_acc": None,
-            "ensemble_acc": None,
+            "test_accuracy": None,
+            "ensemble_accuracy": None,
         }
         if probs is not None:
             self.ensemble.add(probs)
             labels = self.data.labels("test")
             ensemble = self.ensemble.probabilities()
-            record.update(test_acc=accuracy(probs, labels), ensemble_acc=accuracy(ensemble, labels),
+            record.update(test_accuracy=accuracy(probs, labels), ensemble_accuracy=accuracy(ensemble, labels),
                           **top5_fields(probs, ensemble, labels))
         return record
 
@@ -616,8 +621,8 @@ class GreedyTrainer:
         kept = history[-1] if best_epoch is None else history[best_epoch]
         record = {
             **self.stage_record(problem, classifier, probs),
-            "train_acc": kept["train_acc"],
-            "val_acc": kept.get("val_acc"),
+            "accuracy": kept["accuracy"],
+            "val_accuracy": kept.get("val_accuracy"),
             **crops,
             "kept_epoch": best_epoch,
             "flops": count_flops(classifier),
@@ -641,7 +646,7 @@ class GreedyTrainer:
         if "test_probs" in arrays:
             self.ensemble.add(arrays["test_probs"])
         self.log(f"{problem.name}: finished earlier, loaded from {checkpoints.final_path}")
-        return self.complete(problem, problem.classifier(self.network.image_input()), meta["record"])
+        return self.complete(problem, problem.classifier(self.network.image_input()), with_keras_names(meta["record"]))
 
     def complete(self, problem: Problem, classifier: keras.Model, record: dict[str, Any]) -> dict[str, Any]:
         """Freezes a finished stage, exports it (once), records it (once) and tells the callbacks."""
@@ -674,10 +679,10 @@ class GreedyTrainer:
 
 def epoch_logs(record: dict[str, Any]) -> dict[str, Any]:
     """A Keras callback's ``logs`` for an epoch record (Keras's metric names)."""
-    logs = {"loss": record["loss"], "accuracy": record["train_acc"], "lr": record["lr"],
+    logs = {"loss": record["loss"], "accuracy": record["accuracy"], "lr": record["lr"],
             "stage": record["stage"], "stage_epoch": record["epoch"]}
-    if record.get("val_acc") is not None:
-        logs.update(val_loss=record["val_loss"], val_accuracy=record["val_acc"])
-    if record.get("test_acc") is not None:
-        logs["test_accuracy"] = record["test_acc"]
+    if record.get("val_accuracy") is not None:
+        logs.update(val_loss=record["val_loss"], val_accuracy=record["val_accuracy"])
+    if record.get("test_accuracy") is not None:
+        logs["test_accuracy"] = record["test_accuracy"]
     return logs

@@ -171,6 +171,20 @@ SPEC_UNRECORDABLE = f"{SPEC}::test_an_object_that_cannot_be_recorded_is_refused_
 SPEC_UNREGISTERED_LOSS = f"{SPEC_UNRECORDABLE}[unregistered_loss]"
 SPEC_LAMBDA_HEAD = f"{SPEC_UNRECORDABLE}[lambda_head]"
 SPEC_RUN = f"{SPEC}::test_the_head_and_local_loss_are_recorded_resumed_refused_when_changed_and_restored"
+VOCABULARY = "tests/test_keras_vocabulary.py"
+ERRORS_PY = "layerwise/errors.py"
+DID_YOU_MEAN_EPOCHS = f"{VOCABULARY}::test_an_unknown_keyword_gets_one_line_with_the_closest_name[epochs-epochs_per_stage]"
+DID_YOU_MEAN_SPELLING = f"{VOCABULARY}::test_an_unknown_keyword_gets_one_line_with_the_closest_name[batchsize-batch_size]"
+KERAS_HISTORY = f"{VOCABULARY}::test_fit_takes_x_and_y_prints_nothing_at_verbose_0_and_returns_a_keras_history"
+VALIDATION_SPLIT = (
+    f"{VOCABULARY}::test_validation_split_holds_out_the_last_fraction_and_classifiers_evaluate_as_recorded"
+)
+VALIDATION_FRACTION = f"{VOCABULARY}::test_validation_fraction_is_held_out_for_keep_best_and_the_plateau_schedule"
+SHUFFLE_FALSE = f"{VOCABULARY}::test_shuffle_false_trains_on_the_arrays_in_their_order"
+OLD_RECORD_NAMES = f"{VOCABULARY}::test_records_of_a_run_written_with_the_old_names_read_in_kerass"
+RUNLOG_PY = "layerwise/run/runlog.py"
+CLI_PLATEAU = "tests/test_recipes_lr.py::test_plateau_run_decays_on_validation_and_resumes_to_the_uninterrupted_numbers"
+VERBOSE_2 = f"{VOCABULARY}::test_verbose_2_gives_a_line_per_epoch_and_no_progress_bar_even_on_a_terminal"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -292,8 +306,8 @@ MUTANTS: list[Mutant] = [
         "plateau-tie-counts-as-improvement",
         "reduce-on-plateau counts an equal validation accuracy as an improvement",
         SCHEDULES,
-        "if self.best is None or val_acc > self.best:",
-        "if self.best is None or val_acc >= self.best:",
+        "if self.best is None or val_accuracy > self.best:",
+        "if self.best is None or val_accuracy >= self.best:",
         (PLATEAU,),
     ),
     # ------------------------------------------------------------------ weight decay
@@ -382,13 +396,13 @@ MUTANTS: list[Mutant] = [
         TRAINER_PY,
         """        ckpt.assign_arrays("model", model_variables, arrays, source)
         ckpt.assign_optimizer_arrays(optimizer_variables, arrays, source)
-        history = meta["history"]
+        history = [with_keras_names(r) for r in meta["history"]]
         self.runlog.keep_only(
             lambda r: r.get("problem") != name or (r["event"] == "epoch" and r["epoch"] < len(history))
         )
         self.log(f"{name}: resuming after epoch {len(history)} of {epochs}")
         return history""",
-        """        history = meta["history"]
+        """        history = [with_keras_names(r) for r in meta["history"]]
         self.runlog.keep_only(lambda r: r.get("problem") != name)
         self.log(f"{name}: resuming after epoch {len(history)} of {epochs}")
         return []""",
@@ -423,8 +437,8 @@ MUTANTS: list[Mutant] = [
         "keep-best-picks-worst",
         "keep_best keeps the epoch with the lowest validation accuracy",
         TRAINER_PY,
-        'record["val_acc"] > history[best["epoch"]]["val_acc"]',
-        'record["val_acc"] < history[best["epoch"]]["val_acc"]',
+        'record["val_accuracy"] > history[best["epoch"]]["val_accuracy"]',
+        'record["val_accuracy"] < history[best["epoch"]]["val_accuracy"]',
         (KEEP_BEST,),
     ),
     # ------------------------------------------------------------------ export normalisation
@@ -1330,5 +1344,94 @@ MUTANTS: list[Mutant] = [
         "head_options(head, required=workdir is not None)",
         "head_options(head, required=False)",
         (SPEC_LAMBDA_HEAD,),
+    ),
+    # ---- issue 22: vocabulary
+    Mutant(
+        "fit-epochs-hint-lost",
+        "fit(epochs=...) is refused without pointing at epochs_per_stage",
+        ERRORS_PY,
+        "    if hints and name in hints:",
+        "    if False:",
+        (DID_YOU_MEAN_EPOCHS,),
+    ),
+    Mutant(
+        "fit-no-close-match",
+        "an unknown fit keyword is refused without the closest accepted name",
+        ERRORS_PY,
+        "    close = difflib.get_close_matches(name, sorted(known), n=1)",
+        "    close = []",
+        (DID_YOU_MEAN_SPELLING,),
+    ),
+    Mutant(
+        "fit-verbose-0-still-logs",
+        "fit(verbose=0) still prints its lines (the precision it chose)",
+        FIT,
+        "    if verbose == 0 and log is print:",
+        "    if False:",
+        (KERAS_HISTORY,),
+    ),
+    Mutant(
+        "history-keeps-stage-epoch-name",
+        "Result.history keeps the callbacks' stage_epoch list beside epoch",
+        FIT,
+        '        logs["epoch"] = logs.pop("stage_epoch")',
+        '        logs["epoch"] = logs["stage_epoch"]',
+        (KERAS_HISTORY,),
+    ),
+    Mutant(
+        "validation-split-first-fraction",
+        "validation_split holds out the first fraction of the arrays, not the last (as Keras does)",
+        FIT,
+        "    return (x[:split_at], y[:split_at]), (x[split_at:], y[split_at:])",
+        "    split_at = len(x) - split_at\n    return (x[split_at:], y[split_at:]), (x[:split_at], y[:split_at])",
+        (VALIDATION_SPLIT,),
+    ),
+    Mutant(
+        "classifiers-not-compiled",
+        "Result.classifiers are returned uncompiled: evaluate fails",
+        FIT,
+        '        return compiled(keras.Model(images, probabilities, name=f"{self.network.name}_stage_{j:02d}"))',
+        '        return keras.Model(images, probabilities, name=f"{self.network.name}_stage_{j:02d}")',
+        (VALIDATION_SPLIT,),
+    ),
+    Mutant(
+        "fit-validation-fraction-ignored",
+        "fit(validation_fraction=...) holds nothing out (keep_best and the plateau schedule then crash)",
+        FIT,
+        "        data = _hold_out(data, config)\n",
+        "        pass\n",
+        (VALIDATION_FRACTION,),
+    ),
+    Mutant(
+        "arrays-shuffled-anyway",
+        "shuffle=False still trains on a new order of the arrays every epoch",
+        DATA_BASE,
+        "        if not self.shuffle:\n            return np.arange(self.num_train)\n",
+        "",
+        (SHUFFLE_FALSE,),
+    ),
+    Mutant(
+        "old-record-names-not-read",
+        "metrics.jsonl of a run written with train_acc/val_acc/test_acc is read without Keras's names",
+        RUNLOG_PY,
+        "            records.append(with_keras_names(record))",
+        "            records.append(record)",
+        (OLD_RECORD_NAMES,),
+    ),
+    Mutant(
+        "fit-holds-out-the-clis-split-again",
+        "fit refuses the CLI's data, whose validation_fraction split load_data has held out already",
+        FIT,
+        "    if config.validation_fraction and not (isinstance(train, DataSource) and data.num_val):",
+        "    if config.validation_fraction:",
+        (CLI_PLATEAU,),
+    ),
+    Mutant(
+        "verbose-2-draws-the-bar",
+        "verbose=2 draws a progress bar on a terminal, as verbose=1 does",
+        TRAINER_PY,
+        "        live = self.verbose == 1 and sys.stdout.isatty()",
+        "        live = self.verbose and sys.stdout.isatty()",
+        (VERBOSE_2,),
     ),
 ]
