@@ -218,9 +218,9 @@ def test_rest_request_bodies_follow_the_documented_row_format():
     assert body["signature_name"] == "serving_threshold"
     assert body["instances"] == [{"images": images[0].tolist(), "threshold": 0.5}, {"images": images[1].tolist(), "threshold": 0.8999999761581421}]
     json.dumps(body)  # serialisable as is
-    answer = {"predictions": [{"classes": 3, "probabilities": [0.1, 0.9]}, {"classes": 1, "probabilities": [0.8, 0.2]}]}
+    answer = {"predictions": [{"classes": 1, "probabilities": [0.1, 0.9]}, {"classes": 0, "probabilities": [0.8, 0.2]}]}
     parsed = serving.parse_rest_predictions(answer)
-    assert parsed["classes"].tolist() == [3, 1] and parsed["probabilities"].shape == (2, 2)
+    assert parsed["classes"].tolist() == [1, 0] and parsed["probabilities"].shape == (2, 2)
 
 
 METADATA = {

@@ -141,6 +141,16 @@ PREDSIM_BETA_OBJECT = f"{PREDSIM_BETA}[object]"
 PREDSIM_BETA_CONFIG = f"{PREDSIM_BETA}[config_field]"
 INFOPRO_TEMPERATURE = f"{LOCAL_LEARNING}::test_infopros_weights_and_contrastive_temperature_reach_the_loss_fit_minimises"
 NESTED_OPTIONS = f"{RESUME}::test_a_rerun_with_other_nested_options_is_refused_and_names_the_field"
+# ---- issue 25: trust3
+ANSWERS = "layerwise/serving/answers.py"
+DEADLINE = "layerwise/serving/deadline.py"
+TRUST3 = "tests/test_trust3.py"
+HOSTILE_REST = f"{TRUST3}::test_every_hostile_rest_answer_is_one_line_model_server_error"
+HOSTILE_SHORT_ROWS = f"{HOSTILE_REST}[one row for two images]"
+HOSTILE_SUM = f"{HOSTILE_REST}[probabilities not summing to 1]"
+HOSTILE_SHORT_BODY = f"{HOSTILE_REST}[a short body]"
+DRIP_BODY = f"{TRUST3}::test_the_timeout_is_a_total_deadline_against_a_dripping_server[body]"
+MODEL_NAME_DOTS = f"{TRUST3}::test_model_names_that_could_change_the_url_are_refused[../../x]"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -633,8 +643,8 @@ MUTANTS: list[Mutant] = [
         "rest-client-default-opener",
         "the REST client opens URLs with urllib's default opener (every scheme, every redirect)",
         CLIENTS,
-        "with _OPENER.open(request, timeout=self.timeout) as response:",
-        "with urllib.request.urlopen(request, timeout=self.timeout) as response:",
+        "answer = fetch(_OPENER, request)",
+        "answer = fetch(urllib.request.build_opener(), request)",
         (NO_REDIRECT,),
     ),
     Mutant(
@@ -1113,5 +1123,46 @@ MUTANTS: list[Mutant] = [
         '_differences(a, b, f"{prefix}{key}.")',
         "_differences(a, b, prefix)",
         (NESTED_OPTIONS,),
+    ),
+    # ---- issue 25: trust3
+    Mutant(
+        "rest-answer-unchecked",
+        "the REST client hands back whatever the server answered (one row for two images)",
+        CLIENTS,
+        "    return check_outputs(columns, rows, expected, server)\n",
+        "    return {k: np.asarray(v) for k, v in columns.items()}\n",
+        (HOSTILE_SHORT_ROWS,),
+    ),
+    Mutant(
+        "answer-probability-sums-unchecked",
+        "probabilities that do not sum to 1 come back as a right answer",
+        ANSWERS,
+        "if sums.size and np.max(np.abs(sums - 1.0)) > SUM_TOLERANCE:",
+        "if False:",
+        (HOSTILE_SUM,),
+    ),
+    Mutant(
+        "answer-short-body-accepted",
+        "a body shorter than its Content-Length is taken as the whole answer",
+        DEADLINE,
+        "    if response.length:",
+        "    if False:",
+        (HOSTILE_SHORT_BODY,),
+    ),
+    Mutant(
+        "timeout-per-read-not-total",
+        "the REST timeout bounds each read, not the request (a dripping server keeps the caller)",
+        DEADLINE,
+        "        timer.start()\n",
+        "",
+        (DRIP_BODY,),
+    ),
+    Mutant(
+        "model-name-unchecked",
+        "a model name like ../../x goes into the URL path as it is",
+        CLIENTS,
+        "if not isinstance(model, str) or not MODEL_NAME.fullmatch(model):",
+        "if not isinstance(model, str):",
+        (MODEL_NAME_DOTS,),
     ),
 ]

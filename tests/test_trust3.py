@@ -1,0 +1,259 @@
+"""Issue #25, "Trust, third round": clients that never return a wrong answer, labels that never
+lose ``stable``, a models.config nobody can inject into, readers that never crash on a record.
+
+Each hostile answer or input is one row of a table; the servers are local (127.0.0.1), bounded,
+and stop by themselves.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from layerwise.errors import ConfigError, ModelServerError
+from layerwise.serving import clients as serving
+
+# ------------------------------------------------------------------ hostile REST answers
+NUM_CLASSES = 3
+METADATA = {
+    "model_spec": {"name": "digits", "signature_name": "", "version": "1"},
+    "metadata": {"signature_def": {"signature_def": {
+        "serving_default": {
+            "inputs": {"images": {"dtype": "DT_UINT8", "tensor_shape": {"dim": [
+                {"size": "-1"}, {"size": "8"}, {"size": "8"}, {"size": "1"}]}}},
+            "outputs": {
+                "probabilities": {"dtype": "DT_FLOAT", "tensor_shape": {"dim": [{"size": "-1"}, {"size": str(NUM_CLASSES)}]}},
+                "classes": {"dtype": "DT_INT64", "tensor_shape": {"dim": [{"size": "-1"}]}},
+            },
+            "method_name": "tensorflow/serving/predict"},
+    }}},
+}
+GOOD_ROW = {"classes": 1, "probabilities": [0.25, 0.5, 0.25]}
+IMAGES = np.zeros((2, 8, 8, 1), np.uint8)
+
+
+class HostileServing(http.server.BaseHTTPRequestHandler):
+    """Answers metadata correctly and every predict with ``body`` (bytes) and ``length`` (the
+    Content-Length it claims; ``None``: the true one)."""
+
+    body, length = b"", None
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, data: bytes, length: int | None = None):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data) if length is None else length))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self._send(json.dumps(METADATA).encode())
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._send(type(self).body, type(self).length)
+        if type(self).length is not None:
+            self.close_connection = True
+
+
+def _serve(handler) -> http.server.ThreadingHTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    server = _serve(HostileServing)
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _json(payload) -> bytes:
+    return json.dumps(payload).encode()
+
+
+# (case, body, claimed Content-Length, a pattern of the one-line error)
+HOSTILE_ANSWERS = [
+    ("predictions is a string", _json({"predictions": "abc"}), None, "not a list of rows"),
+    ("one row for two images", _json({"predictions": [GOOD_ROW]}), None, "1 row.* for 2 image"),
+    ("three rows for two images", _json({"predictions": [GOOD_ROW] * 3}), None, "3 row.* for 2 image"),
+    ("NaN probabilities", b'{"predictions": [{"classes": 1, "probabilities": [NaN, 0.5, 0.5]}, '
+     b'{"classes": 1, "probabilities": [0.25, 0.5, 0.25]}]}', None, "NaN or infinite"),
+    ("Infinity probabilities", b'{"predictions": [{"classes": 1, "probabilities": [Infinity, 0.5, 0.5]}, '
+     b'{"classes": 1, "probabilities": [0.25, 0.5, 0.25]}]}', None, "NaN or infinite"),
+    ("a JSON string", _json("predictions"), None, "not a JSON object"),
+    ("a JSON number", _json(3), None, "not a JSON object"),
+    ("a JSON list", _json([GOOD_ROW, GOOD_ROW]), None, "not a JSON object"),
+    ("ragged rows", _json({"predictions": [GOOD_ROW, {"classes": 1, "probabilities": [0.5, 0.5]}]}), None,
+     "rows of different lengths"),
+    ("rows with different keys", _json({"predictions": [GOOD_ROW, {"classes": 1, "scores": [0.25, 0.5, 0.25]}]}),
+     None, "rows with different outputs"),
+    ("rows that are not all dicts", _json({"predictions": [GOOD_ROW, [0.25, 0.5, 0.25]]}), None,
+     "rows with different outputs"),
+    ("a short body", _json({"predictions": [GOOD_ROW, GOOD_ROW]}), 4000, "broken HTTP answer.*IncompleteRead"),
+    ("not JSON", b"<html>hello</html>", None, "not JSON"),
+    ("no predictions", _json({"answer": 42}), None, "without 'predictions'"),
+    ("a missing output", _json({"predictions": [{"probabilities": [0.25, 0.5, 0.25]}] * 2}), None,
+     r"missing \['classes'\]"),
+    ("an extra output", _json({"predictions": [{**GOOD_ROW, "exit_stage": 1}] * 2}), None,
+     r"unexpected \['exit_stage'\]"),
+    ("string probabilities", _json({"predictions": [{"classes": 1, "probabilities": ["a", "b", "c"]}] * 2}), None,
+     "not numbers"),
+    ("null classes", _json({"predictions": [{"classes": None, "probabilities": [0.25, 0.5, 0.25]}] * 2}), None,
+     "not numbers"),
+    ("probabilities not summing to 1", _json({"predictions": [{"classes": 1, "probabilities": [0.1, 0.5, 0.1]}] * 2}),
+     None, "do not sum to 1"),
+    ("negative probabilities", _json({"predictions": [{"classes": 2, "probabilities": [-0.5, 0.5, 1.0]}] * 2}), None,
+     r"outside \[0, 1\]"),
+    ("more classes than the signature", _json({"predictions": [{"classes": 1, "probabilities": [0.2, 0.4, 0.2, 0.2]}] * 2}),
+     None, r"shaped \[2, 4\]; the signature says \[N, 3\]"),
+    ("a class out of range", _json({"predictions": [{"classes": 7, "probabilities": [0.25, 0.5, 0.25]}] * 2}), None,
+     "up to 7 for a model of 3 classes"),
+    ("a class that is not the argmax", _json({"predictions": [{"classes": 0, "probabilities": [0.25, 0.5, 0.25]}] * 2}),
+     None, "not the most probable"),
+    ("float classes", _json({"predictions": [{"classes": 1.5, "probabilities": [0.25, 0.5, 0.25]}] * 2}), None,
+     "not integers"),
+    ("a columnar string", _json({"outputs": "abc"}), None, "the signature has"),
+]
+
+
+@pytest.mark.parametrize("case, body, length, error", HOSTILE_ANSWERS, ids=[row[0] for row in HOSTILE_ANSWERS])
+def test_every_hostile_rest_answer_is_one_line_model_server_error(hostile, case, body, length, error):
+    HostileServing.body, HostileServing.length = body, length
+    client = serving.RestClient(hostile, "digits", timeout=5)
+    with pytest.raises(ModelServerError, match=error) as raised:
+        client.predict(IMAGES)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_right_answer_still_comes_back_checked_and_unchecked(hostile):
+    HostileServing.body, HostileServing.length = _json({"predictions": [GOOD_ROW, GOOD_ROW]}), None
+    for check in (True, False):
+        out = serving.RestClient(hostile, "digits", timeout=5, check=check).predict(IMAGES)
+        assert out["classes"].tolist() == [1, 1] and out["probabilities"].shape == (2, NUM_CLASSES)
+    HostileServing.body = _json({"outputs": {"classes": [1, 1], "probabilities": [[0.25, 0.5, 0.25]] * 2}})
+    assert serving.RestClient(hostile, "digits", timeout=5).predict(IMAGES)["classes"].tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("case", ["one row for two images", "NaN probabilities", "rows with different keys",
+                                  "a class out of range", "probabilities not summing to 1"])
+def test_without_metadata_the_answer_is_still_checked_against_the_request(hostile, case):
+    _, body, length, error = next(row for row in HOSTILE_ANSWERS if row[0] == case)
+    HostileServing.body, HostileServing.length = body, length
+    with pytest.raises(ModelServerError, match=error):
+        serving.RestClient(hostile, "digits", timeout=5, check=False).predict(IMAGES)
+
+
+# ------------------------------------------------------------------ a total deadline
+class Drip(http.server.BaseHTTPRequestHandler):
+    """Sends its answer one byte every ``interval`` seconds, at most ``limit`` bytes, then stops:
+    in the headers (``where = "headers"``) or in the body."""
+
+    interval, limit, where = 0.4, 25, "body"
+
+    def log_message(self, *args):
+        pass
+
+    def _drip(self, data: bytes):
+        try:
+            for byte in data[: type(self).limit]:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(type(self).interval)
+        except OSError:  # the client hung up: what the deadline is for
+            pass
+        self.close_connection = True
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = _json({"predictions": [GOOD_ROW, GOOD_ROW]})
+        if type(self).where == "headers":
+            self._drip(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"x" * 100 + b"\r\n\r\n" + body)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self._drip(body)
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_the_timeout_is_a_total_deadline_against_a_dripping_server(where):
+    # 1 byte every 0.4 s never trips a 1 s limit per read: the old client waited 25 x 0.4 = 10 s.
+    Drip.where = where
+    server = _serve(Drip)
+    try:
+        client = serving.RestClient(f"http://127.0.0.1:{server.server_address[1]}", "digits", timeout=1, check=False)
+        start = time.monotonic()
+        with pytest.raises(ModelServerError, match="did not answer within 1 s"):
+            client.predict(IMAGES)
+        assert time.monotonic() - start < 2.5
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# ------------------------------------------------------------------ model names
+@pytest.mark.parametrize("name", ["../../x", "..", ".hidden", "a/b", "x?y=1", "x#y", "m%2e%2e", "", "a b", "name\n", "é"])
+def test_model_names_that_could_change_the_url_are_refused(name):
+    with pytest.raises(ConfigError, match="model must be a servable name"):
+        serving.RestClient("http://127.0.0.1:1", name)
+
+
+@pytest.mark.parametrize("name", ["layerwise_cnn_stage_02", "digits", "m-1.v2", "_x"])
+def test_servable_names_are_accepted(name):
+    assert serving.RestClient("http://127.0.0.1:1", name).url(":predict").endswith(f"/v1/models/{name}:predict")
+
+
+# ------------------------------------------------------------------ hostile gRPC answers
+def _tensor(value, dtype=None):
+    import tensorflow as tf
+
+    return tf.make_tensor_proto(np.asarray(value, dtype))
+
+
+GRPC_ANSWERS = [
+    ("one row for two images", {"classes": ([1], np.int64), "probabilities": ([[0.25, 0.5, 0.25]], np.float32)},
+     "1 row.* for 2 image"),
+    ("NaN probabilities", {"classes": ([1, 1], np.int64), "probabilities": ([[np.nan, 0.5, 0.5]] * 2, np.float32)},
+     "NaN or infinite"),
+    ("string probabilities", {"classes": ([1, 1], np.int64), "probabilities": ([[b"a"] * 3] * 2, None)}, "not numbers"),
+    ("probabilities not summing to 1", {"classes": ([1, 1], np.int64), "probabilities": ([[0.1, 0.5, 0.1]] * 2, np.float32)},
+     "do not sum to 1"),
+]
+
+
+@pytest.mark.parametrize("case, outputs, error", GRPC_ANSWERS, ids=[row[0] for row in GRPC_ANSWERS])
+def test_every_hostile_grpc_answer_is_one_line_model_server_error(case, outputs, error):
+    pytest.importorskip("tensorflow_serving", reason="tensorflow-serving-api is not installed ([serving] extra)")
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    class Hostile(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            response = predict_pb2.PredictResponse()
+            for name, (value, dtype) in outputs.items():
+                response.outputs[name].CopyFrom(_tensor(value, dtype))
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Hostile(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        client = serving.GrpcClient(f"127.0.0.1:{port}", "digits", timeout=10, check=False)
+        with pytest.raises(ModelServerError, match=error) as raised:
+            client.predict(IMAGES)
+        assert "\n" not in str(raised.value)
+    finally:
+        server.stop(0)
