@@ -754,9 +754,9 @@ def test_rest_and_grpc_against_a_real_tensorflow_model_server(exported):
 
 
 def test_models_config_base_paths_below_a_serving_root(tmp_path):
-    for servable in ("net_stage_00", "net_ensemble"):
-        (tmp_path / servable / "1").mkdir(parents=True)
-    (tmp_path / "net_ensemble" / "2").mkdir()
+    for version in ("net_stage_00/1", "net_ensemble/1", "net_ensemble/2"):
+        (tmp_path / version).mkdir(parents=True)
+        (tmp_path / version / "saved_model.pb").write_bytes(b"")  # a servable has a SavedModel version
     text = open(write_models_config(str(tmp_path), serving_root="/models/")).read()
     assert 'base_path: "/models/net_stage_00"' in text and 'base_path: "/models/net_ensemble"' in text
     assert str(tmp_path) not in text

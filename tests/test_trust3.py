@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import shutil
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli, tiny_config
 
+from apps.runner import build_network, resolve, run_training
 from layerwise.errors import ConfigError, ModelServerError
+from layerwise.run.exports import export_run
 from layerwise.serving import clients as serving
+from layerwise.serving.models_config import check_serving_root, text_proto_string, write_models_config
+from layerwise.serving.versions import LABELS_FILE, VERSION_INFO, record_label, version_labels
 
 # ------------------------------------------------------------------ hostile REST answers
 NUM_CLASSES = 3
@@ -257,3 +265,169 @@ def test_every_hostile_grpc_answer_is_one_line_model_server_error(case, outputs,
         assert "\n" not in str(raised.value)
     finally:
         server.stop(0)
+
+
+# ------------------------------------------------------------------ labels: each export changes only its own
+def _version(servable: Path, version: int, complete: bool = True, ours: bool = True) -> None:
+    """A version directory as export writes it (SavedModel, and what it covers when ``ours``)."""
+    path = servable / str(version)
+    (path / "assets.extra").mkdir(parents=True)
+    (path / "saved_model.pb").write_bytes(b"")
+    if ours:
+        (path / VERSION_INFO).write_text(json.dumps({"complete": complete}))
+
+
+# (case, [(version, complete, label), ...] recorded in order, the labels after)
+LABEL_HISTORIES = [
+    ("stable then canary keeps stable", [(1, True, "stable"), (2, True, "canary")], {"stable": 1, "canary": 2}),
+    ("stable moves to a newer stable", [(1, True, "stable"), (2, True, "canary"), (3, True, "stable")],
+     {"stable": 3, "canary": 2}),
+    ("a canary first gives no stable", [(1, True, "canary")], {"canary": 1}),
+    ("a partial export is unfinished, never canary", [(1, True, "stable"), (2, False, "canary")],
+     {"stable": 1, "unfinished": 2}),
+    ("a complete export ends unfinished", [(1, False, "stable"), (2, True, "canary")], {"canary": 2}),
+    ("a partial export never moves stable", [(1, True, "stable"), (2, False, "stable")], {"stable": 1, "unfinished": 2}),
+]
+
+
+@pytest.mark.parametrize("case, history, labels", LABEL_HISTORIES, ids=[row[0] for row in LABEL_HISTORIES])
+def test_an_export_gives_its_label_to_its_own_version_only(tmp_path, case, history, labels):
+    servable = tmp_path / "net_stage_00"
+    for version, complete, label in history:
+        _version(servable, version, complete)
+        record_label(str(servable), version, label)
+    assert version_labels(str(servable)) == labels
+    assert json.loads((servable / LABELS_FILE).read_text()) == labels
+
+
+def test_servables_exported_before_labels_were_recorded_keep_the_older_rule(tmp_path):
+    servable = tmp_path / "net_ensemble"
+    _version(servable, 1)
+    _version(servable, 2)
+    assert version_labels(str(servable)) == {"stable": 2}  # no labels.json: stable on the newest complete
+    _version(servable, 3)
+    assert record_label(str(servable), 3, "canary") == {"stable": 2, "canary": 3}
+    (servable / LABELS_FILE).write_text("{torn")
+    assert version_labels(str(servable)) == {"stable": 3}  # an unreadable record: the older rule
+    (servable / LABELS_FILE).write_text(json.dumps({"stable": 9, "canary": 3, "x y": 1, "prod": "2"}))
+    assert version_labels(str(servable)) == {"canary": 3}  # a missing version and malformed entries are dropped
+
+
+def test_a_folder_that_layerwise_did_not_write_is_never_stable(tmp_path):
+    junk = tmp_path / "other_model" / "7"
+    junk.mkdir(parents=True)
+    (junk / "junk.txt").write_text("not a SavedModel")
+    _version(tmp_path / "foreign", 3, ours=False)  # someone else's SavedModel
+    assert version_labels(str(tmp_path / "other_model")) == {}
+    assert version_labels(str(tmp_path / "foreign")) == {}
+    text = Path(write_models_config(str(tmp_path))).read_text()
+    assert "other_model" not in text  # no SavedModel: no servable
+    assert 'name: "foreign"' in text and "version_labels" not in text
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("trust3") / "run")
+    run_training(resolve(tiny_config()), workdir, verbose=0, log=lambda _: None)
+    return workdir
+
+
+def _config_labels(export_root: str) -> dict[str, dict[str, int]]:
+    """``{servable: {label: version}}`` as TF Serving's own proto parser reads models.config."""
+    pytest.importorskip("tensorflow_serving", reason="tensorflow-serving-api is not installed ([serving] extra)")
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    text = Path(export_root, "models.config").read_text()
+    config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    return {c.name: dict(c.version_labels) for c in config.model_config_list.config}
+
+
+@pytest.mark.slow
+def test_a_canary_export_keeps_stable_and_leaves_other_servables_alone(finished_run, tmp_path):
+    srv = str(tmp_path / "srv")
+    first = export_run(finished_run, build_network, srv)
+    other = tmp_path / "srv" / "other_net_stage_00"  # another model's servable, labelled by its own export
+    shutil.copytree(first["layerwise_cnn_stage_00"], other / "4")
+    (other / LABELS_FILE).write_text(json.dumps({"stable": 4}))
+    junk = tmp_path / "srv" / "other_model" / "7"
+    junk.mkdir(parents=True)
+    (junk / "junk.txt").write_text("junk")
+    before = _config_labels(srv)
+    assert before["layerwise_cnn_ensemble"] == {"stable": 1}
+
+    second = export_run(finished_run, build_network, srv, label="canary")
+    after = _config_labels(srv)
+    for servable in second:
+        assert after[servable] == {"stable": 1, "canary": 2}, servable
+    assert after["other_net_stage_00"] == {"stable": 4}
+    assert "other_model" not in after
+
+    export_run(finished_run, build_network, srv)  # a stable export moves stable, canary stays where it was
+    assert all(after3 == {"stable": 3, "canary": 2} for after3 in map(_config_labels(srv).get, second))
+
+
+# ------------------------------------------------------------------ models.config: nothing gets in
+HOSTILE_ROOTS = [
+    '/models" } config { name: "evil" base_path: "/etc',
+    "../../../etc",
+    "models",
+    "/models/../etc",
+    "/models/./x",
+    "/a//b",
+    "/models\\x",
+    "/models'x",
+    "/models\nconfig",
+    "/models\x00",
+    "",
+]
+
+
+@pytest.mark.parametrize("root", HOSTILE_ROOTS)
+def test_a_hostile_serving_root_is_a_config_error_naming_the_argument(tmp_path, root):
+    _version(tmp_path / "net_stage_00", 1)
+    with pytest.raises(ConfigError, match="^serving_root .* pass the absolute path"):
+        write_models_config(str(tmp_path), serving_root=root)
+    assert not (tmp_path / "models.config").exists()
+
+
+@pytest.mark.parametrize("root, base", [("/models", "/models/net"), ("/models/", "/models/net"), ("/", "/net"),
+                                        ("/srv/my models", "/srv/my models/net")])
+def test_absolute_serving_roots_are_accepted(tmp_path, root, base):
+    _version(tmp_path / "net", 1)
+    assert f'base_path: "{base}"' in Path(write_models_config(str(tmp_path), serving_root=root)).read_text()
+
+
+@pytest.mark.slow
+def test_the_export_cli_names_the_flag_and_writes_nothing(finished_run, tmp_path):
+    srv = tmp_path / "srv"
+    result = run_cli("apps.export", finished_run, "--export_dir", str(srv),
+                     "--serving_root", '/models" } config { name: "evil" base_path: "/etc')
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --serving_root ") and "absolute path" in lines[0]
+    assert not srv.exists()
+
+
+@pytest.mark.parametrize("name", ['a"b', "a\\b", 'x" } config { name: "evil', "caf\u00e9"])
+def test_hostile_servable_names_are_escaped_and_parse_back_as_themselves(tmp_path, name):
+    pytest.importorskip("tensorflow_serving", reason="tensorflow-serving-api is not installed ([serving] extra)")
+    _version(tmp_path / name, 1)
+    write_models_config(str(tmp_path), serving_root="/models")
+    labels = _config_labels(str(tmp_path))
+    assert list(labels) == [name]  # one entry, named as the folder: nothing injected
+
+
+@pytest.mark.parametrize("value", ["a\nb", "a\x00b", "a\x1bb", "a\rb", "a\x7fb"])
+def test_the_text_proto_writer_refuses_control_characters(value):
+    with pytest.raises(ValueError, match="control character"):
+        text_proto_string(value)
+    assert text_proto_string('say "hi" \\ bye') == '"say \\"hi\\" \\\\ bye"'
+
+
+def test_a_folder_named_with_a_newline_is_left_out_with_a_warning(tmp_path):
+    _version(tmp_path / "good", 1)
+    _version(tmp_path / "bad\nname", 1)
+    with pytest.warns(UserWarning, match="left out of models.config"):
+        text = Path(write_models_config(str(tmp_path))).read_text()
+    assert text.count("config {") == 1 and 'name: "good"' in text

@@ -151,6 +151,16 @@ HOSTILE_SUM = f"{HOSTILE_REST}[probabilities not summing to 1]"
 HOSTILE_SHORT_BODY = f"{HOSTILE_REST}[a short body]"
 DRIP_BODY = f"{TRUST3}::test_the_timeout_is_a_total_deadline_against_a_dripping_server[body]"
 MODEL_NAME_DOTS = f"{TRUST3}::test_model_names_that_could_change_the_url_are_refused[../../x]"
+VERSIONS_PY = "layerwise/serving/versions.py"
+MODELS_CONFIG_PY = "layerwise/serving/models_config.py"
+LABEL_HISTORY = f"{TRUST3}::test_an_export_gives_its_label_to_its_own_version_only"
+CANARY_KEEPS_STABLE = f"{LABEL_HISTORY}[stable then canary keeps stable]"
+PARTIAL_NOT_CANARY = f"{LABEL_HISTORY}[a partial export is unfinished, never canary]"
+NOT_OURS_NEVER_STABLE = f"{TRUST3}::test_a_folder_that_layerwise_did_not_write_is_never_stable"
+HOSTILE_ROOT = "test_a_hostile_serving_root_is_a_config_error_naming_the_argument"
+INJECTED_ROOT = f"{TRUST3}::{HOSTILE_ROOT}[/models\" }} config {{ name: \"evil\" base_path: \"/etc]"
+RELATIVE_ROOT = f"{TRUST3}::{HOSTILE_ROOT}[../../../etc]"
+INJECTED_NAME = f"{TRUST3}::test_hostile_servable_names_are_escaped_and_parse_back_as_themselves[a\"b]"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1164,5 +1174,53 @@ MUTANTS: list[Mutant] = [
         "if not isinstance(model, str) or not MODEL_NAME.fullmatch(model):",
         "if not isinstance(model, str):",
         (MODEL_NAME_DOTS,),
+    ),
+    Mutant(
+        "labels-replace-all",
+        "an export with label canary drops the servable's other labels (stable lost)",
+        VERSIONS_PY,
+        "    labels = _older_rule(servable_dir, below=version) if recorded is None else recorded\n",
+        "    labels = {}\n",
+        (CANARY_KEEPS_STABLE,),
+    ),
+    Mutant(
+        "labels-partial-gets-the-label",
+        "a partial export gets the label asked for (canary, stable) instead of unfinished",
+        VERSIONS_PY,
+        "    if is_complete(files.join(servable_dir, str(version))):\n        labels[label] = version",
+        "    if True:\n        labels[label] = version",
+        (PARTIAL_NOT_CANARY,),
+    ),
+    Mutant(
+        "labels-foreign-versions-stable",
+        "a version layerwise did not write (someone else's SavedModel) is labelled stable",
+        VERSIONS_PY,
+        "    return is_saved_model(version_dir) and (",
+        "    return is_saved_model(version_dir) or (",
+        (NOT_OURS_NEVER_STABLE,),
+    ),
+    Mutant(
+        "models-config-unescaped",
+        "strings go into models.config unescaped (a name with a quote injects entries)",
+        MODELS_CONFIG_PY,
+        """    return '"' + value.replace("\\\\", "\\\\\\\\").replace('"', '\\\\"') + '"'""",
+        """    return '"' + value + '"'""",
+        (INJECTED_NAME,),
+    ),
+    Mutant(
+        "serving-root-quotes-allowed",
+        "a serving_root with quotes is accepted (and injects entries into models.config)",
+        MODELS_CONFIG_PY,
+        "    elif any(c in serving_root for c in \"\\\"'\\\\\") or _has_control_characters(serving_root):",
+        "    elif _has_control_characters(serving_root):",
+        (INJECTED_ROOT,),
+    ),
+    Mutant(
+        "serving-root-relative-allowed",
+        "a relative serving_root (../../../etc) is accepted",
+        MODELS_CONFIG_PY,
+        '    if not isinstance(serving_root, str) or not serving_root.startswith("/"):',
+        "    if not isinstance(serving_root, str):",
+        (RELATIVE_ROOT,),
     ),
 ]
