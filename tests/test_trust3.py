@@ -22,6 +22,8 @@ from conftest import run_cli, tiny_config
 from apps.runner import build_network, resolve, run_training
 from layerwise.errors import ConfigError, ModelServerError
 from layerwise.run.exports import export_run
+from layerwise.run.report import write_report
+from layerwise.run.runlog import RunLog, read_records
 from layerwise.serving import clients as serving
 from layerwise.serving.models_config import check_serving_root, text_proto_string, write_models_config
 from layerwise.serving.versions import LABELS_FILE, VERSION_INFO, record_label, version_labels
@@ -431,3 +433,84 @@ def test_a_folder_named_with_a_newline_is_left_out_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="left out of models.config"):
         text = Path(write_models_config(str(tmp_path))).read_text()
     assert text.count("config {") == 1 and 'name: "good"' in text
+
+
+# ------------------------------------------------------------------ readers that check each record
+GOOD_EPOCH = {"event": "epoch", "problem": "stage_00", "stage": 0, "epoch": 0, "loss": 1.0, "train_acc": 0.5, "test_acc": 0.5}
+GOOD_STAGE = {"event": "stage", "problem": "stage_00", "stage": 0, "params": 100, "train_acc": 0.5, "test_acc": 0.5,
+              "ensemble_acc": 0.5}
+# (case, a JSON line that does not fit its event)
+MISFIT_RECORDS = [
+    ("an epoch with no other key", {"event": "epoch"}),
+    ("an epoch without its number", {k: v for k, v in GOOD_EPOCH.items() if k != "epoch"}),
+    ("an epoch number that is a string", {**GOOD_EPOCH, "epoch": "1"}),
+    ("an epoch number that is a bool", {**GOOD_EPOCH, "epoch": True}),
+    ("a loss that is a list", {**GOOD_EPOCH, "loss": [1.0]}),
+    ("a stage with no other key", {"event": "stage"}),
+    ("a stage number that is a float", {**GOOD_STAGE, "stage": 0.5}),
+    ("params that are a string", {**GOOD_STAGE, "params": "many"}),
+    ("a test accuracy that is a string", {**GOOD_STAGE, "test_acc": "high"}),
+    ("a problem that is a number", {**GOOD_STAGE, "problem": 7}),
+    ("no event", {"problem": "stage_00", "stage": 0}),
+    ("an event that is a number", {"event": 3}),
+]
+
+
+def _run_files(workdir: Path, *records) -> None:
+    workdir.mkdir(exist_ok=True)
+    (workdir / "config.json").write_text(json.dumps(resolve(tiny_config()).to_dict()))
+    (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.mark.parametrize("case, record", MISFIT_RECORDS, ids=[row[0] for row in MISFIT_RECORDS])
+def test_a_record_that_does_not_fit_its_event_is_skipped_counted_and_said_once(tmp_path, case, record):
+    _run_files(tmp_path, GOOD_EPOCH, record, record, GOOD_STAGE)
+    with pytest.warns(UserWarning, match="skipped 2 record") as said:
+        assert read_records(str(tmp_path / "metrics.jsonl")) == [GOOD_EPOCH, GOOD_STAGE]
+    assert len(said) == 1
+    with pytest.warns(UserWarning, match="skipped 2 record"):
+        report = Path(write_report(str(tmp_path))).read_text()
+    assert "| 0 |" in report and (tmp_path / "plots" / "training_curves.png").exists()
+    with pytest.warns(UserWarning, match="skipped 2 record"):
+        assert RunLog(str(tmp_path)).records == [GOOD_EPOCH, GOOD_STAGE]
+
+
+def test_records_of_other_events_pass_with_the_common_checks():
+    from layerwise.run.runlog import record_fits
+
+    assert record_fits({"event": "prune", "problem": "stage_01_pruned", "stage": 1, "kept_filters": [1, 2]})
+    assert record_fits({"event": "a_later_event", "anything": {"nested": True}})
+    assert record_fits({**GOOD_EPOCH, "test_acc": None, "peak_memory_mb": None})  # not measured there
+    assert not record_fits({"event": "prune", "params": "x"})
+
+
+@pytest.mark.slow
+def test_apps_report_skips_a_record_with_missing_keys_in_one_warning_line(tmp_path):
+    _run_files(tmp_path, GOOD_EPOCH, {"event": "epoch"}, GOOD_STAGE, {"event": "stage"})
+    result = run_cli("apps.report", str(tmp_path), timeout=300)
+    assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "skipped" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: ") and "skipped 2 record(s)" in warned[0]
+    assert (tmp_path / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_never_failed_by_its_report(finished_run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_run, workdir)
+    with open(workdir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"event": "epoch"}) + "\n")  # a whole line with missing keys
+    config = resolve(tiny_config())
+    messages = []
+    with pytest.warns(UserWarning, match="skipped 1 record"):
+        records = run_training(config, str(workdir), verbose=0, log=messages.append)  # resumes: all finished
+    assert [r["problem"] for r in records if r["event"] == "stage"] == ["stage_00", "stage_01"]
+    assert any("results in" in m for m in messages) and (workdir / "report.md").exists()
+
+    shutil.rmtree(workdir / "plots")
+    (workdir / "plots").write_text("a file where the plots go")  # the report cannot be written
+    messages = []
+    records = run_training(config, str(workdir), verbose=0, log=messages.append)
+    assert len(records) >= 2
+    failed = [m for m in messages if "report could not be written" in m]
+    assert len(failed) == 1 and "apps.report" in failed[0] and "\n" not in failed[0]

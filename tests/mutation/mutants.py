@@ -161,6 +161,12 @@ HOSTILE_ROOT = "test_a_hostile_serving_root_is_a_config_error_naming_the_argumen
 INJECTED_ROOT = f"{TRUST3}::{HOSTILE_ROOT}[/models\" }} config {{ name: \"evil\" base_path: \"/etc]"
 RELATIVE_ROOT = f"{TRUST3}::{HOSTILE_ROOT}[../../../etc]"
 INJECTED_NAME = f"{TRUST3}::test_hostile_servable_names_are_escaped_and_parse_back_as_themselves[a\"b]"
+RUNLOG_PY = "layerwise/run/runlog.py"
+RUNNER_PY = "apps/runner.py"
+MISFIT = f"{TRUST3}::test_a_record_that_does_not_fit_its_event_is_skipped_counted_and_said_once"
+MISFIT_EMPTY_EPOCH = f"{MISFIT}[an epoch with no other key]"
+MISFIT_STRING_PARAMS = f"{MISFIT}[params that are a string]"
+REPORT_NEVER_FAILS_RUN = f"{TRUST3}::test_a_finished_run_is_never_failed_by_its_report"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1222,5 +1228,29 @@ MUTANTS: list[Mutant] = [
         '    if not isinstance(serving_root, str) or not serving_root.startswith("/"):',
         "    if not isinstance(serving_root, str):",
         (RELATIVE_ROOT,),
+    ),
+    Mutant(
+        "records-unchecked",
+        "readers take every JSON object in metrics.jsonl ({\"event\": \"epoch\"} fails the report with KeyError)",
+        RUNLOG_PY,
+        "    fitting = [r for r in records if record_fits(r)]\n",
+        "    fitting = records\n",
+        (MISFIT_EMPTY_EPOCH,),
+    ),
+    Mutant(
+        "record-metric-types-unchecked",
+        "a record's metrics are not checked to be numbers (params: \"many\" fails the report's table)",
+        RUNLOG_PY,
+        "    return all(record[key] is None or _is(record[key], (int, float)) for key in METRICS if key in record)\n",
+        "    return True\n",
+        (MISFIT_STRING_PARAMS,),
+    ),
+    Mutant(
+        "report-failure-fails-the-run",
+        "a report that cannot be written after training fails the finished run",
+        RUNNER_PY,
+        "    except Exception as e:  # noqa: BLE001",
+        "    except ImportError as e:  # noqa: BLE001",
+        (REPORT_NEVER_FAILS_RUN,),
     ),
 ]
