@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import shutil
 import threading
 import time
@@ -25,7 +24,7 @@ from layerwise.run.exports import export_run
 from layerwise.run.report import write_report
 from layerwise.run.runlog import RunLog, read_records
 from layerwise.serving import clients as serving
-from layerwise.serving.models_config import check_serving_root, text_proto_string, write_models_config
+from layerwise.serving.models_config import text_proto_string, write_models_config
 from layerwise.serving.versions import LABELS_FILE, VERSION_INFO, record_label, version_labels
 
 # ------------------------------------------------------------------ hostile REST answers
@@ -168,7 +167,7 @@ class Drip(http.server.BaseHTTPRequestHandler):
     """Sends its answer one byte every ``interval`` seconds, at most ``limit`` bytes, then stops:
     in the headers (``where = "headers"``) or in the body."""
 
-    interval, limit, where = 0.4, 25, "body"
+    interval, limit, where = 0.4, 30, "body"
 
     def log_message(self, *args):
         pass
@@ -197,7 +196,7 @@ class Drip(http.server.BaseHTTPRequestHandler):
 
 @pytest.mark.parametrize("where", ["headers", "body"])
 def test_the_timeout_is_a_total_deadline_against_a_dripping_server(where):
-    # 1 byte every 0.4 s never trips a 1 s limit per read: the old client waited 25 x 0.4 = 10 s.
+    # 1 byte every 0.4 s never trips a 1 s limit per read: the old client waited 30 x 0.4 = 12 s.
     Drip.where = where
     server = _serve(Drip)
     try:
@@ -205,7 +204,7 @@ def test_the_timeout_is_a_total_deadline_against_a_dripping_server(where):
         start = time.monotonic()
         with pytest.raises(ModelServerError, match="did not answer within 1 s"):
             client.predict(IMAGES)
-        assert time.monotonic() - start < 2.5
+        assert time.monotonic() - start < 5  # the deadline (1 s), with room for a loaded machine
     finally:
         server.shutdown()
         server.server_close()
@@ -510,7 +509,8 @@ def test_a_finished_run_is_never_failed_by_its_report(finished_run, tmp_path):
     shutil.rmtree(workdir / "plots")
     (workdir / "plots").write_text("a file where the plots go")  # the report cannot be written
     messages = []
-    records = run_training(config, str(workdir), verbose=0, log=messages.append)
+    with pytest.warns(UserWarning, match="skipped 1 record"):
+        records = run_training(config, str(workdir), verbose=0, log=messages.append)
     assert len(records) >= 2
     failed = [m for m in messages if "report could not be written" in m]
     assert len(failed) == 1 and "apps.report" in failed[0] and "\n" not in failed[0]
