@@ -2,8 +2,9 @@
 
 All three check the images against the signature's input spec before sending anything (size,
 channels, dtype; see :func:`check_images`) and raise :class:`~layerwise.errors.ServingInputError`
-with what to change; an unreachable server, a timeout or an unknown model/version raises
-:class:`~layerwise.errors.ModelServerError`. Results are ``{output name: np.ndarray}``.
+with what to change; an unreachable server, a timeout (a total deadline per request), an unknown
+model/version or an answer that is not the signature's (:mod:`layerwise.serving.answers`) raises
+:class:`~layerwise.errors.ModelServerError`. Results are ``{output name: np.ndarray}``, checked.
 
 REST (``tensorflow_model_server --rest_api_port=8501``): ``GET /v1/models/NAME[/versions/N]/metadata``
 for the input spec, then ``POST /v1/models/NAME[/versions/N]:predict`` with
