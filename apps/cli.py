@@ -3,11 +3,14 @@
 A :class:`layerwise.errors.LayerwiseError` (bad input a user can fix) and a flag-parsing error
 are printed as ``error: <what is wrong and what to do>`` on stderr, exit code 2, no traceback;
 ``--debug`` shows the traceback instead. Anything else is a bug and keeps its traceback.
+Python warnings (a skipped record, a servable left out of models.config) are one
+``warning: ...`` line each on stderr.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Callable
 
 from absl import app, flags, logging
@@ -74,6 +77,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
         fail(f"{e} (see --helpfull)")
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` for the apps: one ``warning: ...`` line, no source line."""
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+
+
 def run(main: Callable[[list[str]], None], validate: Callable[[list[str]], None] | None = None) -> None:
     """``absl.app.run(main)`` with the error conventions above.
 
@@ -100,4 +108,5 @@ def run(main: Callable[[list[str]], None], validate: Callable[[list[str]], None]
             sys.exit(130)
 
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO chatter (SavedModel writing, ...)
+    warnings.showwarning = show_warning
     app.run(guarded, flags_parser=_parse_flags)

@@ -6,9 +6,10 @@
 
 Rebuilds the network from ``WORKDIR/config.json`` and the finished stages' checkpoints, writes
 each servable as version N+1 (version N is left untouched) under ``--export_dir`` (default
-``WORKDIR/export``) and rewrites ``models.config`` with the label ``--label`` on the newest
-versions. A run that still has stages to train is refused (``--allow_unfinished`` exports its
-finished stages, labelled ``unfinished``). See docs/serving.md for the signatures.
+``WORKDIR/export``) and rewrites ``models.config`` with the label ``--label`` on the versions
+this export wrote (other servables keep theirs). A run that still has stages to train is refused
+(``--allow_unfinished`` exports its finished stages, labelled ``unfinished``). See
+docs/serving.md for the signatures.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from apps import cli
 
 flags.DEFINE_string("export_dir", None, "Root of the servables [default: WORKDIR/export].")
 flags.DEFINE_float("threshold", 0.9, "Default exit threshold of the cascade's serving_default, in (0, 1].")
-flags.DEFINE_string("label", "stable", "Version label given to the newest complete version in models.config.")
+flags.DEFINE_string(
+    "label", "stable",
+    "Version label of the versions this export writes ('stable' moves to them; another, e.g. 'canary', is "
+    "added beside 'stable'); other versions and servables keep their labels.")
 flags.DEFINE_boolean(
     "allow_unfinished", False,
     "Export a run that still has stages to train (its finished stages; the ensemble and cascade are labelled "
@@ -39,9 +43,14 @@ def main(argv: list[str]) -> None:
     from apps.runner import build_network, load_data
     from layerwise.errors import ConfigError
     from layerwise.run.exports import export_run
+    from layerwise.serving.models_config import check_serving_root
+    from layerwise.serving.versions import check_label
 
     if len(argv) != 2:
         raise ConfigError("usage: python -m apps.export WORKDIR [--threshold 0.9] [--export_dir DIR]")
+    check_label(FLAGS.label, "--label")
+    if FLAGS.serving_root is not None:
+        check_serving_root(FLAGS.serving_root, "--serving_root")
     written = export_run(
         argv[1], build_network, FLAGS.export_dir, threshold=FLAGS.threshold, label=FLAGS.label,
         load_data=lambda config: load_data(config, FLAGS.trust_pickle),

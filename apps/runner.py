@@ -114,6 +114,17 @@ def run_training(
         log(stage_table(result.records))
         log(f"\n{config.mode} training of {network.name} on {data.name}: {time.perf_counter() - start:.1f} s")
     if workdir is not None and chief:
-        write_report(workdir)
-        log(f"results in {os.path.abspath(workdir)} (report.md, report.html, plots/)")
+        _report_after_training(workdir, log)
     return result.records
+
+
+def _report_after_training(workdir: str, log: Callable[[str], None]) -> None:
+    """Writes the finished run's report; a report that fails is logged, never raised: the run
+    itself is done and intact, and ``python -m apps.report WORKDIR`` can retry it."""
+    try:
+        write_report(workdir)
+    except Exception as e:  # noqa: BLE001 (any failure of the report, a bug included, must not fail the run)
+        log(f"warning: training finished, but its report could not be written ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:300]}); the run is complete: python -m apps.report {workdir} retries it")
+        return
+    log(f"results in {os.path.abspath(workdir)} (report.md, report.html, plots/)")

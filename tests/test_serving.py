@@ -218,9 +218,9 @@ def test_rest_request_bodies_follow_the_documented_row_format():
     assert body["signature_name"] == "serving_threshold"
     assert body["instances"] == [{"images": images[0].tolist(), "threshold": 0.5}, {"images": images[1].tolist(), "threshold": 0.8999999761581421}]
     json.dumps(body)  # serialisable as is
-    answer = {"predictions": [{"classes": 3, "probabilities": [0.1, 0.9]}, {"classes": 1, "probabilities": [0.8, 0.2]}]}
+    answer = {"predictions": [{"classes": 1, "probabilities": [0.1, 0.9]}, {"classes": 0, "probabilities": [0.8, 0.2]}]}
     parsed = serving.parse_rest_predictions(answer)
-    assert parsed["classes"].tolist() == [3, 1] and parsed["probabilities"].shape == (2, 2)
+    assert parsed["classes"].tolist() == [1, 0] and parsed["probabilities"].shape == (2, 2)
 
 
 METADATA = {
@@ -754,9 +754,9 @@ def test_rest_and_grpc_against_a_real_tensorflow_model_server(exported):
 
 
 def test_models_config_base_paths_below_a_serving_root(tmp_path):
-    for servable in ("net_stage_00", "net_ensemble"):
-        (tmp_path / servable / "1").mkdir(parents=True)
-    (tmp_path / "net_ensemble" / "2").mkdir()
+    for version in ("net_stage_00/1", "net_ensemble/1", "net_ensemble/2"):
+        (tmp_path / version).mkdir(parents=True)
+        (tmp_path / version / "saved_model.pb").write_bytes(b"")  # a servable has a SavedModel version
     text = open(write_models_config(str(tmp_path), serving_root="/models/")).read()
     assert 'base_path: "/models/net_stage_00"' in text and 'base_path: "/models/net_ensemble"' in text
     assert str(tmp_path) not in text

@@ -169,19 +169,22 @@ def test_non_finite_checkpoints_are_never_the_last_good_one(tmp_path):
 
 # ------------------------------------------------------------------ metrics.jsonl
 def test_a_torn_metrics_line_is_cut_before_the_next_append_and_skipped_by_readers(tmp_path):
+    def epoch_record(n):  # the keys an epoch record needs (layerwise.run.runlog.REQUIRED_KEYS)
+        return {"event": "epoch", "problem": "stage_00", "stage": 0, "epoch": n, "loss": 1.0}
+
     log = RunLog(str(tmp_path))
-    log.write({"event": "epoch", "epoch": 0})
-    log.write({"event": "epoch", "epoch": 1})
+    log.write(epoch_record(0))
+    log.write(epoch_record(1))
     path = tmp_path / "metrics.jsonl"
     path.write_bytes(path.read_bytes()[:-9])  # a crash mid-line
     again = RunLog(str(tmp_path))
-    assert again.records == [{"event": "epoch", "epoch": 0}]
-    again.write({"event": "epoch", "epoch": 1})
+    assert again.records == [epoch_record(0)]
+    again.write(epoch_record(1))
     assert [json.loads(line) for line in path.read_text().splitlines()] == again.records  # every line parses
     # a whole last record without its newline keeps it; a glued line (the old bug) is skipped
-    path.write_text('{"event": "epoch", "epoch": 0}\n{"event": "ep{"event": "stage"}\n{"event": "epoch", "epoch": 1}')
+    path.write_text(json.dumps(epoch_record(0)) + '\n{"event": "ep{"event": "stage"}\n' + json.dumps(epoch_record(1)))
     third = RunLog(str(tmp_path))
-    third.write({"event": "stage", "problem": "stage_00"})
+    third.write({"event": "stage", "problem": "stage_00", "stage": 0})
     assert [r.get("epoch", r.get("problem")) for r in read_records(str(path))] == [0, 1, "stage_00"]
     (tmp_path / "config.json").write_text(json.dumps(resolve(tiny_config()).to_dict()))
     epoch = {"event": "epoch", "problem": "stage_00", "stage": 0, "epoch": 0, "loss": 1.0, "test_accuracy": 0.5}

@@ -17,10 +17,9 @@ from layerwise.run import files
 from layerwise.run.lock import workdir_lock
 from layerwise.run.restore import default_load_data, restore_run
 from layerwise.run.workdir import make_directory, read_config
-from layerwise.serving.export import (
-    DEFAULT_CASCADE_THRESHOLD, UNFINISHED_LABEL, export_cascade, export_classifier, export_ensemble,
-    write_models_config,
-)
+from layerwise.serving.export import DEFAULT_CASCADE_THRESHOLD, export_cascade, export_classifier, export_ensemble
+from layerwise.serving.models_config import check_serving_root, write_models_config
+from layerwise.serving.versions import UNFINISHED_LABEL, check_label
 
 
 def export_run(
@@ -39,8 +38,9 @@ def export_run(
 
     Every finished stage (or the end-to-end model) becomes version N+1 of its servable (N is
     left as it is); a layerwise run also gets ``<model>_ensemble`` and ``<model>_cascade``.
-    ``models.config`` is rewritten with ``label`` pointing at each servable's newest complete
-    version. The directory written to is locked for the export (``layerwise.run.lock``): the
+    Each new complete version gets ``label`` (``stable`` moves to it only when ``label`` is
+    ``"stable"``; ``"canary"`` is added beside ``stable``); the labels of every other version and
+    servable stay as they were, and ``models.config`` is rewritten with them. The directory written to is locked for the export (``layerwise.run.lock``): the
     run directory itself when the servables go under it (a run still training there is refused).
 
     An unfinished run (stages still to train) is refused unless ``allow_unfinished``: then its
@@ -53,7 +53,7 @@ def export_run(
         build_network: ``(config, data) -> StagedNetwork`` (``apps.runner.build_network``).
         export_root: where servables go; ``workdir/export`` by default.
         threshold: the cascade's default exit threshold, in (0, 1].
-        label: version label of the newest complete versions in ``models.config``.
+        label: version label of the new complete versions (``layerwise.serving.versions``).
         load_data: ``config -> DataSource``; the registered dataset by default.
         allow_unfinished: export the finished stages of an unfinished run (with a warning).
         serving_root: where the model server sees ``export_root`` (``/models`` in a container);
@@ -64,15 +64,18 @@ def export_run(
         ``{servable name: new version directory}``.
 
     Raises:
-        ConfigError: a threshold outside (0, 1], an ``export_root`` that is a file.
+        ConfigError: a threshold outside (0, 1], a ``label`` that is not a word (or is
+            ``"unfinished"``), a ``serving_root`` that is not an absolute path or holds quotes or
+            control characters, an ``export_root`` that is a file.
         CheckpointError: ``workdir`` has no finished stage, or is unfinished.
         WorkdirBusyError: another process holds the directory written to.
         StorageError: a servable could not be written (full disk, read-only directory).
     """
     if not 0.0 < threshold <= 1.0:
         raise ConfigError(f"the cascade threshold must be in (0, 1], got {threshold}")
-    if not label or not label.replace("_", "").replace("-", "").isalnum():
-        raise ConfigError(f"a version label is a word of letters, digits, - and _, got {label!r}")
+    check_label(label)
+    if serving_root is not None:
+        check_serving_root(serving_root)
     read_config(workdir)  # not a run, or a corrupt config: refused before anything else
     export_root = export_root or os.path.join(workdir, "export")
     if files.exists(export_root) and not files.isdir(export_root):
@@ -102,13 +105,13 @@ def _export(run, export_root: str, threshold: float, label: str, info: dict, ser
     written = {}
     for name, classifier in zip(run.problems, run.classifiers):
         servable = f"{net.name}_{name}"
-        written[servable] = export_classifier(classifier, os.path.join(export_root, servable), mean, std)
+        written[servable] = export_classifier(classifier, os.path.join(export_root, servable), mean, std, label)
     if run.layerwise:
         servable = f"{net.name}_ensemble"
-        written[servable] = export_ensemble(net, run.heads, os.path.join(export_root, servable), mean, std, info)
+        written[servable] = export_ensemble(net, run.heads, os.path.join(export_root, servable), mean, std, info, label)
         servable = f"{net.name}_cascade"
         written[servable] = export_cascade(
-            net, run.heads, os.path.join(export_root, servable), mean, std, threshold, info
+            net, run.heads, os.path.join(export_root, servable), mean, std, threshold, info, label
         )
-    write_models_config(export_root, label, serving_root)
+    write_models_config(export_root, serving_root)
     return written

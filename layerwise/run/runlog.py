@@ -7,12 +7,21 @@ fsynced. Records name metrics as Keras does (``loss``, ``accuracy``, ``val_loss`
 renames. A crash or a full disk can leave the last line torn (truncated mid-record); readers
 (:func:`read_records`) skip any line that is not a whole JSON object, and the writer drops a torn
 tail before it appends, so one bad write never poisons the next record or every later run.
+
+Readers also check each record against the keys its event needs (:func:`record_fits`): every
+record names its ``event`` (and its ``problem``, if any, as a string); ``epoch`` and ``stage``
+records hold the keys the trainer and the report index, with the types they compute with, and
+every metric present is a number or null. A record that does not fit (``{"event": "epoch"}``,
+an epoch that is a string) is skipped and counted, and the reader says so once, in one warning
+line, instead of failing later with a ``KeyError`` or ``TypeError``. Events it does not know
+(``prune``, ``refit``, later ones) pass with those common checks only.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any, Callable
 
 import tensorflow as tf
@@ -32,6 +41,35 @@ def with_keras_names(record: dict[str, Any]) -> dict[str, Any]:
     return {OLD_METRIC_NAMES.get(key, key): value for key, value in record.items()}
 
 
+# The keys each event's records must hold, and their types (bool is no int here).
+REQUIRED_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "epoch": {"problem": str, "stage": int, "epoch": int, "loss": (int, float)},
+    "stage": {"problem": str, "stage": int},
+}
+# Metrics a record may hold: a number, or null where nothing was measured.
+METRICS = (
+    "loss", "accuracy", "test_accuracy", "val_accuracy", "val_loss", "ensemble_accuracy", "test_top5", "ensemble_top5",
+    "centre_crop_accuracy", "test_top1_error", "test_top5_error", "lr", "seconds", "train_seconds", "epoch_seconds",
+    "peak_memory_mb", "params", "trainable_params", "flops", "epochs",
+)
+
+
+def _is(value: Any, types: type | tuple[type, ...]) -> bool:
+    return isinstance(value, types) and not isinstance(value, bool)
+
+
+def record_fits(record: Any) -> bool:
+    """True if ``record`` is a JSON object with the keys and types its event needs (module doc)."""
+    if not isinstance(record, dict) or not isinstance(record.get("event"), str):
+        return False
+    if "problem" in record and not isinstance(record["problem"], str):
+        return False
+    required = REQUIRED_KEYS.get(record["event"], {})
+    if not all(key in record and _is(record[key], types) for key, types in required.items()):
+        return False
+    return all(record[key] is None or _is(record[key], (int, float)) for key in METRICS if key in record)
+
+
 def parse_records(lines) -> list[dict[str, Any]]:
     """The JSON objects among ``lines`` (metrics in Keras's names); a torn or foreign line is skipped."""
     records = []
@@ -46,8 +84,17 @@ def parse_records(lines) -> list[dict[str, Any]]:
 
 
 def read_records(path: str) -> list[dict[str, Any]]:
-    """Every whole record of the JSON Lines file ``path`` (bytes that are not UTF-8 included)."""
-    return parse_records(files.read_bytes(path).decode("utf-8", "replace").splitlines())
+    """Every whole record of the JSON Lines file ``path`` that fits its event (:func:`record_fits`;
+    bytes that are not UTF-8 included). Records that do not fit are skipped; if any were, one
+    warning says how many (shown once per message, as Python's warnings are)."""
+    records = parse_records(files.read_bytes(path).decode("utf-8", "replace").splitlines())
+    fitting = [r for r in records if record_fits(r)]
+    if len(fitting) != len(records):
+        warnings.warn(
+            f"{path}: skipped {len(records) - len(fitting)} record(s) without the keys or types their event "
+            "needs (e.g. an epoch without its epoch number); the rest of the run's records are used",
+        )  # issued here, whoever reads: Python shows the same warning once per process
+    return fitting
 
 
 def repair_tail(path: str) -> None:

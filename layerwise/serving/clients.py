@@ -2,8 +2,9 @@
 
 All three check the images against the signature's input spec before sending anything (size,
 channels, dtype; see :func:`check_images`) and raise :class:`~layerwise.errors.ServingInputError`
-with what to change; an unreachable server, a timeout or an unknown model/version raises
-:class:`~layerwise.errors.ModelServerError`. Results are ``{output name: np.ndarray}``.
+with what to change; an unreachable server, a timeout (a total deadline per request), an unknown
+model/version or an answer that is not the signature's (:mod:`layerwise.serving.answers`) raises
+:class:`~layerwise.errors.ModelServerError`. Results are ``{output name: np.ndarray}``, checked.
 
 REST (``tensorflow_model_server --rest_api_port=8501``): ``GET /v1/models/NAME[/versions/N]/metadata``
 for the input spec, then ``POST /v1/models/NAME[/versions/N]:predict`` with
@@ -18,8 +19,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import os
+import re
 import socket
 import urllib.error
 import urllib.parse
@@ -29,6 +32,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from layerwise.errors import ConfigError, ModelServerError, ServingInputError
+from layerwise.serving.answers import check_outputs, rest_columns
+from layerwise.serving.deadline import DeadlineExceeded, DeadlineHTTPHandler, DeadlineHTTPSHandler, DeadlineRequest, fetch
 
 DEFAULT_SIGNATURE = "serving_default"
 # A cascade signature without a threshold input -> the one that takes it (see layerwise.serving.export).
@@ -206,17 +211,25 @@ def rest_request_body(signature: str, inputs: dict[str, np.ndarray]) -> dict[str
     return {"signature_name": signature, "instances": instances}
 
 
-def parse_rest_predictions(response: dict[str, Any]) -> dict[str, np.ndarray]:
-    """``{"predictions": [...]}`` (row format) -> ``{output: array}``; one unnamed output is ``outputs``."""
-    if "predictions" in response:
-        rows = response["predictions"]
-        if rows and isinstance(rows[0], dict):
-            return {k: np.asarray([row[k] for row in rows]) for k in rows[0]}
-        return {"outputs": np.asarray(rows)}
-    if "outputs" in response:  # columnar answer
-        outputs = response["outputs"]
-        return {k: np.asarray(v) for k, v in outputs.items()} if isinstance(outputs, dict) else {"outputs": np.asarray(outputs)}
-    raise ModelServerError(f"unexpected answer from the server (no 'predictions'): {str(response)[:200]}")
+def parse_rest_predictions(
+    response: Any, rows: int | None = None, expected: dict[str, tuple] | None = None, server: str = "the server"
+) -> dict[str, np.ndarray]:
+    """``{"predictions": [...]}`` (row format) or ``{"outputs": ...}`` (columnar) -> ``{output: array}``,
+    checked by :func:`layerwise.serving.answers.check_outputs`; one unnamed output is ``outputs``.
+
+    Args:
+        rows: the number of images sent (default: as many as the answer has).
+        expected: ``{output: shape}`` of the signature called (:func:`parse_rest_output_shapes`).
+    """
+    columns = rest_columns(response, server)
+    if rows is None:
+        rows = len(next(iter(columns.values()), []))
+    return check_outputs(columns, rows, expected, server)
+
+
+def _dims(info: dict[str, Any]) -> tuple:
+    dims = info.get("tensor_shape", {}).get("dim", [])
+    return tuple(None if int(d.get("size", -1)) < 0 else int(d["size"]) for d in dims)
 
 
 _DTYPES = {"DT_UINT8": "uint8", "DT_FLOAT": "float32", "DT_HALF": "float16", "DT_DOUBLE": "float64", "DT_INT32": "int32", "DT_INT64": "int64"}
@@ -234,20 +247,51 @@ def parse_rest_metadata(metadata: dict[str, Any]) -> dict[str, dict[str, InputSp
             continue
         specs[name] = {}
         for key, info in sig.get("inputs", {}).items():
-            dims = info.get("tensor_shape", {}).get("dim", [])
-            shape = tuple(None if int(d.get("size", -1)) < 0 else int(d["size"]) for d in dims)
-            specs[name][key] = InputSpec(key, _DTYPES.get(info.get("dtype"), info.get("dtype", "?")), shape)
+            specs[name][key] = InputSpec(key, _DTYPES.get(info.get("dtype"), info.get("dtype", "?")), _dims(info))
     return specs
+
+
+def parse_rest_output_shapes(metadata: dict[str, Any]) -> dict[str, dict[str, tuple]]:
+    """``{signature: {output: shape}}`` from ``GET /v1/models/NAME/metadata`` (empty when the
+    server lists no outputs: then answers are checked by their names' rules only)."""
+    try:
+        signature_defs = metadata["metadata"]["signature_def"]["signature_def"]
+        return {
+            name: {key: _dims(info) for key, info in sig.get("outputs", {}).items()}
+            for name, sig in signature_defs.items()
+            if not name.startswith("__")
+        }
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ModelServerError(f"unexpected metadata from the server: {str(metadata)[:200]}") from None
+
+
+# Model names enter URLs (``/v1/models/NAME``): letters, digits, ``_ . -``, no leading dot, so no
+# name can climb out of ``/v1/models/`` or add a query.
+MODEL_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def check_model_name(model: Any) -> str:
+    """``model`` if it is a valid servable name.
+
+    Raises:
+        ConfigError: naming the ``model`` argument.
+    """
+    if not isinstance(model, str) or not MODEL_NAME.fullmatch(model):
+        raise ConfigError(
+            f"model must be a servable name of letters, digits, '_', '.' and '-' not starting with '.' "
+            f"(as in models.config), got {model!r}"
+        )
+    return model
 
 
 HTTP_SCHEMES = ("http", "https")
 
 # Only the HTTP handlers, and no redirect handler: a request can never read file:// or ftp:// URLs,
 # and never goes anywhere but the given server. TF Serving never redirects, so a 3xx answer is an
-# error (:meth:`RestClient._request`), whatever scheme or host it points at (urllib's default
+# error (:meth:`RestClient._refuse`), whatever scheme or host it points at (urllib's default
 # redirect handler follows http, https and ftp to any host).
 _OPENER = urllib.request.OpenerDirector()
-for _handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+for _handler in (urllib.request.ProxyHandler(), DeadlineHTTPHandler(), DeadlineHTTPSHandler(),
                  urllib.request.HTTPErrorProcessor(), urllib.request.HTTPDefaultErrorHandler()):
     _OPENER.add_handler(_handler)
 
@@ -259,7 +303,8 @@ class RestClient:
         server: ``http://HOST:8501`` (or https; no other scheme is accepted).
         model: servable name (``layerwise_cnn_stage_02``, ``..._ensemble``, ``..._cascade``).
         version: a specific integer version; ``None`` for the server's default (newest).
-        timeout: seconds to wait for connecting and for each answer.
+        timeout: seconds for each whole request (connecting, sending, and the answer to its
+            last byte): a total deadline, not a limit per read.
         check: fetch the signature metadata once and check inputs before sending.
     """
 
@@ -273,11 +318,12 @@ class RestClient:
                 "is HTTP (e.g. http://localhost:8501)"
             )
         self.server = server.rstrip("/")
-        self.model = model
+        self.model = check_model_name(model)
         self.version = version
         self.timeout = timeout
         self.check = check
         self._specs: dict[str, dict[str, InputSpec]] | None = None
+        self._output_shapes: dict[str, dict[str, tuple]] = {}
 
     @property
     def _what(self) -> str:
@@ -287,28 +333,13 @@ class RestClient:
         version = "" if self.version is None else f"/versions/{int(self.version)}"
         return f"{self.server}/v1/models/{self.model}{version}{suffix}"
 
-    def _request(self, url: str, body: dict | None = None) -> dict[str, Any]:
+    def _request(self, url: str, body: dict | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+        request = DeadlineRequest(url, self.timeout, data=data, headers={"Content-Type": "application/json"})
         try:
-            with _OPENER.open(request, timeout=self.timeout) as response:
-                return json.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as e:
-            message = _error_text(e)
-            if e.code == 404:
-                raise ModelServerError(
-                    f"{self.server} does not serve {self._what} ({message}); check the name and "
-                    "version against models.config"
-                ) from None
-            if e.code == 400:
-                raise ServingInputError(f"{self.server} rejected the request for {self._what}: {message}") from None
-            if 300 <= e.code < 400:
-                raise ModelServerError(
-                    f"{self.server} answered HTTP {e.code} for {self._what}, a redirect to "
-                    f"{(e.headers or {}).get('Location', '?')}; TF Serving never redirects, so the client follows "
-                    "none: give the model server's own address"
-                ) from None
-            raise ModelServerError(f"{self.server} answered HTTP {e.code} for {self._what}: {message}") from None
+            answer = fetch(_OPENER, request)
+        except DeadlineExceeded:
+            raise ModelServerError(f"{self.server} did not answer within {self.timeout:g} s") from None
         except (socket.timeout, TimeoutError):
             raise ModelServerError(f"{self.server} did not answer within {self.timeout:g} s") from None
         except urllib.error.URLError as e:
@@ -320,25 +351,67 @@ class RestClient:
             ) from None
         except ConnectionError as e:
             raise ModelServerError(f"lost the connection to {self.server} ({e})") from None
-        except json.JSONDecodeError:
+        except (http.client.HTTPException, OSError) as e:  # IncompleteRead, a malformed status line...
+            raise ModelServerError(f"{self.server} sent a broken HTTP answer ({type(e).__name__}: {_line(e)})") from None
+        if answer.status != 200:
+            self._refuse(answer)
+        try:
+            return json.loads(answer.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise ModelServerError(f"{self.server} answered something that is not JSON") from None
+
+    def _refuse(self, answer) -> None:
+        message = _error_text(answer.body, answer.reason)
+        if answer.status == 404:
+            raise ModelServerError(
+                f"{self.server} does not serve {self._what} ({message}); check the name and "
+                "version against models.config"
+            )
+        if answer.status == 400:
+            raise ServingInputError(f"{self.server} rejected the request for {self._what}: {message}")
+        if 300 <= answer.status < 400:
+            raise ModelServerError(
+                f"{self.server} answered HTTP {answer.status} for {self._what}, a redirect to "
+                f"{_line(answer.headers.get('Location', '?'))}; TF Serving never redirects, so the client follows "
+                "none: give the model server's own address"
+            )
+        raise ModelServerError(f"{self.server} answered HTTP {answer.status} for {self._what}: {message}")
+
+    def _metadata(self) -> None:
+        metadata = self._request(self.url("/metadata"))
+        self._specs = parse_rest_metadata(metadata)
+        self._output_shapes = parse_rest_output_shapes(metadata)
 
     def input_specs(self) -> dict[str, dict[str, InputSpec]]:
         if self._specs is None:
-            self._specs = parse_rest_metadata(self._request(self.url("/metadata")))
+            self._metadata()
         return self._specs
 
     def predict(self, images: Any, signature: str = DEFAULT_SIGNATURE, threshold: float | None = None):
         signature, inputs = _client_inputs(self, images, signature, threshold)
-        return parse_rest_predictions(self._request(self.url(":predict"), rest_request_body(signature, inputs)))
+        answer = self._request(self.url(":predict"), rest_request_body(signature, inputs))
+        return parse_rest_predictions(answer, _rows(inputs), self._output_shapes.get(signature), self.server)
 
 
-def _error_text(error: urllib.error.HTTPError) -> str:
+def _rows(inputs: dict[str, np.ndarray]) -> int:
+    images = inputs["images"]
+    return images.shape[0] if images.ndim else 1
+
+
+def _line(value: Any) -> str:
+    return " ".join(str(value).split())[:200]
+
+
+def _error_text(body: bytes, reason: str) -> str:
+    """The ``error`` of a TF Serving error answer in one line; the status reason when the body is
+    not a JSON object."""
     try:
-        body = error.read().decode("utf-8", "replace")
-        return str(json.loads(body).get("error", body))
-    except Exception:  # an answer that is not JSON: the status line is all there is
-        return str(error.reason)
+        payload = json.loads(body.decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        payload = None
+    if not isinstance(payload, dict):
+        return _line(reason)
+    return _line(payload.get("error", body.decode("utf-8", "replace")))
 
 
 # ------------------------------------------------------------------------------------- gRPC
@@ -365,13 +438,14 @@ class GrpcClient:
         grpc, self._meta_pb2, self._predict_pb2, services = _grpc_modules()
         self._grpc = grpc
         self.target = target
-        self.model = model
+        self.model = check_model_name(model)
         self.version = version
         self.timeout = timeout
         self.check = check
         self._channel = grpc.insecure_channel(target)
         self._stub = services.PredictionServiceStub(self._channel)
         self._specs = None
+        self._output_shapes: dict[str, dict[str, tuple]] = {}
 
     def _spec(self, request) -> None:
         request.model_spec.name = self.model
@@ -407,17 +481,13 @@ class GrpcClient:
             response = self._call(self._stub.GetModelMetadata, request)
             signature_map = self._meta_pb2.SignatureDefMap()
             response.metadata["signature_def"].Unpack(signature_map)
+            signatures = {name: sig for name, sig in signature_map.signature_def.items() if not name.startswith("__")}
             self._specs = {
-                name: {
-                    k: InputSpec(
-                        k,
-                        tf.dtypes.as_dtype(info.dtype).name,
-                        tuple(None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim),
-                    )
-                    for k, info in sig.inputs.items()
-                }
-                for name, sig in signature_map.signature_def.items()
-                if not name.startswith("__")
+                name: {k: InputSpec(k, tf.dtypes.as_dtype(info.dtype).name, _proto_dims(info)) for k, info in sig.inputs.items()}
+                for name, sig in signatures.items()
+            }
+            self._output_shapes = {
+                name: {k: _proto_dims(info) for k, info in sig.outputs.items()} for name, sig in signatures.items()
             }
         return self._specs
 
@@ -431,7 +501,16 @@ class GrpcClient:
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
         response = self._call(self._stub.Predict, request)
-        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+        try:
+            outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+        except (ValueError, TypeError) as e:  # a TensorProto whose content does not fit its shape or dtype
+            raise ModelServerError(f"{self.target} answered a malformed tensor ({_line(e)})") from None
+        return check_outputs(outputs, _rows(inputs), self._output_shapes.get(signature), self.target)
+
+
+def _proto_dims(info) -> tuple:
+    """A ``TensorInfo``'s shape with ``None`` for unknown sizes."""
+    return tuple(None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim)
 
 
 # ------------------------------------------------------------------------------------ inputs

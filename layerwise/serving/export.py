@@ -3,8 +3,10 @@
 ``export/<servable>/<version>/saved_model.pb`` with integer versions that only grow: a re-export
 writes version N+1 into a temporary directory and renames it, so a served version is never
 overwritten or half-written. ``export/models.config`` lists every servable for
-``tensorflow_model_server --model_config_file``; its ``base_path``s are absolute, or below
-``serving_root`` (e.g. ``/models``, where a container mounts the export directory).
+``tensorflow_model_server --model_config_file`` (``layerwise.serving.models_config``); its
+``base_path``s are absolute, or below ``serving_root`` (e.g. ``/models``, where a container mounts
+the export directory). Each export records the label it gives its version
+(``layerwise.serving.versions``): ``stable`` moves only when asked, to a complete version.
 
 Every stage classifier is also saved as ``<version>/model.keras`` (the Keras model from normalised
 images to logits, without the serving graph's normalisation), beside ``saved_model.pb`` (TF
@@ -48,7 +50,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import warnings
@@ -60,18 +61,18 @@ import tensorflow as tf
 
 from layerwise.errors import StorageError
 from layerwise.run import files
-from layerwise.run.files import atomic_write_text
 from layerwise.serving.cascade import cascade_probabilities, ensemble_graph_probabilities
+from layerwise.serving.models_config import write_models_config  # noqa: F401  (the public place it was)
+from layerwise.serving.versions import (  # noqa: F401  (is_complete, version_info, version_labels: public here too)
+    KERAS_FILE, STABLE_LABEL, UNFINISHED_LABEL, VERSION_INFO, is_complete, record_label, unfinished_servables,
+    version_info, version_labels, versions,
+)
 from layerwise.training.network import primary
 from layerwise.training.portable import standard_layers
 
 SIGNATURES = ("serving_default", "serving_float")
 CASCADE_SIGNATURES = SIGNATURES + ("serving_threshold", "serving_float_threshold")
 DEFAULT_CASCADE_THRESHOLD = 0.9
-# What a version covers, beside the SavedModel: TF Serving's place for files the graph does not load.
-VERSION_INFO = os.path.join("assets.extra", "layerwise_export.json")
-KERAS_FILE = "model.keras"
-UNFINISHED_LABEL = "unfinished"
 
 
 def checked(images: tf.Tensor, image_shape: Sequence[int], finite: bool = False) -> tf.Tensor:
@@ -117,16 +118,12 @@ def _outputs(probabilities: tf.Tensor, k: int) -> dict[str, tf.Tensor]:
     }
 
 
-def versions(servable_dir: str) -> list[int]:
-    """Integer versions present under ``servable_dir`` (ascending)."""
-    return sorted(int(d) for d in files.listdir(servable_dir) if re.fullmatch(r"\d+", d))
-
-
 def export_classifier(
     classifier: keras.Model,
     servable_dir: str,
     mean: Sequence[float],
     std: Sequence[float],
+    label: str = STABLE_LABEL,
 ) -> str:
     """Exports ``classifier`` (normalised images -> logits) as the next version of a servable.
 
@@ -134,6 +131,7 @@ def export_classifier(
         classifier: functional model from normalised images to logits.
         servable_dir: ``export/<servable name>``.
         mean, std: per-channel statistics used to normalise raw pixels inside the graph.
+        label: the version label the new version gets (:func:`write_next_version`).
 
     Returns:
         The path of the new version directory (with ``model.keras``, the classifier itself).
@@ -161,16 +159,19 @@ def export_classifier(
     archive.track(classifier)
     archive.add_endpoint(SIGNATURES[0], serve_uint8)
     archive.add_endpoint(SIGNATURES[1], serve_float)
-    return write_next_version(archive, servable_dir, keras_model=classifier)
+    return write_next_version(archive, servable_dir, keras_model=classifier, label=label)
 
 
 def write_next_version(archive: keras.export.ExportArchive, servable_dir: str, info: dict[str, Any] | None = None,
-                       keras_model: keras.Model | None = None) -> str:
+                       keras_model: keras.Model | None = None, label: str = STABLE_LABEL) -> str:
     """Writes ``archive`` as version N+1 of ``servable_dir`` (temp dir + rename); returns its path.
 
     Version N is never touched, and a crash leaves no half-written version behind. ``info``
-    (what the version covers, e.g. ``{"complete": False}``) goes to ``assets.extra``;
-    ``keras_model`` is saved beside the SavedModel as ``model.keras``.
+    (what the version covers, e.g. ``{"complete": False}``; ``{"complete": True}`` by default)
+    goes to ``assets.extra``, which also marks the version as written by layerwise;
+    ``keras_model`` is saved beside the SavedModel as ``model.keras``. The version is then
+    recorded with ``label`` (``layerwise.serving.versions.record_label``: a partial version is
+    ``unfinished`` whatever ``label`` says).
 
     Raises:
         StorageError: the version could not be written (full disk, permissions); nothing of it
@@ -188,10 +189,9 @@ def write_next_version(archive: keras.export.ExportArchive, servable_dir: str, i
         archive.write_out(tmp, verbose=False)
         if keras_model is not None:
             save_keras(keras_model, os.path.join(tmp, KERAS_FILE))
-        if info is not None:
-            os.makedirs(os.path.join(tmp, os.path.dirname(VERSION_INFO)), exist_ok=True)
-            with open(os.path.join(tmp, VERSION_INFO), "w", encoding="utf-8") as f:
-                json.dump(info, f)
+        os.makedirs(os.path.join(tmp, os.path.dirname(VERSION_INFO)), exist_ok=True)
+        with open(os.path.join(tmp, VERSION_INFO), "w", encoding="utf-8") as f:
+            json.dump({"complete": True} if info is None else info, f)
         if local:
             os.replace(tmp, final)
         else:
@@ -204,6 +204,7 @@ def write_next_version(archive: keras.export.ExportArchive, servable_dir: str, i
         ) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    record_label(servable_dir, version, label)
     return final
 
 
@@ -231,19 +232,6 @@ def copy_tree(source: str, target: str) -> None:
         files.gfile.copy(os.path.join(source, name), destination, overwrite=True)
 
 
-def version_info(version_dir: str) -> dict[str, Any]:
-    """What :func:`write_next_version` recorded about a version (``{}``: a complete export)."""
-    try:
-        info = json.loads(files.read_text(files.join(version_dir, VERSION_INFO)))
-    except (OSError, ValueError):
-        return {}
-    return info if isinstance(info, dict) else {}
-
-
-def is_complete(version_dir: str) -> bool:
-    return version_info(version_dir).get("complete", True) is not False
-
-
 def _all_heads_model(network, heads) -> keras.Model:
     """Image -> [logits of every head]: one Keras model that owns every variable to export."""
     images = network.image_input()
@@ -255,7 +243,7 @@ def _all_heads_model(network, heads) -> keras.Model:
 
 
 def export_ensemble(network, heads: Sequence[keras.Model], servable_dir: str, mean, std,
-                    info: dict[str, Any] | None = None) -> str:
+                    info: dict[str, Any] | None = None, label: str = STABLE_LABEL) -> str:
     """Exports the 2^j-weighted probability ensemble of ``heads`` as the next version.
 
     Args:
@@ -263,6 +251,7 @@ def export_ensemble(network, heads: Sequence[keras.Model], servable_dir: str, me
         heads: the trained head of each stage, in order.
         servable_dir, mean, std: as in :func:`export_classifier`.
         info: what the version covers (:func:`write_next_version`).
+        label: the version label the new version gets, if complete (:func:`write_next_version`).
     """
     model = _all_heads_model(network, heads)
     k = min(5, network.num_classes)
@@ -285,7 +274,7 @@ def export_ensemble(network, heads: Sequence[keras.Model], servable_dir: str, me
     archive.track(model)
     archive.add_endpoint(SIGNATURES[0], serve_uint8)
     archive.add_endpoint(SIGNATURES[1], serve_float)
-    return write_next_version(archive, servable_dir, info)
+    return write_next_version(archive, servable_dir, info, label=label)
 
 
 def export_cascade(
@@ -296,6 +285,7 @@ def export_cascade(
     std,
     threshold: float = DEFAULT_CASCADE_THRESHOLD,
     info: dict[str, Any] | None = None,
+    label: str = STABLE_LABEL,
 ) -> str:
     """Exports the early-exit cascade over ``heads`` as the next version of ``servable_dir``.
 
@@ -347,57 +337,4 @@ def export_cascade(
     archive.track(model)
     for name, fn in zip(CASCADE_SIGNATURES, (serve_uint8, serve_float, serve_uint8_threshold, serve_float_threshold)):
         archive.add_endpoint(name, fn)
-    return write_next_version(archive, servable_dir, info)
-
-
-def version_labels(servable_dir: str, label: str = "stable") -> dict[str, int]:
-    """``{label: version}`` of a servable: ``label`` on the newest *complete* version, and
-    ``unfinished`` on the newest version when it is an export of an unfinished run (an ensemble
-    or cascade of fewer stages than the run has): a partial export is never the stable one."""
-    found = versions(servable_dir)
-    complete = [v for v in found if is_complete(files.join(servable_dir, str(v)))]
-    labels = {label: complete[-1]} if complete else {}
-    if found and (not complete or found[-1] != complete[-1]):
-        labels.setdefault(UNFINISHED_LABEL, found[-1])
-    return labels
-
-
-def unfinished_servables(export_root: str) -> list[str]:
-    """Servables under ``export_root`` whose newest version is a partial export."""
-    return [n for n in files.listdir(export_root) if UNFINISHED_LABEL in version_labels(files.join(export_root, n))]
-
-
-def write_models_config(export_root: str, label: str = "stable", serving_root: str | None = None) -> str:
-    """Writes ``export_root/models.config`` listing every servable and its versions' labels
-    (:func:`version_labels`: ``label`` on the newest complete version).
-
-    Args:
-        export_root: the directory holding the servables.
-        label: the label of each servable's newest complete version.
-        serving_root: where the model server sees ``export_root`` (e.g. ``/models`` in a
-            container started with ``-v $PWD/runs/default/export:/models``); each ``base_path``
-            is then ``<serving_root>/<servable>``. ``None``: absolute paths of this machine.
-    """
-    entries = []
-    for name in files.listdir(export_root):
-        path = files.join(export_root, name)
-        base_path = f"{serving_root.rstrip('/')}/{name}" if serving_root else (
-            os.path.abspath(path) if files.is_local(path) else path)
-        if not versions(path):
-            continue
-        labels = "".join(
-            f"    version_labels {{ key: \"{key}\" value: {value} }}\n"
-            for key, value in version_labels(path, label).items()
-        )
-        entries.append(
-            "  config {\n"
-            f"    name: \"{name}\"\n"
-            f"    base_path: \"{base_path}\"\n"
-            "    model_platform: \"tensorflow\"\n"
-            "    model_version_policy { all {} }\n"
-            f"{labels}"
-            "  }\n"
-        )
-    config_path = files.join(export_root, "models.config")
-    atomic_write_text(config_path, "model_config_list {\n" + "".join(entries) + "}\n")
-    return config_path
+    return write_next_version(archive, servable_dir, info, label=label)

@@ -185,6 +185,32 @@ OLD_RECORD_NAMES = f"{VOCABULARY}::test_records_of_a_run_written_with_the_old_na
 RUNLOG_PY = "layerwise/run/runlog.py"
 CLI_PLATEAU = "tests/test_recipes_lr.py::test_plateau_run_decays_on_validation_and_resumes_to_the_uninterrupted_numbers"
 VERBOSE_2 = f"{VOCABULARY}::test_verbose_2_gives_a_line_per_epoch_and_no_progress_bar_even_on_a_terminal"
+# ---- issue 25: trust3
+ANSWERS = "layerwise/serving/answers.py"
+DEADLINE = "layerwise/serving/deadline.py"
+TRUST3 = "tests/test_trust3.py"
+HOSTILE_REST = f"{TRUST3}::test_every_hostile_rest_answer_is_one_line_model_server_error"
+HOSTILE_SHORT_ROWS = f"{HOSTILE_REST}[one row for two images]"
+HOSTILE_SUM = f"{HOSTILE_REST}[probabilities not summing to 1]"
+HOSTILE_SHORT_BODY = f"{HOSTILE_REST}[a short body]"
+DRIP_BODY = f"{TRUST3}::test_the_timeout_is_a_total_deadline_against_a_dripping_server[body]"
+MODEL_NAME_DOTS = f"{TRUST3}::test_model_names_that_could_change_the_url_are_refused[../../x]"
+VERSIONS_PY = "layerwise/serving/versions.py"
+MODELS_CONFIG_PY = "layerwise/serving/models_config.py"
+LABEL_HISTORY = f"{TRUST3}::test_an_export_gives_its_label_to_its_own_version_only"
+CANARY_KEEPS_STABLE = f"{LABEL_HISTORY}[stable then canary keeps stable]"
+PARTIAL_NOT_CANARY = f"{LABEL_HISTORY}[a partial export is unfinished, never canary]"
+NOT_OURS_NEVER_STABLE = f"{TRUST3}::test_a_folder_that_layerwise_did_not_write_is_never_stable"
+HOSTILE_ROOT = "test_a_hostile_serving_root_is_a_config_error_naming_the_argument"
+INJECTED_ROOT = f"{TRUST3}::{HOSTILE_ROOT}[/models\" }} config {{ name: \"evil\" base_path: \"/etc]"
+RELATIVE_ROOT = f"{TRUST3}::{HOSTILE_ROOT}[../../../etc]"
+INJECTED_NAME = f"{TRUST3}::test_hostile_servable_names_are_escaped_and_parse_back_as_themselves[a\"b]"
+RUNLOG_PY = "layerwise/run/runlog.py"
+RUNNER_PY = "apps/runner.py"
+MISFIT = f"{TRUST3}::test_a_record_that_does_not_fit_its_event_is_skipped_counted_and_said_once"
+MISFIT_EMPTY_EPOCH = f"{MISFIT}[an epoch with no other key]"
+MISFIT_STRING_PARAMS = f"{MISFIT}[params that are a string]"
+REPORT_NEVER_FAILS_RUN = f"{TRUST3}::test_a_finished_run_is_never_failed_by_its_report"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -677,8 +703,8 @@ MUTANTS: list[Mutant] = [
         "rest-client-default-opener",
         "the REST client opens URLs with urllib's default opener (every scheme, every redirect)",
         CLIENTS,
-        "with _OPENER.open(request, timeout=self.timeout) as response:",
-        "with urllib.request.urlopen(request, timeout=self.timeout) as response:",
+        "answer = fetch(_OPENER, request)",
+        "answer = fetch(urllib.request.build_opener(), request)",
         (NO_REDIRECT,),
     ),
     Mutant(
@@ -1179,8 +1205,8 @@ MUTANTS: list[Mutant] = [
         "classifiers-keep-fast-layers",
         "Result.classifiers keep the fused BatchNorm and block averaging: their files need layerwise's classes",
         FIT,
-        "        return standard_layers(keras.Model(images, probabilities,",
-        "        return (keras.Model(images, probabilities,",
+        "        return compiled(standard_layers(keras.Model(images, probabilities,",
+        "        return compiled((keras.Model(images, probabilities,",
         (FRESH_LOAD,),
     ),
     Mutant(
@@ -1390,8 +1416,8 @@ MUTANTS: list[Mutant] = [
         "classifiers-not-compiled",
         "Result.classifiers are returned uncompiled: evaluate fails",
         FIT,
-        '        return compiled(keras.Model(images, probabilities, name=f"{self.network.name}_stage_{j:02d}"))',
-        '        return keras.Model(images, probabilities, name=f"{self.network.name}_stage_{j:02d}")',
+        '        return compiled(standard_layers(keras.Model(images, probabilities, name=f"{self.network.name}_stage_{j:02d}")))',
+        '        return standard_layers(keras.Model(images, probabilities, name=f"{self.network.name}_stage_{j:02d}"))',
         (VALIDATION_SPLIT,),
     ),
     Mutant(
@@ -1433,5 +1459,118 @@ MUTANTS: list[Mutant] = [
         "        live = self.verbose == 1 and sys.stdout.isatty()",
         "        live = self.verbose and sys.stdout.isatty()",
         (VERBOSE_2,),
+    ),
+    # ---- issue 25: trust3
+    Mutant(
+        "rest-answer-unchecked",
+        "the REST client hands back whatever the server answered (one row for two images)",
+        CLIENTS,
+        "    return check_outputs(columns, rows, expected, server)\n",
+        "    return {k: np.asarray(v) for k, v in columns.items()}\n",
+        (HOSTILE_SHORT_ROWS,),
+    ),
+    Mutant(
+        "answer-probability-sums-unchecked",
+        "probabilities that do not sum to 1 come back as a right answer",
+        ANSWERS,
+        "if sums.size and np.max(np.abs(sums - 1.0)) > SUM_TOLERANCE:",
+        "if False:",
+        (HOSTILE_SUM,),
+    ),
+    Mutant(
+        "answer-short-body-accepted",
+        "a body shorter than its Content-Length is taken as the whole answer",
+        DEADLINE,
+        "    if response.length:",
+        "    if False:",
+        (HOSTILE_SHORT_BODY,),
+    ),
+    Mutant(
+        "timeout-per-read-not-total",
+        "the REST timeout bounds each read, not the request (a dripping server keeps the caller)",
+        DEADLINE,
+        "        timer.start()\n",
+        "",
+        (DRIP_BODY,),
+    ),
+    Mutant(
+        "model-name-unchecked",
+        "a model name like ../../x goes into the URL path as it is",
+        CLIENTS,
+        "if not isinstance(model, str) or not MODEL_NAME.fullmatch(model):",
+        "if not isinstance(model, str):",
+        (MODEL_NAME_DOTS,),
+    ),
+    Mutant(
+        "labels-replace-all",
+        "an export with label canary drops the servable's other labels (stable lost)",
+        VERSIONS_PY,
+        "    labels = _older_rule(servable_dir, below=version) if recorded is None else recorded\n",
+        "    labels = {}\n",
+        (CANARY_KEEPS_STABLE,),
+    ),
+    Mutant(
+        "labels-partial-gets-the-label",
+        "a partial export gets the label asked for (canary, stable) instead of unfinished",
+        VERSIONS_PY,
+        "    if is_complete(files.join(servable_dir, str(version))):\n        labels[label] = version",
+        "    if True:\n        labels[label] = version",
+        (PARTIAL_NOT_CANARY,),
+    ),
+    Mutant(
+        "labels-foreign-versions-stable",
+        "a version layerwise did not write (someone else's SavedModel) is labelled stable",
+        VERSIONS_PY,
+        "    return is_saved_model(version_dir) and (",
+        "    return is_saved_model(version_dir) or (",
+        (NOT_OURS_NEVER_STABLE,),
+    ),
+    Mutant(
+        "models-config-unescaped",
+        "strings go into models.config unescaped (a name with a quote injects entries)",
+        MODELS_CONFIG_PY,
+        """    return '"' + value.replace("\\\\", "\\\\\\\\").replace('"', '\\\\"') + '"'""",
+        """    return '"' + value + '"'""",
+        (INJECTED_NAME,),
+    ),
+    Mutant(
+        "serving-root-quotes-allowed",
+        "a serving_root with quotes is accepted (and injects entries into models.config)",
+        MODELS_CONFIG_PY,
+        "    elif any(c in serving_root for c in \"\\\"'\\\\\") or _has_control_characters(serving_root):",
+        "    elif _has_control_characters(serving_root):",
+        (INJECTED_ROOT,),
+    ),
+    Mutant(
+        "serving-root-relative-allowed",
+        "a relative serving_root (../../../etc) is accepted",
+        MODELS_CONFIG_PY,
+        '    if not isinstance(serving_root, str) or not serving_root.startswith("/"):',
+        "    if not isinstance(serving_root, str):",
+        (RELATIVE_ROOT,),
+    ),
+    Mutant(
+        "records-unchecked",
+        "readers take every JSON object in metrics.jsonl ({\"event\": \"epoch\"} fails the report with KeyError)",
+        RUNLOG_PY,
+        "    fitting = [r for r in records if record_fits(r)]\n",
+        "    fitting = records\n",
+        (MISFIT_EMPTY_EPOCH,),
+    ),
+    Mutant(
+        "record-metric-types-unchecked",
+        "a record's metrics are not checked to be numbers (params: \"many\" fails the report's table)",
+        RUNLOG_PY,
+        "    return all(record[key] is None or _is(record[key], (int, float)) for key in METRICS if key in record)\n",
+        "    return True\n",
+        (MISFIT_STRING_PARAMS,),
+    ),
+    Mutant(
+        "report-failure-fails-the-run",
+        "a report that cannot be written after training fails the finished run",
+        RUNNER_PY,
+        "    except Exception as e:  # noqa: BLE001",
+        "    except ImportError as e:  # noqa: BLE001",
+        (REPORT_NEVER_FAILS_RUN,),
     ),
 ]
