@@ -60,7 +60,9 @@ class DeadlineRequest(urllib.request.Request):
             timer.cancel()
 
 
-class _HTTPConnection(http.client.HTTPConnection):
+class _Watched:
+    """A connection whose socket the request's deadline watches from the moment it connects."""
+
     def __init__(self, *args, request: DeadlineRequest, **kwargs):
         super().__init__(*args, **kwargs)
         self._deadline_request = request
@@ -70,14 +72,12 @@ class _HTTPConnection(http.client.HTTPConnection):
         self._deadline_request.watch(self.sock)
 
 
-class _HTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args, request: DeadlineRequest, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._deadline_request = request
+class _HTTPConnection(_Watched, http.client.HTTPConnection):
+    pass
 
-    def connect(self):
-        super().connect()
-        self._deadline_request.watch(self.sock)
+
+class _HTTPSConnection(_Watched, http.client.HTTPSConnection):
+    pass
 
 
 class DeadlineHTTPHandler(urllib.request.HTTPHandler):
