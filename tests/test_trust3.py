@@ -435,9 +435,10 @@ def test_a_folder_named_with_a_newline_is_left_out_with_a_warning(tmp_path):
 
 
 # ------------------------------------------------------------------ readers that check each record
-GOOD_EPOCH = {"event": "epoch", "problem": "stage_00", "stage": 0, "epoch": 0, "loss": 1.0, "train_acc": 0.5, "test_acc": 0.5}
-GOOD_STAGE = {"event": "stage", "problem": "stage_00", "stage": 0, "params": 100, "train_acc": 0.5, "test_acc": 0.5,
-              "ensemble_acc": 0.5}
+GOOD_EPOCH = {"event": "epoch", "problem": "stage_00", "stage": 0, "epoch": 0, "loss": 1.0, "accuracy": 0.5,
+              "test_accuracy": 0.5}
+GOOD_STAGE = {"event": "stage", "problem": "stage_00", "stage": 0, "params": 100, "accuracy": 0.5,
+              "test_accuracy": 0.5, "ensemble_accuracy": 0.5}
 # (case, a JSON line that does not fit its event)
 MISFIT_RECORDS = [
     ("an epoch with no other key", {"event": "epoch"}),
@@ -448,7 +449,8 @@ MISFIT_RECORDS = [
     ("a stage with no other key", {"event": "stage"}),
     ("a stage number that is a float", {**GOOD_STAGE, "stage": 0.5}),
     ("params that are a string", {**GOOD_STAGE, "params": "many"}),
-    ("a test accuracy that is a string", {**GOOD_STAGE, "test_acc": "high"}),
+    ("a test accuracy that is a string", {**GOOD_STAGE, "test_accuracy": "high"}),
+    ("an older run's test accuracy that is a string", {**GOOD_STAGE, "test_acc": "high"}),
     ("a problem that is a number", {**GOOD_STAGE, "problem": 7}),
     ("no event", {"problem": "stage_00", "stage": 0}),
     ("an event that is a number", {"event": 3}),
