@@ -35,7 +35,7 @@ root, raw, flt, thr, out = sys.argv[1:6]
 raw, flt, thr = np.load(raw), np.load(flt), np.load(thr)
 results = {}
 for name in json.loads(sys.argv[6]):
-    for version in sorted(os.listdir(f"{root}/{name}")) if "stage" in name else ():
+    for version in sorted(v for v in os.listdir(f"{root}/{name}") if v.isdigit()) if "stage" in name else ():
         classifier = keras.saving.load_model(f"{root}/{name}/{version}/model.keras")
         results[f"{name}/keras{version}/logits"] = np.asarray(classifier(flt, training=False))
     model = tf.saved_model.load(f"{root}/{name}/{sys.argv[7] if 'stage' in name else 1}")

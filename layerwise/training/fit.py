@@ -247,7 +247,7 @@ def fit(
     workdir: str | None = None,
     strategy: tf.distribute.Strategy | str | None = None,
     config: TrainConfig | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     **options,
 ) -> Result:
     """Trains ``network`` on ``x``, ``y``: stage by stage (``layerwise``), ``end_to_end``, or ``decoupled``.
@@ -306,8 +306,9 @@ def fit(
             ``multi_worker``); build the network under its scope.
         config: a whole :class:`TrainConfig` to start from (the CLI's path); the arguments above
             and ``options`` override it.
-        log: where the lines go. With ``verbose=0`` the default (``print``) prints nothing; a
-            function of your own still gets the run's notes (resuming, warnings), not the epochs.
+        log: where the lines go. ``None`` (default): ``print``, or nothing at all with
+            ``verbose=0``; a function given here (``print`` too) gets the run's notes (resuming,
+            warnings) whatever ``verbose`` says, and the epoch lines unless ``verbose=0``.
         **options: any other field of :class:`TrainConfig` or :class:`RunOptions` by its name
             (``lr``, ``weight_decay``, ``seed``, ``keep_best``, ``on_nan``, ``precision``,
             ``cache_prefix``, ``validation_fraction``, ...). An unknown name is refused with the
@@ -341,8 +342,8 @@ def fit(
     if class_weight is not None:
         raise ConfigError("class_weight is not supported yet: leave it None (or balance the classes of x, y)")
     verbose = _resolve_verbose(verbose)
-    if verbose == 0 and log is print:  # Keras's verbose=0 prints nothing; a log of your own still gets notes
-        log = _silent
+    if log is None:  # Keras's verbose=0 prints nothing; a log given explicitly still gets the notes
+        log = _silent if verbose == 0 else print
     if validation_split:
         if validation_data is not None:
             raise ConfigError("give validation_data or validation_split, not both")

@@ -1392,8 +1392,8 @@ MUTANTS: list[Mutant] = [
         "fit-verbose-0-still-logs",
         "fit(verbose=0) still prints its lines (the precision it chose)",
         FIT,
-        "    if verbose == 0 and log is print:",
-        "    if False:",
+        "        log = _silent if verbose == 0 else print",
+        "        log = print",
         (KERAS_HISTORY,),
     ),
     Mutant(
