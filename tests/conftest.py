@@ -32,6 +32,14 @@ def tiny_config(**changes) -> TrainConfig:
     return base.replace(**changes)
 
 
+def digit_arrays():
+    """The 1,797 real 8x8 scikit-learn digits: float32 images in [0, 1] of shape (N, 8, 8, 1), int64 labels."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return (data.images[..., None] / 16.0).astype("float32"), data.target.astype("int64")
+
+
 def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs ``python -m <args>`` from the repository root and captures its output."""
     return subprocess.run(

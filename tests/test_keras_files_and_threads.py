@@ -17,7 +17,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from sklearn.datasets import load_digits
 
 import layerwise
 from layerwise.errors import WorkdirBusyError
@@ -30,13 +29,13 @@ from layerwise.training.network import primary
 from layerwise.training.portable import standard_layers
 from layerwise.training.problems import ensemble_weights
 from layerwise.training.split import DenseLogits
+from conftest import digit_arrays
 
 
 @pytest.fixture(scope="module")
 def digits():
-    data = load_digits()
-    x = (data.images[..., None] / 16.0).astype("float32")
-    return x[:256], data.target[:256].astype("int64"), x[1500:1564]
+    x, y = digit_arrays()
+    return x[:256], y[:256], x[1500:1564]
 
 
 def user_model() -> keras.Model:

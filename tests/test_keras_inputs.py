@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from sklearn.datasets import load_digits
 
 import layerwise
 from layerwise.analysis.flops import layer_flops
+from conftest import digit_arrays
 
 EPOCH = dict(epochs_per_stage=1, batch_size=32, verbose=0)
 
@@ -30,8 +30,8 @@ def digits_model(seed: int = 0) -> keras.Model:
 
 @pytest.fixture(scope="module")
 def digits():
-    data = load_digits()
-    return (data.images[:64, ..., None] / 16.0).astype("float32"), data.target[:64].astype("int64")
+    x, y = digit_arrays()
+    return x[:64], y[:64]
 
 
 def with_label(y, value):

@@ -9,7 +9,6 @@ import os
 import keras
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 
 import layerwise
 from layerwise.data.pipelines import as_source
@@ -18,6 +17,7 @@ from layerwise.run import schema
 from layerwise.run.config import TrainConfig
 from layerwise.training.heads import config_heads, head_options
 from layerwise.training.local_losses import config_local_loss, local_loss_options
+from conftest import digit_arrays
 
 SPLIT_AT = ["relu1", "relu2"]
 HEAD = layerwise.AuxHead(k=1, width=8, pooled_size=1, hidden_units=(16,), dropout=0.3)
@@ -66,9 +66,8 @@ def user_model(seed: int = 0) -> keras.Model:
 
 @pytest.fixture(scope="module")
 def digits():
-    data = load_digits()
-    x = (data.images[..., None] / 16.0).astype("float32")
-    return x[:256], data.target[:256].astype("int64"), x[1500:1628], data.target[1500:1628].astype("int64")
+    x, y = digit_arrays()
+    return x[:256], y[:256], x[1500:1628], y[1500:1628]
 
 
 class InterruptAtStage(layerwise.StageCallback):

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from sklearn.datasets import load_digits
+from conftest import digit_arrays
 
 import layerwise
 from layerwise.run.runlog import parse_records
@@ -38,9 +38,7 @@ def small_network(seed: int = 0) -> layerwise.StagedNetwork:
 
 @pytest.fixture(scope="module")
 def digits():
-    data = load_digits()
-    x = (data.images[..., None] / 16.0).astype("float32")
-    y = data.target.astype("int64")
+    x, y = digit_arrays()
     return x[:1000], y[:1000], x[1000:1400], y[1000:1400]
 
 

@@ -9,10 +9,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from sklearn.datasets import load_digits
 
 import layerwise
 from layerwise.errors import WorkdirMismatchError
+from conftest import digit_arrays
 
 SPLIT_AT = ["relu1", "relu2"]
 
@@ -44,9 +44,8 @@ def user_model(seed: int = 0, dropout: float = 0.0) -> keras.Model:
 
 @pytest.fixture(scope="module")
 def digits():
-    data = load_digits()
-    x = (data.images[..., None] / 16.0).astype("float32")
-    return x[:1500], data.target[:1500].astype("int64"), x[1500:], data.target[1500:].astype("int64")
+    x, y = digit_arrays()
+    return x[:1500], y[:1500], x[1500:], y[1500:]
 
 
 def pipelines(digits, batch=64):
