@@ -108,6 +108,11 @@ class OptimConfig:
     weight_decay: float = option(
         5e-4, "L2 coefficient added to the loss on every trainable variable (PyTorch-style coupled weight "
         "decay, as in the paper's code).", flag="weight_decay")
+    object: dict = option(
+        factory=dict, help="An optimizer of the user's own (layerwise.fit(optimizer=...), or the optimizer the "
+        "split model was compiled with) as a Keras-serialised object (keras.saving.serialize_keras_object): "
+        "every problem trains with a fresh copy of it, with its own learning rate or schedule, instead of "
+        "--optimizer, --lr, --momentum and the lr schedule. {}: none.", flag="optimizer_object", cli=False)
 
 
 @dataclasses.dataclass(frozen=True)

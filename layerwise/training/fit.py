@@ -30,15 +30,15 @@ from layerwise.data.base import DataSource
 from layerwise.data.pipelines import DatasetSource, as_source, check_image_shape, labels_in_range
 from layerwise.distribute import is_chief, make_strategy, worker_workdir
 from layerwise.errors import ConfigError, did_you_mean
-from layerwise.run import schema
+from layerwise.run import recorded, schema
 from layerwise.run.config import CUSTOM_LOSS, RunOptions, TrainConfig
 from layerwise.run.workdir import check_workdir, open_run
 from layerwise.training.heads import AuxHead, head_options
 from layerwise.training.local_losses import LocalLoss, local_loss_options
 from layerwise.training.modules import group_stages
 from layerwise.training.network import StagedNetwork, primary
-from layerwise.training.optim import resolve_precision
-from layerwise.training.portable import standard_layers
+from layerwise.training.optim import is_optimizer_or_factory, resolve_precision
+from layerwise.training.portable import compiled, saved_classifier, standard_layers
 from layerwise.training.problems import HeadPlan, ensemble_weights
 from layerwise.training.trainer import GreedyTrainer, epoch_logs
 
@@ -85,8 +85,7 @@ class Result:
     def _classifier(self, j: int) -> keras.Model:
         images = self.network.image_input()
         logits = self.heads[j](primary(self.network.run(images, 0, j + 1)))
-        probabilities = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-        return compiled(standard_layers(keras.Model(images, probabilities, name=f"{self.network.name}_stage_{j:02d}")))
+        return saved_classifier(keras.Model(images, logits), name=f"{self.network.name}_stage_{j:02d}")
 
     def ensemble(self) -> keras.Model:
         """The paper's ensemble as one compiled Keras model: images -> sum_j 2^j p_j / sum_j 2^j
@@ -104,15 +103,6 @@ class Result:
             terms.append(keras.layers.Rescaling(float(weight), name=f"weight_{j:02d}")(probs))
         out = terms[0] if len(terms) == 1 else keras.layers.Add(name="ensemble")(terms)
         return compiled(standard_layers(keras.Model(images, out, name=f"{self.network.name}_ensemble")))
-
-
-def compiled(classifier: keras.Model) -> keras.Model:
-    """``classifier`` (images -> class probabilities) compiled as ``keras.Model.compile`` would be
-    for integer labels: sparse categorical cross-entropy on probabilities and accuracy
-    (https://keras.io/api/losses/probabilistic_losses/#sparsecategoricalcrossentropy-class)."""
-    classifier.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False),
-                       metrics=["accuracy"])
-    return classifier
 
 
 def keras_history(epochs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -209,18 +199,32 @@ def _resolve_verbose(verbose: int | str) -> int:
     return int(verbose)
 
 
-def _optimizer_factory(optimizer) -> tuple[dict[str, Any], Callable[[], keras.optimizers.Optimizer] | None]:
-    """A fresh optimizer per problem from ``optimizer``: a name (config field), a Keras optimizer
-    (cloned from its config, with its own learning rate), or a factory."""
+# the options an optimizer object replaces (it brings its own learning rate or schedule)
+OPTIMIZER_OPTIONS = ("lr", "momentum", "lr_schedule", "lr_decay_every", "lr_decay_factor", "lr_milestones",
+                     "lr_milestone_unit", "plateau_patience", "warmup_steps", "warmup_lr")
+
+
+def _optimizer_options(optimizer, required: bool) -> tuple[dict[str, Any], Callable[[], keras.optimizers.Optimizer] | None]:
+    """(configuration changes, ``() -> fresh optimizer``) for ``optimizer``: a name (the
+    ``optimizer`` field), a Keras optimizer (recorded as ``optimizer_object``; every problem gets a
+    copy made from its config, with its own learning rate or schedule), or a function returning a
+    fresh optimizer (recorded likewise).
+
+    Raises:
+        ConfigError: anything else, or (with ``required``) an optimizer or function that cannot be
+            recorded in the run's ``config.json``.
+    """
     if optimizer is None:
         return {}, None
     if isinstance(optimizer, str):
-        return {"optimizer": optimizer}, None
+        return {"optimizer": optimizer, "optimizer_object": {}}, None
     if isinstance(optimizer, keras.optimizers.Optimizer):
+        form = recorded.record(optimizer, "optimizer", is_optimizer_or_factory, required=required)
         template = keras.optimizers.serialize(optimizer)
-        return {}, lambda: keras.optimizers.deserialize(template)
+        return {"optimizer_object": form}, lambda: keras.optimizers.deserialize(template)
     if callable(optimizer):
-        return {}, optimizer
+        return {"optimizer_object": recorded.record(optimizer, "optimizer function", is_optimizer_or_factory,
+                                                    required=required)}, optimizer
     raise ConfigError(
         f"optimizer must be 'sgd', 'adam', a keras.optimizers.Optimizer or a function returning one, got {optimizer!r}"
     )
@@ -293,9 +297,15 @@ def fit(
             or your own subclass (recorded as ``custom`` and a Keras-serialised object, refused with
             a ``workdir`` where it cannot be). See ``docs/local_learning.md``. ``local_modules=K`` groups the
             network's stages into K modules of roughly equal cost first.
-        optimizer: ``"sgd"`` (default, with ``lr``, ``momentum`` and the step schedule),
-            ``"adam"``, a Keras optimizer (each problem gets a fresh copy of it, with its own
-            learning rate or schedule) or a function returning a fresh optimizer.
+        optimizer: ``"sgd"`` (default, with ``lr``, ``momentum`` and the paper's step decay:
+            ``lr_decay_every=0`` keeps the learning rate constant), ``"adam"``, a Keras optimizer
+            (each problem gets a fresh copy of it, with its own float learning rate or
+            ``LearningRateSchedule``; ``lr`` and the schedule options are then refused) or a
+            function returning a fresh optimizer; either is recorded in the run's configuration
+            (``optimizer_object``; with a ``workdir``, one Keras cannot serialise is refused).
+            Left out, a model compiled before ``split_model`` trains with its compiled optimizer,
+            as ``keras.Model.fit`` would. ``weight_decay`` (coupled L2 in the loss) applies to every
+            optimizer. The run's first line (``verbose`` > 0) says which trains.
         test: test data in the same forms as ``validation_data``, reported per epoch and per stage.
         workdir: run directory: crash-safe checkpoints every epoch, ``metrics.jsonl``,
             TensorBoard logs and a SavedModel per stage; rerunning the same call resumes, and a
@@ -348,7 +358,17 @@ def fit(
         if validation_data is not None:
             raise ConfigError("give validation_data or validation_split, not both")
         train, validation_data = _split_off_validation(train, validation_split)
-    optimizer_changes, optimizer_factory = _optimizer_factory(optimizer)
+    if optimizer is None and network.optimizer is not None and "optimizer" not in config_changes:
+        optimizer = network.optimizer  # what the model was compiled with, as keras.Model.fit trains with it
+        log(f"optimizer: the split model's compiled {type(optimizer).__name__} (a fresh copy per problem)")
+    optimizer_changes, optimizer_factory = _optimizer_options(optimizer, required=workdir is not None)
+    if optimizer_factory is not None:
+        replaced = sorted(set(config_changes) & set(OPTIMIZER_OPTIONS))
+        if replaced:
+            raise ConfigError(
+                f"{', '.join(replaced)} would be ignored: the optimizer given brings its own learning rate (a float or a "
+                "keras.optimizers.schedules.LearningRateSchedule); set it there, or pass optimizer='sgd' or 'adam'"
+            )
     config_changes.update(optimizer_changes)
     if mode is not None:
         config_changes["mode"] = mode

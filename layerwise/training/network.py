@@ -75,6 +75,9 @@ class StagedNetwork:
         self.stages = list(stages)
         self.final_head = final_head
         self.options = dict(options or {})
+        # the optimizer the model was compiled with before ``layerwise.split_model`` (``None``:
+        # not compiled); ``layerwise.fit`` trains with a fresh copy of it per problem
+        self.optimizer: keras.optimizers.Optimizer | None = None
 
     @property
     def num_stages(self) -> int:

@@ -9,14 +9,15 @@ replicas (keras-team/keras#23085).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import keras
 import tensorflow as tf
 
+from layerwise.run import recorded
 from layerwise.run.config import OptimConfig
 
-__all__ = ["dtype_policy", "make_optimizer", "resolve_precision"]
+__all__ = ["dtype_policy", "for_precision", "make_optimizer", "recorded_optimizer", "resolve_precision"]
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with bfloat16 matrix units
 
@@ -35,9 +36,42 @@ def make_optimizer(config: OptimConfig, learning_rate, precision: str = "float32
         optimizer = keras.optimizers.Adam(learning_rate)
     else:
         optimizer = keras.optimizers.SGD(learning_rate, momentum=config.momentum)
-    if precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return for_precision(optimizer, precision)
+
+
+def for_precision(optimizer: keras.optimizers.Optimizer, precision: str) -> keras.optimizers.Optimizer:
+    """``optimizer``, wrapped in a ``LossScaleOptimizer`` (dynamic loss scale) under
+    ``mixed_float16`` unless it is one already
+    (https://keras.io/api/mixed_precision/loss_scale_optimizer/)."""
+    if precision == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+def is_optimizer_or_factory(obj) -> bool:
+    """A Keras optimizer, or a function (or other callable) returning one."""
+    return isinstance(obj, keras.optimizers.Optimizer) or callable(obj)
+
+
+def recorded_optimizer(config: OptimConfig) -> Callable[[], keras.optimizers.Optimizer] | None:
+    """``() -> a fresh copy`` of the optimizer recorded in ``config.object`` (an optimizer
+    object is rebuilt from its Keras-serialised form every time, a function is called), or
+    ``None`` when the run uses ``config.name`` and ``config.lr``.
+
+    Raises:
+        ConfigError: the recorded optimizer cannot be rebuilt (its class or function is not
+            registered and imported).
+    """
+    if not config.object:
+        return None
+    form = config.object
+    recorded.rebuild(form, "optimizer", is_optimizer_or_factory)  # refused here, before training
+
+    def fresh() -> keras.optimizers.Optimizer:
+        obj = recorded.rebuild(form, "optimizer", is_optimizer_or_factory)
+        return obj if isinstance(obj, keras.optimizers.Optimizer) else obj()
+
+    return fresh
 
 
 def _cpu_flags() -> set[str]:

@@ -32,7 +32,7 @@ from layerwise.training.layers import BlockAveragePooling2D, FusedBatchNormaliza
 from layerwise.training.local_losses import StopGradient
 from layerwise.training.split import DenseLogits
 
-__all__ = ["standard_layers", "standard_equivalent"]
+__all__ = ["compiled", "saved_classifier", "standard_layers", "standard_equivalent"]
 
 REPLACED = (FusedBatchNormalization, BlockAveragePooling2D, SpaceToDepth, DenseLogits, StopGradient)
 
@@ -98,3 +98,24 @@ def standard_layers(model: keras.Model) -> keras.Model:
     for old, new in replaced:  # built by clone_model's call on the new graph
         new.set_weights(old.get_weights())
     return portable
+
+
+def compiled(classifier: keras.Model) -> keras.Model:
+    """``classifier`` (images -> class probabilities) compiled as ``keras.Model.compile`` would be
+    for integer labels: sparse categorical cross-entropy on probabilities and accuracy
+    (https://keras.io/api/losses/probabilistic_losses/#sparsecategoricalcrossentropy-class).
+
+    The optimizer is plain SGD: it keeps no per-weight state, so a ``.keras`` file carries no
+    optimizer slots and loads without Keras's "Skipping variable loading for optimizer" warning
+    (compile's default, RMSprop, saved unbuilt, mismatches the one ``load_model`` builds)."""
+    classifier.compile(optimizer=keras.optimizers.SGD(), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False),
+                       metrics=["accuracy"])
+    return classifier
+
+
+def saved_classifier(logits_model: keras.Model, name: str | None = None) -> keras.Model:
+    """``logits_model`` (images -> logits) as the classifier a ``.keras`` file holds: images ->
+    class probabilities (a float32 softmax), of standard Keras layers (:func:`standard_layers`),
+    compiled (:func:`compiled`); every layer but the replaced ones is shared with it."""
+    probabilities = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits_model.outputs[0])
+    return compiled(standard_layers(keras.Model(logits_model.inputs, probabilities, name=name or logits_model.name)))

@@ -153,3 +153,28 @@ class Plateau:
     def from_config(cls, config: ScheduleConfig, state: dict[str, Any] | None = None) -> Plateau:
         """A fresh controller for the schedule ``config``, or the one saved as ``state``."""
         return cls(config.plateau_patience, config.decay_factor, **(state or {}))
+
+
+def changes_within_a_problem(config: ScheduleConfig) -> bool:
+    """The schedule moves the learning rate during a training problem (a step decay with a period,
+    milestones, reduce-on-plateau or a warm-up): the optimizer's learning rate is then a
+    ``LearningRateSchedule``, which a callback cannot set."""
+    return bool(config.kind != "step" or config.decay_every or config.warmup_steps)
+
+
+def describe(config: ScheduleConfig, lr: float) -> str:
+    """The learning rate of every problem in words, with the option that changes it."""
+    if config.warmup_steps:
+        warmup = f", after {config.warmup_steps} warm-up iterations at {config.warmup_lr:g}"
+    else:
+        warmup = ""
+    if config.kind == "step" and config.decay_every:
+        return (f"lr {lr:g}, x{config.decay_factor:g} every {config.decay_every} epoch(s) of each stage{warmup} "
+                "(lr_schedule='step', the paper's; lr_decay_every=0 keeps it constant)")
+    if config.kind == "step":
+        return f"lr {lr:g}, constant{warmup}"
+    if config.kind == "multistep":
+        return (f"lr {lr:g}, x{config.decay_factor:g} at {config.milestone_unit}s "
+                f"{', '.join(map(str, config.milestones))}{warmup} (lr_schedule='multistep')")
+    return (f"lr {lr:g}, x{config.decay_factor:g} after {config.plateau_patience} epoch(s) without a validation "
+            f"improvement{warmup} (lr_schedule='plateau')")

@@ -208,13 +208,16 @@ def split_model(model: keras.Model, at: int | Sequence[str], *, num_classes: int
         name: the network's name (default: the model's).
 
     Returns:
-        The :class:`StagedNetwork`; its stages share the model's layers and weights.
+        The :class:`StagedNetwork`; its stages share the model's layers and weights. A model
+        compiled before (``model.compile(optimizer=...)``) passes its optimizer on
+        (``network.optimizer``): ``layerwise.fit`` trains every problem with a fresh copy of it.
 
     Raises:
         ConfigError: a cut where more than one tensor crosses (the message names the layer and
             the nearest valid cuts), an unknown layer, too many stages, ``at`` neither an int nor
             a list of names (``2.5``, ``True``), a subclassed model, or a missing ``num_classes``.
     """
+    compiled_optimizer = model.optimizer if getattr(model, "compiled", False) else None
     if isinstance(model, keras.Sequential):
         model = keras.Model(model.inputs, model.outputs, name=model.name)
     if not (isinstance(model, keras.Model) and hasattr(model, "operations") and model.inputs):
@@ -270,7 +273,9 @@ def split_model(model: keras.Model, at: int | Sequence[str], *, num_classes: int
             f"model {model.name!r} does not end in a classifier (global pooling + Dense): pass num_classes so "
             "that the last stage gets an auxiliary head"
         )
-    return StagedNetwork(
+    network = StagedNetwork(
         name or model.name, tuple(model.inputs[0].shape[1:]), int(num_classes), stages, final_head=final_head,
         options={"split_at": [graph.names[i] for i in cuts]},
     )
+    network.optimizer = compiled_optimizer
+    return network

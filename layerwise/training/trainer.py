@@ -47,12 +47,12 @@ from layerwise.training.local_steps import make_local_train_step
 from layerwise.training.loop import Totals, make_multi_step
 from layerwise.training.modes import Mode, mode_for
 from layerwise.training.network import StagedNetwork
-from layerwise.training.optim import dtype_policy, make_optimizer, resolve_precision
+from layerwise.training.optim import dtype_policy, for_precision, make_optimizer, recorded_optimizer, resolve_precision
 from layerwise.training.prefix_cache import PrefixCache, check_option, choose_mode
 from layerwise.training.problems import (
     Ensemble, HeadPlan, Problem, end_to_end_problem, ensemble_probabilities, stage_problem,
 )
-from layerwise.training.schedules import Plateau, make_schedule
+from layerwise.training.schedules import Plateau, changes_within_a_problem, describe, make_schedule
 from layerwise.training.steps import make_predict_step, make_train_step
 
 __all__ = ["GreedyTrainer", "ensemble_probabilities", "top_k_accuracy"]
@@ -154,7 +154,7 @@ class GreedyTrainer:
         self.head_plan = heads or HeadPlan.from_config(self.config)
         self.mode = mode or mode_for(self.config.mode)
         self.hooks = list(hooks_for(self.config) if hooks is None else hooks)
-        self.optimizer_factory = optimizer
+        self.optimizer_factory = optimizer or recorded_optimizer(self.config.optim)
         self.verbose = verbose
         self.log = log
         self.runlog = RunLog(workdir)
@@ -180,6 +180,7 @@ class GreedyTrainer:
             "steps": self.steps_per_epoch,
             "verbose": verbose,
         })
+        self.check_learning_rate_callbacks()
         self.mode.check(self)
         for hook in self.hooks:
             hook.check(network)
@@ -217,13 +218,49 @@ class GreedyTrainer:
         """A fresh optimizer for ``problem``, built for its trainable variables (under the scope)."""
         with self.strategy.scope():
             if self.optimizer_factory is not None:
-                optimizer = self.optimizer_factory()
+                optimizer = for_precision(self.optimizer_factory(), self.config.precision)
             else:
                 if schedule is None:
                     schedule = self.schedule(problem)
                 optimizer = make_optimizer(self.config.optim, schedule, self.config.precision)
             optimizer.build(problem.trainable.trainable_variables)
         return optimizer
+
+    def describe_optimizer(self) -> str:
+        """Every problem's optimizer and learning rate in words (the run's first line)."""
+        optim = self.config.optim
+        if self.optimizer_factory is not None:
+            given = self.optimizer_factory()
+            return (f"{type(given).__name__} as given (a fresh copy per problem, with its own learning rate), "
+                    f"weight_decay {optim.weight_decay:g}")
+        momentum = f" (momentum {optim.momentum:g})" if optim.name == "sgd" else ""
+        return (f"{optim.name}{momentum}, {describe(self.config.schedule, optim.lr)}, "
+                f"weight_decay {optim.weight_decay:g}")
+
+    def check_learning_rate_callbacks(self) -> None:
+        """Refuses a callback that sets the learning rate (``ReduceLROnPlateau``,
+        ``LearningRateScheduler``) where a schedule moves it already: Keras cannot set the
+        learning rate of an optimizer built on a ``LearningRateSchedule``.
+
+        Raises:
+            ConfigError: which callback, which schedule, and how to get a constant learning rate.
+        """
+        setter = self.callbacks.learning_rate_setter()
+        if setter is None:
+            return
+        if self.optimizer_factory is not None:
+            learning_rate = keras.optimizers.serialize(self.optimizer_factory())["config"].get("learning_rate")
+            if isinstance(learning_rate, dict):
+                raise ConfigError(
+                    f"{type(setter).__name__} sets the optimizer's learning rate, which its "
+                    f"{learning_rate.get('class_name')} moves already: give the optimizer a float learning_rate"
+                )
+        elif changes_within_a_problem(self.config.schedule):
+            raise ConfigError(
+                f"{type(setter).__name__} sets the optimizer's learning rate, which the schedule moves already "
+                f"({describe(self.config.schedule, self.config.optim.lr)}): pass lr_schedule='step' with "
+                "lr_decay_every=0 for a constant learning rate the callback can set"
+            )
 
     def schedule(self, problem: Problem):
         """``problem``'s learning rate or schedule (from ``config.schedule``)."""
@@ -236,6 +273,8 @@ class GreedyTrainer:
     def run(self) -> list[dict[str, Any]]:
         """Trains every problem of the mode (then the hooks' final steps); returns the records."""
         self.runlog = RunLog(self.workdir)  # read again: the caller may have waited for the directory's lock
+        if self.verbose:
+            self.log(f"optimizer: {self.describe_optimizer()}")
         with dtype_policy(self.config.precision):
             self.mode.train(self)
             if not self.stop_requested:
@@ -264,7 +303,8 @@ class GreedyTrainer:
     def run_problem(self, problem: Problem) -> dict[str, Any]:
         """Trains ``problem`` (or loads it when a finished checkpoint exists); returns its record."""
         checkpoints = self.checkpoints(problem.name)
-        self.callbacks.stage_begin(problem.stage, problem.trainable)
+        classifier = problem.classifier(self.network.image_input())
+        self.callbacks.stage_begin(problem.stage, problem.trainable, classifier)
         if checkpoints is not None and checkpoints.has_final():
             try:
                 return self._load_finished(problem, checkpoints)
@@ -281,7 +321,6 @@ class GreedyTrainer:
         plateau = self._plateau_so_far(schedule, checkpoints, history)
         cache = self.prefix_cache(problem) if len(history) < problem.epochs else None
         run = self.multi_step(self.train_step(problem, optimizer, cached=cache is not None), optimizer)
-        classifier = problem.classifier(self.network.image_input())
         predict = make_predict_step(classifier)
         try:
             for epoch in range(len(history), problem.epochs):
@@ -454,8 +493,7 @@ class GreedyTrainer:
         iterator = iter(batches)
         where = f"{problem.name} epoch {epoch + 1}"
         while True:
-            if self.callbacks.batch_hooks:
-                stop = self.callbacks.batch_begin(steps) or stop
+            stop = self.callbacks.batch_begin(steps) or stop
             with data_errors(where):
                 totals = Totals(*(value.numpy() for value in run(iterator, tf.constant(group))))
             if totals.steps:
@@ -472,14 +510,14 @@ class GreedyTrainer:
             skipped += int(totals.skipped)
             if bar is not None and seen:
                 bar.update(steps, [("loss", loss_sum / (steps - skipped)), ("acc", correct / seen)])
-            if self.callbacks.batch_hooks and totals.steps:
-                finite = not totals.skipped
-                logs = {"loss": float(totals.loss_sum) if finite else float("nan"),
-                        "accuracy": float(totals.correct / totals.count) if finite else float("nan")}
+            if totals.steps:  # the running means, as Keras's metrics give them; NaN after a skipped batch
+                finite = not totals.skipped and steps > skipped
+                logs = {"loss": loss_sum / (steps - skipped) if finite else float("nan"),
+                        "accuracy": correct / seen if seen else float("nan")}
                 stop = self.callbacks.batch_end(steps - 1, logs) or stop
                 if stop:
                     break
-            if totals.exhausted or totals.steps < group:
+            if totals.exhausted or totals.steps < group or steps == self.steps_per_epoch:
                 break
         if seen == 0:
             raise NonFiniteLossError(
@@ -491,7 +529,7 @@ class GreedyTrainer:
         test_probs = self.probabilities(predict, "test") if self.data.num_test else None
         test_accuracy = None if test_probs is None else accuracy(test_probs, self.data.labels("test"))
         self.latest_test_probs = (problem.name, epoch, test_probs)  # the stage's final evaluation reuses them
-        val_probs = self.probabilities(predict, "val") if self.data.num_val else None
+        val_probs = self.validation_probabilities(predict) if self.data.num_val else None
         record = {
             "event": "epoch",
             "problem": problem.name,
@@ -560,6 +598,26 @@ class GreedyTrainer:
         """``predict``'s probabilities on every example of ``split``, in the split's order."""
         batches = self.data.eval_batches(split, max(self.config.batch_size, 256))
         return np.concatenate([predict(x).numpy() for x, _ in batches])
+
+    def validation_probabilities(self, predict) -> np.ndarray:
+        """``predict``'s probabilities on the validation split, calling the callbacks' test hooks
+        (``on_test_begin``, ``on_test_batch_begin`` / ``_end`` with the running ``loss`` and
+        ``accuracy``, ``on_test_end``) as ``keras.Model.fit``'s validation pass does."""
+        labels = self.data.labels("val")
+        parts: list[np.ndarray] = []
+        seen, loss_sum, correct = 0, 0.0, 0.0
+        self.callbacks.test_begin()
+        for batch, (x, _) in enumerate(self.data.eval_batches("val", max(self.config.batch_size, 256))):
+            self.callbacks.test_batch_begin(batch)
+            probs = predict(x).numpy()
+            batch_labels = labels[seen:seen + len(probs)]
+            seen += len(probs)
+            loss_sum += cross_entropy(probs, batch_labels) * len(probs)
+            correct += accuracy(probs, batch_labels) * len(probs)
+            parts.append(probs)
+            self.callbacks.test_batch_end(batch, {"loss": loss_sum / seen, "accuracy": correct / seen})
+        self.callbacks.test_end({"loss": loss_sum / seen, "accuracy": correct / seen} if seen else {})
+        return np.concatenate(parts)
 
     def accuracy(self, predict, split: str) -> float:
         return accuracy(self.probabilities(predict, split), self.data.labels(split))

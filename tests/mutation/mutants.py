@@ -653,8 +653,8 @@ MUTANTS: list[Mutant] = [
         "early-stopping-not-per-stage",
         "EarlyStopping is not restarted per stage: it ends the run",
         CALLBACKS,
-        "STAGE_SCOPED = (keras.callbacks.EarlyStopping,)",
-        "STAGE_SCOPED = ()",
+        "STAGE_SCOPED = (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau, keras.callbacks.ModelCheckpoint)",
+        "STAGE_SCOPED = (keras.callbacks.ReduceLROnPlateau, keras.callbacks.ModelCheckpoint)",
         (EARLY_STOP,),
     ),
     Mutant(
@@ -1204,9 +1204,9 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "classifiers-keep-fast-layers",
         "Result.classifiers keep the fused BatchNorm and block averaging: their files need layerwise's classes",
-        FIT,
-        "        return compiled(standard_layers(keras.Model(images, probabilities,",
-        "        return compiled((keras.Model(images, probabilities,",
+        PORTABLE,
+        "    return compiled(standard_layers(keras.Model(logits_model.inputs, probabilities,",
+        "    return compiled((keras.Model(logits_model.inputs, probabilities,",
         (FRESH_LOAD,),
     ),
     Mutant(
@@ -1415,9 +1415,9 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "classifiers-not-compiled",
         "Result.classifiers are returned uncompiled: evaluate fails",
-        FIT,
-        '        return compiled(standard_layers(keras.Model(images, probabilities, name=f"{self.network.name}_stage_{j:02d}")))',
-        '        return standard_layers(keras.Model(images, probabilities, name=f"{self.network.name}_stage_{j:02d}"))',
+        PORTABLE,
+        "    return compiled(standard_layers(keras.Model(logits_model.inputs, probabilities, name=name or logits_model.name)))",
+        "    return standard_layers(keras.Model(logits_model.inputs, probabilities, name=name or logits_model.name))",
         (VALIDATION_SPLIT,),
     ),
     Mutant(
