@@ -211,6 +211,17 @@ MISFIT = f"{TRUST3}::test_a_record_that_does_not_fit_its_event_is_skipped_counte
 MISFIT_EMPTY_EPOCH = f"{MISFIT}[an epoch with no other key]"
 MISFIT_STRING_PARAMS = f"{MISFIT}[params that are a string]"
 REPORT_NEVER_FAILS_RUN = f"{TRUST3}::test_a_finished_run_is_never_failed_by_its_report"
+HABITS = "tests/test_keras_habits.py"
+PLATEAU_PER_STAGE = f"{HABITS}::test_reduce_lr_on_plateau_reduces_each_stages_learning_rate_and_restarts_at_every_stage"
+LR_SETTER_REFUSED = f"{HABITS}::test_a_callback_that_sets_the_learning_rate_is_refused_where_a_schedule_moves_it"
+CHECKPOINT_CLASSIFIER = f"{HABITS}::test_model_checkpoint_saves_each_stages_image_classifier_best_only_within_the_stage"
+BACKUP_REFUSED = f"{HABITS}::test_backup_and_restore_is_refused_with_a_pointer_to_workdir"
+LAMBDA_HOOKS = f"{HABITS}::test_lambda_callback_gets_every_batch_and_validation_hook_with_running_metrics"
+COMPILED_OPTIMIZER = f"{HABITS}::test_the_optimizer_a_model_was_compiled_with_is_what_trains"
+SCHEDULE_AFRESH = f"{HABITS}::test_an_optimizers_learning_rate_schedule_trains_afresh_in_every_stage"
+OPTIMIZER_RECORDED = f"{HABITS}::test_an_optimizer_is_recorded_and_a_resume_with_another_is_refused_naming_the_field"
+IGNORED_OPTIONS = f"{HABITS}::test_options_an_optimizer_object_would_ignore_and_unrecordable_optimizers_are_refused"
+FIRST_LINE = f"{HABITS}::test_the_first_line_says_which_optimizer_and_learning_rate_train"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1572,5 +1583,110 @@ MUTANTS: list[Mutant] = [
         "    except Exception as e:  # noqa: BLE001",
         "    except ImportError as e:  # noqa: BLE001",
         (REPORT_NEVER_FAILS_RUN,),
+    ),
+    # ---- issue 22: keras habits
+    Mutant(
+        "plateau-not-per-stage",
+        "ReduceLROnPlateau keeps its best and wait across stages",
+        CALLBACKS,
+        "        if hasattr(self.callback, \"best\"):\n            self.callback.best = self.initial_best\n        self.callback.on_train_begin(logs)",
+        "        self.callback.on_train_begin(logs) if not isinstance(self.callback, keras.callbacks.ReduceLROnPlateau) else None",
+        (PLATEAU_PER_STAGE,),
+    ),
+    Mutant(
+        "lr-setter-with-schedule-accepted",
+        "ReduceLROnPlateau is accepted with the step decay: Keras fails mid-run with a TypeError",
+        TRAINER_PY,
+        "        elif changes_within_a_problem(self.config.schedule):",
+        "        elif False:",
+        (LR_SETTER_REFUSED,),
+    ),
+    Mutant(
+        "checkpoint-saves-training-model",
+        "ModelCheckpoint saves the stage's training model (features -> logits), not its image classifier",
+        CALLBACKS,
+        "            if saves:\n",
+        "            if False:\n",
+        (CHECKPOINT_CLASSIFIER,),
+    ),
+    Mutant(
+        "checkpoint-best-across-stages",
+        "ModelCheckpoint(save_best_only=True) compares a stage's epochs with the earlier stages' best",
+        CALLBACKS,
+        "STAGE_SCOPED = (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau, keras.callbacks.ModelCheckpoint)",
+        "STAGE_SCOPED = (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau)",
+        (CHECKPOINT_CLASSIFIER,),
+    ),
+    Mutant(
+        "backup-and-restore-accepted",
+        "BackupAndRestore is accepted and silently restores nothing",
+        CALLBACKS,
+        "    if isinstance(callback, keras.callbacks.BackupAndRestore):",
+        "    if False:",
+        (BACKUP_REFUSED,),
+    ),
+    Mutant(
+        "lambda-batch-hooks-missed",
+        "a LambdaCallback's batch functions (set on the instance) are called once per epoch only",
+        CALLBACKS,
+        "    return name in vars(target) or getattr(type(target), name)",
+        "    return getattr(type(target), name)",
+        (LAMBDA_HOOKS,),
+    ),
+    Mutant(
+        "batch-logs-last-batch-only",
+        "on_train_batch_end gets the batch's own loss, not the epoch's running mean as Keras's metrics",
+        TRAINER_PY,
+        '                logs = {"loss": loss_sum / (steps - skipped) if finite else float("nan"),',
+        '                logs = {"loss": float(totals.loss_sum) if finite else float("nan"),',
+        (LAMBDA_HOOKS,),
+    ),
+    Mutant(
+        "validation-test-hooks-missed",
+        "the validation pass calls no on_test_* hook",
+        TRAINER_PY,
+        '        val_probs = self.validation_probabilities(predict) if self.data.num_val else None',
+        '        val_probs = self.probabilities(predict, "val") if self.data.num_val else None',
+        (LAMBDA_HOOKS,),
+    ),
+    Mutant(
+        "compiled-optimizer-ignored",
+        "a model compiled before split_model trains with the default SGD, not its optimizer",
+        SPLIT,
+        "    network.optimizer = compiled_optimizer\n",
+        "    network.optimizer = None\n",
+        (COMPILED_OPTIMIZER,),
+    ),
+    Mutant(
+        "optimizer-shared-across-stages",
+        "every stage continues the first stage's optimizer (its schedule does not restart)",
+        FIT,
+        "        return {\"optimizer_object\": form}, lambda: keras.optimizers.deserialize(template)",
+        "        return {\"optimizer_object\": form}, lambda: optimizer",
+        (SCHEDULE_AFRESH,),
+    ),
+    Mutant(
+        "optimizer-not-recorded",
+        "an optimizer object is not recorded: a resume with another one is accepted",
+        FIT,
+        "        form = recorded.record(optimizer, \"optimizer\", is_optimizer_or_factory, required=required)",
+        "        form = {}",
+        (OPTIMIZER_RECORDED,),
+    ),
+    Mutant(
+        "ignored-lr-accepted",
+        "fit(optimizer=Adam(...), lr=0.1) trains at Adam's rate and ignores lr silently",
+        FIT,
+        "        replaced = sorted(set(config_changes) & set(OPTIMIZER_OPTIONS))",
+        "        replaced = []",
+        (IGNORED_OPTIONS,),
+    ),
+    Mutant(
+        "optimizer-line-missing",
+        "the run does not say which optimizer and learning rate train",
+        TRAINER_PY,
+        '            self.log(f"optimizer: {self.describe_optimizer()}")',
+        "            pass",
+        (FIRST_LINE,),
     ),
 ]
