@@ -204,3 +204,19 @@ def test_the_first_line_says_which_optimizer_and_learning_rate_train(digits):
     fit(digits, verbose=2, log=lines.append, epochs_per_stage=1)
     assert lines[0] == ("optimizer: sgd (momentum 0.9), lr 0.05, x0.2 every 2 epoch(s) of each stage "
                         "(lr_schedule='step', the paper's; lr_decay_every=0 keeps it constant), weight_decay 0.0005")
+
+
+# ------------------------------------------------------------------------------ the spec
+@pytest.mark.parametrize("first, second, field", [
+    ({"shuffle": False}, {"shuffle": True}, "shuffle"),
+    ({"validation_split": 0.25}, {"validation_split": 0.5}, "validation_split"),
+])
+def test_shuffle_and_validation_split_are_recorded_and_a_resume_with_another_is_refused(digits, tmp_path, first,
+                                                                                        second, field):
+    x, y = digits[0], digits[1]
+    workdir = str(tmp_path / "run")
+    layerwise.fit(small_network(), x, y, workdir=workdir, **quiet(epochs_per_stage=1, **first))
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)[field] == first[field]
+    with pytest.raises(WorkdirMismatchError, match=field):
+        layerwise.fit(small_network(), x, y, workdir=workdir, **quiet(epochs_per_stage=1, **second))

@@ -261,6 +261,12 @@ class TrainConfig:
     validation_fraction: float = option(
         0.0, "Hold out this fraction of the training split (stratified, seeded by --split_seed) as a "
         "validation split; never the test set.")
+    validation_split: float = option(
+        0.0, "layerwise.fit(validation_split=...): the last fraction of the training arrays (before shuffling) held "
+        "out as validation data, as keras.Model.fit does.", cli=False)
+    shuffle: bool = option(
+        True, "layerwise.fit(shuffle=...): a new, seeded order of the training arrays every epoch; False keeps "
+        "their order.", cli=False)
     keep_best: bool = option(
         False, "Keep each stage's epoch with the best validation accuracy (Prop. 3.1: best along the "
         "trajectory); needs --validation_fraction.")

@@ -354,6 +354,7 @@ def fit(
     verbose = _resolve_verbose(verbose)
     if log is None:  # Keras's verbose=0 prints nothing; a log given explicitly still gets the notes
         log = _silent if verbose == 0 else print
+    config_changes.update(validation_split=validation_split, shuffle=shuffle)  # recorded: a resume must repeat them
     if validation_split:
         if validation_data is not None:
             raise ConfigError("give validation_data or validation_split, not both")
