@@ -220,3 +220,13 @@ def test_shuffle_and_validation_split_are_recorded_and_a_resume_with_another_is_
         assert json.load(f)[field] == first[field]
     with pytest.raises(WorkdirMismatchError, match=field):
         layerwise.fit(small_network(), x, y, workdir=workdir, **quiet(epochs_per_stage=1, **second))
+
+
+def test_steps_per_execution_runs_the_batch_hooks_once_per_device_call_as_keras_does(digits):
+    ends: list[int] = []
+    result = fit(digits, steps_per_execution=4, epochs_per_stage=1,
+                 callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: ends.append(batch))])
+    steps = len(digits[0]) // BATCH_SIZE  # 10: calls end after steps 4, 8 and 10
+    assert ends == [3, 7, steps - 1] * 2
+    reference = fit(digits, epochs_per_stage=1)
+    np.testing.assert_allclose(result.history["loss"], reference.history["loss"], rtol=1e-6)  # the same training

@@ -477,6 +477,10 @@ class RunOptions:
     jit_compile: bool = option(
         False, "XLA-compile the per-replica forward+gradient function (and the frozen prefix when it runs "
         "every batch). Float results may differ in the last bits.")
+    steps_per_execution: int = option(
+        0, "Training steps per device call, as keras.Model.compile(steps_per_execution=...): callbacks' batch "
+        "hooks run once per call. 0: one step per call when a callback has batch hooks, else the whole epoch "
+        "in one call (16 steps with a live progress bar).")
     cache_prefix: str = option(
         "auto", "Train each stage on cached outputs of the frozen prefix: auto (memory when there is no "
         "random augmentation and they fit in --cache_budget_mb), memory, disk (memory-mapped under "
@@ -488,6 +492,8 @@ class RunOptions:
 
     def validate(self) -> "RunOptions":
         schema.from_tree(RunOptions, dataclasses.asdict(self))
+        if self.steps_per_execution < 0:
+            raise ConfigError(f"steps_per_execution must be >= 0 (0: chosen per run), got {self.steps_per_execution}")
         if not self.cache_budget_mb >= 0:
             raise ConfigError(f"cache_budget_mb must be >= 0, got {self.cache_budget_mb}")
         return self

@@ -468,7 +468,8 @@ class GreedyTrainer:
 
         The device runs a group of steps per call and Python reads the totals once per group:
         the whole epoch in one call, or groups of :data:`PROGRESS_STEPS` for a live progress bar,
-        or one step at a time when a callback has batch hooks. ``state``: the variables the epoch
+        or one step at a time when a callback has batch hooks, or ``options.steps_per_execution``
+        steps when set (Keras's ``steps_per_execution``: the batch hooks run once per call). ``state``: the variables the epoch
         trains (the problem's and its optimizer's); they must all be finite after the epoch
         (:meth:`check_finite`), else nothing of it is recorded. The record has ``"stop": True``
         when a callback ended the stage or the run.
@@ -485,7 +486,8 @@ class GreedyTrainer:
         # A live bar only on a terminal: in logs and CI the per-epoch summary line is enough.
         live = self.verbose == 1 and sys.stdout.isatty()
         bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["loss", "acc"]) if live else None
-        group = 1 if self.callbacks.batch_hooks else PROGRESS_STEPS if live else self.steps_per_epoch
+        group = (self.options.steps_per_execution
+                 or (1 if self.callbacks.batch_hooks else PROGRESS_STEPS if live else self.steps_per_epoch))
         loss_sum = correct = seen = 0.0
         steps = skipped = 0
         lr = float("nan")

@@ -222,6 +222,8 @@ SCHEDULE_AFRESH = f"{HABITS}::test_an_optimizers_learning_rate_schedule_trains_a
 OPTIMIZER_RECORDED = f"{HABITS}::test_an_optimizer_is_recorded_and_a_resume_with_another_is_refused_naming_the_field"
 IGNORED_OPTIONS = f"{HABITS}::test_options_an_optimizer_object_would_ignore_and_unrecordable_optimizers_are_refused"
 FIRST_LINE = f"{HABITS}::test_the_first_line_says_which_optimizer_and_learning_rate_train"
+SPEC_RECORDED = f"{HABITS}::test_shuffle_and_validation_split_are_recorded_and_a_resume_with_another_is_refused"
+STEPS_PER_EXECUTION = f"{HABITS}::test_steps_per_execution_runs_the_batch_hooks_once_per_device_call_as_keras_does"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1688,5 +1690,21 @@ MUTANTS: list[Mutant] = [
         '            self.log(f"optimizer: {self.describe_optimizer()}")',
         "            pass",
         (FIRST_LINE,),
+    ),
+    Mutant(
+        "shuffle-not-recorded",
+        "fit's shuffle and validation_split are not recorded: a resume with others is accepted",
+        FIT,
+        "    config_changes.update(validation_split=validation_split, shuffle=shuffle)",
+        "    pass",
+        (f"{SPEC_RECORDED}[first0-second0-shuffle]", f"{SPEC_RECORDED}[first1-second1-validation_split]"),
+    ),
+    Mutant(
+        "steps-per-execution-ignored",
+        "steps_per_execution is accepted but every batch still calls the hooks",
+        TRAINER_PY,
+        "        group = (self.options.steps_per_execution\n                 or (",
+        "        group = (0\n                 or (",
+        (STEPS_PER_EXECUTION,),
     ),
 ]
