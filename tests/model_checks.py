@@ -19,7 +19,7 @@ def final_head(net: StagedNetwork) -> keras.Model:
     shape = net.output_shape(net.num_stages - 1)
     if net.final_head is not None:
         return net.final_head(shape, net.num_classes)
-    return build_aux_head(shape, net.num_classes, AuxHead(batchnorm=False))
+    return build_aux_head(shape, net.num_classes, AuxHead(k=1, batchnorm=False))
 
 
 def full_model(net: StagedNetwork) -> keras.Model:

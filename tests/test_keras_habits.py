@@ -230,3 +230,13 @@ def test_steps_per_execution_runs_the_batch_hooks_once_per_device_call_as_keras_
     assert ends == [3, 7, steps - 1] * 2
     reference = fit(digits, epochs_per_stage=1)
     np.testing.assert_allclose(result.history["loss"], reference.history["loss"], rtol=1e-6)  # the same training
+
+
+def test_the_default_head_is_one_head_whether_from_auxhead_fit_or_the_configuration():
+    from layerwise.run.config import TrainConfig
+    from layerwise.training.heads import config_heads, head_options
+    from layerwise.training.problems import HeadPlan
+
+    assert config_heads(TrainConfig())[0] == layerwise.AuxHead() == HeadPlan().aux
+    defaults = TrainConfig().flat()
+    assert all(defaults[name] == value for name, value in head_options(layerwise.AuxHead(), required=True).items())

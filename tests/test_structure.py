@@ -119,3 +119,9 @@ def private_uses() -> list[str]:
 
 def test_no_module_uses_another_modules_private_names():
     assert private_uses() == []
+
+
+def test_the_version_is_written_once():
+    """setup.cfg reads the version from the package (``attr:``), so the two cannot disagree."""
+    setup = pathlib.Path(REPO, "setup.cfg").read_text()
+    assert "version = attr: layerwise.__version__" in setup.splitlines()

@@ -60,8 +60,10 @@ class AuxHead:
             turn (Nøkland & Eidnes 2019, ``dim_in_decoder``, 4096 in their code); 0 = off.
     """
 
-    k: int = 1
-    width: int = 256
+    # the defaults are the configuration's (aux_conv_layers=1, aux_width=128): one default head,
+    # whether it comes from AuxHead(), layerwise.fit or the CLI
+    k: int = 2
+    width: int = 128
     batchnorm: bool = True
     pooled_size: int = 2
     hidden_units: tuple[int, ...] = ()

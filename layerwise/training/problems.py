@@ -95,7 +95,7 @@ class HeadPlan:
             ``fit`` builds when ``head`` is not given); ``False``: such a stage is refused.
     """
 
-    aux: HeadBuilder = AuxHead(k=2, width=128)
+    aux: HeadBuilder = AuxHead()
     final_aux: HeadBuilder | None = None
     seed: int = 0
     sync_batchnorm: bool = False
