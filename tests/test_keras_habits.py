@@ -240,3 +240,24 @@ def test_the_default_head_is_one_head_whether_from_auxhead_fit_or_the_configurat
     assert config_heads(TrainConfig())[0] == layerwise.AuxHead() == HeadPlan().aux
     defaults = TrainConfig().flat()
     assert all(defaults[name] == value for name, value in head_options(layerwise.AuxHead(), required=True).items())
+
+
+@pytest.mark.parametrize("option, message", [
+    ({"predsim_beta": 0.5}, "predsim_beta is set.*local_loss='predsim'"),
+    ({"infopro_temperature": 0.1}, "infopro_temperature is set.*local_loss='infopro'"),
+    ({"plateau_patience": 2}, "plateau_patience is set.*lr_schedule='plateau'"),
+    ({"warmup_lr": 0.01}, "warmup_lr is set.*warmup_steps > 0"),
+    ({"refit_head_width": 16}, "refit_head_width is set.*refit_head_epochs > 0"),
+    ({"prune_finetune_epochs": 3}, "prune_finetune_epochs is set.*prune_to_width > 0"),
+    ({"final_aux_width": 16, "head": None}, "final_aux_width applies.*own classifier"),
+    ({"aux_dropout": 0.3, "head": None}, "aux_dropout is set.*aux_hidden_units"),
+    ({"aux_width": 16}, "aux_width and head= both describe the head"),
+])
+def test_an_option_that_would_change_nothing_is_refused_naming_what_it_needs(digits, option, message):
+    with pytest.raises(ConfigError, match=message):
+        fit(digits, **option)
+
+
+def test_an_aux_head_with_dropout_and_no_hidden_layer_is_refused_when_made():
+    with pytest.raises(ConfigError, match="dropout=0.3 applies before the hidden_units layers"):
+        layerwise.AuxHead(k=1, width=8, dropout=0.3)

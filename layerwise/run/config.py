@@ -24,6 +24,7 @@ from typing import Any
 
 from layerwise.errors import ConfigError
 from layerwise.run import schema
+from layerwise.run.applicable import check_applicable
 from layerwise.run.schema import option
 
 MODES = ("layerwise", "end_to_end", "decoupled")
@@ -334,6 +335,7 @@ class TrainConfig:
         if (self.pruning.to_width or self.refit.epochs) and self.mode != "layerwise":
             raise ConfigError("prune_to_width and refit_head_epochs apply to --mode layerwise only")
         self.validate_local()
+        check_applicable(self.flat(), TrainConfig().flat())  # after each field's own checks
         return self
 
     def validate_head_layers(self) -> None:

@@ -33,7 +33,7 @@ from layerwise.errors import ConfigError, did_you_mean
 from layerwise.run import recorded, schema
 from layerwise.run.config import CUSTOM_LOSS, RunOptions, TrainConfig
 from layerwise.run.workdir import check_workdir, open_run
-from layerwise.training.heads import AuxHead, head_options
+from layerwise.training.heads import AUX_FIELDS, AuxHead, head_options
 from layerwise.training.local_losses import LocalLoss, local_loss_options
 from layerwise.training.modules import group_stages
 from layerwise.training.network import StagedNetwork, primary
@@ -376,7 +376,12 @@ def fit(
     if epochs_per_stage is not None:
         config_changes["epochs_per_stage"] = epochs_per_stage
     if head is not None:  # recorded in the configuration, or refused here before anything is written
-        config_changes.update(head_options(head, required=workdir is not None))
+        recorded_head = head_options(head, required=workdir is not None)
+        both = sorted(set(config_changes) & (set(recorded_head) | set(AUX_FIELDS)))
+        if both:
+            raise ConfigError(f"{', '.join(both)} and head= both describe the head: give its fields in "
+                              "head=layerwise.AuxHead(...) only")
+        config_changes.update(recorded_head)
     if isinstance(local_loss, str):
         config_changes.update(local_loss=local_loss, local_loss_object={})
     elif isinstance(local_loss, LocalLoss):

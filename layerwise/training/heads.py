@@ -107,6 +107,9 @@ class AuxHead:
         dropout = self.dropout
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ConfigError(f"AuxHead dropout must be a number in [0, 1), got {dropout!r}")
+        if dropout and not units:
+            raise ConfigError(f"AuxHead dropout={dropout!r} applies before the hidden_units layers, and there are none: "
+                              "give hidden_units too, or leave dropout at 0")
         check_head_shape(self.conv_layers, self.width, self.pre_pool)
         return self
 
@@ -154,6 +157,11 @@ class AuxHead:
             )
 
 
+# the configuration fields of an AuxHead (besides ``final_aux_width``, the last stage's own width)
+AUX_FIELDS = ("aux_conv_layers", "aux_width", "aux_batchnorm", "aux_pooled_size", "aux_hidden_units", "aux_dropout",
+              "aux_pre_pool", "aux_max_features", "aux_head_object")
+
+
 def head_options(head: AuxHead | HeadBuilder, required: bool) -> dict[str, Any]:
     """The configuration fields (flat names) that record ``head``: an :class:`AuxHead` field by
     field, any other head builder as a Keras-serialised object (``aux_head_object``).
@@ -167,10 +175,9 @@ def head_options(head: AuxHead | HeadBuilder, required: bool) -> dict[str, Any]:
         ConfigError: ``required`` and ``head`` cannot be serialised (``layerwise.run.recorded``).
     """
     if type(head) is AuxHead:
-        return {"aux_conv_layers": head.conv_layers, "aux_width": head.width, "aux_batchnorm": head.batchnorm,
-                "aux_pooled_size": head.pooled_size, "aux_hidden_units": list(head.hidden_units),
-                "aux_dropout": float(head.dropout), "aux_pre_pool": head.pre_pool,
-                "aux_max_features": head.max_features, "aux_head_object": {}}  # final_aux_width: as given
+        values = (head.conv_layers, head.width, head.batchnorm, head.pooled_size, list(head.hidden_units),
+                  float(head.dropout), head.pre_pool, head.max_features, {})
+        return dict(zip(AUX_FIELDS, values))  # final_aux_width: as given
     if not callable(head):
         raise ConfigError(f"head must be an AuxHead or a function (feature_shape, num_classes) -> keras.Model, "
                           f"got {head!r}")

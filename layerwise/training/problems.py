@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from layerwise.data.base import derive_seed
+from layerwise.errors import ConfigError
 from layerwise.distribute import synchronize_batchnorm
 from layerwise.run.config import TrainConfig
 from layerwise.training.heads import AuxHead, config_heads
@@ -135,8 +136,15 @@ class HeadPlan:
         """Every auxiliary head of ``stages`` fits its features (before anything trains).
 
         Raises:
-            ConfigError: e.g. k > 1 on a 1x1 map (``fit_features=False``).
+            ConfigError: e.g. k > 1 on a 1x1 map (``fit_features=False``), or a head of its own for
+                the last stage (``final_aux_width``) where the network brings its own classifier.
         """
+        own_final = self.final_aux is not None and self.final_aux != self.aux
+        if own_final and network.final_head is not None and network.num_stages - 1 in stages:
+            raise ConfigError(
+                f"final_aux_width applies where the last stage trains an auxiliary head, but {network.name!r} ends in "
+                "its own classifier, which the last stage trains with: drop final_aux_width"
+            )
         for j in stages:
             head = self.builder(network, j)
             if isinstance(head, AuxHead):
