@@ -1,0 +1,131 @@
+"""Issue #25, "Trust, third round", point 4 and 6: files and readers that used to crash or
+mislead, each now one line (``DatasetUnavailableError``, ``CorruptCheckpointError``,
+``ConfigError``, ``ServingInputError``; exit 2 from the apps) before any work.
+
+Each hostile file is one row of a table; everything is real files, real Keras and TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from layerwise.data import load_dataset
+from layerwise.errors import DatasetUnavailableError
+
+# ------------------------------------------------------------------ image_folder
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png(path: Path, value: int) -> None:
+    import keras
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keras.utils.save_img(str(path), np.full((6, 6, 3), value, np.uint8), scale=False)
+
+
+def _classes(root: Path, names=("cat", "dog"), per_class: int = 5) -> None:
+    for c, name in enumerate(names):
+        for i in range(per_class):
+            _png(root / name / f"{i}.png", 40 + 100 * c)
+
+
+def _text_named_png(root: Path) -> str:
+    _classes(root)
+    (root / "dog" / "notes.png").write_text("these are my dog photos\n")
+    return "dog/notes.png"
+
+
+def _corrupt_png(root: Path) -> str:
+    _classes(root)
+    good = (root / "cat" / "0.png").read_bytes()
+    (root / "cat" / "2.png").write_bytes(good[:8] + bytes(range(256)) * 2)  # a PNG signature, then junk
+    return "cat/2.png"
+
+
+def _truncated_png(root: Path) -> str:
+    _classes(root)
+    good = (root / "dog" / "1.png").read_bytes()
+    (root / "dog" / "1.png").write_bytes(good[: len(good) // 2])
+    return "dog/1.png"
+
+
+def _empty_class(root: Path) -> str:
+    _classes(root)
+    (root / "empty").mkdir()
+    (root / "empty" / "readme.txt").write_text("nothing here")
+    return "empty"
+
+
+def _dangling_class_link(root: Path) -> str:
+    _classes(root)
+    os.symlink(root.parent / "moved_away", root / "bird")
+    return "bird"
+
+
+def _test_class_absent_from_train(root: Path) -> str:
+    _classes(root / "train")
+    _classes(root / "test", names=("cat", "dog", "zebra"), per_class=2)
+    return "only in test: zebra"
+
+
+def _train_class_absent_from_test(root: Path) -> str:
+    _classes(root / "train", names=("cat", "dog", "zebra"))
+    _classes(root / "test", per_class=2)
+    return "only in train: zebra"
+
+
+BAD_FOLDERS = {
+    # case: (make the folder -> the text the one line must hold, what else it must say)
+    "a text file named .png": (_text_named_png, "is not an image"),
+    "a PNG signature followed by junk": (_corrupt_png, "cannot be decoded"),
+    "a truncated PNG": (_truncated_png, "cannot be decoded"),
+    "an empty class folder": (_empty_class, "holds no images"),
+    "a class folder that links to nothing": (_dangling_class_link, "does not exist"),
+    "a test class absent from train": (_test_class_absent_from_train, "different class folders"),
+    "a train class absent from test": (_train_class_absent_from_test, "different class folders"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FOLDERS))
+def test_a_bad_image_folder_is_one_line_naming_the_path(case, tmp_path):
+    make, says = BAD_FOLDERS[case]
+    root = tmp_path / "images"
+    root.mkdir()
+    named = make(root)
+    with pytest.raises(DatasetUnavailableError) as caught:
+        load_dataset("image_folder", data_dir=str(root), image_size=8, augment="none")
+    message = str(caught.value)
+    assert "\n" not in message and says in message and named in message, message
+
+
+def test_a_symlinked_class_folder_is_read_like_a_folder_and_other_files_are_not_read(tmp_path):
+    root = tmp_path / "images"
+    _classes(root)
+    _classes(tmp_path / "elsewhere", names=("bird",))
+    os.symlink(tmp_path / "elsewhere" / "bird", root / "bird")
+    (root / "cat" / "notes.txt").write_text("not an image, not read")
+    data = load_dataset("image_folder", data_dir=str(root), image_size=8, augment="none")
+    assert data.num_classes == 3
+    x, y = data.arrays("train")
+    x_test, y_test = data.arrays("test")
+    assert np.bincount(np.concatenate([y, y_test])).tolist() == [5, 5, 5]  # bird (class 0) has its 5 images
+    assert np.all(np.concatenate([x, x_test])[np.concatenate([y, y_test]) == 0] == 40)
+
+
+def test_the_train_app_says_a_corrupt_png_in_one_line_with_exit_2(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    _corrupt_png(root)
+    workdir = tmp_path / "run"
+    result = run_cli("apps.train", "--dataset", "image_folder", "--data_dir", str(root), "--workdir", str(workdir),
+                     "--epochs_per_stage", "1", "--num_stages", "1", "--width", "8", timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert lines[-1].startswith("error: image_folder: ") and "cat/2.png" in lines[-1], lines
+    assert "Traceback" not in result.stderr
+    assert not workdir.exists() or not any(workdir.rglob("*.npz"))  # nothing trained
