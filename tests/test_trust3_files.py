@@ -12,10 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, tiny_config
 
+from apps.runner import build_network, resolve, run_training
 from layerwise.data import load_dataset
-from layerwise.errors import DatasetUnavailableError
+from layerwise.errors import CorruptCheckpointError, DatasetUnavailableError
+from layerwise.run.checkpoints import load_arrays, save_arrays
+from layerwise.run.exports import export_run
 
 # ------------------------------------------------------------------ image_folder
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -129,3 +132,48 @@ def test_the_train_app_says_a_corrupt_png_in_one_line_with_exit_2(tmp_path):
     assert lines[-1].startswith("error: image_folder: ") and "cat/2.png" in lines[-1], lines
     assert "Traceback" not in result.stderr
     assert not workdir.exists() or not any(workdir.rglob("*.npz"))  # nothing trained
+
+
+# ------------------------------------------------------------------ final.npz with impossible values
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A finished 2-stage run of the tiny digits configuration (a few seconds)."""
+    workdir = tmp_path_factory.mktemp("trained") / "run"
+    run_training(resolve(tiny_config()), str(workdir), verbose=0, log=lambda _: None)
+    return workdir
+
+
+def _with_negative_variance(final: Path) -> str:
+    arrays, meta = load_arrays(str(final))
+    key = next(k for k in arrays if k.endswith("/moving_variance"))
+    arrays[key] = arrays[key].copy()
+    arrays[key][0] = -0.5  # finite, and exp/sqrt(-0.5 + 1e-3) is NaN in inference
+    save_arrays(str(final), arrays, meta)
+    return key
+
+
+def test_a_negative_batchnorm_variance_is_a_corrupt_checkpoint_set_aside_and_retrained(trained_run, tmp_path):
+    import shutil
+
+    workdir = tmp_path / "run"
+    shutil.copytree(trained_run, workdir)
+    final = workdir / "checkpoints" / "stage_01" / "final.npz"
+    key = _with_negative_variance(final)
+    with pytest.raises(CorruptCheckpointError, match="values no training writes") as caught:
+        load_arrays(str(final), finite=True)
+    assert key in str(caught.value) and "negative" in str(caught.value)
+    with pytest.raises(CorruptCheckpointError, match="negative"):  # export never serves it (NaN probabilities)
+        export_run(str(workdir), build_network, str(tmp_path / "srv"), log=lambda _: None)
+    assert not (tmp_path / "srv").exists() or not any((tmp_path / "srv").rglob("saved_model.pb"))
+    messages = []
+    records = run_training(resolve(tiny_config()), str(workdir), verbose=0, log=messages.append)
+    assert any("values no training writes" in m and "retraining stage_01" in m for m in messages), messages
+    assert (final.parent / "final.npz.corrupt").exists()
+    arrays, _ = load_arrays(str(final), finite=True)  # the retrained stage is sound
+    assert np.all(arrays[key] >= 0) and np.all(np.isfinite(records[-1]["test_accuracy"]))
+
+
+def test_a_zero_or_positive_variance_is_sound(tmp_path):
+    path = str(tmp_path / "final.npz")
+    save_arrays(path, {"model/bn/moving_variance": np.array([0.0, -0.0, 3.0], np.float32)}, {})
+    load_arrays(path, finite=True)
