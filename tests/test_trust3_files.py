@@ -7,7 +7,9 @@ Each hostile file is one row of a table; everything is real files, real Keras an
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from conftest import run_cli, tiny_config
 
 from apps.runner import build_network, resolve, run_training
 from layerwise.data import load_dataset
-from layerwise.errors import CorruptCheckpointError, DatasetUnavailableError
+from layerwise.errors import ConfigError, CorruptCheckpointError, DatasetUnavailableError
 from layerwise.run.checkpoints import load_arrays, save_arrays
 from layerwise.run.exports import export_run
 
@@ -153,8 +155,6 @@ def _with_negative_variance(final: Path) -> str:
 
 
 def test_a_negative_batchnorm_variance_is_a_corrupt_checkpoint_set_aside_and_retrained(trained_run, tmp_path):
-    import shutil
-
     workdir = tmp_path / "run"
     shutil.copytree(trained_run, workdir)
     final = workdir / "checkpoints" / "stage_01" / "final.npz"
@@ -177,3 +177,62 @@ def test_a_zero_or_positive_variance_is_sound(tmp_path):
     path = str(tmp_path / "final.npz")
     save_arrays(path, {"model/bn/moving_variance": np.array([0.0, -0.0, 3.0], np.float32)}, {})
     load_arrays(path, finite=True)
+
+
+# ------------------------------------------------------------------ config.json missing a field
+def _drop_top(name):
+    def drop(config: dict) -> None:
+        del config[name]
+    return drop
+
+
+def _drop_grouped(group, name):
+    def drop(config: dict) -> None:
+        del config[group][name]
+    return drop
+
+
+MISSING_FIELDS = {
+    # case: (edit of the stored config.json, the flat name the refusal must give)
+    "seed deleted": (_drop_top("seed"), "seed"),
+    "lr deleted from its group": (_drop_grouped("optim", "lr"), "lr"),
+    "the whole heads group deleted": (_drop_top("heads"), "aux_conv_layers"),
+}
+
+
+def _run_without(trained_run, tmp_path, case) -> tuple[Path, str, dict]:
+    edit, field = MISSING_FIELDS[case]
+    workdir = tmp_path / "run"
+    shutil.copytree(trained_run, workdir)
+    path = workdir / "config.json"
+    config = json.loads(path.read_text())
+    edit(config)
+    path.write_text(json.dumps(config))
+    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    return workdir, field, before
+
+
+@pytest.mark.parametrize("case", list(MISSING_FIELDS))
+@pytest.mark.parametrize("action", ["resume", "export"])
+def test_a_config_json_missing_a_field_is_refused_naming_it_never_defaulted(trained_run, tmp_path, case, action):
+    workdir, field, before = _run_without(trained_run, tmp_path, case)
+    with pytest.raises(ConfigError) as caught:
+        if action == "resume":
+            run_training(resolve(tiny_config()), str(workdir), verbose=0, log=lambda _: None)
+        else:
+            export_run(str(workdir), build_network, str(tmp_path / "srv"), log=lambda _: None)
+    message = str(caught.value)
+    assert "\n" not in message and f"lacks" in message and f"{field} (default" in message, message
+    assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before  # nothing written
+    assert not (tmp_path / "srv").exists()
+
+
+def test_the_apps_refuse_a_config_json_missing_seed_in_one_line_with_exit_2(trained_run, tmp_path):
+    workdir, _, before = _run_without(trained_run, tmp_path, "seed deleted")
+    for app, args in (("apps.train", ["--config", str(workdir / "config.json"), "--workdir", str(workdir)]),
+                      ("apps.export", [str(workdir), "--export_dir", str(tmp_path / "srv")])):
+        result = run_cli(app, *args, timeout=300)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert lines[-1].startswith("error: ") and "lacks 1 field(s): seed (default" in lines[-1], lines
+    assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
