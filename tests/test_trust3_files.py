@@ -18,9 +18,10 @@ from conftest import run_cli, tiny_config
 
 from apps.runner import build_network, resolve, run_training
 from layerwise.data import load_dataset
-from layerwise.errors import ConfigError, CorruptCheckpointError, DatasetUnavailableError
+from layerwise.errors import ConfigError, CorruptCheckpointError, DatasetUnavailableError, ServingInputError
 from layerwise.run.checkpoints import load_arrays, save_arrays
 from layerwise.run.exports import export_run
+from layerwise.serving import clients as serving
 
 # ------------------------------------------------------------------ image_folder
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -236,3 +237,106 @@ def test_the_apps_refuse_a_config_json_missing_seed_in_one_line_with_exit_2(trai
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert lines[-1].startswith("error: ") and "lacks 1 field(s): seed (default" in lines[-1], lines
     assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
+
+
+# ------------------------------------------------------------------ a damaged SavedModel to apps.predict
+def _delete_variables(version: Path) -> str:
+    shutil.rmtree(version / "variables")
+    return "variables/variables.index is missing"
+
+
+def _truncate_saved_model_pb(version: Path) -> str:
+    pb = version / "saved_model.pb"
+    pb.write_bytes(pb.read_bytes()[:-97])
+    return "damaged SavedModel"
+
+
+def _truncate_variables_data(version: Path) -> str:
+    (data,) = (version / "variables").glob("variables.data-*")
+    data.write_bytes(data.read_bytes()[:16])
+    return "damaged SavedModel"
+
+
+def _empty_saved_model_pb(version: Path) -> str:
+    (version / "saved_model.pb").write_bytes(b"")
+    return "damaged SavedModel"
+
+
+DAMAGED_SAVED_MODELS = {
+    "variables/ deleted": _delete_variables,
+    "saved_model.pb truncated": _truncate_saved_model_pb,
+    "variables data truncated": _truncate_variables_data,
+    "saved_model.pb empty": _empty_saved_model_pb,
+}
+
+
+def _a_servable_version(trained_run, tmp_path) -> Path:
+    (first,) = sorted(trained_run.glob("export/*stage_00/1/saved_model.pb"))[:1]
+    version = tmp_path / "servable" / "1"
+    shutil.copytree(first.parent, version)
+    return version
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_SAVED_MODELS))
+def test_a_damaged_saved_model_is_one_serving_input_error_line(trained_run, tmp_path, case):
+    version = _a_servable_version(trained_run, tmp_path)
+    says = DAMAGED_SAVED_MODELS[case](version)
+    with pytest.raises(ServingInputError) as caught:
+        serving.LocalModel(str(version.parent))
+    message = str(caught.value)
+    assert "\n" not in message and says in message and str(version) in message and "export it again" in message
+
+
+def test_apps_predict_on_a_saved_model_without_variables_is_one_line_with_exit_2(trained_run, tmp_path):
+    version = _a_servable_version(trained_run, tmp_path)
+    _delete_variables(version)
+    images = tmp_path / "batch.npy"
+    np.save(images, np.zeros((2, 8, 8, 1), np.uint8))
+    result = run_cli("apps.predict", "--model_dir", str(version), "--npy", str(images), timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert lines[-1].startswith("error: ") and "variables/variables.index is missing" in lines[-1], lines
+
+
+# ------------------------------------------------------------------ images the clients refuse before sending
+FLOAT_SPEC = {"serving_float": {"images": serving.InputSpec("images", "float32", (None, 8, 8, 1))}}
+UINT8_SPEC = {"serving_default": {"images": serving.InputSpec("images", "uint8", (None, 8, 8, 1))}}
+ONE = np.zeros((8, 8, 1))
+
+BAD_IMAGES = {
+    # case: (signature, images, what the one line says)
+    "float64 1e300: finite, but infinite in float32": ("serving_float", np.full((2, 8, 8, 1), 1e300), "too large for float32"),
+    "float64 -1e39 in one pixel": ("serving_float", np.where(np.arange(128).reshape(2, 8, 8, 1) == 5, -1e39, 0.5),
+                                   "too large for float32"),
+    "float64 NaN": ("serving_float", np.full((1, 8, 8, 1), np.nan), "NaN or infinite"),
+    "a ragged list of images (float)": ("serving_float", [ONE, np.zeros((9, 9, 1))], "ragged list"),
+    "a ragged list of images (uint8)": ("serving_default", [ONE.astype(np.uint8), np.zeros((8, 7, 1), np.uint8)],
+                                        "ragged list"),
+    "a ragged nested list": ("serving_default", [[[0]] * 8] * 7 + [[[0]] * 6], "ragged list"),
+    "a list holding None": ("serving_default", [ONE, None], "ragged list"),
+    "strings": ("serving_default", np.full((1, 8, 8, 1), "7"), "numeric pixels"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_IMAGES))
+def test_images_a_client_cannot_send_are_one_serving_input_error_line(case):
+    signature, images, says = BAD_IMAGES[case]
+    specs = FLOAT_SPEC if signature == "serving_float" else UINT8_SPEC
+    with pytest.raises(ServingInputError) as caught:
+        serving.prepare_inputs(specs, images, signature, None)
+    assert says in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_large_but_representable_floats_pass_as_float32():
+    _, inputs = serving.prepare_inputs(FLOAT_SPEC, np.full((1, 8, 8, 1), 3e38), "serving_float", None)
+    assert inputs["images"].dtype == np.float32 and np.all(np.isfinite(inputs["images"]))
+
+
+def test_the_local_client_refuses_1e300_before_the_graph_sees_it(trained_run, tmp_path):
+    version = _a_servable_version(trained_run, tmp_path)
+    model = serving.LocalModel(str(version))
+    with pytest.raises(ServingInputError, match="too large for float32"):
+        model.predict(np.full((2, 8, 8, 1), 1e300), "serving_float")
+    with pytest.raises(ServingInputError, match="ragged list"):
+        model.predict([np.zeros((8, 8, 1), np.uint8), np.zeros((9, 9, 1), np.uint8)])
+    assert model.predict(np.full((2, 8, 8, 1), 0.5), "serving_float")["probabilities"].shape[0] == 2
