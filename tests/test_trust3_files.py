@@ -174,6 +174,34 @@ def test_a_negative_batchnorm_variance_is_a_corrupt_checkpoint_set_aside_and_ret
     assert np.all(arrays[key] >= 0) and np.all(np.isfinite(records[-1]["test_accuracy"]))
 
 
+def _with_overflowing_kernels(final: Path) -> None:
+    arrays, meta = load_arrays(str(final))
+    for key in arrays:
+        if key.endswith("/kernel"):
+            arrays[key] = arrays[key] * np.float32(1e30)  # finite, and 1e30 * 1e30 is not
+    assert not [k for k, v in arrays.items() if v.dtype.kind == "f" and not np.all(np.isfinite(v))]
+    save_arrays(str(final), arrays, meta)
+
+
+def test_finite_weights_with_non_finite_outputs_are_a_corrupt_checkpoint_set_aside_and_retrained(
+        trained_run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained_run, workdir)
+    final = workdir / "checkpoints" / "stage_01" / "final.npz"
+    _with_overflowing_kernels(final)
+    load_arrays(str(final), finite=True)  # every value is finite: only the outputs tell
+    with pytest.raises(CorruptCheckpointError, match="whose outputs are NaN or infinite"):
+        export_run(str(workdir), build_network, str(tmp_path / "srv"), log=lambda _: None)
+    messages = []
+    run_training(resolve(tiny_config()), str(workdir), verbose=0, log=messages.append)
+    assert any("whose outputs are NaN or infinite" in m and "retraining stage_01" in m for m in messages), messages
+    assert (final.parent / "final.npz.corrupt").exists()
+    retrained, _ = load_arrays(str(final), finite=True)
+    original, _ = load_arrays(str(trained_run / "checkpoints" / "stage_01" / "final.npz"))
+    for key in original:  # retrained from the initial weights, not from the bad ones: the same stage again
+        np.testing.assert_allclose(retrained[key], original[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
 def test_a_zero_or_positive_variance_is_sound(tmp_path):
     path = str(tmp_path / "final.npz")
     save_arrays(path, {"model/bn/moving_variance": np.array([0.0, -0.0, 3.0], np.float32)}, {})
