@@ -12,6 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from conftest import run_cli, tiny_config
@@ -368,3 +369,23 @@ def test_the_local_client_refuses_1e300_before_the_graph_sees_it(trained_run, tm
     with pytest.raises(ServingInputError, match="ragged list"):
         model.predict([np.zeros((8, 8, 1), np.uint8), np.zeros((9, 9, 1), np.uint8)])
     assert model.predict(np.full((2, 8, 8, 1), 0.5), "serving_float")["probabilities"].shape[0] == 2
+
+
+# ------------------------------------------------------------------ a stage a callback stopped
+class StopRunAfterFirstEpoch(keras.callbacks.Callback):
+    """Sets ``model.stop_training`` after the run's first epoch (a callback that is not per-stage)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            self.model.stop_training = True
+
+
+def test_a_stage_a_callback_stopped_is_final_says_so_and_a_rerun_keeps_it(tmp_path):
+    workdir = str(tmp_path / "run")
+    config = resolve(tiny_config(epochs_per_stage=2))
+    first = run_training(config, workdir, verbose=0, log=lambda _: None, callbacks=[StopRunAfterFirstEpoch()])
+    assert [(r["stage"], r["epochs"], r["stopped_early"]) for r in first] == [(0, 1, True)]
+    messages = []
+    again = run_training(config, workdir, verbose=0, log=messages.append)
+    assert any("stage_00: finished earlier" in m for m in messages), messages  # loaded, not trained on
+    assert [(r["stage"], r["epochs"], r["stopped_early"]) for r in again] == [(0, 1, True), (1, 2, False)]

@@ -627,6 +627,7 @@ class GreedyTrainer:
             "kept_epoch": best_epoch,
             "flops": count_flops(classifier),
             "epochs": len(history),
+            "stopped_early": len(history) < problem.epochs,  # a callback's stop_training: final, said so
             "seconds": float(sum(r["seconds"] for r in history)),
             "train_seconds": float(sum(r.get("train_seconds", 0.0) for r in history)),
             "epoch_seconds": float(np.mean([r["seconds"] for r in history])),
