@@ -257,6 +257,7 @@ def test_a_config_json_missing_a_field_is_refused_naming_it_never_defaulted(trai
     assert not (tmp_path / "srv").exists()
 
 
+@pytest.mark.slow  # two app processes: about 10 s
 def test_the_apps_refuse_a_config_json_missing_seed_in_one_line_with_exit_2(trained_run, tmp_path):
     workdir, _, before = _run_without(trained_run, tmp_path, "seed deleted")
     for app, args in (("apps.train", ["--config", str(workdir / "config.json"), "--workdir", str(workdir)]),

@@ -209,7 +209,7 @@ def _first_undecodable(paths) -> tuple[str, str] | None:
     for path in paths:
         try:
             tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        except (tf.errors.InvalidArgumentError, tf.errors.OpError) as e:
+        except tf.errors.OpError as e:
             return path, (e.message or str(e)).splitlines()[0]
     return None
 
