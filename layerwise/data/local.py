@@ -11,7 +11,8 @@
   (``--trust_pickle``), with a warning; otherwise the loader says to download the binary version.
 - ``image_folder``: ``data_dir/<class_name>/*.jpg|png`` read with
   ``keras.utils.image_dataset_from_directory``; ``data_dir/train`` and ``data_dir/test``
-  subfolders give the split, otherwise a seeded stratified 20% test split is taken.
+  subfolders give the split (with the same class folders), otherwise a seeded stratified 20% test
+  split is taken. Damaged or mislabelled files are refused with their path before training.
 """
 
 from __future__ import annotations
@@ -140,18 +141,113 @@ def load_cifar_files(name: str, data_dir: str, augment: str = "crop_flip", trust
     return ArraySource(name, train, test, num_classes, augment)
 
 
+# The files ``keras.utils.image_dataset_from_directory`` reads, and the first bytes of each format
+# ``tf.io.decode_image`` decodes (the formats' specifications: PNG 5.2, JPEG SOI, GIF87a/89a, BMP,
+# RIFF/WEBP, JPEG XL codestream and container).
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"\xff\x0a",
+                    b"\x00\x00\x00\x0cJXL ")
+
+
+def _is_image_header(head: bytes) -> bool:
+    return head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def class_folders(path: str) -> list[str]:
+    """The class folders of an image folder, as Keras lists them: sorted, not hidden, symlinks to
+    folders included (they are read like folders).
+
+    Raises:
+        DatasetUnavailableError: a class-level symlink to nothing, or a class folder without one
+            image (it would be a class the network can never see).
+    """
+    names = []
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if name.startswith("."):
+            continue
+        if os.path.islink(full) and not os.path.exists(full):
+            raise DatasetUnavailableError(
+                f"image_folder: {full} is a symbolic link to {os.readlink(full)!r}, which does not exist; "
+                "fix or remove the link"
+            )
+        if os.path.isdir(full):
+            names.append(name)
+    for name in names:
+        if not any(f.lower().endswith(IMAGE_EXTENSIONS) for _, _, found in os.walk(os.path.join(path, name))
+                   for f in found):
+            raise DatasetUnavailableError(
+                f"image_folder: class folder {os.path.join(path, name)} holds no images "
+                f"({', '.join(IMAGE_EXTENSIONS)}); add images to it or remove it"
+            )
+    return names
+
+
+def check_image_headers(paths) -> None:
+    """Reads the first 12 bytes of every file: a file named like an image that is not one (a text
+    file called ``x.png``) is refused with its path before anything is decoded.
+
+    Raises:
+        DatasetUnavailableError: naming the first such file.
+    """
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(12)
+        except OSError as e:
+            raise DatasetUnavailableError(f"image_folder: cannot read {path} ({e.strerror or e})") from e
+        if not _is_image_header(head):
+            raise DatasetUnavailableError(
+                f"image_folder: {path} is not an image (it starts with {head[:8]!r}); "
+                f"remove it from the class folder or replace it with a {', '.join(IMAGE_EXTENSIONS)} image"
+            )
+
+
+def _first_undecodable(paths) -> tuple[str, str] | None:
+    import tensorflow as tf
+
+    for path in paths:
+        try:
+            tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        except tf.errors.OpError as e:
+            return path, (e.message or str(e)).splitlines()[0]
+    return None
+
+
 def _read_folder(path: str, image_size: int, class_names=None):
     import keras
+    import tensorflow as tf
 
     ds = keras.utils.image_dataset_from_directory(
         path, labels="inferred", label_mode="int", class_names=class_names, image_size=(image_size, image_size),
         batch_size=256, shuffle=False, verbose=False,
     )
+    check_image_headers(ds.file_paths)
     images, labels = [], []
-    for x, y in ds.as_numpy_iterator():
-        images.append(x)
-        labels.append(y)
+    try:
+        for x, y in ds.as_numpy_iterator():
+            images.append(x)
+            labels.append(y)
+    except tf.errors.OpError as e:  # a damaged image behind a good header: find it (this path only)
+        bad = _first_undecodable(ds.file_paths)
+        where = f"{bad[0]} cannot be decoded ({bad[1]})" if bad else f"an image in {path} cannot be read ({e.message})"
+        raise DatasetUnavailableError(
+            f"image_folder: {where}; remove or replace that file"
+        ) from e
     return ds.class_names, np.concatenate(images).astype(np.float32), np.concatenate(labels).astype(np.int32)
+
+
+def _same_classes(train: str, test: str) -> list[str]:
+    names, test_names = class_folders(train), class_folders(test)
+    if names != test_names:
+        only_test, only_train = sorted(set(test_names) - set(names)), sorted(set(names) - set(test_names))
+        raise DatasetUnavailableError(
+            f"image_folder: {train} and {test} have different class folders "
+            f"(only in test: {', '.join(only_test) or 'none'}; only in train: {', '.join(only_train) or 'none'}); "
+            "a class the network is not trained on cannot be tested, nor one never tested reported: "
+            "give both the same class folders"
+        )
+    return names
 
 
 @DATASETS.register("image_folder")
@@ -160,8 +256,15 @@ def load_image_folder(
 ) -> ArraySource:
     """Images in ``data_dir/<class>/`` (or ``data_dir/{train,test}/<class>/``), resized to a square.
 
+    Every file is checked before anything trains: a class folder without images, a link to
+    nothing, a file named like an image that is not one, an image that cannot be decoded, or
+    ``train/`` and ``test/`` with different class folders are each refused with one line naming
+    the path. Files of other extensions (``notes.txt``) are not read; a symlinked class folder is
+    read like a folder.
+
     Raises:
-        DatasetUnavailableError: no ``data_dir``, or no class folders with images in it.
+        DatasetUnavailableError: no ``data_dir``, no class folders with images in it, or one of the
+            files or folders above.
     """
     if not data_dir or not os.path.isdir(os.path.expanduser(data_dir)):
         raise DatasetUnavailableError(
@@ -170,10 +273,11 @@ def load_image_folder(
     root = os.path.expanduser(data_dir)
     try:
         if os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "test")):
-            names, x_train, y_train = _read_folder(os.path.join(root, "train"), image_size)
-            _, x_test, y_test = _read_folder(os.path.join(root, "test"), image_size, class_names=names)
+            classes = _same_classes(os.path.join(root, "train"), os.path.join(root, "test"))
+            names, x_train, y_train = _read_folder(os.path.join(root, "train"), image_size, class_names=classes)
+            _, x_test, y_test = _read_folder(os.path.join(root, "test"), image_size, class_names=classes)
         else:
-            names, x, y = _read_folder(root, image_size)
+            names, x, y = _read_folder(root, image_size, class_names=class_folders(root) or None)
             train, test = stratified_split(y, 0.2, split_seed)
             x_train, y_train, x_test, y_test = x[train], y[train], x[test], y[test]
     except ValueError as e:  # keras: "No images found in directory ..."

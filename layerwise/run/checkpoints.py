@@ -40,8 +40,8 @@ from layerwise.run.files import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "CheckpointError", "CorruptCheckpointError", "ProblemCheckpoints", "assign_arrays", "assign_optimizer_arrays",
-    "atomic_write_bytes", "atomic_write_text", "load_arrays", "non_finite", "optimizer_arrays", "save_arrays",
-    "variable_keys", "variables_to_arrays",
+    "atomic_write_bytes", "atomic_write_text", "impossible_values", "load_arrays", "non_finite", "optimizer_arrays",
+    "save_arrays", "variable_keys", "variables_to_arrays",
 ]
 
 META_KEY = "__meta__"
@@ -60,12 +60,13 @@ def load_arrays(path: str, finite: bool = False) -> tuple[dict[str, np.ndarray],
 
     Args:
         path: the ``.npz`` file.
-        finite: also require every floating-point array to be finite.
+        finite: also require every floating-point array to be finite, and every BatchNorm moving
+            variance to be non-negative (:func:`impossible_values`).
 
     Raises:
         CorruptCheckpointError: the file is truncated or corrupt, whatever the zip or NumPy
             reader raised (a checkpoint is data: no failure to read it is a bug of ours), or
-            (with ``finite``) holds NaN or infinite values.
+            (with ``finite``) holds NaN or infinite values or a negative BatchNorm variance.
         CheckpointError: the file is missing, or was written by another version of layerwise.
     """
     try:
@@ -99,12 +100,27 @@ def load_arrays(path: str, finite: bool = False) -> tuple[dict[str, np.ndarray],
         raise CorruptCheckpointError(
             f"checkpoint {path} holds NaN or infinite values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
         )
+    impossible = impossible_values(arrays) if finite else []
+    if impossible:
+        raise CorruptCheckpointError(
+            f"checkpoint {path} holds values no training writes ({'; '.join(impossible[:3])}"
+            f"{'; ...' if len(impossible) > 3 else ''})"
+        )
     return arrays, meta
 
 
 def non_finite(arrays: dict[str, np.ndarray]) -> list[str]:
     """Names of the floating-point arrays that hold a NaN or an infinity."""
     return [k for k, v in arrays.items() if v.dtype.kind in "fc" and not np.all(np.isfinite(v))]
+
+
+def impossible_values(arrays: dict[str, np.ndarray]) -> list[str]:
+    """What in ``arrays`` no training can have written: a BatchNorm moving variance below zero (a
+    mean of squares, ``keras.layers.BatchNormalization``), which makes ``sqrt(variance + epsilon)``
+    NaN, so every output of the network NaN, in inference only: training itself uses the batch's
+    statistics and never sees it."""
+    return [f"{k} has {int(np.sum(v < 0))} negative value(s), min {float(np.min(v)):.3g}"
+            for k, v in arrays.items() if k.endswith("/moving_variance") and v.dtype.kind == "f" and np.any(v < 0)]
 
 
 def _unique(keys: list[str], what: str) -> list[str]:

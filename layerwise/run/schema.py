@@ -204,6 +204,22 @@ def from_tree(cls: type, tree: dict[str, Any], where: str = "") -> Any:
     return cls(**values)
 
 
+def missing_fields(cls: type, values: dict[str, Any]) -> list[str]:
+    """The flat names of the leaf fields of ``cls`` that ``values`` does not hold, in the nested
+    (JSON) form or by flat name (the pre-group form): what :func:`from_tree` would default."""
+    missing = []
+    for leaf in leaves(cls):
+        node: Any = values
+        for key in leaf.path:
+            node = node.get(key, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if node is _ABSENT and leaf.flag not in values:
+            missing.append(leaf.flag)
+    return missing
+
+
+_ABSENT = object()
+
+
 def to_tree(config: Any) -> dict[str, Any]:
     """The nested-dict (JSON) form of a config instance."""
     return dataclasses.asdict(config)

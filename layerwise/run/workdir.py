@@ -21,7 +21,7 @@ import os
 from typing import Any, Iterator
 
 from layerwise.errors import ConfigError, StorageError, WorkdirMismatchError
-from layerwise.run import files
+from layerwise.run import files, schema
 from layerwise.run.config import TrainConfig
 from layerwise.run.files import atomic_write_text
 from layerwise.run.lock import LOCK_FILE, workdir_lock
@@ -30,10 +30,15 @@ CONFIG_FILE = "config.json"
 
 
 def read_config(workdir: str) -> dict[str, Any]:
-    """The ``config.json`` of a run directory.
+    """The ``config.json`` of a run directory, with every field of :class:`TrainConfig`.
+
+    A run's record is never completed with defaults: a field missing from it (deleted by hand, or a
+    file cut short by an editor) would silently take the default on resume and export, which may
+    not be what the run was trained with.
 
     Raises:
-        ConfigError: ``workdir`` holds no run.
+        ConfigError: ``workdir`` holds no run, its ``config.json`` is unreadable, not an object,
+            or lacks a field (named, with the default it would have taken).
     """
     path = files.join(workdir, CONFIG_FILE)
     if not files.exists(path):
@@ -49,6 +54,15 @@ def read_config(workdir: str) -> dict[str, Any]:
         ) from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path} is corrupt (not a JSON object of config fields); use a new --workdir")
+    missing = schema.missing_fields(TrainConfig, values)
+    if missing:
+        defaults = schema.flat_names(TrainConfig)
+        shown = ", ".join(f"{name} (default {defaults[name].default!r})" for name in missing[:4])
+        raise ConfigError(
+            f"{path} lacks {len(missing)} field(s): {shown}{', ...' if len(missing) > 4 else ''}; a run's "
+            "configuration is never completed with defaults: restore config.json from a backup, or add the "
+            "field(s) with the values this run was trained with, or start the run again in a new --workdir"
+        )
     return values
 
 
@@ -139,9 +153,9 @@ def prepare_workdir(workdir: str, config: TrainConfig) -> bool:
 
     Call it while holding the directory's lock (:func:`open_run` does both).
 
-    The stored config is read as a :class:`TrainConfig` (a field missing from it, written before
-    the field existed, takes its default; a config written before the fields were grouped reads
-    too) and compared field by field.
+    The stored config is read as a :class:`TrainConfig` (every field must be there,
+    :func:`read_config`; a config written before the fields were grouped reads too) and compared
+    field by field.
 
     Returns:
         True when the directory already held this configuration (a resumed run).

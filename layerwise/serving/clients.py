@@ -57,10 +57,11 @@ def check_images(images: Any, spec: InputSpec, signature: str = DEFAULT_SIGNATUR
     input; float64 becomes float32 for a float input, which must be finite.
 
     Raises:
-        ServingInputError: wrong rank, size, channels or dtype, or non-finite floats, with what
-            to do instead.
+        ServingInputError: a ragged list or non-numeric values, wrong rank, size, channels or dtype,
+            or floats that are not finite in the input's dtype (``1e300`` is finite in float64
+            and infinite in float32), with what to do instead.
     """
-    images = np.asarray(images)
+    images = as_image_array(images, signature)
     want = tuple(spec.shape)
     if images.ndim == len(want) - 1:
         images = images[None]
@@ -98,10 +99,37 @@ def check_images(images: Any, spec: InputSpec, signature: str = DEFAULT_SIGNATUR
                 f"{signature} takes normalised {spec.dtype} images; got {images.dtype} raw pixels: "
                 "send them to serving_default instead"
             )
-        if not np.all(np.isfinite(images)):
-            raise ServingInputError(f"{signature} takes finite normalised pixels; the images hold NaN or infinite values")
-        return images.astype(spec.dtype)
+        with np.errstate(over="ignore"):  # an overflow is what the check below reports
+            cast = images.astype(spec.dtype)
+        if not np.all(np.isfinite(cast)):
+            held = "NaN or infinite values" if not np.all(np.isfinite(images)) else (
+                f"values too large for {spec.dtype} (largest magnitude {np.max(np.abs(images)):.3g}, "
+                f"{spec.dtype} holds up to {np.finfo(spec.dtype).max:.3g})")
+            raise ServingInputError(f"{signature} takes finite normalised pixels; the images hold {held}")
+        return cast
     raise ServingInputError(f"{signature} input {spec.name!r} has dtype {spec.dtype}, which this client cannot feed")
+
+
+def as_image_array(images: Any, signature: str = DEFAULT_SIGNATURE) -> np.ndarray:
+    """``images`` as one numeric NumPy array.
+
+    Raises:
+        ServingInputError: a ragged list (images of different sizes: NumPy cannot stack them) or
+            values that are not numbers (strings, ``None``, objects).
+    """
+    try:
+        array = np.asarray(images)
+    except (ValueError, TypeError) as e:  # NumPy >= 1.24: "inhomogeneous shape"
+        raise ServingInputError(
+            f"{signature} takes a batch of images of one size; got a ragged list that is not one array "
+            f"({str(e).splitlines()[0][:160]}): resize the images to one size, or send them in separate calls"
+        ) from None
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise ServingInputError(
+            f"{signature} takes numeric pixels; got an array of {array.dtype} "
+            f"({'a ragged list or None values' if array.dtype == object else 'not numbers'})"
+        )
+    return array
 
 
 def _shape(shape: Sequence) -> str:
@@ -140,7 +168,7 @@ def prepare_inputs(
 
 def _unchecked_inputs(images: Any, signature: str, threshold: float | None) -> tuple[str, dict[str, np.ndarray]]:
     """Inputs sent as given (``check=False``): the server validates them."""
-    inputs = {"images": np.asarray(images)}
+    inputs = {"images": as_image_array(images, signature)}
     if threshold is not None:
         signature = THRESHOLD_SIGNATURES.get(signature, signature)
         inputs["threshold"] = np.full(len(inputs["images"]), threshold, np.float32)
@@ -170,14 +198,38 @@ def resolve_saved_model(path: str) -> str:
     )
 
 
+def _saved_model_damage(path: str, error: Exception) -> str:
+    """What is wrong with the SavedModel at ``path`` that failed to load with ``error``: the
+    layout of ``tf.saved_model.save`` (saved_model.pb, variables/variables.index and its data
+    shards) first, then the loader's own first line."""
+    index = os.path.join(path, "variables", "variables.index")
+    if not os.path.exists(index):
+        return "variables/variables.index is missing"
+    first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
 class LocalModel:
-    """A SavedModel loaded in this process (``tf.saved_model.load``)."""
+    """A SavedModel loaded in this process (``tf.saved_model.load``).
+
+    Raises:
+        ServingInputError: ``path`` is not a SavedModel, or a damaged one (a truncated
+            ``saved_model.pb``, deleted or truncated variables).
+    """
 
     def __init__(self, path: str):
         import tensorflow as tf
 
         self.path = resolve_saved_model(path)
-        self._model = tf.saved_model.load(self.path)
+        try:
+            self._model = tf.saved_model.load(self.path)
+        except MemoryError:
+            raise
+        except Exception as e:  # a damaged SavedModel is data: protobuf, TF and Python raise many types
+            raise ServingInputError(
+                f"{self.path} is a damaged SavedModel ({_saved_model_damage(self.path, e)}); export it again "
+                "(python -m apps.export WORKDIR), or pass another version"
+            ) from None
 
     def input_specs(self) -> dict[str, dict[str, InputSpec]]:
         specs = {}

@@ -44,6 +44,12 @@ rate of an optimizer built on a ``LearningRateSchedule``. ``LearningRateSchedule
 ``BackupAndRestore`` is refused: a run with a ``workdir`` checkpoints every epoch and resumes
 where it stopped when ``fit`` is called again with the same arguments.
 
+A stage ended early this way is finished, as in ``Model.fit``: it is finalised and exported with
+the epochs it trained, its record says ``"stopped_early": true`` and ``"epochs"`` (the epochs
+trained, fewer than ``epochs_per_stage``), and a rerun on the same workdir loads it as it is,
+never trains it on to ``epochs_per_stage`` (the callback's decision is part of the run; start a
+new workdir to train it longer). A run a callback ended goes on with the next stage on a rerun.
+
 Example:
     >>> layerwise.fit(network, train, validation_data=val,
     ...               callbacks=[keras.callbacks.EarlyStopping(patience=2), keras.callbacks.CSVLogger("log.csv")])

@@ -34,7 +34,8 @@ from layerwise.run.runlog import with_keras_names
 from layerwise.training.hooks import StageHook
 from layerwise.training.network import StagedNetwork
 from layerwise.training.problems import (
-    DECOUPLED, END_TO_END, HeadPlan, Problem, decoupled_models, end_to_end_problem, stage_name, stage_problem,
+    DECOUPLED, END_TO_END, HeadPlan, Problem, decoupled_models, end_to_end_problem, load_finished, stage_name,
+    stage_problem,
 )
 from layerwise.training.local_steps import make_local_decoupled_step
 from layerwise.training.replay import check_async, make_async_decoupled_step
@@ -89,9 +90,8 @@ class Mode:
         raise NotImplementedError
 
 
-def _load(problem: Problem, checkpoints: ckpt.ProblemCheckpoints) -> dict[str, Any]:
-    arrays, meta = checkpoints.load_final()
-    ckpt.assign_arrays("model", problem.trainable.variables, arrays, checkpoints.final_path)
+def _load(problem: Problem, checkpoints: ckpt.ProblemCheckpoints, image_input: keras.KerasTensor) -> dict[str, Any]:
+    _, meta = load_finished(problem, checkpoints, image_input)
     if "record" in meta:  # a run written before records used Keras's metric names
         meta["record"] = with_keras_names(meta["record"])
     return meta
@@ -117,7 +117,7 @@ class Layerwise(Mode):
             built[j] = heads.build(network, j)
             problem = stage_problem(network, j, built[j], epochs_per_stage, heads.extras(network, j),
                                     heads.objective(network, j))
-            meta = _load(problem, checkpoints)
+            meta = _load(problem, checkpoints, network.image_input())
             network.stages[j].trainable = False
             classifier = problem.classifier(network.image_input())
             if any([hook.restore_stage(network, built, j, checkpoints.directory) for hook in hooks]):
@@ -142,7 +142,7 @@ class EndToEnd(Mode):
             return []
         head = heads.build(network, network.num_stages - 1)
         problem = end_to_end_problem(network, head, epochs_per_stage, heads.auxiliary(network))
-        meta = _load(problem, checkpoints)
+        meta = _load(problem, checkpoints, network.image_input())
         return [FinishedProblem(END_TO_END, problem.stage, head, problem.classifier(network.image_input()),
                                 meta.get("record", {}))]
 

@@ -21,6 +21,7 @@ import numpy as np
 from layerwise.data.base import derive_seed
 from layerwise.errors import ConfigError
 from layerwise.distribute import synchronize_batchnorm
+from layerwise.run import checkpoints as ckpt
 from layerwise.run.config import TrainConfig
 from layerwise.training.heads import AuxHead, config_heads
 from layerwise.training.local_losses import (
@@ -76,6 +77,38 @@ class Problem:
         x = image_input if self.frozen is None else self.frozen(image_input)
         part = self.trainable if self.logits_model is None else self.logits_model
         return keras.Model(image_input, part(x), name=f"{self.name}_classifier")
+
+
+PROBE_IMAGES = 4
+
+
+def load_finished(problem: Problem, checkpoints: ckpt.ProblemCheckpoints,
+                  image_input: keras.KerasTensor) -> tuple[dict[str, np.ndarray], dict]:
+    """Loads a finished problem's ``final.npz`` into ``problem.trainable``, and keeps it only when
+    its classifier gives finite logits (inference mode, BatchNorm on its moving statistics) for a
+    fixed batch of images in [-1, 1]: finite weights can still overflow (a kernel of 1e30 two
+    layers deep), and such a stage would be exported and served as NaN probabilities.
+
+    Returns:
+        The file's arrays and metadata.
+
+    Raises:
+        CorruptCheckpointError: unreadable, non-finite or impossible values
+            (:func:`layerwise.run.checkpoints.load_arrays`), or non-finite outputs; the variables
+            are then left as they were, so the problem can be trained again.
+    """
+    arrays, meta = checkpoints.load_final()
+    before = ckpt.variables_to_arrays("model", problem.trainable.variables)
+    ckpt.assign_arrays("model", problem.trainable.variables, arrays, checkpoints.final_path)
+    probe = np.random.default_rng(0).uniform(-1.0, 1.0, (PROBE_IMAGES, *image_input.shape[1:])).astype("float32")
+    outputs = keras.tree.flatten(problem.classifier(image_input)(probe, training=False))
+    if not all(np.all(np.isfinite(keras.ops.convert_to_numpy(o))) for o in outputs):
+        ckpt.assign_arrays("model", problem.trainable.variables, before, "the variables before loading")
+        raise ckpt.CorruptCheckpointError(
+            f"checkpoint {checkpoints.final_path} holds finite values whose outputs are NaN or infinite "
+            f"(the logits of {PROBE_IMAGES} probe images): no training writes such a stage"
+        )
+    return arrays, meta
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,7 +50,7 @@ from layerwise.training.network import StagedNetwork
 from layerwise.training.optim import dtype_policy, for_precision, make_optimizer, recorded_optimizer, resolve_precision
 from layerwise.training.prefix_cache import PrefixCache, check_option, choose_mode
 from layerwise.training.problems import (
-    Ensemble, HeadPlan, Problem, end_to_end_problem, ensemble_probabilities, stage_problem,
+    Ensemble, HeadPlan, Problem, end_to_end_problem, ensemble_probabilities, load_finished, stage_problem,
 )
 from layerwise.training.schedules import Plateau, changes_within_a_problem, describe, make_schedule
 from layerwise.training.steps import make_predict_step, make_train_step
@@ -687,6 +687,7 @@ class GreedyTrainer:
             "kept_epoch": best_epoch,
             "flops": count_flops(classifier),
             "epochs": len(history),
+            "stopped_early": len(history) < problem.epochs,  # a callback's stop_training: final, said so
             "seconds": float(sum(r["seconds"] for r in history)),
             "train_seconds": float(sum(r.get("train_seconds", 0.0) for r in history)),
             "epoch_seconds": float(np.mean([r["seconds"] for r in history])),
@@ -701,8 +702,7 @@ class GreedyTrainer:
         return self.complete(problem, classifier, record)
 
     def _load_finished(self, problem, checkpoints) -> dict[str, Any]:
-        arrays, meta = checkpoints.load_final()
-        ckpt.assign_arrays("model", problem.trainable.variables, arrays, checkpoints.final_path)
+        arrays, meta = load_finished(problem, checkpoints, self.network.image_input())
         if "test_probs" in arrays:
             self.ensemble.add(arrays["test_probs"])
         self.log(f"{problem.name}: finished earlier, loaded from {checkpoints.final_path}")

@@ -224,6 +224,26 @@ IGNORED_OPTIONS = f"{HABITS}::test_options_an_optimizer_object_would_ignore_and_
 FIRST_LINE = f"{HABITS}::test_the_first_line_says_which_optimizer_and_learning_rate_train"
 SPEC_RECORDED = f"{HABITS}::test_shuffle_and_validation_split_are_recorded_and_a_resume_with_another_is_refused"
 STEPS_PER_EXECUTION = f"{HABITS}::test_steps_per_execution_runs_the_batch_hooks_once_per_device_call_as_keras_does"
+# ---- issue 25: files and readers
+LOCAL_DATA_PY = "layerwise/data/local.py"
+SCHEMA_PY = "layerwise/run/schema.py"
+TRUST3_FILES = "tests/test_trust3_files.py"
+BAD_FOLDER = f"{TRUST3_FILES}::test_a_bad_image_folder_is_one_line_naming_the_path"
+FOLDER_TEXT_PNG = f"{BAD_FOLDER}[a text file named .png]"
+FOLDER_JUNK_PNG = f"{BAD_FOLDER}[a PNG signature followed by junk]"
+FOLDER_EMPTY_CLASS = f"{BAD_FOLDER}[an empty class folder]"
+FOLDER_TEST_ONLY_CLASS = f"{BAD_FOLDER}[a test class absent from train]"
+NEGATIVE_VARIANCE = f"{TRUST3_FILES}::test_a_negative_batchnorm_variance_is_a_corrupt_checkpoint_set_aside_and_retrained"
+NON_FINITE_OUTPUTS = (f"{TRUST3_FILES}::test_finite_weights_with_non_finite_outputs_are_a_corrupt_checkpoint_set_aside_"
+                      "and_retrained")
+MISSING_FIELD = f"{TRUST3_FILES}::test_a_config_json_missing_a_field_is_refused_naming_it_never_defaulted"
+MISSING_SEED = f"{MISSING_FIELD}[resume-seed deleted]"
+MISSING_GROUPED_LR = f"{MISSING_FIELD}[export-lr deleted from its group]"
+CLIENT_IMAGES = f"{TRUST3_FILES}::test_images_a_client_cannot_send_are_one_serving_input_error_line"
+CLIENT_1E300 = f"{CLIENT_IMAGES}[float64 1e300: finite, but infinite in float32]"
+CLIENT_RAGGED = f"{CLIENT_IMAGES}[a ragged list of images (float)]"
+DAMAGED_PB = f"{TRUST3_FILES}::test_a_damaged_saved_model_is_one_serving_input_error_line[saved_model.pb truncated]"
+STOPPED_EARLY = f"{TRUST3_FILES}::test_a_stage_a_callback_stopped_is_final_says_so_and_a_rerun_keeps_it"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1706,5 +1726,110 @@ MUTANTS: list[Mutant] = [
         "        group = (self.options.steps_per_execution\n                 or (",
         "        group = (0\n                 or (",
         (STEPS_PER_EXECUTION,),
+    ),
+    # ---- issue 25: files and readers
+    Mutant(
+        "image-headers-unchecked",
+        "a text file named x.png in an image_folder class is not recognised as not an image",
+        LOCAL_DATA_PY,
+        "    check_image_headers(ds.file_paths)\n",
+        "",
+        (FOLDER_TEXT_PNG,),
+    ),
+    Mutant(
+        "undecodable-image-unnamed",
+        "a damaged PNG behind a good header is reported without its path",
+        LOCAL_DATA_PY,
+        "        bad = _first_undecodable(ds.file_paths)\n",
+        "        bad = None\n",
+        (FOLDER_JUNK_PNG,),
+    ),
+    Mutant(
+        "empty-class-folder-accepted",
+        "a class folder without images becomes a class the network never sees",
+        LOCAL_DATA_PY,
+        "    for name in names:\n        if not any(",
+        "    for name in []:\n        if not any(",
+        (FOLDER_EMPTY_CLASS,),
+    ),
+    Mutant(
+        "test-only-class-dropped",
+        "a test class absent from train is silently dropped (Keras's subset rule)",
+        LOCAL_DATA_PY,
+        "    if names != test_names:\n",
+        "    if not set(names) <= set(test_names):\n",
+        (FOLDER_TEST_ONLY_CLASS,),
+    ),
+    Mutant(
+        "negative-variance-accepted",
+        "a final.npz with a negative BatchNorm moving variance loads as a good checkpoint",
+        CHECKPOINTS,
+        "    impossible = impossible_values(arrays) if finite else []\n",
+        "    impossible = []\n",
+        (NEGATIVE_VARIANCE,),
+    ),
+    Mutant(
+        "finished-stage-outputs-unprobed",
+        "a final.npz of finite weights whose logits overflow is loaded and exported",
+        PROBLEMS,
+        "    if not all(np.all(np.isfinite(keras.ops.convert_to_numpy(o))) for o in outputs):\n",
+        "    if False:\n",
+        (NON_FINITE_OUTPUTS,),
+    ),
+    Mutant(
+        "probe-failure-keeps-bad-weights",
+        "a stage whose final.npz was refused for its outputs is retrained from the refused weights",
+        PROBLEMS,
+        '        ckpt.assign_arrays("model", problem.trainable.variables, before, "the variables before loading")\n',
+        "",
+        (NON_FINITE_OUTPUTS,),
+    ),
+    Mutant(
+        "missing-config-field-defaulted",
+        "a config.json without seed resumes with the default seed",
+        WORKDIR_PY,
+        "    missing = schema.missing_fields(TrainConfig, values)\n",
+        "    missing = []\n",
+        (MISSING_SEED,),
+    ),
+    Mutant(
+        "missing-grouped-field-defaulted",
+        "a field deleted inside its group (optim.lr) is defaulted as long as the group is there",
+        SCHEMA_PY,
+        "        if node is _ABSENT and leaf.flag not in values:\n",
+        "        if leaf.path[0] not in values and leaf.flag not in values:\n",
+        (MISSING_GROUPED_LR,),
+    ),
+    Mutant(
+        "finite-checked-before-cast",
+        "float64 pixels of 1e300 pass the client's check and reach the graph as Inf in float32",
+        CLIENTS,
+        "        if not np.all(np.isfinite(cast)):\n",
+        "        if not np.all(np.isfinite(images)):\n",
+        (CLIENT_1E300,),
+    ),
+    Mutant(
+        "ragged-images-bare-value-error",
+        "a ragged list of images raises NumPy's bare ValueError",
+        CLIENTS,
+        '    except (ValueError, TypeError) as e:  # NumPy >= 1.24: "inhomogeneous shape"\n',
+        '    except KeyError as e:  # NumPy >= 1.24: "inhomogeneous shape"\n',
+        (CLIENT_RAGGED,),
+    ),
+    Mutant(
+        "damaged-saved-model-bare-error",
+        "a truncated saved_model.pb raises protobuf's DecodeError",
+        CLIENTS,
+        "        except Exception as e:  # a damaged SavedModel is data: protobuf, TF and Python raise many types\n",
+        "        except KeyError as e:  # a damaged SavedModel is data: protobuf, TF and Python raise many types\n",
+        (DAMAGED_PB,),
+    ),
+    Mutant(
+        "stopped-early-unrecorded",
+        "a stage a callback stopped is recorded as a full one",
+        TRAINER_PY,
+        '            "stopped_early": len(history) < problem.epochs,',
+        '            "stopped_early": False,',
+        (STOPPED_EARLY,),
     ),
 ]
