@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from apps.runner import build_network, resolve, run_training  # in this process only, to make a CLI run
 import layerwise
 from layerwise.errors import CheckpointError
 from layerwise.run.network_file import NETWORK_FILE, RecordedData
 from layerwise.training.local_losses import PredSim
-from conftest import REPO, digit_arrays, run_cli
+from conftest import REPO, digit_arrays, run_cli, tiny_config
 
 SPLIT_STAGES = 3
 HEAD = layerwise.AuxHead(k=1, width=8, pooled_size=1, hidden_units=(16,), dropout=0.3)
@@ -191,3 +192,21 @@ def test_no_module_of_the_library_imports_apps():
     found = [f"{path.relative_to(REPO)}:{n}" for path in pathlib.Path(REPO, "layerwise").rglob("*.py")
              for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert found == []
+
+
+@pytest.mark.slow
+def test_a_zoo_run_restores_from_its_saved_network_as_from_the_zoo(tmp_path):
+    """A CLI run (a zoo model on a registered dataset) saves its network too: rebuilt from
+    network.json it gives the zoo-built run's outputs, and the dataset's normalisation is recorded
+    (its uint8 signature normalises as training did)."""
+    workdir = str(tmp_path / "zoo")
+    run_training(tiny_config(), workdir, verbose=0, log=lambda message: None)
+    saved = layerwise.restore_run(workdir)
+    zoo = layerwise.restore_run(workdir, lambda config, data: build_network(resolve(config), data))
+    np.testing.assert_array_equal(saved.data.mean, zoo.data.mean)
+    np.testing.assert_array_equal(saved.data.std, zoo.data.std)
+    assert saved.data.uint8_pixels and zoo.data.uint8_pixels
+    images = next(iter(zoo.data.eval_batches("test", 32)))[0]
+    assert len(saved.classifiers) == len(zoo.classifiers) == 2
+    for a, b in zip(saved.classifiers, zoo.classifiers):
+        np.testing.assert_allclose(a(images, training=False), b(images, training=False), atol=1e-6)
