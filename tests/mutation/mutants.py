@@ -211,6 +211,13 @@ MISFIT = f"{TRUST3}::test_a_record_that_does_not_fit_its_event_is_skipped_counte
 MISFIT_EMPTY_EPOCH = f"{MISFIT}[an epoch with no other key]"
 MISFIT_STRING_PARAMS = f"{MISFIT}[params that are a string]"
 REPORT_NEVER_FAILS_RUN = f"{TRUST3}::test_a_finished_run_is_never_failed_by_its_report"
+# ---- issue 22: restore without apps
+RESTORE = "tests/test_keras_restore.py"
+FIT_PY = "layerwise/training/fit.py"
+RUN_EXPORTS_PY = "layerwise/run/exports.py"
+DATA_BASE_PY = "layerwise/data/base.py"
+RESTORE_FRESH = f"{RESTORE}::test_restore_and_export_in_a_fresh_process_without_apps_equal_the_uninterrupted_run"
+RESTORE_UINT8 = f"{RESTORE}::test_uint8_images_get_a_uint8_signature_that_casts_them"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1572,5 +1579,30 @@ MUTANTS: list[Mutant] = [
         "    except Exception as e:  # noqa: BLE001",
         "    except ImportError as e:  # noqa: BLE001",
         (REPORT_NEVER_FAILS_RUN,),
+    ),
+    # ---- issue 22: restore without apps
+    Mutant(
+        "network-not-saved",
+        "fit does not save the network with the run: restore_run(workdir) and apps.export need build_network",
+        FIT_PY,
+        "                not_saved = write_network(writes_to, given_network, data)  # restore_run's source\n",
+        "                not_saved = None\n",
+        (RESTORE_UINT8, RESTORE_FRESH),
+    ),
+    Mutant(
+        "uint8-signature-for-float-images",
+        "an export of a run on float images offers a uint8 signature that only casts (off by up to 0.9)",
+        RUN_EXPORTS_PY,
+        "    uint8 = run.data.uint8_pixels  # no uint8 signature for float images of unknown scale\n",
+        "    uint8 = True\n",
+        (RESTORE_FRESH,),
+    ),
+    Mutant(
+        "uint8-arrays-get-no-uint8-signature",
+        "a run of fit on uint8 arrays is exported without its uint8 signature",
+        DATA_BASE_PY,
+        "        self.uint8_pixels = normalize or train[0].dtype == np.uint8\n",
+        "        self.uint8_pixels = normalize\n",
+        (RESTORE_UINT8,),
     ),
 ]
