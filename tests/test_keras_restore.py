@@ -210,3 +210,54 @@ def test_a_zoo_run_restores_from_its_saved_network_as_from_the_zoo(tmp_path):
     assert len(saved.classifiers) == len(zoo.classifiers) == 2
     for a, b in zip(saved.classifiers, zoo.classifiers):
         np.testing.assert_allclose(a(images, training=False), b(images, training=False), atol=1e-6)
+
+
+class Doubling(keras.layers.Layer):
+    """A custom layer never registered with Keras: its config names a class Keras cannot find."""
+
+    def call(self, inputs):
+        return 2.0 * inputs
+
+
+@keras.saving.register_keras_serializable(package="test_keras_restore")
+class Projection(keras.layers.Layer):
+    """Registered, but its config forgets ``units``: rebuilt from it, it has other weights."""
+
+    def __init__(self, units=1, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.units), name="kernel")
+
+    def call(self, inputs):
+        return keras.ops.matmul(inputs, self.kernel)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("units", None)  # the mistake
+        return config
+
+
+@pytest.mark.parametrize("layer, why", [
+    (lambda: Doubling(name="doubling"), "Doubling not registered"),
+    (lambda: Projection(4, name="projection"), "rebuild other weights"),
+], ids=["unregistered", "config_misses_an_argument"])
+def test_a_network_keras_cannot_rebuild_trains_with_a_note_and_asks_for_build_network(tmp_path, layer, why):
+    """No network.json that would not restore: the run trains, says once why its network is not
+    saved and that restoring it needs build_network, and restore_run says so too."""
+    x, y = digit_arrays()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    h = layer()(h)
+    h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
+    workdir, messages = str(tmp_path / "run"), []
+    layerwise.fit(layerwise.split_model(model, ["conv"]), x[:64], y[:64], workdir=workdir, epochs_per_stage=1,
+                  batch_size=32, head=layerwise.AuxHead(k=1), precision="float32", verbose=0, log=messages.append)
+    assert not os.path.exists(os.path.join(workdir, NETWORK_FILE))
+    notes = [m for m in messages if "network is not saved" in m]
+    assert len(notes) == 1 and why in notes[0] and "build_network" in notes[0], messages
+    with pytest.raises(CheckpointError, match="pass build_network"):
+        layerwise.restore_run(workdir)

@@ -48,29 +48,42 @@ __all__ = ["NETWORK_FILE", "RecordedData", "SavedNetwork", "has_network", "netwo
            "write_network"]
 
 
-def _class_modules(config: Any, found: set[str]) -> set[str]:
-    """The modules of every non-Keras class named in a serialised Keras config (nested)."""
+def _own_classes(config: Any, found: list[dict]) -> list[dict]:
+    """The config of every object of a class defined outside Keras, in a serialised Keras config."""
     if isinstance(config, dict):
         module = config.get("module")
         if isinstance(module, str) and "class_name" in config and not module.split(".")[0].startswith("keras"):
-            found.add(module)
+            found.append(config)
         for value in config.values():
-            _class_modules(value, found)
+            _own_classes(value, found)
     elif isinstance(config, list):
         for value in config:
-            _class_modules(value, found)
+            _own_classes(value, found)
     return found
+
+
+def _unregistered(classes: list[dict]) -> list[str]:
+    """The names of the classes Keras would not find when loading (not registered)."""
+    return sorted({c["class_name"] for c in classes
+                   if keras.saving.get_registered_object(c.get("registered_name") or c["class_name"]) is None})
+
+
+def _weight_shapes(models) -> list[tuple]:
+    return [tuple(w.shape) for model in models for w in model.weights]
 
 
 def network_record(network: StagedNetwork, data: DataSource) -> dict[str, Any]:
     """What ``network.json`` holds for ``network`` trained on ``data`` (see the module doc).
 
     The network's final head builder is called once, for its architecture (a split model's
-    returns its own classifier; a zoo builder a new, named model).
+    returns its own classifier; a zoo builder a new, named model). The stages are rebuilt once
+    from the record, here, so a file that is written rebuilds (in a process where the same
+    classes are importable).
 
     Raises:
-        ConfigError: Keras cannot serialise the network (a layer without ``get_config``, or a
-            ``get_config`` that is not JSON), naming the reason.
+        ConfigError: Keras cannot serialise the network or rebuild it from its config (a layer
+            without ``get_config``, a ``get_config`` that is not JSON or misses an argument, a
+            ``Lambda`` layer), naming the reason.
     """
     try:
         stages = [keras.saving.serialize_keras_object(stage) for stage in network.stages]
@@ -78,6 +91,10 @@ def network_record(network: StagedNetwork, data: DataSource) -> dict[str, Any]:
         if network.final_head is not None:
             head = network.final_head(network.output_shape(network.num_stages - 1), network.num_classes)
             final_head = keras.saving.serialize_keras_object(head)
+        own = _own_classes([stages, final_head], [])
+        unregistered = _unregistered(own)
+        if unregistered:
+            raise TypeError(f"{', '.join(unregistered)} not registered with keras.saving.register_keras_serializable")
         record = {
             "format": FORMAT,
             "name": network.name,
@@ -86,7 +103,7 @@ def network_record(network: StagedNetwork, data: DataSource) -> dict[str, Any]:
             "options": network.options,
             "stages": stages,
             "final_head": final_head,
-            "modules": sorted(_class_modules([stages, final_head], set())),
+            "modules": sorted({c["module"] for c in own}),
             "input": {
                 "mean": [float(v) for v in np.asarray(data.mean, np.float32).reshape(-1)],
                 "std": [float(v) for v in np.asarray(data.std, np.float32).reshape(-1)],
@@ -94,7 +111,9 @@ def network_record(network: StagedNetwork, data: DataSource) -> dict[str, Any]:
                 "dataset": data.name,
             },
         }
-        json.dumps(record)
+        rebuilt = [keras.saving.deserialize_keras_object(config) for config in json.loads(json.dumps(stages))]
+        if _weight_shapes(rebuilt) != _weight_shapes(network.stages):
+            raise ValueError("its stages' configs rebuild other weights: a get_config misses an argument")
     except (TypeError, ValueError, NotImplementedError) as e:
         raise ConfigError(f"Keras cannot serialise network {network.name!r} ({type(e).__name__}: "
                           f"{' '.join(str(e).split())[:200]})") from None

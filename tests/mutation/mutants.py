@@ -218,6 +218,11 @@ RUN_EXPORTS_PY = "layerwise/run/exports.py"
 DATA_BASE_PY = "layerwise/data/base.py"
 RESTORE_FRESH = f"{RESTORE}::test_restore_and_export_in_a_fresh_process_without_apps_equal_the_uninterrupted_run"
 RESTORE_UINT8 = f"{RESTORE}::test_uint8_images_get_a_uint8_signature_that_casts_them"
+NETWORK_FILE_PY = "layerwise/run/network_file.py"
+RESTORE_UNREBUILDABLE = (
+    f"{RESTORE}::test_a_network_keras_cannot_rebuild_trains_with_a_note_and_asks_for_build_network"
+    "[config_misses_an_argument]"
+)
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1604,5 +1609,14 @@ MUTANTS: list[Mutant] = [
         "        self.uint8_pixels = normalize or train[0].dtype == np.uint8\n",
         "        self.uint8_pixels = normalize\n",
         (RESTORE_UINT8,),
+    ),
+    Mutant(
+        "network-file-not-checked-to-rebuild",
+        "a network whose config rebuilds other weights (a get_config missing an argument) is saved anyway: "
+        "restore_run fails on it later instead of the run saying so at once",
+        NETWORK_FILE_PY,
+        "        if _weight_shapes(rebuilt) != _weight_shapes(network.stages):\n",
+        "        if False:\n",
+        (RESTORE_UNREBUILDABLE,),
     ),
 ]
