@@ -73,7 +73,8 @@ def trained(tmp_path_factory):
         fit(x, y, workdir, [InterruptAtStage(1)])
     fit(x, y, workdir)
     expected = [c.predict(probe, verbose=0) for c in reference.classifiers]
-    return {"workdir": workdir, "probe": probe, "expected": expected}
+    ensemble = reference.ensemble().predict(probe, verbose=0)
+    return {"workdir": workdir, "probe": probe, "expected": expected, "ensemble": ensemble}
 
 
 FRESH_PROCESS = textwrap.dedent("""
@@ -123,6 +124,7 @@ def test_restore_and_export_in_a_fresh_process_without_apps_equal_the_uninterrup
     for j, want in enumerate(expected):
         np.testing.assert_allclose(outputs[f"arr_{j}"], want, atol=1e-6)
         np.testing.assert_allclose(outputs[f"served/restore_cnn_stage_{j:02d}"], want, atol=1e-6)
+    np.testing.assert_allclose(outputs["served/restore_cnn_ensemble"], trained["ensemble"], atol=1e-6)
     # float images that never were uint8: every servable's serving_default takes float32
     assert {dtype for _, dtype in outputs["dtypes"]} == {"float32"}
     assert len(outputs["dtypes"]) == SPLIT_STAGES + 2  # the stages, the ensemble and the cascade

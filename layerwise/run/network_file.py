@@ -87,10 +87,11 @@ def network_record(network: StagedNetwork, data: DataSource) -> dict[str, Any]:
     """
     try:
         stages = [keras.saving.serialize_keras_object(stage) for stage in network.stages]
-        final_head = None
+        final_head, models = None, list(network.stages)
         if network.final_head is not None:
             head = network.final_head(network.output_shape(network.num_stages - 1), network.num_classes)
             final_head = keras.saving.serialize_keras_object(head)
+            models.append(head)
         own = _own_classes([stages, final_head], [])
         unregistered = _unregistered(own)
         if unregistered:
@@ -111,9 +112,12 @@ def network_record(network: StagedNetwork, data: DataSource) -> dict[str, Any]:
                 "dataset": data.name,
             },
         }
-        rebuilt = [keras.saving.deserialize_keras_object(config) for config in json.loads(json.dumps(stages))]
-        if _weight_shapes(rebuilt) != _weight_shapes(network.stages):
-            raise ValueError("its stages' configs rebuild other weights: a get_config misses an argument")
+        text = json.dumps(record, sort_keys=True)  # options that are not JSON: a TypeError here
+        saved = json.loads(text)
+        rebuilt = [keras.saving.deserialize_keras_object(config)
+                   for config in saved["stages"] + ([saved["final_head"]] if final_head is not None else [])]
+        if _weight_shapes(rebuilt) != _weight_shapes(models):
+            raise ValueError("its configs rebuild other weights: a get_config misses an argument")
     except (TypeError, ValueError, NotImplementedError) as e:
         raise ConfigError(f"Keras cannot serialise network {network.name!r} ({type(e).__name__}: "
                           f"{' '.join(str(e).split())[:200]})") from None

@@ -1615,7 +1615,7 @@ MUTANTS: list[Mutant] = [
         "a network whose config rebuilds other weights (a get_config missing an argument) is saved anyway: "
         "restore_run fails on it later instead of the run saying so at once",
         NETWORK_FILE_PY,
-        "        if _weight_shapes(rebuilt) != _weight_shapes(network.stages):\n",
+        "        if _weight_shapes(rebuilt) != _weight_shapes(models):\n",
         "        if False:\n",
         (RESTORE_UNREBUILDABLE,),
     ),
