@@ -4,7 +4,10 @@
     python -m apps.export runs/cascade --threshold 0.95 --export_dir /srv/models
     python -m apps.export runs/default --serving_root /models   # for -v $PWD/runs/default/export:/models
 
-Rebuilds the network from ``WORKDIR/config.json`` and the finished stages' checkpoints, writes
+Rebuilds the network saved with the run (``WORKDIR/network.json``, written by ``layerwise.fit``:
+any run, a zoo model's or a ``layerwise.split_model`` network trained on arrays; a run written
+before networks were saved is rebuilt from ``WORKDIR/config.json`` by the zoo, with its dataset)
+and the finished stages' checkpoints, writes
 each servable as version N+1 (version N is left untouched) under ``--export_dir`` (default
 ``WORKDIR/export``) and rewrites ``models.config`` with the label ``--label`` on the versions
 this export wrote (other servables keep theirs). A run that still has stages to train is refused
@@ -43,6 +46,7 @@ def main(argv: list[str]) -> None:
     from apps.runner import build_network, load_data
     from layerwise.errors import ConfigError
     from layerwise.run.exports import export_run
+    from layerwise.run.network_file import has_network
     from layerwise.serving.models_config import check_serving_root
     from layerwise.serving.versions import check_label
 
@@ -51,9 +55,10 @@ def main(argv: list[str]) -> None:
     check_label(FLAGS.label, "--label")
     if FLAGS.serving_root is not None:
         check_serving_root(FLAGS.serving_root, "--serving_root")
+    saved = has_network(argv[1])  # the network (and its input's normalisation) saved with the run
     written = export_run(
-        argv[1], build_network, FLAGS.export_dir, threshold=FLAGS.threshold, label=FLAGS.label,
-        load_data=lambda config: load_data(config, FLAGS.trust_pickle),
+        argv[1], None if saved else build_network, FLAGS.export_dir, threshold=FLAGS.threshold, label=FLAGS.label,
+        load_data=None if saved else (lambda config: load_data(config, FLAGS.trust_pickle)),
         allow_unfinished=FLAGS.allow_unfinished, serving_root=FLAGS.serving_root, log=lambda message: print(message, file=sys.stderr),
     )
     for servable, path in written.items():

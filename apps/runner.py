@@ -20,6 +20,7 @@ from layerwise.data import DataSource
 from layerwise.distribute import is_chief, make_strategy, synchronize_batchnorm
 from layerwise.run.config import RunOptions, TrainConfig
 from layerwise.run.loading import load_data
+from layerwise.run.network_file import has_network
 from layerwise.run.report import stage_table, write_report
 from layerwise.run.restore import RestoredRun, restore_run
 from layerwise.run.workdir import check_workdir
@@ -56,10 +57,11 @@ def resolve(config: TrainConfig) -> TrainConfig:
 
 
 def restore(workdir: str, trust_pickle: bool = False) -> RestoredRun:
-    """The finished run in ``workdir`` rebuilt with its trained weights (see layerwise.run.restore);
-    ``trust_pickle``: the data may be read from pickles (``--trust_pickle``)."""
-    return restore_run(workdir, lambda config, data: build_network(resolve(config), data),
-                       lambda config: load_data(config, trust_pickle))
+    """The finished run in ``workdir`` rebuilt with its trained weights and its dataset (see
+    layerwise.run.restore): the network saved with the run, or the zoo's for a run written before
+    networks were saved; ``trust_pickle``: the data may be read from pickles (``--trust_pickle``)."""
+    builder = None if has_network(workdir) else (lambda config, data: build_network(resolve(config), data))
+    return restore_run(workdir, builder, lambda config: load_data(config, trust_pickle))
 
 
 def run_training(

@@ -83,6 +83,10 @@ class DataSource:
             images.
         fixed_batch_size: every training batch has exactly the requested size (the loss is then
             divided by it; otherwise by each batch's own size).
+        uint8_pixels: a uint8 image is a valid input: raw pixels 0..255 that ``(x - mean) / std``
+            turns into what the network trained on (the registered datasets; a user's arrays or
+            pipeline only when their images are uint8). An export offers a uint8 signature only
+            then (``layerwise.serving.export``).
     """
 
     name: str
@@ -96,6 +100,7 @@ class DataSource:
     num_val: int = 0
     crop_size: int = 0
     fixed_batch_size: bool = True
+    uint8_pixels: bool = True
 
     def train_batches(self, batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
         raise NotImplementedError
@@ -177,6 +182,8 @@ class ArraySource(DataSource):
         self.num_classes = int(num_classes)
         self.normalized = normalize
         self.shuffle = shuffle
+        # normalised raw pixels, or the user's own uint8 images (float ones: their scale is unknown)
+        self.uint8_pixels = normalize or train[0].dtype == np.uint8
         if normalize:
             self.mean = x_train.mean(axis=(0, 1, 2)).astype(np.float32)
             self.std = np.maximum(x_train.std(axis=(0, 1, 2)), 1e-6).astype(np.float32)

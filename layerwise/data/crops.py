@@ -75,6 +75,7 @@ class CroppedSource(DataSource):
         self.full_image_shape = tuple(data.image_shape)
         self.num_classes = data.num_classes
         self.mean, self.std = data.mean, data.std
+        self.uint8_pixels = data.uint8_pixels
         self.augment = f"{data.augment}+random_crop{self.crop_size}"  # never "none": not cacheable
         self.num_train, self.num_test, self.num_val = data.num_train, data.num_test, data.num_val
 

@@ -2,8 +2,10 @@
 
 ``layerwise.fit`` takes what ``keras.Model.fit`` takes: a ``tf.data.Dataset`` of ``(images,
 integer labels)`` batches, or an ``(x, y)`` pair of arrays. Nothing is normalised or augmented
-behind the user's back: the images reach the network as the pipeline yields them (exports then
-take float images on that scale; their uint8 signature passes pixel values through unchanged).
+behind the user's back: the images reach the network as the pipeline yields them. Exports then
+take float images on that scale; they also take uint8 pixels, unchanged but for the cast, only
+when the training images were uint8 (``DataSource.uint8_pixels``): float images of unknown scale
+get no uint8 signature (``layerwise.serving.export``).
 
 - A pipeline is used as it is, every epoch: its shuffling and augmentation are its own, so a
   resumed run gives the uninterrupted run's numbers only if the pipeline is deterministic. The
@@ -140,6 +142,7 @@ class DatasetSource(DataSource):
         channels = self.image_shape[-1]
         self.mean, self.std = np.zeros(channels, np.float32), np.ones(channels, np.float32)
         self.augment = "pipeline"  # whatever the pipeline does: never cached
+        self.uint8_pixels = train.element_spec[0].dtype == tf.uint8
         self._labels: dict[str, np.ndarray] = {}
         cardinality = int(train.cardinality())
         if cardinality < 0:  # unknown or infinite: count one epoch

@@ -1,11 +1,12 @@
 """Exports a finished run from its run directory: every stage, the ensemble and the cascade.
 
-``export_run(workdir, build_network)`` rebuilds the run (``layerwise.run.restore``) and writes
-each servable as a new version in the TF Serving layout (``layerwise.serving.export``).
+``export_run(workdir)`` rebuilds the run from its directory alone (``layerwise.run.restore``:
+the network saved with it) and writes each servable as a new version in the TF Serving layout
+(``layerwise.serving.export``). A run's uint8 signature normalises pixels as its training did, and
+a run on float images that never were uint8 gets none (``serving_default`` then takes float32).
 
 Example:
-    >>> from apps.runner import build_network
-    >>> export_run("runs/demo", build_network)   # {servable name: new version directory}
+    >>> export_run("runs/demo")   # {servable name: new version directory}
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 from layerwise.errors import CheckpointError, ConfigError
 from layerwise.run import files
 from layerwise.run.lock import workdir_lock
-from layerwise.run.restore import default_load_data, restore_run
+from layerwise.run.restore import restore_run
 from layerwise.run.workdir import make_directory, read_config
 from layerwise.serving.export import DEFAULT_CASCADE_THRESHOLD, export_cascade, export_classifier, export_ensemble
 from layerwise.serving.models_config import check_serving_root, write_models_config
@@ -24,7 +25,7 @@ from layerwise.serving.versions import UNFINISHED_LABEL, check_label
 
 def export_run(
     workdir: str,
-    build_network,
+    build_network=None,
     export_root: str | None = None,
     *,
     threshold: float = DEFAULT_CASCADE_THRESHOLD,
@@ -49,12 +50,15 @@ def export_run(
     later exports), so an older, worse servable never passes for the stable one.
 
     Args:
-        workdir: a run directory of ``apps.train``.
-        build_network: ``(config, data) -> StagedNetwork`` (``apps.runner.build_network``).
+        workdir: a run directory of ``apps.train`` or ``layerwise.fit``.
+        build_network: ``None`` (default): the network saved with the run; or ``(config, data)
+            -> StagedNetwork`` (``apps.runner.build_network``) for a run written before networks
+            were saved (see :func:`~layerwise.run.restore.restore_run`).
         export_root: where servables go; ``workdir/export`` by default.
         threshold: the cascade's default exit threshold, in (0, 1].
         label: version label of the new complete versions (``layerwise.serving.versions``).
-        load_data: ``config -> DataSource``; the registered dataset by default.
+        load_data: ``config -> DataSource``; by default none with the saved network (its recorded
+            normalisation), the registered dataset with ``build_network``.
         allow_unfinished: export the finished stages of an unfinished run (with a warning).
         serving_root: where the model server sees ``export_root`` (``/models`` in a container);
             ``models.config``'s ``base_path``s are written below it (default: absolute paths).
@@ -80,7 +84,7 @@ def export_run(
     export_root = export_root or os.path.join(workdir, "export")
     if files.exists(export_root) and not files.isdir(export_root):
         raise ConfigError(f"the export directory {export_root} is a file; pass a directory (--export_dir)")
-    run = restore_run(workdir, build_network, load_data or default_load_data)  # reads only
+    run = restore_run(workdir, build_network, load_data)  # reads only
     if not run.finished and not allow_unfinished:
         raise CheckpointError(
             f"{workdir} is unfinished ({len(run.problems)} of {run.total_problems} stages trained); finish "
@@ -102,16 +106,19 @@ def export_run(
 
 def _export(run, export_root: str, threshold: float, label: str, info: dict, serving_root: str | None) -> dict[str, str]:
     net, mean, std = run.network, run.data.mean, run.data.std
+    uint8 = run.data.uint8_pixels  # no uint8 signature for float images of unknown scale
     written = {}
     for name, classifier in zip(run.problems, run.classifiers):
         servable = f"{net.name}_{name}"
-        written[servable] = export_classifier(classifier, os.path.join(export_root, servable), mean, std, label)
+        written[servable] = export_classifier(classifier, os.path.join(export_root, servable), mean, std, label,
+                                              uint8=uint8)
     if run.layerwise:
         servable = f"{net.name}_ensemble"
-        written[servable] = export_ensemble(net, run.heads, os.path.join(export_root, servable), mean, std, info, label)
+        written[servable] = export_ensemble(net, run.heads, os.path.join(export_root, servable), mean, std, info, label,
+                                            uint8=uint8)
         servable = f"{net.name}_cascade"
         written[servable] = export_cascade(
-            net, run.heads, os.path.join(export_root, servable), mean, std, threshold, info, label
+            net, run.heads, os.path.join(export_root, servable), mean, std, threshold, info, label, uint8=uint8
         )
     write_models_config(export_root, serving_root)
     return written

@@ -1,17 +1,19 @@
 """Rebuilds a trained run from its run directory: config -> network + heads -> trained weights.
 
-``workdir/config.json`` says what was trained; every finished problem left
-``checkpoints/<problem>/final.npz``. The run's mode (``layerwise.training.modes``) rebuilds the
-same problems with the same heads (no trainer, no training, no workdir writes) and assigns those
-arrays, and the hooks replay their post-stage steps (a pruned stage is re-sliced), so an export
-or an evaluation needs nothing but the run directory.
+``workdir/config.json`` says what was trained, ``workdir/network.json`` the network's
+architecture and the input it trained on (``layerwise.run.network_file``, written by
+``layerwise.fit``); every finished problem left ``checkpoints/<problem>/final.npz``. The run's
+mode (``layerwise.training.modes``) rebuilds the same problems with the same heads (no trainer,
+no training, no workdir writes) and assigns those arrays, and the hooks replay their post-stage
+steps (a pruned stage is re-sliced), so an export needs nothing but the run directory: no
+``apps``, no zoo, no data (a network's classes defined outside Keras are imported from the
+modules ``network.json`` names).
 
-``layerwise`` does not import ``models``: the caller passes the network builder
-(``apps.runner.build_network``).
+A run written before the network was saved (or whose network Keras could not serialise) is
+rebuilt by the caller's ``build_network`` (``apps.runner.build_network`` for a zoo model), as before.
 
 Example:
-    >>> from apps.runner import build_network
-    >>> run = restore_run("runs/demo", build_network)
+    >>> run = restore_run("runs/demo")       # in any process, after ``import layerwise``
     >>> run.classifiers[-1](images)          # logits of the deepest finished stage
 """
 
@@ -28,6 +30,7 @@ from layerwise.errors import CheckpointError
 from layerwise.run import workdir as workdir_files
 from layerwise.run.config import TrainConfig
 from layerwise.run.loading import load_data as default_load_data
+from layerwise.run.network_file import read_network
 from layerwise.training.hooks import hooks_for
 from layerwise.training.modes import checkpoint_root, mode_for
 from layerwise.training.modules import group_stages
@@ -46,7 +49,9 @@ class RestoredRun:
     Attributes:
         workdir: the run directory.
         config: the run's configuration (``workdir/config.json``).
-        data: its dataset (for ``mean``/``std``, shapes and evaluation).
+        data: its dataset (for ``mean``/``std``, shapes and evaluation); restored from the saved
+            network without ``load_data``, only the input's shape and normalisation
+            (:class:`~layerwise.run.network_file.RecordedData`, no examples).
         network: the staged network with every finished stage's trained weights.
         problems: names of the finished problems, in order (``stage_00``, ... or ``end_to_end``).
         heads: the trained head of each finished problem, in the same order.
@@ -95,26 +100,35 @@ def read_config(workdir: str) -> TrainConfig:
 
 def restore_run(
     workdir: str,
-    build_network: NetworkBuilder,
-    load_data: Callable[[TrainConfig], DataSource] = default_load_data,
+    build_network: NetworkBuilder | None = None,
+    load_data: Callable[[TrainConfig], DataSource] | None = None,
 ) -> RestoredRun:
     """Rebuilds every finished stage (or the finished end-to-end model) of ``workdir``.
 
     Args:
         workdir: a run directory written by ``apps.train`` / ``layerwise.fit``.
-        build_network: ``(config, data) -> StagedNetwork`` (``apps.runner.build_network``).
-        load_data: ``config -> DataSource`` (default: ``layerwise.run.loading.load_data``, the
-            path training used).
+        build_network: ``None`` (default): the network saved with the run (``network.json``);
+            or ``(config, data) -> StagedNetwork`` (``apps.runner.build_network``), for a run
+            that has none.
+        load_data: ``config -> DataSource``. Default: with the saved network, none is loaded
+            (``data`` holds the recorded input: enough to export); with ``build_network``,
+            ``layerwise.run.loading.load_data`` (the registered dataset, the path training used).
 
     Returns:
         The restored run; layerwise runs stop at the first unfinished stage.
 
     Raises:
-        CheckpointError: no finished stage, or a checkpoint of another architecture.
+        CheckpointError: no finished stage, a checkpoint of another architecture, or no saved
+            network to rebuild (pass ``build_network``).
     """
     config = read_config(workdir)
-    data = load_data(config)
-    network = build_network(config, data)
+    if build_network is None:
+        saved = read_network(workdir)
+        network = saved.network
+        data = saved.data if load_data is None else load_data(config)
+    else:
+        data = (load_data or default_load_data)(config)
+        network = build_network(config, data)
     if config.local.modules:
         network = group_stages(network, config.local.modules)
     mode = mode_for(config.mode)

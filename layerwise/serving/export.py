@@ -24,6 +24,15 @@ the uint8 input type; ``tf.saved_model.save`` of a Keras 3 model would lose them
   (int64 ``[None]``), ``top_k_scores`` / ``top_k_classes`` (``[None, k]``, k = min(5, classes)).
 - ``serving_float``: the same outputs for float32 images already normalised by the caller.
 
+A uint8 signature is offered only where uint8 pixels mean something to the network: the run's data
+were raw pixels it normalised (the registered datasets: ``mean``/``std`` of the training split), or
+uint8 images (a user's uint8 arrays or pipeline: mean 0, std 1, a plain cast). A run of
+``layerwise.fit`` on float images (arrays or a pipeline) trained on a scale the toolkit does not
+know, so its exports are exported with ``uint8=False``: ``serving_default`` (and a cascade's
+``serving_threshold``) then take float32 images on the training scale, exactly like
+``serving_float``; nothing casts pixels to a scale the network never saw
+(``DataSource.uint8_pixels``, recorded with the run in ``network.json``).
+
 Every signature checks its input inside the graph, because TF Serving feeds a request's tensor to
 the graph without comparing it with the signature (and ``tf.saved_model.load`` signatures do not
 either): ``tf.ensure_shape`` fails a batch of the wrong rank, size or channels with an
@@ -124,6 +133,7 @@ def export_classifier(
     mean: Sequence[float],
     std: Sequence[float],
     label: str = STABLE_LABEL,
+    uint8: bool = True,
 ) -> str:
     """Exports ``classifier`` (normalised images -> logits) as the next version of a servable.
 
@@ -132,6 +142,9 @@ def export_classifier(
         servable_dir: ``export/<servable name>``.
         mean, std: per-channel statistics used to normalise raw pixels inside the graph.
         label: the version label the new version gets (:func:`write_next_version`).
+        uint8: ``serving_default`` takes uint8 pixels (normalised with ``mean``, ``std``);
+            ``False``: float32 images on the training scale, as ``serving_float`` (see the
+            module doc: data that never were uint8).
 
     Returns:
         The path of the new version directory (with ``model.keras``, the classifier itself).
@@ -157,7 +170,7 @@ def export_classifier(
 
     archive = keras.export.ExportArchive()
     archive.track(classifier)
-    archive.add_endpoint(SIGNATURES[0], serve_uint8)
+    archive.add_endpoint(SIGNATURES[0], serve_uint8 if uint8 else serve_float)
     archive.add_endpoint(SIGNATURES[1], serve_float)
     return write_next_version(archive, servable_dir, keras_model=classifier, label=label)
 
@@ -243,13 +256,13 @@ def _all_heads_model(network, heads) -> keras.Model:
 
 
 def export_ensemble(network, heads: Sequence[keras.Model], servable_dir: str, mean, std,
-                    info: dict[str, Any] | None = None, label: str = STABLE_LABEL) -> str:
+                    info: dict[str, Any] | None = None, label: str = STABLE_LABEL, uint8: bool = True) -> str:
     """Exports the 2^j-weighted probability ensemble of ``heads`` as the next version.
 
     Args:
         network: the ``StagedNetwork`` whose first ``len(heads)`` stages are trained.
         heads: the trained head of each stage, in order.
-        servable_dir, mean, std: as in :func:`export_classifier`.
+        servable_dir, mean, std, uint8: as in :func:`export_classifier`.
         info: what the version covers (:func:`write_next_version`).
         label: the version label the new version gets, if complete (:func:`write_next_version`).
     """
@@ -272,7 +285,7 @@ def export_ensemble(network, heads: Sequence[keras.Model], servable_dir: str, me
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(SIGNATURES[0], serve_uint8)
+    archive.add_endpoint(SIGNATURES[0], serve_uint8 if uint8 else serve_float)
     archive.add_endpoint(SIGNATURES[1], serve_float)
     return write_next_version(archive, servable_dir, info, label=label)
 
@@ -286,11 +299,14 @@ def export_cascade(
     threshold: float = DEFAULT_CASCADE_THRESHOLD,
     info: dict[str, Any] | None = None,
     label: str = STABLE_LABEL,
+    uint8: bool = True,
 ) -> str:
     """Exports the early-exit cascade over ``heads`` as the next version of ``servable_dir``.
 
     Args:
         threshold: default exit threshold of ``serving_default`` / ``serving_float``.
+        uint8: ``False``: ``serving_default`` and ``serving_threshold`` take float32 images, as
+            their float counterparts (:func:`export_classifier`).
         Others: as in :func:`export_ensemble`.
     """
     model = _all_heads_model(network, heads)
@@ -309,32 +325,34 @@ def export_cascade(
     def default_thresholds(images):
         return tf.fill(tf.shape(images)[:1], tf.constant(default, tf.float32))
 
-    uint8 = tf.TensorSpec((None, *shape), tf.uint8, name="images")
-    float32 = tf.TensorSpec((None, *shape), tf.float32, name="images")
+    uint8_images = tf.TensorSpec((None, *shape), tf.uint8, name="images")
+    float_images = tf.TensorSpec((None, *shape), tf.float32, name="images")
     thresholds = tf.TensorSpec((None,), tf.float32, name="threshold")
 
-    @tf.function(autograph=False, input_signature=[uint8])
+    @tf.function(autograph=False, input_signature=[uint8_images])
     def serve_uint8(images):
         images = checked(images, shape)
         return outputs(normalise(images), default_thresholds(images))
 
-    @tf.function(autograph=False, input_signature=[float32])
+    @tf.function(autograph=False, input_signature=[float_images])
     def serve_float(images):
         images = checked(images, shape, finite=True)
         return outputs(images, default_thresholds(images))
 
-    @tf.function(autograph=False, input_signature=[uint8, thresholds])
+    @tf.function(autograph=False, input_signature=[uint8_images, thresholds])
     def serve_uint8_threshold(images, threshold):
         images = checked(images, shape)
         return outputs(normalise(images), checked_thresholds(threshold, images))
 
-    @tf.function(autograph=False, input_signature=[float32, thresholds])
+    @tf.function(autograph=False, input_signature=[float_images, thresholds])
     def serve_float_threshold(images, threshold):
         images = checked(images, shape, finite=True)
         return outputs(images, checked_thresholds(threshold, images))
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, fn in zip(CASCADE_SIGNATURES, (serve_uint8, serve_float, serve_uint8_threshold, serve_float_threshold)):
+    functions = (serve_uint8, serve_float, serve_uint8_threshold, serve_float_threshold) if uint8 else (
+        serve_float, serve_float, serve_float_threshold, serve_float_threshold)
+    for name, fn in zip(CASCADE_SIGNATURES, functions):
         archive.add_endpoint(name, fn)
     return write_next_version(archive, servable_dir, info, label=label)

@@ -32,6 +32,7 @@ from layerwise.distribute import is_chief, make_strategy, worker_workdir
 from layerwise.errors import ConfigError, did_you_mean
 from layerwise.run import recorded, schema
 from layerwise.run.config import CUSTOM_LOSS, RunOptions, TrainConfig
+from layerwise.run.network_file import write_network
 from layerwise.run.workdir import check_workdir, open_run
 from layerwise.training.heads import AUX_FIELDS, AuxHead, head_options
 from layerwise.training.local_losses import LocalLoss, local_loss_options
@@ -308,7 +309,9 @@ def fit(
             optimizer. The run's first line (``verbose`` > 0) says which trains.
         test: test data in the same forms as ``validation_data``, reported per epoch and per stage.
         workdir: run directory: crash-safe checkpoints every epoch, ``metrics.jsonl``,
-            TensorBoard logs and a SavedModel per stage; rerunning the same call resumes, and a
+            TensorBoard logs, a SavedModel per stage and the network's architecture
+            (``network.json``: ``restore_run(workdir)`` and ``export_run(workdir)`` rebuild the run
+            from the directory alone); rerunning the same call resumes, and a
             directory of another configuration, or a non-empty one that is not a run, is refused.
             The run holds the directory's lock (``layerwise.run.lock``): a second process on it
             is refused. ``None``: in memory only.
@@ -407,6 +410,7 @@ def fit(
         log(f"precision: auto -> {precision} ({why})")
         config = config.replace(precision=precision)
     run_options = RunOptions().replace(**run_changes).validate()
+    given_network = network  # what network.json records: restore_run groups it again, as here
     if config.local.modules:
         network = group_stages(network, config.local.modules)
     # the heads and the loss the configuration records, built from it as restore_run does; an
@@ -437,6 +441,10 @@ def fit(
             with open_run(writes_to, config) as resumed:  # the directory's lock, for the whole run
                 if resumed:
                     log(f"resuming the run in {writes_to}")
+                not_saved = write_network(writes_to, given_network, data)  # restore_run's source
+                if not_saved:
+                    log(f"note: the network is not saved with the run ({not_saved}): restore_run and export_run "
+                        "of it need build_network")
                 with labels_in_range(network.num_classes):
                     records = trainer.run()
         epochs = [r for r in trainer.runlog.records if r["event"] == "epoch"]

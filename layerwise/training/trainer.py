@@ -724,7 +724,8 @@ class GreedyTrainer:
             return
         servable = os.path.join(self.workdir, "export", f"{self.network.name}_{suffix}")
         if not versions(servable):
-            export_classifier(classifier, servable, self.data.mean, self.data.std)
+            export_classifier(classifier, servable, self.data.mean, self.data.std,
+                              uint8=self.data.uint8_pixels)
 
     def add_record(self, record: dict[str, Any]) -> None:
         """Appends a record to ``records`` and to ``metrics.jsonl`` (once per problem)."""

@@ -244,6 +244,18 @@ CLIENT_1E300 = f"{CLIENT_IMAGES}[float64 1e300: finite, but infinite in float32]
 CLIENT_RAGGED = f"{CLIENT_IMAGES}[a ragged list of images (float)]"
 DAMAGED_PB = f"{TRUST3_FILES}::test_a_damaged_saved_model_is_one_serving_input_error_line[saved_model.pb truncated]"
 STOPPED_EARLY = f"{TRUST3_FILES}::test_a_stage_a_callback_stopped_is_final_says_so_and_a_rerun_keeps_it"
+# ---- issue 22: restore without apps
+RESTORE = "tests/test_keras_restore.py"
+FIT_PY = "layerwise/training/fit.py"
+RUN_EXPORTS_PY = "layerwise/run/exports.py"
+DATA_BASE_PY = "layerwise/data/base.py"
+RESTORE_FRESH = f"{RESTORE}::test_restore_and_export_in_a_fresh_process_without_apps_equal_the_uninterrupted_run"
+RESTORE_UINT8 = f"{RESTORE}::test_uint8_images_get_a_uint8_signature_that_casts_them"
+NETWORK_FILE_PY = "layerwise/run/network_file.py"
+RESTORE_UNREBUILDABLE = (
+    f"{RESTORE}::test_a_network_keras_cannot_rebuild_trains_with_a_note_and_asks_for_build_network"
+    "[config_misses_an_argument]"
+)
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1831,5 +1843,39 @@ MUTANTS: list[Mutant] = [
         '            "stopped_early": len(history) < problem.epochs,',
         '            "stopped_early": False,',
         (STOPPED_EARLY,),
+    ),
+    # ---- issue 22: restore without apps
+    Mutant(
+        "network-not-saved",
+        "fit does not save the network with the run: restore_run(workdir) and apps.export need build_network",
+        FIT_PY,
+        "                not_saved = write_network(writes_to, given_network, data)  # restore_run's source\n",
+        "                not_saved = None\n",
+        (RESTORE_UINT8, RESTORE_FRESH),
+    ),
+    Mutant(
+        "uint8-signature-for-float-images",
+        "an export of a run on float images offers a uint8 signature that only casts (off by up to 0.9)",
+        RUN_EXPORTS_PY,
+        "    uint8 = run.data.uint8_pixels  # no uint8 signature for float images of unknown scale\n",
+        "    uint8 = True\n",
+        (RESTORE_FRESH,),
+    ),
+    Mutant(
+        "uint8-arrays-get-no-uint8-signature",
+        "a run of fit on uint8 arrays is exported without its uint8 signature",
+        DATA_BASE_PY,
+        "        self.uint8_pixels = normalize or train[0].dtype == np.uint8\n",
+        "        self.uint8_pixels = normalize\n",
+        (RESTORE_UINT8,),
+    ),
+    Mutant(
+        "network-file-not-checked-to-rebuild",
+        "a network whose config rebuilds other weights (a get_config missing an argument) is saved anyway: "
+        "restore_run fails on it later instead of the run saying so at once",
+        NETWORK_FILE_PY,
+        "        if _weight_shapes(rebuilt) != _weight_shapes(models):\n",
+        "        if False:\n",
+        (RESTORE_UNREBUILDABLE,),
     ),
 ]
