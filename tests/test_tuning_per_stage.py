@@ -15,7 +15,6 @@ import pytest
 import layerwise
 from apps.runner import build_network, load_data, resolve
 from conftest import run_cli, tiny_config
-from layerwise import tuning
 from layerwise.errors import ConfigError
 from layerwise.run.config import TrainConfig
 from layerwise.run.restore import restore_run
@@ -42,11 +41,10 @@ class EpochsSeen(keras.callbacks.Callback):
         self.total = self.params["epochs"]
 
 
-def trainer_for(config: TrainConfig, workdir=None, callbacks=()) -> GreedyTrainer:
+def trainer_for(config: TrainConfig) -> GreedyTrainer:
     config = resolve(config)
     data = load_data(config)
-    return GreedyTrainer(build_network(config, data), data, config, workdir, callbacks=list(callbacks), verbose=0,
-                         log=lambda _: None)
+    return GreedyTrainer(build_network(config, data), data, config, verbose=0, log=lambda _: None)
 
 
 def head_params(k: int, width: int, feature_shape) -> int:

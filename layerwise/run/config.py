@@ -356,7 +356,8 @@ class TrainConfig:
         for j, changes in enumerate(overrides):
             where = f"stage_overrides[{j}] (stage {j})"
             if not isinstance(changes, dict):
-                raise ConfigError(f"{where} must be an object of some of {', '.join(STAGE_FIELDS)}, got {changes!r}"[:300])
+                raise ConfigError(
+                    f"{where} must be an object of some of {', '.join(STAGE_FIELDS)}, got {changes!r}"[:300])
             unknown = sorted(set(changes) - set(STAGE_FIELDS))
             if unknown:
                 raise ConfigError(f"{where}: unknown field {unknown[0]!r}{did_you_mean(unknown[0], STAGE_FIELDS)}; a "
