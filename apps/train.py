@@ -15,6 +15,11 @@ any flag given on the command line. Rerunning a command on the same workdir resu
     python -m apps.train --experiment mnist5k_k3
     python -m apps.train --experiment cifar10_k2 --data_dir ~/tensorflow_datasets --epochs_per_stage 10
     python -m apps.train --config runs/tune/best_config.json --workdir runs/best
+    python -m apps.train --config runs/tune_stages/best_per_stage_config.json --workdir runs/best
+
+A config file's ``stage_overrides`` (what ``apps.tune --tune_per_stage`` writes) give stages
+their own lr, weight decay, head and epochs; for those fields a stage's own value wins over the
+run's, flags included.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ flags.DEFINE_boolean("list_experiments", False, "Print the presets with the pape
 flags.DEFINE_string("workdir", "runs/default", "Run directory: config, metrics, checkpoints, SavedModels.")
 flags.DEFINE_string(
     "config", None,
-    "TrainConfig JSON file (e.g. apps.tune's best_config.json). Precedence: defaults -> this file -> flags.",
+    "TrainConfig JSON file (e.g. apps.tune's best_config.json or best_per_stage_config.json). Precedence: "
+    "defaults -> this file -> flags.",
 )
 # Every field of the configuration is a flag, generated from its declaration (layerwise.run.config).
 CONFIG_FLAGS = config_flags.define(TrainConfig)

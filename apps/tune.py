@@ -3,6 +3,7 @@
     python -m apps.tune --workdir runs/tune --tuner random --max_trials 8
     python -m apps.train --config runs/tune/best_config.json --workdir runs/best
     python -m apps.tune --workdir runs/tune_stages --tune_per_stage --max_trials 4
+    python -m apps.train --config runs/tune_stages/best_per_stage_config.json --workdir runs/best
 
 The search starts from the defaults, then ``--config FILE``, then the training flags given here
 (``--dataset``, ``--num_stages``, ... as in apps.train); the tuned fields (lr, weight decay,
@@ -10,8 +11,9 @@ width, aux width, k, epochs per stage) are then chosen by the tuner from the ``-
 flags. Trials are scored on a validation part of the training split (``--val_fraction``), never
 on the test split. Rerunning the same command resumes the search in WORKDIR/tuning. At the end
 a table of the trials is printed and written to WORKDIR/trials.md; the best configuration goes
-to WORKDIR/best_config.json (``--tune_per_stage``: WORKDIR/tuning/per_stage.json and the kept
-stages, see docs/tuning.md).
+to WORKDIR/best_config.json (``--tune_per_stage``: WORKDIR/best_per_stage_config.json, with
+each stage's own hyperparameters in ``stage_overrides``, and WORKDIR/tuning/per_stage.json and
+the kept stages, see docs/tuning.md).
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ def main(argv: list[str]) -> None:
         print(f"per-stage results in {os.path.join(directory, 'per_stage.json')}")
         for r in results:
             print(f"stage {r['stage']}: val accuracy {r['val_accuracy']:.2%} with {r['hyperparameters']}")
+        preset = tuning.write_preset(tuning.per_stage_config(base, results),
+                                     os.path.join(FLAGS.workdir, "best_per_stage_config.json"))
+        print(f"per-stage configuration: {preset}\ntrain it with: python -m apps.train --config {preset} "
+              "--workdir runs/best")
         return
     hypermodel = tuning.ScheduleHyperModel(base, data, build_network, space, hyperband=FLAGS.tuner == "hyperband")
     tuner = tuning.make_tuner(

@@ -12,6 +12,8 @@ part (:func:`validation_view`); the test split is never seen while tuning.
 - :func:`tune_per_stage`: greedy tuning (the method's own logic applied to its
   hyperparameters): stage j's hyperparameters are searched with stages 0..j-1 fixed at the
   best trained ones, each trial trains one stage only, and the best trained stage is kept.
+  :func:`per_stage_config` makes its result a ``TrainConfig`` with one
+  ``stage_overrides`` object per stage, a preset for ``apps.train --config`` too.
 
 ``layerwise`` does not import ``models``: callers pass ``build_network(config, data)``.
 
@@ -32,7 +34,7 @@ import numpy as np
 
 from layerwise.run import checkpoints as ckpt
 from layerwise.run.checkpoints import atomic_write_text
-from layerwise.run.config import TrainConfig
+from layerwise.run.config import STAGE_FIELDS, TrainConfig
 from layerwise.data.base import ArraySource, DataSource
 from layerwise.errors import ConfigError, UnknownNameError
 from layerwise.training.network import StagedNetwork
@@ -86,7 +88,8 @@ class SearchSpace:
 
 
 def apply(base: TrainConfig, values: dict[str, Any]) -> TrainConfig:
-    """``base`` with the sampled values (``width`` goes into ``model_options``)."""
+    """``base`` with the sampled values (``width`` goes into ``model_options``) for every stage
+    (per-stage overrides of ``base`` are dropped: the tuner chooses those fields)."""
     values = dict(values)
     options = dict(base.model_options)
     if "width" in values:
@@ -95,7 +98,7 @@ def apply(base: TrainConfig, values: dict[str, Any]) -> TrainConfig:
             raise ConfigError(f"model {base.model!r} has no width option; tune with widths=()")
         options["width"] = int(width)
     cast = {k: (float(v) if k in ("lr", "weight_decay") else int(v)) for k, v in values.items()}
-    return base.replace(**cast, model_options=options).validate()
+    return base.replace(**cast, model_options=options, stage_overrides=[]).validate()
 
 
 def validation_view(data: DataSource, fraction: float = 0.2, seed: int = 0) -> DataSource:
@@ -127,7 +130,8 @@ class _TunerHyperModel(kt.HyperModel):
         self.network: StagedNetwork | None = None
         self.config: TrainConfig | None = None
 
-    def _config_for(self, hp, per_stage: bool, epochs: int | None) -> TrainConfig:
+    def config_for(self, hp, per_stage: bool, epochs: int | None) -> TrainConfig:
+        """The configuration a trial with hyperparameters ``hp`` trains (Hyperband: ``epochs``)."""
         config = apply(self.base, self.space.sample(hp, per_stage=per_stage, hyperband=self.hyperband))
         if self.hyperband and epochs:
             config = config.replace(epochs_per_stage=int(epochs))
@@ -155,12 +159,12 @@ class ScheduleHyperModel(_TunerHyperModel):
         super().__init__(base, data, build_network, space, hyperband)
 
     def build(self, hp):
-        self.config = self._config_for(hp, per_stage=False, epochs=None)
+        self.config = self.config_for(hp, per_stage=False, epochs=None)
         self.network = self.build_network(self.config, self.data)
         return self.network.compose()
 
     def fit(self, hp, model, *args, callbacks=None, epochs=None, **kwargs):
-        config = self._config_for(hp, per_stage=False, epochs=epochs)
+        config = self.config_for(hp, per_stage=False, epochs=epochs)
         trainer = GreedyTrainer(self.network, self.data, config, None, verbose=0, log=lambda _: None)
         best = 0.0
         for j in range(self.network.num_stages):
@@ -185,14 +189,14 @@ class StageHyperModel(_TunerHyperModel):
         self.store_dir = store_dir
 
     def build(self, hp):
-        self.config = self._config_for(hp, per_stage=True, epochs=None)
+        self.config = self.config_for(hp, per_stage=True, epochs=None)
         self.network = self.build_network(self.config, self.data)
         for j, arrays in enumerate(self.kept):
             ckpt.assign_arrays("stage", self.network.stages[j].variables, arrays, f"kept stage {j}")
         return self.network.compose(upto=self.stage + 1)
 
     def fit(self, hp, model, *args, callbacks=None, epochs=None, trial_id: str = "", **kwargs):
-        config = self._config_for(hp, per_stage=True, epochs=epochs)
+        config = self.config_for(hp, per_stage=True, epochs=epochs)
         trainer = GreedyTrainer(self.network, self.data, config, None, verbose=0, log=lambda _: None)
         problem = trainer.stage_problem(self.stage)
         record = trainer.run_problem(problem)
@@ -297,7 +301,9 @@ def tune_per_stage(
     ``directory/stage_XX_best.npz``.
 
     Returns:
-        One dict per stage: ``stage``, ``trial``, ``val_accuracy``, ``hyperparameters``.
+        One dict per stage: ``stage``, ``trial``, ``val_accuracy``, ``hyperparameters`` (the
+        tuner's) and ``overrides`` (the stage's :data:`~layerwise.run.config.STAGE_FIELDS` as
+        trained, for :func:`per_stage_config`).
     """
     hyperband = kind == "hyperband"
     num_stages = build_network(base, data).num_stages
@@ -313,9 +319,23 @@ def tune_per_stage(
         arrays, meta = ckpt.load_arrays(os.path.join(store, f"trial_{best.trial_id}.npz"))
         ckpt.save_arrays(os.path.join(directory, f"stage_{j:02d}_best.npz"), arrays, {**meta, "trial": best.trial_id})
         kept.append(arrays)
+        trained = hypermodel.config_for(best.hyperparameters, per_stage=True,
+                                        epochs=best.hyperparameters.values.get("tuner/epochs")).flat()
         results.append({"stage": j, "trial": best.trial_id, "val_accuracy": meta["val_accuracy"],
-                        "hyperparameters": meta["hyperparameters"]})
+                        "hyperparameters": meta["hyperparameters"],
+                        "overrides": {name: trained[name] for name in STAGE_FIELDS}})
         log(f"stage {j}: best trial {best.trial_id}, val accuracy {meta['val_accuracy']:.2%}, {meta['hyperparameters']}")
         log(format_trials(trial_rows(tuner)))
     atomic_write_text(os.path.join(directory, "per_stage.json"), json.dumps(results, indent=2) + "\n")
     return results
+
+
+def per_stage_config(base: TrainConfig, results: Sequence[dict[str, Any]]) -> TrainConfig:
+    """``base`` training each stage with the hyperparameters :func:`tune_per_stage` chose for it
+    (``stage_overrides``): write it with :func:`write_preset` and train it with
+    ``apps.train --config``.
+
+    Raises:
+        ConfigError: ``results`` do not hold valid per-stage values.
+    """
+    return base.replace(stage_overrides=[dict(r["overrides"]) for r in results]).validate()

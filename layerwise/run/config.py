@@ -22,7 +22,7 @@ import dataclasses
 import json
 from typing import Any
 
-from layerwise.errors import ConfigError
+from layerwise.errors import ConfigError, did_you_mean
 from layerwise.run import schema
 from layerwise.run.applicable import check_applicable
 from layerwise.run.schema import option
@@ -63,6 +63,9 @@ LOCAL_LOSSES = ("pred", "sim", "predsim", "infopro")  # layerwise.training.local
 # a LocalLoss of the user's own, recorded as a Keras-serialised object in ``local_loss_object``
 CUSTOM_LOSS = "custom"
 INFOPRO_CLASS_TERMS = ("cross_entropy", "contrast")
+# the fields one stage may set for itself (``TrainConfig.stage_overrides``): what the per-stage
+# tuner (``layerwise.tuning.tune_per_stage``) chooses
+STAGE_FIELDS = ("lr", "weight_decay", "aux_width", "aux_conv_layers", "epochs_per_stage")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,6 +284,11 @@ class TrainConfig:
     sync_batchnorm: bool = option(
         False, "BatchNorm statistics over all replicas (changes results with more than one replica).")
     local: LocalConfig = dataclasses.field(default_factory=LocalConfig)
+    stage_overrides: list[dict] = option(
+        factory=list, help="Per-stage hyperparameters, one object per stage (layerwise mode), each of some of "
+        "lr, weight_decay, aux_width, aux_conv_layers, epochs_per_stage; a stage's object replaces those fields "
+        "for that stage only ({}: the run's values). What apps.tune --tune_per_stage writes. []: none.",
+        cli=False)
 
     # ------------------------------------------------------------------ checks
     def validate(self, validation_data: bool = False) -> "TrainConfig":
@@ -335,8 +343,84 @@ class TrainConfig:
         if (self.pruning.to_width or self.refit.epochs) and self.mode != "layerwise":
             raise ConfigError("prune_to_width and refit_head_epochs apply to --mode layerwise only")
         self.validate_local()
+        self.validate_stage_overrides(validation_data)
         check_applicable(self.flat(), TrainConfig().flat())  # after each field's own checks
         return self
+
+    def validate_stage_overrides(self, validation_data: bool = False) -> None:
+        """Checks ``stage_overrides`` (part of :meth:`validate`): objects of :data:`STAGE_FIELDS`
+        whose values are valid for this config; the number of stages is checked against the
+        network by :meth:`check_stage_count`. ``validation_data``: as in :meth:`validate`.
+
+        Raises:
+            ConfigError: one line naming the stage and the field.
+        """
+        overrides = self.stage_overrides
+        if not overrides:
+            return
+        if self.mode != "layerwise":
+            raise ConfigError(f"stage_overrides apply to mode layerwise only (mode is {self.mode!r}): drop them "
+                              "or train layerwise")
+        for j, changes in enumerate(overrides):
+            where = f"stage_overrides[{j}] (stage {j})"
+            if not isinstance(changes, dict):
+                raise ConfigError(
+                    f"{where} must be an object of some of {', '.join(STAGE_FIELDS)}, got {changes!r}"[:300])
+            unknown = sorted(set(changes) - set(STAGE_FIELDS))
+            if unknown:
+                raise ConfigError(f"{where}: unknown field {unknown[0]!r}{did_you_mean(unknown[0], STAGE_FIELDS)}; a "
+                                  f"stage may set {', '.join(STAGE_FIELDS)}")
+            if self.optim.object and "lr" in changes:
+                raise ConfigError(f"{where}: lr does not apply to an optimizer object (optimizer_object), which "
+                                  "brings its own learning rate: drop lr from the stage's object")
+            if self.heads.object and {"aux_width", "aux_conv_layers"} & set(changes):
+                raise ConfigError(f"{where}: aux_width and aux_conv_layers do not apply to a head of your own "
+                                  "(aux_head_object): drop them from the stage's object")
+            try:
+                self.for_stage(j).validate(validation_data)
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {e}") from None
+
+    def for_stage(self, j: int) -> "TrainConfig":
+        """Stage ``j``'s configuration: this one with ``stage_overrides[j]`` applied (and no
+        overrides left); this one itself where the run has none.
+
+        Raises:
+            ConfigError: a field of the stage's object has the wrong type, or there is none for
+                stage ``j``.
+        """
+        if not self.stage_overrides:
+            return self
+        if not 0 <= j < len(self.stage_overrides):
+            raise ConfigError(f"stage_overrides has {len(self.stage_overrides)} object(s), none for stage {j}: give "
+                              "one per stage ({} keeps a stage at the run's values)")
+        return self.replace(**self.stage_overrides[j], stage_overrides=[])
+
+    def stage_epochs(self, num_stages: int) -> list[int]:
+        """Epochs of each of the network's ``num_stages`` stages (``epochs_per_stage``, or a stage's own).
+
+        Raises:
+            ConfigError: ``stage_overrides`` do not give one object per stage.
+        """
+        self.check_stage_count(num_stages)
+        return [self.for_stage(j).epochs_per_stage for j in range(num_stages)]
+
+    def describe_stage_overrides(self) -> str:
+        """``"; stage 0: lr 0.1, aux_width 8; ..."`` (the run's first line), or ``""`` without any."""
+        return "".join(f"; stage {j}: " + ", ".join(f"{k} {v:g}" for k, v in changes.items())
+                       for j, changes in enumerate(self.stage_overrides) if changes)
+
+    def check_stage_count(self, num_stages: int) -> None:
+        """Refuses ``stage_overrides`` that do not give one object per stage of the network.
+
+        Raises:
+            ConfigError: the counts, and what to give.
+        """
+        count = len(self.stage_overrides)
+        if count and count != num_stages:
+            raise ConfigError(
+                f"stage_overrides has {count} object(s) but the network has {num_stages} stages: give one per "
+                "stage ({} keeps a stage at the run's values)")
 
     def validate_head_layers(self) -> None:
         """Checks the aux heads' pooling and fully connected fields (part of :meth:`validate`).

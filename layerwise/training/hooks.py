@@ -112,7 +112,7 @@ class Pruning(StageHook):
                 )
 
     def after_stage(self, trainer, j: int) -> None:
-        config, network, data = trainer.config, trainer.network, trainer.data
+        config, network, data = trainer.config.for_stage(j), trainer.network, trainer.data  # its lr
         start = time.perf_counter()
         stage, head = network.stages[j], trainer.heads[j]
         before = _classifier(network, j + 1, head)

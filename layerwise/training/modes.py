@@ -73,7 +73,9 @@ class Mode:
         return range(network.num_stages)
 
     def check(self, trainer) -> None:
-        """Raises ConfigError when a head this run builds does not fit its stage's features."""
+        """Raises ConfigError when a head this run builds does not fit its stage's features, or the
+        per-stage hyperparameters do not give one object per stage."""
+        trainer.config.check_stage_count(trainer.network.num_stages)
         trainer.head_plan.check(trainer.network, self.trained_stages(trainer.network))
 
     def train(self, trainer) -> None:

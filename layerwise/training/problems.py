@@ -127,6 +127,8 @@ class HeadPlan:
         fit_features: an :class:`AuxHead` turns linear (``k=1``) on a stage whose features are
             too small for its 3x3 convs (:meth:`AuxHead.fitted_to`; the configured heads, what
             ``fit`` builds when ``head`` is not given); ``False``: such a stage is refused.
+        per_stage: ``(aux, final_aux)`` of each stage where the config gives stages heads of their
+            own (``TrainConfig.stage_overrides``); empty: ``aux`` and ``final_aux`` for every stage.
     """
 
     aux: HeadBuilder = AuxHead()
@@ -135,6 +137,7 @@ class HeadPlan:
     sync_batchnorm: bool = False
     local_loss: LocalLoss = Pred()
     fit_features: bool = True
+    per_stage: tuple = ()
 
     @classmethod
     def from_config(cls, config: TrainConfig, aux: HeadBuilder | None = None,
@@ -153,14 +156,20 @@ class HeadPlan:
         """
         head, final = (aux, None) if aux is not None else config_heads(config)
         loss = local_loss if local_loss is not None else config_local_loss(config)
-        return cls(head, final, config.seed, config.sync_batchnorm, loss)
+        per_stage = () if aux is not None else tuple(
+            config_heads(config.for_stage(j)) for j in range(len(config.stage_overrides)))
+        return cls(head, final, config.seed, config.sync_batchnorm, loss, per_stage=per_stage)
+
+    def configured(self, network: StagedNetwork, j: int) -> HeadBuilder:
+        """Stage ``j``'s auxiliary head as configured (before :meth:`builder` fits it to the features)."""
+        aux, final = self.per_stage[j] if j < len(self.per_stage) else (self.aux, self.final_aux)
+        return (final or aux) if j == network.num_stages - 1 else aux
 
     def builder(self, network: StagedNetwork, j: int) -> HeadBuilder | None:
         """Stage ``j``'s head builder; ``None`` where the network brings its own final head."""
-        last = j == network.num_stages - 1
-        if last and network.final_head is not None:
+        if j == network.num_stages - 1 and network.final_head is not None:
             return None
-        head = (self.final_aux or self.aux) if last else self.aux
+        head = self.configured(network, j)
         if self.fit_features and isinstance(head, AuxHead):
             return head.fitted_to(network.output_shape(j))
         return head
@@ -185,7 +194,7 @@ class HeadPlan:
 
     def linear_stages(self, network: StagedNetwork, stages: Sequence[int]) -> list[int]:
         """The stages of ``stages`` whose :class:`AuxHead` turned linear to fit their features."""
-        configured = [(self.final_aux or self.aux) if j == network.num_stages - 1 else self.aux for j in stages]
+        configured = [self.configured(network, j) for j in stages]
         return [j for j, head in zip(stages, configured)
                 if isinstance(head, AuxHead) and self.builder(network, j) not in (None, head)]
 
@@ -250,19 +259,23 @@ def local_outputs(features, head: keras.Model, extras: keras.Model | None, objec
 
 
 def stage_problem(network: StagedNetwork, j: int, head: keras.Model, epochs: int,
-                  extras: keras.Model | None = None, objective: LocalLoss | None = None) -> Problem:
+                  extras: keras.Model | None = None, objective: LocalLoss | None = None,
+                  first_epoch: int | None = None) -> Problem:
     """Stage ``j`` with ``head`` on top of the frozen stages ``0..j-1`` (frozen here); with a local
-    ``objective``, the trainable part outputs the head's logits and ``extras``' outputs."""
+    ``objective``, the trainable part outputs the head's logits and ``extras``' outputs.
+    ``first_epoch``: the run-wide index of its first epoch (default ``j * epochs``: every stage
+    trains as long)."""
     network.freeze_below(j)
+    first_epoch = j * epochs if first_epoch is None else first_epoch
     stage = network.stages[j]
     inputs = symbolic_inputs_like(stage, f"{stage_name(j)}_input")
     if objective is None:
         trainable = keras.Model(inputs, head(primary(stage(inputs))), name=f"{stage_name(j)}_problem")
-        return Problem(stage_name(j), j, trainable, network.prefix(j), epochs, first_epoch=j * epochs)
+        return Problem(stage_name(j), j, trainable, network.prefix(j), epochs, first_epoch=first_epoch)
     outputs = local_outputs(primary(stage(inputs)), head, extras, objective, j)
     trainable = keras.Model(inputs, outputs, name=f"{stage_name(j)}_problem")
     logits = keras.Model(inputs, outputs[LOGITS], name=f"{stage_name(j)}_logits")
-    return Problem(stage_name(j), j, trainable, network.prefix(j), epochs, first_epoch=j * epochs,
+    return Problem(stage_name(j), j, trainable, network.prefix(j), epochs, first_epoch=first_epoch,
                    objective=objective, logits_model=logits)
 
 

@@ -176,7 +176,8 @@ class GreedyTrainer:
                 f"({data.num_train} examples); use a smaller --batch_size"
             )
         self.callbacks = RunCallbacks(callbacks, {
-            "epochs": self.mode.total_epochs(network, config.epochs_per_stage),
+            "epochs": (sum(config.stage_epochs(network.num_stages)) if config.stage_overrides
+                       else self.mode.total_epochs(network, config.epochs_per_stage)),
             "steps": self.steps_per_epoch,
             "verbose": verbose,
         })
@@ -197,10 +198,11 @@ class GreedyTrainer:
         """Stage j with a fresh head (and its local loss's training-only layers) on top of the frozen
         stages 0..j-1."""
         head = self.build_head(j)
+        epochs = self.config.stage_epochs(self.network.num_stages)  # stage_overrides may give each stage its own
         with self.strategy.scope():
             extras = self.head_plan.extras(self.network, j)
-            return stage_problem(self.network, j, head, self.config.epochs_per_stage, extras,
-                                 self.head_plan.objective(self.network, j))
+            return stage_problem(self.network, j, head, epochs[j], extras,
+                                 self.head_plan.objective(self.network, j), first_epoch=sum(epochs[:j]))
 
     def end_to_end_problem(self) -> Problem:
         """All stages and the last head, trained together for J x epochs_per_stage epochs (with the
@@ -222,7 +224,7 @@ class GreedyTrainer:
             else:
                 if schedule is None:
                     schedule = self.schedule(problem)
-                optimizer = make_optimizer(self.config.optim, schedule, self.config.precision)
+                optimizer = make_optimizer(self.config.for_stage(problem.stage).optim, schedule, self.config.precision)
             optimizer.build(problem.trainable.trainable_variables)
         return optimizer
 
@@ -235,7 +237,7 @@ class GreedyTrainer:
                     f"weight_decay {optim.weight_decay:g}")
         momentum = f" (momentum {optim.momentum:g})" if optim.name == "sgd" else ""
         return (f"{optim.name}{momentum}, {describe(self.config.schedule, optim.lr)}, "
-                f"weight_decay {optim.weight_decay:g}")
+                f"weight_decay {optim.weight_decay:g}{self.config.describe_stage_overrides()}")
 
     def check_learning_rate_callbacks(self) -> None:
         """Refuses a callback that sets the learning rate (``ReduceLROnPlateau``,
@@ -263,11 +265,10 @@ class GreedyTrainer:
             )
 
     def schedule(self, problem: Problem):
-        """``problem``'s learning rate or schedule (from ``config.schedule``)."""
+        """``problem``'s learning rate or schedule (from ``config.schedule``; its stage's lr)."""
+        lr = self.config.for_stage(problem.stage).optim.lr
         with self.strategy.scope():
-            return make_schedule(
-                self.config.schedule, self.config.optim.lr, self.steps_per_epoch, problem.epochs, problem.stretch
-            )
+            return make_schedule(self.config.schedule, lr, self.steps_per_epoch, problem.epochs, problem.stretch)
 
     # ----------------------------------------------------------------------------- running
     def run(self) -> list[dict[str, Any]]:
@@ -407,17 +408,18 @@ class GreedyTrainer:
 
     def train_step(self, problem: Problem, optimizer, cached: bool = False):
         """The compiled step of ``problem`` (on cached features when ``cached``)."""
+        weight_decay = self.config.for_stage(problem.stage).optim.weight_decay
         if problem.objective is not None:
             return make_local_train_step(
                 problem.trainable, optimizer, problem.objective, frozen=None if cached else problem.frozen,
-                weight_decay=self.config.optim.weight_decay, global_batch_size=self.global_batch_size(),
+                weight_decay=weight_decay, global_batch_size=self.global_batch_size(),
                 strategy=self.strategy, jit_compile=self.options.jit_compile, prefix_mode=self.options.prefix_mode,
             )
         return make_train_step(
             problem.trainable,
             optimizer,
             frozen=None if cached else problem.frozen,
-            weight_decay=self.config.optim.weight_decay,
+            weight_decay=weight_decay,
             global_batch_size=self.global_batch_size(),
             strategy=self.strategy,
             jit_compile=self.options.jit_compile,

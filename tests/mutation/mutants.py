@@ -256,6 +256,14 @@ RESTORE_UNREBUILDABLE = (
     f"{RESTORE}::test_a_network_keras_cannot_rebuild_trains_with_a_note_and_asks_for_build_network"
     "[config_misses_an_argument]"
 )
+# ---- issue 22: per-stage tuning
+PER_STAGE = "tests/test_tuning_per_stage.py"
+TRAINER_PY = "layerwise/training/trainer.py"
+PROBLEMS_PY = "layerwise/training/problems.py"
+CONFIG_PY = "layerwise/run/config.py"
+PER_STAGE_RUN = f"{PER_STAGE}::test_each_stage_trains_with_its_own_lr_weight_decay_head_and_epochs"
+PER_STAGE_BAD_LR = f"{PER_STAGE}::test_bad_stage_overrides_are_refused_naming_the_stage_and_field[lr]"
+PER_STAGE_COUNT = f"{PER_STAGE}::test_stage_overrides_are_refused_outside_layerwise_and_with_the_wrong_count"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1877,5 +1885,54 @@ MUTANTS: list[Mutant] = [
         "        if _weight_shapes(rebuilt) != _weight_shapes(models):\n",
         "        if False:\n",
         (RESTORE_UNREBUILDABLE,),
+    ),
+    # ---- issue 22: per-stage tuning
+    Mutant(
+        "per-stage-lr-ignored",
+        "every stage trains with the run's lr, not its stage_overrides lr",
+        TRAINER_PY,
+        "        lr = self.config.for_stage(problem.stage).optim.lr\n",
+        "        lr = self.config.optim.lr\n",
+        (PER_STAGE_RUN,),
+    ),
+    Mutant(
+        "per-stage-weight-decay-ignored",
+        "every stage trains with the run's weight decay, not its stage_overrides weight_decay",
+        TRAINER_PY,
+        "        weight_decay = self.config.for_stage(problem.stage).optim.weight_decay\n",
+        "        weight_decay = self.config.optim.weight_decay\n",
+        (PER_STAGE_RUN,),
+    ),
+    Mutant(
+        "per-stage-epochs-ignored",
+        "every stage trains epochs_per_stage epochs, not its stage_overrides epochs",
+        TRAINER_PY,
+        "            return stage_problem(self.network, j, head, epochs[j], extras,",
+        "            return stage_problem(self.network, j, head, self.config.epochs_per_stage, extras,",
+        (PER_STAGE_RUN,),
+    ),
+    Mutant(
+        "per-stage-head-ignored",
+        "every stage (and its restored run) gets the run's head, not its stage_overrides aux_width/aux_conv_layers",
+        PROBLEMS_PY,
+        "        aux, final = self.per_stage[j] if j < len(self.per_stage) else (self.aux, self.final_aux)\n",
+        "        aux, final = self.aux, self.final_aux\n",
+        (PER_STAGE_RUN,),
+    ),
+    Mutant(
+        "stage-override-values-unchecked",
+        "a stage's override values are not validated (lr -1 trains)",
+        CONFIG_PY,
+        "                self.for_stage(j).validate(validation_data)\n",
+        "                self.for_stage(j)\n",
+        (PER_STAGE_BAD_LR,),
+    ),
+    Mutant(
+        "stage-override-count-unchecked",
+        "stage_overrides with more objects than stages train (the extra ones ignored)",
+        CONFIG_PY,
+        "        if count and count != num_stages:\n",
+        "        if count and count < num_stages:\n",
+        (PER_STAGE_COUNT,),
     ),
 ]
