@@ -1102,8 +1102,8 @@ MUTANTS: list[Mutant] = [
         "fit-aux-width-not-in-config",
         "fit(head=AuxHead(width=W)) leaves aux_width at its default in the run's configuration",
         HEADS,
-        '"aux_conv_layers": head.conv_layers, "aux_width": head.width,',
-        '"aux_conv_layers": head.conv_layers,',
+        "        values = (head.conv_layers, head.width, head.batchnorm,",
+        "        values = (head.conv_layers, AuxHead().width, head.batchnorm,",
         (AUX_HEADS_CONFIG,),
     ),
     Mutant(
@@ -1388,8 +1388,8 @@ MUTANTS: list[Mutant] = [
         "auxhead-dropout-not-recorded",
         "fit(head=AuxHead(dropout=...)) leaves aux_dropout at its default in config.json",
         HEADS,
-        '"aux_dropout": float(head.dropout), ',
-        "",
+        "                  float(head.dropout), head.pre_pool,",
+        "                  0.0, head.pre_pool,",
         (SPEC_HEAD_ROUND_TRIP, SPEC_RUN),
     ),
     Mutant(
