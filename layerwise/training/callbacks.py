@@ -5,8 +5,8 @@ calls it (https://keras.io/guides/writing_your_own_callbacks/):
 
 - ``on_train_begin`` / ``on_train_end``: once per run (``layerwise.fit``);
 - ``on_epoch_begin(epoch, logs)`` / ``on_epoch_end(epoch, logs)``: for every epoch of every stage.
-  ``epoch`` counts across the run (stage j's epochs are ``j * epochs_per_stage + e``), so
-  ``CSVLogger`` writes one table and ``TensorBoard`` draws one curve per metric; ``logs`` holds
+  ``epoch`` counts across the run (stage j's epochs follow stage j - 1's: ``j * epochs_per_stage + e``
+  when every stage trains as many), so ``CSVLogger`` writes one table and ``TensorBoard`` draws one curve per metric; ``logs`` holds
   ``loss``, ``accuracy``, ``val_loss`` / ``val_accuracy`` (with a validation split),
   ``test_accuracy`` (with a test split), ``lr``, ``stage`` and ``stage_epoch``;
 - ``on_train_batch_begin(batch)`` / ``on_train_batch_end(batch, logs)``: always, once per device
@@ -39,7 +39,8 @@ learning rate, so they need one that is a number during each stage: ``lr_schedul
 (or an ``optimizer=`` with a float learning rate); with a schedule that changes it already (the
 default ``step`` decay) they are refused before training, as Keras refuses to set the learning
 rate of an optimizer built on a ``LearningRateSchedule``. ``LearningRateScheduler``'s
-``schedule(epoch, lr)`` gets the run-wide epoch (``epoch % epochs_per_stage`` is the stage's).
+``schedule(epoch, lr)`` gets the run-wide epoch (``epoch % epochs_per_stage`` is the stage's
+when the stages are equally long).
 
 ``BackupAndRestore`` is refused: a run with a ``workdir`` checkpoints every epoch and resumes
 where it stopped when ``fit`` is called again with the same arguments.
