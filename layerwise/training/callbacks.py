@@ -7,8 +7,8 @@ calls it (https://keras.io/guides/writing_your_own_callbacks/):
 - ``on_epoch_begin(epoch, logs)`` / ``on_epoch_end(epoch, logs)``: for every epoch of every stage.
   ``epoch`` counts across the run (stage j's epochs follow stage j - 1's: ``j * epochs_per_stage + e``
   when every stage trains as many), so ``CSVLogger`` writes one table and ``TensorBoard`` draws one
-  curve per metric; ``logs`` holds ``loss``, ``accuracy``, ``val_loss`` / ``val_accuracy`` (with a validation split),
-  ``test_accuracy`` (with a test split), ``lr``, ``stage`` and ``stage_epoch``;
+  curve per metric; ``logs`` holds ``loss``, ``accuracy``, ``val_loss`` / ``val_accuracy`` (with a
+  validation split), ``test_accuracy`` (with a test split), ``lr``, ``stage`` and ``stage_epoch``;
 - ``on_train_batch_begin(batch)`` / ``on_train_batch_end(batch, logs)``: always, once per device
   call, as ``Model.fit`` calls them once per ``steps_per_execution`` steps: every batch when some
   callback defines a batch hook (a ``LambdaCallback`` given one too), else once per epoch (the
