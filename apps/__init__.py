@@ -59,5 +59,20 @@ class _QuietTensorFlow(importlib.abc.MetaPathFinder):
         return spec
 
 
+def _check_zoo_is_ours() -> None:
+    """Exits with one line when the ``models`` package Python would import is not the one installed
+    beside these apps (a user's own ``models/`` in the working directory shadows the zoo when run
+    as ``python -m apps.train``; the installed ``layerwise-train`` command does not look there)."""
+    ours = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+    spec = importlib.util.find_spec("models") if "models" not in sys.modules else sys.modules["models"].__spec__
+    found = os.path.dirname(os.path.abspath(spec.origin)) if spec is not None and spec.origin else None
+    if found != ours:
+        print(f"error: the package 'models' at {found} shadows layerwise's model zoo ({ours}): run from another "
+              "directory, or use the installed command (layerwise-train, layerwise-export, ...)", file=sys.stderr)
+        sys.exit(2)
+
+
+_check_zoo_is_ours()
+
 if "--debug" not in sys.argv and "tensorflow" not in sys.modules:
     sys.meta_path.insert(0, _QuietTensorFlow())

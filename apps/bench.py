@@ -132,5 +132,10 @@ def main(argv: list[str]) -> None:
     print(table)
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The installed ``layerwise-bench`` command (``python -m apps.bench`` from a checkout)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console()

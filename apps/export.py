@@ -65,5 +65,10 @@ def main(argv: list[str]) -> None:
         print(f"{servable}: {path}")
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The installed ``layerwise-export`` command (``python -m apps.export`` from a checkout)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console()

@@ -101,5 +101,10 @@ def main(argv: list[str]) -> None:
         print(f"mean exit stage {np.mean(exits):.2f}")
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The installed ``layerwise-predict`` command (``python -m apps.predict`` from a checkout)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console()

@@ -24,5 +24,10 @@ def main(argv: list[str]) -> None:
     print(write_report(argv[1], FLAGS.compare))
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The installed ``layerwise-report`` command (``python -m apps.report`` from a checkout)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console()

@@ -179,5 +179,10 @@ def main(argv: list[str]) -> None:
                  trust_pickle=FLAGS.trust_pickle, download=FLAGS.download)
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The installed ``layerwise-train`` command (``python -m apps.train`` from a checkout)."""
     cli.run(main, validate)
+
+
+if __name__ == "__main__":
+    console()

@@ -102,5 +102,10 @@ def main(argv: list[str]) -> None:
     print(f"best configuration: {preset}\ntrain it with: python -m apps.train --config {preset} --workdir runs/best")
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The installed ``layerwise-tune`` command (``python -m apps.tune`` from a checkout)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console()

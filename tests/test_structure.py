@@ -2,7 +2,11 @@
 reaching into another's private names (what ``ruff check --select SLF001`` checks, and more)."""
 
 import ast
+import os
 import pathlib
+import shutil
+import subprocess
+import sys
 
 from conftest import REPO
 
@@ -125,3 +129,29 @@ def test_the_version_is_written_once():
     """setup.cfg reads the version from the package (``attr:``), so the two cannot disagree."""
     setup = pathlib.Path(REPO, "setup.cfg").read_text()
     assert "version = attr: layerwise.__version__" in setup.splitlines()
+
+
+def test_a_foreign_models_package_is_named_in_one_line(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "__init__.py").write_text("x = 1\n")
+    env = {**os.environ, "PYTHONPATH": REPO}
+    result = subprocess.run([sys.executable, "-m", "apps.train", "--dry_run"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: the package 'models' at {tmp_path / 'models'} shadows layerwise's model zoo "
+        f"({os.path.join(REPO, 'models')}): run from another directory, or use the installed command "
+        "(layerwise-train, layerwise-export, ...)"
+    ]
+
+
+def test_the_installed_commands_run_from_anywhere(tmp_path):
+    """``pip install`` puts ``layerwise-train`` & co. on the PATH (setup.cfg's console_scripts);
+    they find the installed apps and zoo whatever the working directory holds."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "__init__.py").write_text("x = 1\n")
+    command = shutil.which("layerwise-train", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    assert command, "layerwise-train is not installed: pip install -e . (README)"
+    result = subprocess.run([command, "--dry_run"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "dry run: the command is valid" in result.stdout
