@@ -40,6 +40,22 @@ def digit_arrays():
     return (data.images[..., None] / 16.0).astype("float32"), data.target.astype("int64")
 
 
+def tiny_cnn(seed: int = 0):
+    """A functional CNN on 8x8 digits ending in a softmax classifier (conv1, relu1, conv2 stride 2,
+    relu2, global pooling, Dense), the same weights for the same seed."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inputs)
+    x = keras.layers.ReLU(name="relu1")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="conv2")(x)
+    x = keras.layers.ReLU(name="relu2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="tiny_cnn")
+
+
 def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs ``python -m <args>`` from the repository root and captures its output."""
     return subprocess.run(

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import digit_arrays
+from conftest import digit_arrays, tiny_cnn
 
 import layerwise
 from layerwise.errors import ConfigError, WorkdirMismatchError
@@ -27,21 +27,8 @@ EPOCHS_PER_STAGE = 2
 BATCH_SIZE = 64
 
 
-def small_model(seed: int = 0) -> keras.Model:
-    """A functional CNN on 8x8 digits ending in a classifier, the same weights for the same seed."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inputs)
-    x = keras.layers.ReLU(name="relu1")(x)
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="conv2")(x)
-    x = keras.layers.ReLU(name="relu2")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(10, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="tiny_cnn")
-
-
 def small_network(model: keras.Model | None = None) -> layerwise.StagedNetwork:
-    return layerwise.split_model(model or small_model(), ["relu1"])
+    return layerwise.split_model(model or tiny_cnn(), ["relu1"])
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +151,7 @@ def test_csv_logger_and_tensorboard_get_one_row_and_one_point_per_epoch_of_the_r
 
 # ------------------------------------------------------------------------------ the optimizer
 def test_the_optimizer_a_model_was_compiled_with_is_what_trains(digits):
-    model = small_model()
+    model = tiny_cnn()
     model.compile(optimizer=keras.optimizers.Adam(0.003), loss="sparse_categorical_crossentropy")
     result = fit(digits, network=small_network(model))
     np.testing.assert_allclose(result.history["lr"], [0.003] * 4, rtol=1e-6)

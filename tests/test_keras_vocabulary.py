@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import digit_arrays
+from conftest import digit_arrays, tiny_cnn
 
 import layerwise
 from layerwise.run.runlog import parse_records
@@ -25,15 +25,7 @@ EPOCHS_PER_STAGE = 2
 
 def small_network(seed: int = 0) -> layerwise.StagedNetwork:
     """A two-stage functional CNN on 8x8 digits, the same weights for the same seed."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inputs)
-    x = keras.layers.ReLU(name="relu1")(x)
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="conv2")(x)
-    x = keras.layers.ReLU(name="relu2")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(10, activation="softmax")(x)
-    return layerwise.split_model(keras.Model(inputs, outputs, name="tiny_cnn"), ["relu1"])
+    return layerwise.split_model(tiny_cnn(seed), ["relu1"])
 
 
 @pytest.fixture(scope="module")
