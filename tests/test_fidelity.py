@@ -1,0 +1,73 @@
+"""The presets as their authors published and ran them (issue 24).
+
+Published numbers: each preset's number and the source it was read in. The InfoPro row was read
+in Table 2 of Wang et al. (ICLR 2021) as their repository ``blackfeather-wang/InfoPro-Pytorch``
+(commit a38362a) gives it in ``figs/cifar_k.png``; Nøkland & Eidnes' in the README.md of
+``anokland/local-loss`` (commit 7b3b40b).
+
+Recipes: Nøkland & Eidnes' ``LocalLossBlockConv.forward`` (``train.py`` of ``anokland/local-loss``)
+computes the local loss on the layer's output before dropout and applies ``Dropout2d`` (whole
+channels) only to what the next layer reads; the vgg11b (3x) command of their README sets no
+``--dim-in-decoder``, so its default 4096 holds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from apps.experiments import EXPERIMENTS, get_experiment
+from apps.runner import resolve
+
+# preset -> (the number in its table entry, the source named beside it)
+PUBLISHED = {
+    "alexnet_cifar10": ("89", "Belilovsky et al. 2019, Table 1"),
+    "cifar10_k1": ("88.3 (ens. 88.4", "Belilovsky et al. 2019, Table 1"),
+    "cifar10_k2": ("90.4 (ens. 90.7", "Belilovsky et al. 2019, Table 1"),
+    "cifar10_k3": ("91.7 (ens. 92.8", "Belilovsky et al. 2019, Table 1"),
+    "cifar10_k3_pruned": ("87.6 (64-wide e2e: 87.5", "Belilovsky et al. 2019, Sec. 4.3"),
+    "cifar10_e2e_64wide": ("87.5", "Belilovsky et al. 2019, Sec. 4.3"),
+    "imagenet_k1": ("58.1/79.7 (ens. 59.3/80.8", "Belilovsky et al. 2019, Table 2"),
+    "imagenet_k2": ("65.7/86.3 (ens. 67.1/87.0", "Belilovsky et al. 2019, Table 2"),
+    "imagenet_k3": ("69.7/88.7 (ens. 71.6/89.8", "Belilovsky et al. 2019, Table 2"),
+    "imagenet_vgg11_k3": ("~67.9/88.0", "Belilovsky et al. 2019, Sec. 4.2, unverified"),
+    "imagenet_vgg11_end_to_end": ("69.0/88.6", "literature VGG-11, no BN, quoted in Belilovsky et al. 2019"),
+    "localloss_vgg8b_cifar10_predsim": ("94.42 (5.58 err", "Noekland & Eidnes 2019, CIFAR-10 table"),
+    "localloss_vgg11b3x_cifar10_predsim_cutout": ("96.40 (3.60 err", "Noekland & Eidnes 2019, CIFAR-10 table"),
+    "infopro_resnet32_cifar10_k2": ("92.24 (7.76 err", "Wang et al. 2021, Table 2"),
+    "infopro_resnet32_cifar10_k4": ("91.42 (8.58 err", "Wang et al. 2021, Table 2"),
+    "infopro_resnet32_cifar10_k8": ("88.87 (11.13 err", "Wang et al. 2021, Table 2"),
+    "infopro_resnet32_cifar10_k16": ("87.25 (12.75 err", "Wang et al. 2021, Table 2"),
+    "dgl_async_cifar10_buffer50": ("-", "Belilovsky et al. 2020 Fig. 5, unverified"),
+    **{f"resnet{d}_cifar": (f"{100 - e:.2f} ({e} err", "He et al. 2016, Table 6")
+       for d, e in ((20, 8.75), (32, 7.51), (44, 7.17), (56, 6.97), (110, 6.43))},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS.names()))
+def test_every_published_number_names_its_source(name):
+    paper = get_experiment(name).paper
+    if name.startswith("mnist5k_"):  # measured here, nothing published
+        assert paper == "-"
+        return
+    number, source = PUBLISHED[name]
+    assert paper.startswith(number) and source in paper, paper
+
+
+def test_infopro_numbers_are_resnet32s_not_resnet110s():
+    for k, error in ((2, 7.76), (4, 8.58), (8, 11.13), (16, 12.75)):
+        experiment = get_experiment(f"infopro_resnet32_cifar10_k{k}")
+        assert f"{error:.2f}% test error" in experiment.doc and "end to end 7.37%" in experiment.doc
+        assert "unverified" not in experiment.paper  # read in the table itself
+
+
+def test_the_baselines_beside_the_numbers():
+    doc = get_experiment("imagenet_k3").doc  # the paper's end-to-end comparison has a 512-wide last head
+    assert "--mode end_to_end --final_aux_width 512" in doc and "71.5 / 90.1" in doc
+    assert "without BatchNorm" in get_experiment("imagenet_vgg11_end_to_end").doc
+    assert resolve(get_experiment("cifar10_k3_pruned").config()).pruning.finetune_epochs == 20
+    c = resolve(get_experiment("cifar10_e2e_64wide").config())
+    options = c.model_options
+    assert (options["num_stages"], options["width"], options["downsample_at"], c.heads.conv_layers) == (5, 64, [], 0)
+    assert (c.mode, c.epochs_per_stage * options["num_stages"], c.schedule.decay_every * options["num_stages"]) == (
+        "end_to_end", 120, 25)
