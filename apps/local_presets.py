@@ -11,8 +11,11 @@ the exact command, the paper, its table and the number; ``docs/reproducing.md`` 
   ``anokland/local-loss``): Adam, lr 5e-4 (3e-4 for the 3x nets), 400 epochs, lr x0.25 at epochs
   200, 300, 350, 375, batch 128, no weight decay, leaky ReLU, dropout 0.2 (VGG11b 3x: 0.3), random
   crop (pad 4) + flip, cutout of 16 pixels. Their ``pred`` head averages the features down to
-  ``--dim-in-decoder`` (2048 on CIFAR-10) before one linear layer: ``aux_conv_layers=0`` with
-  ``aux_max_features=2048``.
+  ``--dim-in-decoder`` before one linear layer: ``aux_conv_layers=0`` with ``aux_max_features``
+  2048 for VGG8b (their command sets ``--dim-in-decoder 2048``), 4096 for VGG11b (3x) (its command
+  in their README sets none, so ``train.py``'s default 4096 holds). Every local loss reads the
+  layer's output before dropout; the dropout (channel-wise on conv features) acts only on what the
+  next layer reads (``models.local_vgg``), as in their ``LocalLossBlockConv.forward``.
 - Wang et al., "Revisiting Locally Supervised Learning: an Alternative to End-to-end Training"
   (ICLR 2021), Table 2 (the image ``figs/cifar_k.png`` of their repository
   ``blackfeather-wang/InfoPro-Pytorch``, read for this table): ResNet-32 on CIFAR-10 as K local
@@ -66,9 +69,11 @@ def localloss_vgg11b3x_cifar10_predsim_cutout() -> dict:
 
     python -m apps.train --experiment localloss_vgg11b3x_cifar10_predsim_cutout --data_dir ~/tensorflow_datasets --workdir runs/ll_vgg11b3x
     Paper (CIFAR-10 table): 3.60% test error with cutout (3.97% without, 5.02% with the global loss).
-    Adam lr 3e-4, dropout 0.3, three times the widths (``width_multiplier=3``), cutout 16x16.
+    Adam lr 3e-4, dropout 0.3, three times the widths (``width_multiplier=3``), cutout 16x16, and
+    the authors' default ``--dim-in-decoder`` 4096 (``aux_max_features=4096``): their command for
+    this network (README.md of ``anokland/local-loss``) sets none.
     """
-    return dict(LOCALLOSS_CIFAR_RECIPE, model="vgg11b", lr=3e-4, augment="crop_flip_cutout",
+    return dict(LOCALLOSS_CIFAR_RECIPE, model="vgg11b", lr=3e-4, augment="crop_flip_cutout", aux_max_features=4096,
                 model_options={"width_multiplier": 3.0, "dropout": 0.3, "activation": "leaky_relu"})
 
 

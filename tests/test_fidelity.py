@@ -13,11 +13,15 @@ channels) only to what the next layer reads; the vgg11b (3x) command of their RE
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
 from apps.experiments import EXPERIMENTS, get_experiment
 from apps.runner import resolve
+from layerwise.training.local_losses import Sim
+from layerwise.training.problems import decoupled_models
+from models import build_model
 
 # preset -> (the number in its table entry, the source named beside it)
 PUBLISHED = {
@@ -71,3 +75,52 @@ def test_the_baselines_beside_the_numbers():
     assert (options["num_stages"], options["width"], options["downsample_at"], c.heads.conv_layers) == (5, 64, [], 0)
     assert (c.mode, c.epochs_per_stage * options["num_stages"], c.schedule.decay_every * options["num_stages"]) == (
         "end_to_end", 120, 25)
+
+
+def _features_as_extras(shape) -> keras.Model:
+    """Training-only outputs that are the stage's features themselves: what a local loss reads."""
+    features = keras.Input(shape)
+    return keras.Model(features, {"features": features})
+
+
+def test_local_losses_read_features_before_dropout_the_next_stage_reads_them_dropped():
+    """Nøkland & Eidnes' LocalLossBlockConv.forward: the loss reads h, Dropout2d acts on what goes on."""
+    keras.utils.set_random_seed(0)
+    net = build_model("vgg8b", (16, 16, 3), 10, width_multiplier=1 / 32, hidden_units=16, dropout=0.5,
+                      activation="leaky_relu")  # leaky ReLU: no exact zeros but dropout's
+    heads = [keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(10)]) for _ in net.stages]
+    extras = [_features_as_extras(net.output_shape(j)) for j in range(net.num_stages)]
+    models = decoupled_models(net, heads, extras, [Sim()] * net.num_stages)
+    x = np.random.RandomState(0).rand(8, 16, 16, 3).astype("float32")
+    for j, model in enumerate(models):  # decoupled training's forward pass, stage by stage
+        out, outputs = model(x, training=True)
+        assert np.count_nonzero(outputs["features"].numpy() == 0) == 0, j  # the local loss: no dropout
+        if j + 1 < net.num_stages:  # the next stage's conv reads whole channels dropped
+            following = net.stages[j + 1]
+            dropped = keras.Model(following.input, following.get_layer(f"conv{j}_dropout").output)(
+                out, training=True).numpy()
+            zero_maps = np.all(dropped == 0, axis=(1, 2))
+            assert 0.2 < zero_maps.mean() < 0.8, j
+            assert np.array_equal(dropped == 0, np.broadcast_to(zero_maps[:, None, None], dropped.shape)), j
+        x = out
+    final = net.final_head(net.output_shape(net.num_stages - 1), 10)  # their layer_out reads dropped features
+    assert isinstance(final.get_layer("fc_dropout"), keras.layers.Dropout)
+    dropped = keras.Model(final.input, final.get_layer("fc_dropout").output)(x, training=True).numpy()
+    assert 0.2 < np.mean(dropped == 0) < 0.8
+    inference = net.compose()(np.ones((2, 16, 16, 3), "float32"), training=False)
+    assert np.all(np.isfinite(inference.numpy()))
+
+
+def test_element_wise_dropout_stays_an_option():
+    net = build_model("vgg8b", (16, 16, 3), 10, width_multiplier=1 / 32, hidden_units=8, dropout=0.3,
+                      spatial_dropout=False)
+    layer = net.stages[1].get_layer("conv0_dropout")
+    assert type(layer) is keras.layers.Dropout and net.options["spatial_dropout"] is False
+    assert type(build_model("vgg8b", (16, 16, 3), 10, dropout=0.3, width_multiplier=1 / 32).stages[1]
+                .get_layer("conv0_dropout")) is keras.layers.SpatialDropout2D
+
+
+def test_vgg11b_3x_uses_the_authors_default_dim_in_decoder():
+    """Their README's vgg11b (3x) command sets no --dim-in-decoder: train.py's default, 4096."""
+    assert resolve(get_experiment("localloss_vgg11b3x_cifar10_predsim_cutout").config()).heads.max_features == 4096
+    assert resolve(get_experiment("localloss_vgg8b_cifar10_predsim").config()).heads.max_features == 2048
