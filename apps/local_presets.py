@@ -15,7 +15,9 @@ the exact command, the paper, its table and the number; ``docs/reproducing.md`` 
   2048 for VGG8b (their command sets ``--dim-in-decoder 2048``), 4096 for VGG11b (3x) (its command
   in their README sets none, so ``train.py``'s default 4096 holds). Every local loss reads the
   layer's output before dropout; the dropout (channel-wise on conv features) acts only on what the
-  next layer reads (``models.local_vgg``), as in their ``LocalLossBlockConv.forward``.
+  next layer reads (``models.local_vgg``), as in their ``LocalLossBlockConv.forward``. Where the
+  averaging block does not divide the features, their ``AvgPool2d(kernel, padding)`` is
+  ``aux_pooling="padded"`` (on CIFAR's 32/16/8/4 every block divides: the same as ``adaptive``).
 - Wang et al., "Revisiting Locally Supervised Learning: an Alternative to End-to-end Training"
   (ICLR 2021), Table 2 (the image ``figs/cifar_k.png`` of their repository
   ``blackfeather-wang/InfoPro-Pytorch``, read for this table): ResNet-32 on CIFAR-10 as K local
@@ -39,7 +41,8 @@ LOCALLOSS_CIFAR_RECIPE = {
     "dataset": "cifar10", "mode": "decoupled", "optimizer": "adam", "lr": 5e-4, "batch_size": 128,
     "weight_decay": 0.0, "epochs_per_stage": 400, "lr_schedule": "multistep",
     "lr_milestones": [200, 300, 350, 375], "lr_decay_factor": 0.25, "augment": "crop_flip",
-    "aux_conv_layers": 0, "aux_max_features": 2048, "local_loss": "predsim", "predsim_beta": 0.99,
+    "aux_conv_layers": 0, "aux_max_features": 2048, "aux_pooling": "padded", "local_loss": "predsim",
+    "predsim_beta": 0.99,
 }
 
 # InfoPro's ResNet-32 weights per K: (ixx_1, ixy_1, ixx_2, ixy_2) of their comand.sh

@@ -19,6 +19,9 @@ import pytest
 
 from apps.experiments import EXPERIMENTS, get_experiment
 from apps.runner import resolve
+from layerwise.errors import ConfigError
+from layerwise.run.config import TrainConfig
+from layerwise.training.heads import AuxHead
 from layerwise.training.local_losses import Sim
 from layerwise.training.problems import decoupled_models
 from models import build_model
@@ -124,3 +127,53 @@ def test_vgg11b_3x_uses_the_authors_default_dim_in_decoder():
     """Their README's vgg11b (3x) command sets no --dim-in-decoder: train.py's default, 4096."""
     assert resolve(get_experiment("localloss_vgg11b3x_cifar10_predsim_cutout").config()).heads.max_features == 4096
     assert resolve(get_experiment("localloss_vgg8b_cifar10_predsim").config()).heads.max_features == 2048
+
+
+def _torch_avgpool2d_reference(x: np.ndarray, block: tuple[int, int], pad: tuple[int, int]) -> np.ndarray:
+    """PyTorch's documented AvgPool2d(block, stride=block, padding=pad, count_include_pad=True,
+    ceil_mode=False) on NHWC arrays, written out: each window's sum over the image, divided by its
+    full size (padding included); windows start at -pad and stop at the last one that fits."""
+    n, height, width, c = x.shape
+    out_h = (height + 2 * pad[0] - block[0]) // block[0] + 1
+    out_w = (width + 2 * pad[1] - block[1]) // block[1] + 1
+    out = np.zeros((n, out_h, out_w, c), np.float64)
+    for i in range(out_h):
+        rows = range(max(0, i * block[0] - pad[0]), min(height, i * block[0] - pad[0] + block[0]))
+        for j in range(out_w):
+            cols = range(max(0, j * block[1] - pad[1]), min(width, j * block[1] - pad[1] + block[1]))
+            out[:, i, j] = x[:, rows][:, :, cols].sum(axis=(1, 2)) / (block[0] * block[1])
+    return out
+
+
+def test_the_authors_pooling_at_28_pixels_leaves_rows_24_to_27_out():
+    """vgg8b's first layer on MNIST (128 x 28 x 28, --dim-in-decoder 1024) in Nøkland & Eidnes'
+    LocalLossBlockConv.__init__: block 16 x 8, padding 8 x 4, a 2 x 4 grid; the same loop at 2
+    channels and 16 features. The reference is PyTorch's AvgPool2d as documented (no PyTorch here)."""
+    head = AuxHead(k=1, batchnorm=False, max_features=16, pooling="padded")
+    assert head.decoder_blocks(28, 28, 2) == ((2, 4), (16, 8))
+    assert AuxHead(k=1, max_features=1024).decoder_blocks(28, 28, 128) == ((2, 4), (16, 8))
+    model = head((28, 28, 2), 10)
+    pooled = keras.Model(model.input, model.get_layer("aux_head_avg").output)
+    x = np.random.RandomState(0).rand(3, 28, 28, 2).astype("float32")
+    got = pooled(x).numpy()
+    np.testing.assert_allclose(got, _torch_avgpool2d_reference(x, (16, 8), (8, 4)), rtol=1e-6, atol=1e-7)
+    changed = x.copy()
+    changed[:, 24:] += 1.0  # rows past the last whole window: unread, as in their code
+    np.testing.assert_array_equal(pooled(changed).numpy(), got)
+    adaptive = AuxHead(k=1, batchnorm=False, max_features=16)((28, 28, 2), 10)  # ours: every row counts
+    adaptive_pooled = keras.Model(adaptive.input, adaptive.get_layer("aux_head_avg").output)
+    assert adaptive_pooled(x).shape == got.shape
+    assert not np.allclose(adaptive_pooled(changed).numpy(), adaptive_pooled(x).numpy())
+    cifar = np.random.RandomState(1).rand(3, 32, 32, 2).astype("float32")  # every block divides 32: the same
+    padded, plain = (AuxHead(k=1, batchnorm=False, max_features=16, pooling=p)((32, 32, 2), 10) for p in ("padded", "adaptive"))
+    np.testing.assert_allclose(*(keras.Model(m.input, m.get_layer("aux_head_avg").output)(cifar).numpy()
+                                 for m in (padded, plain)), rtol=1e-5, atol=1e-6)
+
+
+def test_padded_pooling_is_an_option_the_local_loss_presets_use():
+    assert resolve(get_experiment("localloss_vgg8b_cifar10_predsim").config()).heads.pooling == "padded"
+    assert TrainConfig().heads.pooling == "adaptive"
+    with pytest.raises(ConfigError, match="aux_max_features"):
+        TrainConfig().replace(aux_pooling="padded").validate()
+    with pytest.raises(ConfigError, match="max_features"):
+        AuxHead(pooling="padded")

@@ -62,6 +62,8 @@ LOCAL_LOSSES = ("pred", "sim", "predsim", "infopro")  # layerwise.training.local
 # a LocalLoss of the user's own, recorded as a Keras-serialised object in ``local_loss_object``
 CUSTOM_LOSS = "custom"
 INFOPRO_CLASS_TERMS = ("cross_entropy", "contrast")
+# how an aux head with max_features averages where the block does not divide the features (heads.py)
+AUX_POOLINGS = ("adaptive", "padded")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +85,11 @@ class HeadsConfig:
         0, "Average each aux head's features down only until at most this many reach its linear layer "
         "(Noekland & Eidnes' dim_in_decoder: 4096) instead of to 2x2; 0: off (the paper's 2x2).",
         flag="aux_max_features")
+    pooling: str = option(
+        "adaptive", "With --aux_max_features, how the heads average where the block does not divide the "
+        "features: adaptive (every row and column, overlapping windows) or padded (Noekland & Eidnes' "
+        "AvgPool2d(kernel, padding): zero padding counted in the mean, the rows and columns beyond the last "
+        "whole window left out).", flag="aux_pooling", choices=AUX_POOLINGS)
     pooled_size: int = option(
         2, "Spatial size each aux head averages its features to before its linear layer (the paper: 2, i.e. "
         "2x2).", flag="aux_pooled_size")
@@ -340,6 +347,9 @@ class TrainConfig:
             raise ConfigError(f"aux_dropout must be in [0, 1), got {heads.dropout}")
         if heads.max_features < 0:
             raise ConfigError(f"aux_max_features must be >= 0 (0 = off), got {heads.max_features}")
+        if heads.pooling != "adaptive" and not heads.max_features:
+            raise ConfigError(f"aux_pooling {heads.pooling!r} sizes its windows from aux_max_features: "
+                              "set aux_max_features (e.g. 4096) or leave aux_pooling adaptive")
 
     def validate_local(self) -> None:
         """Checks the local-learning fields (part of :meth:`validate`).

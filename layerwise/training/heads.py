@@ -24,8 +24,13 @@ import keras
 
 from layerwise.errors import ConfigError
 from layerwise.run import recorded
-from layerwise.run.config import TrainConfig, check_head_shape
-from layerwise.training.layers import FusedBatchNormalization, average_pool_to, features_input
+from layerwise.run.config import AUX_POOLINGS, TrainConfig, check_head_shape
+from layerwise.training.layers import (
+    FusedBatchNormalization,
+    average_pool_to,
+    features_input,
+    padded_average_pool,
+)
 from layerwise.training.network import HeadBuilder
 
 # PyTorch's BatchNorm momentum 0.1 (the reference code) is Keras momentum 0.9; Keras's 0.99
@@ -58,6 +63,14 @@ class AuxHead:
         max_features: instead of ``pooled_size``, average down only as far as needed for at most
             this many features to reach the linear layer, halving the height, then the width, in
             turn (Nøkland & Eidnes 2019, ``dim_in_decoder``, 4096 in their code); 0 = off.
+        pooling: with ``max_features``, how a block that does not divide the features averages:
+            ``"adaptive"`` (PyTorch's ``AdaptiveAvgPool2d``: overlapping windows over every row
+            and column) or ``"padded"``, Nøkland & Eidnes' ``AvgPool2d((kh, kw), padding)``
+            (``LocalLossBlockConv.__init__`` in ``train.py`` of ``anokland/local-loss``): windows
+            of the block's size at its stride, half a block of zero padding on each side counted
+            in the mean, and the rows and columns past the last whole window left out (at 28
+            pixels with a 16-row block: windows over rows -8..7 and 8..23, rows 24-27 unread).
+            Where the block divides the features both are the block mean.
     """
 
     k: int = 1
@@ -68,6 +81,7 @@ class AuxHead:
     dropout: float = 0.0
     pre_pool: int = 1
     max_features: int = 0
+    pooling: str = "adaptive"
 
     @property
     def conv_layers(self) -> int:
@@ -105,6 +119,11 @@ class AuxHead:
         dropout = self.dropout
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ConfigError(f"AuxHead dropout must be a number in [0, 1), got {dropout!r}")
+        if self.pooling not in AUX_POOLINGS:
+            raise ConfigError(f"AuxHead pooling must be one of {AUX_POOLINGS}, got {self.pooling!r}")
+        if self.pooling != "adaptive" and not self.max_features:
+            raise ConfigError(f"AuxHead pooling={self.pooling!r} sizes its windows from max_features: pass "
+                              "max_features (e.g. 4096) or pooling='adaptive'")
         check_head_shape(self.conv_layers, self.width, self.pre_pool)
         return self
 
@@ -113,6 +132,11 @@ class AuxHead:
         if not self.max_features:
             side = min(self.pooled_size, height, width)
             return side, side
+        return self.decoder_blocks(height, width, channels)[0]
+
+    def decoder_blocks(self, height: int, width: int, channels: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """With ``max_features``: the pooled ``(h, w)`` and the block ``(kh, kw)`` averaged into each
+        pooled cell, ``h = ceil(height / kh)`` (Nøkland & Eidnes' loop, ``LocalLossBlockConv.__init__``)."""
         h, w, kh, kw = height, width, 1, 1
         while channels * h * w > self.max_features and kh < height:  # Nøkland & Eidnes' loop
             kh *= 2
@@ -120,7 +144,7 @@ class AuxHead:
             if channels * h * w > self.max_features:
                 kw *= 2
                 w = math.ceil(width / kw)
-        return h, w
+        return (h, w), (kh, kw)
 
     def conv_size(self, feature_shape: Sequence[int]) -> tuple[int, int]:
         """Spatial size the hidden convs run at: the features' after ``pre_pool``."""
@@ -168,7 +192,8 @@ def head_options(head: AuxHead | HeadBuilder, required: bool) -> dict[str, Any]:
         return {"aux_conv_layers": head.conv_layers, "aux_width": head.width, "aux_batchnorm": head.batchnorm,
                 "aux_pooled_size": head.pooled_size, "aux_hidden_units": list(head.hidden_units),
                 "aux_dropout": float(head.dropout), "aux_pre_pool": head.pre_pool,
-                "aux_max_features": head.max_features, "aux_head_object": {}}  # final_aux_width: as given
+                "aux_max_features": head.max_features, "aux_pooling": head.pooling,
+                "aux_head_object": {}}  # final_aux_width: as given
     if not callable(head):
         raise ConfigError(f"head must be an AuxHead or a function (feature_shape, num_classes) -> keras.Model, "
                           f"got {head!r}")
@@ -188,7 +213,7 @@ def config_heads(config: TrainConfig) -> tuple[AuxHead | HeadBuilder, AuxHead | 
         return builder, builder
     head = AuxHead(k=heads.conv_layers + 1, width=heads.width, batchnorm=heads.batchnorm,
                    pooled_size=heads.pooled_size, hidden_units=tuple(heads.hidden_units), dropout=heads.dropout,
-                   pre_pool=heads.pre_pool, max_features=heads.max_features)
+                   pre_pool=heads.pre_pool, max_features=heads.max_features, pooling=heads.pooling)
     return head, dataclasses.replace(head, width=heads.final_width) if heads.final_width else head
 
 
@@ -235,7 +260,9 @@ def build_aux_head(
                 x = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
             x = keras.layers.ReLU(name=f"{name}_relu{i}")(x)
         pooled = spec.pooled_shape(*x.shape[1:4])
-        if not spec.max_features or pooled != tuple(x.shape[1:3]):
+        if spec.pooling == "padded" and pooled != tuple(x.shape[1:3]):
+            x = padded_average_pool(x, spec.decoder_blocks(*x.shape[1:4])[1], name=f"{name}_avg")
+        elif not spec.max_features or pooled != tuple(x.shape[1:3]):
             x = average_pool_to(pooled, x.shape[1:3], name=f"{name}_avg")(x)
     elif spec.conv_layers:
         raise ConfigError(f"conv auxiliary layers need (H, W, C) features, got shape {tuple(feature_shape)}")
