@@ -211,6 +211,16 @@ MISFIT = f"{TRUST3}::test_a_record_that_does_not_fit_its_event_is_skipped_counte
 MISFIT_EMPTY_EPOCH = f"{MISFIT}[an epoch with no other key]"
 MISFIT_STRING_PARAMS = f"{MISFIT}[params that are a string]"
 REPORT_NEVER_FAILS_RUN = f"{TRUST3}::test_a_finished_run_is_never_failed_by_its_report"
+# ---- issue 24: fidelity
+LOCAL_VGG = "models/local_vgg.py"
+LOCAL_PRESETS_PY = "apps/local_presets.py"
+EXPERIMENTS_PY = "apps/experiments.py"
+FIDELITY = "tests/test_fidelity.py"
+PRE_DROPOUT = f"{FIDELITY}::test_local_losses_read_features_before_dropout_the_next_stage_reads_them_dropped"
+DIM_IN_DECODER = f"{FIDELITY}::test_vgg11b_3x_uses_the_authors_default_dim_in_decoder"
+POOLING_28 = f"{FIDELITY}::test_the_authors_pooling_at_28_pixels_leaves_rows_24_to_27_out"
+INFOPRO_NUMBERS = f"{FIDELITY}::test_infopro_numbers_are_resnet32s_not_resnet110s"
+BASELINES = f"{FIDELITY}::test_the_baselines_beside_the_numbers"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1572,5 +1582,54 @@ MUTANTS: list[Mutant] = [
         "    except Exception as e:  # noqa: BLE001",
         "    except ImportError as e:  # noqa: BLE001",
         (REPORT_NEVER_FAILS_RUN,),
+    ),
+    # ---- issue 24: fidelity
+    Mutant(
+        "local-vgg-loss-reads-dropout",
+        "every conv stage of vgg8b/vgg11b ends in dropout again: the local losses read dropped-out features",
+        LOCAL_VGG,
+        '        return _activation(activation, f"conv{i}_act")(x)\n',
+        '        return keras.layers.Dropout(0.5)(_activation(activation, f"conv{i}_act")(x))\n',
+        (PRE_DROPOUT,),
+    ),
+    Mutant(
+        "local-vgg-element-dropout",
+        "conv features are dropped element by element, not as whole channels (their Dropout2d)",
+        LOCAL_VGG,
+        "keras.layers.SpatialDropout2D(rate, name=name) if spatial else",
+        "keras.layers.Dropout(rate, name=name) if spatial else",
+        (PRE_DROPOUT,),
+    ),
+    Mutant(
+        "vgg11b3x-dim-in-decoder-2048",
+        "the vgg11b (3x) preset keeps 2048 features in its decoders instead of the authors' default 4096",
+        LOCAL_PRESETS_PY,
+        'augment="crop_flip_cutout", aux_max_features=4096,',
+        'augment="crop_flip_cutout",',
+        (DIM_IN_DECODER,),
+    ),
+    Mutant(
+        "padded-pooling-ignored",
+        "aux_pooling padded averages every row adaptively (rows 24-27 at 28 pixels are read)",
+        HEADS,
+        '        if spec.pooling == "padded" and pooled != tuple(x.shape[1:3]):',
+        '        if False and pooled != tuple(x.shape[1:3]):',
+        (POOLING_28,),
+    ),
+    Mutant(
+        "infopro-resnet110-numbers",
+        "the InfoPro presets quote ResNet-110's and other rows' numbers (6.42 / 7.30 / 8.13 / 8.71)",
+        LOCAL_PRESETS_PY,
+        "INFOPRO_RESNET32_ERRORS = {2: 7.76, 4: 8.58, 8: 11.13, 16: 12.75}",
+        "INFOPRO_RESNET32_ERRORS = {2: 6.42, 4: 7.30, 8: 8.13, 16: 8.71}",
+        (INFOPRO_NUMBERS,),
+    ),
+    Mutant(
+        "pruned-finetune-5-epochs",
+        "cifar10_k3_pruned fine-tunes the pruned head 5 epochs, not the paper's 20",
+        EXPERIMENTS_PY,
+        'prune_criterion="taylor", prune_finetune_epochs=20,',
+        'prune_criterion="taylor", prune_finetune_epochs=5,',
+        (BASELINES,),
     ),
 ]
