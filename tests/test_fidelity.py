@@ -13,17 +13,23 @@ channels) only to what the next layer reads; the vgg11b (3x) command of their RE
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from apps.experiments import EXPERIMENTS, get_experiment
 from apps.runner import resolve
+from layerwise.data.augment import augment_image
 from layerwise.errors import ConfigError
 from layerwise.run.config import TrainConfig
 from layerwise.training.heads import AuxHead
 from layerwise.training.local_losses import Sim
+from layerwise.training.optim import make_optimizer
 from layerwise.training.problems import decoupled_models
+from layerwise.training.schedules import make_schedule, piecewise
 from models import build_model
 
 # preset -> (the number in its table entry, the source named beside it)
@@ -45,6 +51,8 @@ PUBLISHED = {
     "infopro_resnet32_cifar10_k4": ("91.42 (8.58 err", "Wang et al. 2021, Table 2"),
     "infopro_resnet32_cifar10_k8": ("88.87 (11.13 err", "Wang et al. 2021, Table 2"),
     "infopro_resnet32_cifar10_k16": ("87.25 (12.75 err", "Wang et al. 2021, Table 2"),
+    **{f"infopro_resnet32_cifar10_k{k}_batch128": (f"{100 - e:.2f} ({e:.2f} err at batch 1024", "Wang et al. 2021, Table 2")
+       for k, e in ((2, 7.76), (4, 8.58), (8, 11.13), (16, 12.75))},
     "dgl_async_cifar10_buffer50": ("-", "Belilovsky et al. 2020 Fig. 5, unverified"),
     **{f"resnet{d}_cifar": (f"{100 - e:.2f} ({e} err", "He et al. 2016, Table 6")
        for d, e in ((20, 8.75), (32, 7.51), (44, 7.17), (56, 6.97), (110, 6.43))},
@@ -177,3 +185,62 @@ def test_padded_pooling_is_an_option_the_local_loss_presets_use():
         TrainConfig().replace(aux_pooling="padded").validate()
     with pytest.raises(ConfigError, match="max_features"):
         AuxHead(pooling="padded")
+
+
+def test_infopro_presets_run_the_authors_recipe():
+    """training_configurations, adjust_learning_rate (--cos_lr) and the reflect-padded crop of their
+    train.py; _make_layer's 1x1 conv + BN shortcuts (networks/resnet.py of InfoPro-Pytorch)."""
+    for k in (2, 4, 8, 16):
+        c = resolve(get_experiment(f"infopro_resnet32_cifar10_k{k}").config())
+        assert (c.batch_size, c.optim.lr, c.optim.nesterov, c.optim.momentum, c.optim.weight_decay) == (1024, 0.8, True, 0.9, 1e-4)
+        assert (c.schedule.kind, c.schedule.warmup_epochs, c.schedule.warmup_lr, c.epochs_per_stage) == ("cosine", 10, 0.01, 160)
+        assert (c.augment, c.model_options["shortcut"]) == ("reflect_crop_flip", "B")
+        scaled = resolve(get_experiment(f"infopro_resnet32_cifar10_k{k}_batch128").config())
+        assert (scaled.batch_size, scaled.optim.lr, scaled.schedule.warmup_lr) == (128, 0.1, 0.00125)
+        assert "not the authors' run" in get_experiment(f"infopro_resnet32_cifar10_k{k}_batch128").doc
+
+
+def test_cosine_schedule_with_warm_up_is_infopros_per_epoch():
+    """adjust_learning_rate(optimizer, epoch + 1) with --cos_lr, written out for lr 0.8, 160 epochs."""
+    def theirs(e):
+        cosine = 0.5 * 0.8 * (1 + math.cos(math.pi * e / 160))
+        return cosine * (e - 1) / 10 + 0.01 * (11 - e) / 10 if e <= 10 else cosine
+
+    config = TrainConfig().replace(lr_schedule="cosine", warmup_epochs=10, warmup_lr=0.01).validate()
+    boundaries, values = piecewise(config.schedule, 0.8, 3, 160)
+    assert boundaries == [3 * e for e in range(1, 160)]
+    np.testing.assert_allclose(values, [theirs(e) for e in range(1, 161)], rtol=1e-12, atol=1e-15)
+    schedule = make_schedule(config.schedule, 0.8, 3, 160)
+    assert [round(float(schedule(step)), 6) for step in (0, 2, 3, 30, 3 * 159)] == [
+        round(theirs(e), 6) for e in (1, 1, 2, 11, 160)]
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        TrainConfig().replace(warmup_epochs=10, warmup_lr=0.01).validate()  # the step schedule has no such warm-up
+
+
+def test_nesterov_sgd_is_pytorchs_update():
+    """PyTorch's SGD(nesterov=True): buf = m * buf + g; p -= lr * (g + m * buf), written out."""
+    config = TrainConfig().replace(nesterov=True).validate()
+    optimizer = make_optimizer(config.optim, 0.1)
+    variable = keras.Variable(np.array([1.0, -2.0], "float32"))
+    optimizer.build([variable])
+    p, buf = np.array([1.0, -2.0]), np.zeros(2)
+    for g in ([0.5, 1.0], [0.25, -1.0], [1.0, 0.0]):
+        optimizer.apply_gradients([(np.array(g, "float32"), variable)])
+        buf = 0.9 * buf + np.array(g)
+        p = p - 0.1 * (np.array(g) + 0.9 * buf)
+    np.testing.assert_allclose(variable.numpy(), p, rtol=1e-6)
+    assert not make_optimizer(TrainConfig().optim, 0.1).nesterov
+    with pytest.raises(ConfigError, match="nesterov"):
+        TrainConfig().replace(nesterov=True, optimizer="adam").validate()
+
+
+def test_reflect_padded_crop_mirrors_the_image():
+    """InfoPro's CIFAR crop: F.pad(mode='reflect') by 4, RandomCrop(32); zeros never enter the crop."""
+    image = tf.constant(np.random.RandomState(0).rand(32, 32, 3).astype("float32") + 1.0)
+    for seed in range(8):
+        reflected = augment_image(image, "reflect_crop", tf.constant([seed, 1])).numpy()
+        assert reflected.min() >= 1.0  # every pixel comes from the image
+        padded = np.pad(image.numpy(), ((4, 4), (4, 4), (0, 0)), mode="reflect")
+        assert any(np.array_equal(reflected, padded[i:i + 32, j:j + 32]) for i in range(9) for j in range(9))
+    zero_padded = [augment_image(image, "crop", tf.constant([seed, 1])).numpy().min() for seed in range(8)]
+    assert min(zero_padded) == 0.0  # the zero padding shows in some crop

@@ -31,7 +31,7 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("sgd", "adam")
 ON_NAN = ("stop", "skip")
 PRUNE_CRITERIA = ("taylor", "l1")
-LR_SCHEDULES = ("step", "multistep", "plateau")
+LR_SCHEDULES = ("step", "multistep", "plateau", "cosine")
 MILESTONE_UNITS = ("epoch", "step")
 EVAL_CROPS = (1, 10)
 CACHE_PREFIX = ("auto", "memory", "disk", "off")
@@ -40,7 +40,7 @@ PREFIX_MODES = ("no_tape", "tape")
 # and with it every app's --help, needs no TensorFlow).
 AUGMENTATIONS = (
     "none", "crop", "crop_flip", "resized_crop_flip", "pca", "crop_pca", "crop_flip_pca", "flip", "flip_pca",
-    "cutout", "crop_cutout", "crop_flip_cutout",
+    "cutout", "crop_cutout", "crop_flip_cutout", "reflect_crop", "reflect_crop_flip",
 )
 
 
@@ -112,6 +112,8 @@ class OptimConfig:
     name: str = option("sgd", "sgd (with momentum, the paper's) or adam.", flag="optimizer", choices=OPTIMIZERS)
     lr: float = option(0.05, "Learning rate.", flag="lr")
     momentum: float = option(0.9, "SGD momentum.", flag="momentum")
+    nesterov: bool = option(
+        False, "Nesterov momentum for SGD (InfoPro's recipe, Wang et al. 2021: nesterov=True).", flag="nesterov")
     weight_decay: float = option(
         5e-4, "L2 coefficient added to the loss on every trainable variable (PyTorch-style coupled weight "
         "decay, as in the paper's code).", flag="weight_decay")
@@ -123,8 +125,10 @@ class ScheduleConfig:
 
     kind: str = option(
         "step", "step (every --lr_decay_every epochs), multistep (at --lr_milestones; He et al.: 32000,48000 "
-        "iterations) or plateau (when the validation accuracy has not improved for --plateau_patience epochs; "
-        "Krizhevsky et al.; needs --validation_fraction).", flag="lr_schedule", choices=LR_SCHEDULES)
+        "iterations), plateau (when the validation accuracy has not improved for --plateau_patience epochs; "
+        "Krizhevsky et al.; needs --validation_fraction) or cosine (per epoch, to 0 at the last epoch, after "
+        "--warmup_epochs of linear warm-up from --warmup_lr; InfoPro's cos_lr).", flag="lr_schedule",
+        choices=LR_SCHEDULES)
     decay_every: int = option(
         2, "Multiply the LR by --lr_decay_factor every this many epochs of a stage (0: constant; the paper: "
         "x0.2 every 15 epochs on CIFAR).", flag="lr_decay_every")
@@ -142,7 +146,12 @@ class ScheduleConfig:
     warmup_steps: int = option(
         0, "Train the first this many iterations of each problem at --warmup_lr (He et al., ResNet-110: 400; "
         "0: off).", flag="warmup_steps")
-    warmup_lr: float = option(0.0, "Learning rate of the warm-up iterations (ResNet-110: 0.01).", flag="warmup_lr")
+    warmup_lr: float = option(
+        0.0, "Learning rate of the warm-up iterations (ResNet-110: 0.01), or the first epoch's of "
+        "--warmup_epochs (InfoPro: 0.01).", flag="warmup_lr")
+    warmup_epochs: int = option(
+        0, "--lr_schedule cosine only: blend linearly from --warmup_lr (first epoch) into the cosine over this "
+        "many epochs of each problem (InfoPro: 10; stretched J times end to end; 0: off).", flag="warmup_epochs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,7 +262,8 @@ class TrainConfig:
     augment: str = option(
         "auto", "auto (the dataset's default), none, crop, crop_flip, resized_crop_flip, flip, or one of those "
         "+ AlexNet PCA colour: pca, crop_pca, crop_flip_pca, flip_pca; or + cutout (DeVries & Taylor 2017): "
-        "cutout, crop_cutout, crop_flip_cutout.", choices=("auto",) + AUGMENTATIONS)
+        "cutout, crop_cutout, crop_flip_cutout; reflect_crop, reflect_crop_flip: the crop's padding mirrors the "
+        "image instead of zeros (InfoPro's CIFAR recipe).", choices=("auto",) + AUGMENTATIONS)
     seed: int = option(0, "Seed for weights, data order and augmentation.")
     split_seed: int = option(0, "Seed of the train/test split of embedded data (and of the validation split).")
     on_nan: str = option("stop", "At a non-finite loss: stop, or skip the batch.", choices=ON_NAN)
@@ -303,6 +313,9 @@ class TrainConfig:
             raise ConfigError(
                 f"need 0 <= weight_decay < inf and 0 <= momentum < 1, got {optim.weight_decay}, {optim.momentum}"
             )
+        if optim.nesterov and (optim.name != "sgd" or not optim.momentum):
+            raise ConfigError(f"nesterov needs the sgd optimizer with momentum > 0, got optimizer {optim.name!r} "
+                              f"and momentum {optim.momentum}: pass optimizer sgd and a momentum, or nesterov False")
         if self.schedule.decay_every < 0 or not 0 < self.schedule.decay_factor <= 1:
             raise ConfigError(
                 f"need lr_decay_every >= 0 and 0 < lr_decay_factor <= 1, got "
@@ -427,6 +440,11 @@ class TrainConfig:
                 f"need warmup_steps >= 0 and warmup_lr > 0 when warming up, got "
                 f"{schedule.warmup_steps}, {schedule.warmup_lr}"
             )
+        if schedule.warmup_epochs < 0 or (schedule.warmup_epochs and (
+                schedule.kind != "cosine" or not schedule.warmup_lr > 0)):
+            raise ConfigError(
+                f"warmup_epochs warms up the cosine schedule: need lr_schedule cosine and warmup_lr > 0 with "
+                f"warmup_epochs > 0, got {schedule.kind!r}, {schedule.warmup_lr}, {schedule.warmup_epochs}")
         if self.eval_crops == 10:
             if not self.crop_size:
                 raise ConfigError(

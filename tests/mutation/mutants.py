@@ -221,6 +221,11 @@ DIM_IN_DECODER = f"{FIDELITY}::test_vgg11b_3x_uses_the_authors_default_dim_in_de
 POOLING_28 = f"{FIDELITY}::test_the_authors_pooling_at_28_pixels_leaves_rows_24_to_27_out"
 INFOPRO_NUMBERS = f"{FIDELITY}::test_infopro_numbers_are_resnet32s_not_resnet110s"
 BASELINES = f"{FIDELITY}::test_the_baselines_beside_the_numbers"
+NESTEROV = f"{FIDELITY}::test_nesterov_sgd_is_pytorchs_update"
+COSINE = f"{FIDELITY}::test_cosine_schedule_with_warm_up_is_infopros_per_epoch"
+REFLECT = f"{FIDELITY}::test_reflect_padded_crop_mirrors_the_image"
+INFOPRO_RECIPE = f"{FIDELITY}::test_infopro_presets_run_the_authors_recipe"
+OPTIM_PY = "layerwise/training/optim.py"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1631,5 +1636,37 @@ MUTANTS: list[Mutant] = [
         'prune_criterion="taylor", prune_finetune_epochs=20,',
         'prune_criterion="taylor", prune_finetune_epochs=5,',
         (BASELINES,),
+    ),
+    Mutant(
+        "nesterov-ignored",
+        "--nesterov builds plain-momentum SGD",
+        OPTIM_PY,
+        "momentum=config.momentum, nesterov=config.nesterov)",
+        "momentum=config.momentum)",
+        (NESTEROV,),
+    ),
+    Mutant(
+        "cosine-warmup-off-by-one",
+        "the cosine warm-up starts one epoch late (epoch 1 is not at warmup_lr)",
+        SCHEDULES,
+        "value * (e - 1) / warmup_epochs + warmup_lr * (warmup_epochs + 1 - e) / warmup_epochs",
+        "value * e / warmup_epochs + warmup_lr * (warmup_epochs - e) / warmup_epochs",
+        (COSINE,),
+    ),
+    Mutant(
+        "reflect-crop-zero-padded",
+        "reflect_crop pads with zeros like crop",
+        AUGMENT,
+        'mode = "REFLECT" if policy.startswith("reflect_") else "CONSTANT"',
+        'mode = "CONSTANT"',
+        (REFLECT,),
+    ),
+    Mutant(
+        "infopro-preset-plain-shortcuts",
+        "the InfoPro presets keep option-A shortcuts instead of the authors' 1x1 conv + BN projections",
+        LOCAL_PRESETS_PY,
+        '"model_options": {"stage_granularity": "block", "shortcut": "B"},',
+        '"model_options": {"stage_granularity": "block"},',
+        (INFOPRO_RECIPE,),
     ),
 ]
