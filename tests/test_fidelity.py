@@ -26,7 +26,7 @@ from layerwise.data.augment import augment_image
 from layerwise.errors import ConfigError
 from layerwise.run.config import TrainConfig
 from layerwise.training.heads import AuxHead
-from layerwise.training.local_losses import Sim
+from layerwise.training.local_losses import AlignCornersResize, InfoPro, Sim
 from layerwise.training.optim import make_optimizer
 from layerwise.training.problems import decoupled_models
 from layerwise.training.schedules import make_schedule, piecewise
@@ -244,3 +244,48 @@ def test_reflect_padded_crop_mirrors_the_image():
         assert any(np.array_equal(reflected, padded[i:i + 32, j:j + 32]) for i in range(9) for j in range(9))
     zero_padded = [augment_image(image, "crop", tf.constant([seed, 1])).numpy().min() for seed in range(8)]
     assert min(zero_padded) == 0.0  # the zero padding shows in some crop
+
+
+def _bilinear_align_corners(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """F.interpolate(mode='bilinear', align_corners=True) as documented: output pixel i samples
+    input position i * (H - 1) / (out - 1), linearly between its two neighbours, per axis."""
+    def along(a, axis, out):
+        n = a.shape[axis]
+        pos = np.arange(out) * ((n - 1) / (out - 1) if out > 1 else 0.0)
+        low = np.floor(pos).astype(int)
+        high = np.minimum(low + 1, n - 1)
+        w = (pos - low).reshape([-1 if d == axis else 1 for d in range(a.ndim)])
+        return np.take(a, low, axis) * (1 - w) + np.take(a, high, axis) * w
+
+    return along(along(x, 1, size[0]), 2, size[1])
+
+
+def test_infopro_decoder_upsamples_with_corners_aligned_and_has_their_bias_and_epsilon():
+    """Decoder of InfoPro-Pytorch's networks/auxiliary_nets.py: interpolate(align_corners=True),
+    BatchNorm2d (eps 1e-5), a last Conv2d with its default bias."""
+    x = np.random.RandomState(0).rand(2, 4, 4, 3).astype("float32")
+    got = AlignCornersResize((8, 8))(x).numpy()
+    np.testing.assert_allclose(got, _bilinear_align_corners(x, (8, 8)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[:, [0, -1]][:, :, [0, -1]], x[:, [0, -1]][:, :, [0, -1]])  # corners kept
+    half_pixel = keras.layers.Resizing(8, 8, interpolation="bilinear")(x).numpy()
+    assert not np.allclose(half_pixel, got, atol=1e-3)  # what the decoder used before
+    extras = InfoPro(class_term="contrast").head((4, 4, 16), 10, (8, 8, 3))
+    layers = {layer.name: layer for model in extras.layers if isinstance(model, keras.Model) for layer in model.layers}
+    assert isinstance(layers["local_decoder_resize"], AlignCornersResize)
+    assert layers["local_decoder_conv1"].use_bias
+    assert layers["local_decoder_bn0"].epsilon == layers["local_projection_bn"].epsilon == 1e-5
+
+
+def test_infopro_projection_conv_pads_both_sides_as_their_padding_1():
+    """Conv2d(stride=2, padding=1) on an even map: output (i, j) is centred on input (2i, 2j)."""
+    extras = InfoPro(class_term="contrast").head((8, 8, 4), 10, (8, 8, 3))
+    projection = next(m for m in extras.layers if m.name == "local_projection")
+    conv = projection.get_layer("local_projection_conv")
+    assert conv.strides == (2, 2)
+    kernel = np.zeros(conv.kernel.shape, "float32")
+    for c in range(4):
+        kernel[1, 1, c, c] = 1.0  # the centre tap: the output copies the input pixel it is centred on
+    conv.kernel.assign(kernel)
+    x = np.random.RandomState(0).rand(2, 8, 8, 4).astype("float32")
+    out = keras.Model(projection.input, conv.output)(x).numpy()
+    np.testing.assert_allclose(out[..., :4], x[:, ::2, ::2], rtol=1e-6)

@@ -226,6 +226,9 @@ COSINE = f"{FIDELITY}::test_cosine_schedule_with_warm_up_is_infopros_per_epoch"
 REFLECT = f"{FIDELITY}::test_reflect_padded_crop_mirrors_the_image"
 INFOPRO_RECIPE = f"{FIDELITY}::test_infopro_presets_run_the_authors_recipe"
 OPTIM_PY = "layerwise/training/optim.py"
+LOCAL_LOSSES_PY = "layerwise/training/local_losses.py"
+INFOPRO_DECODER = f"{FIDELITY}::test_infopro_decoder_upsamples_with_corners_aligned_and_has_their_bias_and_epsilon"
+INFOPRO_PROJECTION = f"{FIDELITY}::test_infopro_projection_conv_pads_both_sides_as_their_padding_1"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1668,5 +1671,21 @@ MUTANTS: list[Mutant] = [
         '"model_options": {"stage_granularity": "block", "shortcut": "B"},',
         '"model_options": {"stage_granularity": "block"},',
         (INFOPRO_RECIPE,),
+    ),
+    Mutant(
+        "infopro-decoder-half-pixel",
+        "InfoPro's decoder upsamples at half-pixel centres instead of with the corners aligned",
+        LOCAL_LOSSES_PY,
+        "tf.compat.v1.image.resize_bilinear(inputs, self.size, align_corners=True)",
+        "tf.compat.v1.image.resize_bilinear(inputs, self.size, align_corners=False, half_pixel_centers=True)",
+        (INFOPRO_DECODER,),
+    ),
+    Mutant(
+        "infopro-projection-pads-bottom-right",
+        "the projection head's strided conv pads only bottom and right (Keras 'same'), shifting the grid",
+        LOCAL_LOSSES_PY,
+        'keras.layers.ZeroPadding2D(1, name=f"{name}_projection_pad")',
+        'keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}_projection_pad")',
+        (INFOPRO_PROJECTION,),
     ),
 ]
