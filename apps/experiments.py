@@ -224,7 +224,8 @@ def imagenet_vgg11_k3():
     )
 
 
-@experiment("imagenet_vgg11_end_to_end", "69.0/88.6 (literature VGG-11, no BN, quoted in Belilovsky et al. 2019; not trained by them)")
+@experiment("imagenet_vgg11_end_to_end",
+            "69.0/88.6 (literature VGG-11, no BN, quoted in Belilovsky et al. 2019; not trained by them)")
 def imagenet_vgg11_end_to_end():
     """End-to-end VGG-11 (same 8 stages and 4096-4096 head) with the usual VGG recipe.
 

@@ -29,6 +29,7 @@ from layerwise.training.heads import AuxHead
 from layerwise.training.local_losses import AlignCornersResize, InfoPro, Sim
 from layerwise.training.optim import make_optimizer
 from layerwise.training.problems import decoupled_models
+from layerwise.training.replay import ReplayBuffer
 from layerwise.training.schedules import make_schedule, piecewise
 from models import build_model
 
@@ -51,7 +52,8 @@ PUBLISHED = {
     "infopro_resnet32_cifar10_k4": ("91.42 (8.58 err", "Wang et al. 2021, Table 2"),
     "infopro_resnet32_cifar10_k8": ("88.87 (11.13 err", "Wang et al. 2021, Table 2"),
     "infopro_resnet32_cifar10_k16": ("87.25 (12.75 err", "Wang et al. 2021, Table 2"),
-    **{f"infopro_resnet32_cifar10_k{k}_batch128": (f"{100 - e:.2f} ({e:.2f} err at batch 1024", "Wang et al. 2021, Table 2")
+    **{f"infopro_resnet32_cifar10_k{k}_batch128": (
+        f"{100 - e:.2f} ({e:.2f} err at batch 1024", "Wang et al. 2021, Table 2")
        for k, e in ((2, 7.76), (4, 8.58), (8, 11.13), (16, 12.75))},
     "dgl_async_cifar10_buffer50": ("-", "Belilovsky et al. 2020 Fig. 5, unverified"),
     **{f"resnet{d}_cifar": (f"{100 - e:.2f} ({e} err", "He et al. 2016, Table 6")
@@ -173,7 +175,8 @@ def test_the_authors_pooling_at_28_pixels_leaves_rows_24_to_27_out():
     assert adaptive_pooled(x).shape == got.shape
     assert not np.allclose(adaptive_pooled(changed).numpy(), adaptive_pooled(x).numpy())
     cifar = np.random.RandomState(1).rand(3, 32, 32, 2).astype("float32")  # every block divides 32: the same
-    padded, plain = (AuxHead(k=1, batchnorm=False, max_features=16, pooling=p)((32, 32, 2), 10) for p in ("padded", "adaptive"))
+    padded, plain = (AuxHead(k=1, batchnorm=False, max_features=16, pooling=p)((32, 32, 2), 10)
+                     for p in ("padded", "adaptive"))
     np.testing.assert_allclose(*(keras.Model(m.input, m.get_layer("aux_head_avg").output)(cifar).numpy()
                                  for m in (padded, plain)), rtol=1e-5, atol=1e-6)
 
@@ -192,8 +195,9 @@ def test_infopro_presets_run_the_authors_recipe():
     train.py; _make_layer's 1x1 conv + BN shortcuts (networks/resnet.py of InfoPro-Pytorch)."""
     for k in (2, 4, 8, 16):
         c = resolve(get_experiment(f"infopro_resnet32_cifar10_k{k}").config())
-        assert (c.batch_size, c.optim.lr, c.optim.nesterov, c.optim.momentum, c.optim.weight_decay) == (1024, 0.8, True, 0.9, 1e-4)
-        assert (c.schedule.kind, c.schedule.warmup_epochs, c.schedule.warmup_lr, c.epochs_per_stage) == ("cosine", 10, 0.01, 160)
+        optim, schedule = c.optim, c.schedule
+        assert (c.batch_size, optim.lr, optim.nesterov, optim.momentum, optim.weight_decay) == (1024, 0.8, True, 0.9, 1e-4)
+        assert (schedule.kind, schedule.warmup_epochs, schedule.warmup_lr, c.epochs_per_stage) == ("cosine", 10, 0.01, 160)
         assert (c.augment, c.model_options["shortcut"]) == ("reflect_crop_flip", "B")
         scaled = resolve(get_experiment(f"infopro_resnet32_cifar10_k{k}_batch128").config())
         assert (scaled.batch_size, scaled.optim.lr, scaled.schedule.warmup_lr) == (128, 0.1, 0.00125)
@@ -289,3 +293,40 @@ def test_infopro_projection_conv_pads_both_sides_as_their_padding_1():
     x = np.random.RandomState(0).rand(2, 8, 8, 4).astype("float32")
     out = keras.Model(projection.input, conv.output)(x).numpy()
     np.testing.assert_allclose(out[..., :4], x[:, ::2, ::2], rtol=1e-6)
+
+
+def _marked_buffer(policy: str, size: int = 3) -> ReplayBuffer:
+    return ReplayBuffer(keras.KerasTensor((None, 1)), size, 2, None, f"marked_{policy}", policy)
+
+
+def _push(buffer: ReplayBuffer, mark: int) -> None:
+    buffer.push(tf.fill([2, 1], float(mark)), tf.fill([2], mark), None)
+
+
+def _served(buffer: ReplayBuffer, draws: int) -> list[int]:
+    return [int(buffer.sample(tf.constant([0, i], tf.int64))[1][0]) for i in range(draws)]
+
+
+def test_priority_lifo_serves_the_freshest_of_the_least_used_batches():
+    """DGL's Buffer.get_sample (priority_lifo, eugenium/DGL buffer_experiments/cifar_buffer.py): the
+    least-used batches first, the freshest among them; an overwritten slot starts unused."""
+    buffer = _marked_buffer("priority_lifo")
+    _push(buffer, 0)
+    assert _served(buffer, 2) == [0, 0]
+    _push(buffer, 1)
+    _push(buffer, 2)
+    assert _served(buffer, 4) == [2, 1, 2, 1]  # 0 was used twice: 2 and 1 catch up first
+    assert _served(buffer, 3) == [2, 1, 0]  # all used twice: the freshest first
+    _push(buffer, 3)  # overwrites 0's slot, unused
+    assert _served(buffer, 6) == [3, 3, 3, 3, 2, 1]  # 3 catches up with the others' 3 uses, then wins the tie
+    assert TrainConfig().local.replay_policy == "priority_lifo"
+    with pytest.raises(ConfigError, match="replay_buffer"):
+        TrainConfig().replace(replay_policy="uniform").validate()
+
+
+def test_uniform_replay_stays_an_option():
+    buffer = _marked_buffer("uniform")
+    for mark in range(3):
+        _push(buffer, mark)
+    served = _served(buffer, 30)
+    assert set(served) == {0, 1, 2} and served != sorted(served, reverse=True)

@@ -64,6 +64,8 @@ CUSTOM_LOSS = "custom"
 INFOPRO_CLASS_TERMS = ("cross_entropy", "contrast")
 # how an aux head with max_features averages where the block does not divide the features (heads.py)
 AUX_POOLINGS = ("adaptive", "padded")
+# how an asynchronous stage picks its batch from the replay buffer (layerwise.training.replay)
+REPLAY_POLICIES = ("priority_lifo", "uniform")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,8 +226,12 @@ class LocalConfig:
         "stages (0: the model's own stages). InfoPro's K.", flag="local_modules")
     replay_buffer: int = option(
         0, "--mode decoupled: N > 0 makes it asynchronous (Belilovsky et al. 2020): each stage reads its "
-        "input from a replay buffer of the last N batches of the previous stage's outputs (seeded uniform "
-        "sampling) and steps at its own rate; 0: synchronous, every stage on every batch.", flag="replay_buffer")
+        "input from a replay buffer of the last N batches of the previous stage's outputs (--replay_policy) and "
+        "steps at its own rate; 0: synchronous, every stage on every batch.", flag="replay_buffer")
+    replay_policy: str = option(
+        "priority_lifo", "--replay_buffer: which batch a stage reads: priority_lifo (DGL's Buffer.get_sample: the "
+        "freshest of the least-used batches) or uniform (seeded, over the filled slots).", flag="replay_policy",
+        choices=REPLAY_POLICIES)
     step_ratios: list[float] = option(
         factory=list, help="--replay_buffer: steps of each stage per training batch, e.g. 1,2,0.5 (stage 0 takes "
         "exactly 1: it reads the data); empty: 1 for every stage.", flag="stage_step_ratios")
@@ -394,6 +400,9 @@ class TrainConfig:
         if local.replay_buffer and self.mode != "decoupled":
             raise ConfigError("replay_buffer applies to --mode decoupled (the asynchronous variant); drop it or "
                               "pass --mode decoupled")
+        if local.replay_policy != "priority_lifo" and not local.replay_buffer:
+            raise ConfigError(f"replay_policy {local.replay_policy!r} applies to the asynchronous decoupled mode: "
+                              "also pass --replay_buffer N, or drop it")
         ratios = list(local.step_ratios)
         if ratios and not local.replay_buffer:
             raise ConfigError("stage_step_ratios apply to the asynchronous decoupled mode: also pass --replay_buffer N")

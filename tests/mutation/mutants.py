@@ -226,6 +226,8 @@ COSINE = f"{FIDELITY}::test_cosine_schedule_with_warm_up_is_infopros_per_epoch"
 REFLECT = f"{FIDELITY}::test_reflect_padded_crop_mirrors_the_image"
 INFOPRO_RECIPE = f"{FIDELITY}::test_infopro_presets_run_the_authors_recipe"
 OPTIM_PY = "layerwise/training/optim.py"
+REPLAY_PY = "layerwise/training/replay.py"
+PRIORITY_LIFO = f"{FIDELITY}::test_priority_lifo_serves_the_freshest_of_the_least_used_batches"
 LOCAL_LOSSES_PY = "layerwise/training/local_losses.py"
 INFOPRO_DECODER = f"{FIDELITY}::test_infopro_decoder_upsamples_with_corners_aligned_and_has_their_bias_and_epsilon"
 INFOPRO_PROJECTION = f"{FIDELITY}::test_infopro_projection_conv_pads_both_sides_as_their_padding_1"
@@ -1687,5 +1689,21 @@ MUTANTS: list[Mutant] = [
         'keras.layers.ZeroPadding2D(1, name=f"{name}_projection_pad")',
         'keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}_projection_pad")',
         (INFOPRO_PROJECTION,),
+    ),
+    Mutant(
+        "priority-lifo-oldest-first",
+        "priority-LIFO serves the oldest of the least-used batches (FIFO among ties)",
+        REPLAY_PY,
+        "tf.where(slots < filled, self.uses * self.size + age, tf.int64.max)",
+        "tf.where(slots < filled, self.uses * self.size + self.size - 1 - age, tf.int64.max)",
+        (PRIORITY_LIFO,),
+    ),
+    Mutant(
+        "priority-lifo-use-counts-ignored",
+        "priority-LIFO ignores the use counts: always the freshest batch",
+        REPLAY_PY,
+        "        self.uses.scatter_nd_add([[slot]], tf.ones([1], tf.int64))",
+        "        self.uses.scatter_nd_add([[slot]], tf.zeros([1], tf.int64))",
+        (PRIORITY_LIFO,),
     ),
 ]
