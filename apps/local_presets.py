@@ -18,6 +18,9 @@ the exact command, the paper, its table and the number; ``docs/reproducing.md`` 
   next layer reads (``models.local_vgg``), as in their ``LocalLossBlockConv.forward``. Where the
   averaging block does not divide the features, their ``AvgPool2d(kernel, padding)`` is
   ``aux_pooling="padded"`` (on CIFAR's 32/16/8/4 every block divides: the same as ``adaptive``).
+  Their ``decoder_y`` and output layer start at zero weights (``aux_zero_init``, the model's
+  ``zero_init_output``); for their back-propagation baseline (``--mode end_to_end``) they do not:
+  add ``--model_option zero_init_output=false --noaux_zero_init``.
 - Wang et al., "Revisiting Locally Supervised Learning: an Alternative to End-to-end Training"
   (ICLR 2021), Table 2 (the image ``figs/cifar_k.png`` of their repository
   ``blackfeather-wang/InfoPro-Pytorch``, read for this table): ResNet-32 on CIFAR-10 as K local
@@ -46,8 +49,8 @@ LOCALLOSS_CIFAR_RECIPE = {
     "dataset": "cifar10", "mode": "decoupled", "optimizer": "adam", "lr": 5e-4, "batch_size": 128,
     "weight_decay": 0.0, "epochs_per_stage": 400, "lr_schedule": "multistep",
     "lr_milestones": [200, 300, 350, 375], "lr_decay_factor": 0.25, "augment": "crop_flip",
-    "aux_conv_layers": 0, "aux_max_features": 2048, "aux_pooling": "padded", "local_loss": "predsim",
-    "predsim_beta": 0.99,
+    "aux_conv_layers": 0, "aux_max_features": 2048, "aux_pooling": "padded", "aux_zero_init": True,
+    "local_loss": "predsim", "predsim_beta": 0.99,
 }
 
 # InfoPro's ResNet-32 weights per K: (ixx_1, ixy_1, ixx_2, ixy_2) of their comand.sh
@@ -69,7 +72,7 @@ def localloss_vgg8b_cifar10_predsim() -> dict:
     trained with the global loss: 5.99% (``--mode end_to_end --local_loss pred``).
     """
     return dict(LOCALLOSS_CIFAR_RECIPE, model="vgg8b",
-                model_options={"dropout": 0.2, "activation": "leaky_relu"})
+                model_options={"dropout": 0.2, "activation": "leaky_relu", "zero_init_output": True})
 
 
 def localloss_vgg11b3x_cifar10_predsim_cutout() -> dict:
@@ -82,7 +85,8 @@ def localloss_vgg11b3x_cifar10_predsim_cutout() -> dict:
     this network (README.md of ``anokland/local-loss``) sets none.
     """
     return dict(LOCALLOSS_CIFAR_RECIPE, model="vgg11b", lr=3e-4, augment="crop_flip_cutout", aux_max_features=4096,
-                model_options={"width_multiplier": 3.0, "dropout": 0.3, "activation": "leaky_relu"})
+                model_options={"width_multiplier": 3.0, "dropout": 0.3, "activation": "leaky_relu",
+                               "zero_init_output": True})
 
 
 INFOPRO_BATCH, INFOPRO_LR, INFOPRO_WARMUP_LR = 1024, 0.8, 0.01  # their CIFAR-10 training_configurations

@@ -85,11 +85,12 @@ def _dense_stage(units: int, pool_before: bool, activation: str, dropout_before:
     return body
 
 
-def _output_layer(dropout: float):
+def _output_layer(dropout: float, zero_init: bool):
     def build(feature_shape: tuple, num_classes: int) -> keras.Model:
         features = features_input(feature_shape, "final_head_features")
         x = keras.layers.Dropout(dropout, name="fc_dropout")(features) if dropout else features
-        logits = keras.layers.Dense(num_classes, dtype="float32", name="final_head_logits")(x)
+        logits = keras.layers.Dense(num_classes, dtype="float32", kernel_initializer="zeros" if zero_init else
+                                    "glorot_uniform", name="final_head_logits")(x)
         return keras.Model(features, logits, name="final_head")
 
     return build
@@ -104,6 +105,7 @@ def build_local_vgg(
     dropout: float = 0.0,
     activation: str = "relu",
     spatial_dropout: bool = True,
+    zero_init_output: bool = False,
 ) -> StagedNetwork:
     """Builds Nøkland & Eidnes' ``variant`` (``vgg8b``, ``vgg11b``) as one stage per layer.
 
@@ -118,6 +120,9 @@ def build_local_vgg(
         activation: ``relu`` or ``leaky_relu`` (slope 0.01).
         spatial_dropout: drop whole channels of the conv features (their ``Dropout2d``; the
             default); ``False``: single elements (``keras.layers.Dropout``).
+        zero_init_output: the output layer's weights start at zero, as their ``layer_out`` when it
+            trains on local losses (``Net.__init__`` of their ``train.py``: ``if not args.backprop``);
+            the Nøkland & Eidnes presets set it.
 
     Raises:
         ConfigError: an unknown variant or activation, a non-positive width, or an image too small
@@ -137,8 +142,9 @@ def build_local_vgg(
     if min(input_shape[:2]) < 2**poolings:
         raise ConfigError(f"{variant} halves the image {poolings} times: it needs at least "
                           f"{2 ** poolings}x{2 ** poolings}, got {input_shape[:2]}")
-    if not isinstance(spatial_dropout, bool):
-        raise ConfigError(f"spatial_dropout must be True or False, got {spatial_dropout!r}")
+    for name, value in (("spatial_dropout", spatial_dropout), ("zero_init_output", zero_init_output)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, got {value!r}")
     bodies, pool_next, i = [], False, 0
     dropout_before = None  # the dropout of the conv before, opening the next stage
     for item in layout:
@@ -152,9 +158,9 @@ def build_local_vgg(
     bodies.append(_dense_stage(int(hidden_units), pool_next, activation, dropout_before))
     stages = chain_stages(input_shape, bodies, variant)
     return StagedNetwork(
-        variant, input_shape, num_classes, stages, final_head=_output_layer(dropout),
+        variant, input_shape, num_classes, stages, final_head=_output_layer(dropout, zero_init_output),
         options=dict(width_multiplier=width_multiplier, hidden_units=hidden_units, dropout=dropout,
-                     activation=activation, spatial_dropout=spatial_dropout),
+                     activation=activation, spatial_dropout=spatial_dropout, zero_init_output=zero_init_output),
     )
 
 

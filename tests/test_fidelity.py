@@ -330,3 +330,15 @@ def test_uniform_replay_stays_an_option():
         _push(buffer, mark)
     served = _served(buffer, 30)
     assert set(served) == {0, 1, 2} and served != sorted(served, reverse=True)
+
+
+def test_their_prediction_layers_start_at_zero():
+    """decoder_y.weight.data.zero_() (LocalLossBlockConv) and layer_out's (Net, local training)."""
+    c = resolve(get_experiment("localloss_vgg8b_cifar10_predsim").config())
+    assert c.heads.zero_init and c.model_options["zero_init_output"]
+    head = AuxHead(k=1, max_features=64, zero_init=True)((8, 8, 4), 10)
+    assert not np.any(head.get_layer("aux_head_logits").kernel.numpy())
+    assert np.any(AuxHead(k=1)((8, 8, 4), 10).get_layer("aux_head_logits").kernel.numpy())
+    net = build_model("vgg8b", (16, 16, 3), 10, width_multiplier=1 / 32, hidden_units=8, zero_init_output=True)
+    final = net.final_head(net.output_shape(net.num_stages - 1), 10)
+    assert not np.any(final.get_layer("final_head_logits").kernel.numpy())

@@ -87,6 +87,9 @@ class HeadsConfig:
         0, "Average each aux head's features down only until at most this many reach its linear layer "
         "(Noekland & Eidnes' dim_in_decoder: 4096) instead of to 2x2; 0: off (the paper's 2x2).",
         flag="aux_max_features")
+    zero_init: bool = option(
+        False, "Start each aux head's linear layer at zero weights (Noekland & Eidnes' decoder_y; the bias "
+        "starts at zero too).", flag="aux_zero_init")
     pooling: str = option(
         "adaptive", "With --aux_max_features, how the heads average where the block does not divide the "
         "features: adaptive (every row and column, overlapping windows) or padded (Noekland & Eidnes' "

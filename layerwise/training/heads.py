@@ -71,6 +71,8 @@ class AuxHead:
             in the mean, and the rows and columns past the last whole window left out (at 28
             pixels with a 16-row block: windows over rows -8..7 and 8..23, rows 24-27 unread).
             Where the block divides the features both are the block mean.
+        zero_init: the linear layer's weights start at zero (Nøkland & Eidnes zero
+            ``decoder_y.weight`` in ``LocalLossBlockConv.__init__``); ``False``: Keras's default.
     """
 
     k: int = 1
@@ -82,6 +84,7 @@ class AuxHead:
     pre_pool: int = 1
     max_features: int = 0
     pooling: str = "adaptive"
+    zero_init: bool = False
 
     @property
     def conv_layers(self) -> int:
@@ -111,8 +114,9 @@ class AuxHead:
             value = getattr(self, name)
             if not is_int(value) or value < low:
                 raise ConfigError(f"AuxHead {name} must be an integer >= {low}{note}, got {value!r}")
-        if not isinstance(self.batchnorm, bool):
-            raise ConfigError(f"AuxHead batchnorm must be True or False, got {self.batchnorm!r}")
+        for name in ("batchnorm", "zero_init"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"AuxHead {name} must be True or False, got {getattr(self, name)!r}")
         units = self.hidden_units
         if not isinstance(units, tuple) or not all(is_int(u) and u > 0 for u in units):
             raise ConfigError(f"AuxHead hidden_units must be a tuple of positive integers, got {units!r}")
@@ -192,7 +196,7 @@ def head_options(head: AuxHead | HeadBuilder, required: bool) -> dict[str, Any]:
         return {"aux_conv_layers": head.conv_layers, "aux_width": head.width, "aux_batchnorm": head.batchnorm,
                 "aux_pooled_size": head.pooled_size, "aux_hidden_units": list(head.hidden_units),
                 "aux_dropout": float(head.dropout), "aux_pre_pool": head.pre_pool,
-                "aux_max_features": head.max_features, "aux_pooling": head.pooling,
+                "aux_max_features": head.max_features, "aux_pooling": head.pooling, "aux_zero_init": head.zero_init,
                 "aux_head_object": {}}  # final_aux_width: as given
     if not callable(head):
         raise ConfigError(f"head must be an AuxHead or a function (feature_shape, num_classes) -> keras.Model, "
@@ -213,7 +217,8 @@ def config_heads(config: TrainConfig) -> tuple[AuxHead | HeadBuilder, AuxHead | 
         return builder, builder
     head = AuxHead(k=heads.conv_layers + 1, width=heads.width, batchnorm=heads.batchnorm,
                    pooled_size=heads.pooled_size, hidden_units=tuple(heads.hidden_units), dropout=heads.dropout,
-                   pre_pool=heads.pre_pool, max_features=heads.max_features, pooling=heads.pooling)
+                   pre_pool=heads.pre_pool, max_features=heads.max_features, pooling=heads.pooling,
+                   zero_init=heads.zero_init)
     return head, dataclasses.replace(head, width=heads.final_width) if heads.final_width else head
 
 
@@ -275,5 +280,6 @@ def build_aux_head(
         x = keras.layers.Dropout(spec.dropout, name=f"{name}_dropout_out")(x)
     if spec.batchnorm and spec.conv_layers:
         x = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn_out")(x)
-    logits = keras.layers.Dense(num_classes, dtype="float32", name=f"{name}_logits")(x)
+    initializer = "zeros" if spec.zero_init else "glorot_uniform"
+    logits = keras.layers.Dense(num_classes, dtype="float32", kernel_initializer=initializer, name=f"{name}_logits")(x)
     return keras.Model(features, logits, name=name)

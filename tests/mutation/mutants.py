@@ -227,6 +227,7 @@ REFLECT = f"{FIDELITY}::test_reflect_padded_crop_mirrors_the_image"
 INFOPRO_RECIPE = f"{FIDELITY}::test_infopro_presets_run_the_authors_recipe"
 OPTIM_PY = "layerwise/training/optim.py"
 REPLAY_PY = "layerwise/training/replay.py"
+ZERO_INIT = f"{FIDELITY}::test_their_prediction_layers_start_at_zero"
 PRIORITY_LIFO = f"{FIDELITY}::test_priority_lifo_serves_the_freshest_of_the_least_used_batches"
 LOCAL_LOSSES_PY = "layerwise/training/local_losses.py"
 INFOPRO_DECODER = f"{FIDELITY}::test_infopro_decoder_upsamples_with_corners_aligned_and_has_their_bias_and_epsilon"
@@ -1705,5 +1706,13 @@ MUTANTS: list[Mutant] = [
         "        self.uses.scatter_nd_add([[slot]], tf.ones([1], tf.int64))",
         "        self.uses.scatter_nd_add([[slot]], tf.zeros([1], tf.int64))",
         (PRIORITY_LIFO,),
+    ),
+    Mutant(
+        "aux-zero-init-ignored",
+        "aux_zero_init leaves the aux head's linear layer at Keras's random initial weights",
+        HEADS,
+        '    initializer = "zeros" if spec.zero_init else "glorot_uniform"',
+        '    initializer = "glorot_uniform"',
+        (ZERO_INIT,),
     ),
 ]
