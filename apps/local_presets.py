@@ -129,7 +129,12 @@ def dgl_async_cifar10_buffer50() -> dict:
 
     python -m apps.train --experiment dgl_async_cifar10_buffer50 --data_dir ~/tensorflow_datasets --workdir runs/dgl_async
     Paper (Sec. 5.3, Fig. 5): asynchronous DGL with a buffer stays within ~1 point of synchronous
-    DGL (*unverified*); the synchronous counterpart is ``--replay_buffer 0``.
+    DGL (*unverified*); the synchronous counterpart is ``--replay_buffer 0``. The buffers serve
+    their batches as DGL's code does (``--replay_policy priority_lifo``: the freshest of the
+    least-used). Still not theirs: the network (their buffer experiment,
+    ``buffer_experiments/cifar_buffer.py`` of ``eugenium/DGL``, is a 6-layer CNN with max-pooling
+    and MLP auxiliary heads) and the scheduling (they step one random stage per iteration, the
+    slowed one less often; here fixed rounds at ``stage_step_ratios``).
     """
     return {
         "dataset": "cifar10", "mode": "decoupled", "model": "layerwise_cnn", "optimizer": "sgd", "momentum": 0.9,
