@@ -21,7 +21,8 @@ import pytest
 import tensorflow as tf
 
 from apps.experiments import EXPERIMENTS, get_experiment
-from apps.runner import resolve
+from apps.runner import resolve, run_training
+from conftest import tiny_config
 from layerwise.data.augment import augment_image
 from layerwise.errors import ConfigError
 from layerwise.run.config import TrainConfig
@@ -342,3 +343,28 @@ def test_their_prediction_layers_start_at_zero():
     net = build_model("vgg8b", (16, 16, 3), 10, width_multiplier=1 / 32, hidden_units=8, zero_init_output=True)
     final = net.final_head(net.output_shape(net.num_stages - 1), 10)
     assert not np.any(final.get_layer("final_head_logits").kernel.numpy())
+
+
+def test_replay_statistics_count_ages_and_the_batches_ever_served():
+    buffer = _marked_buffer("priority_lifo")
+    for mark in range(3):
+        _push(buffer, mark)
+    assert _served(buffer, 2) == [2, 1]  # ages 0 and 1
+    stats = buffer.statistics()
+    assert stats == {"replay_mean_age": 0.5, "replay_served_fraction": 2 / 3, "replay_reads_per_write": 2 / 3}
+    assert _marked_buffer("uniform").statistics()["replay_mean_age"] is None
+
+
+@pytest.mark.parametrize("policy", ["priority_lifo", "uniform"])
+def test_an_async_run_records_what_each_stage_read(tmp_path, quiet_log, policy):
+    """The stage records of an asynchronous run carry its buffer's statistics (the issue's ages)."""
+    config = resolve(tiny_config(mode="decoupled", replay_buffer=3, replay_policy=policy, stage_step_ratios=[1, 0.5]))
+    records = run_training(config, str(tmp_path / policy), verbose=0, log=quiet_log)
+    assert "replay_mean_age" not in records[0]  # stage 0 reads the data
+    stage_1 = records[1]
+    assert 0.45 <= stage_1["replay_reads_per_write"] <= 0.55  # half the rate
+    if policy == "priority_lifo":  # the freshest, and every other batch never served
+        assert stage_1["replay_mean_age"] == 0.0
+        assert stage_1["replay_served_fraction"] == pytest.approx(stage_1["replay_reads_per_write"])
+    else:
+        assert stage_1["replay_mean_age"] > 0.3

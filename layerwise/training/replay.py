@@ -77,11 +77,26 @@ class ReplayBuffer:
             tf.zeros([size, batch_size, *image_shape], tf.float32), trainable=False, name=f"{name}_images")
         self.writes = tf.Variable(tf.constant(0, tf.int64), trainable=False, name=f"{name}_writes")
         self.uses = tf.Variable(tf.zeros([size], tf.int64), trainable=False, name=f"{name}_uses")
+        # what was served: batches, their ages summed (writes since theirs), batches served at least once
+        self.served = tf.Variable(tf.constant(0, tf.int64), trainable=False, name=f"{name}_served")
+        self.age_total = tf.Variable(tf.constant(0, tf.int64), trainable=False, name=f"{name}_age_total")
+        self.served_once = tf.Variable(tf.constant(0, tf.int64), trainable=False, name=f"{name}_served_once")
 
     @property
     def variables(self) -> list[tf.Variable]:
         return (self.features + [self.labels] + ([self.images] if self.images is not None else [])
-                + [self.writes, self.uses])
+                + [self.writes, self.uses, self.served, self.age_total, self.served_once])
+
+    def statistics(self) -> dict[str, float | None]:
+        """``replay_mean_age``: the mean number of batches written after a served one before it was
+        served (0: the freshest); ``replay_served_fraction``: the written batches served at least
+        once; ``replay_reads_per_write``: batches served per batch written. ``None`` before any."""
+        served, writes = int(self.served.numpy()), int(self.writes.numpy())
+        return {
+            "replay_mean_age": float(self.age_total.numpy()) / served if served else None,
+            "replay_served_fraction": float(self.served_once.numpy()) / writes if writes else None,
+            "replay_reads_per_write": served / writes if writes else None,
+        }
 
     def push(self, output, labels, images) -> None:
         """Writes one batch into the oldest slot."""
@@ -105,6 +120,9 @@ class ReplayBuffer:
             age = tf.math.floormod(self.writes - 1 - slots, self.size)
             priority = tf.where(slots < filled, self.uses * self.size + age, tf.int64.max)
             slot = tf.argmin(priority, output_type=tf.int64)
+        self.served.assign_add(1)
+        self.age_total.assign_add(tf.math.floormod(self.writes - 1 - slot, self.size))
+        self.served_once.assign_add(tf.cast(tf.equal(tf.gather(self.uses, slot), 0), tf.int64))
         self.uses.scatter_nd_add([[slot]], tf.ones([1], tf.int64))
         output = tf.nest.pack_sequence_as(self.structure, [tf.gather(v, slot) for v in self.features])
         images = tf.gather(self.images, slot) if self.images is not None else None
@@ -137,6 +155,24 @@ def check_async(num_stages: int, ratios: Sequence[float], replicas: int, fixed_b
     return ratios
 
 
+def make_replay_buffers(
+    objectives: Sequence[LocalLoss | None],
+    stage_outputs: Sequence,
+    buffer_size: int,
+    batch_size: int,
+    image_shape: Sequence[int],
+    policy: str = "priority_lifo",
+    strategy: tf.distribute.Strategy | None = None,
+) -> list[ReplayBuffer]:
+    """The buffer after every stage but the last (images kept where a loss reads them), made under
+    the strategy's scope; arguments as :func:`make_async_decoupled_step`'s."""
+    needs_images = any(o is not None and o.needs_images for o in objectives)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        return [ReplayBuffer(stage_outputs[j], buffer_size, batch_size, image_shape if needs_images else None,
+                             f"replay_{j:02d}", policy)
+                for j in range(len(stage_outputs) - 1)]
+
+
 def make_async_decoupled_step(
     models: Sequence[keras.Model],
     optimizers: Sequence[keras.optimizers.Optimizer],
@@ -153,6 +189,7 @@ def make_async_decoupled_step(
     strategy: tf.distribute.Strategy | None = None,
     jit_compile: bool = False,
     policy: str = "priority_lifo",
+    buffers: Sequence[ReplayBuffer] | None = None,
 ) -> tuple[Callable, list[tf.Variable]]:
     """One round of asynchronous DGL per training batch (see the module doc).
 
@@ -168,6 +205,8 @@ def make_async_decoupled_step(
         batch_size: examples per batch (every batch has this many).
         image_shape: the network input's shape (kept in the buffers for losses that read images).
         policy: which batch a stage reads (:data:`REPLAY_POLICIES`; see the module doc).
+        buffers: the buffers between the stages (:func:`make_replay_buffers`), to read their
+            :meth:`ReplayBuffer.statistics` after training; ``None``: made here.
 
     Returns:
         ``step(x, y) -> StepResult`` (the last stage's mean loss over its steps of the round, its
@@ -178,11 +217,9 @@ def make_async_decoupled_step(
     if buffer_size < 1:
         raise ConfigError(f"replay_buffer must be >= 1 for the asynchronous mode, got {buffer_size}")
     num_stages = len(models)
-    needs_images = any(o is not None and o.needs_images for o in objectives)
+    if buffers is None:
+        buffers = make_replay_buffers(objectives, stage_outputs, buffer_size, batch_size, image_shape, policy, strategy)
     with strategy.scope():
-        buffers = [ReplayBuffer(stage_outputs[j], buffer_size, batch_size, image_shape if needs_images else None,
-                                f"replay_{j:02d}", policy)
-                   for j in range(num_stages - 1)]
         round_index = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="replay_round")
         stage_steps = [tf.Variable(tf.constant(0, tf.int64), trainable=False, name=f"replay_steps_{j:02d}")
                        for j in range(num_stages)]

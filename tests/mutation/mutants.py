@@ -228,6 +228,7 @@ INFOPRO_RECIPE = f"{FIDELITY}::test_infopro_presets_run_the_authors_recipe"
 OPTIM_PY = "layerwise/training/optim.py"
 REPLAY_PY = "layerwise/training/replay.py"
 ZERO_INIT = f"{FIDELITY}::test_their_prediction_layers_start_at_zero"
+REPLAY_STATS = f"{FIDELITY}::test_replay_statistics_count_ages_and_the_batches_ever_served"
 PRIORITY_LIFO = f"{FIDELITY}::test_priority_lifo_serves_the_freshest_of_the_least_used_batches"
 LOCAL_LOSSES_PY = "layerwise/training/local_losses.py"
 INFOPRO_DECODER = f"{FIDELITY}::test_infopro_decoder_upsamples_with_corners_aligned_and_has_their_bias_and_epsilon"
@@ -1714,5 +1715,13 @@ MUTANTS: list[Mutant] = [
         '    initializer = "zeros" if spec.zero_init else "glorot_uniform"',
         '    initializer = "glorot_uniform"',
         (ZERO_INIT,),
+    ),
+    Mutant(
+        "replay-age-counted-from-the-oldest",
+        "the served-batch age is counted from the oldest slot, not from the last write",
+        REPLAY_PY,
+        "self.age_total.assign_add(tf.math.floormod(self.writes - 1 - slot, self.size))",
+        "self.age_total.assign_add(tf.math.floormod(slot, self.size))",
+        (REPLAY_STATS,),
     ),
 ]
