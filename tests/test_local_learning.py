@@ -298,7 +298,8 @@ def test_replay_buffer_samples_only_the_last_n_written_batches_and_each_of_them(
     # every batch is marked with its write number (features, labels and images alike): a sample
     # says which write it came from, so an unwritten slot (zeros) or a stale one shows up
     size, batch = 3, 2
-    buffer = ReplayBuffer(keras.KerasTensor((None, 2)), size, batch, (2, 2, 1), "traced")
+    # the uniform policy draws every filled slot (priority_lifo's order: tests/test_fidelity.py)
+    buffer = ReplayBuffer(keras.KerasTensor((None, 2)), size, batch, (2, 2, 1), "traced", "uniform")
     for writes in range(1, 8):
         k = writes - 1
         buffer.push(tf.fill([batch, 2], k + 1.0), tf.fill([batch], k), tf.fill([batch, 2, 2, 1], k + 1.0))

@@ -53,7 +53,7 @@ def test_plateau_decays_after_patience_epochs_without_improvement_and_not_before
     ({"lr_schedule": "multistep"}, "needs positive integer lr_milestones"),
     ({"lr_schedule": "multistep", "lr_milestones": [5, 3]}, "strictly increasing"),
     ({"lr_milestones": [5]}, "apply to lr_schedule=multistep only"),
-    ({"lr_schedule": "cosine"}, "unknown lr_schedule 'cosine'"),
+    ({"lr_schedule": "exponential"}, "unknown lr_schedule 'exponential'"),  # cosine exists since issue 24
     ({"warmup_steps": 400}, "warmup_lr > 0"),
     ({"eval_crops": 10}, "also pass --crop_size"),
     ({"eval_crops": 5, "crop_size": 6}, "eval_crops 5; choose one of: 1, 10"),

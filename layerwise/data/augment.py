@@ -14,8 +14,12 @@ covariance (see :class:`PCAColour`). ``cutout``, ``crop_cutout`` and ``crop_flip
 (DeVries & Taylor 2017; Nøkland & Eidnes' best CIFAR-10 result uses it) after the crop/flip: a square
 of half the image side, centred anywhere in the image (clipped at the border), is set to the training
 set's mean colour, which is zero after normalisation, as in DeVries & Taylor's code (it cuts after
-normalising). Every random choice is a stateless op keyed on (epoch seed, example index), so an
-epoch's augmented batches are a pure function of the seed and the epoch.
+normalising). ``reflect_crop`` and ``reflect_crop_flip`` pad the crop by reflection instead of zeros
+(``tf.pad(mode="REFLECT")``, PyTorch's ``F.pad(mode="reflect")``, edge pixel not repeated), as
+InfoPro's CIFAR recipe does (Wang et al. 2021, ``Experiments on CIFAR-SVHN-STL10/train.py`` of
+``blackfeather-wang/InfoPro-Pytorch``: pad 4 by reflection, ``RandomCrop(32)``, flip). Every random
+choice is a stateless op keyed on (epoch seed, example index), so an epoch's augmented batches are a
+pure function of the seed and the epoch.
 """
 
 from __future__ import annotations
@@ -135,7 +139,9 @@ def augment_image(image: tf.Tensor, policy: str, seed: tf.Tensor, pca: PCAColour
         return random_resized_crop_flip(image, (image.shape[0], image.shape[1]), seed)
     height, width = image.shape[0], image.shape[1]
     pad = max(1, height // 8)
-    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    mode = "REFLECT" if policy.startswith("reflect_") else "CONSTANT"
+    policy = policy.removeprefix("reflect_")
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode=mode)
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
     image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=seeds[0])
     image = tf.ensure_shape(image, (height, width, None))

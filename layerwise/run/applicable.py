@@ -31,7 +31,9 @@ INFOPRO = _loss_is("infopro")
 DEPENDENT: dict[str, tuple[Callable[[Flat], bool], str]] = {
     "aux_dropout": (lambda c: bool(c["aux_hidden_units"]), "aux_hidden_units (it drops out before those layers)"),
     "plateau_patience": (lambda c: c["lr_schedule"] == "plateau", "lr_schedule='plateau'"),
-    "warmup_lr": (lambda c: c["warmup_steps"] > 0, "warmup_steps > 0"),
+    "warmup_lr": (lambda c: c["warmup_steps"] > 0 or (c["lr_schedule"] == "cosine" and c["warmup_epochs"] > 0),
+                  "warmup_steps > 0, or lr_schedule='cosine' with warmup_epochs > 0"),
+    "warmup_epochs": (lambda c: c["lr_schedule"] == "cosine", "lr_schedule='cosine'"),
     "refit_head_conv_layers": (lambda c: c["refit_head_epochs"] > 0, "refit_head_epochs > 0"),
     "refit_head_width": (lambda c: c["refit_head_epochs"] > 0, "refit_head_epochs > 0"),
     "prune_criterion": (lambda c: c["prune_to_width"] > 0, "prune_to_width > 0"),

@@ -32,7 +32,7 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("sgd", "adam")
 ON_NAN = ("stop", "skip")
 PRUNE_CRITERIA = ("taylor", "l1")
-LR_SCHEDULES = ("step", "multistep", "plateau")
+LR_SCHEDULES = ("step", "multistep", "plateau", "cosine")
 MILESTONE_UNITS = ("epoch", "step")
 EVAL_CROPS = (1, 10)
 CACHE_PREFIX = ("auto", "memory", "disk", "off")
@@ -41,7 +41,7 @@ PREFIX_MODES = ("no_tape", "tape")
 # and with it every app's --help, needs no TensorFlow).
 AUGMENTATIONS = (
     "none", "crop", "crop_flip", "resized_crop_flip", "pca", "crop_pca", "crop_flip_pca", "flip", "flip_pca",
-    "cutout", "crop_cutout", "crop_flip_cutout",
+    "cutout", "crop_cutout", "crop_flip_cutout", "reflect_crop", "reflect_crop_flip",
 )
 
 
@@ -66,6 +66,10 @@ INFOPRO_CLASS_TERMS = ("cross_entropy", "contrast")
 # the fields one stage may set for itself (``TrainConfig.stage_overrides``): what the per-stage
 # tuner (``layerwise.tuning.tune_per_stage``) chooses
 STAGE_FIELDS = ("lr", "weight_decay", "aux_width", "aux_conv_layers", "epochs_per_stage")
+# how an aux head with max_features averages where the block does not divide the features (heads.py)
+AUX_POOLINGS = ("adaptive", "padded")
+# how an asynchronous stage picks its batch from the replay buffer (layerwise.training.replay)
+REPLAY_POLICIES = ("priority_lifo", "uniform")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +91,14 @@ class HeadsConfig:
         0, "Average each aux head's features down only until at most this many reach its linear layer "
         "(Noekland & Eidnes' dim_in_decoder: 4096) instead of to 2x2; 0: off (the paper's 2x2).",
         flag="aux_max_features")
+    zero_init: bool = option(
+        False, "Start each aux head's linear layer at zero weights (Noekland & Eidnes' decoder_y; the bias "
+        "starts at zero too).", flag="aux_zero_init")
+    pooling: str = option(
+        "adaptive", "With --aux_max_features, how the heads average where the block does not divide the "
+        "features: adaptive (every row and column, overlapping windows) or padded (Noekland & Eidnes' "
+        "AvgPool2d(kernel, padding): zero padding counted in the mean, the rows and columns beyond the last "
+        "whole window left out).", flag="aux_pooling", choices=AUX_POOLINGS)
     pooled_size: int = option(
         2, "Spatial size each aux head averages its features to before its linear layer (the paper: 2, i.e. "
         "2x2).", flag="aux_pooled_size")
@@ -109,6 +121,8 @@ class OptimConfig:
     name: str = option("sgd", "sgd (with momentum, the paper's) or adam.", flag="optimizer", choices=OPTIMIZERS)
     lr: float = option(0.05, "Learning rate.", flag="lr")
     momentum: float = option(0.9, "SGD momentum.", flag="momentum")
+    nesterov: bool = option(
+        False, "Nesterov momentum for SGD (InfoPro's recipe, Wang et al. 2021: nesterov=True).", flag="nesterov")
     weight_decay: float = option(
         5e-4, "L2 coefficient added to the loss on every trainable variable (PyTorch-style coupled weight "
         "decay, as in the paper's code).", flag="weight_decay")
@@ -125,8 +139,10 @@ class ScheduleConfig:
 
     kind: str = option(
         "step", "step (every --lr_decay_every epochs), multistep (at --lr_milestones; He et al.: 32000,48000 "
-        "iterations) or plateau (when the validation accuracy has not improved for --plateau_patience epochs; "
-        "Krizhevsky et al.; needs --validation_fraction).", flag="lr_schedule", choices=LR_SCHEDULES)
+        "iterations), plateau (when the validation accuracy has not improved for --plateau_patience epochs; "
+        "Krizhevsky et al.; needs --validation_fraction) or cosine (per epoch, to 0 at the last epoch, after "
+        "--warmup_epochs of linear warm-up from --warmup_lr; InfoPro's cos_lr).", flag="lr_schedule",
+        choices=LR_SCHEDULES)
     decay_every: int = option(
         2, "Multiply the LR by --lr_decay_factor every this many epochs of a stage (0: constant; the paper: "
         "x0.2 every 15 epochs on CIFAR).", flag="lr_decay_every")
@@ -144,7 +160,12 @@ class ScheduleConfig:
     warmup_steps: int = option(
         0, "Train the first this many iterations of each problem at --warmup_lr (He et al., ResNet-110: 400; "
         "0: off).", flag="warmup_steps")
-    warmup_lr: float = option(0.0, "Learning rate of the warm-up iterations (ResNet-110: 0.01).", flag="warmup_lr")
+    warmup_lr: float = option(
+        0.0, "Learning rate of the warm-up iterations (ResNet-110: 0.01), or the first epoch's of "
+        "--warmup_epochs (InfoPro: 0.01).", flag="warmup_lr")
+    warmup_epochs: int = option(
+        0, "--lr_schedule cosine only: blend linearly from --warmup_lr (first epoch) into the cosine over this "
+        "many epochs of each problem (InfoPro: 10; stretched J times end to end; 0: off).", flag="warmup_epochs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,8 +238,12 @@ class LocalConfig:
         "stages (0: the model's own stages). InfoPro's K.", flag="local_modules")
     replay_buffer: int = option(
         0, "--mode decoupled: N > 0 makes it asynchronous (Belilovsky et al. 2020): each stage reads its "
-        "input from a replay buffer of the last N batches of the previous stage's outputs (seeded uniform "
-        "sampling) and steps at its own rate; 0: synchronous, every stage on every batch.", flag="replay_buffer")
+        "input from a replay buffer of the last N batches of the previous stage's outputs (--replay_policy) and "
+        "steps at its own rate; 0: synchronous, every stage on every batch.", flag="replay_buffer")
+    replay_policy: str = option(
+        "priority_lifo", "--replay_buffer: which batch a stage reads: priority_lifo (DGL's Buffer.get_sample: the "
+        "freshest of the least-used batches) or uniform (seeded, over the filled slots).", flag="replay_policy",
+        choices=REPLAY_POLICIES)
     step_ratios: list[float] = option(
         factory=list, help="--replay_buffer: steps of each stage per training batch, e.g. 1,2,0.5 (stage 0 takes "
         "exactly 1: it reads the data); empty: 1 for every stage.", flag="stage_step_ratios")
@@ -255,7 +280,8 @@ class TrainConfig:
     augment: str = option(
         "auto", "auto (the dataset's default), none, crop, crop_flip, resized_crop_flip, flip, or one of those "
         "+ AlexNet PCA colour: pca, crop_pca, crop_flip_pca, flip_pca; or + cutout (DeVries & Taylor 2017): "
-        "cutout, crop_cutout, crop_flip_cutout.", choices=("auto",) + AUGMENTATIONS)
+        "cutout, crop_cutout, crop_flip_cutout; reflect_crop, reflect_crop_flip: the crop's padding mirrors the "
+        "image instead of zeros (InfoPro's CIFAR recipe).", choices=("auto",) + AUGMENTATIONS)
     seed: int = option(0, "Seed for weights, data order and augmentation.")
     split_seed: int = option(0, "Seed of the train/test split of embedded data (and of the validation split).")
     on_nan: str = option("stop", "At a non-finite loss: stop, or skip the batch.", choices=ON_NAN)
@@ -316,6 +342,9 @@ class TrainConfig:
             raise ConfigError(
                 f"need 0 <= weight_decay < inf and 0 <= momentum < 1, got {optim.weight_decay}, {optim.momentum}"
             )
+        if optim.nesterov and (optim.name != "sgd" or not optim.momentum):
+            raise ConfigError(f"nesterov needs the sgd optimizer with momentum > 0, got optimizer {optim.name!r} "
+                              f"and momentum {optim.momentum}: pass optimizer sgd and a momentum, or nesterov False")
         if self.schedule.decay_every < 0 or not 0 < self.schedule.decay_factor <= 1:
             raise ConfigError(
                 f"need lr_decay_every >= 0 and 0 < lr_decay_factor <= 1, got "
@@ -437,6 +466,9 @@ class TrainConfig:
             raise ConfigError(f"aux_dropout must be in [0, 1), got {heads.dropout}")
         if heads.max_features < 0:
             raise ConfigError(f"aux_max_features must be >= 0 (0 = off), got {heads.max_features}")
+        if heads.pooling != "adaptive" and not heads.max_features:
+            raise ConfigError(f"aux_pooling {heads.pooling!r} sizes its windows from aux_max_features: "
+                              "set aux_max_features (e.g. 4096) or leave aux_pooling adaptive")
 
     def validate_local(self) -> None:
         """Checks the local-learning fields (part of :meth:`validate`).
@@ -468,6 +500,9 @@ class TrainConfig:
         if local.replay_buffer and self.mode != "decoupled":
             raise ConfigError("replay_buffer applies to --mode decoupled (the asynchronous variant); drop it or "
                               "pass --mode decoupled")
+        if local.replay_policy != "priority_lifo" and not local.replay_buffer:
+            raise ConfigError(f"replay_policy {local.replay_policy!r} applies to the asynchronous decoupled mode: "
+                              "also pass --replay_buffer N, or drop it")
         ratios = list(local.step_ratios)
         if ratios and not local.replay_buffer:
             raise ConfigError("stage_step_ratios apply to the asynchronous decoupled mode: also pass --replay_buffer N")
@@ -514,6 +549,11 @@ class TrainConfig:
                 f"need warmup_steps >= 0 and warmup_lr > 0 when warming up, got "
                 f"{schedule.warmup_steps}, {schedule.warmup_lr}"
             )
+        if schedule.warmup_epochs < 0 or (schedule.warmup_epochs and (
+                schedule.kind != "cosine" or not schedule.warmup_lr > 0)):
+            raise ConfigError(
+                f"warmup_epochs warms up the cosine schedule: need lr_schedule cosine and warmup_lr > 0 with "
+                f"warmup_epochs > 0, got {schedule.kind!r}, {schedule.warmup_lr}, {schedule.warmup_epochs}")
         if self.eval_crops == 10:
             if not self.crop_size:
                 raise ConfigError(

@@ -201,8 +201,8 @@ def _resolve_verbose(verbose: int | str) -> int:
 
 
 # the options an optimizer object replaces (it brings its own learning rate or schedule)
-OPTIMIZER_OPTIONS = ("lr", "momentum", "lr_schedule", "lr_decay_every", "lr_decay_factor", "lr_milestones",
-                     "lr_milestone_unit", "plateau_patience", "warmup_steps", "warmup_lr")
+OPTIMIZER_OPTIONS = ("lr", "momentum", "nesterov", "lr_schedule", "lr_decay_every", "lr_decay_factor", "lr_milestones",
+                     "lr_milestone_unit", "plateau_patience", "warmup_steps", "warmup_lr", "warmup_epochs")
 
 
 def _optimizer_options(optimizer, required: bool) -> tuple[dict[str, Any], Callable[[], keras.optimizers.Optimizer] | None]:

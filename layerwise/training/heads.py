@@ -24,8 +24,13 @@ import keras
 
 from layerwise.errors import ConfigError
 from layerwise.run import recorded
-from layerwise.run.config import TrainConfig, check_head_shape
-from layerwise.training.layers import FusedBatchNormalization, average_pool_to, features_input
+from layerwise.run.config import AUX_POOLINGS, TrainConfig, check_head_shape
+from layerwise.training.layers import (
+    FusedBatchNormalization,
+    average_pool_to,
+    features_input,
+    padded_average_pool,
+)
 from layerwise.training.network import HeadBuilder
 
 # PyTorch's BatchNorm momentum 0.1 (the reference code) is Keras momentum 0.9; Keras's 0.99
@@ -58,6 +63,16 @@ class AuxHead:
         max_features: instead of ``pooled_size``, average down only as far as needed for at most
             this many features to reach the linear layer, halving the height, then the width, in
             turn (Nøkland & Eidnes 2019, ``dim_in_decoder``, 4096 in their code); 0 = off.
+        pooling: with ``max_features``, how a block that does not divide the features averages:
+            ``"adaptive"`` (PyTorch's ``AdaptiveAvgPool2d``: overlapping windows over every row
+            and column) or ``"padded"``, Nøkland & Eidnes' ``AvgPool2d((kh, kw), padding)``
+            (``LocalLossBlockConv.__init__`` in ``train.py`` of ``anokland/local-loss``): windows
+            of the block's size at its stride, half a block of zero padding on each side counted
+            in the mean, and the rows and columns past the last whole window left out (at 28
+            pixels with a 16-row block: windows over rows -8..7 and 8..23, rows 24-27 unread).
+            Where the block divides the features both are the block mean.
+        zero_init: the linear layer's weights start at zero (Nøkland & Eidnes zero
+            ``decoder_y.weight`` in ``LocalLossBlockConv.__init__``); ``False``: Keras's default.
     """
 
     # the defaults are the configuration's (aux_conv_layers=1, aux_width=128): one default head,
@@ -70,6 +85,8 @@ class AuxHead:
     dropout: float = 0.0
     pre_pool: int = 1
     max_features: int = 0
+    pooling: str = "adaptive"
+    zero_init: bool = False
 
     @property
     def conv_layers(self) -> int:
@@ -99,8 +116,9 @@ class AuxHead:
             value = getattr(self, name)
             if not is_int(value) or value < low:
                 raise ConfigError(f"AuxHead {name} must be an integer >= {low}{note}, got {value!r}")
-        if not isinstance(self.batchnorm, bool):
-            raise ConfigError(f"AuxHead batchnorm must be True or False, got {self.batchnorm!r}")
+        for name in ("batchnorm", "zero_init"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"AuxHead {name} must be True or False, got {getattr(self, name)!r}")
         units = self.hidden_units
         if not isinstance(units, tuple) or not all(is_int(u) and u > 0 for u in units):
             raise ConfigError(f"AuxHead hidden_units must be a tuple of positive integers, got {units!r}")
@@ -110,6 +128,11 @@ class AuxHead:
         if dropout and not units:
             raise ConfigError(f"AuxHead dropout={dropout!r} applies before the hidden_units layers, and there are none: "
                               "give hidden_units too, or leave dropout at 0")
+        if self.pooling not in AUX_POOLINGS:
+            raise ConfigError(f"AuxHead pooling must be one of {AUX_POOLINGS}, got {self.pooling!r}")
+        if self.pooling != "adaptive" and not self.max_features:
+            raise ConfigError(f"AuxHead pooling={self.pooling!r} sizes its windows from max_features: pass "
+                              "max_features (e.g. 4096) or pooling='adaptive'")
         check_head_shape(self.conv_layers, self.width, self.pre_pool)
         return self
 
@@ -118,6 +141,11 @@ class AuxHead:
         if not self.max_features:
             side = min(self.pooled_size, height, width)
             return side, side
+        return self.decoder_blocks(height, width, channels)[0]
+
+    def decoder_blocks(self, height: int, width: int, channels: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """With ``max_features``: the pooled ``(h, w)`` and the block ``(kh, kw)`` averaged into each
+        pooled cell, ``h = ceil(height / kh)`` (Nøkland & Eidnes' loop, ``LocalLossBlockConv.__init__``)."""
         h, w, kh, kw = height, width, 1, 1
         while channels * h * w > self.max_features and kh < height:  # Nøkland & Eidnes' loop
             kh *= 2
@@ -125,7 +153,7 @@ class AuxHead:
             if channels * h * w > self.max_features:
                 kw *= 2
                 w = math.ceil(width / kw)
-        return h, w
+        return (h, w), (kh, kw)
 
     def conv_size(self, feature_shape: Sequence[int]) -> tuple[int, int]:
         """Spatial size the hidden convs run at: the features' after ``pre_pool``."""
@@ -159,7 +187,7 @@ class AuxHead:
 
 # the configuration fields of an AuxHead (besides ``final_aux_width``, the last stage's own width)
 AUX_FIELDS = ("aux_conv_layers", "aux_width", "aux_batchnorm", "aux_pooled_size", "aux_hidden_units", "aux_dropout",
-              "aux_pre_pool", "aux_max_features", "aux_head_object")
+              "aux_pre_pool", "aux_max_features", "aux_pooling", "aux_zero_init", "aux_head_object")
 
 
 def head_options(head: AuxHead | HeadBuilder, required: bool) -> dict[str, Any]:
@@ -176,7 +204,7 @@ def head_options(head: AuxHead | HeadBuilder, required: bool) -> dict[str, Any]:
     """
     if type(head) is AuxHead:
         values = (head.conv_layers, head.width, head.batchnorm, head.pooled_size, list(head.hidden_units),
-                  float(head.dropout), head.pre_pool, head.max_features, {})
+                  float(head.dropout), head.pre_pool, head.max_features, head.pooling, head.zero_init, {})
         return dict(zip(AUX_FIELDS, values))  # final_aux_width: as given
     if not callable(head):
         raise ConfigError(f"head must be an AuxHead or a function (feature_shape, num_classes) -> keras.Model, "
@@ -197,7 +225,8 @@ def config_heads(config: TrainConfig) -> tuple[AuxHead | HeadBuilder, AuxHead | 
         return builder, builder
     head = AuxHead(k=heads.conv_layers + 1, width=heads.width, batchnorm=heads.batchnorm,
                    pooled_size=heads.pooled_size, hidden_units=tuple(heads.hidden_units), dropout=heads.dropout,
-                   pre_pool=heads.pre_pool, max_features=heads.max_features)
+                   pre_pool=heads.pre_pool, max_features=heads.max_features, pooling=heads.pooling,
+                   zero_init=heads.zero_init)
     return head, dataclasses.replace(head, width=heads.final_width) if heads.final_width else head
 
 
@@ -244,7 +273,9 @@ def build_aux_head(
                 x = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
             x = keras.layers.ReLU(name=f"{name}_relu{i}")(x)
         pooled = spec.pooled_shape(*x.shape[1:4])
-        if not spec.max_features or pooled != tuple(x.shape[1:3]):
+        if spec.pooling == "padded" and pooled != tuple(x.shape[1:3]):
+            x = padded_average_pool(x, spec.decoder_blocks(*x.shape[1:4])[1], name=f"{name}_avg")
+        elif not spec.max_features or pooled != tuple(x.shape[1:3]):
             x = average_pool_to(pooled, x.shape[1:3], name=f"{name}_avg")(x)
     elif spec.conv_layers:
         raise ConfigError(f"conv auxiliary layers need (H, W, C) features, got shape {tuple(feature_shape)}")
@@ -257,5 +288,6 @@ def build_aux_head(
         x = keras.layers.Dropout(spec.dropout, name=f"{name}_dropout_out")(x)
     if spec.batchnorm and spec.conv_layers:
         x = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn_out")(x)
-    logits = keras.layers.Dense(num_classes, dtype="float32", name=f"{name}_logits")(x)
+    initializer = "zeros" if spec.zero_init else "glorot_uniform"
+    logits = keras.layers.Dense(num_classes, dtype="float32", kernel_initializer=initializer, name=f"{name}_logits")(x)
     return keras.Model(features, logits, name=name)

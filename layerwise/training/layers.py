@@ -139,3 +139,21 @@ def average_pool_to(output_size, feature_shape, name: str) -> keras.layers.Layer
     if feature_shape[0] % h == 0 and feature_shape[1] % w == 0:
         return BlockAveragePooling2D((h, w), name=name)
     return keras.layers.AdaptiveAveragePooling2D((h, w), name=name)
+
+
+def padded_average_pool(x, block: tuple[int, int], name: str):
+    """PyTorch's ``AvgPool2d(block, padding=pad)`` (stride = block, ``count_include_pad=True``,
+    ``ceil_mode=False``) on ``(H, W, C)`` features, with Nøkland & Eidnes' padding
+    ``pad = block * (ceil(H / block) - floor(H / block)) // 2`` per axis (``train.py`` of
+    ``anokland/local-loss``, ``LocalLossBlockConv.__init__``): the zero padding counts in every mean
+    and the rows and columns past the last whole window are left out. Output
+    ``ceil(H / block) x ceil(W / block)``.
+
+    Built from ``keras.layers.ZeroPadding2D`` and ``keras.layers.AveragePooling2D`` (``"valid"``:
+    each window's sum over its full size, padding included).
+    """
+    height, width = x.shape[1:3]
+    pads = [k * (-(-size // k) - size // k) // 2 for size, k in zip((height, width), block)]
+    if any(pads):
+        x = keras.layers.ZeroPadding2D(((pads[0], pads[0]), (pads[1], pads[1])), name=f"{name}_pad")(x)
+    return keras.layers.AveragePooling2D(tuple(block), strides=tuple(block), padding="valid", name=name)(x)

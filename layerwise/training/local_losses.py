@@ -143,6 +143,33 @@ class StopGradient(keras.layers.Layer):
         return keras.ops.stop_gradient(inputs)
 
 
+@keras.saving.register_keras_serializable(package="layerwise")
+class AlignCornersResize(keras.layers.Layer):
+    """Bilinear resizing of ``(H, W, C)`` features to ``size`` with the corner pixels aligned:
+    PyTorch's ``F.interpolate(mode="bilinear", align_corners=True)``, which InfoPro's decoder uses
+    (``Decoder.forward`` in ``networks/auxiliary_nets.py`` of ``blackfeather-wang/InfoPro-Pytorch``).
+    Output pixel ``i`` samples input position ``i * (H - 1) / (size - 1)``; Keras's ``Resizing``
+    samples half-pixel centres instead. Computed by ``tf.compat.v1.image.resize_bilinear``.
+    """
+
+    def __init__(self, size, **kwargs):
+        super().__init__(**kwargs)
+        self.size = (int(size[0]), int(size[1]))
+
+    def call(self, inputs):
+        out = tf.compat.v1.image.resize_bilinear(inputs, self.size, align_corners=True)
+        return tf.cast(out, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.size, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "size": list(self.size)}
+
+
+INFOPRO_BN_EPSILON = 1e-5  # PyTorch's BatchNorm2d default, in InfoPro's decoder and projection head
+
+
 def similarity_head(feature_shape: Sequence[int], name: str) -> keras.Model:
     """Nøkland & Eidnes' ``conv_loss``: a bias-free 3x3 conv keeping the width (a dense layer for
     flat features), whose output the similarity matrix is taken of."""
@@ -156,8 +183,11 @@ def similarity_head(feature_shape: Sequence[int], name: str) -> keras.Model:
 
 
 def decoder(feature_shape: Sequence[int], image_shape: Sequence[int], width: int, name: str) -> keras.Model:
-    """InfoPro's decoder: features resized (bilinear) to the image, 3x3 conv of ``width`` + BN + ReLU,
-    3x3 conv to the image's channels; outputs logits (the loss applies the sigmoid)."""
+    """InfoPro's decoder: features resized (bilinear, corners aligned: :class:`AlignCornersResize`)
+    to the image, 3x3 conv of ``width`` + BN (epsilon 1e-5) + ReLU, 3x3 conv with a bias to the
+    image's channels; outputs logits (the loss applies the sigmoid). As their ``Decoder``
+    (``networks/auxiliary_nets.py`` of ``blackfeather-wang/InfoPro-Pytorch``); its first conv's
+    bias is left out here, which the BatchNorm after it cancels."""
     features = features_input(feature_shape, f"{name}_features")
     height, wide, channels = (int(d) for d in image_shape)
     x = features
@@ -165,26 +195,30 @@ def decoder(feature_shape: Sequence[int], image_shape: Sequence[int], width: int
         x = keras.layers.Dense(height * wide * width, name=f"{name}_decoder_dense")(x)
         x = keras.layers.Reshape((height, wide, width), name=f"{name}_decoder_reshape")(x)
     elif tuple(feature_shape[:2]) != (height, wide):
-        x = keras.layers.Resizing(height, wide, interpolation="bilinear", name=f"{name}_decoder_resize")(x)
+        x = AlignCornersResize((height, wide), name=f"{name}_decoder_resize")(x)
     x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_decoder_conv0")(x)
-    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_decoder_bn0")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=INFOPRO_BN_EPSILON, name=f"{name}_decoder_bn0")(x)
     x = keras.layers.ReLU(name=f"{name}_decoder_relu0")(x)
-    x = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, dtype="float32", name=f"{name}_decoder_conv1")(x)
+    x = keras.layers.Conv2D(channels, 3, padding="same", dtype="float32", name=f"{name}_decoder_conv1")(x)
     return keras.Model(features, x, name=f"{name}_decoder")
 
 
 def projection_head(feature_shape: Sequence[int], dim: int, name: str) -> keras.Model:
     """InfoPro's ``1c2f`` auxiliary net for the contrastive term: a 3x3 conv to
-    ``max(C, min(2C, 64))`` channels (stride 2 where it widens) + BN + ReLU, global average, FC 128,
-    ReLU, FC ``dim``."""
+    ``max(C, min(2C, 64))`` channels (stride 2 where it widens) + BN (epsilon 1e-5) + ReLU, global
+    average, FC 128, ReLU, FC ``dim`` (``networks/auxiliary_nets.py`` of InfoPro-Pytorch). The
+    strided conv pads one pixel on every side, as their ``Conv2d(padding=1)``: Keras's
+    ``padding="same"`` would pad only the bottom and right and shift the grid by one pixel."""
     features = features_input(feature_shape, f"{name}_features")
     x = features
     if len(feature_shape) == 3:
         channels = int(feature_shape[-1])
         width = max(channels, min(2 * channels, 64))
-        x = keras.layers.Conv2D(width, 3, strides=2 if width > channels else 1, padding="same", use_bias=False,
+        x = keras.layers.ZeroPadding2D(1, name=f"{name}_projection_pad")(x)
+        x = keras.layers.Conv2D(width, 3, strides=2 if width > channels else 1, padding="valid", use_bias=False,
                                 name=f"{name}_projection_conv")(x)
-        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_projection_bn")(x)
+        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=INFOPRO_BN_EPSILON,
+                                            name=f"{name}_projection_bn")(x)
         x = keras.layers.ReLU(name=f"{name}_projection_relu")(x)
         x = keras.layers.GlobalAveragePooling2D(name=f"{name}_projection_avg")(x)
     x = keras.layers.Dense(128, activation="relu", name=f"{name}_projection_fc0")(x)

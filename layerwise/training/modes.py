@@ -38,7 +38,7 @@ from layerwise.training.problems import (
     stage_problem,
 )
 from layerwise.training.local_steps import make_local_decoupled_step
-from layerwise.training.replay import check_async, make_async_decoupled_step
+from layerwise.training.replay import check_async, make_async_decoupled_step, make_replay_buffers
 from layerwise.training.steps import make_decoupled_step, make_predict_step
 
 
@@ -209,14 +209,18 @@ class Decoupled(Mode):
         common = dict(weight_decay=trainer.config.optim.weight_decay, global_batch_size=trainer.global_batch_size(),
                       strategy=trainer.strategy, jit_compile=trainer.options.jit_compile)
         local = trainer.config.local
+        buffers = []
         if local.replay_buffer:  # asynchronous: the buffers are training state, checkpointed with the epochs
+            stage_outputs = [stage.output for stage in network.stages]
+            buffers = make_replay_buffers(objectives, stage_outputs, local.replay_buffer, trainer.config.batch_size,
+                                          network.input_shape, local.replay_policy, trainer.strategy)
             step, state = make_async_decoupled_step(
-                models, optimizers, objectives, stage_outputs=[stage.output for stage in network.stages],
+                models, optimizers, objectives, stage_outputs=stage_outputs, buffers=buffers,
                 buffer_size=local.replay_buffer,
                 ratios=check_async(network.num_stages, local.step_ratios, trainer.strategy.num_replicas_in_sync,
                                    trainer.data.fixed_batch_size),
                 seed=trainer.config.seed, batch_size=trainer.config.batch_size, image_shape=network.input_shape,
-                **common)
+                policy=local.replay_policy, **common)
             optimizer_variables += state
         history = trainer.restore_epoch(run.name, run.epochs, all_variables, optimizer_variables, checkpoints)
         if any(objective is not None for objective in objectives) and not local.replay_buffer:
@@ -252,6 +256,8 @@ class Decoupled(Mode):
                 "epochs": len(history),
                 "seconds": seconds,  # the one pass that trained every stage
                 "peak_memory_mb": largest_peak(r.get("peak_memory_mb") for r in history),  # all stages'
+                # what this stage read from the buffer before it (asynchronous runs)
+                **(buffers[problem.stage - 1].statistics() if buffers and problem.stage else {}),
             })
         if checkpoints is not None:
             checkpoints.save_final(final, {"records": records})

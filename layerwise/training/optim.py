@@ -23,10 +23,11 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with
 
 
 def make_optimizer(config: OptimConfig, learning_rate, precision: str = "float32") -> keras.optimizers.Optimizer:
-    """A fresh optimizer: SGD with momentum (the paper's) or Adam, at ``learning_rate``.
+    """A fresh optimizer: SGD with momentum (the paper's; Nesterov's with ``config.nesterov``) or
+    Adam, at ``learning_rate``.
 
     Args:
-        config: the optimizer's fields (name, momentum; ``config.lr`` is already in
+        config: the optimizer's fields (name, momentum, nesterov; ``config.lr`` is already in
             ``learning_rate``).
         learning_rate: a float or a schedule (``layerwise.training.schedules.make_schedule``).
         precision: under ``mixed_float16`` the optimizer is wrapped in a ``LossScaleOptimizer``
@@ -35,7 +36,8 @@ def make_optimizer(config: OptimConfig, learning_rate, precision: str = "float32
     if config.name == "adam":
         optimizer = keras.optimizers.Adam(learning_rate)
     else:
-        optimizer = keras.optimizers.SGD(learning_rate, momentum=config.momentum)
+        # Nesterov: Keras's SGD update equals PyTorch's SGD(nesterov=True) at a constant learning rate
+        optimizer = keras.optimizers.SGD(learning_rate, momentum=config.momentum, nesterov=config.nesterov)
     return for_precision(optimizer, precision)
 
 

@@ -9,9 +9,18 @@ batch is one round, in which
 1. stage 0 takes one step on the batch and writes its (detached) output, with the labels and the
    images, into buffer 0 (a ring of the last ``N`` batches);
 2. each stage j >= 1, in order, takes ``floor((t + 1) r_j) - floor(t r_j)`` steps in round ``t``
-   (``r_j`` its step ratio: 1 every round, 2 twice, 0.5 every other round), each on a batch drawn
-   uniformly from buffer j - 1's filled slots with a stateless generator keyed on the run seed, the
-   stage and its step count, and writes its output into buffer j. A stage whose input buffer is
+   (``r_j`` its step ratio: 1 every round, 2 twice, 0.5 every other round), each on a batch read
+   from buffer j - 1 (:meth:`ReplayBuffer.sample`), and writes its output into buffer j.
+
+Which batch (``policy``): ``"priority_lifo"`` (the default), the least-used batch of the buffer and
+the freshest among those, as DGL's ``Buffer.get_sample`` with its default ``priority_lifo``
+(``buffer_experiments/cifar_buffer.py`` of ``eugenium/DGL``): every slot counts the times it was
+served, reset when it is overwritten. (Their code compares slot indices with the write pointer
+using ``>``, so once the ring is full the slot *at* the pointer, the oldest, wins a tie; this
+follows their comment's intent, "use the freshest one among them".) ``"uniform"``: drawn uniformly
+from the filled slots with a stateless generator keyed on the run seed, the stage and its step
+count. Still not DGL's: their asynchronous runs pick one random worker per iteration (the slowed
+stage less often); here stages step in fixed rounds at their ratios. A stage whose input buffer is
    still empty (a slower stage before it has not stepped yet, e.g. ratios ``1, 0.5, 1`` in round
    0) waits: it takes no steps in that round.
 
@@ -35,6 +44,7 @@ import tensorflow as tf
 
 from layerwise.data.base import derive_seed
 from layerwise.errors import ConfigError
+from layerwise.run.config import REPLAY_POLICIES
 from layerwise.training.local_losses import LOGITS, LocalLoss
 from layerwise.training.local_steps import as_outputs, objective_loss, statistics_of
 from layerwise.training.steps import all_finite, assign_all, correct_count, reduced, update_if
@@ -51,8 +61,12 @@ class ReplayBuffer:
         name: variable-name prefix.
     """
 
-    def __init__(self, output_spec, size: int, batch_size: int, image_shape: Sequence[int] | None, name: str):
+    def __init__(self, output_spec, size: int, batch_size: int, image_shape: Sequence[int] | None, name: str,
+                 policy: str = "priority_lifo"):
+        if policy not in REPLAY_POLICIES:
+            raise ConfigError(f"replay policy must be one of {', '.join(REPLAY_POLICIES)}, got {policy!r}")
         self.size = size
+        self.policy = policy
         self.structure = output_spec
         self.features = [
             tf.Variable(tf.zeros([size, batch_size, *t.shape[1:]], t.dtype), trainable=False, name=f"{name}_features_{i}")
@@ -62,10 +76,27 @@ class ReplayBuffer:
         self.images = None if image_shape is None else tf.Variable(
             tf.zeros([size, batch_size, *image_shape], tf.float32), trainable=False, name=f"{name}_images")
         self.writes = tf.Variable(tf.constant(0, tf.int64), trainable=False, name=f"{name}_writes")
+        self.uses = tf.Variable(tf.zeros([size], tf.int64), trainable=False, name=f"{name}_uses")
+        # what was served: batches, their ages summed (writes since theirs), batches served at least once
+        self.served = tf.Variable(tf.constant(0, tf.int64), trainable=False, name=f"{name}_served")
+        self.age_total = tf.Variable(tf.constant(0, tf.int64), trainable=False, name=f"{name}_age_total")
+        self.served_once = tf.Variable(tf.constant(0, tf.int64), trainable=False, name=f"{name}_served_once")
 
     @property
     def variables(self) -> list[tf.Variable]:
-        return self.features + [self.labels] + ([self.images] if self.images is not None else []) + [self.writes]
+        return (self.features + [self.labels] + ([self.images] if self.images is not None else [])
+                + [self.writes, self.uses, self.served, self.age_total, self.served_once])
+
+    def statistics(self) -> dict[str, float | None]:
+        """``replay_mean_age``: the mean number of batches written after a served one before it was
+        served (0: the freshest); ``replay_served_fraction``: the written batches served at least
+        once; ``replay_reads_per_write``: batches served per batch written. ``None`` before any."""
+        served, writes = int(self.served.numpy()), int(self.writes.numpy())
+        return {
+            "replay_mean_age": float(self.age_total.numpy()) / served if served else None,
+            "replay_served_fraction": float(self.served_once.numpy()) / writes if writes else None,
+            "replay_reads_per_write": served / writes if writes else None,
+        }
 
     def push(self, output, labels, images) -> None:
         """Writes one batch into the oldest slot."""
@@ -75,13 +106,24 @@ class ReplayBuffer:
         self.labels.scatter_nd_update([[slot]], tf.cast(labels, tf.int32)[None])
         if self.images is not None:
             self.images.scatter_nd_update([[slot]], tf.cast(images, tf.float32)[None])
+        self.uses.scatter_nd_update([[slot]], tf.zeros([1], tf.int64))
         self.writes.assign_add(1)
 
     def sample(self, seed) -> tuple:
-        """A batch drawn uniformly from the filled slots with the stateless ``seed`` (shape [2]);
-        the buffer must hold at least one batch."""
+        """A batch of the filled slots, by :attr:`policy` (the module doc; ``seed``, shape [2], keys
+        the uniform draw); the buffer must hold at least one batch. Counts the slot's use."""
         filled = tf.minimum(self.writes, self.size)
-        slot = tf.random.stateless_uniform([], seed=seed, minval=0, maxval=filled, dtype=tf.int64)
+        if self.policy == "uniform":
+            slot = tf.random.stateless_uniform([], seed=seed, minval=0, maxval=filled, dtype=tf.int64)
+        else:  # the least used, then the freshest: age 0 is the last write
+            slots = tf.range(self.size, dtype=tf.int64)
+            age = tf.math.floormod(self.writes - 1 - slots, self.size)
+            priority = tf.where(slots < filled, self.uses * self.size + age, tf.int64.max)
+            slot = tf.argmin(priority, output_type=tf.int64)
+        self.served.assign_add(1)
+        self.age_total.assign_add(tf.math.floormod(self.writes - 1 - slot, self.size))
+        self.served_once.assign_add(tf.cast(tf.equal(tf.gather(self.uses, slot), 0), tf.int64))
+        self.uses.scatter_nd_add([[slot]], tf.ones([1], tf.int64))
         output = tf.nest.pack_sequence_as(self.structure, [tf.gather(v, slot) for v in self.features])
         images = tf.gather(self.images, slot) if self.images is not None else None
         return output, tf.gather(self.labels, slot), images
@@ -113,6 +155,24 @@ def check_async(num_stages: int, ratios: Sequence[float], replicas: int, fixed_b
     return ratios
 
 
+def make_replay_buffers(
+    objectives: Sequence[LocalLoss | None],
+    stage_outputs: Sequence,
+    buffer_size: int,
+    batch_size: int,
+    image_shape: Sequence[int],
+    policy: str = "priority_lifo",
+    strategy: tf.distribute.Strategy | None = None,
+) -> list[ReplayBuffer]:
+    """The buffer after every stage but the last (images kept where a loss reads them), made under
+    the strategy's scope; arguments as :func:`make_async_decoupled_step`'s."""
+    needs_images = any(o is not None and o.needs_images for o in objectives)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        return [ReplayBuffer(stage_outputs[j], buffer_size, batch_size, image_shape if needs_images else None,
+                             f"replay_{j:02d}", policy)
+                for j in range(len(stage_outputs) - 1)]
+
+
 def make_async_decoupled_step(
     models: Sequence[keras.Model],
     optimizers: Sequence[keras.optimizers.Optimizer],
@@ -128,6 +188,8 @@ def make_async_decoupled_step(
     weight_decay: float = 0.0,
     strategy: tf.distribute.Strategy | None = None,
     jit_compile: bool = False,
+    policy: str = "priority_lifo",
+    buffers: Sequence[ReplayBuffer] | None = None,
 ) -> tuple[Callable, list[tf.Variable]]:
     """One round of asynchronous DGL per training batch (see the module doc).
 
@@ -142,6 +204,9 @@ def make_async_decoupled_step(
         seed: the run seed (the buffers' sampling order).
         batch_size: examples per batch (every batch has this many).
         image_shape: the network input's shape (kept in the buffers for losses that read images).
+        policy: which batch a stage reads (:data:`REPLAY_POLICIES`; see the module doc).
+        buffers: the buffers between the stages (:func:`make_replay_buffers`), to read their
+            :meth:`ReplayBuffer.statistics` after training; ``None``: made here.
 
     Returns:
         ``step(x, y) -> StepResult`` (the last stage's mean loss over its steps of the round, its
@@ -152,11 +217,9 @@ def make_async_decoupled_step(
     if buffer_size < 1:
         raise ConfigError(f"replay_buffer must be >= 1 for the asynchronous mode, got {buffer_size}")
     num_stages = len(models)
-    needs_images = any(o is not None and o.needs_images for o in objectives)
+    if buffers is None:
+        buffers = make_replay_buffers(objectives, stage_outputs, buffer_size, batch_size, image_shape, policy, strategy)
     with strategy.scope():
-        buffers = [ReplayBuffer(stage_outputs[j], buffer_size, batch_size, image_shape if needs_images else None,
-                                f"replay_{j:02d}")
-                   for j in range(num_stages - 1)]
         round_index = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="replay_round")
         stage_steps = [tf.Variable(tf.constant(0, tf.int64), trainable=False, name=f"replay_steps_{j:02d}")
                        for j in range(num_stages)]

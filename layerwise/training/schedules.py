@@ -9,6 +9,11 @@
   decides after each epoch on the validation accuracy (never the test set); its state
   (reductions so far, best accuracy, epochs since it improved) is saved with every epoch
   checkpoint so that a resumed run takes the same decisions as an uninterrupted one.
+- ``cosine`` (Wang et al. 2021, InfoPro's ``--cos_lr``; ``adjust_learning_rate`` in
+  ``Experiments on CIFAR-SVHN-STL10/train.py`` of ``blackfeather-wang/InfoPro-Pytorch``): constant
+  within an epoch, ``0.5 * lr * (1 + cos(pi * e / E))`` in epoch ``e = 1 .. E`` (0 in the last);
+  over the first ``warmup_epochs`` W it blends linearly from ``warmup_lr``:
+  ``cosine(e) * (e - 1) / W + warmup_lr * (W + 1 - e) / W`` (their W = 10, warm-up lr 0.01).
 
 Every schedule is a function of the optimizer's iteration counter (saved with the optimizer's
 variables) and, for ``plateau``, of a scale variable that the trainer sets from the saved state.
@@ -21,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import keras
@@ -50,6 +56,9 @@ def piecewise(
     else:
         boundaries = []
     values = [lr * factor**i for i in range(len(boundaries) + 1)]
+    if config.kind == "cosine":  # one value per epoch
+        boundaries = [e * steps_per_epoch for e in range(1, epochs)]
+        values = cosine_epochs(lr, epochs, config.warmup_epochs * stretch, config.warmup_lr)
     if config.warmup_steps:
         w = config.warmup_steps
         after = [i for i, b in enumerate(boundaries) if b > w]
@@ -57,6 +66,24 @@ def piecewise(
         boundaries = [w] + [boundaries[i] for i in after]
         values = [config.warmup_lr, first] + [values[i + 1] for i in after]
     return boundaries, values
+
+
+def cosine_epochs(lr: float, epochs: int, warmup_epochs: int = 0, warmup_lr: float = 0.0) -> list[float]:
+    """The learning rate of epochs ``1 .. epochs`` of InfoPro's cosine schedule with linear warm-up
+    (see the module doc): ``0.5 * lr * (1 + cos(pi * e / epochs))``, blended from ``warmup_lr``
+    over the first ``warmup_epochs``.
+
+    Example:
+        >>> [round(v, 4) for v in cosine_epochs(0.8, 160, 10, 0.01)[:2]]
+        [0.01, 0.089]
+    """
+    values = []
+    for e in range(1, max(1, epochs) + 1):
+        value = 0.5 * lr * (1 + math.cos(math.pi * e / epochs))
+        if e <= warmup_epochs:
+            value = value * (e - 1) / warmup_epochs + warmup_lr * (warmup_epochs + 1 - e) / warmup_epochs
+        values.append(value)
+    return values
 
 
 @keras.saving.register_keras_serializable(package="layerwise")
@@ -173,6 +200,10 @@ def describe(config: ScheduleConfig, lr: float) -> str:
                 "(lr_schedule='step', the paper's; lr_decay_every=0 keeps it constant)")
     if config.kind == "step":
         return f"lr {lr:g}, constant{warmup}"
+    if config.kind == "cosine":
+        blend = (f", after {config.warmup_epochs} epoch(s) of warm-up from {config.warmup_lr:g}"
+                 if config.warmup_epochs else "")
+        return f"lr {lr:g}, cosine to 0 over each stage{blend}{warmup} (lr_schedule='cosine')"
     if config.kind == "multistep":
         return (f"lr {lr:g}, x{config.decay_factor:g} at {config.milestone_unit}s "
                 f"{', '.join(map(str, config.milestones))}{warmup} (lr_schedule='multistep')")

@@ -235,7 +235,8 @@ class GreedyTrainer:
             given = self.optimizer_factory()
             return (f"{type(given).__name__} as given (a fresh copy per problem, with its own learning rate), "
                     f"weight_decay {optim.weight_decay:g}")
-        momentum = f" (momentum {optim.momentum:g})" if optim.name == "sgd" else ""
+        nesterov = ", Nesterov" if optim.nesterov else ""
+        momentum = f" (momentum {optim.momentum:g}{nesterov})" if optim.name == "sgd" else ""
         return (f"{optim.name}{momentum}, {describe(self.config.schedule, optim.lr)}, "
                 f"weight_decay {optim.weight_decay:g}{self.config.describe_stage_overrides()}")
 

@@ -264,6 +264,28 @@ CONFIG_PY = "layerwise/run/config.py"
 PER_STAGE_RUN = f"{PER_STAGE}::test_each_stage_trains_with_its_own_lr_weight_decay_head_and_epochs"
 PER_STAGE_BAD_LR = f"{PER_STAGE}::test_bad_stage_overrides_are_refused_naming_the_stage_and_field[lr]"
 PER_STAGE_COUNT = f"{PER_STAGE}::test_stage_overrides_are_refused_outside_layerwise_and_with_the_wrong_count"
+# ---- issue 24: fidelity
+LOCAL_VGG = "models/local_vgg.py"
+LOCAL_PRESETS_PY = "apps/local_presets.py"
+EXPERIMENTS_PY = "apps/experiments.py"
+FIDELITY = "tests/test_fidelity.py"
+PRE_DROPOUT = f"{FIDELITY}::test_local_losses_read_features_before_dropout_the_next_stage_reads_them_dropped"
+DIM_IN_DECODER = f"{FIDELITY}::test_vgg11b_3x_uses_the_authors_default_dim_in_decoder"
+POOLING_28 = f"{FIDELITY}::test_the_authors_pooling_at_28_pixels_leaves_rows_24_to_27_out"
+INFOPRO_NUMBERS = f"{FIDELITY}::test_infopro_numbers_are_resnet32s_not_resnet110s"
+BASELINES = f"{FIDELITY}::test_the_baselines_beside_the_numbers"
+NESTEROV = f"{FIDELITY}::test_nesterov_sgd_is_pytorchs_update"
+COSINE = f"{FIDELITY}::test_cosine_schedule_with_warm_up_is_infopros_per_epoch"
+REFLECT = f"{FIDELITY}::test_reflect_padded_crop_mirrors_the_image"
+INFOPRO_RECIPE = f"{FIDELITY}::test_infopro_presets_run_the_authors_recipe"
+OPTIM_PY = "layerwise/training/optim.py"
+REPLAY_PY = "layerwise/training/replay.py"
+ZERO_INIT = f"{FIDELITY}::test_their_prediction_layers_start_at_zero"
+REPLAY_STATS = f"{FIDELITY}::test_replay_statistics_count_ages_and_the_batches_ever_served"
+PRIORITY_LIFO = f"{FIDELITY}::test_priority_lifo_serves_the_freshest_of_the_least_used_batches"
+LOCAL_LOSSES_PY = "layerwise/training/local_losses.py"
+INFOPRO_DECODER = f"{FIDELITY}::test_infopro_decoder_upsamples_with_corners_aligned_and_has_their_bias_and_epsilon"
+INFOPRO_PROJECTION = f"{FIDELITY}::test_infopro_projection_conv_pads_both_sides_as_their_padding_1"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1934,5 +1956,134 @@ MUTANTS: list[Mutant] = [
         "        if count and count != num_stages:\n",
         "        if count and count < num_stages:\n",
         (PER_STAGE_COUNT,),
+    ),
+    # ---- issue 24: fidelity
+    Mutant(
+        "local-vgg-loss-reads-dropout",
+        "every conv stage of vgg8b/vgg11b ends in dropout again: the local losses read dropped-out features",
+        LOCAL_VGG,
+        '        return _activation(activation, f"conv{i}_act")(x)\n',
+        '        return keras.layers.Dropout(0.5)(_activation(activation, f"conv{i}_act")(x))\n',
+        (PRE_DROPOUT,),
+    ),
+    Mutant(
+        "local-vgg-element-dropout",
+        "conv features are dropped element by element, not as whole channels (their Dropout2d)",
+        LOCAL_VGG,
+        "keras.layers.SpatialDropout2D(rate, name=name) if spatial else",
+        "keras.layers.Dropout(rate, name=name) if spatial else",
+        (PRE_DROPOUT,),
+    ),
+    Mutant(
+        "vgg11b3x-dim-in-decoder-2048",
+        "the vgg11b (3x) preset keeps 2048 features in its decoders instead of the authors' default 4096",
+        LOCAL_PRESETS_PY,
+        'augment="crop_flip_cutout", aux_max_features=4096,',
+        'augment="crop_flip_cutout",',
+        (DIM_IN_DECODER,),
+    ),
+    Mutant(
+        "padded-pooling-ignored",
+        "aux_pooling padded averages every row adaptively (rows 24-27 at 28 pixels are read)",
+        HEADS,
+        '        if spec.pooling == "padded" and pooled != tuple(x.shape[1:3]):',
+        '        if False and pooled != tuple(x.shape[1:3]):',
+        (POOLING_28,),
+    ),
+    Mutant(
+        "infopro-resnet110-numbers",
+        "the InfoPro presets quote ResNet-110's and other rows' numbers (6.42 / 7.30 / 8.13 / 8.71)",
+        LOCAL_PRESETS_PY,
+        "INFOPRO_RESNET32_ERRORS = {2: 7.76, 4: 8.58, 8: 11.13, 16: 12.75}",
+        "INFOPRO_RESNET32_ERRORS = {2: 6.42, 4: 7.30, 8: 8.13, 16: 8.71}",
+        (INFOPRO_NUMBERS,),
+    ),
+    Mutant(
+        "pruned-finetune-5-epochs",
+        "cifar10_k3_pruned fine-tunes the pruned head 5 epochs, not the paper's 20",
+        EXPERIMENTS_PY,
+        'prune_criterion="taylor", prune_finetune_epochs=20,',
+        'prune_criterion="taylor", prune_finetune_epochs=5,',
+        (BASELINES,),
+    ),
+    Mutant(
+        "nesterov-ignored",
+        "--nesterov builds plain-momentum SGD",
+        OPTIM_PY,
+        "momentum=config.momentum, nesterov=config.nesterov)",
+        "momentum=config.momentum)",
+        (NESTEROV,),
+    ),
+    Mutant(
+        "cosine-warmup-off-by-one",
+        "the cosine warm-up starts one epoch late (epoch 1 is not at warmup_lr)",
+        SCHEDULES,
+        "value * (e - 1) / warmup_epochs + warmup_lr * (warmup_epochs + 1 - e) / warmup_epochs",
+        "value * e / warmup_epochs + warmup_lr * (warmup_epochs - e) / warmup_epochs",
+        (COSINE,),
+    ),
+    Mutant(
+        "reflect-crop-zero-padded",
+        "reflect_crop pads with zeros like crop",
+        AUGMENT,
+        'mode = "REFLECT" if policy.startswith("reflect_") else "CONSTANT"',
+        'mode = "CONSTANT"',
+        (REFLECT,),
+    ),
+    Mutant(
+        "infopro-preset-plain-shortcuts",
+        "the InfoPro presets keep option-A shortcuts instead of the authors' 1x1 conv + BN projections",
+        LOCAL_PRESETS_PY,
+        '"model_options": {"stage_granularity": "block", "shortcut": "B"},',
+        '"model_options": {"stage_granularity": "block"},',
+        (INFOPRO_RECIPE,),
+    ),
+    Mutant(
+        "infopro-decoder-half-pixel",
+        "InfoPro's decoder upsamples at half-pixel centres instead of with the corners aligned",
+        LOCAL_LOSSES_PY,
+        "tf.compat.v1.image.resize_bilinear(inputs, self.size, align_corners=True)",
+        "tf.compat.v1.image.resize_bilinear(inputs, self.size, align_corners=False, half_pixel_centers=True)",
+        (INFOPRO_DECODER,),
+    ),
+    Mutant(
+        "infopro-projection-pads-bottom-right",
+        "the projection head's strided conv pads only bottom and right (Keras 'same'), shifting the grid",
+        LOCAL_LOSSES_PY,
+        'keras.layers.ZeroPadding2D(1, name=f"{name}_projection_pad")',
+        'keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}_projection_pad")',
+        (INFOPRO_PROJECTION,),
+    ),
+    Mutant(
+        "priority-lifo-oldest-first",
+        "priority-LIFO serves the oldest of the least-used batches (FIFO among ties)",
+        REPLAY_PY,
+        "tf.where(slots < filled, self.uses * self.size + age, tf.int64.max)",
+        "tf.where(slots < filled, self.uses * self.size + self.size - 1 - age, tf.int64.max)",
+        (PRIORITY_LIFO,),
+    ),
+    Mutant(
+        "priority-lifo-use-counts-ignored",
+        "priority-LIFO ignores the use counts: always the freshest batch",
+        REPLAY_PY,
+        "        self.uses.scatter_nd_add([[slot]], tf.ones([1], tf.int64))",
+        "        self.uses.scatter_nd_add([[slot]], tf.zeros([1], tf.int64))",
+        (PRIORITY_LIFO,),
+    ),
+    Mutant(
+        "aux-zero-init-ignored",
+        "aux_zero_init leaves the aux head's linear layer at Keras's random initial weights",
+        HEADS,
+        '    initializer = "zeros" if spec.zero_init else "glorot_uniform"',
+        '    initializer = "glorot_uniform"',
+        (ZERO_INIT,),
+    ),
+    Mutant(
+        "replay-age-counted-from-the-oldest",
+        "the served-batch age is counted from the oldest slot, not from the last write",
+        REPLAY_PY,
+        "self.age_total.assign_add(tf.math.floormod(self.writes - 1 - slot, self.size))",
+        "self.age_total.assign_add(tf.math.floormod(slot, self.size))",
+        (REPLAY_STATS,),
     ),
 ]
