@@ -11,7 +11,9 @@ in ``make_decoupled_step`` (``layerwise/training/steps.py``) changes nothing, be
 its own tape, outside which the previous stage ran; ``decoupled-gradient-leak`` below breaks the
 isolation for real (one tape over all stages). Calling the frozen prefix with ``training=True``
 changes nothing either: Keras runs a frozen BatchNormalization in inference mode whatever the
-``training`` argument; ``prefix-bn-training-mode-in-step`` also unfreezes it.
+``training`` argument; ``prefix-bn-training-mode-in-step`` also unfreezes it. The biased standard
+deviation in ``similarity_matrix`` changes nothing: it scales every row by the same factor, which
+the row normalisation removes; ``similarity-rms-not-std`` breaks the reduction for real.
 """
 
 from __future__ import annotations
@@ -286,6 +288,11 @@ PRIORITY_LIFO = f"{FIDELITY}::test_priority_lifo_serves_the_freshest_of_the_leas
 LOCAL_LOSSES_PY = "layerwise/training/local_losses.py"
 INFOPRO_DECODER = f"{FIDELITY}::test_infopro_decoder_upsamples_with_corners_aligned_and_has_their_bias_and_epsilon"
 INFOPRO_PROJECTION = f"{FIDELITY}::test_infopro_projection_conv_pads_both_sides_as_their_padding_1"
+# ---- issue 24: golden values
+GOLDEN = "tests/test_golden.py"
+GOLDEN_SIM = f"{GOLDEN}::test_sim_loss_and_its_input_gradient_equal_theirs"
+GOLDEN_SUPCON = f"{GOLDEN}::test_supervised_contrastive_loss_and_its_gradient_equal_theirs"
+GOLDEN_DECODER = f"{GOLDEN}::test_decoder_output_equals_theirs"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -2085,5 +2092,30 @@ MUTANTS: list[Mutant] = [
         "self.age_total.assign_add(tf.math.floormod(self.writes - 1 - slot, self.size))",
         "self.age_total.assign_add(tf.math.floormod(slot, self.size))",
         (REPLAY_STATS,),
+    ),
+    # ---- issue 24: golden values
+    Mutant(
+        "similarity-rms-not-std",
+        "the similarity matrix reduces conv features to each channel's root mean square, not its std",
+        LOCAL_LOSSES_PY,
+        "        centred = z - tf.reduce_mean(z, axis=1, keepdims=True)",
+        "        centred = z",
+        (GOLDEN_SIM,),
+    ),
+    Mutant(
+        "supcon-anchor-in-its-denominator",
+        "the supervised contrastive loss keeps the anchor itself in its denominator",
+        LOCAL_LOSSES_PY,
+        "tf.reduce_sum(tf.exp(logits) * others, axis=1, keepdims=True)",
+        "tf.reduce_sum(tf.exp(logits), axis=1, keepdims=True)",
+        (GOLDEN_SUPCON,),
+    ),
+    Mutant(
+        "infopro-bn-keras-epsilon",
+        "InfoPro's decoder and projection BatchNorm use Keras's epsilon 1e-3, not PyTorch's 1e-5",
+        LOCAL_LOSSES_PY,
+        "INFOPRO_BN_EPSILON = 1e-5",
+        "INFOPRO_BN_EPSILON = 1e-3",
+        (GOLDEN_DECODER,),
     ),
 ]
