@@ -472,8 +472,8 @@ class GreedyTrainer:
         The device runs a group of steps per call and Python reads the totals once per group:
         the whole epoch in one call, or groups of :data:`PROGRESS_STEPS` for a live progress bar,
         or one step at a time when a callback has batch hooks, or ``options.steps_per_execution``
-        steps when set (Keras's ``steps_per_execution``: the batch hooks run once per call). ``state``: the variables the epoch
-        trains (the problem's and its optimizer's); they must all be finite after the epoch
+        steps when set (Keras's ``steps_per_execution``: the batch hooks run once per call).
+        ``state``: the variables the epoch trains (the problem's and its optimizer's); they must all be finite after the epoch
         (:meth:`check_finite`), else nothing of it is recorded. The record has ``"stop": True``
         when a callback ended the stage or the run.
 
