@@ -132,7 +132,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from layerwise.run.config import RunOptions, TrainConfig
+    from layerwise.config import RunOptions, TrainConfig
     from layerwise.data import load_dataset
     from layerwise.analysis.flops import count_flops
     from layerwise.analysis.memory import memory_device, peak_rss_mb

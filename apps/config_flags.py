@@ -3,7 +3,7 @@
 ``define(TrainConfig)`` defines one absl flag per leaf field (``--lr``, ``--aux_width``, ...) with
 the field's help text and ``[default: ...]``; every flag defaults to ``None`` so that
 :func:`given` can tell the flags a user typed from the ones left alone (precedence: defaults ->
-preset -> ``--config`` file -> flags). ``layerwise.run.schema`` holds the declarations.
+preset -> ``--config`` file -> flags). ``layerwise.config.schema`` holds the declarations.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from absl import flags
 
 from layerwise.errors import ConfigError
-from layerwise.run import schema
+from layerwise.config import schema
 
 FLAGS = flags.FLAGS
 

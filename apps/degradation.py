@@ -47,7 +47,7 @@ def config_for(model: str, dataset: str, width: int, epochs: int, batch_size: in
     (``stage_granularity="group"`` groups blocks, the stem stays stage 0: 4 stages) keeps the
     epoch count a multiple of 4 whatever the depth.
     """
-    from layerwise.run.config import TrainConfig
+    from layerwise.config import TrainConfig
     from layerwise.errors import ConfigError
 
     if epochs % 4:

@@ -17,7 +17,7 @@ import re
 from typing import Callable
 
 from apps.local_presets import LOCAL_PRESETS
-from layerwise.run.config import TrainConfig
+from layerwise.config import TrainConfig
 from layerwise.registry import Registry
 from models.local_vgg import LOCAL_VGG_VARIANTS
 

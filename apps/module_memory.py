@@ -43,7 +43,7 @@ from layerwise.analysis.memory import (
     reset_peak_memory,
 )
 from layerwise.data import load_dataset
-from layerwise.run.config import RunOptions, TrainConfig
+from layerwise.config import RunOptions, TrainConfig
 from layerwise.training.trainer import GreedyTrainer
 
 # tiny: a smoke test (seconds; its numbers mean nothing). small: ResNet-32 as published (width 16)

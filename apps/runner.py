@@ -18,7 +18,7 @@ import tensorflow as tf
 import layerwise
 from layerwise.data import DataSource
 from layerwise.distribute import is_chief, make_strategy, synchronize_batchnorm
-from layerwise.run.config import RunOptions, TrainConfig
+from layerwise.config import RunOptions, TrainConfig
 from layerwise.run.loading import load_data
 from layerwise.run.network_file import has_network
 from layerwise.run.report import stage_table, write_report

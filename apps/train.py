@@ -7,7 +7,7 @@ checkpoints, logs and one SavedModel per stage to ``--workdir``:
     python -m apps.train
     python -m apps.train --mode end_to_end --workdir runs/e2e
 
-Precedence: the built-in defaults (``layerwise.run.config.TrainConfig``), then the preset named by
+Precedence: the built-in defaults (``layerwise.config.TrainConfig``), then the preset named by
 ``--experiment`` (``apps.experiments``; ``--list_experiments`` prints them with the paper's
 numbers), then ``--config FILE`` (a TrainConfig JSON, e.g. the one ``apps.tune`` writes), then
 any flag given on the command line. Rerunning a command on the same workdir resumes it.
@@ -29,7 +29,7 @@ import json
 from absl import flags
 
 from apps import cli, config_flags
-from layerwise.run.config import RunOptions, TrainConfig
+from layerwise.config import RunOptions, TrainConfig
 
 DEFAULTS = TrainConfig()
 FLAGS = flags.FLAGS
@@ -46,7 +46,7 @@ flags.DEFINE_string(
     "TrainConfig JSON file (e.g. apps.tune's best_config.json or best_per_stage_config.json). Precedence: "
     "defaults -> this file -> flags.",
 )
-# Every field of the configuration is a flag, generated from its declaration (layerwise.run.config).
+# Every field of the configuration is a flag, generated from its declaration (layerwise.config).
 CONFIG_FLAGS = config_flags.define(TrainConfig)
 RUN_FLAGS = config_flags.define(RunOptions)
 flags.adopt_module_key_flags(config_flags)  # they are apps.train's flags (--help lists them)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from layerwise.errors import ConfigError, LayerwiseError
 
 if TYPE_CHECKING:  # what the names below resolve to, for readers and type checkers
-    from layerwise.run.config import RunOptions, TrainConfig
+    from layerwise.config import RunOptions, TrainConfig
     from layerwise.run.exports import export_run
     from layerwise.run.restore import RestoredRun, restore_run
     from layerwise.training.callbacks import PerStage, StageCallback, per_stage
@@ -47,10 +47,10 @@ if TYPE_CHECKING:  # what the names below resolve to, for readers and type check
 __version__ = "0.3.0"
 
 # The public names and the modules that define them. They are imported on first use (PEP 562), so
-# that ``import layerwise.run.config`` (and with it an app's ``--help``) does not import
+# that ``import layerwise.config`` (and with it an app's ``--help``) does not import
 # TensorFlow, which takes seconds; ``layerwise.fit`` and ``from layerwise import fit`` work as usual.
 _PUBLIC = {
-    "RunOptions": "layerwise.run.config", "TrainConfig": "layerwise.run.config",
+    "RunOptions": "layerwise.config", "TrainConfig": "layerwise.config",
     "export_run": "layerwise.run.exports",
     "RestoredRun": "layerwise.run.restore", "restore_run": "layerwise.run.restore",
     "PerStage": "layerwise.training.callbacks", "StageCallback": "layerwise.training.callbacks",

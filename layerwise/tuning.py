@@ -34,7 +34,7 @@ import numpy as np
 
 from layerwise.run import checkpoints as ckpt
 from layerwise.run.checkpoints import atomic_write_text
-from layerwise.run.config import STAGE_FIELDS, TrainConfig
+from layerwise.config import STAGE_FIELDS, TrainConfig
 from layerwise.data.base import ArraySource, DataSource
 from layerwise.errors import ConfigError, UnknownNameError
 from layerwise.training.network import StagedNetwork
@@ -302,7 +302,7 @@ def tune_per_stage(
 
     Returns:
         One dict per stage: ``stage``, ``trial``, ``val_accuracy``, ``hyperparameters`` (the
-        tuner's) and ``overrides`` (the stage's :data:`~layerwise.run.config.STAGE_FIELDS` as
+        tuner's) and ``overrides`` (the stage's :data:`~layerwise.config.STAGE_FIELDS` as
         trained, for :func:`per_stage_config`).
     """
     hyperband = kind == "hyperband"

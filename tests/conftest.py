@@ -10,7 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
 
-from layerwise.run.config import TrainConfig  # noqa: E402
+from layerwise.config import TrainConfig  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The mutation check (tests/mutation/run.py) runs tests; it is not one.

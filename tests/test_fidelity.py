@@ -25,7 +25,7 @@ from apps.runner import resolve, run_training
 from conftest import tiny_config
 from layerwise.data.augment import augment_image
 from layerwise.errors import ConfigError
-from layerwise.run.config import TrainConfig
+from layerwise.config import TrainConfig
 from layerwise.training.heads import AuxHead
 from layerwise.training.local_losses import AlignCornersResize, InfoPro, Sim
 from layerwise.training.optim import make_optimizer

@@ -13,8 +13,8 @@ import pytest
 import layerwise
 from layerwise.data.pipelines import as_source
 from layerwise.errors import WorkdirMismatchError
-from layerwise.run import schema
-from layerwise.run.config import TrainConfig
+from layerwise.config import schema
+from layerwise.config import TrainConfig
 from layerwise.training.heads import config_heads, head_options
 from layerwise.training.local_losses import config_local_loss, local_loss_options
 from conftest import digit_arrays

@@ -12,7 +12,7 @@ from conftest import tiny_config
 
 from apps.runner import resolve, restore, run_training
 from layerwise.run.checkpoints import ProblemCheckpoints
-from layerwise.run.config import TrainConfig
+from layerwise.config import TrainConfig
 from layerwise.data.crops import random_crops
 from layerwise.errors import ConfigError
 from layerwise.training.evaluation import ten_crop_probabilities

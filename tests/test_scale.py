@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from apps.runner import build_network, load_data, resolve
 from conftest import run_cli, tiny_config
-from layerwise.run.config import RunOptions, TrainConfig
+from layerwise.config import RunOptions, TrainConfig
 from layerwise.errors import ConfigError
 from layerwise.analysis.memory import allocator_reports_memory, memory_device
 from layerwise.data.base import ArraySource

@@ -155,3 +155,13 @@ def test_the_installed_commands_run_from_anywhere(tmp_path):
     result = subprocess.run([command, "--dry_run"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "dry run: the command is valid" in result.stdout
+
+
+def test_the_configuration_is_the_ground_floor():
+    """``layerwise.config`` imports nothing of the project but ``layerwise.errors`` (and itself):
+    every other package reads its settings from it, none is below it."""
+    graph, _ = import_graph()
+    for module, targets in graph.items():
+        if module.startswith("layerwise.config"):
+            above = {t for t in targets if not t.startswith(("layerwise.config", "layerwise.errors"))}
+            assert not above, (module, above)

@@ -5,7 +5,7 @@ import pytest
 
 from apps.runner import build_network, load_data, resolve, run_training
 from conftest import tiny_config
-from layerwise.run.config import RunOptions
+from layerwise.config import RunOptions
 from layerwise.errors import NonFiniteLossError
 from layerwise.training.trainer import GreedyTrainer, ensemble_probabilities
 

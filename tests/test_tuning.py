@@ -13,7 +13,7 @@ from apps.runner import build_network, load_data, resolve
 from conftest import run_cli, tiny_config
 from layerwise.run import checkpoints as ckpt
 from layerwise import tuning
-from layerwise.run.config import TrainConfig
+from layerwise.config import TrainConfig
 
 SPACE = tuning.SearchSpace(
     lr=(0.01, 0.1), weight_decay=(0.0, 5e-4), widths=(4, 8), aux_widths=(4, 8), aux_conv_layers=(0, 1),

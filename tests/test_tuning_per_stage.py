@@ -16,7 +16,7 @@ import layerwise
 from apps.runner import build_network, load_data, resolve
 from conftest import run_cli, tiny_config
 from layerwise.errors import ConfigError
-from layerwise.run.config import TrainConfig
+from layerwise.config import TrainConfig
 from layerwise.run.restore import restore_run
 from layerwise.training.heads import AuxHead, build_aux_head
 from layerwise.training.trainer import GreedyTrainer

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from layerwise.errors import ConfigError
-from layerwise.run.config import AUGMENTATIONS
+from layerwise.config import AUGMENTATIONS
 
 __all__ = ["AUGMENTATIONS", "PCAColour", "augment_image", "center_crop", "pca_colour", "random_resized_crop_flip"]
 PCA_ALPHA_STD = 0.1  # the paper's sigma of alpha_i

@@ -11,7 +11,7 @@ from typing import Any
 
 from layerwise.data import DataSource, load_dataset
 from layerwise.data.crops import with_crops
-from layerwise.run.config import TrainConfig
+from layerwise.config import TrainConfig
 
 
 def load_data(config: TrainConfig, trust_pickle: bool = False, download: bool = True) -> DataSource:

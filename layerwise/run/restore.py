@@ -28,7 +28,7 @@ import keras
 from layerwise.data import DataSource
 from layerwise.errors import CheckpointError
 from layerwise.run import workdir as workdir_files
-from layerwise.run.config import TrainConfig
+from layerwise.config import TrainConfig
 from layerwise.run.loading import load_data as default_load_data
 from layerwise.run.network_file import read_network
 from layerwise.training.hooks import hooks_for

@@ -20,9 +20,9 @@ import json
 import os
 from typing import Any, Iterator
 
+from layerwise.config import TrainConfig, schema
 from layerwise.errors import ConfigError, StorageError, WorkdirMismatchError
-from layerwise.run import files, schema
-from layerwise.run.config import TrainConfig
+from layerwise.run import files
 from layerwise.run.files import atomic_write_text
 from layerwise.run.lock import LOCK_FILE, workdir_lock
 

@@ -30,8 +30,8 @@ from layerwise.data.base import DataSource
 from layerwise.data.pipelines import DatasetSource, as_source, check_image_shape, labels_in_range
 from layerwise.distribute import is_chief, make_strategy, worker_workdir
 from layerwise.errors import ConfigError, did_you_mean
-from layerwise.run import recorded, schema
-from layerwise.run.config import CUSTOM_LOSS, RunOptions, TrainConfig
+from layerwise.config import recorded, schema
+from layerwise.config import CUSTOM_LOSS, RunOptions, TrainConfig
 from layerwise.run.network_file import write_network
 from layerwise.run.workdir import check_workdir, open_run
 from layerwise.training.heads import AUX_FIELDS, AuxHead, head_options

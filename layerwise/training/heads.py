@@ -23,8 +23,8 @@ from typing import Any, Sequence
 import keras
 
 from layerwise.errors import ConfigError
-from layerwise.run import recorded
-from layerwise.run.config import AUX_POOLINGS, TrainConfig, check_head_shape
+from layerwise.config import recorded
+from layerwise.config import AUX_POOLINGS, TrainConfig, check_head_shape
 from layerwise.training.layers import (
     FusedBatchNormalization,
     average_pool_to,
@@ -197,10 +197,10 @@ def head_options(head: AuxHead | HeadBuilder, required: bool) -> dict[str, Any]:
     Args:
         head: what ``layerwise.fit(head=...)`` was given.
         required: the run is written to a workdir, so a head that cannot be recorded is refused
-            (in memory, it is marked as not recorded: :func:`layerwise.run.recorded.record`).
+            (in memory, it is marked as not recorded: :func:`layerwise.config.recorded.record`).
 
     Raises:
-        ConfigError: ``required`` and ``head`` cannot be serialised (``layerwise.run.recorded``).
+        ConfigError: ``required`` and ``head`` cannot be serialised (``layerwise.config.recorded``).
     """
     if type(head) is AuxHead:
         values = (head.conv_layers, head.width, head.batchnorm, head.pooled_size, list(head.hidden_units),

@@ -27,7 +27,7 @@ from layerwise.analysis.pruning import filter_scores_l1, filter_scores_taylor, k
 from layerwise.data.base import DataSource, derive_seed
 from layerwise.errors import ConfigError
 from layerwise.run import checkpoints as ckpt
-from layerwise.run.config import TrainConfig
+from layerwise.config import TrainConfig
 from layerwise.training.heads import AuxHead, refit_head
 from layerwise.training.network import StagedNetwork
 from layerwise.training.optim import make_optimizer

@@ -40,8 +40,8 @@ import keras
 import tensorflow as tf
 
 from layerwise.errors import ConfigError
-from layerwise.run import recorded
-from layerwise.run.config import CUSTOM_LOSS, TrainConfig
+from layerwise.config import recorded
+from layerwise.config import CUSTOM_LOSS, TrainConfig
 from layerwise.training.heads import BN_MOMENTUM
 from layerwise.training.layers import features_input
 
@@ -233,7 +233,7 @@ class LocalLoss:
 
     A loss of your own subclasses it (a frozen dataclass whose fields are its parameters);
     register it with ``@keras.saving.register_keras_serializable()`` so that a run with a
-    ``workdir`` can record it in ``config.json`` (:meth:`get_config`, ``layerwise.run.recorded``).
+    ``workdir`` can record it in ``config.json`` (:meth:`get_config`, ``layerwise.config.recorded``).
 
     Attributes (class-level):
         name: the ``--local_loss`` name.
@@ -468,7 +468,7 @@ def local_loss_options(loss: LocalLoss, required: bool) -> dict[str, Any]:
         required: the run is written to a workdir, so a loss that cannot be recorded is refused.
 
     Raises:
-        ConfigError: ``required`` and ``loss`` cannot be serialised (``layerwise.run.recorded``).
+        ConfigError: ``required`` and ``loss`` cannot be serialised (``layerwise.config.recorded``).
     """
     if type(loss) is LOCAL_LOSSES.get(loss.name):  # a built-in (a subclass records itself whole)
         fields = {flag: getattr(loss, parameter) for parameter, flag in loss.config_fields.items()}

@@ -14,8 +14,8 @@ from typing import Callable, Iterable, Sequence
 import keras
 import tensorflow as tf
 
-from layerwise.run import recorded
-from layerwise.run.config import OptimConfig
+from layerwise.config import recorded
+from layerwise.config import OptimConfig
 
 __all__ = ["dtype_policy", "for_precision", "make_optimizer", "recorded_optimizer", "resolve_precision"]
 

@@ -10,7 +10,7 @@ inference). A ``.keras`` file names each layer's class; Keras 3 finds a class of
 only if it was registered (``keras.saving.register_keras_serializable``) in the loading process
 (``keras.saving.load_model``; see https://keras.io/guides/serialization_and_saving/#custom-objects),
 so a file holding ours would load only after importing the modules that define them, which
-``import layerwise`` does not do (it imports lazily, to keep ``layerwise.run.config`` free of
+``import layerwise`` does not do (it imports lazily, to keep ``layerwise.config`` free of
 TensorFlow).
 
 :func:`standard_layers` therefore rebuilds a trained model with ``keras.models.clone_model``,

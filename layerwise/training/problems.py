@@ -22,7 +22,7 @@ from layerwise.data.base import derive_seed
 from layerwise.errors import ConfigError
 from layerwise.distribute import synchronize_batchnorm
 from layerwise.run import checkpoints as ckpt
-from layerwise.run.config import TrainConfig
+from layerwise.config import TrainConfig
 from layerwise.training.heads import AuxHead, config_heads
 from layerwise.training.local_losses import (
     LOGITS,

@@ -44,7 +44,7 @@ import tensorflow as tf
 
 from layerwise.data.base import derive_seed
 from layerwise.errors import ConfigError
-from layerwise.run.config import REPLAY_POLICIES
+from layerwise.config import REPLAY_POLICIES
 from layerwise.training.local_losses import LOGITS, LocalLoss
 from layerwise.training.local_steps import as_outputs, objective_loss, statistics_of
 from layerwise.training.steps import all_finite, assign_all, correct_count, reduced, update_if

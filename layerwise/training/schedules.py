@@ -32,7 +32,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from layerwise.run.config import ScheduleConfig
+from layerwise.config import ScheduleConfig
 
 
 def piecewise(

@@ -37,7 +37,7 @@ from layerwise.analysis.memory import largest_peak, peak_memory_mb, reset_peak_m
 from layerwise.data.base import DataSource, derive_seed
 from layerwise.errors import ConfigError, DatasetUnavailableError, NonFiniteLossError
 from layerwise.run import checkpoints as ckpt
-from layerwise.run.config import RunOptions, TrainConfig
+from layerwise.config import RunOptions, TrainConfig
 from layerwise.run.runlog import RunLog, with_keras_names
 from layerwise.serving.export import export_classifier, unfinished_servables, versions, write_models_config
 from layerwise.training.callbacks import RunCallbacks

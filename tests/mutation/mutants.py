@@ -164,7 +164,7 @@ CUSTOM_FLOPS = f"{INPUTS}::test_split_model_balances_custom_layers_by_what_they_
 AT_REFUSED = f"{INPUTS}::test_split_model_refuses_an_at_that_is_neither_a_count_nor_layer_names"
 # ---- issue 22: spec
 SPEC = "tests/test_keras_spec.py"
-RECORDED_PY = "layerwise/run/recorded.py"
+RECORDED_PY = "layerwise/config/recorded.py"
 SPEC_AUXHEAD_DROPOUT = f"{SPEC}::test_an_aux_head_with_an_impossible_field_is_refused_when_made[dropout_1.5]"
 SPEC_HEAD_ROUND_TRIP = f"{SPEC}::test_every_aux_head_field_round_trips_through_the_config_and_its_json[issue]"
 SPEC_BUILTIN_LOSSES = f"{SPEC}::test_every_builtin_local_loss_round_trips_through_its_config_fields"
@@ -228,7 +228,7 @@ SPEC_RECORDED = f"{HABITS}::test_shuffle_and_validation_split_are_recorded_and_a
 STEPS_PER_EXECUTION = f"{HABITS}::test_steps_per_execution_runs_the_batch_hooks_once_per_device_call_as_keras_does"
 # ---- issue 25: files and readers
 LOCAL_DATA_PY = "layerwise/data/local.py"
-SCHEMA_PY = "layerwise/run/schema.py"
+SCHEMA_PY = "layerwise/config/schema.py"
 TRUST3_FILES = "tests/test_trust3_files.py"
 BAD_FOLDER = f"{TRUST3_FILES}::test_a_bad_image_folder_is_one_line_naming_the_path"
 FOLDER_TEXT_PNG = f"{BAD_FOLDER}[a text file named .png]"
@@ -262,7 +262,8 @@ RESTORE_UNREBUILDABLE = (
 PER_STAGE = "tests/test_tuning_per_stage.py"
 TRAINER_PY = "layerwise/training/trainer.py"
 PROBLEMS_PY = "layerwise/training/problems.py"
-CONFIG_PY = "layerwise/run/config.py"
+CONFIG_GROUPS_PY = "layerwise/config/groups.py"
+CONFIG_TRAIN_PY = "layerwise/config/train.py"
 PER_STAGE_RUN = f"{PER_STAGE}::test_each_stage_trains_with_its_own_lr_weight_decay_head_and_epochs"
 PER_STAGE_BAD_LR = f"{PER_STAGE}::test_bad_stage_overrides_are_refused_naming_the_stage_and_field[lr]"
 PER_STAGE_COUNT = f"{PER_STAGE}::test_stage_overrides_are_refused_outside_layerwise_and_with_the_wrong_count"
@@ -1951,7 +1952,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "stage-override-values-unchecked",
         "a stage's override values are not validated (lr -1 trains)",
-        CONFIG_PY,
+        CONFIG_TRAIN_PY,
         "                self.for_stage(j).validate(validation_data)\n",
         "                self.for_stage(j)\n",
         (PER_STAGE_BAD_LR,),
@@ -1959,7 +1960,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "stage-override-count-unchecked",
         "stage_overrides with more objects than stages train (the extra ones ignored)",
-        CONFIG_PY,
+        CONFIG_TRAIN_PY,
         "        if count and count != num_stages:\n",
         "        if count and count < num_stages:\n",
         (PER_STAGE_COUNT,),
