@@ -4,14 +4,18 @@ A stage's training step is mostly convolutions: forward, then the gradient with 
 input (``Conv2DBackpropInput``) and to the kernel (``Conv2DBackpropFilter``). This module finds
 the network's conv layer shapes (:func:`conv_shapes`), times one forward and both backward passes
 of each shape alone on this machine (:func:`time_conv`: ``tf.function``, warm-up calls, then the
-median of timed repeats) and combines the measured rates into the FLOP-weighted limit of a
-training step (:func:`step_limit`): the rate the step would reach if each of its convolutions ran
-as fast as it does alone, and nothing else took time. A step's achieved rate over that limit
-(:func:`stage_fraction`) says how much of its time goes to everything else (BatchNorm, pooling,
-the optimizer, the loop) and to the convolutions running slower in context.
+median of timed repeats), each with the passes a training step runs for it (:func:`step_convs`:
+the trainable part's convs forward and backward, without the input gradient where nothing
+trainable lies before the conv, since TensorFlow's tape computes only the gradients the weights
+need; the frozen prefix's forward only), and combines the measured rates into the FLOP-weighted
+limit of a training step (:func:`step_limit`): the rate the step would reach if each of its
+convolutions ran as fast as it does alone, and nothing else took time. A step's achieved rate
+over that limit (:func:`stage_fraction`), the convs' time alone over the step's time, says how
+much of the step goes to everything else (BatchNorm, pooling, the optimizer, the loop) and to the
+convolutions running slower in context.
 
 FLOPs of one conv's forward and both backward passes: 3 x 2 x N x Ho x Wo x Cout x Cin/groups x
-kh x kw (each pass is one multiply-accumulate per kernel entry and output position, the
+kh x kw (``ConvShape.train_flops``; each pass is one multiply-accumulate per kernel entry and output position, the
 convention of :mod:`layerwise.analysis.flops`; the roofline model of Williams, Waterman and
 Patterson, "Roofline: an insightful visual performance model", CACM 2009, with the measured
 kernel speed as the roof). Output sizes follow ``tf.nn.conv2d``
@@ -45,6 +49,9 @@ REPORTED_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 # a dtype policy -> the dtype its convolutions compute in
 CONV_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16",
                "bfloat16": "bfloat16", "float16": "float16"}
+FORWARD, INPUT_GRADIENT, KERNEL_GRADIENT = "forward", "input_gradient", "kernel_gradient"
+ALL_PASSES = (FORWARD, INPUT_GRADIENT, KERNEL_GRADIENT)
+PASS_NAMES = {FORWARD: "fwd", INPUT_GRADIENT: "dx", KERNEL_GRADIENT: "dw"}
 WARMUP_CALLS = 2  # untimed: the first traces the function, the second settles oneDNN's primitive cache
 
 
@@ -96,10 +103,12 @@ class ConvShape:
 
 @dataclasses.dataclass(frozen=True)
 class ConvLayer:
-    """A Conv2D layer of a model: its path (``stage_01/stage_01_conv``) and its shape."""
+    """A Conv2D layer of a model: its path (``stage_01/stage_01_conv``), its shape, and whether
+    any layer before it has trainable weights (then training needs its input's gradient)."""
 
     name: str
     shape: ConvShape
+    after_trainable: bool = True
 
 
 def _output_length(n: int, k: int, s: int, d: int, padding: str) -> int:
@@ -113,33 +122,46 @@ def _output_length(n: int, k: int, s: int, d: int, padding: str) -> int:
 def conv_shapes(model: keras.Model, batch: int) -> list[ConvLayer]:
     """Every ``keras.layers.Conv2D`` of ``model`` (nested models included, in layer order) at
     ``batch`` examples, from the shape each was called on (``layer.input``: the model must be
-    built, as a functional model is)."""
-    found = []
+    built, as a functional model is). ``after_trainable``: a layer before it in that order (a
+    topological order: every layer that feeds it among them) has trainable weights."""
+    found: list[ConvLayer] = []
+    _walk(model, batch, "", [False], found)
+    return found
+
+
+def _walk(model: keras.Model, batch: int, prefix: str, seen_trainable: list[bool], found: list[ConvLayer]) -> None:
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            found += [ConvLayer(f"{layer.name}/{c.name}", c.shape) for c in conv_shapes(layer, batch)]
-        elif isinstance(layer, keras.layers.Conv2D):
+            _walk(layer, batch, f"{prefix}{layer.name}/", seen_trainable, found)
+            continue
+        if isinstance(layer, keras.layers.Conv2D):
             if layer.data_format != "channels_last":
                 raise ValueError(f"{layer.name}: the roofline times channels_last (NHWC) convolutions, "
                                  f"this layer is {layer.data_format}")
             _, height, width, channels = layer.input.shape
-            found.append(ConvLayer(layer.name, ConvShape(
+            found.append(ConvLayer(prefix + layer.name, ConvShape(
                 batch=batch, height=int(height), width=int(width), in_channels=int(channels),
                 filters=int(layer.filters), kernel=tuple(layer.kernel_size), strides=tuple(layer.strides),
-                padding=layer.padding, dilation=tuple(layer.dilation_rate), groups=int(layer.groups))))
-    return found
+                padding=layer.padding, dilation=tuple(layer.dilation_rate), groups=int(layer.groups)),
+                after_trainable=seen_trainable[0]))
+        seen_trainable[0] = seen_trainable[0] or bool(layer.trainable_weights)
 
 
 def step_convs(trainable: keras.Model, frozen: keras.Model | None, batch: int) -> list[dict[str, Any]]:
     """The convolutions of one training step of ``trainable`` on top of ``frozen`` (``None``,
     or a prefix cached once, runs no conv per step), as JSON-ready records: ``name``, ``shape``
-    (:meth:`ConvShape.to_dict`), ``backward`` (True: the trainable part's, forward and both backward
-    passes; False: the frozen prefix's, forward only) and ``step_flops``, what it computes in the step."""
-    convs = [dict(name=c.name, shape=c.shape.to_dict(), backward=True, step_flops=c.shape.train_flops())
-             for c in conv_shapes(trainable, batch)]
-    if frozen is not None:
-        convs += [dict(name=c.name, shape=c.shape.to_dict(), backward=False, step_flops=c.shape.forward_flops())
-                  for c in conv_shapes(frozen, batch)]
+    (:meth:`ConvShape.to_dict`), ``passes`` (the trainable part's: forward, the input gradient
+    where a trainable layer lies before the conv, the kernel gradient; the frozen prefix's:
+    forward only) and ``step_flops``, what it computes in the step (forward FLOPs per pass)."""
+    convs = []
+    for part, model in (("trainable", trainable), ("frozen", frozen)):
+        for c in conv_shapes(model, batch) if model is not None else []:
+            if part == "frozen":
+                passes = [FORWARD]
+            else:
+                passes = [FORWARD, INPUT_GRADIENT, KERNEL_GRADIENT] if c.after_trainable else [FORWARD, KERNEL_GRADIENT]
+            convs.append(dict(name=c.name, shape=c.shape.to_dict(), passes=passes,
+                              step_flops=len(passes) * c.shape.forward_flops()))
     return convs
 
 
@@ -150,17 +172,22 @@ def conv_dtype(precision: str) -> str:
     return CONV_DTYPES[precision]
 
 
-def time_conv(shape: ConvShape, precision: str = "float32", repeats: int = 3) -> dict[str, Any]:
-    """Seconds of one forward and both backward passes of ``shape`` in ``precision``'s compute
-    dtype: ``WARMUP_CALLS`` untimed calls of the ``tf.function``, then the median of ``repeats``
-    timed ones (each waits for its results).
+def time_conv(shape: ConvShape, precision: str = "float32", repeats: int = 3,
+              passes: Sequence[str] = ALL_PASSES) -> dict[str, Any]:
+    """Seconds of ``passes`` of ``shape`` (by default the forward pass and both gradients) in
+    ``precision``'s compute dtype: ``WARMUP_CALLS`` untimed calls of the ``tf.function``, then the
+    median of ``repeats`` timed ones (each waits for its results).
 
     Returns:
-        ``seconds`` (median), ``seconds_range`` ([min, max]), ``flops`` (:meth:`ConvShape.train_flops`),
-        ``gflop_per_s`` (flops / median seconds / 1e9) and ``dtype``.
+        ``seconds`` (median), ``seconds_range`` ([min, max]), ``flops`` (forward FLOPs per pass:
+        :meth:`ConvShape.train_flops` for all three), ``gflop_per_s`` (flops / median seconds / 1e9),
+        ``dtype`` and ``passes``.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if FORWARD not in passes or not set(passes) <= set(ALL_PASSES):
+        raise ValueError(f"passes {list(passes)}: the forward pass and any of {ALL_PASSES[1:]}")
+    with_input, with_kernel = INPUT_GRADIENT in passes, KERNEL_GRADIENT in passes
     dtype = conv_dtype(precision)
     ho, wo = shape.output_size()
     kh, kw = shape.kernel
@@ -170,54 +197,67 @@ def time_conv(shape: ConvShape, precision: str = "float32", repeats: int = 3) ->
 
     @tf.function
     def forward_backward(x, kernel, dy):
+        sources = [x] * with_input + [kernel] * with_kernel
         with tf.GradientTape() as tape:
-            tape.watch([x, kernel])
+            tape.watch(sources)
             y = tf.nn.conv2d(x, kernel, shape.strides, shape.padding.upper(), dilations=shape.dilation)
-        dx, dk = tape.gradient(y, [x, kernel], output_gradients=dy)
-        return y, dx, dk  # y returned too: the kernel gradient does not need it, and would prune it
+        # y returned too: the gradients do not need it, and the function would prune it
+        return [y] + (tape.gradient(y, sources, output_gradients=dy) if sources else [])
 
     seconds = []
     for call in range(WARMUP_CALLS + repeats):
         start = time.perf_counter()
         outputs = forward_backward(x, kernel, dy)
-        outputs[2].numpy()  # waits for the device (a GPU runs asynchronously)
+        outputs[-1].numpy()  # waits for the device (a GPU runs asynchronously)
         if call >= WARMUP_CALLS:
             seconds.append(time.perf_counter() - start)
     median = statistics.median(seconds)
-    flops = shape.train_flops()
+    flops = len(passes) * shape.forward_flops()
     return dict(seconds=median, seconds_range=[min(seconds), max(seconds)], flops=flops,
-                gflop_per_s=flops / median / 1e9, dtype=dtype)
+                gflop_per_s=flops / median / 1e9, dtype=dtype, passes=list(passes))
 
 
-def step_limit(convs: Sequence[dict[str, Any]], rates: dict[ConvShape, float]) -> float | None:
+def step_limit(convs: Sequence[dict[str, Any]], seconds: dict[tuple[ConvShape, tuple[str, ...]], float]) -> float | None:
     """The FLOP-weighted limit of a step, GFLOP/s: its convolutions' FLOPs (``step_convs``'s
-    records) over the time they take at their shapes' measured ``rates`` (GFLOP/s),
-    sum(F_i) / sum(F_i / R_i) (a harmonic mean: a slow shape weighs by the time it takes). A frozen
-    conv's forward pass is taken at its shape's forward-and-backward rate (not measured alone).
-    ``None`` where the step has no convolution."""
+    records) over the time they take alone, each as measured for its shape and passes
+    (``seconds``, keyed by ``(shape, tuple(passes))``): sum(F_i) / sum(T_i), the harmonic mean of
+    the rates weighted by FLOPs (a slow shape weighs by the time it takes). ``None`` where the
+    step has no convolution."""
     flops = sum(c["step_flops"] for c in convs)
     if not flops:
         return None
-    return flops / sum(c["step_flops"] / rates[ConvShape.from_dict(c["shape"])] for c in convs)
+    return flops / 1e9 / sum(seconds[conv_key(c)] for c in convs)
 
 
-def stage_fraction(train_gflop_per_image: float, images_per_s: float, limit: float | None) -> dict[str, Any]:
-    """A stage's achieved GFLOP/s (its training step's FLOPs per image x images per second) and
-    its fraction of ``limit`` (``None`` without a limit)."""
-    achieved = train_gflop_per_image * images_per_s
+def conv_key(conv: dict[str, Any]) -> tuple[ConvShape, tuple[str, ...]]:
+    """A ``step_convs`` record's shape and passes: what :func:`time_conv` measures once."""
+    return ConvShape.from_dict(conv["shape"]), tuple(conv["passes"])
+
+
+def stage_fraction(gflop_per_step: float, seconds_per_step: float, limit: float | None) -> dict[str, Any]:
+    """A stage's achieved GFLOP/s (its training step's conv FLOPs over the step's time) and its
+    fraction of ``limit`` (``None`` without a limit): the time its convs take alone over the step's."""
+    achieved = gflop_per_step / seconds_per_step
     return dict(achieved_gflop_per_s=achieved, fraction=achieved / limit if limit else None)
 
 
 def cpu_model_name() -> str:
-    """The CPU's ``model name`` in ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
+    """The CPU's ``model name`` in ``/proc/cpuinfo`` with its ``cpu family`` and ``model`` numbers
+    (a VM may show only "AMD EPYC"; family 25 model 17 says Zen 4), ``platform.processor()`` elsewhere."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if not line.strip():
+                    break  # the first processor's block is enough
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    if "model name" not in fields:
+        return platform.processor() or "unknown CPU"
+    numbers = [f"{key} {fields[key]}" for key in ("cpu family", "model") if key in fields]
+    return fields["model name"] + (f" ({', '.join(numbers)})" if numbers else "")
 
 
 def machine_description(flags: Iterable[str] | None = None) -> dict[str, Any]:
@@ -233,36 +273,42 @@ def machine_description(flags: Iterable[str] | None = None) -> dict[str, Any]:
 
 def measure(stages: Sequence[dict[str, Any]], precision: str, batch: int, repeats: int = 3,
             log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
-    """Times every distinct conv shape of ``stages`` (each with ``stage``, ``convs`` from
-    :func:`step_convs`, ``train_gflop_per_image`` and ``images_per_s``, as
+    """Times every distinct conv shape and passes of ``stages`` (each with ``stage``, ``convs``
+    from :func:`step_convs`, ``train_gflop_per_image`` and ``images_per_s``, as
     ``apps.benchmark.run_case`` measures them) in ``precision`` and sets each stage's achieved
     GFLOP/s beside its limit.
 
+    The achieved rate counts the convs' FLOPs as the step computes them (``conv_gflop_per_step``);
+    ``train_gflop_per_step`` is :func:`layerwise.analysis.flops.count_flops`'s count as the
+    benchmark makes it (3x the trainable part's forward, dense layers included, plus the prefix's
+    forward), which also counts an input gradient the step's first conv does not compute.
+
     Returns:
-        ``precision``, ``dtype``, ``shapes`` (one row per distinct shape: its layers, FLOPs,
-        seconds, GFLOP/s) and ``stages`` (``limit_gflop_per_s``, ``achieved_gflop_per_s``,
-        ``fraction``, ``ms_per_step``, ``train_gflop_per_step``).
+        ``precision``, ``dtype``, ``shapes`` (one row per distinct shape and passes: its layers,
+        FLOPs, seconds, GFLOP/s) and ``stages`` (``limit_gflop_per_s``, ``achieved_gflop_per_s``,
+        ``fraction``, ``ms_per_step``, ``conv_gflop_per_step``, ``train_gflop_per_step``).
     """
-    layers: dict[ConvShape, list[str]] = {}
+    layers: dict[tuple[ConvShape, tuple[str, ...]], list[str]] = {}
     for stage in stages:
         for conv in stage["convs"]:
-            names = layers.setdefault(ConvShape.from_dict(conv["shape"]), [])
+            names = layers.setdefault(conv_key(conv), [])
             if conv["name"] not in names:
                 names.append(conv["name"])
-    rows, rates = [], {}
-    for shape, names in layers.items():
-        timing = time_conv(shape, precision, repeats)
-        rates[shape] = timing["gflop_per_s"]
+    rows, seconds = [], {}
+    for (shape, passes), names in layers.items():
+        timing = time_conv(shape, precision, repeats, passes)
+        seconds[(shape, passes)] = timing["seconds"]
         rows.append(dict(shape=shape.to_dict(), conv=shape.describe(), layers=names, **timing))
-        log(f"{precision} {shape.describe()}: {timing['gflop_per_s']:.1f} GFLOP/s ({', '.join(names)})")
+        log(f"{precision} {shape.describe()} {'+'.join(passes)}: {timing['gflop_per_s']:.1f} GFLOP/s "
+            f"({', '.join(names)})")
     stage_rows = []
     for stage in stages:
-        limit = step_limit(stage["convs"], rates)
-        stage_rows.append(dict(stage=stage["stage"], limit_gflop_per_s=limit,
-                               ms_per_step=1000 * batch / stage["images_per_s"],
-                               train_gflop_per_step=stage["train_gflop_per_image"] * batch,
-                               conv_gflop_per_step=sum(c["step_flops"] for c in stage["convs"]) / 1e9,
-                               **stage_fraction(stage["train_gflop_per_image"], stage["images_per_s"], limit)))
+        conv_gflop = sum(c["step_flops"] for c in stage["convs"]) / 1e9
+        step_s = batch / stage["images_per_s"]
+        stage_rows.append(dict(stage=stage["stage"], limit_gflop_per_s=step_limit(stage["convs"], seconds),
+                               ms_per_step=1000 * step_s, conv_gflop_per_step=conv_gflop,
+                               train_gflop_per_step=stage["train_gflop_per_image"] * batch))
+        stage_rows[-1].update(stage_fraction(conv_gflop, step_s, stage_rows[-1]["limit_gflop_per_s"]))
     return dict(precision=precision, dtype=conv_dtype(precision), shapes=rows, stages=stage_rows)
 
 
@@ -308,12 +354,13 @@ def markdown(report: dict[str, Any]) -> str:
              "shape.", ""]
     for part in report["precisions"]:
         lines += [f"### {part['precision']} (convolutions in {part['dtype']})", "",
-                  "| conv (NxHxWxCin -> Cout, kernel/stride padding) | layers | GFLOP fwd+bwd | ms | GFLOP/s |",
-                  "|---|---|---:|---:|---:|"]
+                  "| conv (NxHxWxCin -> Cout, kernel/stride padding) | passes | layers | GFLOP | ms | GFLOP/s |",
+                  "|---|---|---|---:|---:|---:|"]
         for row in part["shapes"]:
-            lines.append(f"| {row['conv']} | {', '.join(row['layers'])} | {row['flops'] / 1e9:.2f} | "
+            passes = " + ".join(PASS_NAMES[p] for p in row["passes"])
+            lines.append(f"| {row['conv']} | {passes} | {', '.join(row['layers'])} | {row['flops'] / 1e9:.2f} | "
                          f"{1000 * row['seconds']:.1f} | {row['gflop_per_s']:.1f} |")
-        lines += ["", "| stage | conv GFLOP/step | train GFLOP/step | ms/step | achieved GFLOP/s | "
+        lines += ["", "| stage | conv GFLOP/step | count_flops GFLOP/step | ms/step | achieved conv GFLOP/s | "
                       "limit GFLOP/s | fraction of limit |", "|---:|---:|---:|---:|---:|---:|---:|"]
         for row in part["stages"]:
             lines.append(f"| {row['stage']} | {row['conv_gflop_per_step']:.2f} | {row['train_gflop_per_step']:.2f} | "
