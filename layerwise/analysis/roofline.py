@@ -2,9 +2,9 @@
 
 A stage's training step is mostly convolutions: forward, then the gradient with respect to the
 input (``Conv2DBackpropInput``) and to the kernel (``Conv2DBackpropFilter``). This module finds
-the network's conv layer shapes (:func:`conv_shapes`), times one forward and both backward passes
-of each shape alone on this machine (:func:`time_conv`: ``tf.function``, warm-up calls, then the
-median of timed repeats), each with the passes a training step runs for it (:func:`step_convs`:
+the network's conv layer shapes (:func:`conv_shapes`), times each alone on this machine
+(:func:`time_conv`: ``tf.function``, warm-up calls, then the median of timed repeats) with the
+passes a training step runs for it (:func:`step_convs`:
 the trainable part's convs forward and backward, without the input gradient where nothing
 trainable lies before the conv, since TensorFlow's tape computes only the gradients the weights
 need; the frozen prefix's forward only), and combines the measured rates into the FLOP-weighted
@@ -15,8 +15,8 @@ much of the step goes to everything else (BatchNorm, pooling, the optimizer, the
 convolutions running slower in context.
 
 FLOPs of one conv's forward and both backward passes: 3 x 2 x N x Ho x Wo x Cout x Cin/groups x
-kh x kw (``ConvShape.train_flops``; each pass is one multiply-accumulate per kernel entry and output position, the
-convention of :mod:`layerwise.analysis.flops`; the roofline model of Williams, Waterman and
+kh x kw (``ConvShape.train_flops``; each pass is one multiply-accumulate per kernel entry and
+output position, the convention of :mod:`layerwise.analysis.flops`; the roofline model of Williams, Waterman and
 Patterson, "Roofline: an insightful visual performance model", CACM 2009, with the measured
 kernel speed as the roof). Output sizes follow ``tf.nn.conv2d``
 (https://www.tensorflow.org/api_docs/python/tf/nn/convolution): ``same`` gives ceil(H / s),
