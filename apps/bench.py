@@ -6,11 +6,15 @@
     python -m apps.bench --compare --reference_command "/tmp/torch-ref/bin/python torch_reference.py"
     python -m apps.bench --profile_dir runs/profile   # TensorFlow profiler traces per stage
     python -m apps.bench --module_memory 2,4,8,16 --out runs/modules   # K-module ResNet-32 vs end to end
+    python -m apps.bench --roofline --out runs/roofline   # conv fwd+bwd GFLOP/s here vs each stage's
 
 Writes ``bench.json`` (every case) and ``bench.md`` (tables) to ``--out``; ``--compare`` writes
 ``compare.json`` and ``compare.md`` (``apps.speed_compare``: rounds alternate the runs, medians
 and ranges over ``--repeats``); ``--module_memory`` writes ``modules.json`` and ``modules.md``
-(``apps.module_memory``: per-module peak memory of ResNet-32 as K local modules, InfoPro's claim).
+(``apps.module_memory``: per-module peak memory of ResNet-32 as K local modules, InfoPro's claim);
+``--roofline`` writes ``roofline.json`` and ``roofline.md`` (``layerwise.analysis.roofline``: this
+machine's conv forward+backward GFLOP/s for the network's own conv shapes, and each stage's
+training step's achieved GFLOP/s as a fraction of that limit).
 """
 
 from __future__ import annotations
@@ -51,6 +55,15 @@ flags.DEFINE_list(
     "K values: measure the peak memory of every module of ResNet-32 trained as K local modules (InfoPro "
     "loss) and of its end-to-end step, at --size (tiny: a smoke test; small: CIFAR shape, batch 64).",
 )
+flags.DEFINE_boolean(
+    "roofline", False,
+    "Measure this machine's conv forward+backward GFLOP/s for the --size's MNIST-shaped network's own conv "
+    "shapes (float32, and bfloat16 where --precisions asks for it: auto resolves to it on CPUs with "
+    "avx512_bf16 or AMX), time a short training of every stage, and report each stage's achieved GFLOP/s "
+    "as a fraction of its conv limit. --repeats: timed repeats per conv shape (the median is reported).",
+)
+flags.DEFINE_integer(
+    "roofline_batch", None, "--roofline: the batch size (default: the --size's, 64 for small).", lower_bound=1)
 flags.DEFINE_integer(
     "repeats", 3, "Rounds: each runs every case (with --compare: every variant and the reference) once; "
     "the tables give medians and ranges.")
@@ -89,6 +102,26 @@ def profile(profile_dir: str) -> None:
     print(table + f"traces in {profile_dir}: tensorboard --logdir {profile_dir} (Profile tab)")
 
 
+def roofline(out: str) -> None:
+    from layerwise.analysis import roofline as rl  # imports TensorFlow: not for every --help
+
+    from layerwise.training.optim import resolve_precision
+
+    precisions = list(dict.fromkeys(resolve_precision(p)[0] for p in FLAGS.precisions))
+    report = rl.roofline_report(
+        [dict(size=FLAGS.size, shape="mnist5k", variant="no_tape", head="paper", precision=precision,
+              **({"batch": FLAGS.roofline_batch} if FLAGS.roofline_batch else {})) for precision in precisions],
+        run_case, FLAGS.repeats, log=print)
+    report["size"] = FLAGS.size
+    table = rl.markdown(report)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "roofline.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(out, "roofline.md"), "w") as f:
+        f.write(table)
+    print(table)
+
+
 def module_memory(out: str) -> None:
     from apps import module_memory as mm  # imports Keras: not for every --help
 
@@ -120,6 +153,9 @@ def main(argv: list[str]) -> None:
         return
     if FLAGS.module_memory:
         module_memory(FLAGS.out)
+        return
+    if FLAGS.roofline:
+        roofline(FLAGS.out)
         return
     results = run_benchmark(FLAGS.size, FLAGS.repeats)
     summary = summarize(results)

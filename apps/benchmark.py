@@ -135,6 +135,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     from layerwise.config import RunOptions, TrainConfig
     from layerwise.data import load_dataset
     from layerwise.analysis.flops import count_flops
+    from layerwise.analysis.roofline import step_convs
     from layerwise.analysis.memory import memory_device, peak_rss_mb
     from layerwise.training.optim import dtype_policy, resolve_precision
     from layerwise.training.problems import DECOUPLED, Problem, decoupled_models
@@ -142,7 +143,8 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     from layerwise.training.trainer import GreedyTrainer
     from models import build_model
 
-    spec = SHAPES[case["size"]][case["shape"]]
+    # a case may override its size's batch and step count (``apps.bench --roofline_batch``)
+    spec = dict(SHAPES[case["size"]][case["shape"]], **{k: case[k] for k in ("batch", "steps") if k in case})
     precision, jit = resolve_precision(case.get("precision", "float32"))[0], bool(case.get("jit", False))
     config = TrainConfig().replace(
         dataset="synthetic", model_options=spec["model"], aux_conv_layers=spec["aux_conv_layers"],
@@ -190,8 +192,9 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
                 train_flops = 3 * count_flops(problem.trainable)
                 if cache is None and problem.frozen is not None:
                     train_flops += count_flops(problem.frozen)
+                convs = step_convs(problem.trainable, problem.frozen if cache is None else None, config.batch_size)
                 result["per_stage"].append(dict(stage=j, cache_build_s=build, train_gflop_per_image=train_flops / 1e9,
-                                                **timing))
+                                                convs=convs, **timing))
                 if cache is not None:
                     cache.close()
                 network.stages[j].trainable = False

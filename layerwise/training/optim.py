@@ -17,7 +17,7 @@ import tensorflow as tf
 from layerwise.config import recorded
 from layerwise.config import OptimConfig
 
-__all__ = ["dtype_policy", "for_precision", "make_optimizer", "recorded_optimizer", "resolve_precision"]
+__all__ = ["dtype_policy", "for_precision", "make_optimizer", "read_cpu_flags", "recorded_optimizer", "resolve_precision"]
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with bfloat16 matrix units
 
@@ -76,7 +76,8 @@ def recorded_optimizer(config: OptimConfig) -> Callable[[], keras.optimizers.Opt
     return fresh
 
 
-def _cpu_flags() -> set[str]:
+def read_cpu_flags() -> set[str]:
+    """The flags of /proc/cpuinfo (empty where it cannot be read)."""
     try:
         with open("/proc/cpuinfo") as f:
             return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
@@ -110,7 +111,7 @@ def resolve_precision(name: str, *, gpu_details: Sequence[dict] | None = None,
         if tuple(capability) >= (7, 0):
             return "mixed_float16", f"GPU of compute capability {capability[0]}.{capability[1]}"
         return "float32", "GPU without fast bfloat16 or float16"
-    found = sorted(set(BF16_CPU_FLAGS) & set(_cpu_flags() if cpu_flags is None else cpu_flags))
+    found = sorted(set(BF16_CPU_FLAGS) & set(read_cpu_flags() if cpu_flags is None else cpu_flags))
     if found:
         return "mixed_bfloat16", f"CPU with {', '.join(found)}"
     return "float32", "CPU without bfloat16 instructions"

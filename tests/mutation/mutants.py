@@ -294,6 +294,12 @@ GOLDEN = "tests/test_golden.py"
 GOLDEN_SIM = f"{GOLDEN}::test_sim_loss_and_its_input_gradient_equal_theirs"
 GOLDEN_SUPCON = f"{GOLDEN}::test_supervised_contrastive_loss_and_its_gradient_equal_theirs"
 GOLDEN_DECODER = f"{GOLDEN}::test_decoder_output_equals_theirs"
+# ---- issue 26: roofline
+ROOFLINE_PY = "layerwise/analysis/roofline.py"
+ROOFLINE = "tests/test_roofline.py"
+ROOFLINE_WALK = f"{ROOFLINE}::test_conv_shapes_walk_nested_models_and_strided_output_sizes"
+ROOFLINE_PASSES = f"{ROOFLINE}::test_step_convs_passes_and_a_flop_weighted_limit"
+ROOFLINE_REPORT = f"{ROOFLINE}::test_report_of_a_tiny_network_has_every_conv_shape_and_every_stage_fraction"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -2118,5 +2124,46 @@ MUTANTS: list[Mutant] = [
         "INFOPRO_BN_EPSILON = 1e-5",
         "INFOPRO_BN_EPSILON = 1e-3",
         (GOLDEN_DECODER,),
+    ),
+    # ---- issue 26: roofline
+    Mutant(
+        "roofline-valid-output-ignores-stride",
+        "a valid convolution's output size ignores its stride",
+        ROOFLINE_PY,
+        "        return (n - d * (k - 1) - 1) // s + 1",
+        "        return (n - d * (k - 1) - 1) + 1",
+        (ROOFLINE_WALK,),
+    ),
+    Mutant(
+        "roofline-train-flops-two-passes",
+        "a conv's forward and backward passes count twice its forward FLOPs, not three times",
+        ROOFLINE_PY,
+        "        return 3 * self.forward_flops()",
+        "        return 2 * self.forward_flops()",
+        (ROOFLINE_WALK,),
+    ),
+    Mutant(
+        "roofline-every-conv-input-gradient",
+        "every trainable conv is timed with an input gradient, also the first, whose input needs none",
+        ROOFLINE_PY,
+        "if c.after_trainable else [FORWARD, KERNEL_GRADIENT]",
+        "if True else [FORWARD, KERNEL_GRADIENT]",
+        (ROOFLINE_PASSES, ROOFLINE_REPORT),
+    ),
+    Mutant(
+        "roofline-limit-arithmetic-mean",
+        "a stage's limit is the plain mean of its convs' rates, not their FLOPs over their time",
+        ROOFLINE_PY,
+        "    return flops / 1e9 / sum(seconds[conv_key(c)] for c in convs)",
+        "    return sum(c[\"step_flops\"] / 1e9 / seconds[conv_key(c)] for c in convs) / len(convs)",
+        (ROOFLINE_PASSES,),
+    ),
+    Mutant(
+        "roofline-nested-models-skipped",
+        "the walk skips the convs of nested models (a staged network's stages and heads)",
+        ROOFLINE_PY,
+        "            _walk(layer, batch, f\"{prefix}{layer.name}/\", seen_trainable, found)\n",
+        "",
+        (ROOFLINE_WALK, ROOFLINE_REPORT),
     ),
 ]
