@@ -56,6 +56,27 @@ def tiny_cnn(seed: int = 0):
     return keras.Model(inputs, outputs, name="tiny_cnn")
 
 
+def three_conv_cnn(name: str, seed: int = 0, batchnorm: bool = False):
+    """A user's functional CNN on 8x8 digits (input ``pixels``; conv1[, bn1], relu1, conv2 stride 2,
+    relu2, conv3, relu3, pool, a softmax ``predictions`` classifier), the same weights for the same
+    seed."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1), name="pixels")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inputs)
+    if batchnorm:
+        x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(name="relu1")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="conv2")(x)
+    x = keras.layers.ReLU(name="relu2")(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", name="conv3")(x)
+    x = keras.layers.ReLU(name="relu3")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(10, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
 def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs ``python -m <args>`` from the repository root and captures its output."""
     return subprocess.run(

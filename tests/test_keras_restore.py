@@ -22,7 +22,7 @@ import layerwise
 from layerwise.errors import CheckpointError
 from layerwise.run.network_file import NETWORK_FILE, RecordedData
 from layerwise.training.local_losses import PredSim
-from conftest import REPO, digit_arrays, run_cli, tiny_config
+from conftest import REPO, digit_arrays, run_cli, three_conv_cnn, tiny_config
 
 SPLIT_STAGES = 3
 HEAD = layerwise.AuxHead(k=1, width=8, pooled_size=1, hidden_units=(16,), dropout=0.3)
@@ -30,18 +30,7 @@ HEAD = layerwise.AuxHead(k=1, width=8, pooled_size=1, hidden_units=(16,), dropou
 
 def user_model(seed: int = 0) -> keras.Model:
     """A small Keras model of the user's, ending in a softmax classifier (split_model's final head)."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((8, 8, 1), name="pixels")
-    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inputs)
-    x = keras.layers.BatchNormalization(name="bn1")(x)
-    x = keras.layers.ReLU(name="relu1")(x)
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="conv2")(x)
-    x = keras.layers.ReLU(name="relu2")(x)
-    x = keras.layers.Conv2D(16, 3, padding="same", name="conv3")(x)
-    x = keras.layers.ReLU(name="relu3")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(10, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, outputs, name="restore_cnn")
+    return three_conv_cnn("restore_cnn", seed, batchnorm=True)
 
 
 class InterruptAtStage(layerwise.StageCallback):

@@ -17,7 +17,7 @@ from layerwise.config import schema
 from layerwise.config import TrainConfig
 from layerwise.training.heads import config_heads, head_options
 from layerwise.training.local_losses import config_local_loss, local_loss_options
-from conftest import digit_arrays
+from conftest import digit_arrays, three_conv_cnn
 
 SPLIT_AT = ["relu1", "relu2"]
 HEAD = layerwise.AuxHead(k=1, width=8, pooled_size=1, hidden_units=(16,), dropout=0.3)
@@ -51,17 +51,8 @@ def linear_head(feature_shape, num_classes):
 
 
 def user_model(seed: int = 0) -> keras.Model:
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((8, 8, 1), name="pixels")
-    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inputs)
-    x = keras.layers.ReLU(name="relu1")(x)
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="conv2")(x)
-    x = keras.layers.ReLU(name="relu2")(x)
-    x = keras.layers.Conv2D(16, 3, padding="same", name="conv3")(x)
-    x = keras.layers.ReLU(name="relu3")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(10, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, outputs, name="spec_cnn")
+    """A small Keras model of the user's, ending in a softmax classifier (split_model's final head)."""
+    return three_conv_cnn("spec_cnn", seed)
 
 
 @pytest.fixture(scope="module")
