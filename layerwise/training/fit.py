@@ -364,7 +364,6 @@ def fit(
         train, validation_data = _split_off_validation(train, validation_split)
     if optimizer is None and network.optimizer is not None and "optimizer" not in config_changes:
         optimizer = network.optimizer  # what the model was compiled with, as keras.Model.fit trains with it
-        log(f"optimizer: the split model's compiled {type(optimizer).__name__} (a fresh copy per problem)")
     optimizer_changes, optimizer_factory = _optimizer_options(optimizer, required=workdir is not None)
     if optimizer_factory is not None:
         replaced = sorted(set(config_changes) & set(OPTIMIZER_OPTIONS))

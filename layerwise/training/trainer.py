@@ -233,7 +233,8 @@ class GreedyTrainer:
         optim = self.config.optim
         if self.optimizer_factory is not None:
             given = self.optimizer_factory()
-            return (f"{type(given).__name__} as given (a fresh copy per problem, with its own learning rate), "
+            return (f"{type(given).__name__}, the one passed to fit or compiled into the split model (a fresh copy "
+                    "per problem, with its own learning rate), "
                     f"weight_decay {optim.weight_decay:g}")
         nesterov = ", Nesterov" if optim.nesterov else ""
         momentum = f" (momentum {optim.momentum:g}{nesterov})" if optim.name == "sgd" else ""
