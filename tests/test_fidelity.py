@@ -27,7 +27,8 @@ from layerwise.data.augment import augment_image
 from layerwise.errors import ConfigError
 from layerwise.config import TrainConfig
 from layerwise.training.heads import AuxHead
-from layerwise.training.local_losses import AlignCornersResize, InfoPro, Sim
+from layerwise.training.infopro_heads import AlignCornersResize
+from layerwise.training.local_losses import InfoPro, Sim
 from layerwise.training.optim import make_optimizer
 from layerwise.training.problems import decoupled_models
 from layerwise.training.replay import ReplayBuffer

@@ -43,13 +43,10 @@ from layerwise.training.local_losses import (
     PredSim,
     Sim,
     cross_entropy,
-    decoder,
-    projection_head,
-    reconstruction_loss,
     similarity_loss,
     similarity_matrix,
-    supervised_contrastive_loss,
 )
+from layerwise.training.infopro_heads import decoder, projection_head, reconstruction_loss, supervised_contrastive_loss
 
 GOLDEN = np.load(pathlib.Path(__file__).parent / "data" / "golden" / "authors_values.npz")
 TOLERANCE = 1e-5

@@ -7,10 +7,8 @@ import pytest
 import tensorflow as tf
 
 from layerwise.errors import ConfigError
-from layerwise.training.local_losses import (
-    InfoPro, Pred, PredSim, Sim, local_loss_for, reconstruction_loss, similarity_loss, similarity_matrix,
-    supervised_contrastive_loss,
-)
+from layerwise.training.infopro_heads import reconstruction_loss, supervised_contrastive_loss
+from layerwise.training.local_losses import InfoPro, Pred, PredSim, Sim, local_loss_for, similarity_loss, similarity_matrix
 
 RNG = np.random.default_rng(0)
 

@@ -300,6 +300,8 @@ ROOFLINE = "tests/test_roofline.py"
 ROOFLINE_WALK = f"{ROOFLINE}::test_conv_shapes_walk_nested_models_and_strided_output_sizes"
 ROOFLINE_PASSES = f"{ROOFLINE}::test_step_convs_passes_and_a_flop_weighted_limit"
 ROOFLINE_REPORT = f"{ROOFLINE}::test_report_of_a_tiny_network_has_every_conv_shape_and_every_stage_fraction"
+# ---- issue 24: fidelity s29
+INFOPRO_HEADS_PY = "layerwise/training/infopro_heads.py"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -2055,7 +2057,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "infopro-decoder-half-pixel",
         "InfoPro's decoder upsamples at half-pixel centres instead of with the corners aligned",
-        LOCAL_LOSSES_PY,
+        INFOPRO_HEADS_PY,
         "tf.compat.v1.image.resize_bilinear(inputs, self.size, align_corners=True)",
         "tf.compat.v1.image.resize_bilinear(inputs, self.size, align_corners=False, half_pixel_centers=True)",
         (INFOPRO_DECODER,),
@@ -2063,7 +2065,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "infopro-projection-pads-bottom-right",
         "the projection head's strided conv pads only bottom and right (Keras 'same'), shifting the grid",
-        LOCAL_LOSSES_PY,
+        INFOPRO_HEADS_PY,
         'keras.layers.ZeroPadding2D(1, name=f"{name}_projection_pad")',
         'keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}_projection_pad")',
         (INFOPRO_PROJECTION,),
@@ -2112,7 +2114,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "supcon-anchor-in-its-denominator",
         "the supervised contrastive loss keeps the anchor itself in its denominator",
-        LOCAL_LOSSES_PY,
+        INFOPRO_HEADS_PY,
         "tf.reduce_sum(tf.exp(logits) * others, axis=1, keepdims=True)",
         "tf.reduce_sum(tf.exp(logits), axis=1, keepdims=True)",
         (GOLDEN_SUPCON,),
@@ -2120,7 +2122,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "infopro-bn-keras-epsilon",
         "InfoPro's decoder and projection BatchNorm use Keras's epsilon 1e-3, not PyTorch's 1e-5",
-        LOCAL_LOSSES_PY,
+        INFOPRO_HEADS_PY,
         "INFOPRO_BN_EPSILON = 1e-5",
         "INFOPRO_BN_EPSILON = 1e-3",
         (GOLDEN_DECODER,),
