@@ -119,7 +119,7 @@ def _infopro_doc(k: int, batch_size: int = INFOPRO_BATCH) -> str:
     Paper ({INFOPRO_SOURCE}, ResNet-32, InfoPro contrast): {INFOPRO_RESNET32_ERRORS[k]:.2f}% test error,
     end to end {INFOPRO_RESNET32_END_TO_END_ERROR}% (mean of 5 runs). Weights
     lambda_1, lambda_2 (first -> last local module) {INFOPRO_RESNET32_WEIGHTS[k]} from their comand.sh.
-    {recipe} Still differs from their code: the reconstruction target (docs/local_learning.md).
+    {recipe} The reconstruction target is the de-normalised image, as theirs (docs/local_learning.md).
     """
 
 

@@ -26,6 +26,7 @@ from layerwise.config.groups import (
     MODES, PRECISIONS, OPTIMIZERS, ON_NAN, PRUNE_CRITERIA, LR_SCHEDULES, MILESTONE_UNITS,
     EVAL_CROPS, CACHE_PREFIX, PREFIX_MODES, AUGMENTATIONS, check_head_shape, LOCAL_LOSSES,
     CUSTOM_LOSS, INFOPRO_CLASS_TERMS, STAGE_FIELDS, AUX_POOLINGS, REPLAY_POLICIES, HeadsConfig,
+    REPLAY_SCHEDULES, FILLED_FROM_DATA,
     OptimConfig, ScheduleConfig, PruningConfig, RefitConfig, LocalConfig,
 )
 from layerwise.config.train import (
@@ -36,6 +37,6 @@ __all__ = [
     'MODES', 'PRECISIONS', 'OPTIMIZERS', 'ON_NAN', 'PRUNE_CRITERIA', 'LR_SCHEDULES',
     'MILESTONE_UNITS', 'EVAL_CROPS', 'CACHE_PREFIX', 'PREFIX_MODES', 'AUGMENTATIONS',
     'check_head_shape', 'LOCAL_LOSSES', 'CUSTOM_LOSS', 'INFOPRO_CLASS_TERMS', 'STAGE_FIELDS',
-    'AUX_POOLINGS', 'REPLAY_POLICIES', 'HeadsConfig', 'OptimConfig', 'ScheduleConfig',
+    'AUX_POOLINGS', 'REPLAY_POLICIES', 'REPLAY_SCHEDULES', 'FILLED_FROM_DATA', 'HeadsConfig', 'OptimConfig', 'ScheduleConfig',
     'PruningConfig', 'RefitConfig', 'LocalConfig', 'TrainConfig', 'RunOptions',
 ]

@@ -47,6 +47,8 @@ DEPENDENT: dict[str, tuple[Callable[[Flat], bool], str]] = {
     "infopro_temperature": INFOPRO,
     "infopro_feature_dim": INFOPRO,
     "infopro_decoder_width": INFOPRO,
+    "infopro_image_mean": INFOPRO,
+    "infopro_image_std": INFOPRO,
 }
 
 

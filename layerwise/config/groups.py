@@ -56,6 +56,11 @@ STAGE_FIELDS = ("lr", "weight_decay", "aux_width", "aux_conv_layers", "epochs_pe
 AUX_POOLINGS = ("adaptive", "padded")
 # how an asynchronous stage picks its batch from the replay buffer (layerwise.training.replay)
 REPLAY_POLICIES = ("priority_lifo", "uniform")
+# which stage steps when, in the asynchronous decoupled mode (layerwise.training.replay)
+REPLAY_SCHEDULES = ("random", "rounds")
+# fields layerwise.fit fills from the data where a run leaves them empty (then recorded): a check
+# of a workdir before the data is read cannot compare them yet (layerwise.run.workdir)
+FILLED_FROM_DATA = ("infopro_image_mean", "infopro_image_std")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,6 +220,14 @@ class LocalConfig:
     infopro_decoder_width: int = option(
         12, "infopro: hidden width of the reconstruction decoder (the reference code: 12).",
         flag="infopro_decoder_width")
+    infopro_image_mean: list[float] = option(
+        factory=list, help="infopro: the per-channel mean the data was normalised with, on the 0-1 pixel scale: the "
+        "reconstruction target is the de-normalised image, as the authors' _image_restore. Filled from the data "
+        "by layerwise.fit and recorded, so a resumed run uses the same; empty: the min-max stretched image.",
+        flag="infopro_image_mean", cli=False)
+    infopro_image_std: list[float] = option(
+        factory=list, help="infopro: the per-channel std of that normalisation (see infopro_image_mean).",
+        flag="infopro_image_std", cli=False)
     object: dict = option(
         factory=dict, help="--local_loss custom: the LocalLoss of the user's own as a Keras-serialised object "
         "(keras.saving.serialize_keras_object; layerwise.fit writes it). {}: none.", flag="local_loss_object",

@@ -141,6 +141,16 @@ class DataSource:
         std = tf.constant(self.std, tf.float32)
         return (tf.cast(images, tf.float32) - mean) / std
 
+    def unit_statistics(self) -> tuple[list[float], list[float]] | None:
+        """The per-channel ``mean`` and ``std`` of :meth:`normalize` on the 0-1 pixel scale (raw
+        0..255 pixels over 255): ``network input * std + mean`` is the image as
+        ``torchvision.transforms.ToTensor`` gives it, what InfoPro reconstructs
+        (``layerwise.training.infopro_heads.reconstruction_target``). ``None`` where the raw
+        pixels' scale is unknown (float images of a user's own: ``uint8_pixels`` is False)."""
+        if not self.uint8_pixels:
+            return None
+        return [float(m) / 255.0 for m in np.ravel(self.mean)], [float(s) / 255.0 for s in np.ravel(self.std)]
+
 
 class ArraySource(DataSource):
     """A dataset held in memory as NumPy arrays of raw pixels (``(N, H, W, C)``).

@@ -20,7 +20,7 @@ import json
 import os
 from typing import Any, Iterator
 
-from layerwise.config import TrainConfig, schema
+from layerwise.config import FILLED_FROM_DATA, TrainConfig, schema
 from layerwise.errors import ConfigError, StorageError, WorkdirMismatchError
 from layerwise.run import files
 from layerwise.run.files import atomic_write_text
@@ -130,7 +130,11 @@ def check_workdir(workdir: str, config: TrainConfig) -> bool:
                 f"{os.path.join(workdir, CONFIG_FILE)} is corrupt ({e}); restore it from a backup, or start the run "
                 "again in a new --workdir"
             ) from None
-        diff = _differences(stored, config.flat())
+        wanted = config.flat()
+        for name in FILLED_FROM_DATA:  # not filled yet (the data is not read): layerwise.fit checks them
+            if not wanted[name]:
+                wanted[name] = stored[name]
+        diff = _differences(stored, wanted)
         if diff:
             shown = "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "")
             raise WorkdirMismatchError(

@@ -35,7 +35,7 @@ from layerwise.config import CUSTOM_LOSS, RunOptions, TrainConfig
 from layerwise.run.network_file import write_network
 from layerwise.run.workdir import check_workdir, open_run
 from layerwise.training.heads import AUX_FIELDS, AuxHead, head_options
-from layerwise.training.local_losses import LocalLoss, local_loss_options
+from layerwise.training.local_losses import LocalLoss, local_loss_options, with_image_statistics
 from layerwise.training.modules import group_stages
 from layerwise.training.network import StagedNetwork, primary
 from layerwise.training.optim import is_optimizer_or_factory, resolve_precision
@@ -404,6 +404,7 @@ def fit(
     # a DataSource with a validation split has held it out already (as the apps' load_data does)
     if config.validation_fraction and not (isinstance(train, DataSource) and data.num_val):
         data = _hold_out(data, config)
+    config = with_image_statistics(config, data.unit_statistics())  # InfoPro's target: the de-normalised image
     if config.precision == "auto":
         precision, why = resolve_precision("auto")
         log(f"precision: auto -> {precision} ({why})")

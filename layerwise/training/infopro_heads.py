@@ -25,25 +25,32 @@ from layerwise.training.layers import features_input
 INFOPRO_BN_EPSILON = 1e-5  # PyTorch's BatchNorm2d default, in InfoPro's decoder and projection head
 
 
-def reconstruction_target(images: tf.Tensor) -> tf.Tensor:
-    """The images scaled to [0, 1] per image and channel (min-max).
+def reconstruction_target(images: tf.Tensor, mean: Sequence[float] | None = None,
+                          std: Sequence[float] | None = None) -> tf.Tensor:
+    """What InfoPro's decoder reconstructs: the input image with the normalisation undone.
 
-    InfoPro's decoder reconstructs the input image in [0, 1] (the normalisation undone). Min-max
-    per image and channel gives exactly that for an image spanning the full pixel range (an MNIST
-    digit, most photographs) and does not depend on the pipeline's normalisation, which is affine
-    per channel: the loss needs no dataset statistics.
+    With the pipeline's per-channel ``mean`` and ``std`` on the 0-1 pixel scale
+    (``layerwise.data.DataSource.unit_statistics``): ``images * std + mean``, the authors'
+    ``InfoProResNet._image_restore`` (``networks/resnet.py`` of ``blackfeather-wang/InfoPro-Pytorch``),
+    not clipped, as theirs. Without them (the pixels' scale unknown, e.g. a user's float images):
+    each image and channel min-max stretched to [0, 1], which equals the de-normalised image only
+    where a channel spans exactly [0, 1].
     """
     images = tf.cast(images, tf.float32)
+    if mean is not None and std is not None:
+        return images * tf.constant(std, tf.float32) + tf.constant(mean, tf.float32)
     axes = list(range(1, images.shape.rank - 1))
     low = tf.reduce_min(images, axis=axes, keepdims=True)
     high = tf.reduce_max(images, axis=axes, keepdims=True)
     return tf.math.divide_no_nan(images - low, high - low)
 
 
-def reconstruction_loss(logits: tf.Tensor, images: tf.Tensor) -> tf.Tensor:
+def reconstruction_loss(logits: tf.Tensor, images: tf.Tensor, mean: Sequence[float] | None = None,
+                        std: Sequence[float] | None = None) -> tf.Tensor:
     """Per-example binary cross-entropy between ``sigmoid(logits)`` and :func:`reconstruction_target`
-    (InfoPro's ``BCELoss(decoder(features), image)``), averaged over the pixels."""
-    target = reconstruction_target(images)
+    (InfoPro's ``BCELoss(decoder(features), _image_restore(image))``), averaged over the pixels;
+    ``mean``, ``std`` as there."""
+    target = reconstruction_target(images, mean, std)
     per_pixel = tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=tf.cast(logits, tf.float32))
     return tf.reduce_mean(tf.reshape(per_pixel, [tf.shape(per_pixel)[0], -1]), axis=1)
 

@@ -245,6 +245,11 @@ class InfoPro(LocalLoss):
         temperature: of the contrastive loss (0.07).
         feature_dim: the projection's output width (128).
         decoder_width: the decoder's hidden width (12 in the reference code).
+        image_mean, image_std: the pipeline's per-channel normalisation on the 0-1 pixel scale, so
+            that the reconstruction target is the de-normalised image, as the authors'
+            (:func:`~layerwise.training.infopro_heads.reconstruction_target`); ``layerwise.fit``
+            fills them from the data (``DataSource.unit_statistics``) and records them. Empty: the
+            min-max stretched image.
     """
 
     recon_weight: float = 5.0
@@ -255,17 +260,25 @@ class InfoPro(LocalLoss):
     temperature: float = 0.07
     feature_dim: int = 128
     decoder_width: int = 12
+    image_mean: tuple[float, ...] = ()
+    image_std: tuple[float, ...] = ()
     name = "infopro"
     config_fields: ClassVar[dict[str, str]] = {
         "recon_weight": "infopro_recon_weight", "recon_weight_last": "infopro_recon_weight_last",
         "class_weight": "infopro_class_weight", "class_weight_last": "infopro_class_weight_last",
         "class_term": "infopro_class_term", "temperature": "infopro_temperature",
         "feature_dim": "infopro_feature_dim", "decoder_width": "infopro_decoder_width",
+        "image_mean": "infopro_image_mean", "image_std": "infopro_image_std",
     }
 
     def __post_init__(self):
         if self.class_term not in CLASS_TERMS:
             raise ConfigError(f"infopro_class_term must be one of {', '.join(CLASS_TERMS)}, got {self.class_term!r}")
+        if len(self.image_mean) != len(self.image_std):
+            raise ConfigError(f"infopro_image_mean and infopro_image_std need one value per channel each, got "
+                              f"{len(self.image_mean)} and {len(self.image_std)}")
+        object.__setattr__(self, "image_mean", tuple(float(v) for v in self.image_mean))
+        object.__setattr__(self, "image_std", tuple(float(v) for v in self.image_std))
 
     @property
     def detach_head(self) -> bool:
@@ -292,7 +305,8 @@ class InfoPro(LocalLoss):
         return keras.Model(features, outputs, name=name)
 
     def __call__(self, outputs, labels, images, global_batch_size=None):
-        recon = tf.nn.compute_average_loss(reconstruction_loss(outputs[RECONSTRUCTION], images),
+        statistics = (self.image_mean, self.image_std) if self.image_mean else (None, None)
+        recon = tf.nn.compute_average_loss(reconstruction_loss(outputs[RECONSTRUCTION], images, *statistics),
                                            global_batch_size=global_batch_size)
         head = cross_entropy(outputs[LOGITS], labels, global_batch_size)
         if self.class_term == "contrast":
@@ -347,6 +361,24 @@ def local_loss_for(name: str, **options) -> LocalLoss:
     return cls(**options)
 
 
+def as_recorded(value: Any) -> Any:
+    """A parameter as ``config.json`` holds it (a tuple as a list)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def with_image_statistics(config: TrainConfig, statistics: tuple[Sequence[float], Sequence[float]] | None
+                          ) -> TrainConfig:
+    """``config`` with InfoPro's ``infopro_image_mean`` / ``infopro_image_std`` set to ``statistics``
+    (the data's normalisation on the 0-1 pixel scale, ``DataSource.unit_statistics``) where the run
+    uses the built-in InfoPro loss and records none yet; otherwise ``config`` itself (a recorded
+    run keeps what it recorded)."""
+    local = config.local
+    if local.loss != InfoPro.name or local.infopro_image_mean or statistics is None:
+        return config
+    mean, std = statistics
+    return config.replace(infopro_image_mean=[float(v) for v in mean], infopro_image_std=[float(v) for v in std])
+
+
 def local_loss_options(loss: LocalLoss, required: bool) -> dict[str, Any]:
     """The configuration fields (flat names) that record ``loss``: a built-in by its name and
     its :attr:`LocalLoss.config_fields`, any other LocalLoss as ``local_loss="custom"`` and its
@@ -360,7 +392,7 @@ def local_loss_options(loss: LocalLoss, required: bool) -> dict[str, Any]:
         ConfigError: ``required`` and ``loss`` cannot be serialised (``layerwise.config.recorded``).
     """
     if type(loss) is LOCAL_LOSSES.get(loss.name):  # a built-in (a subclass records itself whole)
-        fields = {flag: getattr(loss, parameter) for parameter, flag in loss.config_fields.items()}
+        fields = {flag: as_recorded(getattr(loss, parameter)) for parameter, flag in loss.config_fields.items()}
         return {"local_loss": loss.name, "local_loss_object": {}, **fields}
     form = recorded.record(loss, "local loss", lambda obj: isinstance(obj, LocalLoss), required=required)
     return {"local_loss": CUSTOM_LOSS, "local_loss_object": form}

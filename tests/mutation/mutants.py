@@ -302,6 +302,13 @@ ROOFLINE_PASSES = f"{ROOFLINE}::test_step_convs_passes_and_a_flop_weighted_limit
 ROOFLINE_REPORT = f"{ROOFLINE}::test_report_of_a_tiny_network_has_every_conv_shape_and_every_stage_fraction"
 # ---- issue 24: fidelity s29
 INFOPRO_HEADS_PY = "layerwise/training/infopro_heads.py"
+FIDELITY_DGL = "tests/test_fidelity_dgl.py"
+FIDELITY_S29_FIT_PY = "layerwise/training/fit.py"
+FIDELITY_S29_LOSSES_PY = "layerwise/training/local_losses.py"
+DENORMALISED_TARGET = f"{FIDELITY_DGL}::test_the_target_is_the_de_normalised_image_not_its_min_max_stretch"
+INFOPRO_STATISTICS = f"{FIDELITY_DGL}::test_infopro_reads_its_statistics_and_records_them"
+INFOPRO_RUN_STATISTICS = f"{FIDELITY_DGL}::test_an_infopro_run_records_the_data_statistics_and_resumes_with_them"
+GOLDEN_PARTIAL = "tests/test_golden.py::test_reconstruction_loss_equals_theirs_where_a_channel_spans_less"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -2167,5 +2174,30 @@ MUTANTS: list[Mutant] = [
         "            _walk(layer, batch, f\"{prefix}{layer.name}/\", seen_trainable, found)\n",
         "",
         (ROOFLINE_WALK, ROOFLINE_REPORT),
+    ),
+    # ---- issue 24: fidelity s29
+    Mutant(
+        "infopro-target-mean-std-swapped",
+        "the de-normalised target multiplies by the mean and adds the std",
+        INFOPRO_HEADS_PY,
+        "return images * tf.constant(std, tf.float32) + tf.constant(mean, tf.float32)",
+        "return images * tf.constant(mean, tf.float32) + tf.constant(std, tf.float32)",
+        (DENORMALISED_TARGET, GOLDEN_PARTIAL),
+    ),
+    Mutant(
+        "infopro-loss-ignores-its-statistics",
+        "InfoPro's loss min-max stretches the target although it holds the data's mean and std",
+        FIDELITY_S29_LOSSES_PY,
+        "statistics = (self.image_mean, self.image_std) if self.image_mean else (None, None)",
+        "statistics = (None, None)",
+        (INFOPRO_STATISTICS,),
+    ),
+    Mutant(
+        "fit-does-not-record-image-statistics",
+        "layerwise.fit leaves InfoPro's mean and std empty: config.json records none and the target is min-max",
+        FIDELITY_S29_FIT_PY,
+        "    config = with_image_statistics(config, data.unit_statistics())",
+        "    config = config",
+        (INFOPRO_RUN_STATISTICS,),
     ),
 ]
