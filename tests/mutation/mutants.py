@@ -1220,7 +1220,7 @@ MUTANTS: list[Mutant] = [
         "fit-local-loss-object-ignored",
         "fit(local_loss=PredSim(beta=...)) records, and so trains, the built-in loss without its parameters",
         LOCAL_LOSSES_PY,
-        "        fields = {flag: getattr(loss, parameter) for parameter, flag in loss.config_fields.items()}",
+        "        fields = {flag: as_recorded(getattr(loss, parameter)) for parameter, flag in loss.config_fields.items()}",
         "        fields = {}",
         (PREDSIM_BETA_OBJECT,),
     ),
