@@ -359,7 +359,8 @@ def test_replay_statistics_count_ages_and_the_batches_ever_served():
 @pytest.mark.parametrize("policy", ["priority_lifo", "uniform"])
 def test_an_async_run_records_what_each_stage_read(tmp_path, quiet_log, policy):
     """The stage records of an asynchronous run carry its buffer's statistics (the issue's ages)."""
-    config = resolve(tiny_config(mode="decoupled", replay_buffer=3, replay_policy=policy, stage_step_ratios=[1, 0.5]))
+    config = resolve(tiny_config(mode="decoupled", replay_buffer=3, replay_policy=policy, stage_step_ratios=[1, 0.5],
+                                 replay_schedule="rounds"))
     records = run_training(config, str(tmp_path / policy), verbose=0, log=quiet_log)
     assert "replay_mean_age" not in records[0]  # stage 0 reads the data
     stage_1 = records[1]

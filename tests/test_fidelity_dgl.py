@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -19,10 +20,12 @@ import tensorflow as tf
 from apps.runner import resolve, run_training
 from conftest import tiny_config
 from layerwise.data.embedded import load_digits
+from layerwise.config import TrainConfig
 from layerwise.errors import ConfigError
 from layerwise.run.restore import read_config
 from layerwise.training.infopro_heads import reconstruction_loss, reconstruction_target
 from layerwise.training.local_losses import InfoPro, config_local_loss, local_loss_options, with_image_statistics
+from layerwise.training.replay import make_async_decoupled_step, make_replay_buffers, worker_logits
 
 CIFAR_MEAN = np.array([125.3, 123.0, 113.9], np.float32) / 255.0  # InfoPro's resnet.py
 CIFAR_STD = np.array([63.0, 62.1, 66.7], np.float32) / 255.0
@@ -80,3 +83,82 @@ def test_an_infopro_run_records_the_data_statistics_and_resumes_with_them(tmp_pa
     rebuilt = config_local_loss(read_config(workdir))
     np.testing.assert_allclose(rebuilt.image_std, data.std / 255.0, rtol=1e-6)
     run_training(config, workdir, verbose=0, log=quiet_log)  # resumes: the same configuration
+
+
+# ----------------------------------------------------------------------------- DGL's worker scheduling
+def _dense_stages(ratios, schedule, seed=0, buffer_size=2, batch=4):
+    """Tiny dense stages + heads (stage j: 3 -> 3 features, 10 logits) and their asynchronous step."""
+    keras.utils.set_random_seed(0)
+    models, outputs = [], []
+    for _ in ratios:
+        inputs = keras.Input((3,))
+        features = keras.layers.Dense(3)(inputs)
+        models.append(keras.Model(inputs, [features, keras.layers.Dense(10)(features)]))
+        outputs.append(features)
+    optimizers = [keras.optimizers.SGD(0.01) for _ in models]
+    for model, optimizer in zip(models, optimizers):
+        optimizer.build(model.trainable_variables)
+    buffers = make_replay_buffers([None] * len(models), outputs, buffer_size, batch, (3,))
+    step, state = make_async_decoupled_step(
+        models, optimizers, [None] * len(models), stage_outputs=outputs, buffer_size=buffer_size, ratios=ratios,
+        seed=seed, batch_size=batch, image_shape=(3,), global_batch_size=batch, schedule=schedule, buffers=buffers)
+    return step, optimizers, buffers
+
+
+def _steps_per_batch(ratios, schedule, batches, seed=0):
+    """Every stage's steps after each of ``batches`` training batches."""
+    step, optimizers, _ = _dense_stages(ratios, schedule, seed)
+    x, y = tf.random.stateless_normal([4, 3], [1, 2]), tf.constant([0, 1, 2, 3])
+    taken, before = [], [0] * len(ratios)
+    for _ in range(batches):
+        assert bool(step(x, y).finite)
+        now = [int(o.iterations) for o in optimizers]
+        taken.append([a - b for a, b in zip(now, before)])
+        before = now
+    return np.array(taken)
+
+
+def test_worker_probabilities_follow_the_ratios_stage_0_counted_as_1():
+    np.testing.assert_allclose(np.exp(worker_logits([1.0, 1.0, 0.5]).numpy()), [[0.4, 0.4, 0.2]])
+    np.testing.assert_allclose(np.exp(worker_logits([3.0, 1.0]).numpy()), [[0.5, 0.5]])  # stage 0: 1
+
+
+def test_random_schedule_draws_one_worker_at_a_time_the_slowed_stage_less_often():
+    """DGL's scheduling: stage 0 once per batch, the others a random number of times in between,
+    ``ratio`` on average (the slowed last stage half as often); seeded; the fixed rounds are exact."""
+    ratios, batches = [1.0, 1.0, 0.5], 200
+    taken = _steps_per_batch(ratios, "random", batches)
+    assert np.all(taken[:, 0] == 1)
+    mean = taken.sum(axis=0) / batches
+    assert abs(mean[1] - 1.0) < 0.2 and abs(mean[2] - 0.5) < 0.15, mean
+    assert taken[:, 1].max() >= 3 and (taken[:, 1] == 0).sum() > batches // 5  # geometric, not one a batch
+    np.testing.assert_array_equal(taken, _steps_per_batch(ratios, "random", batches))  # the same seed
+    assert not np.array_equal(taken, _steps_per_batch(ratios, "random", batches, seed=1))
+    rounds = _steps_per_batch(ratios, "rounds", 4)
+    np.testing.assert_array_equal(rounds, [[1, 1, 0], [1, 1, 1], [1, 1, 0], [1, 1, 1]])
+
+
+def test_random_is_the_default_schedule_and_applies_to_the_async_mode_only():
+    assert TrainConfig().local.replay_schedule == "random"
+    with pytest.raises(ConfigError, match="replay_schedule"):
+        tiny_config(mode="decoupled", replay_schedule="rounds").validate()
+    with pytest.raises(ConfigError, match="random, rounds"):
+        _dense_stages([1.0, 1.0], "sequential")
+
+
+def test_an_async_run_records_the_served_batch_age_and_reuse_of_every_stage(tmp_path, quiet_log):
+    """The default (random workers, priority-LIFO) run writes what each stage read into its stage
+    records in ``metrics.jsonl``: the slowed last stage reads about half as many batches as were
+    written, so about half of them are never served."""
+    config = resolve(tiny_config(mode="decoupled", model_options={"num_stages": 3, "width": 8, "downsample_at": [1]},
+                                 replay_buffer=4, stage_step_ratios=[1, 1, 0.5], epochs_per_stage=2))
+    records = run_training(config, str(tmp_path / "run"), verbose=0, log=quiet_log)
+    assert "replay_mean_age" not in records[0]
+    for record, ratio in zip(records[1:], (1.0, 0.5)):
+        assert record["replay_reads_per_write"] == pytest.approx(ratio, abs=0.25)
+        assert 0 < record["replay_served_fraction"] <= 1 and record["replay_mean_age"] >= 0
+    assert records[2]["replay_served_fraction"] < 0.8
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        lines = [json.loads(line) for line in f]
+    stored = [line for line in lines if "replay_mean_age" in line]
+    assert [line["replay_mean_age"] for line in stored] == [r["replay_mean_age"] for r in records[1:]]

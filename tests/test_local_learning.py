@@ -259,7 +259,7 @@ def test_replay_buffer_0_is_the_synchronous_step_bit_for_bit_and_1_the_same_algo
         step(x, y)
     for a, b in zip(_weights(trained), _weights(by_hand)):
         np.testing.assert_array_equal(a, b)
-    one = _trainer(_config(mode="decoupled", replay_buffer=1))
+    one = _trainer(_config(mode="decoupled", replay_buffer=1, replay_schedule="rounds"))
     one.run()
     for a, b in zip(_weights(trained), _weights(one)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -268,7 +268,8 @@ def test_replay_buffer_0_is_the_synchronous_step_bit_for_bit_and_1_the_same_algo
 def test_async_runs_are_seeded_and_step_at_their_ratios():
     """A longer buffer and a last stage twice as fast: the same seed gives the same weights and
     records, every epoch's train accuracy is a fraction, and the result differs from synchronous."""
-    config = _config(mode="decoupled", replay_buffer=3, stage_step_ratios=[1, 2], epochs_per_stage=2)
+    config = _config(mode="decoupled", replay_buffer=3, stage_step_ratios=[1, 2], epochs_per_stage=2,
+                     replay_schedule="rounds")
     runs = [_trainer(config) for _ in range(2)]
     records = [r.run() for r in runs]
     assert [r["test_accuracy"] for r in records[0]] == [r["test_accuracy"] for r in records[1]]
@@ -324,7 +325,7 @@ def test_steps_in_round_follow_the_stage_step_ratio():
         assert got == _exact_steps(ratio, 12), ratio
 
 
-def _async_stages(ratios, buffer_size=2, batch=4):
+def _async_stages(ratios, buffer_size=2, batch=4, schedule="rounds"):
     """Tiny dense stages + heads and their asynchronous step (stage j: 3 -> 3 features, 10 logits)."""
     keras.utils.set_random_seed(0)
     models, outputs = [], []
@@ -338,7 +339,7 @@ def _async_stages(ratios, buffer_size=2, batch=4):
         optimizer.build(model.trainable_variables)
     step, state = make_async_decoupled_step(
         models, optimizers, [None] * len(models), stage_outputs=outputs, buffer_size=buffer_size, ratios=ratios,
-        seed=0, batch_size=batch, image_shape=(3,), global_batch_size=batch)
+        seed=0, batch_size=batch, image_shape=(3,), global_batch_size=batch, schedule=schedule)
     return step, optimizers
 
 

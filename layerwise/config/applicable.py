@@ -49,6 +49,7 @@ DEPENDENT: dict[str, tuple[Callable[[Flat], bool], str]] = {
     "infopro_decoder_width": INFOPRO,
     "infopro_image_mean": INFOPRO,
     "infopro_image_std": INFOPRO,
+    "replay_schedule": (lambda c: c["replay_buffer"] > 0, "replay_buffer > 0 (the asynchronous decoupled mode)"),
 }
 
 

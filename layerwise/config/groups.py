@@ -243,6 +243,10 @@ class LocalConfig:
         "priority_lifo", "--replay_buffer: which batch a stage reads: priority_lifo (DGL's Buffer.get_sample: the "
         "freshest of the least-used batches) or uniform (seeded, over the filled slots).", flag="replay_policy",
         choices=REPLAY_POLICIES)
+    replay_schedule: str = option(
+        "random", "--replay_buffer: which stage steps when: random (DGL's asynchronous runs: one stage drawn per "
+        "iteration, in proportion to its --stage_step_ratios, until stage 0 takes the next batch) or rounds (each "
+        "stage its ratio's steps per batch, in order).", flag="replay_schedule", choices=REPLAY_SCHEDULES)
     step_ratios: list[float] = option(
-        factory=list, help="--replay_buffer: steps of each stage per training batch, e.g. 1,2,0.5 (stage 0 takes "
+        factory=list, help="--replay_buffer: steps of each stage per training batch (on average: --replay_schedule random), e.g. 1,2,0.5 (stage 0 takes "
         "exactly 1: it reads the data); empty: 1 for every stage.", flag="stage_step_ratios")

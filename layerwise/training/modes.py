@@ -220,7 +220,7 @@ class Decoupled(Mode):
                 ratios=check_async(network.num_stages, local.step_ratios, trainer.strategy.num_replicas_in_sync,
                                    trainer.data.fixed_batch_size),
                 seed=trainer.config.seed, batch_size=trainer.config.batch_size, image_shape=network.input_shape,
-                policy=local.replay_policy, **common)
+                policy=local.replay_policy, schedule=local.replay_schedule, **common)
             optimizer_variables += state
         history = trainer.restore_epoch(run.name, run.epochs, all_variables, optimizer_variables, checkpoints)
         if any(objective is not None for objective in objectives) and not local.replay_buffer:

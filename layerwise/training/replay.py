@@ -3,31 +3,40 @@
 Belilovsky, Eickenberg & Oyallon, "Decoupled Greedy Learning of CNNs", ICML 2020, Sec. 3.2:
 stage j + 1 does not wait for stage j; it reads its input from a bounded buffer of stage j's past
 outputs, so a slow stage does not hold up the others, and the paper studies the buffer size
-against accuracy. On one device this is simulated deterministically, in rounds: every training
-batch is one round, in which
+against accuracy. On one device this is simulated deterministically (seeded). Every training
+batch, stage 0 takes one step on it and writes its (detached) output, with the labels and the
+images, into buffer 0 (a ring of the last ``N`` batches); then the other stages step, each on a
+batch read from buffer j - 1 (:meth:`ReplayBuffer.sample`), writing its output into buffer j.
+Which stage steps when (``schedule``):
 
-1. stage 0 takes one step on the batch and writes its (detached) output, with the labels and the
-   images, into buffer 0 (a ring of the last ``N`` batches);
-2. each stage j >= 1, in order, takes ``floor((t + 1) r_j) - floor(t r_j)`` steps in round ``t``
-   (``r_j`` its step ratio: 1 every round, 2 twice, 0.5 every other round), each on a batch read
-   from buffer j - 1 (:meth:`ReplayBuffer.sample`), and writes its output into buffer j.
+- ``"random"`` (the default): DGL's asynchronous runs (``train_model`` in
+  ``buffer_experiments/cifar_buffer.py`` of ``eugenium/DGL``) pick one worker at random per
+  iteration, the slowed layer with a lower probability (``proba[layer_noise] -= noise``). Here
+  stage j is drawn with probability proportional to its ratio ``r_j`` (stage 0's taken as 1) until
+  stage 0 comes up again, which takes the next batch: stage j steps ``r_j`` times per batch on
+  average, at random moments (:func:`random_workers`). Their warm-up (each layer twice in turn at
+  the start and after every learning-rate drop) is not simulated: a stage whose buffer is still
+  empty skips its draw.
+- ``"rounds"``: each stage j >= 1, in order, takes ``floor((t + 1) r_j) - floor(t r_j)`` steps in
+  round ``t`` (``r_j``: 1 every round, 2 twice, 0.5 every other round) (:func:`fixed_rounds`).
+  A stage whose input buffer is still empty (a slower stage before it has not stepped yet, e.g.
+  ratios ``1, 0.5, 1`` in round 0) waits: it takes no steps in that round.
 
 Which batch (``policy``): ``"priority_lifo"`` (the default), the least-used batch of the buffer and
 the freshest among those, as DGL's ``Buffer.get_sample`` with its default ``priority_lifo``
-(``buffer_experiments/cifar_buffer.py`` of ``eugenium/DGL``): every slot counts the times it was
-served, reset when it is overwritten. (Their code compares slot indices with the write pointer
-using ``>``, so once the ring is full the slot *at* the pointer, the oldest, wins a tie; this
-follows their comment's intent, "use the freshest one among them".) ``"uniform"``: drawn uniformly
-from the filled slots with a stateless generator keyed on the run seed, the stage and its step
-count. Still not DGL's: their asynchronous runs pick one random worker per iteration (the slowed
-stage less often); here stages step in fixed rounds at their ratios. A stage whose input buffer is
-   still empty (a slower stage before it has not stepped yet, e.g. ratios ``1, 0.5, 1`` in round
-   0) waits: it takes no steps in that round.
+(the same file): every slot counts the times it was served, reset when it is overwritten. (Their
+code compares slot indices with the write pointer using ``>``, so once the ring is full the slot
+*at* the pointer, the oldest, wins a tie; this follows their comment's intent, "use the freshest
+one among them".) ``"uniform"``: drawn uniformly from the filled slots with a stateless generator
+keyed on the run seed, the stage and its step count. Every buffer counts what it served
+(:meth:`ReplayBuffer.statistics`: the mean age of a served batch, the fraction of batches ever
+served, reads per write), which the run records for the stage reading it.
 
-With ``N = 1`` and every ratio 1, stage j + 1 always reads what stage j has just computed: the
-synchronous algorithm (``layerwise.training.steps.make_decoupled_step``), except that a
-non-finite loss skips only its own stage's update. The buffers, the round and the stages' step
-counts are variables, checkpointed with the epochs, so an interrupted run resumes exactly.
+With ``N = 1``, every ratio 1 and ``rounds``, stage j + 1 always reads what stage j has just
+computed: the synchronous algorithm (``layerwise.training.steps.make_decoupled_step``), except that
+a non-finite loss skips only its own stage's update. The buffers, the round, the draws and the
+stages' step counts are variables, checkpointed with the epochs, so an interrupted run resumes
+exactly.
 
 Example:
     >>> step, state = make_async_decoupled_step(
@@ -44,7 +53,7 @@ import tensorflow as tf
 
 from layerwise.data.base import derive_seed
 from layerwise.errors import ConfigError
-from layerwise.config import REPLAY_POLICIES
+from layerwise.config import REPLAY_POLICIES, REPLAY_SCHEDULES
 from layerwise.training.local_losses import LOGITS, LocalLoss
 from layerwise.training.local_steps import as_outputs, objective_loss, statistics_of
 from layerwise.training.steps import all_finite, assign_all, correct_count, reduced, update_if
@@ -135,6 +144,15 @@ def steps_in_round(ratio: float, t: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.floor((t + 1.0) * ratio) - tf.floor(t * ratio), tf.int32)
 
 
+def worker_logits(ratios: Sequence[float]) -> tf.Tensor:
+    """The log-probability of drawing each stage in the ``random`` schedule: proportional to its
+    ratio, stage 0's taken as 1 (it reads the data), so stage j steps ``ratios[j]`` times per
+    training batch on average. DGL draws from ``Categorical(probs=proba)`` with the slowed layer's
+    weight lowered by ``--noise`` (``train_model`` in ``buffer_experiments/cifar_buffer.py``)."""
+    weights = tf.constant([1.0, *ratios[1:]], tf.float64)
+    return tf.math.log(weights / tf.reduce_sum(weights))[None]
+
+
 def check_async(num_stages: int, ratios: Sequence[float], replicas: int, fixed_batch_size: bool) -> list[float]:
     """The step ratio of every stage (default all 1).
 
@@ -173,6 +191,116 @@ def make_replay_buffers(
                 for j in range(len(stage_outputs) - 1)]
 
 
+def make_stage_step(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    objective: LocalLoss | None,
+    counter: tf.Variable,
+    *,
+    weight_decay: float,
+    global_batch_size: int | None,
+    jit_compile: bool,
+) -> Callable:
+    """``train(x, y, images) -> (detached output, loss, correct, finite)``: one step of one stage
+    (its model ``inputs -> [stage output, head outputs]``), counted in ``counter``; the update is
+    skipped (BatchNorm statistics put back) at a non-finite loss."""
+    variables = model.trainable_variables
+    statistics = statistics_of([model])
+    loss_of = objective_loss(objective, variables, weight_decay, global_batch_size)
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def forward_backward(x, y, images):
+        with tf.GradientTape() as tape:
+            out, outputs = model(x, training=True)
+            outputs = as_outputs(outputs)
+            loss = loss_of(outputs, y, images)
+            scaled_loss = optimizer.scale_loss(loss) if scaled else loss
+        return out, loss, tape.gradient(scaled_loss, variables), correct_count(outputs[LOGITS], y)
+
+    compute = tf.function(forward_backward, jit_compile=True) if jit_compile else forward_backward
+
+    def apply(grads):
+        optimizer.apply_gradients(zip(grads, variables))
+
+    def train(x, y, images):
+        saved = [tf.identity(v.value) for v in statistics]
+        out, loss, grads, correct = compute(x, y, images)
+        finite = all_finite(loss)
+        update_if(finite, apply, (grads,), assign_all, (statistics, saved))
+        counter.assign_add(1)
+        return tf.nest.map_structure(tf.stop_gradient, out), loss, correct, finite
+
+    return train
+
+
+def make_buffered_step(j: int, train: Callable, buffers: Sequence[ReplayBuffer], seed: int,
+                       counter: tf.Variable) -> Callable:
+    """``step() -> (loss, correct, examples, finite)``: stage ``j >= 1`` steps once on a batch of
+    buffer ``j - 1`` (``seed`` and the stage's step ``counter`` key a uniform draw) and writes its
+    output into buffer ``j`` (none after the last stage)."""
+
+    def step():
+        key = tf.stack([tf.constant(seed, tf.int64), counter.read_value()])
+        x, y, images = buffers[j - 1].sample(key)
+        out, loss, correct, finite = train(x, y, images)
+        if j < len(buffers):
+            buffers[j].push(out, y, images)
+        return tf.cast(loss, tf.float32), correct, tf.cast(tf.shape(y)[0], tf.float32), finite
+
+    return step
+
+
+def fixed_rounds(buffered: Sequence[Callable], buffers: Sequence[ReplayBuffer], ratios: Sequence[float],
+                 round_index: tf.Variable) -> Callable:
+    """``run() -> (last stage's loss sum, correct, examples, finite)`` after stage 0's step: the
+    ``rounds`` schedule, each stage j >= 1 in order taking :func:`steps_in_round` steps."""
+
+    def run():
+        t = round_index.read_value()
+        finite = tf.constant(True)
+        for j in range(1, len(buffered) + 1):
+            loss_sum, correct_sum, examples = tf.constant(0.0), tf.constant(0.0), tf.constant(0.0)
+            # nothing to read yet (a slower stage before it has not stepped): this stage waits
+            steps_j = tf.where(buffers[j - 1].writes > 0, steps_in_round(ratios[j], t), 0)
+            for _ in tf.range(steps_j):
+                loss_j, correct_j, count_j, finite_j = buffered[j - 1]()
+                loss_sum, correct_sum, examples = loss_sum + loss_j, correct_sum + correct_j, examples + count_j
+                finite = tf.logical_and(finite, finite_j)
+        round_index.assign_add(1)
+        return loss_sum, correct_sum, examples, finite
+
+    return run
+
+
+def random_workers(buffered: Sequence[Callable], buffers: Sequence[ReplayBuffer], ratios: Sequence[float],
+                   seed: int, draws: tf.Variable) -> Callable:
+    """``run() -> (last stage's loss sum, correct, examples, finite)`` after stage 0's step: the
+    ``random`` schedule, DGL's one randomly chosen worker per iteration (:func:`worker_logits`):
+    workers are drawn (seeded, ``draws`` counting them) until stage 0 comes up again, which is the
+    next training batch; a drawn stage whose input buffer is still empty does nothing."""
+    logits, last = worker_logits(ratios), len(buffered)
+
+    def draw():
+        key = tf.stack([tf.constant(seed, tf.int64), draws.read_value()])
+        draws.assign_add(1)
+        return tf.random.stateless_categorical(logits, 1, seed=key, dtype=tf.int32)[0, 0]
+
+    def run():
+        loss_sum, correct_sum, examples, finite = tf.constant(0.0), tf.constant(0.0), tf.constant(0.0), tf.constant(True)
+        drawn = draw()
+        while drawn != 0:
+            for j in range(1, last + 1):
+                if tf.logical_and(tf.equal(drawn, j), buffers[j - 1].writes > 0):
+                    loss_j, correct_j, count_j, finite_j = buffered[j - 1]()
+                    finite = tf.logical_and(finite, finite_j)
+                    if j == last:
+                        loss_sum, correct_sum, examples = loss_sum + loss_j, correct_sum + correct_j, examples + count_j
+            drawn = draw()
+        return loss_sum, correct_sum, examples, finite
+
+    return run
+
+
 def make_async_decoupled_step(
     models: Sequence[keras.Model],
     optimizers: Sequence[keras.optimizers.Optimizer],
@@ -189,9 +317,10 @@ def make_async_decoupled_step(
     strategy: tf.distribute.Strategy | None = None,
     jit_compile: bool = False,
     policy: str = "priority_lifo",
+    schedule: str = "random",
     buffers: Sequence[ReplayBuffer] | None = None,
 ) -> tuple[Callable, list[tf.Variable]]:
-    """One round of asynchronous DGL per training batch (see the module doc).
+    """Asynchronous DGL, stage 0 stepping once per training batch (see the module doc).
 
     Args:
         models: stage j + its head, ``inputs -> [stage output, logits or outputs]``
@@ -200,92 +329,49 @@ def make_async_decoupled_step(
         objectives: stage j's local loss (``None``: cross-entropy).
         stage_outputs: every stage's symbolic output structure (``stage.output``): what its buffer holds.
         buffer_size: N, batches per buffer (>= 1).
-        ratios: steps per round of every stage (stage 0: 1).
-        seed: the run seed (the buffers' sampling order).
+        ratios: every stage's mean steps per training batch (stage 0: 1).
+        seed: the run seed (the draws of workers and batches).
         batch_size: examples per batch (every batch has this many).
         image_shape: the network input's shape (kept in the buffers for losses that read images).
         policy: which batch a stage reads (:data:`REPLAY_POLICIES`; see the module doc).
+        schedule: which stage steps when (:data:`REPLAY_SCHEDULES`: ``random`` or ``rounds``).
         buffers: the buffers between the stages (:func:`make_replay_buffers`), to read their
             :meth:`ReplayBuffer.statistics` after training; ``None``: made here.
 
     Returns:
-        ``step(x, y) -> StepResult`` (the last stage's mean loss over its steps of the round, its
-        correct predictions and examples), and the state variables to checkpoint (buffers, round,
-        step counts).
+        ``step(x, y) -> StepResult`` (the last stage's mean loss over its steps after this batch,
+        its correct predictions and examples), and the state variables to checkpoint (buffers,
+        round, draws, step counts).
     """
     strategy = strategy or tf.distribute.get_strategy()
     if buffer_size < 1:
         raise ConfigError(f"replay_buffer must be >= 1 for the asynchronous mode, got {buffer_size}")
+    if schedule not in REPLAY_SCHEDULES:
+        raise ConfigError(f"replay schedule must be one of {', '.join(REPLAY_SCHEDULES)}, got {schedule!r}")
     num_stages = len(models)
     if buffers is None:
         buffers = make_replay_buffers(objectives, stage_outputs, buffer_size, batch_size, image_shape, policy, strategy)
     with strategy.scope():
         round_index = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="replay_round")
+        draws = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="replay_draws")
         stage_steps = [tf.Variable(tf.constant(0, tf.int64), trainable=False, name=f"replay_steps_{j:02d}")
                        for j in range(num_stages)]
-    variables = [m.trainable_variables for m in models]
-    statistics = [statistics_of([m]) for m in models]
-    losses_of = [objective_loss(o, vs, weight_decay, global_batch_size) for o, vs in zip(objectives, variables)]
-    seeds = [derive_seed(seed, 4, j) for j in range(num_stages)]
-
-    def forward_backward_of(j: int) -> Callable:
-        model, vs, loss_of, optimizer = models[j], variables[j], losses_of[j], optimizers[j]
-        scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-
-        def forward_backward(x, y, images):
-            with tf.GradientTape() as tape:
-                out, outputs = model(x, training=True)
-                outputs = as_outputs(outputs)
-                loss = loss_of(outputs, y, images)
-                scaled_loss = optimizer.scale_loss(loss) if scaled else loss
-            return out, loss, tape.gradient(scaled_loss, vs), correct_count(outputs[LOGITS], y)
-
-        return tf.function(forward_backward, jit_compile=True) if jit_compile else forward_backward
-
-    forward_backwards = [forward_backward_of(j) for j in range(num_stages)]
-
-    def train(j: int, x, y, images):
-        """One step of stage j; its update is skipped (statistics put back) at a non-finite loss."""
-        saved = [tf.identity(v.value) for v in statistics[j]]
-        out, loss, grads, correct = forward_backwards[j](x, y, images)
-        finite = all_finite(loss)
-
-        def apply(grads):
-            optimizers[j].apply_gradients(zip(grads, variables[j]))
-
-        update_if(finite, apply, (grads,), assign_all, (statistics[j], saved))
-        stage_steps[j].assign_add(1)
-        return tf.nest.map_structure(tf.stop_gradient, out), loss, correct, finite
+    trains = [make_stage_step(m, o, objective, counter, weight_decay=weight_decay, global_batch_size=global_batch_size,
+                              jit_compile=jit_compile)
+              for m, o, objective, counter in zip(models, optimizers, objectives, stage_steps)]
+    buffered = [make_buffered_step(j, trains[j], buffers, derive_seed(seed, 4, j), stage_steps[j])
+                for j in range(1, num_stages)]
+    after_stage_0 = (fixed_rounds(buffered, buffers, ratios, round_index) if schedule == "rounds"
+                     else random_workers(buffered, buffers, ratios, derive_seed(seed, 5, 0), draws))
 
     def replica_step(x, y):
-        t = round_index.read_value()
-        out, loss, correct, finite = train(0, x, y, x)
-        count = tf.cast(tf.shape(y)[0], tf.float32)
-        if num_stages > 1:
-            buffers[0].push(out, y, x)
-        for j in range(1, num_stages):
-            loss_sum = tf.constant(0.0)
-            correct_sum = tf.constant(0.0)
-            examples = tf.constant(0.0)
-            # nothing to read yet (a slower stage before it has not stepped): this stage waits
-            steps_j = tf.where(buffers[j - 1].writes > 0, steps_in_round(ratios[j], t), 0)
-            for _ in tf.range(steps_j):
-                key = tf.stack([tf.constant(seeds[j], tf.int64), stage_steps[j].read_value()])
-                x_j, y_j, images_j = buffers[j - 1].sample(key)
-                out_j, loss_j, correct_j, finite_j = train(j, x_j, y_j, images_j)
-                if j < num_stages - 1:
-                    buffers[j].push(out_j, y_j, images_j)
-                loss_sum += tf.cast(loss_j, tf.float32)
-                correct_sum += correct_j
-                examples += tf.cast(tf.shape(y_j)[0], tf.float32)
-                finite = tf.logical_and(finite, finite_j)
-            steps = tf.maximum(examples / tf.cast(batch_size, tf.float32), 1.0)
-            loss, correct, count = loss_sum / steps, correct_sum, examples
-        round_index.assign_add(1)
-        return loss, correct, count, finite
+        out, loss, correct, finite = trains[0](x, y, x)
+        if num_stages == 1:
+            return loss, correct, tf.cast(tf.shape(y)[0], tf.float32), finite
+        buffers[0].push(out, y, x)
+        loss_sum, correct, examples, finite_after = after_stage_0()
+        steps = tf.maximum(examples / tf.cast(batch_size, tf.float32), 1.0)
+        return loss_sum / steps, correct, examples, tf.logical_and(finite, finite_after)
 
-    step = reduced(replica_step, strategy)
-
-    state = [v for b in buffers for v in b.variables] + [round_index] + stage_steps
-    return step, state
-
+    state = [v for b in buffers for v in b.variables] + [round_index, draws] + stage_steps
+    return reduced(replica_step, strategy), state
