@@ -309,6 +309,12 @@ DENORMALISED_TARGET = f"{FIDELITY_DGL}::test_the_target_is_the_de_normalised_ima
 INFOPRO_STATISTICS = f"{FIDELITY_DGL}::test_infopro_reads_its_statistics_and_records_them"
 INFOPRO_RUN_STATISTICS = f"{FIDELITY_DGL}::test_an_infopro_run_records_the_data_statistics_and_resumes_with_them"
 GOLDEN_PARTIAL = "tests/test_golden.py::test_reconstruction_loss_equals_theirs_where_a_channel_spans_less"
+FIDELITY_S29_REPLAY_PY = "layerwise/training/replay.py"
+FIDELITY_S29_GROUPS_PY = "layerwise/config/groups.py"
+WORKER_PROBABILITIES = f"{FIDELITY_DGL}::test_worker_probabilities_follow_the_ratios_stage_0_counted_as_1"
+RANDOM_WORKERS = f"{FIDELITY_DGL}::test_random_schedule_draws_one_worker_at_a_time_the_slowed_stage_less_often"
+RANDOM_DEFAULT = f"{FIDELITY_DGL}::test_random_is_the_default_schedule_and_applies_to_the_async_mode_only"
+ASYNC_RESUMES = "tests/test_local_learning.py::test_an_interrupted_async_run_resumes_with_its_replay_buffers"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -2199,5 +2205,37 @@ MUTANTS: list[Mutant] = [
         "    config = with_image_statistics(config, data.unit_statistics())",
         "    config = config",
         (INFOPRO_RUN_STATISTICS,),
+    ),
+    Mutant(
+        "random-workers-ignore-the-ratios",
+        "the random schedule draws every stage equally often: the slowed stage is not slowed",
+        FIDELITY_S29_REPLAY_PY,
+        "weights = tf.constant([1.0, *ratios[1:]], tf.float64)",
+        "weights = tf.constant([1.0] * len(ratios), tf.float64)",
+        (WORKER_PROBABILITIES, RANDOM_WORKERS),
+    ),
+    Mutant(
+        "random-workers-one-draw-per-batch",
+        "the random schedule draws once per batch instead of until stage 0 comes up again",
+        FIDELITY_S29_REPLAY_PY,
+        "        while drawn != 0:\n",
+        "        if drawn != 0:\n",
+        (RANDOM_WORKERS,),
+    ),
+    Mutant(
+        "replay-schedule-default-rounds",
+        "the replay-buffer mode steps in fixed rounds unless asked for DGL's random workers",
+        FIDELITY_S29_GROUPS_PY,
+        '"random", "--replay_buffer: which stage steps when',
+        '"rounds", "--replay_buffer: which stage steps when',
+        (RANDOM_DEFAULT,),
+    ),
+    Mutant(
+        "random-workers-draws-not-checkpointed",
+        "the count of worker draws is not training state: a resumed run draws the first run's workers again",
+        FIDELITY_S29_REPLAY_PY,
+        "+ [round_index, draws] + stage_steps",
+        "+ [round_index] + stage_steps",
+        (ASYNC_RESUMES,),
     ),
 ]
