@@ -36,13 +36,19 @@ the exact command, the paper, its table and the number; ``docs/reproducing.md`` 
   ``shortcut="B"``). ``..._batch128`` is the same recipe scaled to batch 128 for small machines (lr
   and warm-up lr x 128 / 1024: the linear scaling rule), not the authors' run.
 - Belilovsky, Eickenberg & Oyallon, "Decoupled Greedy Learning of CNNs" (ICML 2020), Sec. 5.3:
-  asynchronous DGL with a replay buffer, the last stage slower than the others.
+  asynchronous DGL with a replay buffer, the last stage slower than the others, on their buffer
+  experiment's 6-layer max-pool network with MLP auxiliary heads (``buffer_experiments/`` of
+  ``eugenium/DGL``; ``models.dgl_buffer``).
 
 Numbers marked *unverified* were not read in their source by this work; the source is named beside
 every number (:data:`LOCAL_PRESETS`).
 """
 
 from __future__ import annotations
+
+import keras
+
+from models.dgl_buffer import BUFFER_CNN_OPTIONS, DGLBufferHead
 
 # Nøkland & Eidnes' CIFAR-10 recipe (their train.py defaults + run_experiments.sh)
 LOCALLOSS_CIFAR_RECIPE = {
@@ -124,25 +130,30 @@ def _infopro_doc(k: int, batch_size: int = INFOPRO_BATCH) -> str:
 
 
 def dgl_async_cifar10_buffer50() -> dict:
-    """Asynchronous DGL (Belilovsky et al. 2020): the CIFAR k=2 net, a replay buffer of 50 batches
-    per stage boundary, the last stage stepping at half the rate of the others.
+    """Asynchronous DGL (Belilovsky et al. 2020, Sec. 5.3): their buffer experiment's network, a
+    replay buffer of 50 batches per stage boundary, the last stage drawn half as often.
 
     python -m apps.train --experiment dgl_async_cifar10_buffer50 --data_dir ~/tensorflow_datasets --workdir runs/dgl_async
     Paper (Sec. 5.3, Fig. 5): asynchronous DGL with a buffer stays within ~1 point of synchronous
-    DGL (*unverified*); the synchronous counterpart is ``--replay_buffer 0``. The buffers serve
-    their batches as DGL's code does (``--replay_policy priority_lifo``: the freshest of the
-    least-used). Still not theirs: the network (their buffer experiment,
-    ``buffer_experiments/cifar_buffer.py`` of ``eugenium/DGL``, is a 6-layer CNN with max-pooling
-    and MLP auxiliary heads) and the scheduling (they step one random stage per iteration, the
-    slowed one less often; here fixed rounds at ``stage_step_ratios``).
+    DGL (*unverified*); the synchronous counterpart is ``--replay_buffer 0``. Source of the recipe:
+    ``buffer_experiments/cifar_buffer.py`` of ``eugenium/DGL`` with its defaults and
+    ``model_greedy.py`` (``models.dgl_buffer``): 6 conv layers of width 128 -> 512 with max-pooling
+    before layers 2 and 4 (``--ds-type maxpool --down [1,3]``), each with an MLP auxiliary
+    classifier (2x2 average, 3 x (Linear, BatchNorm1d, ReLU), Linear: ``--nlin 0 --mlp 3``); SGD
+    momentum 0.9, lr 0.1 divided by 5 every 15 epochs, weight decay 5e-4, batch 128, 50 epochs, crop
+    (pad 4) + flip. The buffers serve batches as their ``Buffer.get_sample`` (``priority_lifo``)
+    and one random stage steps per iteration (``--replay_schedule random``; their
+    ``--layer-sequence random``), the last one at half the others' rate (their ``--noise 0.5
+    --layer_noise 5``; their default slows none). Still not theirs: they re-run a sequential
+    warm-up after every learning-rate drop, and their per-layer epochs are counted per worker.
     """
     return {
         "dataset": "cifar10", "mode": "decoupled", "model": "layerwise_cnn", "optimizer": "sgd", "momentum": 0.9,
         "batch_size": 128, "lr": 0.1, "lr_decay_every": 15, "lr_decay_factor": 0.2, "epochs_per_stage": 50,
-        "weight_decay": 5e-4, "augment": "crop_flip",
-        "model_options": {"num_stages": 4, "width": 128, "downsample_at": [2], "batchnorm": True},
-        "aux_conv_layers": 1, "aux_width": 256, "aux_batchnorm": True,
-        "replay_buffer": 50, "stage_step_ratios": [1.0, 1.0, 1.0, 0.5],
+        "weight_decay": 5e-4, "augment": "crop_flip", "model_options": dict(BUFFER_CNN_OPTIONS),
+        "aux_head_object": keras.saving.serialize_keras_object(DGLBufferHead()),
+        "replay_buffer": 50, "replay_policy": "priority_lifo", "replay_schedule": "random",
+        "stage_step_ratios": [1.0, 1.0, 1.0, 1.0, 1.0, 0.5],
     }
 
 

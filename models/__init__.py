@@ -6,5 +6,6 @@ Importing this package registers every family; ``build_model(name, input_shape, 
 
 from models.registry import MODELS, build_model
 from models import alexnet, layerwise_cnn, local_vgg, optnets, resnet, vgg  # noqa: F401  (registers their builders)
+from models import dgl_buffer  # noqa: F401  (registers DGLBufferHead for recorded configurations)
 
 __all__ = ["MODELS", "build_model"]

@@ -4,6 +4,8 @@ Stage j computes ``x_{j+1} = ReLU(BN(W_j P_j x_j))``: an optional invertible 2x2
 P (space-to-depth), a 3x3 convolution W_j of width M (doubled at every downsampling stage), an
 optional BatchNorm and a ReLU. With ``downsample_input`` P is also applied to the image before
 stage 0 (the paper's ImageNet models: 3x224x224 -> 12x112x112) without doubling the width.
+``downsampling="maxpool"`` replaces P by 2x2 max-pooling, as DGL's buffer experiment
+(``ds_conv`` with ``ds_type='maxpool'`` in ``buffer_experiments/model_greedy.py`` of ``eugenium/DGL``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from layerwise.training.heads import BN_MOMENTUM
 from layerwise.training.layers import FusedBatchNormalization, features_input
 from layerwise.training.network import StagedNetwork
 from models.registry import MODELS
+
+DOWNSAMPLINGS = ("space_to_depth", "maxpool")
 
 
 def stage_widths(num_stages: int, width: int, downsample_at: Sequence[int]) -> list[int]:
@@ -64,6 +68,7 @@ def build_layerwise_cnn(
     downsample_at: Sequence[int] = (1, 2),
     batchnorm: bool = True,
     downsample_input: bool = False,
+    downsampling: str = "space_to_depth",
 ) -> StagedNetwork:
     """Builds the paper's CNN as a list of ``num_stages`` stages.
 
@@ -76,6 +81,8 @@ def build_layerwise_cnn(
             indices from 1 to J-1; the paper's CIFAR k=1 net uses (1, 3)).
         batchnorm: BatchNorm after each conv (the paper uses it for k > 1).
         downsample_input: apply P to the image before stage 0 (the paper's ImageNet nets).
+        downsampling: P: ``space_to_depth`` (invertible, the paper's) or ``maxpool`` (2x2 max-pooling,
+            DGL's buffer experiment).
 
     Returns:
         A :class:`StagedNetwork` whose stage j is ``[P] -> conv3x3 -> [BN] -> ReLU``.
@@ -87,13 +94,16 @@ def build_layerwise_cnn(
     """
     downsample_at = tuple(int(j) for j in downsample_at)
     _validate(input_shape, num_stages, width, downsample_at, downsample_input)
+    if downsampling not in DOWNSAMPLINGS:
+        raise ConfigError(f"downsampling must be one of {', '.join(DOWNSAMPLINGS)}, got {downsampling!r}")
     stages, shape = [], tuple(input_shape)
     for j, stage_width in enumerate(stage_widths(num_stages, width, downsample_at)):
         name = f"stage_{j:02d}"
         inputs = features_input(shape, f"{name}_in")
         x = inputs
         if j in downsample_at or (j == 0 and downsample_input):
-            x = SpaceToDepth(2, name=f"{name}_downsample")(x)
+            x = (SpaceToDepth(2, name=f"{name}_downsample") if downsampling == "space_to_depth"
+                 else keras.layers.MaxPooling2D(2, name=f"{name}_maxpool"))(x)
         x = keras.layers.Conv2D(
             stage_width, 3, padding="same", use_bias=not batchnorm, name=f"{name}_conv"
         )(x)
@@ -114,5 +124,6 @@ def build_layerwise_cnn(
             downsample_at=list(downsample_at),
             batchnorm=batchnorm,
             downsample_input=downsample_input,
+            downsampling=downsampling,
         ),
     )

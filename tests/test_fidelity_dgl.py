@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from apps.experiments import get_experiment
 from apps.runner import resolve, run_training
 from conftest import tiny_config
 from layerwise.data.embedded import load_digits
@@ -24,8 +25,11 @@ from layerwise.config import TrainConfig
 from layerwise.errors import ConfigError
 from layerwise.run.restore import read_config
 from layerwise.training.infopro_heads import reconstruction_loss, reconstruction_target
+from layerwise.training.problems import HeadPlan
 from layerwise.training.local_losses import InfoPro, config_local_loss, local_loss_options, with_image_statistics
 from layerwise.training.replay import make_async_decoupled_step, make_replay_buffers, worker_logits
+from models import build_model
+from models.dgl_buffer import DGLBufferHead
 
 CIFAR_MEAN = np.array([125.3, 123.0, 113.9], np.float32) / 255.0  # InfoPro's resnet.py
 CIFAR_STD = np.array([63.0, 62.1, 66.7], np.float32) / 255.0
@@ -162,3 +166,40 @@ def test_an_async_run_records_the_served_batch_age_and_reuse_of_every_stage(tmp_
         lines = [json.loads(line) for line in f]
     stored = [line for line in lines if "replay_mean_age" in line]
     assert [line["replay_mean_age"] for line in stored] == [r["replay_mean_age"] for r in records[1:]]
+
+
+# ----------------------------------------------------------------------------- the buffer experiment's network
+def test_the_buffer_preset_builds_dgls_six_layer_max_pool_network_with_mlp_heads():
+    """``cifar_buffer.py`` defaults (``--ncnn 6 --feature_size 128 --ds-type maxpool --down [1,3]
+    --nlin 0 --mlp 3``): widths 128, 128, 256, 256, 512, 512, max-pooled before layers 2 and 4; each
+    head 2x2-averages and runs 3 x (Linear F -> F, BatchNorm1d, ReLU) + Linear F -> 10, F = 4 C."""
+    config = resolve(get_experiment("dgl_async_cifar10_buffer50").config())
+    network = build_model(config.model, (32, 32, 3), 10, **config.model_options)
+    assert [network.output_shape(j) for j in range(6)] == [
+        (32, 32, 128), (32, 32, 128), (16, 16, 256), (16, 16, 256), (8, 8, 512), (8, 8, 512)]
+    pools = [[type(layer).__name__ for layer in stage.layers].count("MaxPooling2D") for stage in network.stages]
+    assert pools == [0, 0, 1, 0, 1, 0]
+    widths = [3, 128, 128, 256, 256, 512, 512]
+    assert [s.count_params() for s in network.stages] == [9 * a * b + 4 * b for a, b in zip(widths, widths[1:])]
+    plan = HeadPlan.from_config(config)
+    for j in (0, 5):
+        head = plan.build(network, j)
+        features = 4 * network.output_shape(j)[-1]
+        dense = [layer.units for layer in head.layers if isinstance(layer, keras.layers.Dense)]
+        assert dense == [features] * 3 + [10]
+        assert head.count_params() == 3 * (features * features + features + 4 * features) + 10 * features + 10
+    assert (config.local.replay_buffer, config.local.replay_schedule, config.local.replay_policy) == (
+        50, "random", "priority_lifo")
+    assert (config.optim.lr, config.schedule.decay_every, config.schedule.decay_factor, config.epochs_per_stage) == (
+        0.1, 15, 0.2, 50)
+
+
+@pytest.mark.slow
+def test_an_async_run_trains_with_the_mlp_heads_and_max_pooling(tmp_path, quiet_log):
+    config = resolve(tiny_config(
+        mode="decoupled", model_options={"num_stages": 2, "width": 8, "downsample_at": [1], "downsampling": "maxpool"},
+        aux_head_object=keras.saving.serialize_keras_object(DGLBufferHead(mlp_layers=1)), replay_buffer=2))
+    records = run_training(config, str(tmp_path / "run"), verbose=0, log=quiet_log)
+    assert records[-1]["test_accuracy"] > 0.3  # 10 classes: it learns
+    with pytest.raises(ConfigError, match="downsampling"):
+        build_model("layerwise_cnn", (8, 8, 1), 10, downsampling="avgpool")

@@ -145,4 +145,4 @@ def test_local_learning_presets():
     assert (local.infopro_recon_weight, local.infopro_class_weight, local.infopro_recon_weight_last,
             local.infopro_class_weight_last, local.infopro_class_term) == (5.0, 0.05, 0.2, 0.5, "contrast")
     c = resolve(get_experiment("dgl_async_cifar10_buffer50").config())
-    assert (c.local.replay_buffer, c.local.step_ratios) == (50, [1.0, 1.0, 1.0, 0.5])
+    assert (c.local.replay_buffer, c.local.step_ratios) == (50, [1.0, 1.0, 1.0, 1.0, 1.0, 0.5])
