@@ -315,6 +315,9 @@ WORKER_PROBABILITIES = f"{FIDELITY_DGL}::test_worker_probabilities_follow_the_ra
 RANDOM_WORKERS = f"{FIDELITY_DGL}::test_random_schedule_draws_one_worker_at_a_time_the_slowed_stage_less_often"
 RANDOM_DEFAULT = f"{FIDELITY_DGL}::test_random_is_the_default_schedule_and_applies_to_the_async_mode_only"
 ASYNC_RESUMES = "tests/test_local_learning.py::test_an_interrupted_async_run_resumes_with_its_replay_buffers"
+FIDELITY_S29_LAYERWISE_CNN = "models/layerwise_cnn.py"
+FIDELITY_S29_DGL_BUFFER = "models/dgl_buffer.py"
+BUFFER_PRESET = f"{FIDELITY_DGL}::test_the_buffer_preset_builds_dgls_six_layer_max_pool_network_with_mlp_heads"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -2237,5 +2240,22 @@ MUTANTS: list[Mutant] = [
         "+ [round_index, draws] + stage_steps",
         "+ [round_index] + stage_steps",
         (ASYNC_RESUMES,),
+    ),
+    Mutant(
+        "layerwise-cnn-maxpool-is-space-to-depth",
+        "downsampling='maxpool' still downsamples by space-to-depth (4x the channels into the conv)",
+        FIDELITY_S29_LAYERWISE_CNN,
+        'if downsampling == "space_to_depth"',
+        "if True",
+        (BUFFER_PRESET,),
+    ),
+    Mutant(
+        "dgl-buffer-head-without-batchnorm",
+        "the buffer experiment's MLP heads have no BatchNorm1d after their hidden layers",
+        FIDELITY_S29_DGL_BUFFER,
+        "            x = keras.layers.BatchNormalization(momentum=TORCH_BN_MOMENTUM, epsilon=TORCH_BN_EPSILON,\n"
+        "                                                name=f\"{name}_bn{i}\")(x)\n",
+        "",
+        (BUFFER_PRESET,),
     ),
 ]
