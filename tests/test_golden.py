@@ -37,15 +37,8 @@ import pytest
 import tensorflow as tf
 
 from layerwise.training.heads import AuxHead, build_aux_head
-from layerwise.training.local_losses import (
-    LOGITS,
-    SIMILARITY,
-    PredSim,
-    Sim,
-    cross_entropy,
-    similarity_loss,
-    similarity_matrix,
-)
+from layerwise.training.local_losses import LOGITS, PredSim, Sim, cross_entropy
+from layerwise.training.similarity import SIMILARITY, similarity_loss, similarity_matrix
 from layerwise.training.infopro_heads import decoder, projection_head, reconstruction_loss, supervised_contrastive_loss
 
 GOLDEN = np.load(pathlib.Path(__file__).parent / "data" / "golden" / "authors_values.npz")

@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from layerwise.errors import ConfigError
 from layerwise.training.infopro_heads import reconstruction_loss, supervised_contrastive_loss
-from layerwise.training.local_losses import InfoPro, Pred, PredSim, Sim, local_loss_for, similarity_loss, similarity_matrix
+from layerwise.training.local_losses import InfoPro, Pred, PredSim, Sim, local_loss_for
+from layerwise.training.similarity import similarity_loss, similarity_matrix
 
 RNG = np.random.default_rng(0)
 

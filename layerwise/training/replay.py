@@ -301,6 +301,36 @@ def random_workers(buffered: Sequence[Callable], buffers: Sequence[ReplayBuffer]
     return run
 
 
+def schedule_variables(num_stages: int, strategy: tf.distribute.Strategy
+                       ) -> tuple[tf.Variable, tf.Variable, list[tf.Variable]]:
+    """The schedule's training state, made under the strategy's scope: the round (``rounds``), the
+    workers drawn so far (``random``) and every stage's step count (which keys its batch draws)."""
+    with strategy.scope():
+        round_index = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="replay_round")
+        draws = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="replay_draws")
+        stage_steps = [tf.Variable(tf.constant(0, tf.int64), trainable=False, name=f"replay_steps_{j:02d}")
+                       for j in range(num_stages)]
+    return round_index, draws, stage_steps
+
+
+def make_replica_step(train_0: Callable, buffers: Sequence[ReplayBuffer], after_stage_0: Callable,
+                      batch_size: int) -> Callable:
+    """``replica_step(x, y) -> (loss, correct, count, finite)``: stage 0 steps on the batch and
+    writes buffer 0, then ``after_stage_0`` steps the others; the last stage's mean loss over its
+    steps, its correct predictions and examples (stage 0's where it is the only one)."""
+
+    def replica_step(x, y):
+        out, loss, correct, finite = train_0(x, y, x)
+        if not buffers:
+            return loss, correct, tf.cast(tf.shape(y)[0], tf.float32), finite
+        buffers[0].push(out, y, x)
+        loss_sum, correct, examples, finite_after = after_stage_0()
+        steps = tf.maximum(examples / tf.cast(batch_size, tf.float32), 1.0)
+        return loss_sum / steps, correct, examples, tf.logical_and(finite, finite_after)
+
+    return replica_step
+
+
 def make_async_decoupled_step(
     models: Sequence[keras.Model],
     optimizers: Sequence[keras.optimizers.Optimizer],
@@ -327,13 +357,9 @@ def make_async_decoupled_step(
             (``layerwise.training.problems.decoupled_models``).
         optimizers: one per stage.
         objectives: stage j's local loss (``None``: cross-entropy).
-        stage_outputs: every stage's symbolic output structure (``stage.output``): what its buffer holds.
-        buffer_size: N, batches per buffer (>= 1).
+        stage_outputs, buffer_size, batch_size, image_shape, policy: as :func:`make_replay_buffers`.
         ratios: every stage's mean steps per training batch (stage 0: 1).
         seed: the run seed (the draws of workers and batches).
-        batch_size: examples per batch (every batch has this many).
-        image_shape: the network input's shape (kept in the buffers for losses that read images).
-        policy: which batch a stage reads (:data:`REPLAY_POLICIES`; see the module doc).
         schedule: which stage steps when (:data:`REPLAY_SCHEDULES`: ``random`` or ``rounds``).
         buffers: the buffers between the stages (:func:`make_replay_buffers`), to read their
             :meth:`ReplayBuffer.statistics` after training; ``None``: made here.
@@ -351,11 +377,7 @@ def make_async_decoupled_step(
     num_stages = len(models)
     if buffers is None:
         buffers = make_replay_buffers(objectives, stage_outputs, buffer_size, batch_size, image_shape, policy, strategy)
-    with strategy.scope():
-        round_index = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="replay_round")
-        draws = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="replay_draws")
-        stage_steps = [tf.Variable(tf.constant(0, tf.int64), trainable=False, name=f"replay_steps_{j:02d}")
-                       for j in range(num_stages)]
+    round_index, draws, stage_steps = schedule_variables(num_stages, strategy)
     trains = [make_stage_step(m, o, objective, counter, weight_decay=weight_decay, global_batch_size=global_batch_size,
                               jit_compile=jit_compile)
               for m, o, objective, counter in zip(models, optimizers, objectives, stage_steps)]
@@ -363,15 +385,6 @@ def make_async_decoupled_step(
                 for j in range(1, num_stages)]
     after_stage_0 = (fixed_rounds(buffered, buffers, ratios, round_index) if schedule == "rounds"
                      else random_workers(buffered, buffers, ratios, derive_seed(seed, 5, 0), draws))
-
-    def replica_step(x, y):
-        out, loss, correct, finite = trains[0](x, y, x)
-        if num_stages == 1:
-            return loss, correct, tf.cast(tf.shape(y)[0], tf.float32), finite
-        buffers[0].push(out, y, x)
-        loss_sum, correct, examples, finite_after = after_stage_0()
-        steps = tf.maximum(examples / tf.cast(batch_size, tf.float32), 1.0)
-        return loss_sum / steps, correct, examples, tf.logical_and(finite, finite_after)
-
+    replica_step = make_replica_step(trains[0], buffers, after_stage_0, batch_size)
     state = [v for b in buffers for v in b.variables] + [round_index, draws] + stage_steps
     return reduced(replica_step, strategy), state

@@ -302,6 +302,7 @@ ROOFLINE_PASSES = f"{ROOFLINE}::test_step_convs_passes_and_a_flop_weighted_limit
 ROOFLINE_REPORT = f"{ROOFLINE}::test_report_of_a_tiny_network_has_every_conv_shape_and_every_stage_fraction"
 # ---- issue 24: fidelity s29
 INFOPRO_HEADS_PY = "layerwise/training/infopro_heads.py"
+SIMILARITY_PY = "layerwise/training/similarity.py"
 FIDELITY_DGL = "tests/test_fidelity_dgl.py"
 FIDELITY_S29_FIT_PY = "layerwise/training/fit.py"
 FIDELITY_S29_LOSSES_PY = "layerwise/training/local_losses.py"
@@ -2122,7 +2123,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "similarity-rms-not-std",
         "the similarity matrix reduces conv features to each channel's root mean square, not its std",
-        LOCAL_LOSSES_PY,
+        SIMILARITY_PY,
         "        centred = z - tf.reduce_mean(z, axis=1, keepdims=True)",
         "        centred = z",
         (GOLDEN_SIM,),
