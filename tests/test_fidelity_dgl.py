@@ -22,8 +22,9 @@ from apps.runner import resolve, run_training
 from conftest import tiny_config
 from layerwise.data.embedded import load_digits
 from layerwise.config import TrainConfig
-from layerwise.errors import ConfigError
+from layerwise.errors import ConfigError, WorkdirMismatchError
 from layerwise.run.restore import read_config
+from layerwise.run.workdir import check_workdir, prepare_workdir
 from layerwise.training.infopro_heads import reconstruction_loss, reconstruction_target
 from layerwise.training.problems import HeadPlan
 from layerwise.training.local_losses import InfoPro, config_local_loss, local_loss_options, with_image_statistics
@@ -88,6 +89,18 @@ def test_an_infopro_run_records_the_data_statistics_and_resumes_with_them(tmp_pa
     np.testing.assert_allclose(rebuilt.image_std, data.std / 255.0, rtol=1e-6)
     run_training(config, workdir, verbose=0, log=quiet_log)  # resumes: the same configuration
 
+
+
+def test_a_workdir_check_before_the_data_is_read_skips_only_unfilled_statistics(tmp_path):
+    """The CLI checks the workdir before reading the data (statistics not filled yet: accepted);
+    other statistics than the recorded ones are refused."""
+    config = tiny_config(local_loss="infopro")
+    workdir = str(tmp_path / "run")
+    prepare_workdir(workdir, with_image_statistics(config, ([0.1], [0.3])))
+    assert check_workdir(workdir, config)  # a resume, before the data is read
+    assert check_workdir(workdir, with_image_statistics(config, ([0.1], [0.3])))
+    with pytest.raises(WorkdirMismatchError, match="infopro_image_mean"):
+        check_workdir(workdir, with_image_statistics(config, ([0.2], [0.3])))
 
 # ----------------------------------------------------------------------------- DGL's worker scheduling
 def _dense_stages(ratios, schedule, seed=0, buffer_size=2, batch=4):

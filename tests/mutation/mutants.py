@@ -319,6 +319,8 @@ ASYNC_RESUMES = "tests/test_local_learning.py::test_an_interrupted_async_run_res
 FIDELITY_S29_LAYERWISE_CNN = "models/layerwise_cnn.py"
 FIDELITY_S29_DGL_BUFFER = "models/dgl_buffer.py"
 BUFFER_PRESET = f"{FIDELITY_DGL}::test_the_buffer_preset_builds_dgls_six_layer_max_pool_network_with_mlp_heads"
+FIDELITY_S29_WORKDIR_PY = "layerwise/run/workdir.py"
+EARLY_WORKDIR_CHECK = f"{FIDELITY_DGL}::test_a_workdir_check_before_the_data_is_read_skips_only_unfilled_statistics"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -2258,5 +2260,21 @@ MUTANTS: list[Mutant] = [
         "                                                name=f\"{name}_bn{i}\")(x)\n",
         "",
         (BUFFER_PRESET,),
+    ),
+    Mutant(
+        "workdir-check-ignores-recorded-statistics",
+        "a workdir check takes the recorded image statistics even where the run brings other ones",
+        FIDELITY_S29_WORKDIR_PY,
+        "            if not wanted[name]:\n",
+        "            if True:\n",
+        (EARLY_WORKDIR_CHECK,),
+    ),
+    Mutant(
+        "workdir-check-compares-unfilled-statistics",
+        "the check before the data is read compares the statistics it has not filled yet: a resume is refused",
+        FIDELITY_S29_WORKDIR_PY,
+        "                wanted[name] = stored[name]\n",
+        "                pass\n",
+        (EARLY_WORKDIR_CHECK, INFOPRO_RUN_STATISTICS),
     ),
 ]
