@@ -300,6 +300,12 @@ ROOFLINE = "tests/test_roofline.py"
 ROOFLINE_WALK = f"{ROOFLINE}::test_conv_shapes_walk_nested_models_and_strided_output_sizes"
 ROOFLINE_PASSES = f"{ROOFLINE}::test_step_convs_passes_and_a_flop_weighted_limit"
 ROOFLINE_REPORT = f"{ROOFLINE}::test_report_of_a_tiny_network_has_every_conv_shape_and_every_stage_fraction"
+# ---- issue 26: oneDNN default
+ONEDNN_PY = "layerwise/onednn.py"
+ONEDNN = "tests/test_onednn.py"
+ONEDNN_DEFAULT = f"{ONEDNN}::test_unset_on_x86_linux_turns_onednn_on_and_says_so"
+ONEDNN_KEPT = f"{ONEDNN}::test_a_value_the_user_set_is_kept"
+ONEDNN_REAL = f"{ONEDNN}::test_tensorflow_runs_with_what_was_decided"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -2165,5 +2171,22 @@ MUTANTS: list[Mutant] = [
         "            _walk(layer, batch, f\"{prefix}{layer.name}/\", seen_trainable, found)\n",
         "",
         (ROOFLINE_WALK, ROOFLINE_REPORT),
+    ),
+    # ---- issue 26: oneDNN default
+    Mutant(
+        "onednn-default-not-set",
+        "layerwise decides oneDNN on but never sets the variable TensorFlow reads",
+        ONEDNN_PY,
+        '        environ[ENV] = "1"\n',
+        "",
+        (ONEDNN_DEFAULT, ONEDNN_REAL),
+    ),
+    Mutant(
+        "onednn-user-value-overridden",
+        "a value the user set is overwritten with layerwise's default",
+        ONEDNN_PY,
+        "    if ENV in environ:\n",
+        "    if False:\n",
+        (ONEDNN_KEPT, ONEDNN_REAL),
     ),
 ]
