@@ -26,6 +26,7 @@ from absl import flags
 
 from apps import cli, profiling, speed_compare
 from apps.benchmark import markdown, run_benchmark, run_case, summarize
+from layerwise import onednn
 from layerwise.errors import ConfigError
 
 flags.DEFINE_enum(
@@ -39,6 +40,14 @@ flags.DEFINE_boolean(
     "per --precisions, alternating with --reference_command, --repeats rounds.",
 )
 flags.DEFINE_list("precisions", ["float32", "auto"], "--compare: our variants, by --precision.")
+flags.DEFINE_list(
+    "onednn", [],
+    "--compare: run every --precisions variant once per value of TF_ENABLE_ONEDNN_OPTS given here (0, 1), "
+    "e.g. 0,1 for the oneDNN A/B; empty: layerwise's default (on for x86-64 Linux unless you set it).")
+flags.DEFINE_string(
+    "onednn_max_isa", None,
+    "--compare: ONEDNN_MAX_CPU_ISA for every run, the reference's too (e.g. AVX2 makes oneDNN, which TensorFlow "
+    "and PyTorch both use, dispatch as on an AVX2-only CPU: an emulation, not that CPU).")
 flags.DEFINE_string(
     "reference_command", None,
     "--compare: another implementation's command, timed in the same rounds; its last output line is a JSON "
@@ -70,14 +79,30 @@ flags.DEFINE_integer(
 FLAGS = flags.FLAGS
 
 
+def compare_variants() -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
+    """--compare's runs: flags and environment per name, one per precision and --onednn value."""
+    isa = {"ONEDNN_MAX_CPU_ISA": FLAGS.onednn_max_isa} if FLAGS.onednn_max_isa else {}
+    variants, environments = {}, {"reference": isa}
+    for precision in FLAGS.precisions:
+        for value in FLAGS.onednn or [None]:
+            name = precision if value is None else f"{precision}, {onednn.ENV}={value}"
+            variants[name] = speed_compare.DEFAULT_SHAPE + ["--precision", precision]
+            environments[name] = {**isa, **({} if value is None else {onednn.ENV: value})}
+    return variants, environments
+
+
 def compare(out: str) -> None:
-    variants = {p: speed_compare.DEFAULT_SHAPE + ["--precision", p] for p in FLAGS.precisions}
-    runs = speed_compare.compare(variants, FLAGS.reference_command, FLAGS.repeats)
+    from layerwise.analysis.roofline import cpu_model_name  # imports TensorFlow: not for every --help
+    variants, environments = compare_variants()
+    runs = speed_compare.compare(variants, FLAGS.reference_command, FLAGS.repeats, environments=environments)
     summary = speed_compare.summarize(runs)
-    table = speed_compare.markdown(summary)
+    machine = f"{cpu_model_name()}, {os.cpu_count()} cores" + (
+        f"; ONEDNN_MAX_CPU_ISA={FLAGS.onednn_max_isa} (emulated ISA)" if FLAGS.onednn_max_isa else "")
+    table = f"Machine: {machine}\n\n" + speed_compare.markdown(summary)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "compare.json"), "w") as f:
-        json.dump({"runs": runs, "summary": summary, "reference_command": FLAGS.reference_command}, f, indent=2)
+        json.dump({"runs": runs, "summary": summary, "reference_command": FLAGS.reference_command,
+                   "environments": environments, "machine": machine}, f, indent=2)
     with open(os.path.join(out, "compare.md"), "w") as f:
         f.write(table)
     print(table)

@@ -31,13 +31,14 @@ DEFAULT_SHAPE = ["--epochs_per_stage", "3", "--batch_size", "64", "--lr", "0.05"
 FIT_LINE = re.compile(r"training of .* on .*: ([0-9.]+) s")
 
 
-def run_ours(args: list[str], timeout: float) -> dict[str, Any]:
-    """One ``apps.train`` run in a fresh workdir: wall, fit and steps seconds, last test accuracy."""
+def run_ours(args: list[str], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One ``apps.train`` run in a fresh workdir: wall, fit and steps seconds, last test accuracy.
+    ``env``: variables added to this process's environment (e.g. ``TF_ENABLE_ONEDNN_OPTS``)."""
     with tempfile.TemporaryDirectory(prefix="layerwise_compare_") as workdir:
         start = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-m", "apps.train", *args, "--workdir", workdir, "--verbose", "0"],
-            capture_output=True, text=True, timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            capture_output=True, text=True, timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
         )
         wall = time.perf_counter() - start
         if proc.returncode != 0:
@@ -54,10 +55,11 @@ def run_ours(args: list[str], timeout: float) -> dict[str, Any]:
     }
 
 
-def run_reference(command: str, timeout: float) -> dict[str, Any]:
+def run_reference(command: str, timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
     """The reference command: wall seconds, and its last JSON line's ``total_s`` and accuracy."""
     start = time.perf_counter()
-    proc = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
     wall = time.perf_counter() - start
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -71,14 +73,19 @@ def run_reference(command: str, timeout: float) -> dict[str, Any]:
 
 
 def compare(variants: dict[str, list[str]], reference: str | None = None, repeats: int = 3,
-            timeout: float = 1800, log: Callable[[str], None] = print) -> dict[str, list[dict[str, Any]]]:
-    """Every variant (and the reference) run ``repeats`` times, alternating; the runs by name."""
+            timeout: float = 1800, log: Callable[[str], None] = print,
+            environments: dict[str, dict[str, str]] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Every variant (and the reference) run ``repeats`` times, alternating; the runs by name.
+    ``environments``: per run name (a variant's, or ``"reference"``), variables set for its process."""
+    environments = environments or {}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     if reference:
         runs["reference"] = []
     for round_ in range(repeats):
         for name in runs:
-            result = run_reference(reference, timeout) if name == "reference" else run_ours(variants[name], timeout)
+            env = environments.get(name)
+            result = (run_reference(reference, timeout, env) if name == "reference"
+                      else run_ours(variants[name], timeout, env))
             runs[name].append(result)
             shown = result.get("error") or ", ".join(
                 f"{k} {v:.1f}" for k, v in result.items() if isinstance(v, float) and k.endswith("_s"))

@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from layerwise import onednn  # noqa: F401  (decides TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
 from layerwise.errors import ConfigError, LayerwiseError
 
 if TYPE_CHECKING:  # what the names below resolve to, for readers and type checkers

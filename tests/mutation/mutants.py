@@ -321,6 +321,12 @@ FIDELITY_S29_DGL_BUFFER = "models/dgl_buffer.py"
 BUFFER_PRESET = f"{FIDELITY_DGL}::test_the_buffer_preset_builds_dgls_six_layer_max_pool_network_with_mlp_heads"
 FIDELITY_S29_WORKDIR_PY = "layerwise/run/workdir.py"
 EARLY_WORKDIR_CHECK = f"{FIDELITY_DGL}::test_a_workdir_check_before_the_data_is_read_skips_only_unfilled_statistics"
+# ---- issue 26: oneDNN default
+ONEDNN_PY = "layerwise/onednn.py"
+ONEDNN = "tests/test_onednn.py"
+ONEDNN_DEFAULT = f"{ONEDNN}::test_unset_on_x86_linux_turns_onednn_on_and_says_so"
+ONEDNN_KEPT = f"{ONEDNN}::test_a_value_the_user_set_is_kept"
+ONEDNN_REAL = f"{ONEDNN}::test_tensorflow_runs_with_what_was_decided"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -2276,5 +2282,22 @@ MUTANTS: list[Mutant] = [
         "                wanted[name] = stored[name]\n",
         "                pass\n",
         (EARLY_WORKDIR_CHECK, INFOPRO_RUN_STATISTICS),
+    ),
+    # ---- issue 26: oneDNN default
+    Mutant(
+        "onednn-default-not-set",
+        "layerwise decides oneDNN on but never sets the variable TensorFlow reads",
+        ONEDNN_PY,
+        '        environ[ENV] = "1"\n',
+        "",
+        (ONEDNN_DEFAULT, ONEDNN_REAL),
+    ),
+    Mutant(
+        "onednn-user-value-overridden",
+        "a value the user set is overwritten with layerwise's default",
+        ONEDNN_PY,
+        "    if ENV in environ:\n",
+        "    if False:\n",
+        (ONEDNN_KEPT, ONEDNN_REAL),
     ),
 ]
