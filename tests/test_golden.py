@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from layerwise.training.heads import AuxHead, build_aux_head
+from layerwise.nn.heads import AuxHead, build_aux_head
 from layerwise.training.local_losses import (
     LOGITS,
     SIMILARITY,

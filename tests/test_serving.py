@@ -19,10 +19,10 @@ from conftest import run_cli, tiny_config
 
 from apps.runner import build_network, resolve, run_training
 from layerwise.errors import ModelServerError, ServingInputError
-from layerwise.run.exports import export_run
-from layerwise.run.restore import restore_run
+from layerwise.export import export_run
+from layerwise.restore import restore_run
 from layerwise.serving import clients as serving
-from layerwise.serving.export import versions, write_models_config
+from layerwise.serving.servables import versions, write_models_config
 from layerwise.training.trainer import ensemble_probabilities
 
 NET = "layerwise_cnn"
@@ -457,8 +457,8 @@ def in_process(tmp_path_factory):
     import tensorflow as tf
 
     from layerwise.data import load_dataset
-    from layerwise.serving.export import export_cascade, export_classifier, export_ensemble
-    from layerwise.training.heads import AuxHead
+    from layerwise.serving.servables import export_cascade, export_classifier, export_ensemble
+    from layerwise.nn.heads import AuxHead
 
     tmp = tmp_path_factory.mktemp("in_process")
     data = load_dataset("digits")

@@ -21,7 +21,7 @@ from apps.runner import build_network, resolve, run_training
 from layerwise.data import load_dataset
 from layerwise.errors import ConfigError, CorruptCheckpointError, DatasetUnavailableError, ServingInputError
 from layerwise.run.checkpoints import load_arrays, save_arrays
-from layerwise.run.exports import export_run
+from layerwise.export import export_run
 from layerwise.serving import clients as serving
 
 # ------------------------------------------------------------------ image_folder

@@ -36,7 +36,7 @@ from layerwise.serving.answers import check_outputs, rest_columns
 from layerwise.serving.deadline import DeadlineExceeded, DeadlineHTTPHandler, DeadlineHTTPSHandler, DeadlineRequest, fetch
 
 DEFAULT_SIGNATURE = "serving_default"
-# A cascade signature without a threshold input -> the one that takes it (see layerwise.serving.export).
+# A cascade signature without a threshold input -> the one that takes it (see layerwise.serving.servables).
 THRESHOLD_SIGNATURES = {"serving_default": "serving_threshold", "serving_float": "serving_float_threshold"}
 
 

@@ -42,8 +42,8 @@ import tensorflow as tf
 from layerwise.errors import ConfigError
 from layerwise.config import recorded
 from layerwise.config import CUSTOM_LOSS, TrainConfig
-from layerwise.training.heads import BN_MOMENTUM
-from layerwise.training.layers import features_input
+from layerwise.nn.heads import BN_MOMENTUM
+from layerwise.nn.layers import features_input
 
 LOGITS = "logits"  # the classification head's output in a training model's outputs
 SIMILARITY = "similarity"
@@ -135,14 +135,6 @@ def supervised_contrastive_loss(embeddings: tf.Tensor, labels: tf.Tensor, temper
 
 
 # ----------------------------------------------------------------------------- training-only layers
-@keras.saving.register_keras_serializable(package="layerwise")
-class StopGradient(keras.layers.Layer):
-    """Identity forward, no gradient backward: a head that learns on detached features."""
-
-    def call(self, inputs):
-        return keras.ops.stop_gradient(inputs)
-
-
 @keras.saving.register_keras_serializable(package="layerwise")
 class AlignCornersResize(keras.layers.Layer):
     """Bilinear resizing of ``(H, W, C)`` features to ``size`` with the corner pixels aligned:

@@ -33,20 +33,21 @@ class Mutant:
 
 # Where the code lives (re-target here when files move).
 STEPS = "layerwise/training/steps.py"
-STAGING = "layerwise/training/network.py"
+STAGING = "layerwise/nn/network.py"
 TRAINER_PY = "layerwise/training/trainer.py"
-HEADS = "layerwise/training/heads.py"
-DOWNSAMPLING = "layerwise/training/downsampling.py"
+HEADS = "layerwise/nn/heads.py"
+DOWNSAMPLING = "layerwise/nn/downsampling.py"
 LAYERWISE_CNN = "models/layerwise_cnn.py"
 SCHEDULES = "layerwise/training/schedules.py"
 CHECKPOINTS = "layerwise/run/checkpoints.py"
-FILES = "layerwise/run/files.py"
-EXPORT = "layerwise/serving/export.py"
+FILES = "layerwise/files.py"
+EXPORT = "layerwise/serving/servables.py"
 PROBLEMS = "layerwise/training/problems.py"
 MODES = "layerwise/training/modes.py"
-PRUNING = "layerwise/analysis/pruning.py"
+PRUNING = "layerwise/training/pruning.py"
 CALLBACKS = "layerwise/training/callbacks.py"
 SPLIT = "layerwise/training/split.py"
+TRAINING_LAYERS = "layerwise/nn/training_layers.py"
 FIT = "layerwise/training/fit.py"
 RESNET = "models/resnet.py"
 UNROLLED = "models/unrolled.py"
@@ -144,7 +145,7 @@ PREDSIM_BETA_CONFIG = f"{PREDSIM_BETA}[config_field]"
 INFOPRO_TEMPERATURE = f"{LOCAL_LEARNING}::test_infopros_weights_and_contrastive_temperature_reach_the_loss_fit_minimises"
 NESTED_OPTIONS = f"{RESUME}::test_a_rerun_with_other_nested_options_is_refused_and_names_the_field"
 # issue 22: files and threads
-PORTABLE = "layerwise/training/portable.py"
+PORTABLE = "layerwise/nn/portable.py"
 FILES_AND_THREADS = "tests/test_keras_files_and_threads.py"
 STANDARD_LAYERS = f"{FILES_AND_THREADS}::test_standard_layers_computes_the_same_with_keras_layers_only"
 FRESH_LOAD = f"{FILES_AND_THREADS}::test_saved_classifiers_ensembles_and_exports_load_in_a_fresh_process_with_keras_alone"
@@ -155,7 +156,7 @@ THREAD_WRITES = f"{FILES_AND_THREADS}::test_two_threads_writing_one_file_atomica
 # issue 22: inputs
 INPUTS = "tests/test_keras_inputs.py"
 PIPELINES = "layerwise/data/pipelines.py"
-FLOPS = "layerwise/analysis/flops.py"
+FLOPS = "layerwise/nn/flops.py"
 BAD_INPUT = f"{INPUTS}::test_inputs_a_user_gets_wrong_get_one_config_error_line_before_anything_is_written"
 LATER_LABEL = f"{INPUTS}::test_a_label_out_of_range_in_a_later_batch_of_a_pipeline_stops_fit_with_one_config_error_line"
 HEAD_1X1 = (f"{INPUTS}::test_the_default_head_turns_linear_on_1x1_features_says_so_once_and_a_given_head_is_refused_"
@@ -249,7 +250,7 @@ STOPPED_EARLY = f"{TRUST3_FILES}::test_a_stage_a_callback_stopped_is_final_says_
 # ---- issue 22: restore without apps
 RESTORE = "tests/test_keras_restore.py"
 FIT_PY = "layerwise/training/fit.py"
-RUN_EXPORTS_PY = "layerwise/run/exports.py"
+RUN_EXPORTS_PY = "layerwise/export.py"
 DATA_BASE_PY = "layerwise/data/base.py"
 RESTORE_FRESH = f"{RESTORE}::test_restore_and_export_in_a_fresh_process_without_apps_equal_the_uninterrupted_run"
 RESTORE_UINT8 = f"{RESTORE}::test_uint8_images_get_a_uint8_signature_that_casts_them"
@@ -733,7 +734,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "dense-logits-softmaxed",
         "a softmax classifier's head gives probabilities where logits are due",
-        SPLIT,
+        TRAINING_LAYERS,
         'return keras.ops.cast(outputs, "float32")',
         'return keras.ops.softmax(keras.ops.cast(outputs, "float32"))',
         (COMPOSE,),

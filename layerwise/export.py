@@ -1,8 +1,8 @@
 """Exports a finished run from its run directory: every stage, the ensemble and the cascade.
 
-``export_run(workdir)`` rebuilds the run from its directory alone (``layerwise.run.restore``:
+``export_run(workdir)`` rebuilds the run from its directory alone (``layerwise.restore``:
 the network saved with it) and writes each servable as a new version in the TF Serving layout
-(``layerwise.serving.export``). A run's uint8 signature normalises pixels as its training did, and
+(``layerwise.serving.servables``). A run's uint8 signature normalises pixels as its training did, and
 a run on float images that never were uint8 gets none (``serving_default`` then takes float32).
 
 Example:
@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 
 from layerwise.errors import CheckpointError, ConfigError
-from layerwise.run import files
+import layerwise.files as files
 from layerwise.run.lock import workdir_lock
-from layerwise.run.restore import restore_run
+from layerwise.restore import restore_run
 from layerwise.run.workdir import make_directory, read_config
-from layerwise.serving.export import DEFAULT_CASCADE_THRESHOLD, export_cascade, export_classifier, export_ensemble
+from layerwise.serving.servables import DEFAULT_CASCADE_THRESHOLD, export_cascade, export_classifier, export_ensemble
 from layerwise.serving.models_config import check_serving_root, write_models_config
 from layerwise.serving.versions import UNFINISHED_LABEL, check_label
 
@@ -53,7 +53,7 @@ def export_run(
         workdir: a run directory of ``apps.train`` or ``layerwise.fit``.
         build_network: ``None`` (default): the network saved with the run; or ``(config, data)
             -> StagedNetwork`` (``apps.runner.build_network``) for a run written before networks
-            were saved (see :func:`~layerwise.run.restore.restore_run`).
+            were saved (see :func:`~layerwise.restore.restore_run`).
         export_root: where servables go; ``workdir/export`` by default.
         threshold: the cascade's default exit threshold, in (0, 1].
         label: version label of the new complete versions (``layerwise.serving.versions``).

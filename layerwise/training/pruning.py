@@ -33,8 +33,8 @@ import numpy as np
 import tensorflow as tf
 
 from layerwise.errors import ConfigError
-from layerwise.training.downsampling import SpaceToDepth
-from layerwise.training.layers import BlockAveragePooling2D, features_input
+from layerwise.nn.downsampling import SpaceToDepth
+from layerwise.nn.layers import BlockAveragePooling2D, features_input
 
 # Layers that neither mix channels nor hold per-channel weights: a channel selection passes.
 _PASS_THROUGH = (
