@@ -75,22 +75,36 @@ def export_run(
         WorkdirBusyError: another process holds the directory written to.
         StorageError: a servable could not be written (full disk, read-only directory).
     """
+    export_root = export_root or os.path.join(workdir, "export")
+    _check_arguments(workdir, export_root, threshold, label, serving_root)
+    run = restore_run(workdir, build_network, load_data)  # reads only
+    if not run.finished and not allow_unfinished:
+        raise _unfinished(workdir, run, label)
+    return _export_locked(run, workdir, export_root, threshold, label, serving_root, log)
+
+
+def _check_arguments(workdir: str, export_root: str, threshold: float, label: str, serving_root: str | None) -> None:
+    """Refuses bad arguments (see :func:`export_run`'s ``Raises``) before anything is read or written."""
     if not 0.0 < threshold <= 1.0:
         raise ConfigError(f"the cascade threshold must be in (0, 1], got {threshold}")
     check_label(label)
     if serving_root is not None:
         check_serving_root(serving_root)
     read_config(workdir)  # not a run, or a corrupt config: refused before anything else
-    export_root = export_root or os.path.join(workdir, "export")
     if files.exists(export_root) and not files.isdir(export_root):
         raise ConfigError(f"the export directory {export_root} is a file; pass a directory (--export_dir)")
-    run = restore_run(workdir, build_network, load_data)  # reads only
-    if not run.finished and not allow_unfinished:
-        raise CheckpointError(
-            f"{workdir} is unfinished ({len(run.problems)} of {run.total_problems} stages trained); finish "
-            "training first (rerun the same apps.train command), or pass --allow_unfinished to export the "
-            f"finished stages (their ensemble and cascade are labelled {UNFINISHED_LABEL!r}, not {label!r})"
-        )
+
+
+def _unfinished(workdir: str, run, label: str) -> CheckpointError:
+    return CheckpointError(
+        f"{workdir} is unfinished ({len(run.problems)} of {run.total_problems} stages trained); finish "
+        "training first (rerun the same apps.train command), or pass --allow_unfinished to export the "
+        f"finished stages (their ensemble and cascade are labelled {UNFINISHED_LABEL!r}, not {label!r})"
+    )
+
+
+def _export_locked(run, workdir: str, export_root: str, threshold: float, label: str, serving_root: str | None,
+                   log) -> dict[str, str]:
     inside = os.path.realpath(export_root).startswith(os.path.realpath(workdir) + os.sep)
     if not inside:
         make_directory(export_root)

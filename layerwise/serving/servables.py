@@ -309,7 +309,15 @@ def export_cascade(
             their float counterparts (:func:`export_classifier`).
         Others: as in :func:`export_ensemble`.
     """
-    model = _all_heads_model(network, heads)
+    archive = keras.export.ExportArchive()
+    archive.track(_all_heads_model(network, heads))
+    for name, fn in zip(CASCADE_SIGNATURES, _cascade_functions(network, heads, mean, std, threshold, uint8)):
+        archive.add_endpoint(name, fn)
+    return write_next_version(archive, servable_dir, info, label=label)
+
+
+def _cascade_functions(network, heads: Sequence[keras.Model], mean, std, threshold: float, uint8: bool) -> tuple:
+    """The cascade's serving functions, in the order of ``CASCADE_SIGNATURES``."""
     k = min(5, network.num_classes)
     mean_t, std_t = tf.constant(np.asarray(mean, np.float32)), tf.constant(np.asarray(std, np.float32))
     shape = network.input_shape
@@ -349,10 +357,6 @@ def export_cascade(
         images = checked(images, shape, finite=True)
         return outputs(images, checked_thresholds(threshold, images))
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    functions = (serve_uint8, serve_float, serve_uint8_threshold, serve_float_threshold) if uint8 else (
-        serve_float, serve_float, serve_float_threshold, serve_float_threshold)
-    for name, fn in zip(CASCADE_SIGNATURES, functions):
-        archive.add_endpoint(name, fn)
-    return write_next_version(archive, servable_dir, info, label=label)
+    if uint8:
+        return serve_uint8, serve_float, serve_uint8_threshold, serve_float_threshold
+    return serve_float, serve_float, serve_float_threshold, serve_float_threshold
