@@ -39,7 +39,7 @@ from layerwise.run.report import write_report
 from layerwise.run.runlog import RunLog, read_records
 from layerwise.run.workdir import open_run
 from layerwise.serving import clients as serving
-from layerwise.serving.servables import version_labels, versions
+from layerwise.serving.versions import version_labels, versions
 
 NET = "layerwise_cnn"
 TINY_ARGS = ["--dataset", "digits", "--num_stages", "2", "--width", "8", "--downsample_at", "1",

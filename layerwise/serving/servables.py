@@ -71,11 +71,7 @@ import tensorflow as tf
 from layerwise.errors import StorageError
 import layerwise.files as files
 from layerwise.serving.cascade import cascade_probabilities, ensemble_graph_probabilities
-from layerwise.serving.models_config import write_models_config  # noqa: F401  (the public place it was)
-from layerwise.serving.versions import (  # noqa: F401  (is_complete, version_info, version_labels: public here too)
-    KERAS_FILE, STABLE_LABEL, UNFINISHED_LABEL, VERSION_INFO, is_complete, record_label, unfinished_servables,
-    version_info, version_labels, versions,
-)
+from layerwise.serving.versions import KERAS_FILE, STABLE_LABEL, VERSION_INFO, record_label, versions
 from layerwise.nn.network import primary
 from layerwise.nn.portable import standard_layers
 

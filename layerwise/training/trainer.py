@@ -39,7 +39,9 @@ from layerwise.errors import ConfigError, DatasetUnavailableError, NonFiniteLoss
 from layerwise.run import checkpoints as ckpt
 from layerwise.config import RunOptions, TrainConfig
 from layerwise.run.runlog import RunLog, with_keras_names
-from layerwise.serving.servables import export_classifier, unfinished_servables, versions, write_models_config
+from layerwise.serving.models_config import write_models_config
+from layerwise.serving.servables import export_classifier
+from layerwise.serving.versions import unfinished_servables, versions
 from layerwise.training.callbacks import RunCallbacks
 from layerwise.training.evaluation import ten_crop_probabilities, top_k_error
 from layerwise.training.hooks import StageHook, hooks_for

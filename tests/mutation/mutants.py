@@ -103,6 +103,8 @@ CALLBACK_ORDER = f"{LIBRARY}::test_callbacks_see_every_stage_epoch_and_batch_in_
 KERAS_FILES = f"{LIBRARY}::test_every_stage_classifier_and_the_ensemble_round_trip_through_keras_files"
 # ---- issue 21: data and serving
 CLIENTS = "layerwise/serving/clients.py"
+SERVING_INPUTS = "layerwise/serving/inputs.py"
+REST_FORMAT = "layerwise/serving/rest_format.py"
 CASCADE = "layerwise/serving/cascade.py"
 AUGMENT = "layerwise/data/augment.py"
 DATA_BASE = "layerwise/data/base.py"
@@ -936,7 +938,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "client-casts-floats-to-uint8",
         "the client silently casts float images in 0..255 to uint8 for a uint8 signature",
-        CLIENTS,
+        SERVING_INPUTS,
         "if np.issubdtype(images.dtype, np.integer) and images.min() >= 0 and images.max() <= 255:",
         "if images.min() >= 0 and images.max() <= 255:",
         (SIGNATURE_CHECKS,),
@@ -944,7 +946,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "client-skips-the-rank-check",
         "the client sends a batch of the wrong rank to the server",
-        CLIENTS,
+        SERVING_INPUTS,
         "    if images.ndim != len(want):\n",
         "    if images.ndim < len(want) - 1:\n",
         (SIGNATURE_CHECKS,),
@@ -1554,7 +1556,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "rest-answer-unchecked",
         "the REST client hands back whatever the server answered (one row for two images)",
-        CLIENTS,
+        REST_FORMAT,
         "    return check_outputs(columns, rows, expected, server)\n",
         "    return {k: np.asarray(v) for k, v in columns.items()}\n",
         (HOSTILE_SHORT_ROWS,),
@@ -1860,7 +1862,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "finite-checked-before-cast",
         "float64 pixels of 1e300 pass the client's check and reach the graph as Inf in float32",
-        CLIENTS,
+        SERVING_INPUTS,
         "        if not np.all(np.isfinite(cast)):\n",
         "        if not np.all(np.isfinite(images)):\n",
         (CLIENT_1E300,),
@@ -1868,7 +1870,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "ragged-images-bare-value-error",
         "a ragged list of images raises NumPy's bare ValueError",
-        CLIENTS,
+        SERVING_INPUTS,
         '    except (ValueError, TypeError) as e:  # NumPy >= 1.24: "inhomogeneous shape"\n',
         '    except KeyError as e:  # NumPy >= 1.24: "inhomogeneous shape"\n',
         (CLIENT_RAGGED,),
