@@ -303,6 +303,11 @@ ROOFLINE = "tests/test_roofline.py"
 ROOFLINE_WALK = f"{ROOFLINE}::test_conv_shapes_walk_nested_models_and_strided_output_sizes"
 ROOFLINE_PASSES = f"{ROOFLINE}::test_step_convs_passes_and_a_flop_weighted_limit"
 ROOFLINE_REPORT = f"{ROOFLINE}::test_report_of_a_tiny_network_has_every_conv_shape_and_every_stage_fraction"
+# ---- issue 23: package layering
+NETWORK_FILE_MOVES = "tests/test_package_moves.py::test_a_network_file_naming_the_modules_before_the_move_still_reads"
+STRUCTURE = "tests/test_structure.py"
+NO_UPWARD_IMPORTS = f"{STRUCTURE}::test_no_upward_imports"
+NO_PACKAGE_CYCLES = f"{STRUCTURE}::test_no_package_cycles"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -2168,5 +2173,22 @@ MUTANTS: list[Mutant] = [
         "            _walk(layer, batch, f\"{prefix}{layer.name}/\", seen_trainable, found)\n",
         "",
         (ROOFLINE_WALK, ROOFLINE_REPORT),
+    ),
+    # ---- issue 23: package layering
+    Mutant(
+        "network-file-old-module-names",
+        "a network.json written before the move to layerwise.nn names modules that no longer exist",
+        NETWORK_FILE_PY,
+        "        module = MOVED_MODULES.get(recorded, recorded)\n",
+        "        module = recorded\n",
+        (NETWORK_FILE_MOVES,),
+    ),
+    Mutant(
+        "building-blocks-import-training",
+        "a building block of layerwise.nn imports the training package above it (a package cycle)",
+        PORTABLE,
+        "from layerwise.nn.training_layers import DenseLogits, StopGradient\n",
+        "from layerwise.nn.training_layers import DenseLogits, StopGradient\nfrom layerwise.training import split  # noqa: F401\n",
+        (NO_UPWARD_IMPORTS, NO_PACKAGE_CYCLES),
     ),
 ]
