@@ -134,7 +134,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
 
     from layerwise.config import RunOptions, TrainConfig
     from layerwise.data import load_dataset
-    from layerwise.analysis.flops import count_flops
+    from layerwise.nn.flops import count_flops
     from layerwise.analysis.roofline import step_convs
     from layerwise.analysis.memory import memory_device, peak_rss_mb
     from layerwise.training.optim import dtype_policy, resolve_precision

@@ -45,7 +45,7 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> None:
     from apps.runner import build_network, load_data
     from layerwise.errors import ConfigError
-    from layerwise.run.exports import export_run
+    from layerwise.export import export_run
     from layerwise.run.network_file import has_network
     from layerwise.serving.models_config import check_serving_root
     from layerwise.serving.versions import check_label

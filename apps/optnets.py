@@ -75,7 +75,7 @@ def validate(argv):
 def main(argv):
     config = validate(argv)
     from models.compressed_sensing import markdown_table, run_depth_experiment, write_report
-    from layerwise.run.checkpoints import atomic_write_text
+    from layerwise.files import atomic_write_text
     from models.unrolled import build_unrolled
 
     atomic_write_text(os.path.join(FLAGS.workdir, "config.json"), json.dumps(dataclasses.asdict(config), indent=2))

@@ -51,16 +51,16 @@ def _client():
 def _images():
     import numpy as np
 
-    from layerwise.serving import clients as serving
+    from layerwise.serving import inputs
     from layerwise.errors import ConfigError
 
     sources = [name for name in ("images", "npy", "dataset") if FLAGS[name].value]
     if len(sources) != 1:
         raise ConfigError("pass exactly one of --images, --npy, --dataset")
     if FLAGS.images:
-        return serving.load_image_files(FLAGS.images), None
+        return inputs.load_image_files(FLAGS.images), None
     if FLAGS.npy:
-        return serving.load_npy(FLAGS.npy), None
+        return inputs.load_npy(FLAGS.npy), None
     from layerwise.data import load_dataset
 
     data = load_dataset(FLAGS.dataset, split_seed=FLAGS.split_seed)

@@ -28,7 +28,7 @@ FLAGS = flags.FLAGS
 def probe_workdirs(workdirs, out, probes, epochs=3, width=32, log=print, trust_pickle=False) -> dict:
     """Probes every run; returns ``{run label: [per-stage dict]}`` and writes the reports."""
     from layerwise.errors import ConfigError, StorageError
-    from layerwise.run.checkpoints import atomic_write_text
+    from layerwise.files import atomic_write_text
     from layerwise.run.lock import workdir_lock
     from layerwise.run.workdir import make_directory
     from layerwise.analysis.probes import PROBES, format_probe_table, plot_probes, probe_network

@@ -22,10 +22,10 @@ from layerwise.config import RunOptions, TrainConfig
 from layerwise.run.loading import load_data
 from layerwise.run.network_file import has_network
 from layerwise.run.report import stage_table, write_report
-from layerwise.run.restore import RestoredRun, restore_run
+from layerwise.restore import RestoredRun, restore_run
 from layerwise.run.workdir import check_workdir
-from layerwise.training.modules import group_stages
-from layerwise.training.network import StagedNetwork
+from layerwise.training.stage_groups import group_stages
+from layerwise.nn.network import StagedNetwork
 from layerwise.training.optim import dtype_policy, resolve_precision
 from models import build_model
 from models.registry import resolve_options
@@ -58,7 +58,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
 
 def restore(workdir: str, trust_pickle: bool = False) -> RestoredRun:
     """The finished run in ``workdir`` rebuilt with its trained weights and its dataset (see
-    layerwise.run.restore): the network saved with the run, or the zoo's for a run written before
+    layerwise.restore): the network saved with the run, or the zoo's for a run written before
     networks were saved; ``trust_pickle``: the data may be read from pickles (``--trust_pickle``)."""
     builder = None if has_network(workdir) else (lambda config, data: build_network(resolve(config), data))
     return restore_run(workdir, builder, lambda config: load_data(config, trust_pickle))

@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
 
     from apps.runner import build_network, load_data, resolve
     from layerwise import tuning
-    from layerwise.run.checkpoints import atomic_write_text
+    from layerwise.files import atomic_write_text
     from layerwise.errors import ConfigError
 
     cli.refuse_arguments(argv)

@@ -36,13 +36,13 @@ from layerwise.errors import ConfigError, LayerwiseError
 
 if TYPE_CHECKING:  # what the names below resolve to, for readers and type checkers
     from layerwise.config import RunOptions, TrainConfig
-    from layerwise.run.exports import export_run
-    from layerwise.run.restore import RestoredRun, restore_run
+    from layerwise.export import export_run
+    from layerwise.restore import RestoredRun, restore_run
     from layerwise.training.callbacks import PerStage, StageCallback, per_stage
     from layerwise.training.fit import Result, fit
-    from layerwise.training.heads import AuxHead
+    from layerwise.nn.heads import AuxHead
     from layerwise.training.local_losses import InfoPro, LocalLoss, Pred, PredSim, Sim
-    from layerwise.training.network import StagedNetwork
+    from layerwise.nn.network import StagedNetwork
     from layerwise.training.split import split_model
 
 __version__ = "0.3.0"
@@ -52,16 +52,16 @@ __version__ = "0.3.0"
 # TensorFlow, which takes seconds; ``layerwise.fit`` and ``from layerwise import fit`` work as usual.
 _PUBLIC = {
     "RunOptions": "layerwise.config", "TrainConfig": "layerwise.config",
-    "export_run": "layerwise.run.exports",
-    "RestoredRun": "layerwise.run.restore", "restore_run": "layerwise.run.restore",
+    "export_run": "layerwise.export",
+    "RestoredRun": "layerwise.restore", "restore_run": "layerwise.restore",
     "PerStage": "layerwise.training.callbacks", "StageCallback": "layerwise.training.callbacks",
     "per_stage": "layerwise.training.callbacks",
     "Result": "layerwise.training.fit", "fit": "layerwise.training.fit",
-    "AuxHead": "layerwise.training.heads",
+    "AuxHead": "layerwise.nn.heads",
     "InfoPro": "layerwise.training.local_losses", "LocalLoss": "layerwise.training.local_losses",
     "Pred": "layerwise.training.local_losses", "PredSim": "layerwise.training.local_losses",
     "Sim": "layerwise.training.local_losses",
-    "StagedNetwork": "layerwise.training.network",
+    "StagedNetwork": "layerwise.nn.network",
     "split_model": "layerwise.training.split",
 }
 

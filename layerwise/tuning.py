@@ -33,11 +33,11 @@ import keras_tuner as kt
 import numpy as np
 
 from layerwise.run import checkpoints as ckpt
-from layerwise.run.checkpoints import atomic_write_text
+from layerwise.files import atomic_write_text
 from layerwise.config import STAGE_FIELDS, TrainConfig
 from layerwise.data.base import ArraySource, DataSource
 from layerwise.errors import ConfigError, UnknownNameError
-from layerwise.training.network import StagedNetwork
+from layerwise.nn.network import StagedNetwork
 from layerwise.training.trainer import GreedyTrainer
 
 OBJECTIVE = "val_accuracy"

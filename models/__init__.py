@@ -1,4 +1,4 @@
-"""The model zoo: every model is a list of stages (see ``layerwise.training.network``).
+"""The model zoo: every model is a list of stages (see ``layerwise.nn.network``).
 
 Importing this package registers every family; ``build_model(name, input_shape, num_classes,
 **options)`` builds one. Models know nothing about training.

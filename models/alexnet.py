@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from layerwise.errors import ConfigError
-from layerwise.training.network import StagedNetwork
+from layerwise.nn.network import StagedNetwork
 from models.blocks import chain_stages, check_image_shape, mlp_classifier
 from models.registry import MODELS, forward_signature
 

@@ -3,7 +3,7 @@
 Every family builds its stages the same way (a functional ``keras.Model`` whose input has the
 previous stage's output shape) and AlexNet and VGG end in the same kind of classifier
 (``[pool] -> flatten -> (Dense -> ReLU -> Dropout) x n -> Dense``). Both live here so the family
-modules only describe their architecture. ``layerwise.training.heads.build_aux_head`` is not reused for the
+modules only describe their architecture. ``layerwise.nn.heads.build_aux_head`` is not reused for the
 classifier: it is an auxiliary head (dropout *before* each hidden layer, optional BatchNorm, default
 initializers), while both papers drop out after each hidden ReLU and AlexNet needs its own init.
 """
@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import keras
 
 from layerwise.errors import ConfigError
-from layerwise.training.layers import features_input
+from layerwise.nn.layers import features_input
 
 StageBody = Callable[[keras.KerasTensor], keras.KerasTensor]
 

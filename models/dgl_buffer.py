@@ -21,8 +21,8 @@ from typing import Any, Sequence
 import keras
 
 from layerwise.errors import ConfigError
-from layerwise.training.heads import AuxHead
-from layerwise.training.layers import features_input
+from layerwise.nn.heads import AuxHead
+from layerwise.nn.layers import features_input
 
 # their greedyNet(ds_conv maxpool, feature_size=128, downsample=[1, 3]) with 6 blocks: blocks 2 and 4 pool
 BUFFER_CNN_OPTIONS = {"num_stages": 6, "width": 128, "downsample_at": [2, 4], "batchnorm": True,
@@ -39,7 +39,7 @@ class DGLBufferHead(AuxHead):
     features averaged to ``pooled_size`` x ``pooled_size`` (their ``avg_pool2d(avg_size)`` with
     ``avg_size`` = half the map), flattened to F values, ``mlp_layers`` x (Linear F -> F,
     BatchNorm1d, ReLU), Linear to the classes. A head builder: ``layerwise.fit(head=DGLBufferHead())``
-    or the ``aux_head_object`` of a configuration. An :class:`~layerwise.training.heads.AuxHead`
+    or the ``aux_head_object`` of a configuration. An :class:`~layerwise.nn.heads.AuxHead`
     with ``k=1`` (no hidden convs), so that every stage's head gets its own layer names
     (``head_02_fc0``: a decoupled run checkpoints all heads together); the other AuxHead fields do
     not apply to it.

@@ -14,11 +14,11 @@ from typing import Sequence
 
 import keras
 
-from layerwise.training.downsampling import SpaceToDepth
+from layerwise.nn.downsampling import SpaceToDepth
 from layerwise.errors import ConfigError
-from layerwise.training.heads import BN_MOMENTUM
-from layerwise.training.layers import FusedBatchNormalization, features_input
-from layerwise.training.network import StagedNetwork
+from layerwise.nn.heads import BN_MOMENTUM
+from layerwise.nn.layers import FusedBatchNormalization, features_input
+from layerwise.nn.network import StagedNetwork
 from models.registry import MODELS
 
 DOWNSAMPLINGS = ("space_to_depth", "maxpool")

@@ -35,9 +35,9 @@ from collections.abc import Sequence
 import keras
 
 from layerwise.errors import ConfigError
-from layerwise.training.heads import BN_MOMENTUM
-from layerwise.training.layers import features_input
-from layerwise.training.network import StagedNetwork
+from layerwise.nn.heads import BN_MOMENTUM
+from layerwise.nn.layers import features_input
+from layerwise.nn.network import StagedNetwork
 from models.blocks import chain_stages, check_image_shape
 from models.registry import MODELS, forward_signature
 

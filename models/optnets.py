@@ -39,11 +39,11 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from layerwise.training.heads import BN_MOMENTUM
-from layerwise.training.layers import FusedBatchNormalization, features_input
+from layerwise.nn.heads import BN_MOMENTUM
+from layerwise.nn.layers import FusedBatchNormalization, features_input
 import models.proximal as proximal
 from layerwise.errors import ConfigError
-from layerwise.training.network import StagedNetwork
+from layerwise.nn.network import StagedNetwork
 from models.registry import MODELS
 
 FAMILIES = {"gd": "gdresnet", "hb": "hbresnet", "agd": "agdresnet", "agd2": "denseagdresnet",

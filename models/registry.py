@@ -7,7 +7,7 @@ from typing import Sequence
 
 from layerwise.errors import ConfigError
 from layerwise.registry import Registry
-from layerwise.training.network import StagedNetwork
+from layerwise.nn.network import StagedNetwork
 
 MODELS: Registry = Registry("model")
 

@@ -36,10 +36,10 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from layerwise.training.heads import BN_MOMENTUM
-from layerwise.training.layers import FusedBatchNormalization, features_input
+from layerwise.nn.heads import BN_MOMENTUM
+from layerwise.nn.layers import FusedBatchNormalization, features_input
 from layerwise.errors import ConfigError
-from layerwise.training.network import StagedNetwork
+from layerwise.nn.network import StagedNetwork
 from models.blocks import chain_stages, check_image_shape
 from models.registry import MODELS, forward_signature
 

@@ -20,10 +20,10 @@ from typing import Sequence
 
 import keras
 
-from layerwise.training.heads import BN_MOMENTUM
-from layerwise.training.layers import FusedBatchNormalization
+from layerwise.nn.heads import BN_MOMENTUM
+from layerwise.nn.layers import FusedBatchNormalization
 from layerwise.errors import ConfigError
-from layerwise.training.network import StagedNetwork
+from layerwise.nn.network import StagedNetwork
 from models.blocks import chain_stages, check_image_shape, mlp_classifier
 from models.registry import MODELS, forward_signature
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from layerwise.training.heads import AuxHead, build_aux_head
-from layerwise.training.network import StagedNetwork, primary
+from layerwise.nn.heads import AuxHead, build_aux_head
+from layerwise.nn.network import StagedNetwork, primary
 
 
 def trainable_count(model: keras.Model) -> int:

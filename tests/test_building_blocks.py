@@ -4,9 +4,9 @@ import pytest
 import tensorflow as tf
 
 from layerwise.errors import ConfigError
-from layerwise.training.downsampling import SpaceToDepth, depth_to_space
-from layerwise.training.heads import AuxHead, build_aux_head
-from layerwise.training.layers import (
+from layerwise.nn.downsampling import SpaceToDepth, depth_to_space
+from layerwise.nn.heads import AuxHead, build_aux_head
+from layerwise.nn.layers import (
     BlockAveragePooling2D,
     FusedBatchNormalization,
     average_pool_to,

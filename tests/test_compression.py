@@ -6,8 +6,8 @@ import pytest
 
 from apps.runner import build_network, load_data, resolve, run_training
 from conftest import tiny_config
-from layerwise.analysis.flops import count_flops
-from layerwise.analysis.pruning import (
+from layerwise.nn.flops import count_flops
+from layerwise.training.pruning import (
     filter_scores_l1,
     filter_scores_taylor,
     keep_strongest,
@@ -16,7 +16,7 @@ from layerwise.analysis.pruning import (
     slice_chain,
 )
 from layerwise.errors import ConfigError
-from layerwise.training.heads import AuxHead, build_aux_head
+from layerwise.nn.heads import AuxHead, build_aux_head
 from layerwise.training.trainer import GreedyTrainer
 from models import build_model
 

@@ -13,7 +13,8 @@ import pytest
 
 from apps.runner import build_network, load_data, resolve
 from conftest import REPO, run_cli, tiny_config
-from layerwise.run.checkpoints import ProblemCheckpoints, atomic_write_bytes, load_arrays, save_arrays
+from layerwise.files import atomic_write_bytes
+from layerwise.run.checkpoints import ProblemCheckpoints, load_arrays, save_arrays
 from layerwise.errors import CorruptCheckpointError, StorageError
 from layerwise.training.trainer import GreedyTrainer
 

@@ -26,7 +26,7 @@ from conftest import tiny_config
 from layerwise.data.augment import augment_image
 from layerwise.errors import ConfigError
 from layerwise.config import TrainConfig
-from layerwise.training.heads import AuxHead
+from layerwise.nn.heads import AuxHead
 from layerwise.training.infopro_heads import AlignCornersResize
 from layerwise.training.local_losses import InfoPro, Sim
 from layerwise.training.optim import make_optimizer

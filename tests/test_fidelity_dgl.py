@@ -23,7 +23,7 @@ from conftest import tiny_config
 from layerwise.data.embedded import load_digits
 from layerwise.config import TrainConfig
 from layerwise.errors import ConfigError, WorkdirMismatchError
-from layerwise.run.restore import read_config
+from layerwise.restore import read_config
 from layerwise.run.workdir import check_workdir, prepare_workdir
 from layerwise.training.infopro_heads import reconstruction_loss, reconstruction_target
 from layerwise.training.problems import HeadPlan

@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from layerwise.training.heads import AuxHead, build_aux_head
+from layerwise.nn.heads import AuxHead, build_aux_head
 from layerwise.training.local_losses import LOGITS, PredSim, Sim, cross_entropy
 from layerwise.training.similarity import SIMILARITY, similarity_loss, similarity_matrix
 from layerwise.training.infopro_heads import decoder, projection_head, reconstruction_loss, supervised_contrastive_loss

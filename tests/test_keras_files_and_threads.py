@@ -20,15 +20,14 @@ import tensorflow as tf
 
 import layerwise
 from layerwise.errors import WorkdirBusyError
-from layerwise.run.files import atomic_write_bytes
+from layerwise.files import atomic_write_bytes
 from layerwise.run.lock import workdir_lock
-from layerwise.training.downsampling import SpaceToDepth
-from layerwise.training.layers import BlockAveragePooling2D, FusedBatchNormalization
-from layerwise.training.local_losses import StopGradient
-from layerwise.training.network import primary
-from layerwise.training.portable import standard_layers
+from layerwise.nn.downsampling import SpaceToDepth
+from layerwise.nn.layers import BlockAveragePooling2D, FusedBatchNormalization
+from layerwise.nn.network import primary
+from layerwise.nn.portable import standard_layers
 from layerwise.training.problems import ensemble_weights
-from layerwise.training.split import DenseLogits
+from layerwise.nn.training_layers import DenseLogits, StopGradient
 from conftest import digit_arrays
 
 

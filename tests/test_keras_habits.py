@@ -222,7 +222,7 @@ def test_steps_per_execution_runs_the_batch_hooks_once_per_device_call_as_keras_
 
 def test_the_default_head_is_one_head_whether_from_auxhead_fit_or_the_configuration():
     from layerwise.config import TrainConfig
-    from layerwise.training.heads import config_heads, head_options
+    from layerwise.nn.heads import config_heads, head_options
     from layerwise.training.problems import HeadPlan
 
     assert config_heads(TrainConfig())[0] == layerwise.AuxHead() == HeadPlan().aux

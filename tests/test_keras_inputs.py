@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import layerwise
-from layerwise.analysis.flops import layer_flops
+from layerwise.nn.flops import layer_flops
 from conftest import digit_arrays
 
 EPOCH = dict(epochs_per_stage=1, batch_size=32, verbose=0)

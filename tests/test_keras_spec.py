@@ -15,7 +15,7 @@ from layerwise.data.pipelines import as_source
 from layerwise.errors import WorkdirMismatchError
 from layerwise.config import schema
 from layerwise.config import TrainConfig
-from layerwise.training.heads import config_heads, head_options
+from layerwise.nn.heads import config_heads, head_options
 from layerwise.training.local_losses import config_local_loss, local_loss_options
 from conftest import digit_arrays, three_conv_cnn
 

@@ -16,15 +16,15 @@ from test_local_losses import np_bce_reconstruction, np_sim_loss, np_supcon
 import layerwise
 from apps.module_memory import markdown, run_case
 from apps.runner import build_network, resolve, run_training
-from layerwise.analysis.flops import count_flops
+from layerwise.nn.flops import count_flops
 from layerwise.analysis.memory import largest_peak
 from layerwise.data import load_dataset
 from layerwise.data.augment import augment_image, cutout
 from layerwise.errors import ConfigError
-from layerwise.run.restore import restore_run
+from layerwise.restore import restore_run
 from layerwise.run.workdir import open_run
 from layerwise.training.local_steps import make_local_decoupled_step
-from layerwise.training.modules import balanced_groups, group_stages
+from layerwise.training.stage_groups import balanced_groups, group_stages
 from layerwise.training.problems import DECOUPLED, Problem, decoupled_models, stage_name
 from layerwise.training.replay import ReplayBuffer, make_async_decoupled_step, steps_in_round
 from layerwise.training.steps import make_decoupled_step

@@ -19,10 +19,13 @@ from conftest import run_cli, tiny_config
 
 from apps.runner import build_network, resolve, run_training
 from layerwise.errors import ModelServerError, ServingInputError
-from layerwise.run.exports import export_run
-from layerwise.run.restore import restore_run
+from layerwise.export import export_run
+from layerwise.restore import restore_run
 from layerwise.serving import clients as serving
-from layerwise.serving.export import versions, write_models_config
+from layerwise.serving.inputs import load_image_files
+from layerwise.serving.rest_format import parse_rest_predictions, rest_request_body
+from layerwise.serving.models_config import write_models_config
+from layerwise.serving.versions import versions
 from layerwise.training.trainer import ensemble_probabilities
 
 NET = "layerwise_cnn"
@@ -197,29 +200,29 @@ def test_local_client_reads_png_files_and_checks_channels(exported, tmp_path):
     gray.write_bytes(tf.io.encode_png(run_raw).numpy())
     rgb.write_bytes(tf.io.encode_png(np.repeat(run_raw, 3, -1)).numpy())
     model = serving.LocalModel(os.path.join(exported["export"], SERVABLES[3]))
-    images = serving.load_image_files([str(gray), str(gray)])
+    images = load_image_files([str(gray), str(gray)])
     np.testing.assert_array_equal(images, np.stack([run_raw, run_raw]))
     out = model.predict(images, threshold=0.7)
     assert set(out) >= {"probabilities", "classes", "exit_stage"} and out["exit_stage"].shape == (2,)
     np.testing.assert_allclose(out["probabilities"], model.predict(run_raw, threshold=0.7)["probabilities"][[0, 0]], atol=1e-6)
     with pytest.raises(ServingInputError, match="convert them to grayscale"):
-        model.predict(serving.load_image_files([str(rgb)]))
+        model.predict(load_image_files([str(rgb)]))
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(ServingInputError, match="cannot decode"):
-        serving.load_image_files([str(tmp_path / "bad.png")])
+        load_image_files([str(tmp_path / "bad.png")])
 
 
 # ------------------------------------------------------------------------------ REST client
 def test_rest_request_bodies_follow_the_documented_row_format():
     images = np.arange(2 * 2 * 2 * 1, dtype=np.uint8).reshape(2, 2, 2, 1)
-    body = serving.rest_request_body("serving_default", {"images": images})
+    body = rest_request_body("serving_default", {"images": images})
     assert body == {"signature_name": "serving_default", "instances": images.tolist()}
-    body = serving.rest_request_body("serving_threshold", {"images": images, "threshold": np.array([0.5, 0.9], np.float32)})
+    body = rest_request_body("serving_threshold", {"images": images, "threshold": np.array([0.5, 0.9], np.float32)})
     assert body["signature_name"] == "serving_threshold"
     assert body["instances"] == [{"images": images[0].tolist(), "threshold": 0.5}, {"images": images[1].tolist(), "threshold": 0.8999999761581421}]
     json.dumps(body)  # serialisable as is
     answer = {"predictions": [{"classes": 1, "probabilities": [0.1, 0.9]}, {"classes": 0, "probabilities": [0.8, 0.2]}]}
-    parsed = serving.parse_rest_predictions(answer)
+    parsed = parse_rest_predictions(answer)
     assert parsed["classes"].tolist() == [1, 0] and parsed["probabilities"].shape == (2, 2)
 
 
@@ -457,8 +460,8 @@ def in_process(tmp_path_factory):
     import tensorflow as tf
 
     from layerwise.data import load_dataset
-    from layerwise.serving.export import export_cascade, export_classifier, export_ensemble
-    from layerwise.training.heads import AuxHead
+    from layerwise.serving.servables import export_cascade, export_classifier, export_ensemble
+    from layerwise.nn.heads import AuxHead
 
     tmp = tmp_path_factory.mktemp("in_process")
     data = load_dataset("digits")

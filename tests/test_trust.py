@@ -33,13 +33,13 @@ from layerwise.errors import (
     WorkdirBusyError,
 )
 from layerwise.run.checkpoints import ProblemCheckpoints, load_arrays, save_arrays
-from layerwise.run.exports import export_run
+from layerwise.export import export_run
 from layerwise.run.lock import LOCK_FILE, workdir_lock
 from layerwise.run.report import write_report
 from layerwise.run.runlog import RunLog, read_records
 from layerwise.run.workdir import open_run
 from layerwise.serving import clients as serving
-from layerwise.serving.export import version_labels, versions
+from layerwise.serving.versions import version_labels, versions
 
 NET = "layerwise_cnn"
 TINY_ARGS = ["--dataset", "digits", "--num_stages", "2", "--width", "8", "--downsample_at", "1",

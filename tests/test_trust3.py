@@ -20,7 +20,7 @@ from conftest import run_cli, tiny_config
 
 from apps.runner import build_network, resolve, run_training
 from layerwise.errors import ConfigError, ModelServerError
-from layerwise.run.exports import export_run
+from layerwise.export import export_run
 from layerwise.run.report import write_report
 from layerwise.run.runlog import RunLog, read_records
 from layerwise.serving import clients as serving

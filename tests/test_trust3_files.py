@@ -21,8 +21,9 @@ from apps.runner import build_network, resolve, run_training
 from layerwise.data import load_dataset
 from layerwise.errors import ConfigError, CorruptCheckpointError, DatasetUnavailableError, ServingInputError
 from layerwise.run.checkpoints import load_arrays, save_arrays
-from layerwise.run.exports import export_run
+from layerwise.export import export_run
 from layerwise.serving import clients as serving
+from layerwise.serving.inputs import InputSpec, prepare_inputs
 
 # ------------------------------------------------------------------ image_folder
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -329,8 +330,8 @@ def test_apps_predict_on_a_saved_model_without_variables_is_one_line_with_exit_2
 
 
 # ------------------------------------------------------------------ images the clients refuse before sending
-FLOAT_SPEC = {"serving_float": {"images": serving.InputSpec("images", "float32", (None, 8, 8, 1))}}
-UINT8_SPEC = {"serving_default": {"images": serving.InputSpec("images", "uint8", (None, 8, 8, 1))}}
+FLOAT_SPEC = {"serving_float": {"images": InputSpec("images", "float32", (None, 8, 8, 1))}}
+UINT8_SPEC = {"serving_default": {"images": InputSpec("images", "uint8", (None, 8, 8, 1))}}
 ONE = np.zeros((8, 8, 1))
 
 BAD_IMAGES = {
@@ -353,12 +354,12 @@ def test_images_a_client_cannot_send_are_one_serving_input_error_line(case):
     signature, images, says = BAD_IMAGES[case]
     specs = FLOAT_SPEC if signature == "serving_float" else UINT8_SPEC
     with pytest.raises(ServingInputError) as caught:
-        serving.prepare_inputs(specs, images, signature, None)
+        prepare_inputs(specs, images, signature, None)
     assert says in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
 
 
 def test_large_but_representable_floats_pass_as_float32():
-    _, inputs = serving.prepare_inputs(FLOAT_SPEC, np.full((1, 8, 8, 1), 3e38), "serving_float", None)
+    _, inputs = prepare_inputs(FLOAT_SPEC, np.full((1, 8, 8, 1), 3e38), "serving_float", None)
     assert inputs["images"].dtype == np.float32 and np.all(np.isfinite(inputs["images"]))
 
 

@@ -17,8 +17,8 @@ from apps.runner import build_network, load_data, resolve
 from conftest import run_cli, tiny_config
 from layerwise.errors import ConfigError
 from layerwise.config import TrainConfig
-from layerwise.run.restore import restore_run
-from layerwise.training.heads import AuxHead, build_aux_head
+from layerwise.restore import restore_run
+from layerwise.nn.heads import AuxHead, build_aux_head
 from layerwise.training.trainer import GreedyTrainer
 
 # stage 0: a small slow head trained twice as long with a strong L2; stage 1: a wide, deep, fast one

@@ -26,9 +26,9 @@ import keras
 import numpy as np
 
 from layerwise.data.base import DataSource
-from layerwise.run.checkpoints import atomic_write_bytes
-from layerwise.training.heads import AuxHead, build_aux_head
-from layerwise.training.network import StagedNetwork, primary
+from layerwise.files import atomic_write_bytes
+from layerwise.nn.heads import AuxHead, build_aux_head
+from layerwise.nn.network import StagedNetwork, primary
 
 PROBES = ("linear", "cnn1", "cnn2")
 

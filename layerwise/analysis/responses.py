@@ -25,7 +25,7 @@ from typing import Iterable
 import keras
 import numpy as np
 
-from layerwise.training.network import StagedNetwork
+from layerwise.nn.network import StagedNetwork
 
 
 def response_layers(stage: keras.Model) -> list[str]:

@@ -16,7 +16,7 @@ convolutions running slower in context.
 
 FLOPs of one conv's forward and both backward passes: 3 x 2 x N x Ho x Wo x Cout x Cin/groups x
 kh x kw (``ConvShape.train_flops``; each pass is one multiply-accumulate per kernel entry and
-output position, the convention of :mod:`layerwise.analysis.flops`; the roofline model of Williams, Waterman and
+output position, the convention of :mod:`layerwise.nn.flops`; the roofline model of Williams, Waterman and
 Patterson, "Roofline: an insightful visual performance model", CACM 2009, with the measured
 kernel speed as the roof). Output sizes follow ``tf.nn.conv2d``
 (https://www.tensorflow.org/api_docs/python/tf/nn/convolution): ``same`` gives ceil(H / s),
@@ -279,7 +279,7 @@ def measure(stages: Sequence[dict[str, Any]], precision: str, batch: int, repeat
     GFLOP/s beside its limit.
 
     The achieved rate counts the convs' FLOPs as the step computes them (``conv_gflop_per_step``);
-    ``train_gflop_per_step`` is :func:`layerwise.analysis.flops.count_flops`'s count as the
+    ``train_gflop_per_step`` is :func:`layerwise.nn.flops.count_flops`'s count as the
     benchmark makes it (3x the trainable part's forward, dense layers included, plus the prefix's
     forward), which also counts an input gradient the step's first conv does not compute.
 

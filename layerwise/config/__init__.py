@@ -7,7 +7,8 @@ of the project but ``layerwise.errors`` (checked in ``tests/test_structure.py``)
 - ``groups``: the groups of fields (heads, optimizer, schedule, pruning, refit, local loss) and
   the choices they accept;
 - ``train``: :class:`TrainConfig` (everything that determines a run's results, its
-  ``config.json``) and :class:`RunOptions` (how it executes);
+  ``config.json``);
+- ``run_options``: :class:`RunOptions` (how a run executes, not in ``config.json``);
 - ``applicable``: options that apply only with another are refused where they change nothing;
 - ``recorded``: objects of the user's own (heads, losses, optimizers) as Keras-serialised forms
   (imports Keras; not imported here).
@@ -29,9 +30,8 @@ from layerwise.config.groups import (
     REPLAY_SCHEDULES, FILLED_FROM_DATA,
     OptimConfig, ScheduleConfig, PruningConfig, RefitConfig, LocalConfig,
 )
-from layerwise.config.train import (
-    TrainConfig, RunOptions,
-)
+from layerwise.config.run_options import RunOptions
+from layerwise.config.train import TrainConfig
 
 __all__ = [
     'MODES', 'PRECISIONS', 'OPTIMIZERS', 'ON_NAN', 'PRUNE_CRITERIA', 'LR_SCHEDULES',

@@ -24,7 +24,7 @@ from typing import Any
 
 from layerwise.config.applicable import check_applicable
 from layerwise.config.groups import (
-    AUGMENTATIONS, CACHE_PREFIX, CUSTOM_LOSS, EVAL_CROPS, MODES, ON_NAN, PRECISIONS, PREFIX_MODES, STAGE_FIELDS,
+    AUGMENTATIONS, CUSTOM_LOSS, EVAL_CROPS, MODES, ON_NAN, PRECISIONS, STAGE_FIELDS,
     HeadsConfig, LocalConfig, OptimConfig, PruningConfig, RefitConfig, ScheduleConfig, check_head_shape,
 )
 from layerwise.config.schema import flatten, from_flat, from_tree, option, to_tree
@@ -374,36 +374,3 @@ class TrainConfig:
             ConfigError: an unknown name or a value of the wrong type.
         """
         return from_flat(TrainConfig, changes, base=self)
-
-
-
-@dataclasses.dataclass(frozen=True)
-class RunOptions:
-    """How a run is executed, without changing what it computes (not in ``config.json``)."""
-
-    jit_compile: bool = option(
-        False, "XLA-compile the per-replica forward+gradient function (and the frozen prefix when it runs "
-        "every batch). Float results may differ in the last bits.")
-    steps_per_execution: int = option(
-        0, "Training steps per device call, as keras.Model.compile(steps_per_execution=...): callbacks' batch "
-        "hooks run once per call. 0: one step per call when a callback has batch hooks, else the whole epoch "
-        "in one call (16 steps with a live progress bar).")
-    cache_prefix: str = option(
-        "auto", "Train each stage on cached outputs of the frozen prefix: auto (memory when there is no "
-        "random augmentation and they fit in --cache_budget_mb), memory, disk (memory-mapped under "
-        "workdir/cache, deleted after the stage), off. Same numbers either way.", choices=CACHE_PREFIX)
-    cache_budget_mb: float = option(1024.0, "Memory budget of --cache_prefix=auto, in MiB.")
-    prefix_mode: str = option(
-        "no_tape", "no_tape (the frozen prefix runs outside the gradient tape) or tape (recomputed inside it "
-        "every batch, as the paper's reference code does; for benchmarks).", choices=PREFIX_MODES, cli=False)
-
-    def validate(self) -> "RunOptions":
-        from_tree(RunOptions, dataclasses.asdict(self))
-        if self.steps_per_execution < 0:
-            raise ConfigError(f"steps_per_execution must be >= 0 (0: chosen per run), got {self.steps_per_execution}")
-        if not self.cache_budget_mb >= 0:
-            raise ConfigError(f"cache_budget_mb must be >= 0, got {self.cache_budget_mb}")
-        return self
-
-    def replace(self, **changes) -> "RunOptions":
-        return from_flat(RunOptions, changes, base=self)

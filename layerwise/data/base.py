@@ -86,7 +86,7 @@ class DataSource:
         uint8_pixels: a uint8 image is a valid input: raw pixels 0..255 that ``(x - mean) / std``
             turns into what the network trained on (the registered datasets; a user's arrays or
             pipeline only when their images are uint8). An export offers a uint8 signature only
-            then (``layerwise.serving.export``).
+            then (``layerwise.serving.servables``).
     """
 
     name: str

@@ -5,7 +5,7 @@ integer labels)`` batches, or an ``(x, y)`` pair of arrays. Nothing is normalise
 behind the user's back: the images reach the network as the pipeline yields them. Exports then
 take float images on that scale; they also take uint8 pixels, unchanged but for the cast, only
 when the training images were uint8 (``DataSource.uint8_pixels``): float images of unknown scale
-get no uint8 signature (``layerwise.serving.export``).
+get no uint8 signature (``layerwise.serving.servables``).
 
 - A pipeline is used as it is, every epoch: its shuffling and augmentation are its own, so a
   resumed run gives the uninterrupted run's numbers only if the pipeline is deterministic. The

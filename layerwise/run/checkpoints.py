@@ -15,7 +15,7 @@ refused, never loaded wrongly.
 Checkpoints of layerwise 0.2 and older (format 1: variables matched by position) are refused with
 one line that says so.
 
-Files are written to a temporary name and renamed (``layerwise.run.files``, through
+Files are written to a temporary name and renamed (``layerwise.files``, through
 ``tf.io.gfile``: a workdir on ``gs://`` works too), so a ``kill -9`` leaves either the old file or
 the new one. NumPy's ``.npz`` is a zip archive whose members carry CRC-32 checksums: a truncated
 or corrupted file fails to load, and the previous good checkpoint is used instead. Whatever the
@@ -35,13 +35,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from layerwise.errors import CheckpointError, ConfigError, CorruptCheckpointError
-from layerwise.run import files
-from layerwise.run.files import atomic_write_bytes, atomic_write_text
+import layerwise.files as files
+from layerwise.files import atomic_write_bytes
 
 __all__ = [
     "CheckpointError", "CorruptCheckpointError", "ProblemCheckpoints", "assign_arrays", "assign_optimizer_arrays",
-    "atomic_write_bytes", "atomic_write_text", "impossible_values", "load_arrays", "non_finite", "optimizer_arrays",
-    "save_arrays", "variable_keys", "variables_to_arrays",
+    "impossible_values", "load_arrays", "non_finite", "optimizer_arrays", "save_arrays", "variable_keys",
+    "variables_to_arrays",
 ]
 
 META_KEY = "__meta__"

@@ -2,7 +2,7 @@
 
 ``load_data(config)`` loads the registered dataset ``config.dataset`` with the run's split seed,
 augmentation and data directory, holds out the validation split and applies the crops, so a
-rebuilt run (``layerwise.run.restore``) sees exactly the data its training saw.
+rebuilt run (``layerwise.restore``) sees exactly the data its training saw.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ thread holding each. The lock is re-entrant within that thread (``apps.train`` h
 another process. It never waits: a second process or thread is refused at once with one line
 naming the holder. On NFS, Linux implements flock with the server's byte-range locks (flock(2), "NFS
 details"), so processes on different machines exclude each other where the server supports locks.
-A workdir on another file system (``gs://...``, see ``layerwise.run.files``) has no such lock:
+A workdir on another file system (``gs://...``, see ``layerwise.files``) has no such lock:
 there, one process at a time is the user's promise.
 
 Example:
@@ -37,7 +37,7 @@ import time
 from typing import Iterator
 
 from layerwise.errors import StorageError, WorkdirBusyError
-from layerwise.run.files import is_local
+from layerwise.files import is_local
 
 LOCK_FILE = ".lock"
 

@@ -8,7 +8,7 @@ name to rebuild it from. ``layerwise.fit`` therefore writes, when a run starts i
 - each stage's Keras config (``keras.saving.serialize_keras_object``, the format of a ``.keras``
   file's ``config.json``: https://keras.io/guides/serialization_and_saving/), the network's own
   final head's too (the classifier of a split model), its name, input shape, classes and options;
-- the Python modules that define its classes outside Keras (``layerwise.training.layers``, a zoo
+- the Python modules that define its classes outside Keras (``layerwise.nn.layers``, a zoo
   module such as ``models.resnet``, a user's package), which :func:`read_network` imports before
   rebuilding: Keras locates a registered class (``keras.saving.register_keras_serializable``)
   only once its module is imported;
@@ -16,7 +16,7 @@ name to rebuild it from. ``layerwise.fit`` therefore writes, when a run starts i
   pixels with, and whether uint8 pixels are a valid input at all (``DataSource.uint8_pixels``).
 
 No weights: they are in the checkpoints (``layerwise.run.checkpoints``). The file is written
-atomically (``layerwise.run.files``). A network Keras cannot serialise (a custom layer without
+atomically (``layerwise.files``). A network Keras cannot serialise (a custom layer without
 ``get_config``) is not saved: the run trains as before, and restoring it needs the caller's
 ``build_network`` (:func:`network_record` says why).
 
@@ -37,9 +37,9 @@ import numpy as np
 
 from layerwise.data.base import DataSource
 from layerwise.errors import CheckpointError, ConfigError
-from layerwise.run import files
-from layerwise.run.files import atomic_write_text
-from layerwise.training.network import StagedNetwork
+import layerwise.files as files
+from layerwise.files import atomic_write_text
+from layerwise.nn.network import StagedNetwork
 
 NETWORK_FILE = "network.json"
 FORMAT = 1
@@ -187,9 +187,20 @@ class SavedNetwork:
     data: RecordedData
 
 
+# Where the modules that define layers recorded by layerwise 0.3.0 live now (Keras finds each
+# layer by its registered name, once the module that defines it is imported).
+MOVED_MODULES = {
+    "layerwise.training.network": "layerwise.nn.network",
+    "layerwise.training.layers": "layerwise.nn.layers",
+    "layerwise.training.downsampling": "layerwise.nn.downsampling",
+    "layerwise.training.heads": "layerwise.nn.heads",
+}
+
+
 def _import_modules(modules: list[str], path: str) -> None:
     """Imports the modules that define the network's classes (registering them with Keras)."""
-    for module in modules:
+    for recorded in modules:
+        module = MOVED_MODULES.get(recorded, recorded)
         try:
             importlib.import_module(module)
         except ImportError as e:

@@ -22,8 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from layerwise.errors import ConfigError, StorageError  # noqa: E402
-from layerwise.run import files  # noqa: E402
-from layerwise.run.files import atomic_write_bytes, atomic_write_text  # noqa: E402
+import layerwise.files as files  # noqa: E402
+from layerwise.files import atomic_write_bytes, atomic_write_text  # noqa: E402
 from layerwise.run.lock import workdir_lock  # noqa: E402
 from layerwise.run.runlog import read_records  # noqa: E402
 from layerwise.run.workdir import read_config  # noqa: E402
@@ -105,7 +105,7 @@ def plot_accuracy(stages, compare, path) -> None:
 
 
 def _save(fig, path: str) -> None:
-    """Writes ``fig`` as a PNG to ``path`` on any file system (``layerwise.run.files``)."""
+    """Writes ``fig`` as a PNG to ``path`` on any file system (``layerwise.files``)."""
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)

@@ -27,8 +27,8 @@ from typing import Any, Callable
 import tensorflow as tf
 
 from layerwise.errors import StorageError
-from layerwise.run import files
-from layerwise.run.files import atomic_write_text
+import layerwise.files as files
+from layerwise.files import atomic_write_text
 
 
 # the metric names of runs written before records used Keras's

@@ -22,8 +22,8 @@ from typing import Any, Iterator
 
 from layerwise.config import FILLED_FROM_DATA, TrainConfig, schema
 from layerwise.errors import ConfigError, StorageError, WorkdirMismatchError
-from layerwise.run import files
-from layerwise.run.files import atomic_write_text
+import layerwise.files as files
+from layerwise.files import atomic_write_text
 from layerwise.run.lock import LOCK_FILE, workdir_lock
 
 CONFIG_FILE = "config.json"

@@ -19,7 +19,7 @@ import numpy as np
 
 from layerwise.errors import ModelServerError
 
-# Outputs of the layerwise classifier signatures (layerwise.serving.export) and what they hold.
+# Outputs of the layerwise classifier signatures (layerwise.serving.servables) and what they hold.
 PROBABILITY_OUTPUTS = ("probabilities",)  # rows sum to 1
 SCORE_OUTPUTS = ("probabilities", "top_k_scores")  # each value in [0, 1]
 CLASS_OUTPUTS = ("classes", "top_k_classes")  # integer class indices

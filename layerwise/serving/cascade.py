@@ -1,6 +1,6 @@
 """Graph functions that combine the heads of a layerwise network: ensemble and early exit.
 
-Both run inside exported SavedModels (``layerwise.serving.export``) and are plain TensorFlow, so the
+Both run inside exported SavedModels (``layerwise.serving.servables``) and are plain TensorFlow, so the
 same code is what the tests compare against the Keras model.
 
 The cascade computes stage by stage and only for the examples still in play: after stage j the
@@ -19,7 +19,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from layerwise.training.network import primary
+from layerwise.nn.network import primary
 
 
 def _probabilities(head: keras.Model, features) -> tf.Tensor:

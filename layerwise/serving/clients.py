@@ -1,14 +1,14 @@
 """Clients for the exported classifiers: a local SavedModel, TF Serving REST and TF Serving gRPC.
 
 All three check the images against the signature's input spec before sending anything (size,
-channels, dtype; see :func:`check_images`) and raise :class:`~layerwise.errors.ServingInputError`
+channels, dtype; see :func:`layerwise.serving.inputs.check_images`) and raise :class:`~layerwise.errors.ServingInputError`
 with what to change; an unreachable server, a timeout (a total deadline per request), an unknown
 model/version or an answer that is not the signature's (:mod:`layerwise.serving.answers`) raises
 :class:`~layerwise.errors.ModelServerError`. Results are ``{output name: np.ndarray}``, checked.
 
 REST (``tensorflow_model_server --rest_api_port=8501``): ``GET /v1/models/NAME[/versions/N]/metadata``
 for the input spec, then ``POST /v1/models/NAME[/versions/N]:predict`` with
-``{"signature_name": ..., "instances": [...]}`` (row format, :func:`rest_request_body`). gRPC
+``{"signature_name": ..., "instances": [...]}`` (row format, :mod:`layerwise.serving.rest_format`). gRPC
 (``--port=8500``) needs the ``[serving]`` extra (``tensorflow-serving-api``), imported lazily.
 
 Example:
@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import http.client
 import json
 import os
@@ -27,163 +26,23 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from layerwise.errors import ConfigError, ModelServerError, ServingInputError
-from layerwise.serving.answers import check_outputs, rest_columns
+from layerwise.serving.answers import check_outputs
 from layerwise.serving.deadline import DeadlineExceeded, DeadlineHTTPHandler, DeadlineHTTPSHandler, DeadlineRequest, fetch
-
-DEFAULT_SIGNATURE = "serving_default"
-# A cascade signature without a threshold input -> the one that takes it (see layerwise.serving.export).
-THRESHOLD_SIGNATURES = {"serving_default": "serving_threshold", "serving_float": "serving_float_threshold"}
-
-
-@dataclasses.dataclass(frozen=True)
-class InputSpec:
-    """One named input of a signature: ``dtype`` a NumPy dtype name, ``shape`` with ``None``s."""
-
-    name: str
-    dtype: str
-    shape: tuple
-
-
-def check_images(images: Any, spec: InputSpec, signature: str = DEFAULT_SIGNATURE) -> np.ndarray:
-    """Validates (and if lossless, converts) a batch of images for the ``images`` input ``spec``.
-
-    A single image (no batch dimension) becomes a batch of one; an empty batch passes (the
-    servables answer it with empty outputs). Integer pixels in 0..255 are accepted for a uint8
-    input; float64 becomes float32 for a float input, which must be finite.
-
-    Raises:
-        ServingInputError: a ragged list or non-numeric values, wrong rank, size, channels or dtype,
-            or floats that are not finite in the input's dtype (``1e300`` is finite in float64
-            and infinite in float32), with what to do instead.
-    """
-    images = as_image_array(images, signature)
-    want = tuple(spec.shape)
-    if images.ndim == len(want) - 1:
-        images = images[None]
-    if images.ndim != len(want):
-        raise ServingInputError(
-            f"{signature} takes a batch of images shaped {_shape(want)}; got an array shaped {images.shape}"
-        )
-    *size, channels = want[1:]
-    got_size, got_channels = list(images.shape[1:-1]), images.shape[-1]
-    if channels is not None and got_channels != channels:
-        kind = {1: "grayscale", 3: "RGB"}.get(channels, f"{channels}-channel")
-        raise ServingInputError(
-            f"images have {got_channels} channel(s) but the model takes {channels} ({kind}); "
-            f"convert them to {kind} first"
-        )
-    if any(w is not None and g != w for g, w in zip(got_size, size)):
-        raise ServingInputError(
-            f"images are {'x'.join(map(str, got_size))} pixels but the model takes "
-            f"{'x'.join(str(s) for s in size)}; resize them first"
-        )
-    if spec.dtype == "uint8":
-        if images.dtype == np.uint8 or images.size == 0:
-            return images.astype(np.uint8)
-        if np.issubdtype(images.dtype, np.integer) and images.min() >= 0 and images.max() <= 255:
-            return images.astype(np.uint8)
-        alternative = "serving_float" if signature == DEFAULT_SIGNATURE else "a float signature"
-        raise ServingInputError(
-            f"{signature} takes raw uint8 pixels (0..255); got {images.dtype} "
-            f"(range {images.min()}..{images.max()}); send raw pixels, or normalised float32 images "
-            f"to {alternative}"
-        )
-    if spec.dtype in ("float32", "float16", "float64"):
-        if not np.issubdtype(images.dtype, np.floating):
-            raise ServingInputError(
-                f"{signature} takes normalised {spec.dtype} images; got {images.dtype} raw pixels: "
-                "send them to serving_default instead"
-            )
-        with np.errstate(over="ignore"):  # an overflow is what the check below reports
-            cast = images.astype(spec.dtype)
-        if not np.all(np.isfinite(cast)):
-            held = "NaN or infinite values" if not np.all(np.isfinite(images)) else (
-                f"values too large for {spec.dtype} (largest magnitude {np.max(np.abs(images)):.3g}, "
-                f"{spec.dtype} holds up to {np.finfo(spec.dtype).max:.3g})")
-            raise ServingInputError(f"{signature} takes finite normalised pixels; the images hold {held}")
-        return cast
-    raise ServingInputError(f"{signature} input {spec.name!r} has dtype {spec.dtype}, which this client cannot feed")
-
-
-def as_image_array(images: Any, signature: str = DEFAULT_SIGNATURE) -> np.ndarray:
-    """``images`` as one numeric NumPy array.
-
-    Raises:
-        ServingInputError: a ragged list (images of different sizes: NumPy cannot stack them) or
-            values that are not numbers (strings, ``None``, objects).
-    """
-    try:
-        array = np.asarray(images)
-    except (ValueError, TypeError) as e:  # NumPy >= 1.24: "inhomogeneous shape"
-        raise ServingInputError(
-            f"{signature} takes a batch of images of one size; got a ragged list that is not one array "
-            f"({str(e).splitlines()[0][:160]}): resize the images to one size, or send them in separate calls"
-        ) from None
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-        raise ServingInputError(
-            f"{signature} takes numeric pixels; got an array of {array.dtype} "
-            f"({'a ragged list or None values' if array.dtype == object else 'not numbers'})"
-        )
-    return array
-
-
-def _shape(shape: Sequence) -> str:
-    return "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
-
-
-def prepare_inputs(
-    specs: dict[str, dict[str, InputSpec]], images: Any, signature: str, threshold: float | None
-) -> tuple[str, dict[str, np.ndarray]]:
-    """Checks ``images`` (and ``threshold``) against ``specs``; returns (signature, inputs).
-
-    With a ``threshold``, ``serving_default``/``serving_float`` of a cascade are swapped for the
-    signature that takes one (``serving_threshold``/``serving_float_threshold``).
-    """
-    if threshold is not None and signature in THRESHOLD_SIGNATURES and THRESHOLD_SIGNATURES[signature] in specs:
-        signature = THRESHOLD_SIGNATURES[signature]
-    if signature not in specs:
-        raise ServingInputError(f"the model has no signature {signature!r}; it has: {', '.join(sorted(specs))}")
-    inputs_spec = specs[signature]
-    if "images" not in inputs_spec:
-        raise ServingInputError(f"signature {signature!r} has no 'images' input (inputs: {sorted(inputs_spec)})")
-    images = check_images(images, inputs_spec["images"], signature)
-    inputs = {"images": images}
-    if "threshold" in inputs_spec:
-        value = 0.9 if threshold is None else float(threshold)
-        if not 0.0 < value <= 1.0:
-            raise ServingInputError(f"the cascade threshold must be in (0, 1], got {value}")
-        inputs["threshold"] = np.full(len(images), value, np.float32)
-    elif threshold is not None:
-        raise ServingInputError(
-            f"signature {signature!r} takes no threshold; only the cascade servable's "
-            "serving_threshold / serving_float_threshold do"
-        )
-    return signature, inputs
-
-
-def _unchecked_inputs(images: Any, signature: str, threshold: float | None) -> tuple[str, dict[str, np.ndarray]]:
-    """Inputs sent as given (``check=False``): the server validates them."""
-    inputs = {"images": as_image_array(images, signature)}
-    if threshold is not None:
-        signature = THRESHOLD_SIGNATURES.get(signature, signature)
-        inputs["threshold"] = np.full(len(inputs["images"]), threshold, np.float32)
-    return signature, inputs
+from layerwise.serving.inputs import DEFAULT_SIGNATURE, InputSpec, client_inputs, prepare_inputs
+from layerwise.serving.rest_format import (
+    parse_rest_metadata,
+    parse_rest_output_shapes,
+    parse_rest_predictions,
+    rest_request_body,
+)
 
 
 # ------------------------------------------------------------------------------------ local
-def _client_inputs(client, images: Any, signature: str, threshold: float | None):
-    """A remote client's request inputs: checked against the served signature when
-    ``client.check`` (one metadata call, cached), else sent as given."""
-    if client.check:
-        return prepare_inputs(client.input_specs(), images, signature, threshold)
-    return _unchecked_inputs(images, signature, threshold)
-
-
 def resolve_saved_model(path: str) -> str:
     """A version directory, or a servable directory (its newest integer version)."""
     if os.path.exists(os.path.join(path, "saved_model.pb")):
@@ -249,74 +108,6 @@ class LocalModel:
 
 
 # ------------------------------------------------------------------------------------- REST
-def rest_request_body(signature: str, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
-    """The TF Serving REST row-format body: one instance per example.
-
-    One input gives ``{"signature_name": s, "instances": [image, ...]}``; several give
-    ``"instances": [{"images": image, "threshold": t}, ...]``.
-    """
-    if len(inputs) == 1:
-        instances = next(iter(inputs.values())).tolist()
-    else:
-        columns = {k: v.tolist() for k, v in inputs.items()}
-        instances = [dict(zip(columns, row)) for row in zip(*columns.values())]
-    return {"signature_name": signature, "instances": instances}
-
-
-def parse_rest_predictions(
-    response: Any, rows: int | None = None, expected: dict[str, tuple] | None = None, server: str = "the server"
-) -> dict[str, np.ndarray]:
-    """``{"predictions": [...]}`` (row format) or ``{"outputs": ...}`` (columnar) -> ``{output: array}``,
-    checked by :func:`layerwise.serving.answers.check_outputs`; one unnamed output is ``outputs``.
-
-    Args:
-        rows: the number of images sent (default: as many as the answer has).
-        expected: ``{output: shape}`` of the signature called (:func:`parse_rest_output_shapes`).
-    """
-    columns = rest_columns(response, server)
-    if rows is None:
-        rows = len(next(iter(columns.values()), []))
-    return check_outputs(columns, rows, expected, server)
-
-
-def _dims(info: dict[str, Any]) -> tuple:
-    dims = info.get("tensor_shape", {}).get("dim", [])
-    return tuple(None if int(d.get("size", -1)) < 0 else int(d["size"]) for d in dims)
-
-
-_DTYPES = {"DT_UINT8": "uint8", "DT_FLOAT": "float32", "DT_HALF": "float16", "DT_DOUBLE": "float64", "DT_INT32": "int32", "DT_INT64": "int64"}
-
-
-def parse_rest_metadata(metadata: dict[str, Any]) -> dict[str, dict[str, InputSpec]]:
-    """Input specs from ``GET /v1/models/NAME/metadata`` (sizes may be JSON strings)."""
-    try:
-        signature_defs = metadata["metadata"]["signature_def"]["signature_def"]
-    except (KeyError, TypeError):
-        raise ModelServerError(f"unexpected metadata from the server: {str(metadata)[:200]}") from None
-    specs = {}
-    for name, sig in signature_defs.items():
-        if name.startswith("__"):  # __saved_model_init_op
-            continue
-        specs[name] = {}
-        for key, info in sig.get("inputs", {}).items():
-            specs[name][key] = InputSpec(key, _DTYPES.get(info.get("dtype"), info.get("dtype", "?")), _dims(info))
-    return specs
-
-
-def parse_rest_output_shapes(metadata: dict[str, Any]) -> dict[str, dict[str, tuple]]:
-    """``{signature: {output: shape}}`` from ``GET /v1/models/NAME/metadata`` (empty when the
-    server lists no outputs: then answers are checked by their names' rules only)."""
-    try:
-        signature_defs = metadata["metadata"]["signature_def"]["signature_def"]
-        return {
-            name: {key: _dims(info) for key, info in sig.get("outputs", {}).items()}
-            for name, sig in signature_defs.items()
-            if not name.startswith("__")
-        }
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise ModelServerError(f"unexpected metadata from the server: {str(metadata)[:200]}") from None
-
-
 # Model names enter URLs (``/v1/models/NAME``): letters, digits, ``_ . -``, no leading dot, so no
 # name can climb out of ``/v1/models/`` or add a query.
 MODEL_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
@@ -440,7 +231,7 @@ class RestClient:
         return self._specs
 
     def predict(self, images: Any, signature: str = DEFAULT_SIGNATURE, threshold: float | None = None):
-        signature, inputs = _client_inputs(self, images, signature, threshold)
+        signature, inputs = client_inputs(self, images, signature, threshold)
         answer = self._request(self.url(":predict"), rest_request_body(signature, inputs))
         return parse_rest_predictions(answer, _rows(inputs), self._output_shapes.get(signature), self.server)
 
@@ -546,7 +337,7 @@ class GrpcClient:
     def predict(self, images: Any, signature: str = DEFAULT_SIGNATURE, threshold: float | None = None):
         import tensorflow as tf
 
-        signature, inputs = _client_inputs(self, images, signature, threshold)
+        signature, inputs = client_inputs(self, images, signature, threshold)
         request = self._predict_pb2.PredictRequest()
         self._spec(request)
         request.model_spec.signature_name = signature
@@ -563,35 +354,3 @@ class GrpcClient:
 def _proto_dims(info) -> tuple:
     """A ``TensorInfo``'s shape with ``None`` for unknown sizes."""
     return tuple(None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim)
-
-
-# ------------------------------------------------------------------------------------ inputs
-def load_image_files(paths: Sequence[str]) -> np.ndarray:
-    """PNG/JPEG/BMP/GIF files -> a uint8 batch ``[N, H, W, C]`` in their own channels.
-
-    Raises:
-        ServingInputError: a file is missing or undecodable, or the files differ in size.
-    """
-    import tensorflow as tf
-
-    images = []
-    for path in paths:
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-            images.append(tf.io.decode_image(data, expand_animations=False).numpy())
-        except OSError as e:
-            raise ServingInputError(f"cannot read image {path}: {e}") from None
-        except (tf.errors.InvalidArgumentError, ValueError):
-            raise ServingInputError(f"cannot decode {path} as PNG/JPEG/BMP/GIF") from None
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
-        raise ServingInputError(f"the images differ in size/channels {sorted(shapes)}; send one size per batch")
-    return np.stack(images)
-
-
-def load_npy(path: str) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ServingInputError(f"cannot load {path} as a .npy array: {e}") from None

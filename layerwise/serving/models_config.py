@@ -18,8 +18,8 @@ import posixpath
 import warnings
 
 from layerwise.errors import ConfigError
-from layerwise.run import files
-from layerwise.run.files import atomic_write_text
+import layerwise.files as files
+from layerwise.files import atomic_write_text
 from layerwise.serving.versions import is_saved_model, version_labels, versions
 
 MODELS_CONFIG = "models.config"

@@ -24,8 +24,8 @@ import re
 from typing import Any
 
 from layerwise.errors import ConfigError
-from layerwise.run import files
-from layerwise.run.files import atomic_write_text
+import layerwise.files as files
+from layerwise.files import atomic_write_text
 
 # What a version covers, beside the SavedModel: TF Serving's place for files the graph does not load.
 VERSION_INFO = os.path.join("assets.extra", "layerwise_export.json")

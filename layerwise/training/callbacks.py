@@ -63,7 +63,7 @@ from typing import Any, Iterable
 import keras
 
 from layerwise.errors import ConfigError
-from layerwise.training.portable import saved_classifier
+from layerwise.nn.portable import saved_classifier
 
 STAGE_SCOPED = (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau, keras.callbacks.ModelCheckpoint)
 LR_SETTERS = (keras.callbacks.ReduceLROnPlateau, keras.callbacks.LearningRateScheduler)
@@ -163,7 +163,7 @@ def per_stage(callback: keras.callbacks.Callback) -> PerStage:
 class SavedClassifier:
     """What a ``ModelCheckpoint`` saves: the stage's classifier (images -> logits) as images ->
     class probabilities of standard Keras layers, compiled
-    (:func:`layerwise.training.portable.saved_classifier`), built from the trained weights at
+    (:func:`layerwise.nn.portable.saved_classifier`), built from the trained weights at
     every save. Anything else is the classifier's own."""
 
     def __init__(self, classifier: keras.Model):

@@ -34,12 +34,12 @@ from layerwise.config import recorded, schema
 from layerwise.config import CUSTOM_LOSS, RunOptions, TrainConfig
 from layerwise.run.network_file import write_network
 from layerwise.run.workdir import check_workdir, open_run
-from layerwise.training.heads import AUX_FIELDS, AuxHead, head_options
+from layerwise.nn.heads import AUX_FIELDS, AuxHead, head_options
 from layerwise.training.local_losses import LocalLoss, local_loss_options, with_image_statistics
-from layerwise.training.modules import group_stages
-from layerwise.training.network import StagedNetwork, primary
+from layerwise.training.stage_groups import group_stages
+from layerwise.nn.network import StagedNetwork, primary
 from layerwise.training.optim import is_optimizer_or_factory, resolve_precision
-from layerwise.training.portable import compiled, saved_classifier, standard_layers
+from layerwise.nn.portable import compiled, saved_classifier, standard_layers
 from layerwise.training.problems import HeadPlan, ensemble_weights
 from layerwise.training.trainer import GreedyTrainer, epoch_logs
 
@@ -78,7 +78,7 @@ class Result:
         each saves with ``model.save("x.keras")`` and loads with ``keras.saving.load_model`` in any
         process, with Keras alone: the layers that only speed up training are their standard Keras
         equivalents, holding a copy of the trained weights; every other layer is the network's own
-        (:func:`layerwise.training.portable.standard_layers`). An end-to-end run has one, the whole
+        (:func:`layerwise.nn.portable.standard_layers`). An end-to-end run has one, the whole
         network."""
         stages = sorted(self.heads) if self.stage_heads else [self.network.num_stages - 1]
         return [self._classifier(j) for j in stages]

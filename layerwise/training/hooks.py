@@ -5,7 +5,7 @@ A :class:`StageHook` runs after a finished stage (``after_stage``) and after the
 finished run is rebuilt (``restore_stage``). Both hooks below are the paper's:
 
 - :class:`Pruning` (Belilovsky et al., ICML 2019, Sec. 4.3): prune the just-trained stage's
-  filters to ``width`` (Molchanov et al. 2016, ``layerwise.analysis.pruning``), fine-tune its
+  filters to ``width`` (Molchanov et al. 2016, ``layerwise.training.pruning``), fine-tune its
   auxiliary head, and train the next stage on the pruned features.
 - :class:`HeadRefit`: after the last stage, train a new (e.g. smaller) head on the frozen network.
 
@@ -22,14 +22,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from layerwise.analysis.flops import count_flops
-from layerwise.analysis.pruning import filter_scores_l1, filter_scores_taylor, keep_strongest, last_conv, prune_stage
+from layerwise.nn.flops import count_flops
+from layerwise.training.pruning import filter_scores_l1, filter_scores_taylor, keep_strongest, last_conv, prune_stage
 from layerwise.data.base import DataSource, derive_seed
 from layerwise.errors import ConfigError
 from layerwise.run import checkpoints as ckpt
 from layerwise.config import TrainConfig
-from layerwise.training.heads import AuxHead, refit_head
-from layerwise.training.network import StagedNetwork
+from layerwise.nn.heads import AuxHead, refit_head
+from layerwise.nn.network import StagedNetwork
 from layerwise.training.optim import make_optimizer
 from layerwise.training.problems import stage_name
 from layerwise.training.schedules import make_schedule

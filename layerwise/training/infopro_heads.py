@@ -19,8 +19,8 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from layerwise.training.heads import BN_MOMENTUM
-from layerwise.training.layers import features_input
+from layerwise.nn.heads import BN_MOMENTUM
+from layerwise.nn.layers import features_input
 
 INFOPRO_BN_EPSILON = 1e-5  # PyTorch's BatchNorm2d default, in InfoPro's decoder and projection head
 

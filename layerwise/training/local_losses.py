@@ -45,7 +45,7 @@ from layerwise.errors import ConfigError
 from layerwise.config import recorded
 from layerwise.config import CUSTOM_LOSS, TrainConfig
 from layerwise.training.infopro_heads import decoder, projection_head, reconstruction_loss, supervised_contrastive_loss
-from layerwise.training.layers import features_input
+from layerwise.nn.layers import features_input
 from layerwise.training.similarity import SIMILARITY, similarity_head, similarity_loss
 
 LOGITS = "logits"  # the classification head's output in a training model's outputs
@@ -68,11 +68,6 @@ def _per_replica(loss: tf.Tensor) -> tf.Tensor:
 
 # ----------------------------------------------------------------------------- training-only layers
 @keras.saving.register_keras_serializable(package="layerwise")
-class StopGradient(keras.layers.Layer):
-    """Identity forward, no gradient backward: a head that learns on detached features."""
-
-    def call(self, inputs):
-        return keras.ops.stop_gradient(inputs)
 
 
 # ----------------------------------------------------------------------------- the interface

@@ -32,7 +32,7 @@ from layerwise.errors import UnknownNameError
 from layerwise.run import checkpoints as ckpt
 from layerwise.run.runlog import with_keras_names
 from layerwise.training.hooks import StageHook
-from layerwise.training.network import StagedNetwork
+from layerwise.nn.network import StagedNetwork
 from layerwise.training.problems import (
     DECOUPLED, END_TO_END, HeadPlan, Problem, decoupled_models, end_to_end_problem, load_finished, stage_name,
     stage_problem,

@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from layerwise.analysis.flops import count_flops
+from layerwise.nn.flops import count_flops
 from layerwise.data.base import DataSource, in_memory_pipeline
 from layerwise.errors import ConfigError
 

@@ -3,7 +3,7 @@
 Belilovsky, Eickenberg & Oyallon (ICML 2019), Algorithm 1: problem j trains stage j with a fresh
 auxiliary head on top of the frozen stages 0..j-1; the end-to-end baseline trains every stage
 with the last head. These builders are pure functions of a :class:`StagedNetwork` and heads, so
-training (``layerwise.training.trainer``) and restoring a finished run (``layerwise.run.restore``)
+training (``layerwise.training.trainer``) and restoring a finished run (``layerwise.restore``)
 build exactly the same models, with the same variables in the same order.
 
 Problem names are made by :func:`stage_name` (``stage_03``) and the constants :data:`END_TO_END`
@@ -23,16 +23,16 @@ from layerwise.errors import ConfigError
 from layerwise.distribute import synchronize_batchnorm
 from layerwise.run import checkpoints as ckpt
 from layerwise.config import TrainConfig
-from layerwise.training.heads import AuxHead, config_heads
+from layerwise.nn.heads import AuxHead, config_heads
 from layerwise.training.local_losses import (
     LOGITS,
     LocalLoss,
     Pred,
-    StopGradient,
     WithAuxiliaryTerms,
     config_local_loss,
 )
-from layerwise.training.network import StagedNetwork, primary, symbolic_inputs_like
+from layerwise.nn.network import StagedNetwork, primary, symbolic_inputs_like
+from layerwise.nn.training_layers import StopGradient
 
 END_TO_END = "end_to_end"
 DECOUPLED = "decoupled"

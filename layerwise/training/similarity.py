@@ -17,7 +17,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from layerwise.training.layers import features_input
+from layerwise.nn.layers import features_input
 
 SIMILARITY = "similarity"  # the similarity conv's output in a training model's outputs
 

@@ -30,34 +30,16 @@ import keras
 import numpy as np
 from keras import tree
 
-from layerwise.analysis.flops import layer_flops
+from layerwise.nn.flops import layer_flops
 from layerwise.errors import ConfigError
-from layerwise.training.network import StagedNetwork
+from layerwise.nn.network import StagedNetwork
+from layerwise.nn.training_layers import DenseLogits
 
 # A trailing classifier: a spatial reduction, then dense layers (with dropout, activations).
 REDUCTIONS = (keras.layers.Flatten, keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
 CLASSIFIER_LAYERS = REDUCTIONS + (
     keras.layers.Dense, keras.layers.Dropout, keras.layers.Activation, keras.layers.Softmax, keras.layers.ReLU,
 )
-
-
-@keras.saving.register_keras_serializable(package="layerwise")
-class DenseLogits(keras.layers.Wrapper):
-    """The logits of a ``Dense`` layer with a softmax activation: ``x @ kernel + bias``.
-
-    Wraps the model's own layer (its variables are shared, not copied), so a classifier that ends
-    in ``Dense(classes, activation="softmax")`` trains as a head with cross-entropy from logits,
-    while the original model keeps giving its probabilities.
-    """
-
-    def call(self, inputs):
-        outputs = keras.ops.matmul(inputs, self.layer.kernel)
-        if self.layer.use_bias:
-            outputs = keras.ops.add(outputs, self.layer.bias)
-        return keras.ops.cast(outputs, "float32")
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.layer.units)
 
 
 @dataclasses.dataclass

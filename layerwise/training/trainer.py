@@ -32,21 +32,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from layerwise.analysis.flops import count_flops
+from layerwise.nn.flops import count_flops
 from layerwise.analysis.memory import largest_peak, peak_memory_mb, reset_peak_memory
 from layerwise.data.base import DataSource, derive_seed
 from layerwise.errors import ConfigError, DatasetUnavailableError, NonFiniteLossError
 from layerwise.run import checkpoints as ckpt
 from layerwise.config import RunOptions, TrainConfig
 from layerwise.run.runlog import RunLog, with_keras_names
-from layerwise.serving.export import export_classifier, unfinished_servables, versions, write_models_config
+from layerwise.serving.models_config import write_models_config
+from layerwise.serving.servables import export_classifier
+from layerwise.serving.versions import unfinished_servables, versions
 from layerwise.training.callbacks import RunCallbacks
 from layerwise.training.evaluation import ten_crop_probabilities, top_k_error
 from layerwise.training.hooks import StageHook, hooks_for
 from layerwise.training.local_steps import make_local_train_step
 from layerwise.training.loop import Totals, make_multi_step
 from layerwise.training.modes import Mode, mode_for
-from layerwise.training.network import StagedNetwork
+from layerwise.nn.network import StagedNetwork
 from layerwise.training.optim import dtype_policy, for_precision, make_optimizer, recorded_optimizer, resolve_precision
 from layerwise.training.prefix_cache import PrefixCache, check_option, choose_mode
 from layerwise.training.problems import (

@@ -33,20 +33,21 @@ class Mutant:
 
 # Where the code lives (re-target here when files move).
 STEPS = "layerwise/training/steps.py"
-STAGING = "layerwise/training/network.py"
+STAGING = "layerwise/nn/network.py"
 TRAINER_PY = "layerwise/training/trainer.py"
-HEADS = "layerwise/training/heads.py"
-DOWNSAMPLING = "layerwise/training/downsampling.py"
+HEADS = "layerwise/nn/heads.py"
+DOWNSAMPLING = "layerwise/nn/downsampling.py"
 LAYERWISE_CNN = "models/layerwise_cnn.py"
 SCHEDULES = "layerwise/training/schedules.py"
 CHECKPOINTS = "layerwise/run/checkpoints.py"
-FILES = "layerwise/run/files.py"
-EXPORT = "layerwise/serving/export.py"
+FILES = "layerwise/files.py"
+EXPORT = "layerwise/serving/servables.py"
 PROBLEMS = "layerwise/training/problems.py"
 MODES = "layerwise/training/modes.py"
-PRUNING = "layerwise/analysis/pruning.py"
+PRUNING = "layerwise/training/pruning.py"
 CALLBACKS = "layerwise/training/callbacks.py"
 SPLIT = "layerwise/training/split.py"
+TRAINING_LAYERS = "layerwise/nn/training_layers.py"
 FIT = "layerwise/training/fit.py"
 RESNET = "models/resnet.py"
 UNROLLED = "models/unrolled.py"
@@ -102,6 +103,8 @@ CALLBACK_ORDER = f"{LIBRARY}::test_callbacks_see_every_stage_epoch_and_batch_in_
 KERAS_FILES = f"{LIBRARY}::test_every_stage_classifier_and_the_ensemble_round_trip_through_keras_files"
 # ---- issue 21: data and serving
 CLIENTS = "layerwise/serving/clients.py"
+SERVING_INPUTS = "layerwise/serving/inputs.py"
+REST_FORMAT = "layerwise/serving/rest_format.py"
 CASCADE = "layerwise/serving/cascade.py"
 AUGMENT = "layerwise/data/augment.py"
 DATA_BASE = "layerwise/data/base.py"
@@ -144,7 +147,7 @@ PREDSIM_BETA_CONFIG = f"{PREDSIM_BETA}[config_field]"
 INFOPRO_TEMPERATURE = f"{LOCAL_LEARNING}::test_infopros_weights_and_contrastive_temperature_reach_the_loss_fit_minimises"
 NESTED_OPTIONS = f"{RESUME}::test_a_rerun_with_other_nested_options_is_refused_and_names_the_field"
 # issue 22: files and threads
-PORTABLE = "layerwise/training/portable.py"
+PORTABLE = "layerwise/nn/portable.py"
 FILES_AND_THREADS = "tests/test_keras_files_and_threads.py"
 STANDARD_LAYERS = f"{FILES_AND_THREADS}::test_standard_layers_computes_the_same_with_keras_layers_only"
 FRESH_LOAD = f"{FILES_AND_THREADS}::test_saved_classifiers_ensembles_and_exports_load_in_a_fresh_process_with_keras_alone"
@@ -155,7 +158,7 @@ THREAD_WRITES = f"{FILES_AND_THREADS}::test_two_threads_writing_one_file_atomica
 # issue 22: inputs
 INPUTS = "tests/test_keras_inputs.py"
 PIPELINES = "layerwise/data/pipelines.py"
-FLOPS = "layerwise/analysis/flops.py"
+FLOPS = "layerwise/nn/flops.py"
 BAD_INPUT = f"{INPUTS}::test_inputs_a_user_gets_wrong_get_one_config_error_line_before_anything_is_written"
 LATER_LABEL = f"{INPUTS}::test_a_label_out_of_range_in_a_later_batch_of_a_pipeline_stops_fit_with_one_config_error_line"
 HEAD_1X1 = (f"{INPUTS}::test_the_default_head_turns_linear_on_1x1_features_says_so_once_and_a_given_head_is_refused_"
@@ -249,7 +252,7 @@ STOPPED_EARLY = f"{TRUST3_FILES}::test_a_stage_a_callback_stopped_is_final_says_
 # ---- issue 22: restore without apps
 RESTORE = "tests/test_keras_restore.py"
 FIT_PY = "layerwise/training/fit.py"
-RUN_EXPORTS_PY = "layerwise/run/exports.py"
+RUN_EXPORTS_PY = "layerwise/export.py"
 DATA_BASE_PY = "layerwise/data/base.py"
 RESTORE_FRESH = f"{RESTORE}::test_restore_and_export_in_a_fresh_process_without_apps_equal_the_uninterrupted_run"
 RESTORE_UINT8 = f"{RESTORE}::test_uint8_images_get_a_uint8_signature_that_casts_them"
@@ -327,6 +330,11 @@ ONEDNN = "tests/test_onednn.py"
 ONEDNN_DEFAULT = f"{ONEDNN}::test_unset_on_x86_linux_turns_onednn_on_and_says_so"
 ONEDNN_KEPT = f"{ONEDNN}::test_a_value_the_user_set_is_kept"
 ONEDNN_REAL = f"{ONEDNN}::test_tensorflow_runs_with_what_was_decided"
+# ---- issue 23: package layering
+NETWORK_FILE_MOVES = "tests/test_package_moves.py::test_a_network_file_naming_the_modules_before_the_move_still_reads"
+STRUCTURE = "tests/test_structure.py"
+NO_UPWARD_IMPORTS = f"{STRUCTURE}::test_no_upward_imports"
+NO_PACKAGE_CYCLES = f"{STRUCTURE}::test_no_package_cycles"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -760,7 +768,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "dense-logits-softmaxed",
         "a softmax classifier's head gives probabilities where logits are due",
-        SPLIT,
+        TRAINING_LAYERS,
         'return keras.ops.cast(outputs, "float32")',
         'return keras.ops.softmax(keras.ops.cast(outputs, "float32"))',
         (COMPOSE,),
@@ -962,7 +970,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "client-casts-floats-to-uint8",
         "the client silently casts float images in 0..255 to uint8 for a uint8 signature",
-        CLIENTS,
+        SERVING_INPUTS,
         "if np.issubdtype(images.dtype, np.integer) and images.min() >= 0 and images.max() <= 255:",
         "if images.min() >= 0 and images.max() <= 255:",
         (SIGNATURE_CHECKS,),
@@ -970,7 +978,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "client-skips-the-rank-check",
         "the client sends a batch of the wrong rank to the server",
-        CLIENTS,
+        SERVING_INPUTS,
         "    if images.ndim != len(want):\n",
         "    if images.ndim < len(want) - 1:\n",
         (SIGNATURE_CHECKS,),
@@ -1580,7 +1588,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "rest-answer-unchecked",
         "the REST client hands back whatever the server answered (one row for two images)",
-        CLIENTS,
+        REST_FORMAT,
         "    return check_outputs(columns, rows, expected, server)\n",
         "    return {k: np.asarray(v) for k, v in columns.items()}\n",
         (HOSTILE_SHORT_ROWS,),
@@ -1886,7 +1894,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "finite-checked-before-cast",
         "float64 pixels of 1e300 pass the client's check and reach the graph as Inf in float32",
-        CLIENTS,
+        SERVING_INPUTS,
         "        if not np.all(np.isfinite(cast)):\n",
         "        if not np.all(np.isfinite(images)):\n",
         (CLIENT_1E300,),
@@ -1894,7 +1902,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "ragged-images-bare-value-error",
         "a ragged list of images raises NumPy's bare ValueError",
-        CLIENTS,
+        SERVING_INPUTS,
         '    except (ValueError, TypeError) as e:  # NumPy >= 1.24: "inhomogeneous shape"\n',
         '    except KeyError as e:  # NumPy >= 1.24: "inhomogeneous shape"\n',
         (CLIENT_RAGGED,),
@@ -2299,5 +2307,22 @@ MUTANTS: list[Mutant] = [
         "    if ENV in environ:\n",
         "    if False:\n",
         (ONEDNN_KEPT, ONEDNN_REAL),
+    ),
+    # ---- issue 23: package layering
+    Mutant(
+        "network-file-old-module-names",
+        "a network.json written before the move to layerwise.nn names modules that no longer exist",
+        NETWORK_FILE_PY,
+        "        module = MOVED_MODULES.get(recorded, recorded)\n",
+        "        module = recorded\n",
+        (NETWORK_FILE_MOVES,),
+    ),
+    Mutant(
+        "building-blocks-import-training",
+        "a building block of layerwise.nn imports the training package above it (a package cycle)",
+        PORTABLE,
+        "from layerwise.nn.training_layers import DenseLogits, StopGradient\n",
+        "from layerwise.nn.training_layers import DenseLogits, StopGradient\nfrom layerwise.training import split  # noqa: F401\n",
+        (NO_UPWARD_IMPORTS, NO_PACKAGE_CYCLES),
     ),
 ]

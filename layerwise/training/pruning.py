@@ -33,8 +33,8 @@ import numpy as np
 import tensorflow as tf
 
 from layerwise.errors import ConfigError
-from layerwise.training.downsampling import SpaceToDepth
-from layerwise.training.layers import BlockAveragePooling2D, features_input
+from layerwise.nn.downsampling import SpaceToDepth
+from layerwise.nn.layers import BlockAveragePooling2D, features_input
 
 # Layers that neither mix channels nor hold per-channel weights: a channel selection passes.
 _PASS_THROUGH = (
@@ -88,37 +88,45 @@ def slice_chain(
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        config = layer.get_config()
-        weights = [np.asarray(w) for w in layer.get_weights()]
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            if keep is not None:
-                axis = 2 if isinstance(layer, keras.layers.Conv2D) else 0
-                weights[0] = np.take(weights[0], keep, axis=axis)
-            keep, channels = None, weights[0].shape[-1]
-            if output_keep is not None and layer.name == output_keep[0]:
-                keep = np.asarray(output_keep[1], dtype=np.int64)
-                weights = [w[..., keep] if w.ndim == weights[0].ndim else w[keep] for w in weights]
-                config["filters"] = len(keep)
-        elif isinstance(layer, keras.layers.BatchNormalization):
-            if keep is not None:
-                weights = [w[keep] for w in weights]
-        elif isinstance(layer, SpaceToDepth):
-            b = layer.block_size
-            if keep is not None:
-                keep = np.array([p * channels + c for p in range(b * b) for c in keep], dtype=np.int64)
-            channels *= b * b
-        elif isinstance(layer, keras.layers.Flatten):
-            positions = int(np.prod(layer.input.shape[1:-1]))
-            if keep is not None:
-                keep = np.array([p * channels + c for p in range(positions) for c in keep], dtype=np.int64)
-            channels *= positions
-        elif not isinstance(layer, _PASS_THROUGH) and (weights or keep is not None):
-            raise ConfigError(f"cannot prune through layer {layer.name} ({type(layer).__name__})")
+        config, weights, keep, channels = _sliced_layer(layer, keep, channels, output_keep)
         rebuilt = layer.__class__.from_config(config)
         x = rebuilt(x)
         if weights:
             rebuilt.set_weights(weights)
     return keras.Model(inputs, x, name=model.name)
+
+
+def _sliced_layer(layer: keras.layers.Layer, keep: np.ndarray | None, channels: int,
+                  output_keep: tuple[str, Sequence[int]] | None) -> tuple[dict, list[np.ndarray], np.ndarray | None, int]:
+    """``layer``'s config and weights on the kept input channels ``keep`` (of ``channels``), and
+    the kept channels and channel count of its output (see :func:`slice_chain`)."""
+    config = layer.get_config()
+    weights = [np.asarray(w) for w in layer.get_weights()]
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+        if keep is not None:
+            axis = 2 if isinstance(layer, keras.layers.Conv2D) else 0
+            weights[0] = np.take(weights[0], keep, axis=axis)
+        keep, channels = None, weights[0].shape[-1]
+        if output_keep is not None and layer.name == output_keep[0]:
+            keep = np.asarray(output_keep[1], dtype=np.int64)
+            weights = [w[..., keep] if w.ndim == weights[0].ndim else w[keep] for w in weights]
+            config["filters"] = len(keep)
+    elif isinstance(layer, keras.layers.BatchNormalization):
+        if keep is not None:
+            weights = [w[keep] for w in weights]
+    elif isinstance(layer, SpaceToDepth):
+        b = layer.block_size
+        if keep is not None:
+            keep = np.array([p * channels + c for p in range(b * b) for c in keep], dtype=np.int64)
+        channels *= b * b
+    elif isinstance(layer, keras.layers.Flatten):
+        positions = int(np.prod(layer.input.shape[1:-1]))
+        if keep is not None:
+            keep = np.array([p * channels + c for p in range(positions) for c in keep], dtype=np.int64)
+        channels *= positions
+    elif not isinstance(layer, _PASS_THROUGH) and (weights or keep is not None):
+        raise ConfigError(f"cannot prune through layer {layer.name} ({type(layer).__name__})")
+    return config, weights, keep, channels
 
 
 def keep_strongest(scores: np.ndarray, width: int) -> np.ndarray:

@@ -33,8 +33,8 @@ from layerwise.run.loading import load_data as default_load_data
 from layerwise.run.network_file import read_network
 from layerwise.training.hooks import hooks_for
 from layerwise.training.modes import checkpoint_root, mode_for
-from layerwise.training.modules import group_stages
-from layerwise.training.network import StagedNetwork
+from layerwise.training.stage_groups import group_stages
+from layerwise.nn.network import StagedNetwork
 from layerwise.training.problems import HeadPlan
 
 NetworkBuilder = Callable[[TrainConfig, DataSource], StagedNetwork]

@@ -1,11 +1,11 @@
 """Models of standard Keras layers, so that their ``.keras`` files load with Keras alone.
 
 Training uses a few layers of ours that compute what a Keras layer (or a few) computes, faster or
-in a form the stage graph needs: :class:`~layerwise.training.layers.FusedBatchNormalization`
-(``BatchNormalization`` on TensorFlow's fused kernel), :class:`~layerwise.training.layers.BlockAveragePooling2D`
-(``AveragePooling2D`` whose window is the block), :class:`~layerwise.training.downsampling.SpaceToDepth`
-(a reshape, transpose and reshape), :class:`~layerwise.training.split.DenseLogits` (a ``Dense``
-layer's logits) and :class:`~layerwise.training.local_losses.StopGradient` (the identity at
+in a form the stage graph needs: :class:`~layerwise.nn.layers.FusedBatchNormalization`
+(``BatchNormalization`` on TensorFlow's fused kernel), :class:`~layerwise.nn.layers.BlockAveragePooling2D`
+(``AveragePooling2D`` whose window is the block), :class:`~layerwise.nn.downsampling.SpaceToDepth`
+(a reshape, transpose and reshape), :class:`~layerwise.nn.training_layers.DenseLogits` (a ``Dense``
+layer's logits) and :class:`~layerwise.nn.training_layers.StopGradient` (the identity at
 inference). A ``.keras`` file names each layer's class; Keras 3 finds a class of another package
 only if it was registered (``keras.saving.register_keras_serializable``) in the loading process
 (``keras.saving.load_model``; see https://keras.io/guides/serialization_and_saving/#custom-objects),
@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import keras
 
-from layerwise.training.downsampling import SpaceToDepth
-from layerwise.training.layers import BlockAveragePooling2D, FusedBatchNormalization
-from layerwise.training.local_losses import StopGradient
-from layerwise.training.split import DenseLogits
+from layerwise.nn.downsampling import SpaceToDepth
+from layerwise.nn.layers import BlockAveragePooling2D, FusedBatchNormalization
+from layerwise.nn.training_layers import DenseLogits, StopGradient
 
 __all__ = ["compiled", "saved_classifier", "standard_layers", "standard_equivalent"]
 

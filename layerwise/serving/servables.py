@@ -11,7 +11,7 @@ the export directory). Each export records the label it gives its version
 Every stage classifier is also saved as ``<version>/model.keras`` (the Keras model from normalised
 images to logits, without the serving graph's normalisation), beside ``saved_model.pb`` (TF
 Serving ignores files it does not load); it is made of standard Keras layers where ours only add
-speed (``layerwise.training.portable``), so ``keras.saving.load_model`` opens it with Keras alone
+speed (``layerwise.nn.portable``), so ``keras.saving.load_model`` opens it with Keras alone
 (a zoo layer with no Keras equivalent needs ``import models`` first). On a workdir that is not
 local (``gs://...``), a version is written to a local temporary directory and copied, file by file,
 ``saved_model.pb`` last.
@@ -43,7 +43,7 @@ rejects thresholds outside (0, 1] or of another length than the batch. An empty 
 empty outputs (BatchNormalization's CPU kernel fails on one, so no stage runs on it). One
 malformed request gets an error answer; the server keeps serving.
 
-Two more servables combine the stages of a layerwise run (``layerwise.run.exports.export_run``
+Two more servables combine the stages of a layerwise run (``layerwise.export.export_run``
 writes all of them from a run directory):
 
 - ``<model>_ensemble``: the paper's ensemble, sum_j 2^j p_j / sum_j 2^j over every stage's
@@ -69,15 +69,11 @@ import numpy as np
 import tensorflow as tf
 
 from layerwise.errors import StorageError
-from layerwise.run import files
+import layerwise.files as files
 from layerwise.serving.cascade import cascade_probabilities, ensemble_graph_probabilities
-from layerwise.serving.models_config import write_models_config  # noqa: F401  (the public place it was)
-from layerwise.serving.versions import (  # noqa: F401  (is_complete, version_info, version_labels: public here too)
-    KERAS_FILE, STABLE_LABEL, UNFINISHED_LABEL, VERSION_INFO, is_complete, record_label, unfinished_servables,
-    version_info, version_labels, versions,
-)
-from layerwise.training.network import primary
-from layerwise.training.portable import standard_layers
+from layerwise.serving.versions import KERAS_FILE, STABLE_LABEL, VERSION_INFO, record_label, versions
+from layerwise.nn.network import primary
+from layerwise.nn.portable import standard_layers
 
 SIGNATURES = ("serving_default", "serving_float")
 CASCADE_SIGNATURES = SIGNATURES + ("serving_threshold", "serving_float_threshold")
@@ -223,7 +219,7 @@ def write_next_version(archive: keras.export.ExportArchive, servable_dir: str, i
 
 def save_keras(model: keras.Model, path: str) -> None:
     """Saves ``model`` as a ``.keras`` file of standard Keras layers where ours only add speed
-    (:func:`~layerwise.training.portable.standard_layers`), so that it loads with Keras alone; a
+    (:func:`~layerwise.nn.portable.standard_layers`), so that it loads with Keras alone; a
     model Keras cannot serialise (a custom layer without ``get_config``) is exported without it,
     with a warning, not refused."""
     try:
@@ -309,7 +305,15 @@ def export_cascade(
             their float counterparts (:func:`export_classifier`).
         Others: as in :func:`export_ensemble`.
     """
-    model = _all_heads_model(network, heads)
+    archive = keras.export.ExportArchive()
+    archive.track(_all_heads_model(network, heads))
+    for name, fn in zip(CASCADE_SIGNATURES, _cascade_functions(network, heads, mean, std, threshold, uint8)):
+        archive.add_endpoint(name, fn)
+    return write_next_version(archive, servable_dir, info, label=label)
+
+
+def _cascade_functions(network, heads: Sequence[keras.Model], mean, std, threshold: float, uint8: bool) -> tuple:
+    """The cascade's serving functions, in the order of ``CASCADE_SIGNATURES``."""
     k = min(5, network.num_classes)
     mean_t, std_t = tf.constant(np.asarray(mean, np.float32)), tf.constant(np.asarray(std, np.float32))
     shape = network.input_shape
@@ -349,10 +353,6 @@ def export_cascade(
         images = checked(images, shape, finite=True)
         return outputs(images, checked_thresholds(threshold, images))
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    functions = (serve_uint8, serve_float, serve_uint8_threshold, serve_float_threshold) if uint8 else (
-        serve_float, serve_float, serve_float_threshold, serve_float_threshold)
-    for name, fn in zip(CASCADE_SIGNATURES, functions):
-        archive.add_endpoint(name, fn)
-    return write_next_version(archive, servable_dir, info, label=label)
+    if uint8:
+        return serve_uint8, serve_float, serve_uint8_threshold, serve_float_threshold
+    return serve_float, serve_float, serve_float_threshold, serve_float_threshold

@@ -25,13 +25,13 @@ import keras
 from layerwise.errors import ConfigError
 from layerwise.config import recorded
 from layerwise.config import AUX_POOLINGS, TrainConfig, check_head_shape
-from layerwise.training.layers import (
+from layerwise.nn.layers import (
     FusedBatchNormalization,
     average_pool_to,
     features_input,
     padded_average_pool,
 )
-from layerwise.training.network import HeadBuilder
+from layerwise.nn.network import HeadBuilder
 
 # PyTorch's BatchNorm momentum 0.1 (the reference code) is Keras momentum 0.9; Keras's 0.99
 # default leaves the moving statistics far from the data after a few hundred steps.

@@ -1,8 +1,8 @@
 """Exports a finished run from its run directory: every stage, the ensemble and the cascade.
 
-``export_run(workdir)`` rebuilds the run from its directory alone (``layerwise.run.restore``:
+``export_run(workdir)`` rebuilds the run from its directory alone (``layerwise.restore``:
 the network saved with it) and writes each servable as a new version in the TF Serving layout
-(``layerwise.serving.export``). A run's uint8 signature normalises pixels as its training did, and
+(``layerwise.serving.servables``). A run's uint8 signature normalises pixels as its training did, and
 a run on float images that never were uint8 gets none (``serving_default`` then takes float32).
 
 Example:
@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 
 from layerwise.errors import CheckpointError, ConfigError
-from layerwise.run import files
+import layerwise.files as files
 from layerwise.run.lock import workdir_lock
-from layerwise.run.restore import restore_run
+from layerwise.restore import restore_run
 from layerwise.run.workdir import make_directory, read_config
-from layerwise.serving.export import DEFAULT_CASCADE_THRESHOLD, export_cascade, export_classifier, export_ensemble
+from layerwise.serving.servables import DEFAULT_CASCADE_THRESHOLD, export_cascade, export_classifier, export_ensemble
 from layerwise.serving.models_config import check_serving_root, write_models_config
 from layerwise.serving.versions import UNFINISHED_LABEL, check_label
 
@@ -53,7 +53,7 @@ def export_run(
         workdir: a run directory of ``apps.train`` or ``layerwise.fit``.
         build_network: ``None`` (default): the network saved with the run; or ``(config, data)
             -> StagedNetwork`` (``apps.runner.build_network``) for a run written before networks
-            were saved (see :func:`~layerwise.run.restore.restore_run`).
+            were saved (see :func:`~layerwise.restore.restore_run`).
         export_root: where servables go; ``workdir/export`` by default.
         threshold: the cascade's default exit threshold, in (0, 1].
         label: version label of the new complete versions (``layerwise.serving.versions``).
@@ -75,22 +75,36 @@ def export_run(
         WorkdirBusyError: another process holds the directory written to.
         StorageError: a servable could not be written (full disk, read-only directory).
     """
+    export_root = export_root or os.path.join(workdir, "export")
+    _check_arguments(workdir, export_root, threshold, label, serving_root)
+    run = restore_run(workdir, build_network, load_data)  # reads only
+    if not run.finished and not allow_unfinished:
+        raise _unfinished(workdir, run, label)
+    return _export_locked(run, workdir, export_root, threshold, label, serving_root, log)
+
+
+def _check_arguments(workdir: str, export_root: str, threshold: float, label: str, serving_root: str | None) -> None:
+    """Refuses bad arguments (see :func:`export_run`'s ``Raises``) before anything is read or written."""
     if not 0.0 < threshold <= 1.0:
         raise ConfigError(f"the cascade threshold must be in (0, 1], got {threshold}")
     check_label(label)
     if serving_root is not None:
         check_serving_root(serving_root)
     read_config(workdir)  # not a run, or a corrupt config: refused before anything else
-    export_root = export_root or os.path.join(workdir, "export")
     if files.exists(export_root) and not files.isdir(export_root):
         raise ConfigError(f"the export directory {export_root} is a file; pass a directory (--export_dir)")
-    run = restore_run(workdir, build_network, load_data)  # reads only
-    if not run.finished and not allow_unfinished:
-        raise CheckpointError(
-            f"{workdir} is unfinished ({len(run.problems)} of {run.total_problems} stages trained); finish "
-            "training first (rerun the same apps.train command), or pass --allow_unfinished to export the "
-            f"finished stages (their ensemble and cascade are labelled {UNFINISHED_LABEL!r}, not {label!r})"
-        )
+
+
+def _unfinished(workdir: str, run, label: str) -> CheckpointError:
+    return CheckpointError(
+        f"{workdir} is unfinished ({len(run.problems)} of {run.total_problems} stages trained); finish "
+        "training first (rerun the same apps.train command), or pass --allow_unfinished to export the "
+        f"finished stages (their ensemble and cascade are labelled {UNFINISHED_LABEL!r}, not {label!r})"
+    )
+
+
+def _export_locked(run, workdir: str, export_root: str, threshold: float, label: str, serving_root: str | None,
+                   log) -> dict[str, str]:
     inside = os.path.realpath(export_root).startswith(os.path.realpath(workdir) + os.sep)
     if not inside:
         make_directory(export_root)

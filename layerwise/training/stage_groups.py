@@ -22,9 +22,9 @@ from typing import Sequence
 
 import keras
 
-from layerwise.analysis.flops import count_flops
+from layerwise.nn.flops import count_flops
 from layerwise.errors import ConfigError
-from layerwise.training.network import StagedNetwork, symbolic_inputs_like
+from layerwise.nn.network import StagedNetwork, symbolic_inputs_like
 
 
 def balanced_groups(costs: Sequence[float], k: int) -> list[int]:
