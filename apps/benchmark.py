@@ -137,7 +137,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     from layerwise.analysis.flops import count_flops
     from layerwise.analysis.roofline import step_convs
     from layerwise.analysis.memory import memory_device, peak_rss_mb
-    from layerwise.training.optim import dtype_policy, resolve_precision
+    from layerwise.precision import dtype_policy, settle_precision
     from layerwise.training.problems import DECOUPLED, Problem, decoupled_models
     from layerwise.training.steps import make_decoupled_step
     from layerwise.training.trainer import GreedyTrainer
@@ -145,13 +145,14 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
 
     # a case may override its size's batch and step count (``apps.bench --roofline_batch``)
     spec = dict(SHAPES[case["size"]][case["shape"]], **{k: case[k] for k in ("batch", "steps") if k in case})
-    precision, jit = resolve_precision(case.get("precision", "float32"))[0], bool(case.get("jit", False))
-    config = TrainConfig().replace(
+    jit = bool(case.get("jit", False))
+    config, _ = settle_precision(TrainConfig().replace(
         dataset="synthetic", model_options=spec["model"], aux_conv_layers=spec["aux_conv_layers"],
         aux_width=spec["aux_width"], aux_pre_pool=HEADS[case.get("head", "paper")], epochs_per_stage=1,
-        batch_size=spec["batch"], precision=precision,
+        batch_size=spec["batch"], precision=case.get("precision", "float32"),
         mode="decoupled" if case["variant"] == "decoupled" else "layerwise",
-    )
+    ))
+    precision = config.precision
     data = load_dataset("synthetic", image_shape=spec["image"], num_train=spec["batch"] * (spec["steps"] + WARMUP_STEPS),
                         num_test=spec["batch"])
     options = RunOptions().replace(

@@ -14,7 +14,8 @@ from layerwise.config import RunOptions, TrainConfig
 from layerwise.errors import ConfigError
 from layerwise.analysis.memory import allocator_reports_memory, memory_device
 from layerwise.data.base import ArraySource
-from layerwise.training.optim import make_optimizer, resolve_precision
+from layerwise.precision import resolve_precision
+from layerwise.training.optim import make_optimizer
 from layerwise.training.prefix_cache import choose_mode
 from layerwise.training.problems import decoupled_models
 from layerwise.training.steps import make_decoupled_step

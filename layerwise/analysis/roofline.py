@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Sequence
 import keras
 import tensorflow as tf
 
-from layerwise.training.optim import read_cpu_flags
+from layerwise.precision import read_cpu_flags
 
 # /proc/cpuinfo flags that decide the CPU's matrix speed: AVX2 / AVX-512 float32 FMAs, AVX512-BF16
 # dot products, AMX tiles (bfloat16 and int8 matrix units)

@@ -47,7 +47,8 @@ from layerwise.training.local_steps import make_local_train_step
 from layerwise.training.loop import Totals, make_multi_step
 from layerwise.training.modes import Mode, mode_for
 from layerwise.training.network import StagedNetwork
-from layerwise.training.optim import dtype_policy, for_precision, make_optimizer, recorded_optimizer, resolve_precision
+from layerwise.precision import dtype_policy, settle_precision
+from layerwise.training.optim import for_precision, make_optimizer, recorded_optimizer
 from layerwise.training.prefix_cache import PrefixCache, check_option, choose_mode
 from layerwise.training.problems import (
     Ensemble, HeadPlan, Problem, end_to_end_problem, ensemble_probabilities, load_finished, stage_problem,
@@ -144,8 +145,8 @@ class GreedyTrainer:
         self.network = network
         self.data = data
         config = config.validate(validation_data=data.num_val > 0)
-        # "auto" is resolved by the callers that log it (fit, the apps); here for any other caller
-        self.config = config.replace(precision=resolve_precision(config.precision)[0])
+        # "auto" is settled by the callers that log it (fit, the CLI); here for any other caller
+        self.config = settle_precision(config)[0]
         self.workdir = workdir
         self.strategy = strategy or tf.distribute.get_strategy()
         self.distributed = strategy is not None

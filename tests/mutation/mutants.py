@@ -117,7 +117,7 @@ CUTOUT_FILL = f"{DATA_TESTS}::test_cutout_in_the_training_pipeline_sets_a_square
 LABELS_KEPT = f"{DATA_TESTS}::test_augmented_training_images_keep_their_own_labels"
 # ---- issue 21: runtime
 REPLAY = "layerwise/training/replay.py"
-OPTIM = "layerwise/training/optim.py"
+PRECISION_PY = "layerwise/precision.py"
 PREFIX_CACHE = "layerwise/training/prefix_cache.py"
 LOCAL = "tests/test_local_learning.py"
 REPLAY_SLOTS = f"{LOCAL}::test_replay_buffer_samples_only_the_last_n_written_batches_and_each_of_them"
@@ -1016,7 +1016,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "auto-precision-a100-float16",
         "precision auto: compute capability 8.0 (A100) gets float16, not bfloat16",
-        OPTIM,
+        PRECISION_PY,
         "if tuple(capability) >= (8, 0):",
         "if tuple(capability) > (8, 0):",
         (AUTO_PRECISION,),
@@ -1024,7 +1024,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "auto-precision-pascal-float16",
         "precision auto: compute capability 6.x (no fast float16) gets mixed_float16",
-        OPTIM,
+        PRECISION_PY,
         "if tuple(capability) >= (7, 0):",
         "if tuple(capability) >= (6, 0):",
         (AUTO_PRECISION,),
@@ -1032,7 +1032,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "auto-precision-unknown-capability-bfloat16",
         "precision auto: a GPU that reports no compute capability is taken for an Ampere",
-        OPTIM,
+        PRECISION_PY,
         'capability = gpu_details[0].get("compute_capability") or (0, 0)',
         'capability = gpu_details[0].get("compute_capability") or (8, 0)',
         (AUTO_PRECISION,),
@@ -1040,7 +1040,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "auto-precision-amx-ignored",
         "precision auto: a CPU with AMX but not AVX512-BF16 (bfloat16 units) stays float32",
-        OPTIM,
+        PRECISION_PY,
         'BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")',
         'BF16_CPU_FLAGS = ("avx512_bf16",)',
         (AUTO_PRECISION,),
