@@ -300,6 +300,12 @@ ROOFLINE = "tests/test_roofline.py"
 ROOFLINE_WALK = f"{ROOFLINE}::test_conv_shapes_walk_nested_models_and_strided_output_sizes"
 ROOFLINE_PASSES = f"{ROOFLINE}::test_step_convs_passes_and_a_flop_weighted_limit"
 ROOFLINE_REPORT = f"{ROOFLINE}::test_report_of_a_tiny_network_has_every_conv_shape_and_every_stage_fraction"
+# ---- issue 23: precision decided once
+FIT_PY = "layerwise/training/fit.py"
+PRECISION_ONCE = "tests/test_precision_once.py"
+SAME_POLICIES = f"{PRECISION_ONCE}::test_the_cli_and_fit_give_the_network_the_same_dtype_policies"
+SETTLE_SAYS_WHY = f"{PRECISION_ONCE}::test_settle_precision_decides_auto_only_and_says_why"
+KEEPS_OTHER_POLICY = f"{PRECISION_ONCE}::test_a_layer_built_in_another_policy_keeps_it_and_float32_changes_nothing"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -2165,5 +2171,30 @@ MUTANTS: list[Mutant] = [
         "            _walk(layer, batch, f\"{prefix}{layer.name}/\", seen_trainable, found)\n",
         "",
         (ROOFLINE_WALK, ROOFLINE_REPORT),
+    ),
+    # ---- issue 23: precision decided once
+    Mutant(
+        "fit-precision-heads-only",
+        "layerwise.fit computes only the heads in the run's precision, the network in the policy it was built in",
+        FIT_PY,
+        "    adopt_policy(network.stages, config.precision)",
+        "    adopt_policy([], config.precision)",
+        (SAME_POLICIES,),
+    ),
+    Mutant(
+        "auto-precision-not-said",
+        "precision auto is decided silently: the log does not say which policy was chosen, or why",
+        PRECISION_PY,
+        'return config.replace(precision=precision), f"precision: auto -> {precision} ({why})"',
+        'return config.replace(precision=precision), ""',
+        (SETTLE_SAYS_WHY, SAME_POLICIES),
+    ),
+    Mutant(
+        "adopt-policy-overrides-chosen",
+        "a layer the user built in another policy (float16) is switched to the run's",
+        PRECISION_PY,
+        'elif not isinstance(layer, keras.layers.InputLayer) and layer.dtype_policy.name == "float32":',
+        "elif not isinstance(layer, keras.layers.InputLayer):",
+        (KEEPS_OTHER_POLICY,),
     ),
 ]
