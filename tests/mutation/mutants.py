@@ -270,7 +270,7 @@ PER_STAGE_COUNT = f"{PER_STAGE}::test_stage_overrides_are_refused_outside_layerw
 # ---- issue 24: fidelity
 LOCAL_VGG = "models/local_vgg.py"
 LOCAL_PRESETS_PY = "apps/local_presets.py"
-EXPERIMENTS_PY = "apps/experiments.py"
+EXPERIMENTS_PY = "apps/experiments/greedy_cnns.py"
 FIDELITY = "tests/test_fidelity.py"
 PRE_DROPOUT = f"{FIDELITY}::test_local_losses_read_features_before_dropout_the_next_stage_reads_them_dropped"
 DIM_IN_DECODER = f"{FIDELITY}::test_vgg11b_3x_uses_the_authors_default_dim_in_decoder"
