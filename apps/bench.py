@@ -25,7 +25,8 @@ import os
 from absl import flags
 
 from apps import cli, profiling, speed_compare
-from apps.benchmark import markdown, run_benchmark, run_case, summarize
+from apps.throughput import run_benchmark, run_case
+from apps.throughput_tables import markdown, summarize
 from layerwise.errors import ConfigError
 
 flags.DEFINE_enum(

@@ -28,7 +28,7 @@ from layerwise.training.modules import group_stages
 from layerwise.training.network import StagedNetwork
 from layerwise.precision import dtype_policy, settle_precision
 from models import build_model
-from models.registry import resolve_options
+from models.zoo import resolve_options
 
 __all__ = ["build_network", "load_data", "resolve", "restore", "run_training"]
 

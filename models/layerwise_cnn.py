@@ -17,7 +17,7 @@ from layerwise.errors import ConfigError
 from layerwise.training.heads import BN_MOMENTUM
 from layerwise.training.layers import FusedBatchNormalization, features_input
 from layerwise.training.network import StagedNetwork
-from models.registry import MODELS
+from models.zoo import MODELS
 
 
 def stage_widths(num_stages: int, width: int, downsample_at: Sequence[int]) -> list[int]:
