@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO, digit_arrays, tiny_config
 
 import layerwise
-from apps.runner import build_network, resolve
+from apps.runner import build_network, resolve, run_training
 from layerwise.precision import adopt_policy, resolve_precision, settle_precision
 from layerwise.run.loading import load_data
 from models import build_model
@@ -40,6 +40,13 @@ def test_the_cli_and_fit_give_the_network_the_same_dtype_policies(precision):
     decided = [m for m in messages if m.startswith("precision:")]
     assert decided == ([f"precision: auto -> {expected} ({resolve_precision('auto')[1]})"]
                        if precision == "auto" else [])
+
+
+def test_the_cli_says_once_which_policy_auto_chose():
+    messages = []
+    run_training(tiny_config(precision="auto"), None, verbose=0, log=messages.append, download=False)
+    policy, why = resolve_precision("auto")
+    assert [m for m in messages if m.startswith("precision:")] == [f"precision: auto -> {policy} ({why})"]
 
 
 def test_a_layer_built_in_another_policy_keeps_it_and_float32_changes_nothing():
