@@ -87,9 +87,9 @@ def adopt_policy(models: Iterable[keras.Model], name: str) -> None:
     (https://keras.io/api/mixed_precision/policy/). Layers built in another policy keep theirs,
     and input layers keep their dtype.
 
-    ``layerwise.fit`` calls it on the stages of a network built outside the run's policy (a
-    user's, under Keras's default ``float32``), so that ``precision`` means what it means on
-    the CLI, which builds the zoo's network under the policy: the whole network in it.
+    The trainer calls it on the network's stages (``layerwise.fit``'s, the CLI's, any other
+    caller's): a network built outside the run's policy (a user's, under Keras's default
+    ``float32``) computes in it as the CLI's, which builds the zoo's network under the policy.
     """
     if name == "float32":
         return

@@ -38,7 +38,7 @@ from layerwise.training.heads import AUX_FIELDS, AuxHead, head_options
 from layerwise.training.local_losses import LocalLoss, local_loss_options
 from layerwise.training.modules import group_stages
 from layerwise.training.network import StagedNetwork, primary
-from layerwise.precision import adopt_policy, settle_precision
+from layerwise.precision import settle_precision
 from layerwise.training.optim import is_optimizer_or_factory
 from layerwise.training.portable import compiled, saved_classifier, standard_layers
 from layerwise.training.problems import HeadPlan, ensemble_weights
@@ -412,7 +412,6 @@ def fit(
     given_network = network  # what network.json records: restore_run groups it again, as here
     if config.local.modules:
         network = group_stages(network, config.local.modules)
-    adopt_policy(network.stages, config.precision)  # the whole network in the run's policy, as on the CLI
     # the heads and the loss the configuration records, built from it as restore_run does; an
     # object of the user's own is used as it is (its recorded form rebuilds to an equal one). A head
     # the user gave is refused where it does not fit; the default one turns linear there.

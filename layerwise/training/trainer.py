@@ -47,7 +47,7 @@ from layerwise.training.local_steps import make_local_train_step
 from layerwise.training.loop import Totals, make_multi_step
 from layerwise.training.modes import Mode, mode_for
 from layerwise.training.network import StagedNetwork
-from layerwise.precision import dtype_policy, settle_precision
+from layerwise.precision import adopt_policy, dtype_policy, settle_precision
 from layerwise.training.optim import for_precision, make_optimizer, recorded_optimizer
 from layerwise.training.prefix_cache import PrefixCache, check_option, choose_mode
 from layerwise.training.problems import (
@@ -147,6 +147,7 @@ class GreedyTrainer:
         config = config.validate(validation_data=data.num_val > 0)
         # "auto" is settled by the callers that log it (fit, the CLI); here for any other caller
         self.config = settle_precision(config)[0]
+        adopt_policy(network.stages, self.config.precision)  # the whole network in it, as the CLI builds it
         self.workdir = workdir
         self.strategy = strategy or tf.distribute.get_strategy()
         self.distributed = strategy is not None

@@ -301,7 +301,6 @@ ROOFLINE_WALK = f"{ROOFLINE}::test_conv_shapes_walk_nested_models_and_strided_ou
 ROOFLINE_PASSES = f"{ROOFLINE}::test_step_convs_passes_and_a_flop_weighted_limit"
 ROOFLINE_REPORT = f"{ROOFLINE}::test_report_of_a_tiny_network_has_every_conv_shape_and_every_stage_fraction"
 # ---- issue 23: precision decided once
-FIT_PY = "layerwise/training/fit.py"
 PRECISION_ONCE = "tests/test_precision_once.py"
 SAME_POLICIES = f"{PRECISION_ONCE}::test_the_cli_and_fit_give_the_network_the_same_dtype_policies"
 SETTLE_SAYS_WHY = f"{PRECISION_ONCE}::test_settle_precision_decides_auto_only_and_says_why"
@@ -2176,9 +2175,9 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "fit-precision-heads-only",
         "layerwise.fit computes only the heads in the run's precision, the network in the policy it was built in",
-        FIT_PY,
-        "    adopt_policy(network.stages, config.precision)",
-        "    adopt_policy([], config.precision)",
+        TRAINER_PY,
+        "        adopt_policy(network.stages, self.config.precision)",
+        "        adopt_policy([], self.config.precision)",
         (SAME_POLICIES,),
     ),
     Mutant(
