@@ -78,3 +78,13 @@ def test_resolve_precision_is_called_in_one_place():
             callers |= {f"{path.relative_to(REPO)}::{name}" for name, call in calls
                         if ast.unparse(call.func).split(".")[-1] == "resolve_precision"}
     assert callers == {"layerwise/precision.py::settle_precision"}
+
+
+def test_precision_is_on_the_ground_floor():
+    """``layerwise.precision`` imports TensorFlow, Keras, the standard library and nothing of the project above
+    ``layerwise.errors``: every floor may use it."""
+    tree = ast.parse(pathlib.Path(REPO, "layerwise", "precision.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    project = {name for name in imported if name.split(".")[0] in ("layerwise", "apps", "models")}
+    assert project <= {"layerwise.errors"} and "tensorflow" in imported and "keras" in imported
