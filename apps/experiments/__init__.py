@@ -7,6 +7,5 @@ zoo (``models``) and the library (``layerwise``).
 - ``compressed_sensing``: the depth experiment of the optimisation-inspired nets (Li et al.,
   ACML 2018), run by ``python -m apps.optnets``.
 
-Importing this package imports nothing else: ``apps.optnets --dry_run`` validates without
-TensorFlow.
+Importing the package itself imports nothing: each module brings what it needs.
 """
