@@ -25,7 +25,8 @@ import os
 from absl import flags
 
 from apps import cli, profiling, speed_compare
-from apps.benchmark import markdown, run_benchmark, run_case, summarize
+from apps.throughput import run_benchmark, run_case
+from apps.throughput_tables import markdown, summarize
 from layerwise import onednn
 from layerwise.errors import ConfigError
 
@@ -130,9 +131,11 @@ def profile(profile_dir: str) -> None:
 def roofline(out: str) -> None:
     from layerwise.analysis import roofline as rl  # imports TensorFlow: not for every --help
 
-    from layerwise.training.optim import resolve_precision
+    from layerwise.config import TrainConfig
+    from layerwise.precision import settle_precision
 
-    precisions = list(dict.fromkeys(resolve_precision(p)[0] for p in FLAGS.precisions))
+    precisions = list(dict.fromkeys(settle_precision(TrainConfig().replace(precision=p))[0].precision
+                                    for p in FLAGS.precisions))
     report = rl.roofline_report(
         [dict(size=FLAGS.size, shape="mnist5k", variant="no_tape", head="paper", precision=precision,
               **({"batch": FLAGS.roofline_batch} if FLAGS.roofline_batch else {})) for precision in precisions],

@@ -24,8 +24,8 @@ FLAGS = flags.FLAGS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.path.join(REPO, "docs", "cli.md")
-NOT_APPS = {"benchmark", "cli", "config_flags", "docs", "experiments", "figures", "local_presets", "module_memory",
-            "profiling", "runner", "speed_compare"}  # modules, not apps
+NOT_APPS = {"cli", "config_flags", "docs", "experiments", "figures", "local_presets", "module_memory",
+            "profiling", "runner", "speed_compare", "throughput", "throughput_tables"}  # modules, not apps
 
 _DUMP = """
 import importlib, json, sys

@@ -1,6 +1,6 @@
 """Presets of the local-learning family, with the published numbers beside them.
 
-``apps.experiments`` registers every entry of :data:`LOCAL_PRESETS` as an experiment
+``apps.experiments.presets`` registers every entry of :data:`LOCAL_PRESETS` as an experiment
 (``python -m apps.train --experiment NAME``; ``--list_experiments``). Each preset's docstring holds
 the exact command, the paper, its table and the number; ``docs/reproducing.md`` and
 ``docs/local_learning.md`` list them.

@@ -46,7 +46,7 @@ QUICK = dict(m=20, n=40, depths=(2, 4), train_samples=256, test_samples=128, ste
 
 
 def config_from_flags():
-    from models.compressed_sensing import CSConfig
+    from apps.experiments.compressed_sensing import CSConfig
     from layerwise.errors import ConfigError
 
     try:
@@ -74,7 +74,7 @@ def validate(argv):
 
 def main(argv):
     config = validate(argv)
-    from models.compressed_sensing import markdown_table, run_depth_experiment, write_report
+    from apps.experiments.compressed_sensing import markdown_table, run_depth_experiment, write_report
     from layerwise.files import atomic_write_text
     from models.unrolled import build_unrolled
 

@@ -26,9 +26,9 @@ from layerwise.restore import RestoredRun, restore_run
 from layerwise.run.workdir import check_workdir
 from layerwise.training.stage_groups import group_stages
 from layerwise.nn.network import StagedNetwork
-from layerwise.training.optim import dtype_policy, resolve_precision
+from layerwise.precision import dtype_policy, settle_precision
 from models import build_model
-from models.registry import resolve_options
+from models.zoo import resolve_options
 
 __all__ = ["build_network", "load_data", "resolve", "restore", "run_training"]
 
@@ -50,10 +50,9 @@ def build_network(config: TrainConfig, data: DataSource, strategy=None) -> Stage
 
 def resolve(config: TrainConfig) -> TrainConfig:
     """Validates ``config``, fills in the model builder's default options and turns
-    ``precision="auto"`` into the policy this hardware runs best (``resolve_precision``)."""
+    ``precision="auto"`` into the policy this hardware runs best (``settle_precision``)."""
     config.validate()
-    return config.replace(model_options=resolve_options(config.model, config.model_options),
-                          precision=resolve_precision(config.precision)[0])
+    return settle_precision(config)[0].replace(model_options=resolve_options(config.model, config.model_options))
 
 
 def restore(workdir: str, trust_pickle: bool = False) -> RestoredRun:
@@ -98,8 +97,9 @@ def run_training(
     if isinstance(strategy, str):  # first: multi_worker must start before TensorFlow runs
         strategy = make_strategy(strategy)
     chief = is_chief(strategy)
-    if config.precision == "auto" and chief:
-        log("precision: auto -> {} ({})".format(*resolve_precision("auto")))
+    config, decided = settle_precision(config)  # decided here, before the network is built under it
+    if decided and chief:
+        log(decided)
     config = resolve(config)
     options = (options or RunOptions()).validate()
     if workdir is not None and chief:

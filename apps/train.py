@@ -8,7 +8,7 @@ checkpoints, logs and one SavedModel per stage to ``--workdir``:
     python -m apps.train --mode end_to_end --workdir runs/e2e
 
 Precedence: the built-in defaults (``layerwise.config.TrainConfig``), then the preset named by
-``--experiment`` (``apps.experiments``; ``--list_experiments`` prints them with the paper's
+``--experiment`` (``apps.experiments.presets``; ``--list_experiments`` prints them with the paper's
 numbers), then ``--config FILE`` (a TrainConfig JSON, e.g. the one ``apps.tune`` writes), then
 any flag given on the command line. Rerunning a command on the same workdir resumes it.
 
@@ -36,7 +36,7 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_string(
     "experiment", None,
-    "Preset from apps.experiments (e.g. cifar10_k3, imagenet_k3, mnist5k_k2). Precedence: defaults -> "
+    "Preset from apps.experiments.presets (e.g. cifar10_k3, imagenet_k3, mnist5k_k2). Precedence: defaults -> "
     "preset -> flags given on the command line.",
 )
 flags.DEFINE_boolean("list_experiments", False, "Print the presets with the paper's numbers and exit.")
@@ -102,7 +102,7 @@ def load_config_values(path: str) -> dict:
 
 def config_from_flags() -> TrainConfig:
     """Defaults, then the ``--experiment`` preset, then ``--config FILE``, then every flag given."""
-    from apps.experiments import get_experiment
+    from apps.experiments.presets import get_experiment
     from layerwise.errors import ConfigError
 
     base = get_experiment(FLAGS.experiment).config() if FLAGS.experiment else DEFAULTS
@@ -170,7 +170,7 @@ def main(argv: list[str]) -> None:
 
     cli.refuse_arguments(argv)
     if FLAGS.list_experiments:
-        from apps.experiments import format_table
+        from apps.experiments.presets import format_table
 
         print(format_table())
         return

@@ -4,8 +4,8 @@ Importing this package registers every family; ``build_model(name, input_shape, 
 **options)`` builds one. Models know nothing about training.
 """
 
-from models.registry import MODELS, build_model
-from models import alexnet, layerwise_cnn, local_vgg, optnets, resnet, vgg  # noqa: F401  (registers their builders)
+from models.zoo import MODELS, build_model
+from models import alexnet, layerwise_cnn, local_vgg, optnet_resnets, resnet, vgg  # noqa: F401  (registers their builders)
 from models import dgl_buffer  # noqa: F401  (registers DGLBufferHead for recorded configurations)
 
 __all__ = ["MODELS", "build_model"]

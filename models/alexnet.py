@@ -21,7 +21,7 @@ import tensorflow as tf
 from layerwise.errors import ConfigError
 from layerwise.nn.network import StagedNetwork
 from models.blocks import chain_stages, check_image_shape, mlp_classifier
-from models.registry import MODELS, forward_signature
+from models.zoo import MODELS, forward_signature
 
 ALEXNET_WIDTHS = (96, 256, 384, 384, 256)
 
@@ -137,17 +137,49 @@ def _block_body(j: int, spec: dict, width: int, groups: int, lrn: bool):
     return body
 
 
-def build_alexnet(
-    input_shape: Sequence[int],
-    num_classes: int,
-    conv_widths: Sequence[int] = ALEXNET_WIDTHS,
-    head_units: Sequence[int] = (4096, 4096),
-    dropout: float = 0.5,
-    groups: int = 2,
-    lrn: bool = True,
-    cifar: bool = False,
-    name: str = "alexnet",
-) -> StagedNetwork:
+def _checked_blocks(input_shape: tuple, conv_widths: tuple, groups: int, cifar: bool, name: str) -> list[dict]:
+    """The five conv blocks' specs (conv1 the CIFAR one with ``cifar``), once the widths, the
+    groups and the image size are checked (see :func:`build_alexnet`'s Raises)."""
+    if len(conv_widths) != 5 or min(conv_widths) <= 0:
+        raise ConfigError(f"{name} needs 5 positive conv widths, got {conv_widths}")
+    if groups <= 0 or any(w % groups for w in conv_widths):
+        raise ConfigError(
+            f"{name}: every conv width must be divisible by groups={groups}, got {conv_widths}"
+        )
+    blocks = [dict(spec) for spec in _ALEXNET_BLOCKS]
+    if cifar:
+        blocks[0].update(_CIFAR_CONV1)
+    sizes = [_spatial_sizes(s, blocks)[-1] for s in input_shape[:2]]
+    if min(sizes) < 1:
+        smallest = next(s for s in range(1, 1000) if _spatial_sizes(s, blocks)[-1] >= 1)
+        raise ConfigError(
+            f"{name}: a {input_shape[0]}x{input_shape[1]} image does not survive conv1 and three "
+            f"3/2 poolings; use at least {smallest} pixels per side"
+        )
+    return blocks
+
+
+def _final_head(head_units: tuple, dropout: float):
+    """The ``final_head`` builder: fc6 -> ReLU -> dropout -> fc7 -> ReLU -> dropout -> fc8, every
+    weight N(0, 0.01), the hidden biases 1."""
+
+    def final_head(feature_shape: tuple, classes: int) -> keras.Model:
+        init = _paper_init(1.0)
+        return mlp_classifier(
+            feature_shape,
+            classes,
+            head_units,
+            dropout,
+            kernel_initializer=init["kernel_initializer"],
+            hidden_bias_initializer=init["bias_initializer"],
+        )
+
+    return final_head
+
+
+def build_alexnet(input_shape: Sequence[int], num_classes: int, conv_widths: Sequence[int] = ALEXNET_WIDTHS,
+                  head_units: Sequence[int] = (4096, 4096), dropout: float = 0.5, groups: int = 2, lrn: bool = True,
+                  cifar: bool = False, name: str = "alexnet") -> StagedNetwork:
     """Builds AlexNet as five conv stages and its fc6-fc7-fc8 final head.
 
     Stage j is conv(j+1) -> ReLU [-> LRN] [-> max-pool 3/2]: LRN follows conv1 and conv2, the
@@ -186,52 +218,16 @@ def build_alexnet(
     input_shape = check_image_shape(input_shape, name)
     conv_widths = tuple(int(w) for w in conv_widths)
     head_units = tuple(int(u) for u in head_units)
-    if len(conv_widths) != 5 or min(conv_widths) <= 0:
-        raise ConfigError(f"{name} needs 5 positive conv widths, got {conv_widths}")
-    if groups <= 0 or any(w % groups for w in conv_widths):
-        raise ConfigError(
-            f"{name}: every conv width must be divisible by groups={groups}, got {conv_widths}"
-        )
-    blocks = [dict(spec) for spec in _ALEXNET_BLOCKS]
-    if cifar:
-        blocks[0].update(_CIFAR_CONV1)
-    sizes = [_spatial_sizes(s, blocks)[-1] for s in input_shape[:2]]
-    if min(sizes) < 1:
-        smallest = next(s for s in range(1, 1000) if _spatial_sizes(s, blocks)[-1] >= 1)
-        raise ConfigError(
-            f"{name}: a {input_shape[0]}x{input_shape[1]} image does not survive conv1 and three "
-            f"3/2 poolings; use at least {smallest} pixels per side"
-        )
+    blocks = _checked_blocks(input_shape, conv_widths, groups, cifar, name)
     bodies = [
         _block_body(j, spec, width, groups, lrn)
         for j, (spec, width) in enumerate(zip(blocks, conv_widths))
     ]
-    stages = chain_stages(input_shape, bodies, name)
-
-    def final_head(feature_shape: tuple, classes: int) -> keras.Model:
-        init = _paper_init(1.0)
-        return mlp_classifier(
-            feature_shape,
-            classes,
-            head_units,
-            dropout,
-            kernel_initializer=init["kernel_initializer"],
-            hidden_bias_initializer=init["bias_initializer"],
-        )
-
     return StagedNetwork(
-        name,
-        input_shape,
-        num_classes,
-        stages,
-        final_head=final_head,
-        options=dict(
-            conv_widths=list(conv_widths),
-            head_units=list(head_units),
-            dropout=dropout,
-            groups=groups,
-            lrn=lrn,
-        ),
+        name, input_shape, num_classes, chain_stages(input_shape, bodies, name),
+        final_head=_final_head(head_units, dropout),
+        options=dict(conv_widths=list(conv_widths), head_units=list(head_units), dropout=dropout, groups=groups,
+                     lrn=lrn),
     )
 
 

@@ -19,7 +19,7 @@ from layerwise.errors import ConfigError
 from layerwise.nn.heads import BN_MOMENTUM
 from layerwise.nn.layers import FusedBatchNormalization, features_input
 from layerwise.nn.network import StagedNetwork
-from models.registry import MODELS
+from models.zoo import MODELS
 
 DOWNSAMPLINGS = ("space_to_depth", "maxpool")
 

@@ -39,7 +39,7 @@ from layerwise.nn.heads import BN_MOMENTUM
 from layerwise.nn.layers import features_input
 from layerwise.nn.network import StagedNetwork
 from models.blocks import chain_stages, check_image_shape
-from models.registry import MODELS, forward_signature
+from models.zoo import MODELS, forward_signature
 
 # their cfg dictionary: conv widths, "M" = 2x2 max-pooling
 LOCAL_VGG_VARIANTS: dict[str, tuple] = {
@@ -96,6 +96,26 @@ def _output_layer(dropout: float, zero_init: bool):
     return build
 
 
+def _check_options(input_shape: tuple, variant: str, width_multiplier: float, hidden_units: int, dropout: float,
+                   activation: str, spatial_dropout: bool, zero_init_output: bool) -> None:
+    """Raises the ConfigErrors :func:`build_local_vgg` documents."""
+    if variant not in LOCAL_VGG_VARIANTS:
+        raise ConfigError(f"unknown local-loss VGG {variant!r}; choose one of {sorted(LOCAL_VGG_VARIANTS)}")
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if not width_multiplier > 0 or hidden_units <= 0 or not 0.0 <= dropout < 1.0:
+        raise ConfigError(
+            f"need width_multiplier > 0, hidden_units > 0 and 0 <= dropout < 1, got {width_multiplier}, "
+            f"{hidden_units}, {dropout}")
+    poolings = LOCAL_VGG_VARIANTS[variant].count("M")
+    if min(input_shape[:2]) < 2**poolings:
+        raise ConfigError(f"{variant} halves the image {poolings} times: it needs at least "
+                          f"{2 ** poolings}x{2 ** poolings}, got {input_shape[:2]}")
+    for name, value in (("spatial_dropout", spatial_dropout), ("zero_init_output", zero_init_output)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, got {value!r}")
+
+
 def build_local_vgg(
     input_shape: Sequence[int],
     num_classes: int,
@@ -129,22 +149,9 @@ def build_local_vgg(
             for the poolings.
     """
     input_shape = check_image_shape(input_shape, variant)
-    if variant not in LOCAL_VGG_VARIANTS:
-        raise ConfigError(f"unknown local-loss VGG {variant!r}; choose one of {sorted(LOCAL_VGG_VARIANTS)}")
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    if not width_multiplier > 0 or hidden_units <= 0 or not 0.0 <= dropout < 1.0:
-        raise ConfigError(
-            f"need width_multiplier > 0, hidden_units > 0 and 0 <= dropout < 1, got {width_multiplier}, "
-            f"{hidden_units}, {dropout}")
+    _check_options(input_shape, variant, width_multiplier, hidden_units, dropout, activation, spatial_dropout,
+                   zero_init_output)
     layout = LOCAL_VGG_VARIANTS[variant]
-    poolings = layout.count("M")
-    if min(input_shape[:2]) < 2**poolings:
-        raise ConfigError(f"{variant} halves the image {poolings} times: it needs at least "
-                          f"{2 ** poolings}x{2 ** poolings}, got {input_shape[:2]}")
-    for name, value in (("spatial_dropout", spatial_dropout), ("zero_init_output", zero_init_output)):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be True or False, got {value!r}")
     bodies, pool_next, i = [], False, 0
     dropout_before = None  # the dropout of the conv before, opening the next stage
     for item in layout:

@@ -41,7 +41,7 @@ from layerwise.nn.layers import FusedBatchNormalization, features_input
 from layerwise.errors import ConfigError
 from layerwise.nn.network import StagedNetwork
 from models.blocks import chain_stages, check_image_shape
-from models.registry import MODELS, forward_signature
+from models.zoo import MODELS, forward_signature
 
 BASIC, BOTTLENECK = "basic", "bottleneck"
 # depth -> (block kind, blocks per group); widths 64-128-256-512

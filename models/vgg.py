@@ -25,7 +25,7 @@ from layerwise.nn.layers import FusedBatchNormalization
 from layerwise.errors import ConfigError
 from layerwise.nn.network import StagedNetwork
 from models.blocks import chain_stages, check_image_shape, mlp_classifier
-from models.registry import MODELS, forward_signature
+from models.zoo import MODELS, forward_signature
 
 # depth -> number of 3x3 convs in each of the five blocks
 VGG_VARIANTS: dict[int, tuple[int, ...]] = {
@@ -62,18 +62,10 @@ def _stage_body(convs, batchnorm: bool, pool_before: int | None, pool_after: int
     return body
 
 
-def build_vgg(
-    input_shape: Sequence[int],
-    num_classes: int,
-    depth: int,
-    batchnorm: bool = False,
-    widths: Sequence[int] = VGG_WIDTHS,
-    head_units: Sequence[int] = (4096, 4096),
-    dropout: float = 0.5,
-    pooled_size: int | None = 7,
-    stage_granularity: str = "block",
-    fold_pooling: bool = False,
-) -> StagedNetwork:
+def build_vgg(input_shape: Sequence[int], num_classes: int, depth: int, batchnorm: bool = False,
+              widths: Sequence[int] = VGG_WIDTHS, head_units: Sequence[int] = (4096, 4096), dropout: float = 0.5,
+              pooled_size: int | None = 7, stage_granularity: str = "block",
+              fold_pooling: bool = False) -> StagedNetwork:
     """Builds VGG-``depth`` as a list of stages and its fully connected final head.
 
     Args:
@@ -106,24 +98,49 @@ def build_vgg(
     """
     name = f"vgg{depth}{'_bn' if batchnorm else ''}"
     input_shape = check_image_shape(input_shape, name)
+    widths = tuple(int(w) for w in widths)
+    _check_options(name, input_shape, depth, widths, pooled_size, stage_granularity)
+    head_units = tuple(int(u) for u in head_units)
+    bodies = _stage_bodies(VGG_VARIANTS[depth], widths, batchnorm, stage_granularity, fold_pooling)
+    return StagedNetwork(
+        name,
+        input_shape,
+        num_classes,
+        chain_stages(input_shape, bodies, name),
+        final_head=_final_head(head_units, dropout, fold_pooling, pooled_size),
+        options=dict(
+            widths=list(widths),
+            head_units=list(head_units),
+            dropout=dropout,
+            pooled_size=pooled_size,
+            stage_granularity=stage_granularity,
+            fold_pooling=fold_pooling,
+        ),
+    )
+
+
+def _check_options(name: str, input_shape: tuple, depth: int, widths: tuple, pooled_size: int | None,
+                   stage_granularity: str) -> None:
+    """Raises the ConfigErrors :func:`build_vgg` documents."""
     if depth not in VGG_VARIANTS:
         raise ConfigError(f"unknown VGG depth {depth}; choose one of {sorted(VGG_VARIANTS)}")
     if stage_granularity not in STAGE_GRANULARITIES:
         raise ConfigError(
             f"stage_granularity must be one of {STAGE_GRANULARITIES}, got {stage_granularity!r}"
         )
-    widths = tuple(int(w) for w in widths)
     if len(widths) != 5 or min(widths) <= 0:
         raise ConfigError(f"{name} needs 5 positive block widths, got {widths}")
     if min(input_shape[:2]) < 32:
         raise ConfigError(
             f"{name} halves the image five times: it needs at least 32x32, got {input_shape[:2]}"
         )
-    head_units = tuple(int(u) for u in head_units)
     if pooled_size is not None and pooled_size <= 0:
         raise ConfigError(f"pooled_size must be positive or None, got {pooled_size}")
 
-    layout = VGG_VARIANTS[depth]
+
+def _stage_bodies(layout: tuple, widths: tuple, batchnorm: bool, stage_granularity: str, fold_pooling: bool) -> list:
+    """One body per stage: a conv block (``"block"``) or a conv (``"conv"``), each block's max-pooling
+    at the end of its last stage, or at the start of the next block's first with ``fold_pooling``."""
     blocks = [[(b, i, widths[b]) for i in range(n)] for b, n in enumerate(layout)]
     if stage_granularity == "block":
         units = blocks
@@ -138,7 +155,12 @@ def build_vgg(
         pool_before = first_block - 1 if fold_pooling and opens_block else None
         pool_after = last_block if not fold_pooling and closes_block else None
         bodies.append(_stage_body(convs, batchnorm, pool_before, pool_after))
-    stages = chain_stages(input_shape, bodies, name)
+    return bodies
+
+
+def _final_head(head_units: tuple, dropout: float, fold_pooling: bool, pooled_size: int | None):
+    """The ``final_head`` builder: the MLP classifier, opened by the last block's pooling with
+    ``fold_pooling``."""
 
     def final_head(feature_shape: tuple, classes: int) -> keras.Model:
         return mlp_classifier(
@@ -150,21 +172,7 @@ def build_vgg(
             pooled_size=pooled_size,
         )
 
-    return StagedNetwork(
-        name,
-        input_shape,
-        num_classes,
-        stages,
-        final_head=final_head,
-        options=dict(
-            widths=list(widths),
-            head_units=list(head_units),
-            dropout=dropout,
-            pooled_size=pooled_size,
-            stage_granularity=stage_granularity,
-            fold_pooling=fold_pooling,
-        ),
-    )
+    return final_head
 
 
 def _register(depth: int, batchnorm: bool) -> None:

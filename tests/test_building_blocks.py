@@ -11,7 +11,7 @@ from layerwise.nn.layers import (
     FusedBatchNormalization,
     average_pool_to,
 )
-from layerwise.training.optim import dtype_policy
+from layerwise.precision import dtype_policy
 from models import build_model
 
 

@@ -177,8 +177,8 @@ def test_every_app_reports_bad_input_in_one_line(tmp_path, args, message):
     assert tree(tmp_path) == before  # nothing written, nothing changed (and no pickle ran: no {tmp}/pwned)
 
 
-APPS = ("alexnet_viz", "bench", "benchmark", "cascade_report", "degradation", "docs", "export", "layer_responses",
-        "optnets", "predict", "probe", "report", "train", "tune")
+APPS = ("alexnet_viz", "bench", "cascade_report", "degradation", "docs", "export", "layer_responses",
+        "optnets", "predict", "probe", "report", "throughput", "train", "tune")
 
 
 def test_help_imports_no_tensorflow():

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from apps.experiments import EXPERIMENTS, get_experiment
+from apps.experiments.presets import EXPERIMENTS, get_experiment
 from apps.runner import resolve, run_training
 from conftest import tiny_config
 from layerwise.data.augment import augment_image

@@ -10,7 +10,7 @@ import pytest
 
 from models import proximal
 from models import build_model
-from models.optnets import FAMILIES, build_optnet
+from models.optnet_resnets import FAMILIES, build_optnet
 from models.unrolled import AGD2Net, agd2_connections, build_unrolled
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from apps.experiments import EXPERIMENTS, _stage_count, format_table, get_experiment
+from apps.experiments.presets import EXPERIMENTS, format_table, get_experiment, stage_count
 from apps.runner import build_network, resolve
 from conftest import run_cli
 from layerwise.data import load_dataset
@@ -61,7 +61,7 @@ def test_preset_builds_and_runs_one_step(name):
                         num_train=16, num_test=8)
     data = with_crops(data, config.crop_size)  # AlexNet: the network sees the training crops
     network = build_network(config, data)
-    assert network.num_stages == (config.local.modules or _stage_count(paper_config))  # the table's J
+    assert network.num_stages == (config.local.modules or stage_count(paper_config))  # the table's J
     trainer = GreedyTrainer(network, data, config, verbose=0, log=lambda m: None)
     if config.mode == "end_to_end":
         problem = trainer.end_to_end_problem()

@@ -8,7 +8,7 @@ import os
 import keras
 import pytest
 
-from apps.benchmark import run_case
+from apps.throughput import run_case
 from layerwise.analysis import roofline
 from tests.conftest import run_cli
 

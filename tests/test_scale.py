@@ -14,7 +14,8 @@ from layerwise.config import RunOptions, TrainConfig
 from layerwise.errors import ConfigError
 from layerwise.analysis.memory import allocator_reports_memory, memory_device
 from layerwise.data.base import ArraySource
-from layerwise.training.optim import make_optimizer, resolve_precision
+from layerwise.precision import resolve_precision
+from layerwise.training.optim import make_optimizer
 from layerwise.training.prefix_cache import choose_mode
 from layerwise.training.problems import decoupled_models
 from layerwise.training.steps import make_decoupled_step
@@ -292,7 +293,8 @@ def test_stage_records_carry_their_training_peak_memory(quiet_log):
 
 
 def test_benchmark_case_measures_every_stage_and_summarizes():
-    from apps.benchmark import SHAPES, markdown, merge_repeats, run_case, summarize
+    from apps.throughput import SHAPES, merge_repeats, run_case
+    from apps.throughput_tables import markdown, summarize
 
     cases = [dict(size="tiny", shape="mnist5k", variant=v, head="paper") for v in ("no_tape", "end_to_end")]
     results = [run_case(case) for case in cases]

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Sequence
 import keras
 import tensorflow as tf
 
-from layerwise.training.optim import read_cpu_flags
+from layerwise.precision import read_cpu_flags
 
 # /proc/cpuinfo flags that decide the CPU's matrix speed: AVX2 / AVX-512 float32 FMAs, AVX512-BF16
 # dot products, AMX tiles (bfloat16 and int8 matrix units)
@@ -275,7 +275,7 @@ def measure(stages: Sequence[dict[str, Any]], precision: str, batch: int, repeat
             log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Times every distinct conv shape and passes of ``stages`` (each with ``stage``, ``convs``
     from :func:`step_convs`, ``train_gflop_per_image`` and ``images_per_s``, as
-    ``apps.benchmark.run_case`` measures them) in ``precision`` and sets each stage's achieved
+    ``apps.throughput.run_case`` measures them) in ``precision`` and sets each stage's achieved
     GFLOP/s beside its limit.
 
     The achieved rate counts the convs' FLOPs as the step computes them (``conv_gflop_per_step``);
@@ -315,7 +315,7 @@ def measure(stages: Sequence[dict[str, Any]], precision: str, batch: int, repeat
 def roofline_report(cases: Sequence[dict[str, Any]], run_case: Callable[[dict[str, Any]], dict[str, Any]],
                     repeats: int = 3, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """For each case (one precision each), ``run_case(case)`` trains every stage briefly and
-    times it (``apps.benchmark.run_case``: ``precision``, ``batch`` and ``per_stage`` with
+    times it (``apps.throughput.run_case``: ``precision``, ``batch`` and ``per_stage`` with
     ``convs``, ``train_gflop_per_image`` and ``images_per_s``); then :func:`measure` times the
     stages' conv shapes in that precision. The report names the machine
     (:func:`machine_description`) and the TensorFlow and Keras versions.

@@ -38,7 +38,8 @@ from layerwise.nn.heads import AUX_FIELDS, AuxHead, head_options
 from layerwise.training.local_losses import LocalLoss, local_loss_options, with_image_statistics
 from layerwise.training.stage_groups import group_stages
 from layerwise.nn.network import StagedNetwork, primary
-from layerwise.training.optim import is_optimizer_or_factory, resolve_precision
+from layerwise.precision import settle_precision
+from layerwise.training.optim import is_optimizer_or_factory
 from layerwise.nn.portable import compiled, saved_classifier, standard_layers
 from layerwise.training.problems import HeadPlan, ensemble_weights
 from layerwise.training.trainer import GreedyTrainer, epoch_logs
@@ -405,10 +406,9 @@ def fit(
     if config.validation_fraction and not (isinstance(train, DataSource) and data.num_val):
         data = _hold_out(data, config)
     config = with_image_statistics(config, data.unit_statistics())  # InfoPro's target: the de-normalised image
-    if config.precision == "auto":
-        precision, why = resolve_precision("auto")
-        log(f"precision: auto -> {precision} ({why})")
-        config = config.replace(precision=precision)
+    config, decided = settle_precision(config)
+    if decided:
+        log(decided)
     run_options = RunOptions().replace(**run_changes).validate()
     given_network = network  # what network.json records: restore_run groups it again, as here
     if config.local.modules:

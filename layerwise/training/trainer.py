@@ -49,7 +49,8 @@ from layerwise.training.local_steps import make_local_train_step
 from layerwise.training.loop import Totals, make_multi_step
 from layerwise.training.modes import Mode, mode_for
 from layerwise.nn.network import StagedNetwork
-from layerwise.training.optim import dtype_policy, for_precision, make_optimizer, recorded_optimizer, resolve_precision
+from layerwise.precision import adopt_policy, dtype_policy, settle_precision
+from layerwise.training.optim import for_precision, make_optimizer, recorded_optimizer
 from layerwise.training.prefix_cache import PrefixCache, check_option, choose_mode
 from layerwise.training.problems import (
     Ensemble, HeadPlan, Problem, end_to_end_problem, ensemble_probabilities, load_finished, stage_problem,
@@ -146,8 +147,9 @@ class GreedyTrainer:
         self.network = network
         self.data = data
         config = config.validate(validation_data=data.num_val > 0)
-        # "auto" is resolved by the callers that log it (fit, the apps); here for any other caller
-        self.config = config.replace(precision=resolve_precision(config.precision)[0])
+        # "auto" is settled by the callers that log it (fit, the CLI); here for any other caller
+        self.config = settle_precision(config)[0]
+        adopt_policy(network.stages, self.config.precision)  # the whole network in it, as the CLI builds it
         self.workdir = workdir
         self.strategy = strategy or tf.distribute.get_strategy()
         self.distributed = strategy is not None

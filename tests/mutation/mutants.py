@@ -120,7 +120,7 @@ CUTOUT_FILL = f"{DATA_TESTS}::test_cutout_in_the_training_pipeline_sets_a_square
 LABELS_KEPT = f"{DATA_TESTS}::test_augmented_training_images_keep_their_own_labels"
 # ---- issue 21: runtime
 REPLAY = "layerwise/training/replay.py"
-OPTIM = "layerwise/training/optim.py"
+PRECISION_PY = "layerwise/precision.py"
 PREFIX_CACHE = "layerwise/training/prefix_cache.py"
 LOCAL = "tests/test_local_learning.py"
 REPLAY_SLOTS = f"{LOCAL}::test_replay_buffer_samples_only_the_last_n_written_batches_and_each_of_them"
@@ -273,7 +273,7 @@ PER_STAGE_COUNT = f"{PER_STAGE}::test_stage_overrides_are_refused_outside_layerw
 # ---- issue 24: fidelity
 LOCAL_VGG = "models/local_vgg.py"
 LOCAL_PRESETS_PY = "apps/local_presets.py"
-EXPERIMENTS_PY = "apps/experiments.py"
+EXPERIMENTS_PY = "apps/experiments/greedy_cnns.py"
 FIDELITY = "tests/test_fidelity.py"
 PRE_DROPOUT = f"{FIDELITY}::test_local_losses_read_features_before_dropout_the_next_stage_reads_them_dropped"
 DIM_IN_DECODER = f"{FIDELITY}::test_vgg11b_3x_uses_the_authors_default_dim_in_decoder"
@@ -335,6 +335,11 @@ NETWORK_FILE_MOVES = "tests/test_package_moves.py::test_a_network_file_naming_th
 STRUCTURE = "tests/test_structure.py"
 NO_UPWARD_IMPORTS = f"{STRUCTURE}::test_no_upward_imports"
 NO_PACKAGE_CYCLES = f"{STRUCTURE}::test_no_package_cycles"
+# ---- issue 23: precision decided once
+PRECISION_ONCE = "tests/test_precision_once.py"
+SAME_POLICIES = f"{PRECISION_ONCE}::test_the_cli_and_fit_give_the_network_the_same_dtype_policies"
+SETTLE_SAYS_WHY = f"{PRECISION_ONCE}::test_settle_precision_decides_auto_only_and_says_why"
+KEEPS_OTHER_POLICY = f"{PRECISION_ONCE}::test_a_layer_built_in_another_policy_keeps_it_and_float32_changes_nothing"
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ freezing, BatchNorm mode
@@ -1051,7 +1056,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "auto-precision-a100-float16",
         "precision auto: compute capability 8.0 (A100) gets float16, not bfloat16",
-        OPTIM,
+        PRECISION_PY,
         "if tuple(capability) >= (8, 0):",
         "if tuple(capability) > (8, 0):",
         (AUTO_PRECISION,),
@@ -1059,7 +1064,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "auto-precision-pascal-float16",
         "precision auto: compute capability 6.x (no fast float16) gets mixed_float16",
-        OPTIM,
+        PRECISION_PY,
         "if tuple(capability) >= (7, 0):",
         "if tuple(capability) >= (6, 0):",
         (AUTO_PRECISION,),
@@ -1067,7 +1072,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "auto-precision-unknown-capability-bfloat16",
         "precision auto: a GPU that reports no compute capability is taken for an Ampere",
-        OPTIM,
+        PRECISION_PY,
         'capability = gpu_details[0].get("compute_capability") or (0, 0)',
         'capability = gpu_details[0].get("compute_capability") or (8, 0)',
         (AUTO_PRECISION,),
@@ -1075,7 +1080,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "auto-precision-amx-ignored",
         "precision auto: a CPU with AMX but not AVX512-BF16 (bfloat16 units) stays float32",
-        OPTIM,
+        PRECISION_PY,
         'BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")',
         'BF16_CPU_FLAGS = ("avx512_bf16",)',
         (AUTO_PRECISION,),
@@ -2324,5 +2329,30 @@ MUTANTS: list[Mutant] = [
         "from layerwise.nn.training_layers import DenseLogits, StopGradient\n",
         "from layerwise.nn.training_layers import DenseLogits, StopGradient\nfrom layerwise.training import split  # noqa: F401\n",
         (NO_UPWARD_IMPORTS, NO_PACKAGE_CYCLES),
+    ),
+    # ---- issue 23: precision decided once
+    Mutant(
+        "fit-precision-heads-only",
+        "layerwise.fit computes only the heads in the run's precision, the network in the policy it was built in",
+        TRAINER_PY,
+        "        adopt_policy(network.stages, self.config.precision)",
+        "        adopt_policy([], self.config.precision)",
+        (SAME_POLICIES,),
+    ),
+    Mutant(
+        "auto-precision-not-said",
+        "precision auto is decided silently: the log does not say which policy was chosen, or why",
+        PRECISION_PY,
+        'return config.replace(precision=precision), f"precision: auto -> {precision} ({why})"',
+        'return config.replace(precision=precision), ""',
+        (SETTLE_SAYS_WHY, SAME_POLICIES),
+    ),
+    Mutant(
+        "adopt-policy-overrides-chosen",
+        "a layer the user built in another policy (float16) is switched to the run's",
+        PRECISION_PY,
+        'elif not isinstance(layer, keras.layers.InputLayer) and layer.dtype_policy.name == "float32":',
+        "elif not isinstance(layer, keras.layers.InputLayer):",
+        (KEEPS_OTHER_POLICY,),
     ),
 ]

@@ -1,6 +1,6 @@
 """Speed and memory of the training modes: images/s and peak memory per stage, precision, XLA.
 
-Each case runs in its own Python process (``python -m apps.benchmark CASE_JSON`` prints one
+Each case runs in its own Python process (``python -m apps.throughput CASE_JSON`` prints one
 JSON line), one after the other, so cases do not share caches or compete for the cores; every
 case runs ``repeats`` times, in rounds that alternate the cases (round 1 runs every case, then
 round 2 ...), so that the load of a shared machine falls on all of them, and the summary reports
@@ -21,7 +21,7 @@ describes) or ``pre_pool4`` (features averaged 4x down first, the DGL ImageNet r
 
 Example:
     >>> results = run_benchmark("tiny")   # list of case dicts; see apps.bench
-    >>> summary = summarize(results)
+    >>> summary = apps.throughput_tables.summarize(results)
 """
 
 from __future__ import annotations
@@ -132,75 +132,99 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from layerwise.config import RunOptions, TrainConfig
-    from layerwise.data import load_dataset
-    from layerwise.nn.flops import count_flops
-    from layerwise.analysis.roofline import step_convs
     from layerwise.analysis.memory import memory_device, peak_rss_mb
-    from layerwise.training.optim import dtype_policy, resolve_precision
-    from layerwise.training.problems import DECOUPLED, Problem, decoupled_models
-    from layerwise.training.steps import make_decoupled_step
+    from layerwise.config import RunOptions
+    from layerwise.data import load_dataset
+    from layerwise.precision import dtype_policy
     from layerwise.training.trainer import GreedyTrainer
     from models import build_model
 
     # a case may override its size's batch and step count (``apps.bench --roofline_batch``)
     spec = dict(SHAPES[case["size"]][case["shape"]], **{k: case[k] for k in ("batch", "steps") if k in case})
-    precision, jit = resolve_precision(case.get("precision", "float32"))[0], bool(case.get("jit", False))
-    config = TrainConfig().replace(
-        dataset="synthetic", model_options=spec["model"], aux_conv_layers=spec["aux_conv_layers"],
-        aux_width=spec["aux_width"], aux_pre_pool=HEADS[case.get("head", "paper")], epochs_per_stage=1,
-        batch_size=spec["batch"], precision=precision,
-        mode="decoupled" if case["variant"] == "decoupled" else "layerwise",
-    )
+    jit = bool(case.get("jit", False))
+    config = _case_config(case, spec)
     data = load_dataset("synthetic", image_shape=spec["image"], num_train=spec["batch"] * (spec["steps"] + WARMUP_STEPS),
                         num_test=spec["batch"])
     options = RunOptions().replace(
         jit_compile=jit, cache_prefix="memory" if case["variant"] == "cached" else "off",
         cache_budget_mb=1e9, prefix_mode="tape" if case["variant"] == "tape" else "no_tape",
     )
-    result: dict[str, Any] = dict(case, precision=precision, jit=jit, memory_device=memory_device(),
+    result: dict[str, Any] = dict(case, precision=config.precision, jit=jit, memory_device=memory_device(),
                                   device="gpu" if tf.config.list_physical_devices("GPU") else "cpu",
                                   num_train=data.num_train, batch=spec["batch"], per_stage=[])
-    with dtype_policy(precision):
+    with dtype_policy(config.precision):
         keras.utils.set_random_seed(0)
         network = build_model("layerwise_cnn", data.image_shape, data.num_classes, **config.model_options)
         trainer = GreedyTrainer(network, data, config, None, options=options, verbose=0, log=lambda m: None)
         result["baseline_rss_mib"] = peak_rss_mb()
-
         if case["variant"] == "decoupled":
-            heads = [trainer.build_head(j) for j in range(network.num_stages)]
-            problems = [Problem(DECOUPLED, j, m, None, 1) for j, m in enumerate(decoupled_models(network, heads))]
-            step = make_decoupled_step([p.trainable for p in problems], [trainer.make_optimizer(p) for p in problems],
-                                       weight_decay=config.optim.weight_decay, global_batch_size=config.batch_size,
-                                       strategy=trainer.strategy, jit_compile=jit)
-            result.update(_measure(step, trainer.train_batches(problems[-1], 0), config.batch_size))
+            result.update(_measure_decoupled(trainer, jit))
         elif case["variant"] == "end_to_end":
             problem = trainer.end_to_end_problem()
             step = trainer.train_step(problem, trainer.make_optimizer(problem))
             result.update(_measure(step, trainer.train_batches(problem, 0), config.batch_size))
         else:
-            for j in case.get("stages", range(network.num_stages)):
-                problem = trainer.stage_problem(j)
-                start = time.perf_counter()
-                cache = trainer.prefix_cache(problem)
-                build = time.perf_counter() - start if cache is not None else 0.0
-                step = trainer.train_step(problem, trainer.make_optimizer(problem), cached=cache is not None)
-                trace_dir = os.path.join(case["profile_dir"], f"stage_{j:02d}") if case.get("profile_dir") else None
-                timing = _measure(step, trainer.train_batches(problem, 0, cache), config.batch_size, trace_dir)
-                # a training step's arithmetic per image: the stage and head forward and backward
-                # (~3x forward), plus the prefix's forward unless it is cached
-                train_flops = 3 * count_flops(problem.trainable)
-                if cache is None and problem.frozen is not None:
-                    train_flops += count_flops(problem.frozen)
-                convs = step_convs(problem.trainable, problem.frozen if cache is None else None, config.batch_size)
-                result["per_stage"].append(dict(stage=j, cache_build_s=build, train_gflop_per_image=train_flops / 1e9,
-                                                convs=convs, **timing))
-                if cache is not None:
-                    cache.close()
-                network.stages[j].trainable = False
-                del step, problem, cache
+            result["per_stage"] = _measure_stages(trainer, case)
     result["peak_rss_mib"] = peak_rss_mb()
     return result
+
+
+def _case_config(case: dict[str, Any], spec: dict[str, Any]):
+    """The case's TrainConfig, its precision settled (``auto``: this machine's)."""
+    from layerwise.config import TrainConfig
+    from layerwise.precision import settle_precision
+
+    config, _ = settle_precision(TrainConfig().replace(
+        dataset="synthetic", model_options=spec["model"], aux_conv_layers=spec["aux_conv_layers"],
+        aux_width=spec["aux_width"], aux_pre_pool=HEADS[case.get("head", "paper")], epochs_per_stage=1,
+        batch_size=spec["batch"], precision=case.get("precision", "float32"),
+        mode="decoupled" if case["variant"] == "decoupled" else "layerwise",
+    ))
+    return config
+
+
+def _measure_decoupled(trainer, jit: bool) -> dict[str, Any]:
+    """The decoupled mode's step (every stage and its head at once), timed."""
+    from layerwise.training.problems import DECOUPLED, Problem, decoupled_models
+    from layerwise.training.steps import make_decoupled_step
+
+    network, config = trainer.network, trainer.config
+    heads = [trainer.build_head(j) for j in range(network.num_stages)]
+    problems = [Problem(DECOUPLED, j, m, None, 1) for j, m in enumerate(decoupled_models(network, heads))]
+    step = make_decoupled_step([p.trainable for p in problems], [trainer.make_optimizer(p) for p in problems],
+                               weight_decay=config.optim.weight_decay, global_batch_size=config.batch_size,
+                               strategy=trainer.strategy, jit_compile=jit)
+    return _measure(step, trainer.train_batches(problems[-1], 0), config.batch_size)
+
+
+def _measure_stages(trainer, case: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each stage of ``case["stages"]`` (all by default) trained in turn, timed, its FLOPs and conv
+    shapes counted; the stage is frozen before the next."""
+    from layerwise.nn.flops import count_flops
+    from layerwise.analysis.roofline import step_convs
+
+    network, batch_size, per_stage = trainer.network, trainer.config.batch_size, []
+    for j in case.get("stages", range(network.num_stages)):
+        problem = trainer.stage_problem(j)
+        start = time.perf_counter()
+        cache = trainer.prefix_cache(problem)
+        build = time.perf_counter() - start if cache is not None else 0.0
+        step = trainer.train_step(problem, trainer.make_optimizer(problem), cached=cache is not None)
+        trace_dir = os.path.join(case["profile_dir"], f"stage_{j:02d}") if case.get("profile_dir") else None
+        timing = _measure(step, trainer.train_batches(problem, 0, cache), batch_size, trace_dir)
+        # a training step's arithmetic per image: the stage and head forward and backward
+        # (~3x forward), plus the prefix's forward unless it is cached
+        train_flops = 3 * count_flops(problem.trainable)
+        if cache is None and problem.frozen is not None:
+            train_flops += count_flops(problem.frozen)
+        convs = step_convs(problem.trainable, problem.frozen if cache is None else None, batch_size)
+        per_stage.append(dict(stage=j, cache_build_s=build, train_gflop_per_image=train_flops / 1e9,
+                              convs=convs, **timing))
+        if cache is not None:
+            cache.close()
+        network.stages[j].trainable = False
+        del step, problem, cache
+    return per_stage
 
 
 def run_benchmark(size: str, repeats: int = 3, log: Callable[[str], None] = print,
@@ -213,7 +237,7 @@ def run_benchmark(size: str, repeats: int = 3, log: Callable[[str], None] = prin
         for case, results in zip(cases(size), runs):
             start = time.perf_counter()
             proc = subprocess.run(
-                [sys.executable, "-m", "apps.benchmark", json.dumps(case)], cwd=root, capture_output=True,
+                [sys.executable, "-m", "apps.throughput", json.dumps(case)], cwd=root, capture_output=True,
                 text=True, timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
             )
             lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -252,134 +276,6 @@ def merge_repeats(results: list[dict[str, Any]]) -> dict[str, Any]:
     case["repeats"] = len(ok)
     case["per_stage"] = [merged([r["per_stage"][i] for r in ok]) for i in range(len(ok[0]["per_stage"]))]
     return case
-
-
-def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per shape: per-stage images/s and peak memory of each variant, and the three targets."""
-    summary: dict[str, Any] = {}
-    ok = [r for r in results if "error" not in r]
-    plain = [r for r in ok if r.get("precision", "float32") == "float32" and not r.get("jit")]
-    for shape in sorted({r["shape"] for r in plain}):
-        rows = [r for r in plain if r["shape"] == shape]
-        stage_rows: dict[int, dict[str, Any]] = {}
-        for r in rows:
-            key = r["variant"] if r["head"] == "paper" else f"{r['variant']}_{r['head']}"
-            for s in r["per_stage"]:
-                row = stage_rows.setdefault(s["stage"], {"stage": s["stage"]})
-                row[key] = s["images_per_s"]
-                row[f"{key}_range"] = s.get("images_per_s_range")
-                row[f"{key}_peak_mib"] = s["peak_mib"]
-                row[f"{key}_added_mib"] = added_memory(s)
-                if r["variant"] == "cached":
-                    row["cache_build_s"] = s["cache_build_s"]
-                if r["variant"] == "no_tape" and r["head"] == "paper":
-                    row["no_tape_gflop_per_s"] = s["images_per_s"] * s["train_gflop_per_image"]
-        whole = {}
-        for r in rows:
-            if r["variant"] in ("decoupled", "end_to_end"):
-                name = r["variant"] if r["head"] == "paper" else f"{r['variant']}_{r['head']}"
-                whole[name] = {k: r.get(k) for k in ("images_per_s", "images_per_s_range", "peak_mib", "peak_rss_mib",
-                                                      "baseline_rss_mib")}
-                whole[name]["added_mib"] = added_memory(r)
-        n = rows[0]["num_train"]
-        info: dict[str, Any] = {"stages": [stage_rows[j] for j in sorted(stage_rows)], "num_train": n,
-                                "memory_device": rows[0]["memory_device"], **whole}
-        stages = info["stages"]
-        last = stages[-1] if stages else {}
-        if "tape" in last and "cached" in last and "no_tape" in last:
-            info["last_stage_speedup_cached_vs_tape"] = last["cached"] / last["tape"]
-            info["last_stage_speedup_no_tape_vs_tape"] = last["no_tape"] / last["tape"]
-        if stages and all("no_tape" in s for s in stages) and "decoupled" in whole:
-            info["sequential_stage_epochs_s"] = sum(n / s["no_tape"] for s in stages)
-            info["decoupled_epoch_s"] = n / whole["decoupled"]["images_per_s"]
-        for head in HEADS:
-            suffix = "" if head == "paper" else f"_{head}"
-            e2e = whole.get(f"end_to_end{suffix}")
-            peaks = [s.get(f"no_tape{suffix}_peak_mib") for s in stages]
-            added = [s.get(f"no_tape{suffix}_added_mib") for s in stages]
-            if e2e and e2e["peak_mib"] and stages and all(peaks):
-                info[f"max_stage_over_e2e_peak{suffix}"] = max(peaks) / e2e["peak_mib"]
-                info[f"max_stage_over_e2e_added{suffix}"] = max(added) / e2e["added_mib"]
-        summary[shape] = info
-    summary["precision_xla"] = [
-        {k: r.get(k) for k in ("precision", "jit")} | {k: r["per_stage"][-1].get(k) for k in ("images_per_s", "images_per_s_range")}
-        for r in ok if r["variant"] == "no_tape" and r["shape"] == "imagenet" and r["head"] == "paper"
-    ]  # the all-stage float32 case (its last stage) and the last-stage precision/XLA cases
-    return summary
-
-
-def _cell(value, spec: str = "{:.0f}") -> str:
-    return spec.format(value) if value is not None else "-"
-
-
-def _rate_cell(value, spread) -> str:
-    """``median [min-max]`` of the repeats (the median alone after one run)."""
-    if value is None:
-        return "-"
-    return f"{value:.0f}" if not spread or spread[0] == spread[1] else f"{value:.0f} [{spread[0]:.0f}-{spread[1]:.0f}]"
-
-
-def added_memory(measured: dict[str, Any]) -> float | None:
-    """What the steps added to the tensors resident before them; None where not measured."""
-    peak, resident = measured.get("peak_mib"), measured.get("resident_mib")
-    return None if peak is None or resident is None else peak - resident
-
-
-def _memory_cell(peak: float | None, added: float | None) -> str:
-    """``peak (+added)``: the peak, and how much of it the steps added to what was resident;
-    "n/a" where the allocator kept no statistics (``layerwise.analysis.memory``)."""
-    return "n/a" if peak is None else f"{peak:.0f} (+{added:.0f})"
-
-
-def markdown(summary: dict[str, Any]) -> str:
-    """The benchmark's tables."""
-    lines = []
-    for shape, info in summary.items():
-        if shape == "precision_xla":
-            continue
-        pooled = any("no_tape_pre_pool4" in s for s in info["stages"])
-        # img/s cells: the median of the repeats [min-max]
-        head = ["stage", "tape img/s", "no-tape img/s", "no-tape GFLOP/s", "cached img/s", "cache build s",
-                "peak MiB tape", "peak MiB no-tape"] + (["peak MiB no-tape, pre-pooled head"] if pooled else [])
-        # peak MiB cells: "peak (+added)", added = peak minus what was resident before the steps
-        lines += [f"### {shape} (train images per epoch: {info['num_train']}; peak tensor memory on "
-                  f"{info['memory_device']})", "", "| " + " | ".join(head) + " |",
-                  "|" + "---:|" * len(head)]
-        for s in info["stages"]:
-            cells = [str(s["stage"])] + [_rate_cell(s.get(k), s.get(f"{k}_range")) for k in ("tape", "no_tape")]
-            cells += [_cell(s.get("no_tape_gflop_per_s")), _rate_cell(s.get("cached"), s.get("cached_range"))]
-            cells += [_cell(s.get("cache_build_s"), "{:.2f}")]
-            keys = ["tape", "no_tape"] + (["no_tape_pre_pool4"] if pooled else [])
-            cells += [_memory_cell(s.get(f"{k}_peak_mib"), s.get(f"{k}_added_mib")) for k in keys]
-            lines.append("| " + " | ".join(cells) + " |")
-        for name in ("decoupled", "end_to_end"):
-            if name in info:
-                r = info[name]
-                cells = [f"{name} (all stages)", "", _rate_cell(r["images_per_s"], r.get("images_per_s_range")), "", "", "", "",
-                         _memory_cell(r["peak_mib"], r["added_mib"])]
-                if pooled:
-                    other = info.get(f"{name}_pre_pool4", {})
-                    cells.append(_memory_cell(other.get("peak_mib"), other.get("added_mib")))
-                lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-        for key in ("last_stage_speedup_cached_vs_tape", "last_stage_speedup_no_tape_vs_tape",
-                    "max_stage_over_e2e_peak", "max_stage_over_e2e_peak_pre_pool4",
-                    "max_stage_over_e2e_added", "max_stage_over_e2e_added_pre_pool4",
-                    "decoupled_epoch_s", "sequential_stage_epochs_s"):
-            if key in info:
-                lines.append(f"- {key}: {info[key]:.2f}")
-        rss = {name: info[name]["peak_rss_mib"] for name in ("end_to_end", "decoupled") if name in info}
-        if rss:
-            lines.append("- process peak RSS MiB (TensorFlow runtime included): "
-                         + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
-        lines.append("")
-    if summary.get("precision_xla"):
-        lines += ["### precision and XLA (imagenet-shaped, last stage, no-tape)", "",
-                  "| precision | XLA | img/s |", "|---|---|---:|"]
-        for r in summary["precision_xla"]:
-            lines.append(f"| {r['precision']} | {'on' if r['jit'] else 'off'} | "
-                         f"{_rate_cell(r['images_per_s'], r.get('images_per_s_range'))} |")
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":  # one case per process (see run_benchmark)

@@ -44,7 +44,7 @@ from layerwise.nn.layers import FusedBatchNormalization, features_input
 import models.proximal as proximal
 from layerwise.errors import ConfigError
 from layerwise.nn.network import StagedNetwork
-from models.registry import MODELS
+from models.zoo import MODELS
 
 FAMILIES = {"gd": "gdresnet", "hb": "hbresnet", "agd": "agdresnet", "agd2": "denseagdresnet",
             "admm": "admmresnet"}
