@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from apps.experiments import get_experiment
+from apps.experiments.catalogue import get_experiment
 from apps.runner import resolve, run_training
 from conftest import tiny_config
 from layerwise.data.embedded import load_digits
