@@ -41,7 +41,8 @@ from layerwise.training.network import StagedNetwork, primary
 from layerwise.training.optim import is_optimizer_or_factory, resolve_precision
 from layerwise.training.portable import compiled, saved_classifier, standard_layers
 from layerwise.training.problems import HeadPlan, ensemble_weights
-from layerwise.training.trainer import GreedyTrainer, epoch_logs
+from layerwise.training.epoch import epoch_logs
+from layerwise.training.trainer import GreedyTrainer
 
 __all__ = ["Result", "fit"]
 

@@ -24,6 +24,7 @@ from layerwise.training.steps import (
     distributed,
     guarded_decoupled_step,
     guarded_step,
+    make_train_step,
 )
 
 
@@ -130,3 +131,14 @@ def make_local_decoupled_step(
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
     return distributed(guarded_decoupled_step(forward_backward, optimizers, variables, statistics), strategy)
+
+
+def make_problem_step(trainable: keras.Model, optimizer: keras.optimizers.Optimizer, objective: LocalLoss | None,
+                      **options) -> Callable:
+    """A problem's compiled step: :func:`make_local_train_step` for a problem with a local
+    ``objective``, ``layerwise.training.steps.make_train_step`` (cross-entropy) for one without;
+    ``options``: their keyword arguments (``frozen``, ``weight_decay``, ``global_batch_size``,
+    ``strategy``, ``jit_compile``, ``prefix_mode``)."""
+    if objective is not None:
+        return make_local_train_step(trainable, optimizer, objective, **options)
+    return make_train_step(trainable, optimizer, **options)

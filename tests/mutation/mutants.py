@@ -487,13 +487,13 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "corrupt-final-crashes-the-run",
         "a corrupt final.npz crashes the run instead of being set aside and retrained",
-        TRAINER_PY,
-        "            try:\n"
-        "                return self._load_finished(problem, checkpoints)\n"
-        "            except ckpt.CorruptCheckpointError as e:\n",
-        "            try:\n"
-        "                return self._load_finished(problem, checkpoints)\n"
-        "            except KeyboardInterrupt as e:\n",
+        "layerwise/training/resume.py",
+        "    try:\n"
+        "        return load()\n"
+        "    except ckpt.CorruptCheckpointError as e:\n",
+        "    try:\n"
+        "        return load()\n"
+        "    except KeyboardInterrupt as e:\n",
         (CORRUPT_FINAL,),
     ),
     Mutant(
@@ -508,50 +508,50 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "resume-restarts-from-scratch",
         "a resumed stage silently retrains from epoch 0 (and still logs that it resumes)",
-        TRAINER_PY,
-        """        ckpt.assign_arrays("model", model_variables, arrays, source)
-        ckpt.assign_optimizer_arrays(optimizer_variables, arrays, source)
-        history = [with_keras_names(r) for r in meta["history"]]
-        self.runlog.keep_only(
-            lambda r: r.get("problem") != name or (r["event"] == "epoch" and r["epoch"] < len(history))
-        )
-        self.log(f"{name}: resuming after epoch {len(history)} of {epochs}")
-        return history""",
-        """        history = [with_keras_names(r) for r in meta["history"]]
-        self.runlog.keep_only(lambda r: r.get("problem") != name)
-        self.log(f"{name}: resuming after epoch {len(history)} of {epochs}")
-        return []""",
+        "layerwise/training/resume.py",
+        """    ckpt.assign_arrays("model", model_variables, arrays, source)
+    ckpt.assign_optimizer_arrays(optimizer_variables, arrays, source)
+    history = [with_keras_names(r) for r in meta["history"]]
+    runlog.keep_only(
+        lambda r: r.get("problem") != name or (r["event"] == "epoch" and r["epoch"] < len(history))
+    )
+    log(f"{name}: resuming after epoch {len(history)} of {epochs}")
+    return history""",
+        """    history = [with_keras_names(r) for r in meta["history"]]
+    runlog.keep_only(lambda r: r.get("problem") != name)
+    log(f"{name}: resuming after epoch {len(history)} of {epochs}")
+    return []""",
         (RESUME_MID,),
     ),
     Mutant(
         "resume-drops-optimizer-state",
         "a resumed stage restarts its optimizer (momentum, iteration count) from scratch",
-        TRAINER_PY,
-        '        ckpt.assign_optimizer_arrays(optimizer_variables, arrays, source)\n        history',
-        "        history",
+        "layerwise/training/resume.py",
+        '    ckpt.assign_optimizer_arrays(optimizer_variables, arrays, source)\n    history',
+        "    history",
         (RESUME_MID,),
     ),
     Mutant(
         "finished-stage-retrained",
         "a rerun retrains finished stages instead of loading final.npz",
-        TRAINER_PY,
-        "        if checkpoints is not None and checkpoints.has_final():\n            try:",
-        "        if False:\n            try:",
+        "layerwise/training/resume.py",
+        "    if checkpoints is None or not checkpoints.has_final():\n        return None",
+        "    if True:\n        return None",
         (RESUME_FINISHED,),
     ),
     # ------------------------------------------------------------------ keep_best
     Mutant(
         "keep-best-not-restored",
         "keep_best records the best epoch but keeps the last epoch's weights",
-        TRAINER_PY,
-        '            ckpt.assign_arrays("best", problem.trainable.variables, best, f"best epoch of {problem.name}")',
-        "            pass",
+        "layerwise/training/selection.py",
+        '        ckpt.assign_arrays("best", variables, best, f"best epoch of {self.name}")',
+        "        pass",
         (KEEP_BEST,),
     ),
     Mutant(
         "keep-best-picks-worst",
         "keep_best keeps the epoch with the lowest validation accuracy",
-        TRAINER_PY,
+        "layerwise/training/selection.py",
         'record["val_accuracy"] > history[best["epoch"]]["val_accuracy"]',
         'record["val_accuracy"] < history[best["epoch"]]["val_accuracy"]',
         (KEEP_BEST,),
@@ -601,8 +601,8 @@ MUTANTS: list[Mutant] = [
         "decoupled-record-uses-last-head",
         "every decoupled stage record reports the last stage's test accuracy",
         MODES,
-        '            probs = trainer.probabilities(predict, "test") if trainer.data.num_test else None',
-        '            probs = trainer.probabilities(predicts[-1], "test") if trainer.data.num_test else None',
+        '        probs = trainer.probabilities(predict, "test") if trainer.data.num_test else None',
+        '        probs = trainer.probabilities(predicts[-1], "test") if trainer.data.num_test else None',
         (DECOUPLED_PASS,),
     ),
     # ------------------------------------------------------------------ pruning scores
@@ -757,7 +757,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "callback-epochs-per-stage",
         "callbacks see each stage's epochs counted from 0 (CSV rows and TensorBoard steps collide)",
-        TRAINER_PY,
+        "layerwise/training/epoch.py",
         "run_epoch = problem.first_epoch + epoch",
         "run_epoch = epoch",
         (CALLBACK_ORDER,),
@@ -1187,7 +1187,7 @@ MUTANTS: list[Mutant] = [
         "early-stopping-record-of-the-last-epoch",
         "a stage whose best epoch EarlyStopping restored is recorded with its last epoch's accuracies",
         TRAINER_PY,
-        '            best = {"epoch": restored - problem.first_epoch}',
+        '            best_epoch = restored - problem.first_epoch',
         "            pass",
         (EARLY_STOP_BEST,),
     ),
@@ -1544,7 +1544,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "verbose-2-draws-the-bar",
         "verbose=2 draws a progress bar on a terminal, as verbose=1 does",
-        TRAINER_PY,
+        "layerwise/training/epoch.py",
         "        live = self.verbose == 1 and sys.stdout.isatty()",
         "        live = self.verbose and sys.stdout.isatty()",
         (VERBOSE_2,),
@@ -1674,9 +1674,9 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "lr-setter-with-schedule-accepted",
         "ReduceLROnPlateau is accepted with the step decay: Keras fails mid-run with a TypeError",
-        TRAINER_PY,
-        "        elif changes_within_a_problem(self.config.schedule):",
-        "        elif False:",
+        SCHEDULES,
+        "    elif changes_within_a_problem(config.schedule):",
+        "    elif False:",
         (LR_SETTER_REFUSED,),
     ),
     Mutant(
@@ -1714,17 +1714,18 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "batch-logs-last-batch-only",
         "on_train_batch_end gets the batch's own loss, not the epoch's running mean as Keras's metrics",
-        TRAINER_PY,
-        '                logs = {"loss": loss_sum / (steps - skipped) if finite else float("nan"),',
-        '                logs = {"loss": float(totals.loss_sum) if finite else float("nan"),',
+        "layerwise/training/epoch.py",
+        '                stop = self.callbacks.batch_end(running.steps - 1, running.batch_logs(totals.skipped)) or stop',
+        '                stop = self.callbacks.batch_end(running.steps - 1, {"loss": float(totals.loss_sum), '
+        '"accuracy": running.correct / running.seen}) or stop',
         (LAMBDA_HOOKS,),
     ),
     Mutant(
         "validation-test-hooks-missed",
         "the validation pass calls no on_test_* hook",
-        TRAINER_PY,
-        '        val_probs = self.validation_probabilities(predict) if self.data.num_val else None',
-        '        val_probs = self.probabilities(predict, "val") if self.data.num_val else None',
+        "layerwise/training/epoch.py",
+        '        val_probs = self.evaluator.validation_probabilities(predict) if self.data.num_val else None',
+        '        val_probs = self.evaluator.probabilities(predict, "val") if self.data.num_val else None',
         (LAMBDA_HOOKS,),
     ),
     Mutant(
@@ -1763,7 +1764,7 @@ MUTANTS: list[Mutant] = [
         "optimizer-line-missing",
         "the run does not say which optimizer and learning rate train",
         TRAINER_PY,
-        '            self.log(f"optimizer: {self.describe_optimizer()}")',
+        '            self.log(f"optimizer: {describe_optimizer(self.config, self.optimizer_factory)}")',
         "            pass",
         (FIRST_LINE,),
     ),
@@ -1778,7 +1779,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "steps-per-execution-ignored",
         "steps_per_execution is accepted but every batch still calls the hooks",
-        TRAINER_PY,
+        "layerwise/training/epoch.py",
         "        group = (self.options.steps_per_execution\n                 or (",
         "        group = (0\n                 or (",
         (STEPS_PER_EXECUTION,),
@@ -1883,7 +1884,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "stopped-early-unrecorded",
         "a stage a callback stopped is recorded as a full one",
-        TRAINER_PY,
+        "layerwise/training/finishing.py",
         '            "stopped_early": len(history) < problem.epochs,',
         '            "stopped_early": False,',
         (STOPPED_EARLY,),
