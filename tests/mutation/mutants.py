@@ -1366,7 +1366,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "image-shape-unchecked",
         "images of another size than the network's reach the training step (a bare Keras ValueError)",
-        FIT,
+        "layerwise/training/fit_arguments.py",
         "    check_image_shape(data.image_shape, network.input_shape)\n",
         "",
         (f"{BAD_INPUT}[9x9_arrays]",),
@@ -1382,7 +1382,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "given-head-adapted-silently",
         "a head the user gave is silently replaced by a linear one on 1x1 features",
-        FIT,
+        "layerwise/training/fit_arguments.py",
         "fit_features=head is None,",
         "fit_features=True,",
         (HEAD_1X1,),
@@ -1455,8 +1455,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "unrecordable-head-accepted-with-workdir",
         "a head that cannot be recorded (a lambda) trains into a workdir whose config.json does not describe it",
-        FIT,
-        "head_options(head, required=workdir is not None)",
+        "layerwise/training/fit_arguments.py",
+        "head_options(head, required=required)",
         "head_options(head, required=False)",
         (SPEC_LAMBDA_HEAD,),
     ),
@@ -1481,7 +1481,7 @@ MUTANTS: list[Mutant] = [
         "fit-verbose-0-still-logs",
         "fit(verbose=0) still prints its lines (the precision it chose)",
         FIT,
-        "        log = _silent if verbose == 0 else print",
+        "        log = silent if verbose == 0 else print",
         "        log = print",
         (KERAS_HISTORY,),
     ),
@@ -1496,7 +1496,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "validation-split-first-fraction",
         "validation_split holds out the first fraction of the arrays, not the last (as Keras does)",
-        FIT,
+        "layerwise/training/fit_arguments.py",
         "    return (x[:split_at], y[:split_at]), (x[split_at:], y[split_at:])",
         "    split_at = len(x) - split_at\n    return (x[split_at:], y[split_at:]), (x[:split_at], y[:split_at])",
         (VALIDATION_SPLIT,),
@@ -1512,8 +1512,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "fit-validation-fraction-ignored",
         "fit(validation_fraction=...) holds nothing out (keep_best and the plateau schedule then crash)",
-        FIT,
-        "        data = _hold_out(data, config)\n",
+        "layerwise/training/fit_arguments.py",
+        "        data = hold_out(data, config)\n",
         "        pass\n",
         (VALIDATION_FRACTION,),
     ),
@@ -1536,7 +1536,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "fit-holds-out-the-clis-split-again",
         "fit refuses the CLI's data, whose validation_fraction split load_data has held out already",
-        FIT,
+        "layerwise/training/fit_arguments.py",
         "    if config.validation_fraction and not (isinstance(train, DataSource) and data.num_val):",
         "    if config.validation_fraction:",
         (CLI_PLATEAU,),
@@ -1739,7 +1739,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "optimizer-shared-across-stages",
         "every stage continues the first stage's optimizer (its schedule does not restart)",
-        FIT,
+        "layerwise/training/fit_arguments.py",
         "        return {\"optimizer_object\": form}, lambda: keras.optimizers.deserialize(template)",
         "        return {\"optimizer_object\": form}, lambda: optimizer",
         (SCHEDULE_AFRESH,),
@@ -1747,7 +1747,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "optimizer-not-recorded",
         "an optimizer object is not recorded: a resume with another one is accepted",
-        FIT,
+        "layerwise/training/fit_arguments.py",
         "        form = recorded.record(optimizer, \"optimizer\", is_optimizer_or_factory, required=required)",
         "        form = {}",
         (OPTIMIZER_RECORDED,),
@@ -1755,7 +1755,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "ignored-lr-accepted",
         "fit(optimizer=Adam(...), lr=0.1) trains at Adam's rate and ignores lr silently",
-        FIT,
+        "layerwise/training/fit_arguments.py",
         "        replaced = sorted(set(config_changes) & set(OPTIMIZER_OPTIONS))",
         "        replaced = []",
         (IGNORED_OPTIONS,),
@@ -1771,7 +1771,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "shuffle-not-recorded",
         "fit's shuffle and validation_split are not recorded: a resume with others is accepted",
-        FIT,
+        "layerwise/training/fit_arguments.py",
         "    config_changes.update(validation_split=validation_split, shuffle=shuffle)",
         "    pass",
         (f"{SPEC_RECORDED}[first0-second0-shuffle]", f"{SPEC_RECORDED}[first1-second1-validation_split]"),
@@ -1894,8 +1894,8 @@ MUTANTS: list[Mutant] = [
         "network-not-saved",
         "fit does not save the network with the run: restore_run(workdir) and apps.export need build_network",
         FIT_PY,
-        "                not_saved = write_network(writes_to, given_network, data)  # restore_run's source\n",
-        "                not_saved = None\n",
+        "        not_saved = write_network(writes_to, given_network, data)  # restore_run's source\n",
+        "        not_saved = None\n",
         (RESTORE_UINT8, RESTORE_FRESH),
     ),
     Mutant(
