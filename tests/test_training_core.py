@@ -1,0 +1,111 @@
+"""The training core as small pieces (issue 23): modes and hooks on a public interface, no long
+functions, one shared problem-running path for every mode."""
+
+import ast
+import inspect
+import os
+import typing
+
+import pytest
+
+from apps.runner import build_network, load_data, resolve
+from conftest import tiny_config
+from layerwise.training import modes, session
+from layerwise.training.trainer import GreedyTrainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAINING = os.path.join(ROOT, "layerwise", "training")
+MAX_FUNCTION_LINES = 60
+# functions other helpers own and are shortening (issue 24): file -> function names
+OWNED_BY_OTHERS = {"replay.py": {"make_async_decoupled_step"}}
+
+
+def _tree(name: str) -> ast.Module:
+    with open(os.path.join(TRAINING, name), encoding="utf-8") as f:
+        return ast.parse(f.read())
+
+
+def _code_lines(function: ast.FunctionDef) -> int:
+    """A function's lines without its docstring (a public function's reference, such as ``fit``'s
+    argument list, is not code a reader follows)."""
+    lines = function.end_lineno - function.lineno + 1
+    first = function.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        lines -= first.end_lineno - first.lineno + 1
+    return lines
+
+
+def _private_trainer_uses(tree: ast.Module) -> list[str]:
+    """``trainer._x`` / ``self.trainer._x`` / ``session._x`` attribute reads in ``tree``."""
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")):
+            continue
+        owner = node.value
+        name = owner.id if isinstance(owner, ast.Name) else owner.attr if isinstance(owner, ast.Attribute) else ""
+        if name in ("trainer", "session"):
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+@pytest.mark.parametrize("module", ["modes.py", "hooks.py"])
+def test_modes_and_hooks_use_no_private_member_of_the_trainer(module):
+    assert _private_trainer_uses(_tree(module)) == [], module
+
+
+def test_the_private_member_check_sees_trainer_and_self_trainer():
+    tree = ast.parse("def f(trainer, self):\n    trainer._run()\n    self.trainer._state = 1\n    trainer.run()\n")
+    assert len(_private_trainer_uses(tree)) == 2
+
+
+def test_no_function_in_training_is_longer_than_sixty_lines():
+    long = []
+    for name in sorted(os.listdir(TRAINING)):
+        if not name.endswith(".py"):
+            continue
+        for node in ast.walk(_tree(name)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _code_lines(node) > MAX_FUNCTION_LINES:
+                if node.name not in OWNED_BY_OTHERS.get(name, ()):
+                    long.append(f"{name}:{node.lineno} {node.name} ({_code_lines(node)} lines)")
+    assert long == []
+
+
+def test_trainer_module_is_under_four_hundred_lines():
+    with open(os.path.join(TRAINING, "trainer.py"), encoding="utf-8") as f:
+        assert len(f.read().splitlines()) < 400
+
+
+def test_modes_and_hooks_are_written_against_the_session_interface():
+    """Every mode and hook method that drives a run takes a ``TrainingSession``; ``Mode`` is abstract."""
+    from layerwise.training import hooks
+
+    assert inspect.isabstract(modes.Mode)
+    for cls, method in [(modes.Layerwise, "train"), (modes.EndToEnd, "train"), (modes.Decoupled, "train"),
+                        (hooks.Pruning, "after_stage"), (hooks.HeadRefit, "after_training")]:
+        hints = typing.get_type_hints(getattr(cls, method))
+        assert hints["trainer"] is session.TrainingSession, (cls.__name__, method)
+
+
+def test_decoupled_runs_its_epochs_through_the_shared_problem_code():
+    """``Decoupled.train`` loads, resumes and trains its epochs with the trainer's shared steps
+    (``load_or_retrain``, ``restore_epoch``, ``train_epochs``), not with its own loop."""
+    tree = _tree("modes.py")
+    decoupled = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Decoupled")
+    train = next(n for n in decoupled.body if isinstance(n, ast.FunctionDef) and n.name == "train")
+    called = {node.func.attr for node in ast.walk(train)
+              if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)}
+    assert {"load_or_retrain", "restore_epoch", "train_epochs"} <= called
+    assert not [n for n in ast.walk(train) if isinstance(n, (ast.For, ast.While))]  # no epoch loop of its own
+    saves = [node for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr == "save_epoch"]
+    assert saves == []
+
+
+def test_the_trainer_has_every_member_of_the_session_interface():
+    config = resolve(tiny_config())
+    data = load_data(config)
+    trainer = GreedyTrainer(build_network(config, data), data, config, verbose=0, log=lambda message: None)
+    members = [name for name in vars(session.TrainingSession) if not name.startswith("_")]
+    members += list(typing.get_type_hints(session.TrainingSession))
+    assert len(members) > 20
+    missing = [name for name in members if not hasattr(trainer, name)]
+    assert missing == []
