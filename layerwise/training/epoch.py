@@ -1,6 +1,6 @@
 """One epoch of a problem: its steps in groups per device call, then evaluation and the record.
 
-The device runs a group of steps per call (``layerwise.training.loop.make_multi_step``) and
+The device runs a group of steps per call (``layerwise.training.steps.make_multi_step``) and
 Python reads the totals once per group: the whole epoch in one call, or groups of
 :data:`PROGRESS_STEPS` for a live progress bar, or one step at a time when a callback has batch
 hooks, or ``options.steps_per_execution`` steps when set (Keras's ``steps_per_execution``,
@@ -34,7 +34,7 @@ from layerwise.errors import DatasetUnavailableError, NonFiniteLossError
 from layerwise.run.runlog import RunLog
 from layerwise.training.callbacks import RunCallbacks
 from layerwise.training.evaluation import Evaluator, accuracy, cross_entropy
-from layerwise.training.loop import Totals
+from layerwise.training.steps import Totals
 from layerwise.training.problems import Problem
 
 PROGRESS_STEPS = 16  # steps per device call under a live progress bar

@@ -41,10 +41,9 @@ from layerwise.training.problems import (
     DECOUPLED, END_TO_END, HeadPlan, Problem, decoupled_models, end_to_end_problem, load_finished, stage_name,
     stage_problem,
 )
-from layerwise.training.local_steps import make_local_decoupled_step
 from layerwise.training.replay import check_async, make_async_decoupled_step, make_replay_buffers
 from layerwise.training.session import TrainingSession
-from layerwise.training.steps import make_decoupled_step, make_predict_step
+from layerwise.training.steps import make_decoupled_step, make_local_decoupled_step, make_predict_step
 
 
 @dataclasses.dataclass

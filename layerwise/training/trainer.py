@@ -7,7 +7,7 @@ build a problem, train it epoch by epoch with checkpoints, evaluate it, finish i
 record): the members of ``layerwise.training.session.TrainingSession``, the one interface modes and
 post-stage hooks (pruning, head refit; ``layerwise.training.hooks``) use. The pieces it composes
 have one job each: the epoch (``epoch``), evaluation (``evaluation``), what a rerun resumes
-(``resume``), the epoch kept (``selection``), the steps (``steps``, ``local_steps``, ``loop``).
+(``resume``), the epoch kept (``selection``), the steps (the ``steps`` package).
 
 Layerwise (Algorithm 1): for j = 0..J-1, freeze stages 0..j-1 (``trainable=False``, BatchNorm in
 inference mode), train stage j with a fresh auxiliary head, a fresh optimizer and a freshly traced
@@ -42,8 +42,6 @@ from layerwise.training.epoch import EpochLoop, check_finite, data_errors, epoch
 from layerwise.training.evaluation import Evaluator, top_k_accuracy
 from layerwise.training.finishing import StageFinisher, export_once, record_once
 from layerwise.training.hooks import StageHook, hooks_for
-from layerwise.training.local_steps import make_problem_step
-from layerwise.training.loop import make_multi_step
 from layerwise.training.modes import Mode, mode_for
 from layerwise.training.network import StagedNetwork
 from layerwise.training.optim import dtype_policy, for_precision, make_optimizer, recorded_optimizer, resolve_precision
@@ -54,7 +52,7 @@ from layerwise.training.problems import (
 from layerwise.training.resume import load_or_retrain, restore_epoch
 from layerwise.training.schedules import check_learning_rate_setter, describe_optimizer, make_schedule
 from layerwise.training.selection import KeptEpoch
-from layerwise.training.steps import make_predict_step
+from layerwise.training.steps import make_multi_step, make_predict_step, make_problem_step
 
 __all__ = ["GreedyTrainer", "data_errors", "ensemble_probabilities", "epoch_logs", "top_k_accuracy"]
 
@@ -321,7 +319,7 @@ class GreedyTrainer:
         )
 
     def multi_step(self, step, optimizer):
-        """``step`` run several batches per device call (``layerwise.training.loop``)."""
+        """``step`` run several batches per device call (``layerwise.training.steps.groups``)."""
         return make_multi_step(step, optimizer, stop_on_nan=self.config.on_nan == "stop")
 
     def train_batches(self, problem: Problem, epoch: int, cache: PrefixCache | None = None):

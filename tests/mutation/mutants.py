@@ -32,7 +32,7 @@ class Mutant:
 
 
 # Where the code lives (re-target here when files move).
-STEPS = "layerwise/training/steps.py"
+STEPS = "layerwise/training/steps/classification.py"
 STAGING = "layerwise/training/network.py"
 TRAINER_PY = "layerwise/training/trainer.py"
 HEADS = "layerwise/training/heads.py"
