@@ -2167,4 +2167,21 @@ MUTANTS: list[Mutant] = [
         "",
         (ROOFLINE_WALK, ROOFLINE_REPORT),
     ),
+    # ---- issue 23: training core (the epoch loop every mode shares)
+    Mutant(
+        "train-epochs-checkpoint-without-optimizer",
+        "the shared epoch loop checkpoints the model but not the optimizer's state",
+        TRAINER_PY,
+        "**ckpt.optimizer_arrays(optimizer_variables), **arrays}",
+        "**arrays}",
+        (RESUME_MID,),
+    ),
+    Mutant(
+        "train-epochs-ignores-stop",
+        "the shared epoch loop trains on after a callback stopped the stage",
+        TRAINER_PY,
+        '            stop = record.pop("stop", None)\n',
+        '            stop = record.pop("stop", None) and False\n',
+        (STOPPED_EARLY,),
+    ),
 ]
