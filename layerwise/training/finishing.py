@@ -43,7 +43,7 @@ class StageFinisher:
         data: the run's dataset.
         config: the run's configuration.
         evaluator: the run's evaluation passes.
-        epochs: the run's epoch loop (its newest test probabilities).
+        epoch_loop: the run's epoch loop (its newest test probabilities).
         ensemble: the finished stages' test probabilities.
         complete: ``complete(problem, classifier, record)``: freezes, exports and records a
             finished problem (the session's, so that a subclass's ``export`` is the one used).
@@ -51,14 +51,14 @@ class StageFinisher:
     """
 
     def __init__(self, network: StagedNetwork, data: DataSource, config: TrainConfig,
-                 evaluator: Evaluator, epochs: EpochLoop, ensemble: Ensemble, *,
+                 evaluator: Evaluator, epoch_loop: EpochLoop, ensemble: Ensemble, *,
                  complete: Callable[[Problem, keras.Model, dict[str, Any]], dict[str, Any]],
                  log: Callable[[str], None]):
         self.network = network
         self.data = data
         self.config = config
         self.evaluator = evaluator
-        self.epochs = epochs
+        self.epoch_loop = epoch_loop
         self.ensemble = ensemble
         self.complete = complete
         self.log = log
@@ -87,7 +87,7 @@ class StageFinisher:
         """Evaluates a trained problem, saves its final checkpoint and completes it."""
         check_finite(self.config, problem.name, len(history) - 1, problem.trainable.variables, history[-1]["lr"])
         last = len(history) - 1
-        latest = self.epochs.latest_test_probs
+        latest = self.epoch_loop.latest_test_probs
         if latest[:2] == (problem.name, last) and best_epoch in (None, last) and self.config.eval_crops != 10:
             probs, crops = latest[2], {}  # the weights the last epoch evaluated: no second pass
         else:

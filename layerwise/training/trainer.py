@@ -150,9 +150,9 @@ class GreedyTrainer:
             "verbose": verbose,
         })
         self.evaluator = Evaluator(data, self.config, self.callbacks)
-        self.epochs = EpochLoop(data, self.config, self.options, self.callbacks, self.evaluator, log=log,
-                                verbose=verbose, steps_per_epoch=self.steps_per_epoch)
-        self.finisher = StageFinisher(network, data, self.config, self.evaluator, self.epochs, self.ensemble,
+        self.epoch_loop = EpochLoop(data, self.config, self.options, self.callbacks, self.evaluator, log=log,
+                                    verbose=verbose, steps_per_epoch=self.steps_per_epoch)
+        self.finisher = StageFinisher(network, data, self.config, self.evaluator, self.epoch_loop, self.ensemble,
                                       complete=self.complete, log=log)
         check_learning_rate_setter(self.callbacks.learning_rate_setter(), self.config, self.optimizer_factory)
         self.mode.check(self)
@@ -346,7 +346,7 @@ class GreedyTrainer:
             NonFiniteLossError: a non-finite loss (``on_nan="stop"``) or variable.
             DatasetUnavailableError: the data became unreadable.
         """
-        record, stop = self.epochs.train(problem, run, predict, epoch, batches, state, self.runlog)
+        record, stop = self.epoch_loop.train(problem, run, predict, epoch, batches, state, self.runlog)
         if stop == "run":
             self.stop_requested = True
         if stop:
