@@ -53,6 +53,18 @@ def test_modes_and_hooks_use_no_private_member_of_the_trainer(module):
     assert _private_trainer_uses(_tree(module)) == [], module
 
 
+def _session_members() -> set[str]:
+    members = {name for name in vars(session.TrainingSession) if not name.startswith("_")}
+    return members | set(typing.get_type_hints(session.TrainingSession))
+
+
+@pytest.mark.parametrize("module", ["modes.py", "hooks.py"])
+def test_modes_and_hooks_use_only_members_of_the_session_interface(module):
+    used = {node.attr for node in ast.walk(_tree(module))
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "trainer"}
+    assert used and used <= _session_members(), sorted(used - _session_members())
+
+
 def test_the_private_member_check_sees_trainer_and_self_trainer():
     tree = ast.parse("def f(trainer, self):\n    trainer._run()\n    self.trainer._state = 1\n    trainer.run()\n")
     assert len(_private_trainer_uses(tree)) == 2
@@ -104,8 +116,7 @@ def test_the_trainer_has_every_member_of_the_session_interface():
     config = resolve(tiny_config())
     data = load_data(config)
     trainer = GreedyTrainer(build_network(config, data), data, config, verbose=0, log=lambda message: None)
-    members = [name for name in vars(session.TrainingSession) if not name.startswith("_")]
-    members += list(typing.get_type_hints(session.TrainingSession))
+    members = _session_members()
     assert len(members) > 20
-    missing = [name for name in members if not hasattr(trainer, name)]
+    missing = [name for name in sorted(members) if not hasattr(trainer, name)]
     assert missing == []
