@@ -23,7 +23,7 @@ from layerwise.data.augment import augment_image, cutout
 from layerwise.errors import ConfigError
 from layerwise.restore import restore_run
 from layerwise.run.workdir import open_run
-from layerwise.training.local_steps import make_local_decoupled_step
+from layerwise.training.steps import make_local_decoupled_step
 from layerwise.training.stage_groups import balanced_groups, group_stages
 from layerwise.training.problems import DECOUPLED, Problem, decoupled_models, stage_name
 from layerwise.training.replay import ReplayBuffer, make_async_decoupled_step, steps_in_round

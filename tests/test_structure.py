@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
 
 from conftest import REPO
 
@@ -246,10 +245,29 @@ def test_the_configuration_is_the_ground_floor():
 MAX_LINES = 400
 
 
-@pytest.mark.xfail(strict=False, reason="issue #23: trainer.py, fit.py and local_losses.py are being split on other "
-                   "branches; make this strict once they are merged")
 def test_no_module_is_over_400_lines():
     """House style: modules of 100-400 lines, one responsibility each."""
     long = sorted(f"{path.relative_to(REPO)}: {n} lines" for path in modules()
                   if (n := len(path.read_text().splitlines())) > MAX_LINES)
     assert not long, f"modules over {MAX_LINES} lines (split them):\n" + "\n".join(long)
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def code_lines(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """A function's lines without its docstring (a public function's reference, such as ``fit``'s
+    argument list, is not code a reader follows)."""
+    lines = function.end_lineno - function.lineno + 1
+    first = function.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        lines -= first.end_lineno - first.lineno + 1
+    return lines
+
+
+def test_no_function_is_over_60_lines():
+    """House style: a function a reader can hold in view, in the library, the zoo and the apps."""
+    long = sorted(f"{path.relative_to(REPO)}:{node.lineno} {node.name}: {code_lines(node)} lines"
+                  for path in modules() for node in ast.walk(ast.parse(path.read_text()))
+                  if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and code_lines(node) > MAX_FUNCTION_LINES)
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines of code (split them):\n" + "\n".join(long)

@@ -19,30 +19,26 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import sys
 from typing import Any, Callable, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from layerwise.data.base import DataSource
-from layerwise.data.pipelines import DatasetSource, as_source, check_image_shape, labels_in_range
+from layerwise.data.pipelines import labels_in_range
 from layerwise.distribute import is_chief, make_strategy, worker_workdir
-from layerwise.errors import ConfigError, did_you_mean
-from layerwise.config import recorded, schema
-from layerwise.config import CUSTOM_LOSS, RunOptions, TrainConfig
+from layerwise.errors import ConfigError
+from layerwise.config import RunOptions, TrainConfig
 from layerwise.run.network_file import write_network
 from layerwise.run.workdir import check_workdir, open_run
-from layerwise.nn.heads import AUX_FIELDS, AuxHead, head_options
-from layerwise.training.local_losses import LocalLoss, local_loss_options, with_image_statistics
+from layerwise.training.epoch import epoch_logs
+from layerwise.training.fit_arguments import head_plan, keras_arguments, model_changes, run_config, run_data, silent
+from layerwise.nn.heads import AuxHead
+from layerwise.training.local_losses import LocalLoss
 from layerwise.training.stage_groups import group_stages
 from layerwise.nn.network import StagedNetwork, primary
-from layerwise.precision import settle_precision
-from layerwise.training.optim import is_optimizer_or_factory
 from layerwise.nn.portable import compiled, saved_classifier, standard_layers
-from layerwise.training.problems import HeadPlan, ensemble_weights
-from layerwise.training.trainer import GreedyTrainer, epoch_logs
+from layerwise.training.problems import ensemble_weights
+from layerwise.training.trainer import GreedyTrainer
 
 __all__ = ["Result", "fit"]
 
@@ -117,119 +113,6 @@ def keras_history(epochs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
         for key, value in logs.items():
             history.setdefault(key, []).append(value)
     return history
-
-
-OLD_ARGUMENT_NAMES = ("train", "validation")  # x and validation_data before fit spoke Keras
-# Keras's names for what fit calls otherwise
-KERAS_HINTS = {"epochs": "epochs_per_stage", "learning_rate": "lr"}
-# keras.Model.fit's arguments fit has no counterpart for, and why
-KERAS_ONLY = {
-    "sample_weight": "per-example weights are not supported yet",
-    "initial_epoch": "a run resumes where it stopped when fit is called again with the same workdir",
-    "steps_per_epoch": "an epoch is one pass over the training data",
-    "validation_steps": "the whole validation data is evaluated every epoch",
-    "validation_batch_size": "arrays are evaluated in batches of max(batch_size, 256), a dataset in its own",
-    "validation_freq": "validation data is evaluated every epoch",
-}
-
-
-def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``options`` as (TrainConfig changes, RunOptions changes), or a one-line ConfigError naming
-    an unknown option and the closest accepted name."""
-    config_names, run_names = schema.flat_names(TrainConfig), schema.flat_names(RunOptions)
-    unknown = sorted(set(options) - set(config_names) - set(run_names))
-    if unknown:
-        known = {*config_names, *run_names, *inspect.signature(fit).parameters, *OLD_ARGUMENT_NAMES}
-        raise ConfigError("; ".join(
-            f"fit does not take keras.Model.fit's {name!r}: {KERAS_ONLY[name]}" if name in KERAS_ONLY
-            else f"unknown fit option {name!r}{did_you_mean(name, known, KERAS_HINTS)}" for name in unknown
-        ) + " (help(layerwise.fit) lists the arguments)")
-    return ({k: v for k, v in options.items() if k in config_names},
-            {k: v for k, v in options.items() if k in run_names})
-
-
-def _training_data(x: Any, y: Any, options: dict[str, Any]) -> Any:
-    """The training data of ``fit(network, x, y)``: ``(x, y)`` arrays, or ``x`` itself when it
-    is a dataset, a DataSource or an ``(x, y)`` pair (the old ``train=`` keyword too)."""
-    if "train" in options:
-        if x is not None:
-            raise ConfigError("pass the training data once: as x (and y), or as train=, not both")
-        x = options.pop("train")
-    if x is None:
-        raise ConfigError("fit needs training data: fit(network, x, y) with arrays or fit(network, dataset)")
-    if y is None:
-        if isinstance(x, np.ndarray):
-            raise ConfigError("fit(network, x, y): the labels y are missing (x is an array of images)")
-        return x
-    if isinstance(x, (tf.data.Dataset, DataSource)):
-        raise ConfigError("y must not be given when x is a dataset: its elements carry the labels")
-    return (x, y)
-
-
-def _validation_data(validation_data: Any, options: dict[str, Any]) -> Any:
-    """``validation_data``, or the deprecated ``validation=`` keyword's value."""
-    if "validation" in options:
-        if validation_data is not None:
-            raise ConfigError("pass validation_data only (validation= is its old name)")
-        return options.pop("validation")
-    return validation_data
-
-
-def _split_off_validation(train: Any, validation_split: float) -> tuple[Any, Any]:
-    """(training, validation) arrays: the last ``validation_split`` of the ``(x, y)`` arrays held out
-    before any shuffling, as ``keras.Model.fit(validation_split=...)`` does."""
-    if not 0.0 <= validation_split < 1.0:
-        raise ConfigError(f"validation_split must be in [0, 1), got {validation_split}")
-    if isinstance(train, (tf.data.Dataset, DataSource)):
-        raise ConfigError(
-            "validation_split applies to arrays (as in keras.Model.fit); pass validation_data for a dataset"
-        )
-    x, y = np.asarray(train[0]), np.asarray(train[1])
-    split_at = int(np.floor(len(x) * (1.0 - validation_split)))
-    if split_at == 0 or split_at == len(x):
-        raise ConfigError(f"validation_split={validation_split} of {len(x)} examples leaves one side empty")
-    return (x[:split_at], y[:split_at]), (x[split_at:], y[split_at:])
-
-
-def _resolve_verbose(verbose: int | str) -> int:
-    """Keras's ``verbose``: 0 silent, 1 a progress bar (on a terminal) and a line per epoch, 2 a
-    line per epoch; ``"auto"`` is 1 on a terminal and 2 otherwise."""
-    if verbose == "auto":
-        return 1 if sys.stdout.isatty() else 2
-    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
-        raise ConfigError(f"verbose must be 0, 1, 2 or 'auto' (as in keras.Model.fit), got {verbose!r}")
-    return int(verbose)
-
-
-# the options an optimizer object replaces (it brings its own learning rate or schedule)
-OPTIMIZER_OPTIONS = ("lr", "momentum", "nesterov", "lr_schedule", "lr_decay_every", "lr_decay_factor", "lr_milestones",
-                     "lr_milestone_unit", "plateau_patience", "warmup_steps", "warmup_lr", "warmup_epochs")
-
-
-def _optimizer_options(optimizer, required: bool) -> tuple[dict[str, Any], Callable[[], keras.optimizers.Optimizer] | None]:
-    """(configuration changes, ``() -> fresh optimizer``) for ``optimizer``: a name (the
-    ``optimizer`` field), a Keras optimizer (recorded as ``optimizer_object``; every problem gets a
-    copy made from its config, with its own learning rate or schedule), or a function returning a
-    fresh optimizer (recorded likewise).
-
-    Raises:
-        ConfigError: anything else, or (with ``required``) an optimizer or function that cannot be
-            recorded in the run's ``config.json``.
-    """
-    if optimizer is None:
-        return {}, None
-    if isinstance(optimizer, str):
-        return {"optimizer": optimizer, "optimizer_object": {}}, None
-    if isinstance(optimizer, keras.optimizers.Optimizer):
-        form = recorded.record(optimizer, "optimizer", is_optimizer_or_factory, required=required)
-        template = keras.optimizers.serialize(optimizer)
-        return {"optimizer_object": form}, lambda: keras.optimizers.deserialize(template)
-    if callable(optimizer):
-        return {"optimizer_object": recorded.record(optimizer, "optimizer function", is_optimizer_or_factory,
-                                                    required=required)}, optimizer
-    raise ConfigError(
-        f"optimizer must be 'sgd', 'adam', a keras.optimizers.Optimizer or a function returning one, got {optimizer!r}"
-    )
 
 
 def fit(
@@ -347,82 +230,24 @@ def fit(
         )
     if isinstance(strategy, str):  # first: multi_worker must start before TensorFlow runs
         strategy = make_strategy(strategy)
-    options = dict(options)
-    train = _training_data(x, y, options)
-    validation_data = _validation_data(validation_data, options)
-    if batch_size is not None:
-        options["batch_size"] = batch_size
-    config_changes, run_changes = _split_options(options)
-    if class_weight is not None:
-        raise ConfigError("class_weight is not supported yet: leave it None (or balance the classes of x, y)")
-    verbose = _resolve_verbose(verbose)
+    train, validation_data, config_changes, run_changes, verbose = keras_arguments(
+        x, y, validation_data, dict(options), batch_size=batch_size, validation_split=validation_split,
+        shuffle=shuffle, class_weight=class_weight, verbose=verbose, fit_arguments=inspect.signature(fit).parameters)
     if log is None:  # Keras's verbose=0 prints nothing; a log given explicitly still gets the notes
-        log = _silent if verbose == 0 else print
-    config_changes.update(validation_split=validation_split, shuffle=shuffle)  # recorded: a resume must repeat them
-    if validation_split:
-        if validation_data is not None:
-            raise ConfigError("give validation_data or validation_split, not both")
-        train, validation_data = _split_off_validation(train, validation_split)
+        log = silent if verbose == 0 else print
     if optimizer is None and network.optimizer is not None and "optimizer" not in config_changes:
         optimizer = network.optimizer  # what the model was compiled with, as keras.Model.fit trains with it
-    optimizer_changes, optimizer_factory = _optimizer_options(optimizer, required=workdir is not None)
-    if optimizer_factory is not None:
-        replaced = sorted(set(config_changes) & set(OPTIMIZER_OPTIONS))
-        if replaced:
-            raise ConfigError(
-                f"{', '.join(replaced)} would be ignored: the optimizer given brings its own learning rate (a float or a "
-                "keras.optimizers.schedules.LearningRateSchedule); set it there, or pass optimizer='sgd' or 'adam'"
-            )
-    config_changes.update(optimizer_changes)
-    if mode is not None:
-        config_changes["mode"] = mode
-    if epochs_per_stage is not None:
-        config_changes["epochs_per_stage"] = epochs_per_stage
-    if head is not None:  # recorded in the configuration, or refused here before anything is written
-        recorded_head = head_options(head, required=workdir is not None)
-        both = sorted(set(config_changes) & (set(recorded_head) | set(AUX_FIELDS)))
-        if both:
-            raise ConfigError(f"{', '.join(both)} and head= both describe the head: give its fields in "
-                              "head=layerwise.AuxHead(...) only")
-        config_changes.update(recorded_head)
-    if isinstance(local_loss, str):
-        config_changes.update(local_loss=local_loss, local_loss_object={})
-    elif isinstance(local_loss, LocalLoss):
-        config_changes.update(local_loss_options(local_loss, required=workdir is not None))
-    elif local_loss is not None:
-        raise ConfigError(f"local_loss must be a name (pred, sim, predsim, infopro) or a LocalLoss, got {local_loss!r}")
-    if not shuffle and isinstance(train, DataSource):
-        raise ConfigError("shuffle=False applies to arrays; a DataSource orders its own training examples")
-    data = as_source(train, validation_data, test, num_classes=network.num_classes, shuffle=shuffle)
-    check_image_shape(data.image_shape, network.input_shape)
-    if isinstance(data, DatasetSource) and "batch_size" in config_changes:
-        raise ConfigError("batch_size applies to arrays; a tf.data pipeline brings its own batches")
-    if config is None:
-        config = TrainConfig().replace(dataset=data.name, model=network.name, model_options=dict(network.options))
-    if isinstance(data, DatasetSource):
-        config_changes["batch_size"] = data.batch_size
-    config = config.replace(**config_changes).validate(validation_data=data.num_val > 0)
-    # a DataSource with a validation split has held it out already (as the apps' load_data does)
-    if config.validation_fraction and not (isinstance(train, DataSource) and data.num_val):
-        data = _hold_out(data, config)
-    config = with_image_statistics(config, data.unit_statistics())  # InfoPro's target: the de-normalised image
-    config, decided = settle_precision(config)
-    if decided:
-        log(decided)
+    optimizer_factory = model_changes(config_changes, optimizer=optimizer, mode=mode, epochs_per_stage=epochs_per_stage,
+                                      head=head, local_loss=local_loss, required=workdir is not None)
+    data = run_data(train, validation_data, test, network, shuffle)
+    config, data = run_config(config, config_changes, network, data, train, log)
     run_options = RunOptions().replace(**run_changes).validate()
     given_network = network  # what network.json records: restore_run groups it again, as here
     if config.local.modules:
         network = group_stages(network, config.local.modules)
-    # the heads and the loss the configuration records, built from it as restore_run does; an
-    # object of the user's own is used as it is (its recorded form rebuilds to an equal one). A head
-    # the user gave is refused where it does not fit; the default one turns linear there.
-    heads = dataclasses.replace(HeadPlan.from_config(
-        config, aux=head if config.heads.object and head is not None else None,
-        local_loss=local_loss if config.local.loss == CUSTOM_LOSS and isinstance(local_loss, LocalLoss) else None),
-        fit_features=head is None,
-    )
+    heads = head_plan(config, head, local_loss)
     if not is_chief(strategy):
-        verbose, log = 0, _silent
+        verbose, log = 0, silent
     with worker_workdir(workdir, strategy) as writes_to:
         if writes_to is not None:
             check_workdir(writes_to, config)  # before anything is written
@@ -430,40 +255,29 @@ def fit(
             network, data, config, writes_to, strategy=strategy, options=run_options, heads=heads,
             callbacks=callbacks, optimizer=optimizer_factory, verbose=verbose, log=log,
         )
-        linear = heads.linear_stages(trainer.network, trainer.mode.trained_stages(trainer.network))
-        if linear and verbose:
-            log(f"head: the features of stage(s) {', '.join(map(str, linear))} are too small for the head's 3x3 "
-                "convs: those stages get a linear head (k=1)")
-        if writes_to is None:
-            with labels_in_range(network.num_classes):
-                records = trainer.run()
-        else:
-            with open_run(writes_to, config) as resumed:  # the directory's lock, for the whole run
-                if resumed:
-                    log(f"resuming the run in {writes_to}")
-                not_saved = write_network(writes_to, given_network, data)  # restore_run's source
-                if not_saved:
-                    log(f"note: the network is not saved with the run ({not_saved}): restore_run and export_run "
-                        "of it need build_network")
-                with labels_in_range(network.num_classes):
-                    records = trainer.run()
+        records = run(trainer, writes_to, given_network)
         epochs = [r for r in trainer.runlog.records if r["event"] == "epoch"]
     return Result(keras_history(epochs), epochs, records, network, dict(trainer.heads), config,
                   trainer.mode.stage_heads)
 
 
-def _silent(message: str) -> None:
-    """``log`` under ``verbose=0``."""
-
-
-def _hold_out(data: DataSource, config: TrainConfig) -> DataSource:
-    """``data`` with ``config.validation_fraction`` of its training split held out (stratified,
-    seeded by ``split_seed``) as its validation split, as the CLI loads a dataset."""
-    if data.num_val:
-        raise ConfigError("validation_fraction holds out its own validation data: drop validation_data or "
-                          "validation_split")
-    if isinstance(data, DatasetSource):
-        raise ConfigError(
-            "validation_fraction holds out part of arrays; for a tf.data pipeline pass validation_data"
-        )
-    return data.with_validation(config.validation_fraction, config.split_seed)
+def run(trainer: GreedyTrainer, writes_to: str | None, given_network: StagedNetwork) -> list[dict[str, Any]]:
+    """Runs ``trainer`` (``fit``'s last step): in memory, or holding the lock of ``writes_to``
+    with the network saved beside the run (``given_network``: before ``local_modules`` grouped it)."""
+    network, data, log = trainer.network, trainer.data, trainer.log
+    linear = trainer.head_plan.linear_stages(network, trainer.mode.trained_stages(network))
+    if linear and trainer.verbose:
+        log(f"head: the features of stage(s) {', '.join(map(str, linear))} are too small for the head's 3x3 "
+            "convs: those stages get a linear head (k=1)")
+    if writes_to is None:
+        with labels_in_range(network.num_classes):
+            return trainer.run()
+    with open_run(writes_to, trainer.config) as resumed:  # the directory's lock, for the whole run
+        if resumed:
+            log(f"resuming the run in {writes_to}")
+        not_saved = write_network(writes_to, given_network, data)  # restore_run's source
+        if not_saved:
+            log(f"note: the network is not saved with the run ({not_saved}): restore_run and export_run "
+                "of it need build_network")
+        with labels_in_range(network.num_classes):
+            return trainer.run()

@@ -1,8 +1,9 @@
 """Post-stage steps as hooks: filter pruning after each stage, a new final head after the last.
 
 A :class:`StageHook` runs after a finished stage (``after_stage``) and after the whole run
-(``after_training``) through the trainer's public methods, and replays what it did when a
-finished run is rebuilt (``restore_stage``). Both hooks below are the paper's:
+(``after_training``) through a :class:`~layerwise.training.session.TrainingSession` (the public
+members of :class:`~layerwise.training.trainer.GreedyTrainer`, never its internals), and
+replays what it did when a finished run is rebuilt (``restore_stage``). Both hooks below are the paper's:
 
 - :class:`Pruning` (Belilovsky et al., ICML 2019, Sec. 4.3): prune the just-trained stage's
   filters to ``width`` (Molchanov et al. 2016, ``layerwise.training.pruning``), fine-tune its
@@ -33,6 +34,7 @@ from layerwise.nn.network import StagedNetwork
 from layerwise.training.optim import make_optimizer
 from layerwise.training.problems import stage_name
 from layerwise.training.schedules import make_schedule
+from layerwise.training.session import TrainingSession
 from layerwise.training.steps import make_predict_step, make_train_step
 
 PRUNED_FILE = "pruned.npz"
@@ -44,10 +46,10 @@ class StageHook:
     def check(self, network: StagedNetwork) -> None:
         """Raises ConfigError, before anything trains, when the hook cannot apply to ``network``."""
 
-    def after_stage(self, trainer, j: int) -> None:
+    def after_stage(self, trainer: TrainingSession, j: int) -> None:
         """Called when stage ``j`` is finished (trained or loaded), before stage ``j + 1``."""
 
-    def after_training(self, trainer) -> None:
+    def after_training(self, trainer: TrainingSession) -> None:
         """Called after the last stage."""
 
     def restore_stage(self, network: StagedNetwork, heads: dict[int, keras.Model], j: int, directory: str) -> bool:
@@ -111,7 +113,7 @@ class Pruning(StageHook):
                     f"keeps that many filters of every stage; choose 1..{filters} (or 0: no pruning)"
                 )
 
-    def after_stage(self, trainer, j: int) -> None:
+    def after_stage(self, trainer: TrainingSession, j: int) -> None:
         config, network, data = trainer.config.for_stage(j), trainer.network, trainer.data  # its lr
         start = time.perf_counter()
         stage, head = network.stages[j], trainer.heads[j]
@@ -190,7 +192,7 @@ class HeadRefit(StageHook):
         self.head = head
         self.epochs = epochs
 
-    def after_training(self, trainer) -> None:
+    def after_training(self, trainer: TrainingSession) -> None:
         config, network, data = trainer.config, trainer.network, trainer.data
         start = time.perf_counter()
         last = network.num_stages - 1

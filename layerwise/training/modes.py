@@ -1,8 +1,11 @@
 """Training modes: layerwise (Algorithm 1), end to end, and decoupled, on one small interface.
 
-A :class:`Mode` says how many epochs a run has, checks that its heads fit before anything trains,
-trains a network through the public methods of :class:`~layerwise.training.trainer.GreedyTrainer`
-(``train``), and rebuilds a finished run from its checkpoints without training (``restore``).
+A :class:`Mode` (an abstract base class, https://docs.python.org/3/library/abc.html) says how many
+epochs a run has, checks that its heads fit before anything trains, trains a network through a
+:class:`~layerwise.training.session.TrainingSession` (``train``: the public members of
+:class:`~layerwise.training.trainer.GreedyTrainer`, never its internals), and rebuilds a finished
+run from its checkpoints without training (``restore``). A new mode subclasses :class:`Mode` and
+is added to :data:`MODES`.
 
 - :class:`Layerwise`: Belilovsky, Eickenberg & Oyallon, "Greedy Layerwise Learning Can Scale to
   ImageNet", ICML 2019, Algorithm 1: stage j trains with a fresh auxiliary head while stages
@@ -21,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import os
 from typing import Any, Sequence
@@ -37,9 +41,9 @@ from layerwise.training.problems import (
     DECOUPLED, END_TO_END, HeadPlan, Problem, decoupled_models, end_to_end_problem, load_finished, stage_name,
     stage_problem,
 )
-from layerwise.training.local_steps import make_local_decoupled_step
 from layerwise.training.replay import check_async, make_async_decoupled_step, make_replay_buffers
-from layerwise.training.steps import make_decoupled_step, make_predict_step
+from layerwise.training.session import TrainingSession
+from layerwise.training.steps import make_decoupled_step, make_local_decoupled_step, make_predict_step
 
 
 @dataclasses.dataclass
@@ -53,8 +57,9 @@ class FinishedProblem:
     record: dict[str, Any]
 
 
-class Mode:
-    """How a staged network is trained; implementations drive a ``GreedyTrainer``.
+class Mode(abc.ABC):
+    """How a staged network is trained; implementations drive a :class:`TrainingSession` (a
+    ``GreedyTrainer``) through its public members only.
 
     Attributes:
         name: the ``--mode`` name.
@@ -72,15 +77,17 @@ class Mode:
         """The stages that get a head of their own."""
         return range(network.num_stages)
 
-    def check(self, trainer) -> None:
+    def check(self, trainer: TrainingSession) -> None:
         """Raises ConfigError when a head this run builds does not fit its stage's features, or the
         per-stage hyperparameters do not give one object per stage."""
         trainer.config.check_stage_count(trainer.network.num_stages)
         trainer.head_plan.check(trainer.network, self.trained_stages(trainer.network))
 
-    def train(self, trainer) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def train(self, trainer: TrainingSession) -> None:
+        """Trains every problem of the mode through ``trainer``, completing each (``complete``)."""
 
+    @abc.abstractmethod
     def restore(self, network: StagedNetwork, heads: HeadPlan, root: str, epochs_per_stage: int,
                 hooks: Sequence[StageHook] = ()) -> list[FinishedProblem]:
         """Every finished problem under ``root`` (``workdir/checkpoints``), rebuilt on ``network``
@@ -89,7 +96,6 @@ class Mode:
         Raises:
             CheckpointError: a checkpoint of another architecture.
         """
-        raise NotImplementedError
 
 
 def _load(problem: Problem, checkpoints: ckpt.ProblemCheckpoints, image_input: keras.KerasTensor) -> dict[str, Any]:
@@ -102,7 +108,7 @@ def _load(problem: Problem, checkpoints: ckpt.ProblemCheckpoints, image_input: k
 class Layerwise(Mode):
     name = "layerwise"
 
-    def train(self, trainer) -> None:
+    def train(self, trainer: TrainingSession) -> None:
         for j in range(trainer.network.num_stages):
             if trainer.stop_requested:
                 break
@@ -135,7 +141,7 @@ class EndToEnd(Mode):
     def trained_stages(self, network):
         return [network.num_stages - 1]
 
-    def train(self, trainer) -> None:
+    def train(self, trainer: TrainingSession) -> None:
         trainer.run_problem(trainer.end_to_end_problem())
 
     def restore(self, network, heads, root, epochs_per_stage, hooks=()):
@@ -156,6 +162,96 @@ def _decoupled_classifier(network: StagedNetwork, problem: Problem) -> keras.Mod
     return keras.Model(images, problem.trainable(x)[1], name=f"{problem.name}_classifier")
 
 
+@dataclasses.dataclass
+class DecoupledRun:
+    """The models of a decoupled run: every stage with its head, trained in one pass."""
+
+    heads: list[keras.Model]
+    objectives: list  # each stage's local loss (None: cross-entropy)
+    models: list[keras.Model]  # stage j + head j, on stage j - 1's stopped-gradient output
+    problems: list[Problem]  # one per stage, for its record
+    run: Problem  # the one problem the epochs train (the last stage's, holding every stage)
+    classifiers: list[keras.Model]
+
+    @property
+    def variables(self) -> list:
+        return [v for m in self.models for v in m.variables]
+
+
+def decoupled_run(trainer: TrainingSession) -> DecoupledRun:
+    """Builds every stage's head and model for a decoupled run of ``trainer``'s network."""
+    network, epochs = trainer.network, trainer.config.epochs_per_stage
+    heads = [trainer.build_head(j) for j in range(network.num_stages)]
+    objectives = [trainer.head_plan.objective(network, j) for j in range(network.num_stages)]
+    with trainer.strategy.scope():
+        extras = [trainer.head_plan.extras(network, j) for j in range(network.num_stages)]
+        models = decoupled_models(network, heads, extras, objectives)
+    problems = [Problem(stage_name(j), j, m, network.prefix(j), epochs) for j, m in enumerate(models)]
+    classifiers = [_decoupled_classifier(network, p) if objective is None
+                   else network.compose(upto=p.stage + 1, head=heads[p.stage])
+                   for p, objective in zip(problems, objectives)]
+    run = Problem(DECOUPLED, network.num_stages - 1, models[-1], None, epochs)
+    return DecoupledRun(heads, objectives, models, problems, run, classifiers)
+
+
+def decoupled_step(trainer: TrainingSession, built: DecoupledRun, optimizers: list, buffers: list):
+    """The compiled step that trains every stage on a batch, and the step's own training state
+    (the asynchronous step's counters, checkpointed with the optimizers)."""
+    common = dict(weight_decay=trainer.config.optim.weight_decay, global_batch_size=trainer.global_batch_size(),
+                  strategy=trainer.strategy, jit_compile=trainer.options.jit_compile)
+    local, network = trainer.config.local, trainer.network
+    if local.replay_buffer:  # asynchronous: the buffers are training state, checkpointed with the epochs
+        return make_async_decoupled_step(
+            built.models, optimizers, built.objectives, stage_outputs=[stage.output for stage in network.stages],
+            buffers=buffers, buffer_size=local.replay_buffer,
+            ratios=check_async(network.num_stages, local.step_ratios, trainer.strategy.num_replicas_in_sync,
+                               trainer.data.fixed_batch_size),
+            seed=trainer.config.seed, batch_size=trainer.config.batch_size, image_shape=network.input_shape,
+            policy=local.replay_policy, schedule=local.replay_schedule, **common)
+    if any(objective is not None for objective in built.objectives):
+        return make_local_decoupled_step(built.models, optimizers, built.objectives, **common), []
+    return make_decoupled_step(built.models, optimizers, **common), []
+
+
+def load_decoupled(trainer: TrainingSession, built: DecoupledRun, checkpoints: ckpt.ProblemCheckpoints,
+                   loaded: tuple) -> None:
+    """Completes every stage of a decoupled run finished earlier (``loaded``: its final checkpoint)."""
+    arrays, meta = loaded
+    ckpt.assign_arrays("model", built.variables, arrays, checkpoints.final_path)
+    trainer.log(f"decoupled: finished earlier, loaded from {checkpoints.final_path}")
+    for problem, classifier, record in zip(built.problems, built.classifiers, map(with_keras_names, meta["records"])):
+        key = f"test_probs_{problem.stage}"
+        if key in arrays:
+            trainer.ensemble.add(arrays[key])
+        trainer.complete(problem, classifier, record)
+
+
+def finish_decoupled(trainer: TrainingSession, built: DecoupledRun, history: list, predicts: list, buffers: list,
+                     checkpoints: ckpt.ProblemCheckpoints | None) -> None:
+    """Evaluates every stage of a trained decoupled run, saves the final checkpoint, completes them."""
+    last = built.run.stage
+    seconds = float(sum(r["seconds"] for r in history))
+    records, final = [], ckpt.variables_to_arrays("model", built.variables)
+    for problem, classifier, predict in zip(built.problems, built.classifiers, predicts):
+        probs = trainer.probabilities(predict, "test") if trainer.data.num_test else None
+        if probs is not None:
+            final[f"test_probs_{problem.stage}"] = probs
+        records.append({
+            **trainer.stage_record(problem, classifier, probs),
+            "accuracy": history[-1]["accuracy"] if problem.stage == last else None,
+            "epochs": len(history),
+            "seconds": seconds,  # the one pass that trained every stage
+            "peak_memory_mb": largest_peak(r.get("peak_memory_mb") for r in history),  # all stages'
+            # what this stage read from the buffer before it (asynchronous runs)
+            **(buffers[problem.stage - 1].statistics() if buffers and problem.stage else {}),
+        })
+    if checkpoints is not None:
+        checkpoints.save_final(final, {"records": records})
+        checkpoints.clear_epochs()
+    for problem, classifier, record in zip(built.problems, built.classifiers, records):
+        trainer.complete(problem, classifier, record)
+
+
 class Decoupled(Mode):
     """Synchronous (``replay_buffer`` 0) or asynchronous (``layerwise.training.replay``) DGL."""
 
@@ -164,106 +260,40 @@ class Decoupled(Mode):
     def total_epochs(self, network, epochs_per_stage):
         return epochs_per_stage
 
-    def check(self, trainer) -> None:
+    def check(self, trainer: TrainingSession) -> None:
         super().check(trainer)
         local = trainer.config.local
         if local.replay_buffer:
             check_async(trainer.network.num_stages, local.step_ratios, trainer.strategy.num_replicas_in_sync,
                         trainer.data.fixed_batch_size)
 
-    def train(self, trainer) -> None:
-        network, epochs = trainer.network, trainer.config.epochs_per_stage
-        last = network.num_stages - 1
-        heads = [trainer.build_head(j) for j in range(network.num_stages)]
-        objectives = [trainer.head_plan.objective(network, j) for j in range(network.num_stages)]
-        with trainer.strategy.scope():
-            extras = [trainer.head_plan.extras(network, j) for j in range(network.num_stages)]
-            models = decoupled_models(network, heads, extras, objectives)
-        problems = [Problem(stage_name(j), j, m, network.prefix(j), epochs) for j, m in enumerate(models)]
-        run = Problem(DECOUPLED, last, models[-1], None, epochs)
+    def train(self, trainer: TrainingSession) -> None:
+        """One problem, ``decoupled``, holding every stage: loaded when finished earlier, else
+        trained epoch by epoch through the trainer's shared epoch loop and checkpoints."""
+        built = decoupled_run(trainer)
+        network, local, run = trainer.network, trainer.config.local, built.run
         checkpoints = trainer.checkpoints(DECOUPLED)
-        all_variables = [v for m in models for v in m.variables]
-        trainer.callbacks.stage_begin(last, models[-1])
-        classifiers = [_decoupled_classifier(network, p) if objective is None
-                       else network.compose(upto=p.stage + 1, head=heads[p.stage])
-                       for p, objective in zip(problems, objectives)]
-        if checkpoints is not None and checkpoints.has_final():
-            try:
-                arrays, meta = checkpoints.load_final()
-            except ckpt.CorruptCheckpointError as e:
-                checkpoints.quarantine_final()
-                trainer.log(f"warning: {e}; retraining (the bad file is kept as final.npz.corrupt)")
-            else:
-                ckpt.assign_arrays("model", all_variables, arrays, checkpoints.final_path)
-                trainer.log(f"decoupled: finished earlier, loaded from {checkpoints.final_path}")
-                for problem, classifier, record in zip(problems, classifiers, map(with_keras_names, meta["records"])):
-                    key = f"test_probs_{problem.stage}"
-                    if key in arrays:
-                        trainer.ensemble.add(arrays[key])
-                    trainer.complete(problem, classifier, record)
-                return
-
-        optimizers = [trainer.make_optimizer(p) for p in problems]
-        models[-1].optimizer = optimizers[-1]
+        trainer.callbacks.stage_begin(run.stage, built.models[-1])
+        loaded = trainer.load_or_retrain(DECOUPLED, checkpoints, lambda: checkpoints.load_final())
+        if loaded is not None:
+            load_decoupled(trainer, built, checkpoints, loaded)
+            return
+        optimizers = [trainer.make_optimizer(p) for p in built.problems]
+        built.models[-1].optimizer = optimizers[-1]
         optimizer_variables = [v for o in optimizers for v in o.variables]
-        common = dict(weight_decay=trainer.config.optim.weight_decay, global_batch_size=trainer.global_batch_size(),
-                      strategy=trainer.strategy, jit_compile=trainer.options.jit_compile)
-        local = trainer.config.local
         buffers = []
-        if local.replay_buffer:  # asynchronous: the buffers are training state, checkpointed with the epochs
-            stage_outputs = [stage.output for stage in network.stages]
-            buffers = make_replay_buffers(objectives, stage_outputs, local.replay_buffer, trainer.config.batch_size,
-                                          network.input_shape, local.replay_policy, trainer.strategy)
-            step, state = make_async_decoupled_step(
-                models, optimizers, objectives, stage_outputs=stage_outputs, buffers=buffers,
-                buffer_size=local.replay_buffer,
-                ratios=check_async(network.num_stages, local.step_ratios, trainer.strategy.num_replicas_in_sync,
-                                   trainer.data.fixed_batch_size),
-                seed=trainer.config.seed, batch_size=trainer.config.batch_size, image_shape=network.input_shape,
-                policy=local.replay_policy, schedule=local.replay_schedule, **common)
-            optimizer_variables += state
-        history = trainer.restore_epoch(run.name, run.epochs, all_variables, optimizer_variables, checkpoints)
-        if any(objective is not None for objective in objectives) and not local.replay_buffer:
-            step = make_local_decoupled_step(models, optimizers, objectives, **common)
-        elif not local.replay_buffer:
-            step = make_decoupled_step(models, optimizers, **common)
-        predicts = [make_predict_step(c) for c in classifiers]
-        steps = trainer.multi_step(step, optimizers[-1])
-        for epoch in range(len(history), run.epochs):
-            batches = trainer.train_batches(run, epoch)
-            record = trainer.train_epoch(run, steps, predicts[-1], epoch, batches, all_variables + optimizer_variables)
-            stop = record.pop("stop", None)
-            history.append(record)
-            if checkpoints is not None:
-                arrays = {
-                    **ckpt.variables_to_arrays("model", all_variables),
-                    **ckpt.optimizer_arrays(optimizer_variables),
-                }
-                checkpoints.save_epoch(epoch, arrays, {"history": history})
-            if stop:
-                break
-        trainer.callbacks.stage_training_end(last)
-
-        seconds = float(sum(r["seconds"] for r in history))
-        records, final = [], ckpt.variables_to_arrays("model", all_variables)
-        for problem, classifier, predict in zip(problems, classifiers, predicts):
-            probs = trainer.probabilities(predict, "test") if trainer.data.num_test else None
-            if probs is not None:
-                final[f"test_probs_{problem.stage}"] = probs
-            records.append({
-                **trainer.stage_record(problem, classifier, probs),
-                "accuracy": history[-1]["accuracy"] if problem.stage == last else None,
-                "epochs": len(history),
-                "seconds": seconds,  # the one pass that trained every stage
-                "peak_memory_mb": largest_peak(r.get("peak_memory_mb") for r in history),  # all stages'
-                # what this stage read from the buffer before it (asynchronous runs)
-                **(buffers[problem.stage - 1].statistics() if buffers and problem.stage else {}),
-            })
-        if checkpoints is not None:
-            checkpoints.save_final(final, {"records": records})
-            checkpoints.clear_epochs()
-        for problem, classifier, record in zip(problems, classifiers, records):
-            trainer.complete(problem, classifier, record)
+        if local.replay_buffer:
+            buffers = make_replay_buffers(built.objectives, [stage.output for stage in network.stages],
+                                          local.replay_buffer, trainer.config.batch_size, network.input_shape,
+                                          local.replay_policy, trainer.strategy)
+        step, state = decoupled_step(trainer, built, optimizers, buffers)
+        optimizer_variables += state
+        history = trainer.restore_epoch(run.name, run.epochs, built.variables, optimizer_variables, checkpoints)
+        predicts = [make_predict_step(c) for c in built.classifiers]
+        trainer.train_epochs(run, trainer.multi_step(step, optimizers[-1]), predicts[-1], history, built.variables,
+                             optimizer_variables, checkpoints)
+        trainer.callbacks.stage_training_end(run.stage)
+        finish_decoupled(trainer, built, history, predicts, buffers, checkpoints)
 
     def restore(self, network, heads, root, epochs_per_stage, hooks=()):
         checkpoints = ckpt.ProblemCheckpoints(root, DECOUPLED)

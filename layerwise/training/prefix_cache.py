@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from typing import Callable
 
 import keras
 import numpy as np
@@ -173,3 +175,23 @@ class PrefixCache:
         self._arrays = []
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def problem_cache(name: str, frozen: keras.Model | None, needs_images: bool, data: DataSource, option: str,
+                  budget_mb: float, workdir: str | None, *, jit_compile: bool,
+                  log: Callable[[str], None] | None = None) -> PrefixCache | None:
+    """The cached outputs of problem ``name``'s frozen prefix, or ``None`` (not cached, or a local
+    loss that reads the images, which the cache does not hold); ``log`` (when given) hears how
+    much was cached and how long it took."""
+    if needs_images:
+        return None
+    mode = choose_mode(option, data, frozen, budget_mb)
+    if mode == "off":
+        return None
+    directory = os.path.join(workdir, "cache", name) if workdir else None
+    start = time.perf_counter()
+    cache = PrefixCache(frozen, data, mode, directory, jit_compile=jit_compile)
+    if log is not None:
+        log(f"{name}: cached the frozen prefix ({mode}, {cache.nbytes / 2**20:.0f} MiB, "
+            f"{time.perf_counter() - start:.1f} s)")
+    return cache

@@ -55,8 +55,9 @@ from layerwise.data.base import derive_seed
 from layerwise.errors import ConfigError
 from layerwise.config import REPLAY_POLICIES, REPLAY_SCHEDULES
 from layerwise.training.local_losses import LOGITS, LocalLoss
-from layerwise.training.local_steps import as_outputs, objective_loss, statistics_of
-from layerwise.training.steps import all_finite, assign_all, correct_count, reduced, update_if
+from layerwise.training.steps import (
+    all_finite, as_outputs, assign_all, correct_count, objective_loss, reduced, statistics_of, update_if,
+)
 
 
 class ReplayBuffer:

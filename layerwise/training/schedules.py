@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import tensorflow as tf
 
-from layerwise.config import ScheduleConfig
+from layerwise.config import ScheduleConfig, TrainConfig
+from layerwise.errors import ConfigError
 
 
 def piecewise(
@@ -209,3 +210,44 @@ def describe(config: ScheduleConfig, lr: float) -> str:
                 f"{', '.join(map(str, config.milestones))}{warmup} (lr_schedule='multistep')")
     return (f"lr {lr:g}, x{config.decay_factor:g} after {config.plateau_patience} epoch(s) without a validation "
             f"improvement{warmup} (lr_schedule='plateau')")
+
+
+def describe_optimizer(config: TrainConfig, optimizer_factory: Callable[[], keras.optimizers.Optimizer] | None) -> str:
+    """Every problem's optimizer and learning rate in words (the run's first line)."""
+    optim = config.optim
+    if optimizer_factory is not None:
+        given = optimizer_factory()
+        return (f"{type(given).__name__}, the one passed to fit or compiled into the split model (a fresh copy "
+                "per problem, with its own learning rate), "
+                f"weight_decay {optim.weight_decay:g}")
+    nesterov = ", Nesterov" if optim.nesterov else ""
+    momentum = f" (momentum {optim.momentum:g}{nesterov})" if optim.name == "sgd" else ""
+    return (f"{optim.name}{momentum}, {describe(config.schedule, optim.lr)}, "
+            f"weight_decay {optim.weight_decay:g}{config.describe_stage_overrides()}")
+
+
+def check_learning_rate_setter(setter: keras.callbacks.Callback | None, config: TrainConfig,
+                               optimizer_factory: Callable[[], keras.optimizers.Optimizer] | None) -> None:
+    """Refuses a callback that sets the learning rate (``ReduceLROnPlateau``,
+    ``LearningRateScheduler``) where a schedule moves it already: Keras cannot set the
+    learning rate of an optimizer built on a ``LearningRateSchedule``
+    (https://keras.io/api/callbacks/reduce_lr_on_plateau/).
+
+    Raises:
+        ConfigError: which callback, which schedule, and how to get a constant learning rate.
+    """
+    if setter is None:
+        return
+    if optimizer_factory is not None:
+        learning_rate = keras.optimizers.serialize(optimizer_factory())["config"].get("learning_rate")
+        if isinstance(learning_rate, dict):
+            raise ConfigError(
+                f"{type(setter).__name__} sets the optimizer's learning rate, which its "
+                f"{learning_rate.get('class_name')} moves already: give the optimizer a float learning_rate"
+            )
+    elif changes_within_a_problem(config.schedule):
+        raise ConfigError(
+            f"{type(setter).__name__} sets the optimizer's learning rate, which the schedule moves already "
+            f"({describe(config.schedule, config.optim.lr)}): pass lr_schedule='step' with "
+            "lr_decay_every=0 for a constant learning rate the callback can set"
+        )

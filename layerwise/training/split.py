@@ -178,6 +178,36 @@ def _check_at(at) -> None:
     raise ConfigError(f"at must be a positive int number of stages or a list of layer names, got {at!r}{hint}")
 
 
+def _cuts(model: keras.Model, graph: _Graph, at: int | Sequence[str], end: int) -> list[int]:
+    """The indices of the ops ``split_model`` cuts after: ``at`` balanced cuts, or after the
+    layers ``at`` names (each checked: known, before the classifier, a single tensor crossing, in
+    order)."""
+    if isinstance(at, numbers.Integral) and not isinstance(at, bool):
+        if at < 1:
+            raise ConfigError(f"the number of stages must be >= 1, got {at}")
+        return _balanced_cuts(graph, end, int(at))
+    index = {n: i for i, n in enumerate(graph.names)}
+    cuts = []
+    for layer in at:
+        if layer not in index:
+            raise ConfigError(f"model {model.name!r} has no layer {layer!r} to cut after")
+        i = index[layer]
+        if i >= end - 1:
+            raise ConfigError(
+                f"cannot cut after {layer!r}: it is {'the last stage layer' if i == end - 1 else 'in the classifier'}; "
+                f"cut before {graph.names[end - 1]!r}"
+            )
+        if not graph.valid[i]:
+            raise ConfigError(
+                f"cannot cut after {layer!r}: more than one tensor crosses there (a residual or parallel "
+                f"branch); the nearest valid cuts are {_nearest(graph, i, end)}"
+            )
+        if cuts and i <= cuts[-1]:
+            raise ConfigError(f"the cuts must follow the model's order; {layer!r} comes before {graph.names[cuts[-1]]!r}")
+        cuts.append(i)
+    return cuts
+
+
 def split_model(model: keras.Model, at: int | Sequence[str], *, num_classes: int | None = None,
                 name: str | None = None) -> StagedNetwork:
     """Cuts a functional Keras model into stages (and its classifier, if any, into the final head).
@@ -213,30 +243,7 @@ def split_model(model: keras.Model, at: int | Sequence[str], *, num_classes: int
     graph = _analyse(model)
     head_start = _classifier_start(graph)
     end = len(graph.names) if head_start is None else head_start  # the stages cover ops [0, end)
-    if isinstance(at, numbers.Integral) and not isinstance(at, bool):
-        if at < 1:
-            raise ConfigError(f"the number of stages must be >= 1, got {at}")
-        cuts = _balanced_cuts(graph, end, int(at))
-    else:
-        index = {n: i for i, n in enumerate(graph.names)}
-        cuts = []
-        for layer in at:
-            if layer not in index:
-                raise ConfigError(f"model {model.name!r} has no layer {layer!r} to cut after")
-            i = index[layer]
-            if i >= end - 1:
-                raise ConfigError(
-                    f"cannot cut after {layer!r}: it is {'the last stage layer' if i == end - 1 else 'in the classifier'}; "
-                    f"cut before {graph.names[end - 1]!r}"
-                )
-            if not graph.valid[i]:
-                raise ConfigError(
-                    f"cannot cut after {layer!r}: more than one tensor crosses there (a residual or parallel "
-                    f"branch); the nearest valid cuts are {_nearest(graph, i, end)}"
-                )
-            if cuts and i <= cuts[-1]:
-                raise ConfigError(f"the cuts must follow the model's order; {layer!r} comes before {graph.names[cuts[-1]]!r}")
-            cuts.append(i)
+    cuts = _cuts(model, graph, at, end)
     boundaries = [model.inputs[0]] + [graph.outputs[i] for i in cuts] + [graph.outputs[end - 1]]
     stages = [keras.Model(a, b, name=f"stage_{j:02d}") for j, (a, b) in enumerate(zip(boundaries[:-1], boundaries[1:]))]
     final_head = None

@@ -32,8 +32,8 @@ class Mutant:
 
 
 # Where the code lives (re-target here when files move).
-STEPS = "layerwise/training/steps.py"
 STAGING = "layerwise/nn/network.py"
+STEPS = "layerwise/training/steps/classification.py"
 TRAINER_PY = "layerwise/training/trainer.py"
 HEADS = "layerwise/nn/heads.py"
 DOWNSAMPLING = "layerwise/nn/downsampling.py"
@@ -307,7 +307,7 @@ ROOFLINE_REPORT = f"{ROOFLINE}::test_report_of_a_tiny_network_has_every_conv_sha
 INFOPRO_HEADS_PY = "layerwise/training/infopro_heads.py"
 SIMILARITY_PY = "layerwise/training/similarity.py"
 FIDELITY_DGL = "tests/test_fidelity_dgl.py"
-FIDELITY_S29_FIT_PY = "layerwise/training/fit.py"
+FIDELITY_S29_FIT_PY = "layerwise/training/fit_arguments.py"
 FIDELITY_S29_LOSSES_PY = "layerwise/training/local_losses.py"
 DENORMALISED_TARGET = f"{FIDELITY_DGL}::test_the_target_is_the_de_normalised_image_not_its_min_max_stretch"
 INFOPRO_STATISTICS = f"{FIDELITY_DGL}::test_infopro_reads_its_statistics_and_records_them"
@@ -527,13 +527,13 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "corrupt-final-crashes-the-run",
         "a corrupt final.npz crashes the run instead of being set aside and retrained",
-        TRAINER_PY,
-        "            try:\n"
-        "                return self._load_finished(problem, checkpoints)\n"
-        "            except ckpt.CorruptCheckpointError as e:\n",
-        "            try:\n"
-        "                return self._load_finished(problem, checkpoints)\n"
-        "            except KeyboardInterrupt as e:\n",
+        "layerwise/training/resume.py",
+        "    try:\n"
+        "        return load()\n"
+        "    except ckpt.CorruptCheckpointError as e:\n",
+        "    try:\n"
+        "        return load()\n"
+        "    except KeyboardInterrupt as e:\n",
         (CORRUPT_FINAL,),
     ),
     Mutant(
@@ -548,50 +548,50 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "resume-restarts-from-scratch",
         "a resumed stage silently retrains from epoch 0 (and still logs that it resumes)",
-        TRAINER_PY,
-        """        ckpt.assign_arrays("model", model_variables, arrays, source)
-        ckpt.assign_optimizer_arrays(optimizer_variables, arrays, source)
-        history = [with_keras_names(r) for r in meta["history"]]
-        self.runlog.keep_only(
-            lambda r: r.get("problem") != name or (r["event"] == "epoch" and r["epoch"] < len(history))
-        )
-        self.log(f"{name}: resuming after epoch {len(history)} of {epochs}")
-        return history""",
-        """        history = [with_keras_names(r) for r in meta["history"]]
-        self.runlog.keep_only(lambda r: r.get("problem") != name)
-        self.log(f"{name}: resuming after epoch {len(history)} of {epochs}")
-        return []""",
+        "layerwise/training/resume.py",
+        """    ckpt.assign_arrays("model", model_variables, arrays, source)
+    ckpt.assign_optimizer_arrays(optimizer_variables, arrays, source)
+    history = [with_keras_names(r) for r in meta["history"]]
+    runlog.keep_only(
+        lambda r: r.get("problem") != name or (r["event"] == "epoch" and r["epoch"] < len(history))
+    )
+    log(f"{name}: resuming after epoch {len(history)} of {epochs}")
+    return history""",
+        """    history = [with_keras_names(r) for r in meta["history"]]
+    runlog.keep_only(lambda r: r.get("problem") != name)
+    log(f"{name}: resuming after epoch {len(history)} of {epochs}")
+    return []""",
         (RESUME_MID,),
     ),
     Mutant(
         "resume-drops-optimizer-state",
         "a resumed stage restarts its optimizer (momentum, iteration count) from scratch",
-        TRAINER_PY,
-        '        ckpt.assign_optimizer_arrays(optimizer_variables, arrays, source)\n        history',
-        "        history",
+        "layerwise/training/resume.py",
+        '    ckpt.assign_optimizer_arrays(optimizer_variables, arrays, source)\n    history',
+        "    history",
         (RESUME_MID,),
     ),
     Mutant(
         "finished-stage-retrained",
         "a rerun retrains finished stages instead of loading final.npz",
-        TRAINER_PY,
-        "        if checkpoints is not None and checkpoints.has_final():\n            try:",
-        "        if False:\n            try:",
+        "layerwise/training/resume.py",
+        "    if checkpoints is None or not checkpoints.has_final():\n        return None",
+        "    if True:\n        return None",
         (RESUME_FINISHED,),
     ),
     # ------------------------------------------------------------------ keep_best
     Mutant(
         "keep-best-not-restored",
         "keep_best records the best epoch but keeps the last epoch's weights",
-        TRAINER_PY,
-        '            ckpt.assign_arrays("best", problem.trainable.variables, best, f"best epoch of {problem.name}")',
-        "            pass",
+        "layerwise/training/selection.py",
+        '        ckpt.assign_arrays("best", variables, best, f"best epoch of {self.name}")',
+        "        pass",
         (KEEP_BEST,),
     ),
     Mutant(
         "keep-best-picks-worst",
         "keep_best keeps the epoch with the lowest validation accuracy",
-        TRAINER_PY,
+        "layerwise/training/selection.py",
         'record["val_accuracy"] > history[best["epoch"]]["val_accuracy"]',
         'record["val_accuracy"] < history[best["epoch"]]["val_accuracy"]',
         (KEEP_BEST,),
@@ -641,8 +641,8 @@ MUTANTS: list[Mutant] = [
         "decoupled-record-uses-last-head",
         "every decoupled stage record reports the last stage's test accuracy",
         MODES,
-        '            probs = trainer.probabilities(predict, "test") if trainer.data.num_test else None',
-        '            probs = trainer.probabilities(predicts[-1], "test") if trainer.data.num_test else None',
+        '        probs = trainer.probabilities(predict, "test") if trainer.data.num_test else None',
+        '        probs = trainer.probabilities(predicts[-1], "test") if trainer.data.num_test else None',
         (DECOUPLED_PASS,),
     ),
     # ------------------------------------------------------------------ pruning scores
@@ -797,7 +797,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "callback-epochs-per-stage",
         "callbacks see each stage's epochs counted from 0 (CSV rows and TensorBoard steps collide)",
-        TRAINER_PY,
+        "layerwise/training/epoch.py",
         "run_epoch = problem.first_epoch + epoch",
         "run_epoch = epoch",
         (CALLBACK_ORDER,),
@@ -1227,7 +1227,7 @@ MUTANTS: list[Mutant] = [
         "early-stopping-record-of-the-last-epoch",
         "a stage whose best epoch EarlyStopping restored is recorded with its last epoch's accuracies",
         TRAINER_PY,
-        '            best = {"epoch": restored - problem.first_epoch}',
+        '            best_epoch = restored - problem.first_epoch',
         "            pass",
         (EARLY_STOP_BEST,),
     ),
@@ -1406,7 +1406,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "image-shape-unchecked",
         "images of another size than the network's reach the training step (a bare Keras ValueError)",
-        FIT,
+        "layerwise/training/fit_arguments.py",
         "    check_image_shape(data.image_shape, network.input_shape)\n",
         "",
         (f"{BAD_INPUT}[9x9_arrays]",),
@@ -1422,7 +1422,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "given-head-adapted-silently",
         "a head the user gave is silently replaced by a linear one on 1x1 features",
-        FIT,
+        "layerwise/training/fit_arguments.py",
         "fit_features=head is None,",
         "fit_features=True,",
         (HEAD_1X1,),
@@ -1495,8 +1495,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "unrecordable-head-accepted-with-workdir",
         "a head that cannot be recorded (a lambda) trains into a workdir whose config.json does not describe it",
-        FIT,
-        "head_options(head, required=workdir is not None)",
+        "layerwise/training/fit_arguments.py",
+        "head_options(head, required=required)",
         "head_options(head, required=False)",
         (SPEC_LAMBDA_HEAD,),
     ),
@@ -1521,7 +1521,7 @@ MUTANTS: list[Mutant] = [
         "fit-verbose-0-still-logs",
         "fit(verbose=0) still prints its lines (the precision it chose)",
         FIT,
-        "        log = _silent if verbose == 0 else print",
+        "        log = silent if verbose == 0 else print",
         "        log = print",
         (KERAS_HISTORY,),
     ),
@@ -1536,7 +1536,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "validation-split-first-fraction",
         "validation_split holds out the first fraction of the arrays, not the last (as Keras does)",
-        FIT,
+        "layerwise/training/fit_arguments.py",
         "    return (x[:split_at], y[:split_at]), (x[split_at:], y[split_at:])",
         "    split_at = len(x) - split_at\n    return (x[split_at:], y[split_at:]), (x[:split_at], y[:split_at])",
         (VALIDATION_SPLIT,),
@@ -1552,8 +1552,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "fit-validation-fraction-ignored",
         "fit(validation_fraction=...) holds nothing out (keep_best and the plateau schedule then crash)",
-        FIT,
-        "        data = _hold_out(data, config)\n",
+        "layerwise/training/fit_arguments.py",
+        "        data = hold_out(data, config)\n",
         "        pass\n",
         (VALIDATION_FRACTION,),
     ),
@@ -1576,7 +1576,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "fit-holds-out-the-clis-split-again",
         "fit refuses the CLI's data, whose validation_fraction split load_data has held out already",
-        FIT,
+        "layerwise/training/fit_arguments.py",
         "    if config.validation_fraction and not (isinstance(train, DataSource) and data.num_val):",
         "    if config.validation_fraction:",
         (CLI_PLATEAU,),
@@ -1584,7 +1584,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "verbose-2-draws-the-bar",
         "verbose=2 draws a progress bar on a terminal, as verbose=1 does",
-        TRAINER_PY,
+        "layerwise/training/epoch.py",
         "        live = self.verbose == 1 and sys.stdout.isatty()",
         "        live = self.verbose and sys.stdout.isatty()",
         (VERBOSE_2,),
@@ -1714,9 +1714,9 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "lr-setter-with-schedule-accepted",
         "ReduceLROnPlateau is accepted with the step decay: Keras fails mid-run with a TypeError",
-        TRAINER_PY,
-        "        elif changes_within_a_problem(self.config.schedule):",
-        "        elif False:",
+        SCHEDULES,
+        "    elif changes_within_a_problem(config.schedule):",
+        "    elif False:",
         (LR_SETTER_REFUSED,),
     ),
     Mutant(
@@ -1754,17 +1754,18 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "batch-logs-last-batch-only",
         "on_train_batch_end gets the batch's own loss, not the epoch's running mean as Keras's metrics",
-        TRAINER_PY,
-        '                logs = {"loss": loss_sum / (steps - skipped) if finite else float("nan"),',
-        '                logs = {"loss": float(totals.loss_sum) if finite else float("nan"),',
+        "layerwise/training/epoch.py",
+        '                stop = self.callbacks.batch_end(running.steps - 1, running.batch_logs(totals.skipped)) or stop',
+        '                stop = self.callbacks.batch_end(running.steps - 1, {"loss": float(totals.loss_sum), '
+        '"accuracy": running.correct / running.seen}) or stop',
         (LAMBDA_HOOKS,),
     ),
     Mutant(
         "validation-test-hooks-missed",
         "the validation pass calls no on_test_* hook",
-        TRAINER_PY,
-        '        val_probs = self.validation_probabilities(predict) if self.data.num_val else None',
-        '        val_probs = self.probabilities(predict, "val") if self.data.num_val else None',
+        "layerwise/training/epoch.py",
+        '        val_probs = self.evaluator.validation_probabilities(predict) if self.data.num_val else None',
+        '        val_probs = self.evaluator.probabilities(predict, "val") if self.data.num_val else None',
         (LAMBDA_HOOKS,),
     ),
     Mutant(
@@ -1778,7 +1779,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "optimizer-shared-across-stages",
         "every stage continues the first stage's optimizer (its schedule does not restart)",
-        FIT,
+        "layerwise/training/fit_arguments.py",
         "        return {\"optimizer_object\": form}, lambda: keras.optimizers.deserialize(template)",
         "        return {\"optimizer_object\": form}, lambda: optimizer",
         (SCHEDULE_AFRESH,),
@@ -1786,7 +1787,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "optimizer-not-recorded",
         "an optimizer object is not recorded: a resume with another one is accepted",
-        FIT,
+        "layerwise/training/fit_arguments.py",
         "        form = recorded.record(optimizer, \"optimizer\", is_optimizer_or_factory, required=required)",
         "        form = {}",
         (OPTIMIZER_RECORDED,),
@@ -1794,7 +1795,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "ignored-lr-accepted",
         "fit(optimizer=Adam(...), lr=0.1) trains at Adam's rate and ignores lr silently",
-        FIT,
+        "layerwise/training/fit_arguments.py",
         "        replaced = sorted(set(config_changes) & set(OPTIMIZER_OPTIONS))",
         "        replaced = []",
         (IGNORED_OPTIONS,),
@@ -1803,14 +1804,14 @@ MUTANTS: list[Mutant] = [
         "optimizer-line-missing",
         "the run does not say which optimizer and learning rate train",
         TRAINER_PY,
-        '            self.log(f"optimizer: {self.describe_optimizer()}")',
+        '            self.log(f"optimizer: {describe_optimizer(self.config, self.optimizer_factory)}")',
         "            pass",
         (FIRST_LINE,),
     ),
     Mutant(
         "shuffle-not-recorded",
         "fit's shuffle and validation_split are not recorded: a resume with others is accepted",
-        FIT,
+        "layerwise/training/fit_arguments.py",
         "    config_changes.update(validation_split=validation_split, shuffle=shuffle)",
         "    pass",
         (f"{SPEC_RECORDED}[first0-second0-shuffle]", f"{SPEC_RECORDED}[first1-second1-validation_split]"),
@@ -1818,7 +1819,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "steps-per-execution-ignored",
         "steps_per_execution is accepted but every batch still calls the hooks",
-        TRAINER_PY,
+        "layerwise/training/epoch.py",
         "        group = (self.options.steps_per_execution\n                 or (",
         "        group = (0\n                 or (",
         (STEPS_PER_EXECUTION,),
@@ -1923,7 +1924,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "stopped-early-unrecorded",
         "a stage a callback stopped is recorded as a full one",
-        TRAINER_PY,
+        "layerwise/training/finishing.py",
         '            "stopped_early": len(history) < problem.epochs,',
         '            "stopped_early": False,',
         (STOPPED_EARLY,),
@@ -1933,8 +1934,8 @@ MUTANTS: list[Mutant] = [
         "network-not-saved",
         "fit does not save the network with the run: restore_run(workdir) and apps.export need build_network",
         FIT_PY,
-        "                not_saved = write_network(writes_to, given_network, data)  # restore_run's source\n",
-        "                not_saved = None\n",
+        "        not_saved = write_network(writes_to, given_network, data)  # restore_run's source\n",
+        "        not_saved = None\n",
         (RESTORE_UINT8, RESTORE_FRESH),
     ),
     Mutant(
@@ -2354,5 +2355,22 @@ MUTANTS: list[Mutant] = [
         'elif not isinstance(layer, keras.layers.InputLayer) and layer.dtype_policy.name == "float32":',
         "elif not isinstance(layer, keras.layers.InputLayer):",
         (KEEPS_OTHER_POLICY,),
+    ),
+    # ---- issue 23: training core (the epoch loop every mode shares)
+    Mutant(
+        "train-epochs-checkpoint-without-optimizer",
+        "the shared epoch loop checkpoints the model but not the optimizer's state",
+        TRAINER_PY,
+        "**ckpt.optimizer_arrays(optimizer_variables), **arrays}",
+        "**arrays}",
+        (RESUME_MID,),
+    ),
+    Mutant(
+        "train-epochs-ignores-stop",
+        "the shared epoch loop trains on after a callback stopped the stage",
+        TRAINER_PY,
+        '            stop = record.pop("stop", None)\n',
+        '            stop = record.pop("stop", None) and False\n',
+        (STOPPED_EARLY,),
     ),
 ]

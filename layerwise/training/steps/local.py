@@ -1,6 +1,6 @@
 """Compiled training steps for local losses (``layerwise.training.local_losses``).
 
-The same contract as ``layerwise.training.steps``: one ``tf.function`` per problem, the frozen
+The same contract as ``layerwise.training.steps.classification``: one ``tf.function`` per problem, the frozen
 prefix outside the tape, the update skipped (and BatchNorm statistics put back) on every replica
 when any replica's loss is not finite, XLA on the per-replica forward+gradient function only. What
 differs: the trainable part outputs ``{"logits": ..., training-only outputs}`` and the loss is the
@@ -8,7 +8,8 @@ problem's local loss of those outputs, the labels and the batch's *input images*
 ``x`` before the frozen prefix: InfoPro's decoder reconstructs them), plus the same coupled L2
 weight decay over every trainable variable (decoders and similarity convs included).
 
-The plain cross-entropy problems keep the steps of ``layerwise.training.steps``, unchanged.
+The plain cross-entropy problems keep the steps of ``layerwise.training.steps.classification``,
+unchanged.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import keras
 import tensorflow as tf
 
 from layerwise.training.local_losses import LOGITS, LocalLoss, Pred
-from layerwise.training.steps import (
+from layerwise.training.steps.classification import (
     correct_count,
     distributed,
     guarded_decoupled_step,
     guarded_step,
+    make_train_step,
 )
 
 
@@ -130,3 +132,14 @@ def make_local_decoupled_step(
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
     return distributed(guarded_decoupled_step(forward_backward, optimizers, variables, statistics), strategy)
+
+
+def make_problem_step(trainable: keras.Model, optimizer: keras.optimizers.Optimizer, objective: LocalLoss | None,
+                      **options) -> Callable:
+    """A problem's compiled step: :func:`make_local_train_step` for a problem with a local
+    ``objective``, ``layerwise.training.steps.make_train_step`` (cross-entropy) for one without;
+    ``options``: their keyword arguments (``frozen``, ``weight_decay``, ``global_batch_size``,
+    ``strategy``, ``jit_compile``, ``prefix_mode``)."""
+    if objective is not None:
+        return make_local_train_step(trainable, optimizer, objective, **options)
+    return make_train_step(trainable, optimizer, **options)
