@@ -113,7 +113,7 @@ def test_data_that_vanishes_mid_run_is_a_clear_error(tmp_path):
     import tensorflow as tf
 
     from layerwise.errors import DatasetUnavailableError
-    from layerwise.training.trainer import data_errors
+    from layerwise.training.epoch import data_errors
 
     paths = []
     for i in range(3):

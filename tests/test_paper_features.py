@@ -7,7 +7,8 @@ from apps.runner import build_network, load_data, resolve, run_training
 from conftest import tiny_config
 from layerwise.data import load_dataset
 from layerwise.errors import ConfigError
-from layerwise.training.trainer import GreedyTrainer, top_k_accuracy
+from layerwise.training.evaluation import top_k_accuracy
+from layerwise.training.trainer import GreedyTrainer
 
 
 def test_top_k_by_hand():

@@ -26,7 +26,7 @@ from layerwise.serving.inputs import load_image_files
 from layerwise.serving.rest_format import parse_rest_predictions, rest_request_body
 from layerwise.serving.models_config import write_models_config
 from layerwise.serving.versions import versions
-from layerwise.training.trainer import ensemble_probabilities
+from layerwise.training.problems import ensemble_probabilities
 
 NET = "layerwise_cnn"
 SERVABLES = [f"{NET}_stage_00", f"{NET}_stage_01", f"{NET}_ensemble", f"{NET}_cascade"]

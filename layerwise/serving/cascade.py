@@ -27,7 +27,7 @@ def _probabilities(head: keras.Model, features) -> tf.Tensor:
 
 
 def ensemble_graph_probabilities(stages: Sequence[keras.Model], heads: Sequence[keras.Model], images) -> tf.Tensor:
-    """sum_j 2^j p_j / sum_j 2^j over the heads' probabilities (``trainer.ensemble_probabilities``)."""
+    """sum_j 2^j p_j / sum_j 2^j over the heads' probabilities (``layerwise.training.problems.ensemble_probabilities``)."""
     x, total = images, 0.0
     norm = float(sum(2.0**j for j in range(len(heads))))
     for j, head in enumerate(heads):

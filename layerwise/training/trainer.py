@@ -39,24 +39,23 @@ from layerwise.run.runlog import RunLog
 from layerwise.serving.models_config import write_models_config
 from layerwise.serving.versions import unfinished_servables
 from layerwise.training.callbacks import RunCallbacks
-from layerwise.training.epoch import EpochLoop, check_finite, data_errors, epoch_logs
-from layerwise.training.evaluation import Evaluator, top_k_accuracy
+from layerwise.training.epoch import EpochLoop, check_finite
+from layerwise.training.evaluation import Evaluator
 from layerwise.training.finishing import StageFinisher, export_once, record_once
 from layerwise.training.hooks import StageHook, hooks_for
 from layerwise.training.modes import Mode, mode_for
 from layerwise.nn.network import StagedNetwork
+from layerwise.onednn import CHOICE as ONEDNN
 from layerwise.precision import adopt_policy, dtype_policy, settle_precision
 from layerwise.training.optim import for_precision, make_optimizer, recorded_optimizer
 from layerwise.training.prefix_cache import PrefixCache, check_option, problem_cache
-from layerwise.training.problems import (
-    Ensemble, HeadPlan, Problem, end_to_end_problem, ensemble_probabilities, stage_problem,
-)
+from layerwise.training.problems import Ensemble, HeadPlan, Problem, end_to_end_problem, stage_problem
 from layerwise.training.resume import load_or_retrain, restore_epoch
 from layerwise.training.schedules import check_learning_rate_setter, describe_optimizer, make_schedule
 from layerwise.training.selection import KeptEpoch
 from layerwise.training.steps import make_multi_step, make_predict_step, make_problem_step
 
-__all__ = ["GreedyTrainer", "data_errors", "ensemble_probabilities", "epoch_logs", "top_k_accuracy"]
+__all__ = ["GreedyTrainer"]
 
 T = TypeVar("T")
 
@@ -216,6 +215,7 @@ class GreedyTrainer:
         self.runlog = RunLog(self.workdir)  # read again: the caller may have waited for the directory's lock
         if self.verbose:
             self.log(f"optimizer: {describe_optimizer(self.config, self.optimizer_factory)}")
+            self.log(ONEDNN.describe())
         with dtype_policy(self.config.precision):
             self.mode.train(self)
             if not self.stop_requested:
