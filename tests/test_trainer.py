@@ -7,7 +7,8 @@ from apps.runner import build_network, load_data, resolve, run_training
 from conftest import tiny_config
 from layerwise.config import RunOptions
 from layerwise.errors import NonFiniteLossError
-from layerwise.training.trainer import GreedyTrainer, ensemble_probabilities
+from layerwise.training.problems import ensemble_probabilities
+from layerwise.training.trainer import GreedyTrainer
 
 
 def _trainer(config, workdir=None, log=print, options=None):
