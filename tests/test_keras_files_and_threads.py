@@ -139,8 +139,11 @@ def test_saved_classifiers_ensembles_and_exports_load_in_a_fresh_process_with_ke
     expected = {}
     for name, network, workdir in (("zoo", zoo, str(tmp_path / "run")),
                                    ("user", layerwise.split_model(user_model(), ["relu1"]), None)):
+        # float32: under a mixed policy the compiled predict (fused kernels) and the eager call that
+        # computes ``expected`` round differently, by ~1e-3, whichever file is loaded
         result = layerwise.fit(network, (x, y), epochs_per_stage=1, batch_size=64, verbose=0, workdir=workdir,
-                               head=layerwise.AuxHead(k=2, width=8, pooled_size=2), log=lambda m: None)
+                               head=layerwise.AuxHead(k=2, width=8, pooled_size=2), precision="float32",
+                               log=lambda m: None)
         stages = [fast_probabilities(result, j, xv) for j in sorted(result.heads)]
         for j, classifier in enumerate(result.classifiers):
             classifier.save(str(tmp_path / f"{name}_{j}.keras"))
