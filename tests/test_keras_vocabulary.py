@@ -9,7 +9,6 @@ import pty
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf

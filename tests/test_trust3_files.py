@@ -253,7 +253,7 @@ def test_a_config_json_missing_a_field_is_refused_naming_it_never_defaulted(trai
         else:
             export_run(str(workdir), build_network, str(tmp_path / "srv"), log=lambda _: None)
     message = str(caught.value)
-    assert "\n" not in message and f"lacks" in message and f"{field} (default" in message, message
+    assert "\n" not in message and "lacks" in message and f"{field} (default" in message, message
     assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before  # nothing written
     assert not (tmp_path / "srv").exists()
 

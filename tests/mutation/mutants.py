@@ -210,7 +210,6 @@ HOSTILE_ROOT = "test_a_hostile_serving_root_is_a_config_error_naming_the_argumen
 INJECTED_ROOT = f"{TRUST3}::{HOSTILE_ROOT}[/models\" }} config {{ name: \"evil\" base_path: \"/etc]"
 RELATIVE_ROOT = f"{TRUST3}::{HOSTILE_ROOT}[../../../etc]"
 INJECTED_NAME = f"{TRUST3}::test_hostile_servable_names_are_escaped_and_parse_back_as_themselves[a\"b]"
-RUNLOG_PY = "layerwise/run/runlog.py"
 RUNNER_PY = "apps/runner.py"
 MISFIT = f"{TRUST3}::test_a_record_that_does_not_fit_its_event_is_skipped_counted_and_said_once"
 MISFIT_EMPTY_EPOCH = f"{MISFIT}[an epoch with no other key]"
@@ -263,7 +262,6 @@ RESTORE_UNREBUILDABLE = (
 )
 # ---- issue 22: per-stage tuning
 PER_STAGE = "tests/test_tuning_per_stage.py"
-TRAINER_PY = "layerwise/training/trainer.py"
 PROBLEMS_PY = "layerwise/training/problems.py"
 CONFIG_GROUPS_PY = "layerwise/config/groups.py"
 CONFIG_TRAIN_PY = "layerwise/config/train.py"
@@ -289,7 +287,6 @@ REPLAY_PY = "layerwise/training/replay.py"
 ZERO_INIT = f"{FIDELITY}::test_their_prediction_layers_start_at_zero"
 REPLAY_STATS = f"{FIDELITY}::test_replay_statistics_count_ages_and_the_batches_ever_served"
 PRIORITY_LIFO = f"{FIDELITY}::test_priority_lifo_serves_the_freshest_of_the_least_used_batches"
-LOCAL_LOSSES_PY = "layerwise/training/local_losses.py"
 INFOPRO_DECODER = f"{FIDELITY}::test_infopro_decoder_upsamples_with_corners_aligned_and_has_their_bias_and_epsilon"
 INFOPRO_PROJECTION = f"{FIDELITY}::test_infopro_projection_conv_pads_both_sides_as_their_padding_1"
 # ---- issue 24: golden values
