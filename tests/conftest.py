@@ -77,6 +77,30 @@ def three_conv_cnn(name: str, seed: int = 0, batchnorm: bool = False):
     return keras.Model(inputs, outputs, name=name)
 
 
+def async_dense_stages(ratios, schedule: str = "rounds", seed: int = 0, buffer_size: int = 2, batch: int = 4):
+    """Tiny dense stages with heads (stage j: 3 -> 3 features, 10 logits), one per entry of ``ratios``,
+    and their asynchronous decoupled step: ``(step, optimizers, buffers)``."""
+    import keras
+
+    from layerwise.training.replay import make_async_decoupled_step, make_replay_buffers
+
+    keras.utils.set_random_seed(0)
+    models, outputs = [], []
+    for _ in ratios:
+        inputs = keras.Input((3,))
+        features = keras.layers.Dense(3)(inputs)
+        models.append(keras.Model(inputs, [features, keras.layers.Dense(10)(features)]))
+        outputs.append(features)
+    optimizers = [keras.optimizers.SGD(0.01) for _ in models]
+    for model, optimizer in zip(models, optimizers):
+        optimizer.build(model.trainable_variables)
+    buffers = make_replay_buffers([None] * len(models), outputs, buffer_size, batch, (3,))
+    step, _ = make_async_decoupled_step(
+        models, optimizers, [None] * len(models), stage_outputs=outputs, buffer_size=buffer_size, ratios=ratios,
+        seed=seed, batch_size=batch, image_shape=(3,), global_batch_size=batch, schedule=schedule, buffers=buffers)
+    return step, optimizers, buffers
+
+
 def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs ``python -m <args>`` from the repository root and captures its output."""
     return subprocess.run(

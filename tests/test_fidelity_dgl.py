@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from apps.experiments.catalogue import get_experiment
 from apps.runner import resolve, run_training
-from conftest import tiny_config
+from conftest import async_dense_stages, tiny_config
 from layerwise.data.embedded import load_digits
 from layerwise.config import TrainConfig
 from layerwise.errors import ConfigError, WorkdirMismatchError
@@ -28,7 +28,7 @@ from layerwise.run.workdir import check_workdir, prepare_workdir
 from layerwise.training.infopro_heads import reconstruction_loss, reconstruction_target
 from layerwise.training.problems import HeadPlan
 from layerwise.training.local_losses import InfoPro, config_local_loss, local_loss_options, with_image_statistics
-from layerwise.training.replay import make_async_decoupled_step, make_replay_buffers, worker_logits
+from layerwise.training.replay import worker_logits
 from models import build_model
 from models.dgl_buffer import DGLBufferHead
 
@@ -103,28 +103,9 @@ def test_a_workdir_check_before_the_data_is_read_skips_only_unfilled_statistics(
         check_workdir(workdir, with_image_statistics(config, ([0.2], [0.3])))
 
 # ----------------------------------------------------------------------------- DGL's worker scheduling
-def _dense_stages(ratios, schedule, seed=0, buffer_size=2, batch=4):
-    """Tiny dense stages + heads (stage j: 3 -> 3 features, 10 logits) and their asynchronous step."""
-    keras.utils.set_random_seed(0)
-    models, outputs = [], []
-    for _ in ratios:
-        inputs = keras.Input((3,))
-        features = keras.layers.Dense(3)(inputs)
-        models.append(keras.Model(inputs, [features, keras.layers.Dense(10)(features)]))
-        outputs.append(features)
-    optimizers = [keras.optimizers.SGD(0.01) for _ in models]
-    for model, optimizer in zip(models, optimizers):
-        optimizer.build(model.trainable_variables)
-    buffers = make_replay_buffers([None] * len(models), outputs, buffer_size, batch, (3,))
-    step, state = make_async_decoupled_step(
-        models, optimizers, [None] * len(models), stage_outputs=outputs, buffer_size=buffer_size, ratios=ratios,
-        seed=seed, batch_size=batch, image_shape=(3,), global_batch_size=batch, schedule=schedule, buffers=buffers)
-    return step, optimizers, buffers
-
-
 def _steps_per_batch(ratios, schedule, batches, seed=0):
     """Every stage's steps after each of ``batches`` training batches."""
-    step, optimizers, _ = _dense_stages(ratios, schedule, seed)
+    step, optimizers, _ = async_dense_stages(ratios, schedule, seed)
     x, y = tf.random.stateless_normal([4, 3], [1, 2]), tf.constant([0, 1, 2, 3])
     taken, before = [], [0] * len(ratios)
     for _ in range(batches):
@@ -160,7 +141,7 @@ def test_random_is_the_default_schedule_and_applies_to_the_async_mode_only():
     with pytest.raises(ConfigError, match="replay_schedule"):
         tiny_config(mode="decoupled", replay_schedule="rounds").validate()
     with pytest.raises(ConfigError, match="random, rounds"):
-        _dense_stages([1.0, 1.0], "sequential")
+        async_dense_stages([1.0, 1.0], "sequential")
 
 
 def test_an_async_run_records_the_served_batch_age_and_reuse_of_every_stage(tmp_path, quiet_log):

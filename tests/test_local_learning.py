@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config
+from conftest import async_dense_stages, tiny_config
 from test_local_losses import np_bce_reconstruction, np_sim_loss, np_supcon
 
 import layerwise
@@ -26,7 +26,7 @@ from layerwise.run.workdir import open_run
 from layerwise.training.steps import make_local_decoupled_step
 from layerwise.training.stage_groups import balanced_groups, group_stages
 from layerwise.training.problems import DECOUPLED, Problem, decoupled_models, stage_name
-from layerwise.training.replay import ReplayBuffer, make_async_decoupled_step, steps_in_round
+from layerwise.training.replay import ReplayBuffer, steps_in_round
 from layerwise.training.steps import make_decoupled_step
 from layerwise.training.trainer import GreedyTrainer
 from models import build_model
@@ -325,29 +325,11 @@ def test_steps_in_round_follow_the_stage_step_ratio():
         assert got == _exact_steps(ratio, 12), ratio
 
 
-def _async_stages(ratios, buffer_size=2, batch=4, schedule="rounds"):
-    """Tiny dense stages + heads and their asynchronous step (stage j: 3 -> 3 features, 10 logits)."""
-    keras.utils.set_random_seed(0)
-    models, outputs = [], []
-    for j in range(len(ratios)):
-        inputs = keras.Input((3,))
-        features = keras.layers.Dense(3)(inputs)
-        models.append(keras.Model(inputs, [features, keras.layers.Dense(10)(features)]))
-        outputs.append(features)
-    optimizers = [keras.optimizers.SGD(0.01) for _ in models]
-    for model, optimizer in zip(models, optimizers):
-        optimizer.build(model.trainable_variables)
-    step, state = make_async_decoupled_step(
-        models, optimizers, [None] * len(models), stage_outputs=outputs, buffer_size=buffer_size, ratios=ratios,
-        seed=0, batch_size=batch, image_shape=(3,), global_batch_size=batch, schedule=schedule)
-    return step, optimizers
-
-
 @pytest.mark.parametrize("ratios", [[1, 2, 0.5], [1, 0.5, 1]], ids=["fast_then_slow", "slow_middle"])
 def test_async_stages_take_their_ratio_of_steps_every_round(ratios):
     # each stage's optimizer counts the updates it applied; a stage waits (takes no step) while
     # the buffer it reads is still empty, as stage 2 of 1,0.5,1 in round 0
-    step, optimizers = _async_stages(ratios)
+    step, optimizers, _ = async_dense_stages(ratios)
     x, y = tf.random.stateless_normal([4, 3], [1, 2]), tf.constant([0, 1, 2, 3])
     rounds = 6
     per_round = [_exact_steps(Fraction(r).limit_denominator(), rounds) for r in ratios]
