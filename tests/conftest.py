@@ -101,6 +101,18 @@ def async_dense_stages(ratios, schedule: str = "rounds", seed: int = 0, buffer_s
     return step, optimizers, buffers
 
 
+def interrupt_at_stage(stage: int):
+    """A stage callback that raises ``KeyboardInterrupt`` as stage ``stage`` begins: an interrupted run."""
+    import layerwise
+
+    class InterruptAtStage(layerwise.StageCallback):
+        def on_stage_begin(self, begun, logs=None):
+            if begun == stage:
+                raise KeyboardInterrupt
+
+    return InterruptAtStage()
+
+
 def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs ``python -m <args>`` from the repository root and captures its output."""
     return subprocess.run(

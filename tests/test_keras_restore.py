@@ -22,7 +22,7 @@ import layerwise
 from layerwise.errors import CheckpointError
 from layerwise.run.network_file import NETWORK_FILE, RecordedData
 from layerwise.training.local_losses import PredSim
-from conftest import REPO, digit_arrays, run_cli, three_conv_cnn, tiny_config
+from conftest import REPO, digit_arrays, interrupt_at_stage, run_cli, three_conv_cnn, tiny_config
 
 SPLIT_STAGES = 3
 HEAD = layerwise.AuxHead(k=1, width=8, pooled_size=1, hidden_units=(16,), dropout=0.3)
@@ -31,16 +31,6 @@ HEAD = layerwise.AuxHead(k=1, width=8, pooled_size=1, hidden_units=(16,), dropou
 def user_model(seed: int = 0) -> keras.Model:
     """A small Keras model of the user's, ending in a softmax classifier (split_model's final head)."""
     return three_conv_cnn("restore_cnn", seed, batchnorm=True)
-
-
-class InterruptAtStage(layerwise.StageCallback):
-    def __init__(self, stage):
-        super().__init__()
-        self.stage = stage
-
-    def on_stage_begin(self, stage, logs=None):
-        if stage == self.stage:
-            raise KeyboardInterrupt
 
 
 def fit(x, y, workdir, callbacks=()):
@@ -59,7 +49,7 @@ def trained(tmp_path_factory):
     reference = fit(x, y, None)
     workdir = str(tmp_path_factory.mktemp("restore") / "run")
     with pytest.raises(KeyboardInterrupt):
-        fit(x, y, workdir, [InterruptAtStage(1)])
+        fit(x, y, workdir, [interrupt_at_stage(1)])
     fit(x, y, workdir)
     expected = [c.predict(probe, verbose=0) for c in reference.classifiers]
     ensemble = reference.ensemble().predict(probe, verbose=0)

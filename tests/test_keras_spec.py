@@ -17,7 +17,7 @@ from layerwise.config import schema
 from layerwise.config import TrainConfig
 from layerwise.nn.heads import config_heads, head_options
 from layerwise.training.local_losses import config_local_loss, local_loss_options
-from conftest import digit_arrays, three_conv_cnn
+from conftest import digit_arrays, interrupt_at_stage, three_conv_cnn
 
 SPLIT_AT = ["relu1", "relu2"]
 HEAD = layerwise.AuxHead(k=1, width=8, pooled_size=1, hidden_units=(16,), dropout=0.3)
@@ -61,16 +61,6 @@ def digits():
     return x[:256], y[:256], x[1500:1628], y[1500:1628]
 
 
-class InterruptAtStage(layerwise.StageCallback):
-    def __init__(self, stage):
-        super().__init__()
-        self.stage = stage
-
-    def on_stage_begin(self, stage, logs=None):
-        if stage == self.stage:
-            raise KeyboardInterrupt
-
-
 def fit(digits, workdir, quiet_log, callbacks=(), **changes):
     x, y, xv, yv = digits
     options = {**dict(head=HEAD, local_loss=layerwise.PredSim(beta=0.5), epochs_per_stage=1, batch_size=64,
@@ -85,7 +75,7 @@ def test_the_head_and_local_loss_are_recorded_resumed_refused_when_changed_and_r
     reference = fit(digits, None, quiet_log)
     workdir = str(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
-        fit(digits, workdir, quiet_log, [InterruptAtStage(1)])
+        fit(digits, workdir, quiet_log, [interrupt_at_stage(1)])
     messages = []
     result = fit(digits, workdir, lambda m: messages.append(m))
     assert any("stage_00: finished earlier" in m for m in messages)
