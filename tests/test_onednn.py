@@ -58,3 +58,25 @@ def test_tensorflow_runs_with_what_was_decided(user_value, expected):
     out = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=300, check=True).stdout.strip().splitlines()[-1]
     assert out.startswith(expected), out
+
+
+def test_bench_compare_runs_each_variant_with_its_own_environment():
+    """``apps.bench --compare --onednn 0,1 --onednn_max_isa AVX2``: one run per precision and value,
+    each process given its variables (the reference the ISA cap only)."""
+    from apps import bench, speed_compare
+
+    bench.FLAGS(["bench", "--precisions", "float32", "--onednn", "0,1", "--onednn_max_isa", "AVX2"])
+    try:
+        variants, environments = bench.compare_variants()
+    finally:
+        bench.FLAGS.unparse_flags()
+    assert list(variants) == [f"float32, {ENV}=0", f"float32, {ENV}=1"]
+    assert environments == {"reference": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+                            f"float32, {ENV}=0": {"ONEDNN_MAX_CPU_ISA": "AVX2", ENV: "0"},
+                            f"float32, {ENV}=1": {"ONEDNN_MAX_CPU_ISA": "AVX2", ENV: "1"}}
+    # the reference's process sees its variables: it reports one of them as its time
+    reference = (f"{sys.executable} -c 'import json, os; "
+                 "print(json.dumps({\"total_s\": float(os.environ[\"LAYERWISE_TEST_SECONDS\"]), \"last_test_acc\": 0.5}))'")
+    runs = speed_compare.compare({}, reference, repeats=1, log=lambda line: None,
+                                 environments={"reference": {"LAYERWISE_TEST_SECONDS": "7.5"}})
+    assert runs["reference"][0]["fit_s"] == 7.5

@@ -327,6 +327,7 @@ ONEDNN = "tests/test_onednn.py"
 ONEDNN_DEFAULT = f"{ONEDNN}::test_unset_on_x86_linux_turns_onednn_on_and_says_so"
 ONEDNN_KEPT = f"{ONEDNN}::test_a_value_the_user_set_is_kept"
 ONEDNN_REAL = f"{ONEDNN}::test_tensorflow_runs_with_what_was_decided"
+ONEDNN_BENCH = f"{ONEDNN}::test_bench_compare_runs_each_variant_with_its_own_environment"
 # ---- issue 23: package layering
 NETWORK_FILE_MOVES = "tests/test_package_moves.py::test_a_network_file_naming_the_modules_before_the_move_still_reads"
 STRUCTURE = "tests/test_structure.py"
@@ -2310,6 +2311,14 @@ MUTANTS: list[Mutant] = [
         "    if ENV in environ:\n",
         "    if False:\n",
         (ONEDNN_KEPT, ONEDNN_REAL),
+    ),
+    Mutant(
+        "bench-compare-reference-environment-dropped",
+        "the reference command runs without the variables --compare gives it (e.g. the ISA cap)",
+        "apps/speed_compare.py",
+        "                          env={**os.environ, **(env or {})})",
+        "                          env=None)",
+        (ONEDNN_BENCH,),
     ),
     # ---- issue 23: package layering
     Mutant(
