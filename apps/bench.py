@@ -27,7 +27,6 @@ from absl import flags
 from apps import cli, profiling, speed_compare
 from apps.throughput import run_benchmark, run_case
 from apps.throughput_tables import markdown, summarize
-from layerwise import onednn
 from layerwise.errors import ConfigError
 
 flags.DEFINE_enum(
@@ -80,21 +79,9 @@ flags.DEFINE_integer(
 FLAGS = flags.FLAGS
 
 
-def compare_variants() -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
-    """--compare's runs: flags and environment per name, one per precision and --onednn value."""
-    isa = {"ONEDNN_MAX_CPU_ISA": FLAGS.onednn_max_isa} if FLAGS.onednn_max_isa else {}
-    variants, environments = {}, {"reference": isa}
-    for precision in FLAGS.precisions:
-        for value in FLAGS.onednn or [None]:
-            name = precision if value is None else f"{precision}, {onednn.ENV}={value}"
-            variants[name] = speed_compare.DEFAULT_SHAPE + ["--precision", precision]
-            environments[name] = {**isa, **({} if value is None else {onednn.ENV: value})}
-    return variants, environments
-
-
 def compare(out: str) -> None:
     from layerwise.analysis.roofline import cpu_model_name  # imports TensorFlow: not for every --help
-    variants, environments = compare_variants()
+    variants, environments = speed_compare.variants(FLAGS.precisions, FLAGS.onednn, FLAGS.onednn_max_isa)
     runs = speed_compare.compare(variants, FLAGS.reference_command, FLAGS.repeats, environments=environments)
     summary = speed_compare.summarize(runs)
     machine = f"{cpu_model_name()}, {os.cpu_count()} cores" + (

@@ -27,6 +27,8 @@ import tempfile
 import time
 from typing import Any, Callable
 
+from layerwise import onednn
+
 DEFAULT_SHAPE = ["--epochs_per_stage", "3", "--batch_size", "64", "--lr", "0.05"]
 FIT_LINE = re.compile(r"training of .* on .*: ([0-9.]+) s")
 
@@ -70,6 +72,28 @@ def run_reference(command: str, timeout: float, env: dict[str, str] | None = Non
         return {"error": f"its last line is not a JSON object: {lines[-1][:80]}"}
     return {"wall_s": wall, "fit_s": summary.get("total_s"), "steps_s": None,
             "last_test_acc": summary.get("last_test_acc")}
+
+
+def variants(precisions: list[str], onednn_values: list[str] | None = None, max_isa: str | None = None
+             ) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
+    """``apps.bench --compare``'s runs: our flags and every run's environment, by name.
+
+    One run per precision and value of ``TF_ENABLE_ONEDNN_OPTS`` in ``onednn_values`` (none:
+    layerwise's default); ``max_isa`` sets ``ONEDNN_MAX_CPU_ISA`` for every run, the
+    reference's too.
+
+    Example:
+        >>> variants(["float32"], ["0", "1"], "AVX2")[1]["float32, TF_ENABLE_ONEDNN_OPTS=1"]
+        {'ONEDNN_MAX_CPU_ISA': 'AVX2', 'TF_ENABLE_ONEDNN_OPTS': '1'}
+    """
+    isa = {"ONEDNN_MAX_CPU_ISA": max_isa} if max_isa else {}
+    runs, environments = {}, {"reference": isa}
+    for precision in precisions:
+        for value in onednn_values or [None]:
+            name = precision if value is None else f"{precision}, {onednn.ENV}={value}"
+            runs[name] = DEFAULT_SHAPE + ["--precision", precision]
+            environments[name] = {**isa, **({} if value is None else {onednn.ENV: value})}
+    return runs, environments
 
 
 def compare(variants: dict[str, list[str]], reference: str | None = None, repeats: int = 3,
