@@ -90,21 +90,51 @@ def choose_mode(option: str, data: DataSource, frozen: keras.Model | None, budge
     return option
 
 
-def _fill(forward, data: DataSource, dtypes: list) -> list[np.ndarray]:
-    """The prefix's outputs for the training split, written batch by batch into one array per
-    output in ``dtypes`` (no list of chunks to concatenate: the features exist once, not twice)."""
-    arrays: list[np.ndarray] = []
+def _fill(forward, data: DataSource, write: Callable[[int, list[tf.Tensor]], None]) -> None:
+    """Runs the prefix over the training split batch by batch, handing each batch's outputs and
+    its first example's index to ``write``."""
     start = 0
     for x, _ in data.eval_batches("train", EVAL_BATCH):
-        outputs = [t.numpy() for t in tf.nest.flatten(forward(x))]
-        if not arrays:
-            arrays = [np.empty((data.num_train, *o.shape[1:]), d) for o, d in zip(outputs, dtypes)]
-        for array, output in zip(arrays, outputs):
-            array[start: start + len(output)] = output
-        start += len(outputs[0])
+        outputs = tf.nest.flatten(forward(x))
+        write(start, outputs)
+        start += int(outputs[0].shape[0])
     if start != data.num_train:
         raise RuntimeError(f"the training split gave {start} examples, expected {data.num_train}")
+
+
+def _memory_arrays(frozen: keras.Model, data: DataSource, forward) -> list[tf.Variable]:
+    """The features as one variable per output, written in place batch by batch: no NumPy copy
+    and no initial value to copy (a captured constant would be copied into every tf.data function;
+    a variable is captured by its handle)."""
+    with tf.init_scope(), tf.device("/CPU:0"):
+        arrays = [tf.Variable(tf.zeros((data.num_train, *t.shape[1:]), t.dtype), trainable=False)
+                  for t in tf.nest.flatten(frozen.outputs)]
+
+    def write(start, outputs):
+        rows = tf.range(start, start + outputs[0].shape[0])
+        for array, output in zip(arrays, outputs):  # a scatter writes in place; a slice assign is ~20x slower
+            array.scatter_update(tf.IndexedSlices(output, rows))
+
+    _fill(forward, data, write)
     return arrays
+
+
+def _disk_arrays(frozen: keras.Model, data: DataSource, forward, directory: str) -> list[np.ndarray]:
+    """The features as one memory-mapped float32 ``.npy`` file per output under ``directory``."""
+    os.makedirs(directory, exist_ok=True)
+    paths = [os.path.join(directory, f"features_{i}.npy") for i in range(len(tf.nest.flatten(frozen.outputs)))]
+    files = [np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(data.num_train, *t.shape[1:]))
+             for path, t in zip(paths, tf.nest.flatten(frozen.outputs))]
+
+    def write(start, outputs):
+        for file, output in zip(files, outputs):
+            file[start: start + output.shape[0]] = output.numpy()
+
+    _fill(forward, data, write)
+    for file in files:
+        file.flush()
+    del files
+    return [np.load(path, mmap_mode="r") for path in paths]
 
 
 class PrefixCache:
@@ -126,24 +156,13 @@ class PrefixCache:
         self.directory = directory if mode == "disk" else None
         forward = tf.function(lambda x: frozen(x, training=False), jit_compile=jit_compile, reduce_retracing=True)
         self.dtypes = [tf.as_dtype(t.dtype) for t in tf.nest.flatten(frozen.outputs)]
-        stored = [d.as_numpy_dtype if mode == "memory" else np.float32 for d in self.dtypes]
-        arrays = _fill(forward, data, stored)
         self._structure = frozen.outputs
         self.labels = data.labels("train").astype(np.int32)
         if mode == "disk":
-            os.makedirs(self.directory, exist_ok=True)
-            for i, a in enumerate(arrays):
-                np.save(os.path.join(self.directory, f"features_{i}.npy"), a)
-            self._arrays = [np.load(os.path.join(self.directory, f"features_{i}.npy"), mmap_mode="r")
-                            for i in range(len(arrays))]
+            self._arrays = _disk_arrays(frozen, data, forward, self.directory)
         else:
-            # Variables, not constants: a tf.data function captures a variable by its handle, but
-            # copies a captured constant (the whole cache, once more).
-            self._arrays = []
-            with tf.init_scope(), tf.device("/CPU:0"):
-                while arrays:  # one copy at a time: never two of every array
-                    self._arrays.append(tf.Variable(arrays.pop(0), trainable=False))
-        self.nbytes = sum(int(np.prod(a.shape)) * np.dtype(d).itemsize for a, d in zip(self._arrays, stored))
+            self._arrays = _memory_arrays(frozen, data, forward)
+        self.nbytes = sum(int(np.prod(a.shape)) * tf.as_dtype(a.dtype).size for a in self._arrays)
 
     def batches(self, order: np.ndarray, batch_size: int) -> tf.data.Dataset:
         """Batches of (features, labels) in ``order``, ``drop_remainder`` like ``train_batches``."""
