@@ -16,7 +16,7 @@ from layerwise.analysis.memory import allocator_reports_memory, memory_device
 from layerwise.data.base import ArraySource
 from layerwise.precision import resolve_precision
 from layerwise.training.optim import make_optimizer
-from layerwise.training.prefix_cache import choose_mode
+from layerwise.training.prefix_cache import CacheCosts, choose_mode, measure_costs, prefix_forward, problem_cache
 from layerwise.training.problems import decoupled_models
 from layerwise.training.steps import make_decoupled_step
 from layerwise.training.trainer import GreedyTrainer
@@ -75,10 +75,10 @@ def test_auto_precision_is_bfloat16_exactly_on_cpus_with_bfloat16_units():
     assert resolve(tiny_config(precision="float32")).precision == "float32"
 
 
-def _dense_prefix(inputs: int, dtype: str = "float32") -> keras.Model:
-    """A prefix of 2 x ``inputs`` forward FLOPs per example that outputs one number in ``dtype``."""
-    x = keras.Input((inputs,))
-    return keras.Model(x, keras.layers.Dense(1, use_bias=False, dtype=dtype)(x))
+def _image_prefix(image_shape, features: int = 16) -> keras.Model:
+    """A prefix from images to ``features`` float32 numbers per example."""
+    x = keras.Input(image_shape)
+    return keras.Model(x, keras.layers.Dense(features)(keras.layers.Flatten()(x)))
 
 
 class _UnorderedDigits(ArraySource):
@@ -88,33 +88,50 @@ class _UnorderedDigits(ArraySource):
         return None
 
 
-def test_auto_prefix_cache_keeps_exactly_the_prefixes_dear_for_their_bytes():
-    # the rule of prefix_cache's docstring: memory iff >= 64 forward FLOPs per byte of features, the
-    # features fit in the budget, no augmentation and a known example order; else recompute (off)
+def test_auto_prefix_cache_caches_exactly_where_the_measured_costs_say_it_pays():
+    # the rule of prefix_cache's docstring: memory iff one forward pass and E gathers cost at most
+    # half of E forward passes (measured), the features fit in the budget, no augmentation and a known
+    # example order; else recompute (off)
     n = 100
     images, labels = np.zeros((n, 2, 2, 1), np.uint8), np.arange(n) % 10
     plain = ArraySource("plain", (images, labels), None, 10)
     augmented = ArraySource("augmented", (images, labels), None, 10, augment="crop")
     unordered = _UnorderedDigits("unordered", (images, labels), None, 10)
     lots = 1024.0
-    # a Dense(k -> 1) prefix: 2k FLOPs per 4-byte float32 output: k / 2 FLOP/B, 64 from k = 128
-    cheap, dear = _dense_prefix(127), _dense_prefix(128)
-    assert choose_mode("auto", plain, cheap, lots) == "off"
-    assert choose_mode("auto", plain, dear, lots) == "memory"
-    # 2-byte bfloat16 features: k FLOP/B, 64 from k = 64
-    assert choose_mode("auto", plain, _dense_prefix(63, "mixed_bfloat16"), lots) == "off"
-    assert choose_mode("auto", plain, _dense_prefix(64, "mixed_bfloat16"), lots) == "memory"
-    # the budget: n examples x 4 bytes, in MiB
-    assert choose_mode("auto", plain, dear, n * 4 / 2**20) == "memory"
-    assert choose_mode("auto", plain, dear, (n * 4 - 1) / 2**20) == "off"
+    prefix = _image_prefix((2, 2, 1))
+    # 3 epochs: cache iff f + 3 g <= 1.5 f, i.e. g <= f / 6
+    pays, does_not = (lambda: CacheCosts(3e-4, 0.49e-4, 3)), (lambda: CacheCosts(3e-4, 0.51e-4, 3))
+    assert choose_mode("auto", plain, prefix, lots, pays) == "memory"
+    assert choose_mode("auto", plain, prefix, lots, does_not) == "off"
+    # one epoch: recomputing is one forward pass, as is filling the cache: never worth it
+    assert not CacheCosts(1.0, 0.0, 1).worth_caching() and CacheCosts(1.0, 0.0, 3).worth_caching()
+    # the budget: n examples x 16 float32 features, in MiB
+    assert choose_mode("auto", plain, prefix, n * 64 / 2**20, pays) == "memory"
+    assert choose_mode("auto", plain, prefix, (n * 64 - 1) / 2**20, pays) == "off"
     # not exact with random augmentation, not possible without the order: off, or refused when asked for
-    assert choose_mode("auto", augmented, dear, lots) == "off"
-    assert choose_mode("auto", unordered, dear, lots) == "off"
+    assert choose_mode("auto", augmented, prefix, lots, pays) == "off"
+    assert choose_mode("auto", unordered, prefix, lots, pays) == "off"
     for data in (augmented, unordered):
         with pytest.raises(ConfigError):
-            choose_mode("memory", data, dear, lots)
-    assert choose_mode("memory", plain, cheap, 0.0) == "memory"  # as asked
-    assert choose_mode("off", plain, dear, lots) == choose_mode("auto", plain, None, lots) == "off"
+            choose_mode("memory", data, prefix, lots)
+    assert choose_mode("memory", plain, prefix, 0.0, does_not) == "memory"  # as asked
+    assert choose_mode("off", plain, prefix, lots, pays) == choose_mode("auto", plain, None, lots, pays) == "off"
+
+
+def test_auto_prefix_cache_measures_on_this_machine_and_logs_its_choice(quiet_log):
+    """The costs are timed on the data (positive, per example), and the log line gives them."""
+    n = 512
+    images, labels = np.random.default_rng(0).integers(0, 255, (n, 8, 8, 1), np.uint8), np.arange(n) % 10
+    data = ArraySource("plain", (images, labels), None, 10)
+    prefix = _image_prefix((8, 8, 1))
+    costs = measure_costs(prefix_forward(prefix), data, batch_size=64, epochs=3)
+    assert costs.epochs == 3 and 0 < costs.forward_s < 1 and 0 < costs.gather_s < 1
+    lines = []
+    cache = problem_cache("stage_01", prefix, False, data, "auto", 1024.0, None, jit_compile=False,
+                          batch_size=64, epochs=3, log=lines.append)
+    assert len(lines) == 1 and "measured: the prefix's forward pass" in lines[0]
+    assert ("cached the frozen prefix" in lines[0]) == (cache is not None)
+    assert ("recomputed every batch" in lines[0]) == (cache is None)
 
 
 @pytest.mark.parametrize("gpus, cpu_flags, expected", [

@@ -8,13 +8,13 @@ pipeline: ``DataSource.train_order(seed, epoch)`` gives the permutation that
 ``train_batches`` applies, and the cache gathers the same examples in the same batches.
 
 Caching costs one pass of the prefix plus a gather of the features every epoch; recomputing costs
-a forward pass of the prefix every epoch. ``auto`` caches only where the prefix is dear for the
-bytes it outputs: at least :data:`MIN_FLOPS_PER_BYTE` forward FLOPs per byte of features (a CPU
-core does ~1e11 FLOP/s in convolutions and moves ~5e9 B/s in a gather, so below ~20-60 FLOP/B
-recomputing is cheaper). On the default network stage 1's prefix (one 3x3 conv on one channel,
-~4 FLOP/B) is recomputed and stage 2's (~1,000 FLOP/B) is cached. Features are stored in the
-prefix's output dtype (bfloat16 under ``mixed_bfloat16``: half the bytes, and exactly what the
-uncached path feeds the stage).
+a forward pass of the prefix every epoch. ``auto`` measures both on the running machine before a
+stage trains (:func:`measure_costs`: the prefix's forward pass on one batch of training images and
+a gather of its features, a few milliseconds), caches when one pass and ``E`` gathers cost at most
+half of ``E`` epochs of recomputing (:meth:`CacheCosts.worth_caching`), and logs the measured costs
+with its choice. On the default network stage 1's prefix (one 3x3 conv on one channel) is
+recomputed and stage 2's is cached. Features are stored in the prefix's output dtype (bfloat16
+under ``mixed_bfloat16``: half the bytes, and exactly what the uncached path feeds the stage).
 
 Modes: ``memory`` (a tensor in RAM), ``disk`` (a memory-mapped float32 ``.npy`` per output under
 ``workdir/cache/<problem>``, deleted after the stage), ``auto`` (memory when the prefix is worth
@@ -23,8 +23,10 @@ caching, the features fit in the budget and there is no augmentation, else off),
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+import statistics
 import time
 from typing import Callable
 
@@ -32,12 +34,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from layerwise.nn.flops import count_flops
 from layerwise.data.base import DataSource, in_memory_pipeline
 from layerwise.errors import ConfigError
 
 EVAL_BATCH = 256
-MIN_FLOPS_PER_BYTE = 64.0
+TIMED_CALLS = 3  # after one untimed call (tracing): the median is taken
+MAX_CACHED_SHARE = 0.5  # auto caches where that saves at least half of the prefix's time
 
 
 def feature_bytes(frozen: keras.Model, num_examples: int) -> int:
@@ -48,9 +50,53 @@ def feature_bytes(frozen: keras.Model, num_examples: int) -> int:
     return total * num_examples
 
 
-def worth_caching(frozen: keras.Model) -> bool:
-    """The prefix costs at least :data:`MIN_FLOPS_PER_BYTE` forward FLOPs per byte it outputs."""
-    return count_flops(frozen) >= MIN_FLOPS_PER_BYTE * feature_bytes(frozen, 1)
+@dataclasses.dataclass(frozen=True)
+class CacheCosts:
+    """Measured seconds per training example: the prefix's forward pass, and gathering its
+    features from memory; ``epochs`` of the stage.
+
+    Example:
+        >>> CacheCosts(forward_s=5e-4, gather_s=2e-5, epochs=3).worth_caching()
+        True
+    """
+
+    forward_s: float
+    gather_s: float
+    epochs: int
+
+    def worth_caching(self) -> bool:
+        """One forward pass and ``epochs`` gathers cost at most :data:`MAX_CACHED_SHARE` of
+        ``epochs`` forward passes (the features held in memory cost too, and a close call
+        is within the measurement's noise)."""
+        return self.forward_s + self.epochs * self.gather_s <= MAX_CACHED_SHARE * self.epochs * self.forward_s
+
+    def describe(self, num_examples: int) -> str:
+        per_pass = num_examples * self.forward_s
+        return (f"measured: the prefix's forward pass {1e3 * self.forward_s:.3f} ms/example, a gather of its "
+                f"features {1e3 * self.gather_s:.3f}; {self.epochs} epoch(s) recomputed ~{self.epochs * per_pass:.1f} s, "
+                f"cached ~{per_pass + self.epochs * num_examples * self.gather_s:.1f} s")
+
+
+def _median_seconds(fn) -> float:
+    fn()
+    times = []
+    for _ in range(TIMED_CALLS):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure_costs(forward, data: DataSource, batch_size: int, epochs: int) -> CacheCosts:
+    """Times ``forward`` (the prefix, a ``tf.function``) on one batch of training images and a
+    gather of ``batch_size`` rows of its features, on this machine."""
+    x, _ = next(iter(data.eval_batches("train", EVAL_BATCH)))
+    n = int(x.shape[0])
+    forward_s = _median_seconds(lambda: [t.numpy() for t in tf.nest.flatten(forward(x))]) / n
+    features = tf.nest.flatten(forward(x))
+    rows = tf.constant(np.random.default_rng(0).integers(0, n, batch_size))
+    gather_s = _median_seconds(lambda: [tf.gather(f, rows).numpy() for f in features]) / batch_size
+    return CacheCosts(forward_s, gather_s, epochs)
 
 
 def check_option(option: str, data: DataSource, workdir: str | None) -> None:
@@ -73,8 +119,11 @@ def check_option(option: str, data: DataSource, workdir: str | None) -> None:
         raise ConfigError("--cache_prefix=disk needs a --workdir to write the cache to")
 
 
-def choose_mode(option: str, data: DataSource, frozen: keras.Model | None, budget_mb: float) -> str:
-    """``memory``, ``disk`` or ``off`` for the cache option ``option`` and this problem.
+def choose_mode(option: str, data: DataSource, frozen: keras.Model | None, budget_mb: float,
+                costs: Callable[[], CacheCosts] | None = None) -> str:
+    """``memory``, ``disk`` or ``off`` for the cache option ``option`` and this problem; ``auto``
+    caches in memory where it is exact, possible and fits the budget, and ``costs()`` (when given:
+    :func:`measure_costs`) says it pays.
 
     Raises:
         ConfigError: caching was asked for where it is not exact (random augmentation) or not
@@ -85,9 +134,15 @@ def choose_mode(option: str, data: DataSource, frozen: keras.Model | None, budge
     order_known = data.train_order(0, 0) is not None
     if option == "auto":
         fits = feature_bytes(frozen, data.num_train) <= budget_mb * 2**20
-        return "memory" if order_known and data.augment == "none" and fits and worth_caching(frozen) else "off"
+        possible = order_known and data.augment == "none" and fits
+        return "memory" if possible and (costs is None or costs().worth_caching()) else "off"
     check_option(option, data, "-")
     return option
+
+
+def prefix_forward(frozen: keras.Model, jit_compile: bool = False):
+    """The frozen prefix's inference pass as a ``tf.function``."""
+    return tf.function(lambda x: frozen(x, training=False), jit_compile=jit_compile, reduce_retracing=True)
 
 
 def _fill(forward, data: DataSource, write: Callable[[int, list[tf.Tensor]], None]) -> None:
@@ -146,15 +201,16 @@ class PrefixCache:
         mode: ``memory`` or ``disk``.
         directory: where ``disk`` writes (created, and deleted by :meth:`close`).
         jit_compile: XLA-compile the prefix's forward pass.
+        forward: the prefix's forward pass, if one was traced already (:func:`prefix_forward`).
     """
 
     def __init__(self, frozen: keras.Model, data: DataSource, mode: str, directory: str | None = None,
-                 jit_compile: bool = False):
+                 jit_compile: bool = False, forward=None):
         if mode == "disk" and directory is None:
             raise ConfigError("--cache_prefix=disk needs a --workdir to write the cache to")
         self.mode = mode
         self.directory = directory if mode == "disk" else None
-        forward = tf.function(lambda x: frozen(x, training=False), jit_compile=jit_compile, reduce_retracing=True)
+        forward = forward or prefix_forward(frozen, jit_compile)
         self.dtypes = [tf.as_dtype(t.dtype) for t in tf.nest.flatten(frozen.outputs)]
         self._structure = frozen.outputs
         self.labels = data.labels("train").astype(np.int32)
@@ -197,20 +253,31 @@ class PrefixCache:
 
 
 def problem_cache(name: str, frozen: keras.Model | None, needs_images: bool, data: DataSource, option: str,
-                  budget_mb: float, workdir: str | None, *, jit_compile: bool,
+                  budget_mb: float, workdir: str | None, *, jit_compile: bool, batch_size: int = 64, epochs: int = 1,
                   log: Callable[[str], None] | None = None) -> PrefixCache | None:
     """The cached outputs of problem ``name``'s frozen prefix, or ``None`` (not cached, or a local
-    loss that reads the images, which the cache does not hold); ``log`` (when given) hears how
-    much was cached and how long it took."""
-    if needs_images:
+    loss that reads the images, which the cache does not hold); ``auto`` measures the costs for
+    training ``epochs`` epochs in batches of ``batch_size``. ``log`` (when given) hears how much
+    was cached and how long it took, and what ``auto`` measured."""
+    if needs_images or frozen is None:
         return None
-    mode = choose_mode(option, data, frozen, budget_mb)
+    forward = prefix_forward(frozen, jit_compile)
+    measured: list[CacheCosts] = []
+
+    def costs() -> CacheCosts:
+        measured.append(measure_costs(forward, data, batch_size, epochs))
+        return measured[-1]
+
+    mode = choose_mode(option, data, frozen, budget_mb, costs)
+    why = f"; {measured[0].describe(data.num_train)}" if measured else ""
     if mode == "off":
+        if measured and log is not None:
+            log(f"{name}: the frozen prefix is recomputed every batch (--cache_prefix=auto{why})")
         return None
     directory = os.path.join(workdir, "cache", name) if workdir else None
     start = time.perf_counter()
-    cache = PrefixCache(frozen, data, mode, directory, jit_compile=jit_compile)
+    cache = PrefixCache(frozen, data, mode, directory, jit_compile=jit_compile, forward=forward)
     if log is not None:
         log(f"{name}: cached the frozen prefix ({mode}, {cache.nbytes / 2**20:.0f} MiB, "
-            f"{time.perf_counter() - start:.1f} s)")
+            f"{time.perf_counter() - start:.1f} s{why})")
     return cache

@@ -305,6 +305,7 @@ class GreedyTrainer:
         needs_images = problem.objective is not None and problem.objective.needs_images
         return problem_cache(problem.name, problem.frozen, needs_images, self.data, self.options.cache_prefix,
                              self.options.cache_budget_mb, self.workdir, jit_compile=self.options.jit_compile,
+                             batch_size=self.config.batch_size, epochs=problem.epochs,
                              log=self.log if self.verbose else None)
 
     def global_batch_size(self) -> int | None:

@@ -130,7 +130,7 @@ ASYNC_FAST_THEN_SLOW = f"{ASYNC_STEPS}[fast_then_slow]"
 ASYNC_SLOW_MIDDLE = f"{ASYNC_STEPS}[slow_middle]"
 ASYNC_RUN_RATIOS = f"{LOCAL}::test_async_runs_are_seeded_and_step_at_their_ratios"
 AUTO_PRECISION = f"{SCALE}::test_auto_precision_by_gpu_compute_capability_and_cpu_flags"
-AUTO_CACHE = f"{SCALE}::test_auto_prefix_cache_keeps_exactly_the_prefixes_dear_for_their_bytes"
+AUTO_CACHE = f"{SCALE}::test_auto_prefix_cache_caches_exactly_where_the_measured_costs_say_it_pays"
 # ---- issue 21: training
 LOCAL_LOSSES_PY = "layerwise/training/local_losses.py"
 WORKDIR_PY = "layerwise/run/workdir.py"
@@ -1085,18 +1085,34 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "auto-cache-cost-inverted",
-        "cache_prefix auto caches the cheap prefixes and recomputes the dear ones",
+        "cache_prefix auto caches where the measured costs say recomputing is cheaper",
         PREFIX_CACHE,
-        "return count_flops(frozen) >= MIN_FLOPS_PER_BYTE * feature_bytes(frozen, 1)",
-        "return count_flops(frozen) <= MIN_FLOPS_PER_BYTE * feature_bytes(frozen, 1)",
+        "return self.forward_s + self.epochs * self.gather_s <= MAX_CACHED_SHARE * self.epochs * self.forward_s",
+        "return self.forward_s + self.epochs * self.gather_s >= MAX_CACHED_SHARE * self.epochs * self.forward_s",
         (AUTO_CACHE,),
     ),
     Mutant(
-        "auto-cache-threshold-halved",
-        "cache_prefix auto caches from 32 FLOPs per byte, not 64",
+        "auto-cache-fill-not-counted",
+        "cache_prefix auto forgets that filling the cache costs a forward pass",
         PREFIX_CACHE,
-        "MIN_FLOPS_PER_BYTE = 64.0",
-        "MIN_FLOPS_PER_BYTE = 32.0",
+        "return self.forward_s + self.epochs * self.gather_s <= MAX_CACHED_SHARE * self.epochs * self.forward_s",
+        "return self.epochs * self.gather_s <= MAX_CACHED_SHARE * self.epochs * self.forward_s",
+        (AUTO_CACHE,),
+    ),
+    Mutant(
+        "auto-cache-any-saving",
+        "cache_prefix auto caches for any saving, however close the call",
+        PREFIX_CACHE,
+        "MAX_CACHED_SHARE = 0.5",
+        "MAX_CACHED_SHARE = 1.0",
+        (AUTO_CACHE,),
+    ),
+    Mutant(
+        "auto-cache-measurement-ignored",
+        "cache_prefix auto caches wherever it fits, without the measured costs",
+        PREFIX_CACHE,
+        "return \"memory\" if possible and (costs is None or costs().worth_caching()) else \"off\"",
+        "return \"memory\" if possible else \"off\"",
         (AUTO_CACHE,),
     ),
     Mutant(
@@ -1127,8 +1143,8 @@ MUTANTS: list[Mutant] = [
         "auto-cache-unknown-order",
         "cache_prefix auto caches a source that cannot say its example order",
         PREFIX_CACHE,
-        '"memory" if order_known and',
-        '"memory" if',
+        "possible = order_known and",
+        "possible =",
         (AUTO_CACHE,),
     ),
     # ---- issue 21: training
