@@ -72,9 +72,10 @@ class CacheCosts:
 
     def describe(self, num_examples: int) -> str:
         per_pass = num_examples * self.forward_s
-        return (f"measured: the prefix's forward pass {1e3 * self.forward_s:.3f} ms/example, a gather of its "
-                f"features {1e3 * self.gather_s:.3f}; {self.epochs} epoch(s) recomputed ~{self.epochs * per_pass:.1f} s, "
-                f"cached ~{per_pass + self.epochs * num_examples * self.gather_s:.1f} s")
+        cached = per_pass + self.epochs * num_examples * self.gather_s
+        return (f"measured: the prefix's forward pass {1e3 * self.forward_s:.3f} ms/example, a gather of "
+                f"its features {1e3 * self.gather_s:.3f}; {self.epochs} epoch(s) recomputed "
+                f"~{self.epochs * per_pass:.1f} s, cached ~{cached:.1f} s")
 
 
 def _median_seconds(fn) -> float:
