@@ -101,7 +101,7 @@ def run_training(
     if decided and chief:
         log(decided)
     config = resolve(config)
-    options = (options or RunOptions()).validate()
+    options = (options or RunOptions()).validate(config)
     if workdir is not None and chief:
         check_workdir(workdir, config)  # a bad --workdir is refused before any data is read
     data = load_data(config, trust_pickle, download)

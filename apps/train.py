@@ -161,6 +161,7 @@ def validate(argv: list[str]) -> None:
 
     cli.refuse_arguments(argv)
     config = resolve(config_from_flags())
+    RunOptions().replace(**config_flags.given(RunOptions)).validate(config)
     DATASETS.get(config.dataset)
     print(config.to_dict())
 

@@ -221,11 +221,14 @@ class EpochLoop:
         return running, stop
 
     def record(self, problem: Problem, epoch: int, predict, totals: RunningTotals) -> dict[str, Any]:
-        """The epoch's record: the training totals and the test and validation accuracies."""
-        test_probs = self.evaluator.probabilities(predict, "test") if self.data.num_test else None
+        """The epoch's record: the training totals, and the test and validation accuracies on the
+        epochs ``validation_freq`` evaluates (every N-th of the stage, and its last)."""
+        evaluated = (epoch + 1) % self.options.validation_freq == 0 or epoch + 1 == problem.epochs
+        test_probs = self.evaluator.probabilities(predict, "test") if self.data.num_test and evaluated else None
         test_accuracy = None if test_probs is None else accuracy(test_probs, self.data.labels("test"))
-        self.latest_test_probs = (problem.name, epoch, test_probs)  # the stage's final evaluation reuses them
-        val_probs = self.evaluator.validation_probabilities(predict) if self.data.num_val else None
+        if evaluated:
+            self.latest_test_probs = (problem.name, epoch, test_probs)  # the stage's final evaluation reuses them
+        val_probs = self.evaluator.validation_probabilities(predict) if self.data.num_val and evaluated else None
         record = {
             "event": "epoch",
             "problem": problem.name,

@@ -39,7 +39,6 @@ KERAS_ONLY = {
     "steps_per_epoch": "an epoch is one pass over the training data",
     "validation_steps": "the whole validation data is evaluated every epoch",
     "validation_batch_size": "arrays are evaluated in batches of max(batch_size, 256), a dataset in its own",
-    "validation_freq": "validation data is evaluated every epoch",
 }
 
 

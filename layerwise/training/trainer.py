@@ -131,7 +131,7 @@ class GreedyTrainer:
         self.workdir = workdir
         self.strategy = strategy or tf.distribute.get_strategy()
         self.distributed = strategy is not None
-        self.options = (options or RunOptions()).validate()
+        self.options = (options or RunOptions()).validate(self.config)
         check_option(self.options.cache_prefix, data, workdir)
         self.head_plan = heads or HeadPlan.from_config(self.config)
         self.mode = mode or mode_for(self.config.mode)

@@ -328,6 +328,10 @@ ONEDNN_DEFAULT = f"{ONEDNN}::test_unset_on_x86_linux_turns_onednn_on_and_says_so
 ONEDNN_KEPT = f"{ONEDNN}::test_a_value_the_user_set_is_kept"
 ONEDNN_REAL = f"{ONEDNN}::test_tensorflow_runs_with_what_was_decided"
 ONEDNN_BENCH = f"{ONEDNN}::test_bench_compare_runs_each_variant_with_its_own_environment"
+VALIDATION_FREQ = "tests/test_validation_freq.py"
+FREQ_EVALUATES = f"{VALIDATION_FREQ}::test_every_nth_epoch_and_each_stages_last_are_evaluated_and_the_training_is_the_same"
+FREQ_REFUSED = f"{VALIDATION_FREQ}::test_options_that_read_validation_accuracy_every_epoch_are_refused_with_it"
+FREQ_CLI = f"{VALIDATION_FREQ}::test_the_cli_takes_it_and_refuses_zero_in_one_line"
 # ---- issue 23: package layering
 NETWORK_FILE_MOVES = "tests/test_package_moves.py::test_a_network_file_naming_the_modules_before_the_move_still_reads"
 STRUCTURE = "tests/test_structure.py"
@@ -1778,8 +1782,8 @@ MUTANTS: list[Mutant] = [
         "validation-test-hooks-missed",
         "the validation pass calls no on_test_* hook",
         "layerwise/training/epoch.py",
-        '        val_probs = self.evaluator.validation_probabilities(predict) if self.data.num_val else None',
-        '        val_probs = self.evaluator.probabilities(predict, "val") if self.data.num_val else None',
+        'val_probs = self.evaluator.validation_probabilities(predict) if self.data.num_val and evaluated else None',
+        'val_probs = self.evaluator.probabilities(predict, "val") if self.data.num_val and evaluated else None',
         (LAMBDA_HOOKS,),
     ),
     Mutant(
@@ -2394,5 +2398,38 @@ MUTANTS: list[Mutant] = [
         '            stop = record.pop("stop", None)\n',
         '            stop = record.pop("stop", None) and False\n',
         (STOPPED_EARLY,),
+    ),
+    # ---- issue 26: validation_freq
+    Mutant(
+        "validation-freq-ignored",
+        "validation_freq is accepted but every epoch is evaluated",
+        "layerwise/training/epoch.py",
+        "evaluated = (epoch + 1) % self.options.validation_freq == 0 or epoch + 1 == problem.epochs",
+        "evaluated = True",
+        (FREQ_EVALUATES,),
+    ),
+    Mutant(
+        "validation-freq-skips-last-epoch",
+        "a stage's last epoch is left unevaluated when it is not an N-th epoch",
+        "layerwise/training/epoch.py",
+        "evaluated = (epoch + 1) % self.options.validation_freq == 0 or epoch + 1 == problem.epochs",
+        "evaluated = (epoch + 1) % self.options.validation_freq == 0",
+        (FREQ_EVALUATES,),
+    ),
+    Mutant(
+        "validation-freq-with-keep-best-allowed",
+        "validation_freq > 1 is taken with keep_best and the plateau schedule, which need every epoch's accuracy",
+        "layerwise/config/run_options.py",
+        "if self.validation_freq > 1 and needs:",
+        "if False:",
+        (FREQ_REFUSED,),
+    ),
+    Mutant(
+        "validation-freq-dry-run-unchecked",
+        "apps.train --dry_run does not check the run options",
+        "apps/train.py",
+        "    RunOptions().replace(**config_flags.given(RunOptions)).validate(config)\n",
+        "",
+        (FREQ_CLI,),
     ),
 ]
