@@ -48,6 +48,10 @@ flags.DEFINE_string(
     "onednn_max_isa", None,
     "--compare: ONEDNN_MAX_CPU_ISA for every run, the reference's too (e.g. AVX2 makes oneDNN, which TensorFlow "
     "and PyTorch both use, dispatch as on an AVX2-only CPU: an emulation, not that CPU).")
+flags.DEFINE_list(
+    "train_flags", [],
+    "--compare: apps.train flags added to every variant of ours, as variants of their own beside the plain "
+    "ones, e.g. --train_flags=--validation_freq=3 (one test evaluation per stage, as the paper's code).")
 flags.DEFINE_string(
     "reference_command", None,
     "--compare: another implementation's command, timed in the same rounds; its last output line is a JSON "
@@ -81,7 +85,8 @@ FLAGS = flags.FLAGS
 
 def compare(out: str) -> None:
     from layerwise.analysis.roofline import cpu_model_name  # imports TensorFlow: not for every --help
-    variants, environments = speed_compare.variants(FLAGS.precisions, FLAGS.onednn, FLAGS.onednn_max_isa)
+    variants, environments = speed_compare.variants(FLAGS.precisions, FLAGS.onednn, FLAGS.onednn_max_isa,
+                                                    FLAGS.train_flags)
     runs = speed_compare.compare(variants, FLAGS.reference_command, FLAGS.repeats, environments=environments)
     summary = speed_compare.summarize(runs)
     machine = f"{cpu_model_name()}, {os.cpu_count()} cores" + (

@@ -74,13 +74,13 @@ def run_reference(command: str, timeout: float, env: dict[str, str] | None = Non
             "last_test_acc": summary.get("last_test_acc")}
 
 
-def variants(precisions: list[str], onednn_values: list[str] | None = None, max_isa: str | None = None
-             ) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
+def variants(precisions: list[str], onednn_values: list[str] | None = None, max_isa: str | None = None,
+             train_flags: list[str] | None = None) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
     """``apps.bench --compare``'s runs: our flags and every run's environment, by name.
 
     One run per precision and value of ``TF_ENABLE_ONEDNN_OPTS`` in ``onednn_values`` (none:
-    layerwise's default); ``max_isa`` sets ``ONEDNN_MAX_CPU_ISA`` for every run, the
-    reference's too.
+    layerwise's default), and with ``train_flags`` one more of each with those ``apps.train``
+    flags added; ``max_isa`` sets ``ONEDNN_MAX_CPU_ISA`` for every run, the reference's too.
 
     Example:
         >>> variants(["float32"], ["0", "1"], "AVX2")[1]["float32, TF_ENABLE_ONEDNN_OPTS=1"]
@@ -91,8 +91,10 @@ def variants(precisions: list[str], onednn_values: list[str] | None = None, max_
     for precision in precisions:
         for value in onednn_values or [None]:
             name = precision if value is None else f"{precision}, {onednn.ENV}={value}"
-            runs[name] = DEFAULT_SHAPE + ["--precision", precision]
-            environments[name] = {**isa, **({} if value is None else {onednn.ENV: value})}
+            for extra in ([], train_flags or []) if train_flags else ([],):
+                variant = f"{name} {' '.join(extra)}".strip()
+                runs[variant] = DEFAULT_SHAPE + ["--precision", precision] + list(extra)
+                environments[variant] = {**isa, **({} if value is None else {onednn.ENV: value})}
     return runs, environments
 
 

@@ -67,6 +67,12 @@ def test_bench_compare_runs_each_variant_with_its_own_environment():
 
     variants, environments = speed_compare.variants(["float32"], ["0", "1"], "AVX2")
     assert list(variants) == [f"float32, {ENV}=0", f"float32, {ENV}=1"]
+    # --train_flags: each variant once more with those flags
+    with_flags, flagged_environments = speed_compare.variants(["auto"], None, None, ["--validation_freq=3"])
+    assert with_flags == {"auto": speed_compare.DEFAULT_SHAPE + ["--precision", "auto"],
+                          "auto --validation_freq=3": speed_compare.DEFAULT_SHAPE + ["--precision", "auto",
+                                                                                     "--validation_freq=3"]}
+    assert flagged_environments == {"reference": {}, "auto": {}, "auto --validation_freq=3": {}}
     assert environments == {"reference": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
                             f"float32, {ENV}=0": {"ONEDNN_MAX_CPU_ISA": "AVX2", ENV: "0"},
                             f"float32, {ENV}=1": {"ONEDNN_MAX_CPU_ISA": "AVX2", ENV: "1"}}
