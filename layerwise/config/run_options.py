@@ -1,8 +1,9 @@
 """How a run is executed, apart from what it computes: :class:`RunOptions`.
 
 Two runs that differ only in these options compute the same numbers (up to float rounding for
-``jit_compile``), so they are not part of ``config.json`` and a rerun on the same workdir may
-change them. Every field is declared once (``layerwise.config.schema``), and ``apps.train``'s
+``jit_compile``; with ``validation_freq``, unless a callback of yours acts on ``val_`` logs,
+which the epochs without evaluation do not have), so they are not part of ``config.json`` and a
+rerun on the same workdir may change them. Every field is declared once (``layerwise.config.schema``), and ``apps.train``'s
 flags are generated from the declarations.
 
 Example:

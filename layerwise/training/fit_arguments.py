@@ -37,7 +37,7 @@ KERAS_ONLY = {
     "sample_weight": "per-example weights are not supported yet",
     "initial_epoch": "a run resumes where it stopped when fit is called again with the same workdir",
     "steps_per_epoch": "an epoch is one pass over the training data",
-    "validation_steps": "the whole validation data is evaluated every epoch",
+    "validation_steps": "the whole validation data is evaluated (every epoch, or every validation_freq-th)",
     "validation_batch_size": "arrays are evaluated in batches of max(batch_size, 256), a dataset in its own",
 }
 
