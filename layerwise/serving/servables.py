@@ -145,15 +145,24 @@ def export_classifier(
     Returns:
         The path of the new version directory (with ``model.keras``, the classifier itself).
     """
-    image_shape = tuple(classifier.inputs[0].shape[1:])
     num_classes = int(classifier.outputs[0].shape[-1])
-    k = min(5, num_classes)
-    mean_t = tf.constant(np.asarray(mean, np.float32))
-    std_t = tf.constant(np.asarray(std, np.float32))
 
     def probabilities(x):
         return unless_empty(x, lambda x: tf.nn.softmax(tf.cast(classifier(x, training=False), tf.float32)),
                             num_classes)
+
+    archive = _image_archive(classifier, probabilities, tuple(classifier.inputs[0].shape[1:]), num_classes,
+                             mean, std, uint8)
+    return write_next_version(archive, servable_dir, keras_model=classifier, label=label)
+
+
+def _image_archive(model: keras.Model, probabilities: Callable, image_shape: tuple, num_classes: int,
+                   mean, std, uint8: bool) -> keras.export.ExportArchive:
+    """An archive tracking ``model`` with the two :data:`SIGNATURES` of ``probabilities``
+    (normalised images -> probabilities): ``serving_default`` on uint8 pixels normalised with
+    ``mean`` and ``std`` (float32 images where ``uint8`` is false), ``serving_float`` on float32."""
+    k = min(5, num_classes)
+    mean_t, std_t = tf.constant(np.asarray(mean, np.float32)), tf.constant(np.asarray(std, np.float32))
 
     @tf.function(autograph=False, input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8, name="images")])
     def serve_uint8(images):
@@ -165,10 +174,10 @@ def export_classifier(
         return _outputs(probabilities(checked(images, image_shape, finite=True)), k)
 
     archive = keras.export.ExportArchive()
-    archive.track(classifier)
+    archive.track(model)
     archive.add_endpoint(SIGNATURES[0], serve_uint8 if uint8 else serve_float)
     archive.add_endpoint(SIGNATURES[1], serve_float)
-    return write_next_version(archive, servable_dir, keras_model=classifier, label=label)
+    return archive
 
 
 def write_next_version(archive: keras.export.ExportArchive, servable_dir: str, info: dict[str, Any] | None = None,
@@ -262,27 +271,11 @@ def export_ensemble(network, heads: Sequence[keras.Model], servable_dir: str, me
         info: what the version covers (:func:`write_next_version`).
         label: the version label the new version gets, if complete (:func:`write_next_version`).
     """
-    model = _all_heads_model(network, heads)
-    k = min(5, network.num_classes)
-    mean_t, std_t = tf.constant(np.asarray(mean, np.float32)), tf.constant(np.asarray(std, np.float32))
-    shape = network.input_shape
-
     def probabilities(x):
         return unless_empty(x, lambda x: ensemble_graph_probabilities(network.stages, heads, x), network.num_classes)
 
-    @tf.function(autograph=False, input_signature=[tf.TensorSpec((None, *shape), tf.uint8, name="images")])
-    def serve_uint8(images):
-        x = (tf.cast(checked(images, shape), tf.float32) - mean_t) / std_t
-        return _outputs(probabilities(x), k)
-
-    @tf.function(autograph=False, input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="images")])
-    def serve_float(images):
-        return _outputs(probabilities(checked(images, shape, finite=True)), k)
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(SIGNATURES[0], serve_uint8 if uint8 else serve_float)
-    archive.add_endpoint(SIGNATURES[1], serve_float)
+    archive = _image_archive(_all_heads_model(network, heads), probabilities, tuple(network.input_shape),
+                             network.num_classes, mean, std, uint8)
     return write_next_version(archive, servable_dir, info, label=label)
 
 
