@@ -91,7 +91,7 @@ def variants(precisions: list[str], onednn_values: list[str] | None = None, max_
     for precision in precisions:
         for value in onednn_values or [None]:
             name = precision if value is None else f"{precision}, {onednn.ENV}={value}"
-            for extra in ([], train_flags or []) if train_flags else ([],):
+            for extra in [[]] + ([train_flags] if train_flags else []):
                 variant = f"{name} {' '.join(extra)}".strip()
                 runs[variant] = DEFAULT_SHAPE + ["--precision", precision] + list(extra)
                 environments[variant] = {**isa, **({} if value is None else {onednn.ENV: value})}

@@ -78,14 +78,15 @@ class CacheCosts:
                 f"~{self.epochs * per_pass:.1f} s, cached ~{cached:.1f} s")
 
 
-def _median_seconds(fn) -> float:
-    fn()
+def _median_seconds(fn) -> tuple[float, object]:
+    """The median seconds of :data:`TIMED_CALLS` calls of ``fn`` after an untimed one, and its result."""
+    result = fn()
     times = []
     for _ in range(TIMED_CALLS):
         start = time.perf_counter()
-        fn()
+        result = fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), result
 
 
 def measure_costs(forward, data: DataSource, batch_size: int, epochs: int) -> CacheCosts:
@@ -93,11 +94,17 @@ def measure_costs(forward, data: DataSource, batch_size: int, epochs: int) -> Ca
     gather of ``batch_size`` rows of its features, on this machine."""
     x, _ = next(iter(data.eval_batches("train", EVAL_BATCH)))
     n = int(x.shape[0])
-    forward_s = _median_seconds(lambda: [t.numpy() for t in tf.nest.flatten(forward(x))]) / n
-    features = tf.nest.flatten(forward(x))
-    rows = tf.constant(np.random.default_rng(0).integers(0, n, batch_size))
-    gather_s = _median_seconds(lambda: [tf.gather(f, rows).numpy() for f in features]) / batch_size
-    return CacheCosts(forward_s, gather_s, epochs)
+
+    def features():
+        outputs = tf.nest.flatten(forward(x))
+        for output in outputs:
+            output.numpy()  # waits for the result: the time is the pass's
+        return outputs
+
+    forward_s, outputs = _median_seconds(features)
+    rows = np.random.default_rng(0).integers(0, n, batch_size)
+    gather_s, _ = _median_seconds(lambda: [tf.gather(f, rows).numpy() for f in outputs])
+    return CacheCosts(forward_s / n, gather_s / batch_size, epochs)
 
 
 def check_option(option: str, data: DataSource, workdir: str | None) -> None:
