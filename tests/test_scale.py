@@ -16,7 +16,8 @@ from layerwise.analysis.memory import allocator_reports_memory, memory_device
 from layerwise.data.base import ArraySource
 from layerwise.precision import resolve_precision
 from layerwise.training.optim import make_optimizer
-from layerwise.training.prefix_cache import CacheCosts, choose_mode, measure_costs, prefix_forward, problem_cache
+from layerwise.training.prefix_cache import (CacheCosts, PrefixCache, cached_eval_splits, choose_mode, feature_bytes,
+                                             measure_costs, prefix_forward, problem_cache)
 from layerwise.training.problems import decoupled_models
 from layerwise.training.steps import make_decoupled_step
 from layerwise.training.trainer import GreedyTrainer
@@ -45,6 +46,60 @@ def test_cached_prefix_gives_the_same_stage_weights(tmp_path, quiet_log, cache):
     for a, b in zip(_stage_weights(uncached), _stage_weights(cached)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert not (tmp_path / "run" / "cache" / "stage_01").exists()  # deleted after the stage
+
+
+def _blank_test_images_at_stage_1(data):
+    """A callback that zeroes the data's test images when stage 1's first epoch begins (after its
+    prefix cache is filled): an evaluation that reads the images from then on sees blanks."""
+    def blank(epoch, logs):
+        if logs["stage"] == 1 and logs["stage_epoch"] == 0:
+            images = data.tensors("test")[0]
+            images.assign(tf.zeros_like(images))
+    return keras.callbacks.LambdaCallback(on_epoch_begin=blank)
+
+
+def _stage_1_accuracies(cache, blank, quiet_log, workdir):
+    """Stage 1's test and validation accuracies after each epoch, and its record's test accuracy."""
+    config = resolve(tiny_config(epochs_per_stage=2, validation_fraction=0.1))
+    data = load_data(config)
+    trainer = GreedyTrainer(build_network(config, data), data, config, workdir, log=quiet_log,
+                            options=RunOptions(cache_prefix=cache),
+                            callbacks=[_blank_test_images_at_stage_1(data)] if blank else None)
+    records = trainer.run()
+    epochs = [r[key] for r in trainer.runlog.records if r["event"] == "epoch" and r["stage"] == 1
+              for key in ("test_accuracy", "val_accuracy")]
+    return [*epochs, records[1]["test_accuracy"]]
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk"])
+def test_a_cached_stage_evaluates_its_head_on_the_cached_test_features(tmp_path, quiet_log, cache):
+    """With the prefix cached, the test split's features are cached too and every evaluation of the
+    stage reads them (the validation split's as well): blanking the test images after the cache is
+    filled changes nothing, whereas the uncached run, which reads the images, then evaluates blanks."""
+    off = _stage_1_accuracies("off", False, quiet_log, str(tmp_path / "off"))
+    cached_blanked = _stage_1_accuracies(cache, True, quiet_log, str(tmp_path / "cached"))
+    assert cached_blanked == pytest.approx(off, abs=1e-9)  # every epoch's and the stage's
+    assert _stage_1_accuracies("off", True, quiet_log, str(tmp_path / "blanked"))[-1] != pytest.approx(
+        off[-1], abs=0.01)
+
+
+def test_the_test_split_is_cached_in_its_order_within_auto_s_budget():
+    n, n_test = 256, 100
+    rng = np.random.default_rng(0)
+    data = ArraySource("plain", (rng.integers(0, 255, (n, 8, 8, 1), np.uint8), np.arange(n) % 10),
+                       (rng.integers(0, 255, (n_test, 8, 8, 1), np.uint8), np.arange(n_test) % 10), 10)
+    prefix = _image_prefix((8, 8, 1))
+    train_only, everything = (feature_bytes(prefix, k) / 2**20 for k in (n, n + n_test))
+    assert cached_eval_splits("auto", prefix, data, everything) == ("test", "val")
+    assert cached_eval_splits("auto", prefix, data, (train_only + everything) / 2) == ()
+    assert cached_eval_splits("memory", prefix, data, 0.0) == ("test", "val")
+    cache = PrefixCache(prefix, data, "memory", eval_splits=("test", "val"))
+    assert cache.eval_splits == ("test",)  # no validation split here
+    features = np.concatenate([x.numpy() for x, _ in cache.eval_batches("test", 32)])
+    images = np.concatenate([x.numpy() for x, _ in data.eval_batches("test", 32)])
+    np.testing.assert_allclose(features, prefix(images, training=False).numpy(), rtol=1e-6, atol=1e-6)
+    with pytest.raises(KeyError, match="holds no 'val' split"):
+        next(cache.eval_batches("val", 32))
 
 
 def test_tape_prefix_mode_gives_the_same_weights(quiet_log):

@@ -38,8 +38,9 @@ class RunOptions:
     cache_prefix: str = option(
         "auto", "Train each stage on cached outputs of the frozen prefix: auto (memory when there is no "
         "random augmentation, they fit in --cache_budget_mb and the costs measured on this machine say it "
-        "pays), memory, disk (memory-mapped under workdir/cache, deleted after the stage), off. Same numbers "
-        "either way.", choices=CACHE_PREFIX)
+        "pays), memory, disk (memory-mapped under workdir/cache, deleted after the stage), off. Where it caches, "
+        "the test and validation splits' outputs are cached too (auto: if they fit as well) and the evaluations "
+        "after each epoch run the stage and its head on them. Same numbers either way.", choices=CACHE_PREFIX)
     cache_budget_mb: float = option(1024.0, "Memory budget of --cache_prefix=auto, in MiB.")
     prefix_mode: str = option(
         "no_tape", "no_tape (the frozen prefix runs outside the gradient tape) or tape (recomputed inside it "

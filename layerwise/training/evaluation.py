@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -138,10 +139,22 @@ class Evaluator:
         self.data = data
         self.config = config
         self.callbacks = callbacks
+        self.inputs = data  # what the passes read: ``inputs.eval_batches(split, batch_size)``
+
+    @contextlib.contextmanager
+    def reading(self, source):
+        """Inside the block the passes read ``source.eval_batches(split, batch_size)`` instead of
+        the data's images: a ``PrefixCache``'s features of the test and validation splits, for a
+        ``predict`` of the stage and its head alone (``None``: the images, unchanged)."""
+        previous, self.inputs = self.inputs, source or self.inputs
+        try:
+            yield
+        finally:
+            self.inputs = previous
 
     def probabilities(self, predict, split: str) -> np.ndarray:
         """``predict``'s probabilities on every example of ``split``, in the split's order."""
-        batches = self.data.eval_batches(split, max(self.config.batch_size, 256))
+        batches = self.inputs.eval_batches(split, max(self.config.batch_size, 256))
         return np.concatenate([predict(x).numpy() for x, _ in batches])
 
     def validation_probabilities(self, predict) -> np.ndarray:
@@ -152,7 +165,7 @@ class Evaluator:
         parts: list[np.ndarray] = []
         seen, loss_sum, correct = 0, 0.0, 0.0
         self.callbacks.test_begin()
-        for batch, (x, _) in enumerate(self.data.eval_batches("val", max(self.config.batch_size, 256))):
+        for batch, (x, _) in enumerate(self.inputs.eval_batches("val", max(self.config.batch_size, 256))):
             self.callbacks.test_batch_begin(batch)
             probs = predict(x).numpy()
             batch_labels = labels[seen:seen + len(probs)]

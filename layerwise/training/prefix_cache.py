@@ -16,6 +16,11 @@ with its choice. On the default network stage 1's prefix (one 3x3 conv on one ch
 recomputed and stage 2's is cached. Features are stored in the prefix's output dtype (bfloat16
 under ``mixed_bfloat16``: half the bytes, and exactly what the uncached path feeds the stage).
 
+Where the training split is cached, the test and validation splits are too (with ``auto``, when
+all of them fit in the budget): the evaluation after each epoch then runs the new stage and its
+head on the cached features (:meth:`PrefixCache.eval_batches`) instead of the whole classifier on
+the images, the same probabilities without the prefix's pass per evaluation.
+
 Modes: ``memory`` (a tensor in RAM), ``disk`` (a memory-mapped float32 ``.npy`` per output under
 ``workdir/cache/<problem>``, deleted after the stage), ``auto`` (memory when the prefix is worth
 caching, the features fit in the budget and there is no augmentation, else off), ``off``.
@@ -40,6 +45,7 @@ from layerwise.errors import ConfigError
 EVAL_BATCH = 256
 TIMED_CALLS = 3  # after one untimed call (tracing): the median is taken
 MAX_CACHED_SHARE = 0.5  # auto caches where that saves at least half of the prefix's time
+EVAL_SPLITS = ("test", "val")  # cached beside the training split, for the epochs' evaluations
 
 
 def feature_bytes(frozen: keras.Model, num_examples: int) -> int:
@@ -153,24 +159,29 @@ def prefix_forward(frozen: keras.Model, jit_compile: bool = False):
     return tf.function(lambda x: frozen(x, training=False), jit_compile=jit_compile, reduce_retracing=True)
 
 
-def _fill(forward, data: DataSource, write: Callable[[int, list[tf.Tensor]], None]) -> None:
-    """Runs the prefix over the training split batch by batch, handing each batch's outputs and
-    its first example's index to ``write``."""
+def split_size(data: DataSource, split: str) -> int:
+    """The number of examples in ``split`` (``train``, ``test`` or ``val``; 0: no such split)."""
+    return {"train": data.num_train, "test": data.num_test, "val": data.num_val}[split]
+
+
+def _fill(forward, data: DataSource, split: str, write: Callable[[int, list[tf.Tensor]], None]) -> None:
+    """Runs the prefix over ``split`` batch by batch, in the split's order, handing each batch's
+    outputs and its first example's index to ``write``."""
     start = 0
-    for x, _ in data.eval_batches("train", EVAL_BATCH):
+    for x, _ in data.eval_batches(split, EVAL_BATCH):
         outputs = tf.nest.flatten(forward(x))
         write(start, outputs)
         start += int(outputs[0].shape[0])
-    if start != data.num_train:
-        raise RuntimeError(f"the training split gave {start} examples, expected {data.num_train}")
+    if start != split_size(data, split):
+        raise RuntimeError(f"the {split} split gave {start} examples, expected {split_size(data, split)}")
 
 
-def _memory_arrays(frozen: keras.Model, data: DataSource, forward) -> list[tf.Variable]:
-    """The features as one variable per output, written in place batch by batch: no NumPy copy
-    and no initial value to copy (a captured constant would be copied into every tf.data function;
-    a variable is captured by its handle)."""
+def _memory_arrays(frozen: keras.Model, data: DataSource, forward, split: str) -> list[tf.Variable]:
+    """``split``'s features as one variable per output, written in place batch by batch: no NumPy
+    copy and no initial value to copy (a captured constant would be copied into every tf.data
+    function; a variable is captured by its handle)."""
     with tf.init_scope(), tf.device("/CPU:0"):
-        arrays = [tf.Variable(tf.zeros((data.num_train, *t.shape[1:]), t.dtype), trainable=False)
+        arrays = [tf.Variable(tf.zeros((split_size(data, split), *t.shape[1:]), t.dtype), trainable=False)
                   for t in tf.nest.flatten(frozen.outputs)]
 
     def write(start, outputs):
@@ -178,22 +189,22 @@ def _memory_arrays(frozen: keras.Model, data: DataSource, forward) -> list[tf.Va
         for array, output in zip(arrays, outputs):  # a scatter writes in place; a slice assign is ~20x slower
             array.scatter_update(tf.IndexedSlices(output, rows))
 
-    _fill(forward, data, write)
+    _fill(forward, data, split, write)
     return arrays
 
 
-def _disk_arrays(frozen: keras.Model, data: DataSource, forward, directory: str) -> list[np.ndarray]:
-    """The features as one memory-mapped float32 ``.npy`` file per output under ``directory``."""
+def _disk_arrays(frozen: keras.Model, data: DataSource, forward, split: str, directory: str) -> list[np.ndarray]:
+    """``split``'s features as one memory-mapped float32 ``.npy`` file per output under ``directory``."""
     os.makedirs(directory, exist_ok=True)
-    paths = [os.path.join(directory, f"features_{i}.npy") for i in range(len(tf.nest.flatten(frozen.outputs)))]
-    files = [np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(data.num_train, *t.shape[1:]))
+    paths = [os.path.join(directory, f"{split}_features_{i}.npy") for i in range(len(tf.nest.flatten(frozen.outputs)))]
+    files = [np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(split_size(data, split), *t.shape[1:]))
              for path, t in zip(paths, tf.nest.flatten(frozen.outputs))]
 
     def write(start, outputs):
         for file, output in zip(files, outputs):
             file[start: start + output.shape[0]] = output.numpy()
 
-    _fill(forward, data, write)
+    _fill(forward, data, split, write)
     for file in files:
         file.flush()
     del files
@@ -201,19 +212,22 @@ def _disk_arrays(frozen: keras.Model, data: DataSource, forward, directory: str)
 
 
 class PrefixCache:
-    """The frozen prefix's outputs for the whole training split, in its stored order.
+    """The frozen prefix's outputs for the whole training split, in its stored order, and with
+    ``eval_splits`` for those evaluation splits too (in their order: :meth:`eval_batches`).
 
     Args:
         frozen: image -> stage input (a structure of tensors).
-        data: the data source (normalised training images via ``eval_batches("train")``).
+        data: the data source (normalised images of each split via ``eval_batches``).
         mode: ``memory`` or ``disk``.
         directory: where ``disk`` writes (created, and deleted by :meth:`close`).
         jit_compile: XLA-compile the prefix's forward pass.
         forward: the prefix's forward pass, if one was traced already (:func:`prefix_forward`).
+        eval_splits: evaluation splits (``test``, ``val``) to cache as well; those without
+            examples are left out.
     """
 
     def __init__(self, frozen: keras.Model, data: DataSource, mode: str, directory: str | None = None,
-                 jit_compile: bool = False, forward=None):
+                 jit_compile: bool = False, forward=None, eval_splits: tuple[str, ...] = ()):
         if mode == "disk" and directory is None:
             raise ConfigError("--cache_prefix=disk needs a --workdir to write the cache to")
         self.mode = mode
@@ -222,11 +236,33 @@ class PrefixCache:
         self.dtypes = [tf.as_dtype(t.dtype) for t in tf.nest.flatten(frozen.outputs)]
         self._structure = frozen.outputs
         self.labels = data.labels("train").astype(np.int32)
+        splits = ["train"] + [split for split in eval_splits if split_size(data, split)]
         if mode == "disk":
-            self._arrays = _disk_arrays(frozen, data, forward, self.directory)
+            self._splits = {split: _disk_arrays(frozen, data, forward, split, self.directory) for split in splits}
         else:
-            self._arrays = _memory_arrays(frozen, data, forward)
-        self.nbytes = sum(int(np.prod(a.shape)) * tf.as_dtype(a.dtype).size for a in self._arrays)
+            self._splits = {split: _memory_arrays(frozen, data, forward, split) for split in splits}
+        self._arrays = self._splits["train"]
+        self.nbytes = sum(int(np.prod(a.shape)) * tf.as_dtype(a.dtype).size
+                          for arrays in self._splits.values() for a in arrays)
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        """The evaluation splits held (:meth:`eval_batches` reads them)."""
+        return tuple(split for split in self._splits if split != "train")
+
+    def eval_batches(self, split: str, batch_size: int):
+        """``split``'s features in its order, in batches of ``batch_size`` (the last one smaller),
+        as ``(features, None)`` pairs: what ``DataSource.eval_batches`` gives for the images.
+
+        Raises:
+            KeyError: ``split`` is not held (:attr:`eval_splits`).
+        """
+        arrays = self._splits.get(split) if split != "train" else None
+        if arrays is None:
+            raise KeyError(f"the prefix cache holds no {split!r} split for evaluation (it holds {self.eval_splits})")
+        for start in range(0, int(arrays[0].shape[0]), batch_size):
+            features = [tf.cast(a[start: start + batch_size], d) for a, d in zip(arrays, self.dtypes)]
+            yield (tf.nest.pack_sequence_as(self._structure, features) if len(features) > 1 else features[0]), None
 
     def batches(self, order: np.ndarray, batch_size: int) -> tf.data.Dataset:
         """Batches of (features, labels) in ``order``, ``drop_remainder`` like ``train_batches``."""
@@ -255,9 +291,16 @@ class PrefixCache:
 
     def close(self) -> None:
         """Frees the features; deletes the disk cache."""
-        self._arrays = []
+        self._arrays, self._splits = [], {}
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def cached_eval_splits(option: str, frozen: keras.Model, data: DataSource, budget_mb: float) -> tuple[str, ...]:
+    """The evaluation splits cached beside the training split: :data:`EVAL_SPLITS`, or none where
+    ``auto``'s budget holds the training split's features but not the evaluation splits' too."""
+    everything = feature_bytes(frozen, data.num_train + data.num_test + data.num_val)
+    return EVAL_SPLITS if option != "auto" or everything <= budget_mb * 2**20 else ()
 
 
 def problem_cache(name: str, frozen: keras.Model | None, needs_images: bool, data: DataSource, option: str,
@@ -284,8 +327,9 @@ def problem_cache(name: str, frozen: keras.Model | None, needs_images: bool, dat
         return None
     directory = os.path.join(workdir, "cache", name) if workdir else None
     start = time.perf_counter()
-    cache = PrefixCache(frozen, data, mode, directory, jit_compile=jit_compile, forward=forward)
+    cache = PrefixCache(frozen, data, mode, directory, jit_compile=jit_compile, forward=forward,
+                        eval_splits=cached_eval_splits(option, frozen, data, budget_mb))
     if log is not None:
-        log(f"{name}: cached the frozen prefix ({mode}, {cache.nbytes / 2**20:.0f} MiB, "
-            f"{time.perf_counter() - start:.1f} s{why})")
+        log(f"{name}: cached the frozen prefix ({mode}, {cache.nbytes / 2**20:.0f} MiB: "
+            f"{' + '.join(('train',) + cache.eval_splits)}, {time.perf_counter() - start:.1f} s{why})")
     return cache

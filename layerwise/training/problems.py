@@ -75,8 +75,12 @@ class Problem:
     def classifier(self, image_input: keras.KerasTensor) -> keras.Model:
         """Images -> logits: the frozen prefix, then the trainable part (its classification head only)."""
         x = image_input if self.frozen is None else self.frozen(image_input)
-        part = self.trainable if self.logits_model is None else self.logits_model
-        return keras.Model(image_input, part(x), name=f"{self.name}_classifier")
+        return keras.Model(image_input, self.logits_part()(x), name=f"{self.name}_classifier")
+
+    def logits_part(self) -> keras.Model:
+        """The frozen prefix's outputs -> logits: the trainable part, or its classification head
+        only (``logits_model``)."""
+        return self.trainable if self.logits_model is None else self.logits_model
 
 
 PROBE_IMAGES = 4

@@ -13,9 +13,8 @@ Layerwise (Algorithm 1): for j = 0..J-1, freeze stages 0..j-1 (``trainable=False
 inference mode), train stage j with a fresh auxiliary head, a fresh optimizer and a freshly traced
 step, evaluate its head and the 2^j-weighted ensemble of all heads so far, checkpoint and export.
 
-Every epoch is checkpointed (crash-safe, ``layerwise.run.checkpoints``): rerunning the same
-configuration on the same workdir loads finished stages and continues the unfinished one from its
-last epoch, with the same numbers an uninterrupted run gives.
+Every epoch is checkpointed (crash-safe, ``layerwise.run.checkpoints``): rerunning the same configuration on the
+same workdir loads finished stages and continues the unfinished one from its last epoch, with the same numbers.
 
 Example:
     >>> trainer = GreedyTrainer(network, data, config, workdir="runs/demo")
@@ -263,10 +262,12 @@ class GreedyTrainer:
         cache = self.prefix_cache(problem) if len(history) < problem.epochs else None
         run = self.multi_step(self.train_step(problem, optimizer, cached=cache is not None), optimizer)
         predict = make_predict_step(classifier)
+        on_features = cache is not None and bool(cache.eval_splits)  # evaluations: the stage and head on the cache
         try:
-            self.train_epochs(problem, run, predict, history, variables, optimizer.variables, checkpoints,
-                              after_epoch=lambda epoch, record: kept.after_epoch(epoch, record, history, variables),
-                              cache=cache)
+            with self.evaluator.reading(cache if on_features else None):
+                self.train_epochs(problem, run, make_predict_step(problem.logits_part()) if on_features else predict,
+                                  history, variables, optimizer.variables, checkpoints, cache=cache,
+                                  after_epoch=lambda epoch, record: kept.after_epoch(epoch, record, history, variables))
         finally:
             if cache is not None:
                 cache.close()
