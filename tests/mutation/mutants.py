@@ -131,6 +131,8 @@ ASYNC_SLOW_MIDDLE = f"{ASYNC_STEPS}[slow_middle]"
 ASYNC_RUN_RATIOS = f"{LOCAL}::test_async_runs_are_seeded_and_step_at_their_ratios"
 AUTO_PRECISION = f"{SCALE}::test_auto_precision_by_gpu_compute_capability_and_cpu_flags"
 AUTO_CACHE = f"{SCALE}::test_auto_prefix_cache_caches_exactly_where_the_measured_costs_say_it_pays"
+CACHED_EVAL = f"{SCALE}::test_a_cached_stage_evaluates_its_head_on_the_cached_test_features"
+EVAL_CACHE_BUDGET = f"{SCALE}::test_the_test_split_is_cached_in_its_order_within_auto_s_budget"
 # ---- issue 21: training
 LOCAL_LOSSES_PY = "layerwise/training/local_losses.py"
 WORKDIR_PY = "layerwise/run/workdir.py"
@@ -1086,6 +1088,22 @@ MUTANTS: list[Mutant] = [
         'BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")',
         'BF16_CPU_FLAGS = ("avx512_bf16",)',
         (AUTO_PRECISION,),
+    ),
+    Mutant(
+        "cached-stage-evaluates-images",
+        "a cached stage's evaluations run the whole classifier on the images, not the stage and head on the cache",
+        TRAINER_PY,
+        "on_features = cache is not None and bool(cache.eval_splits)",
+        "on_features = False",
+        (CACHED_EVAL,),
+    ),
+    Mutant(
+        "eval-cache-ignores-budget",
+        "cache_prefix auto caches the test and validation splits beside the training split however large they are",
+        PREFIX_CACHE,
+        'return EVAL_SPLITS if option != "auto" or everything <= budget_mb * 2**20 else ()',
+        "return EVAL_SPLITS",
+        (EVAL_CACHE_BUDGET,),
     ),
     Mutant(
         "auto-cache-cost-inverted",
