@@ -165,6 +165,11 @@ def test_auto_prefix_cache_caches_exactly_where_the_measured_costs_say_it_pays()
     # the budget: n examples x 16 float32 features, in MiB
     assert choose_mode("auto", plain, prefix, n * 64 / 2**20, pays) == "memory"
     assert choose_mode("auto", plain, prefix, (n * 64 - 1) / 2**20, pays) == "off"
+    # bfloat16 features (a mixed_bfloat16 prefix) take 2 bytes a number, not 4
+    x = keras.Input((2, 2, 1))
+    half = keras.Model(x, keras.layers.Dense(16, dtype="bfloat16")(keras.layers.Flatten()(x)))
+    assert feature_bytes(half, n) == n * 32
+    assert choose_mode("auto", plain, half, n * 32 / 2**20, pays) == "memory"
     # not exact with random augmentation, not possible without the order: off, or refused when asked for
     assert choose_mode("auto", augmented, prefix, lots, pays) == "off"
     assert choose_mode("auto", unordered, prefix, lots, pays) == "off"
