@@ -105,6 +105,10 @@ class DataSource:
     def train_batches(self, batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
         raise NotImplementedError
 
+    def num_examples(self, split: str) -> int:
+        """The size of ``split`` (``train``, ``test`` or ``val``; 0: the split does not exist)."""
+        return {"train": self.num_train, "test": self.num_test, "val": self.num_val}[split]
+
     def steps_per_epoch(self, batch_size: int) -> int:
         """Training steps of one epoch of ``train_batches(batch_size, ...)``."""
         return self.num_train // batch_size

@@ -159,11 +159,6 @@ def prefix_forward(frozen: keras.Model, jit_compile: bool = False):
     return tf.function(lambda x: frozen(x, training=False), jit_compile=jit_compile, reduce_retracing=True)
 
 
-def split_size(data: DataSource, split: str) -> int:
-    """The number of examples in ``split`` (``train``, ``test`` or ``val``; 0: no such split)."""
-    return {"train": data.num_train, "test": data.num_test, "val": data.num_val}[split]
-
-
 def _fill(forward, data: DataSource, split: str, write: Callable[[int, list[tf.Tensor]], None]) -> None:
     """Runs the prefix over ``split`` batch by batch, in the split's order, handing each batch's
     outputs and its first example's index to ``write``."""
@@ -172,8 +167,8 @@ def _fill(forward, data: DataSource, split: str, write: Callable[[int, list[tf.T
         outputs = tf.nest.flatten(forward(x))
         write(start, outputs)
         start += int(outputs[0].shape[0])
-    if start != split_size(data, split):
-        raise RuntimeError(f"the {split} split gave {start} examples, expected {split_size(data, split)}")
+    if start != data.num_examples(split):
+        raise RuntimeError(f"the {split} split gave {start} examples, expected {data.num_examples(split)}")
 
 
 def _memory_arrays(frozen: keras.Model, data: DataSource, forward, split: str) -> list[tf.Variable]:
@@ -181,7 +176,7 @@ def _memory_arrays(frozen: keras.Model, data: DataSource, forward, split: str) -
     copy and no initial value to copy (a captured constant would be copied into every tf.data
     function; a variable is captured by its handle)."""
     with tf.init_scope(), tf.device("/CPU:0"):
-        arrays = [tf.Variable(tf.zeros((split_size(data, split), *t.shape[1:]), t.dtype), trainable=False)
+        arrays = [tf.Variable(tf.zeros((data.num_examples(split), *t.shape[1:]), t.dtype), trainable=False)
                   for t in tf.nest.flatten(frozen.outputs)]
 
     def write(start, outputs):
@@ -197,7 +192,7 @@ def _disk_arrays(frozen: keras.Model, data: DataSource, forward, split: str, dir
     """``split``'s features as one memory-mapped float32 ``.npy`` file per output under ``directory``."""
     os.makedirs(directory, exist_ok=True)
     paths = [os.path.join(directory, f"{split}_features_{i}.npy") for i in range(len(tf.nest.flatten(frozen.outputs)))]
-    files = [np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(split_size(data, split), *t.shape[1:]))
+    files = [np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(data.num_examples(split), *t.shape[1:]))
              for path, t in zip(paths, tf.nest.flatten(frozen.outputs))]
 
     def write(start, outputs):
@@ -236,12 +231,11 @@ class PrefixCache:
         self.dtypes = [tf.as_dtype(t.dtype) for t in tf.nest.flatten(frozen.outputs)]
         self._structure = frozen.outputs
         self.labels = data.labels("train").astype(np.int32)
-        splits = ["train"] + [split for split in eval_splits if split_size(data, split)]
+        splits = ["train"] + [split for split in eval_splits if data.num_examples(split)]
         if mode == "disk":
             self._splits = {split: _disk_arrays(frozen, data, forward, split, self.directory) for split in splits}
         else:
             self._splits = {split: _memory_arrays(frozen, data, forward, split) for split in splits}
-        self._arrays = self._splits["train"]
         self.nbytes = sum(int(np.prod(a.shape)) * tf.as_dtype(a.dtype).size
                           for arrays in self._splits.values() for a in arrays)
 
@@ -269,7 +263,7 @@ class PrefixCache:
         steps = len(order) // batch_size
         index = order[: steps * batch_size].reshape(steps, batch_size).astype(np.int64)
         labels = tf.constant(self.labels)
-        arrays = self._arrays
+        arrays = self._splits["train"]
         if self.mode == "memory":
             def gather(i):
                 return [tf.gather(a, i) for a in arrays]
@@ -291,7 +285,7 @@ class PrefixCache:
 
     def close(self) -> None:
         """Frees the features; deletes the disk cache."""
-        self._arrays, self._splits = [], {}
+        self._splits = {}
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
 
